@@ -1,0 +1,19 @@
+"""URLs of the demo shop."""
+
+from django.urls import path
+
+from . import views
+
+app_name = "shop"
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("fast/", views.fast, name="fast"),
+    path("catalogue/", views.catalogue, name="catalogue"),
+    path("n-plus-one/", views.n_plus_one, name="n_plus_one"),
+    path("books/<int:book_id>/", views.book, name="book"),
+    path("slow/", views.slow, name="slow"),
+    path("fail/", views.fail, name="fail"),
+    path("stream/", views.stream, name="stream"),
+    path("async/", views.async_view, name="async"),
+]

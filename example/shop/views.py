@@ -1,0 +1,83 @@
+"""Demo views: one of each kind the stats should tell apart."""
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.shortcuts import render
+
+from .models import Author, Book, PageView
+
+
+def ensure_catalogue() -> None:
+    """Create a small catalogue the first time it is needed."""
+    if Author.objects.exists():
+        return
+    for i in range(10):
+        author = Author.objects.create(name=f"Author {i}")
+        Book.objects.bulk_create(Book(title=f"Book {i}.{j}", author=author) for j in range(3))
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    """A fast page with links to the others."""
+    return render(request, "shop/home.html")
+
+
+def fast(request: HttpRequest) -> HttpResponse:
+    """No SQL at all."""
+    return HttpResponse("fast\n", content_type="text/plain")
+
+
+def catalogue(request: HttpRequest) -> HttpResponse:
+    """A handful of distinct queries, on two databases."""
+    ensure_catalogue()
+    authors = Author.objects.count()
+    books = list(Book.objects.select_related("author").order_by("id")[:20])
+    cheapest = Book.objects.order_by("price").first()
+    PageView.objects.create(path=request.path[:200])
+    return render(request, "shop/catalogue.html", {"authors": authors, "books": books, "cheapest": cheapest})
+
+
+def n_plus_one(request: HttpRequest) -> HttpResponse:
+    """The classic N+1: one query for the books, then one per book for its author."""
+    ensure_catalogue()
+    lines = [f"{book.title} by {book.author.name}" for book in Book.objects.order_by("id")[:15]]
+    return HttpResponse("\n".join(lines), content_type="text/plain")
+
+
+def book(request: HttpRequest, book_id: int) -> HttpResponse:
+    """A detail page: the route has a parameter, the stats key does not."""
+    ensure_catalogue()
+    found = Book.objects.filter(pk=book_id).select_related("author").first()
+    return JsonResponse({"id": book_id, "title": found.title if found else None})
+
+
+def slow(request: HttpRequest) -> HttpResponse:
+    """A slow page: 150-250 ms of 'work'."""
+    time.sleep(0.15 + (time.time_ns() % 100) / 1000)
+    return HttpResponse("slow\n", content_type="text/plain")
+
+
+def fail(request: HttpRequest) -> HttpResponse:
+    """Always raises: a 500, counted as an error."""
+    order_total = 42
+    raise ZeroDivisionError(f"cannot split order total {order_total} between 0 people")
+
+
+def stream(request: HttpRequest) -> StreamingHttpResponse:
+    """A streaming body of 5 chunks, 40 ms apart: the time counted is to the end of the body."""
+
+    def chunks() -> Iterator[str]:
+        for i in range(5):
+            time.sleep(0.04)
+            yield f"chunk {i}\n"
+
+    return StreamingHttpResponse(chunks(), content_type="text/plain")
+
+
+async def async_view(request: HttpRequest) -> HttpResponse:
+    """An async view that also runs SQL (through the async ORM)."""
+    await asyncio.sleep(0.01)
+    count = await Book.objects.acount()
+    return HttpResponse(f"{count} books\n", content_type="text/plain")

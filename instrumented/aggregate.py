@@ -1,0 +1,259 @@
+"""The in-process window: per 10 s bucket, per view, counters and a mergeable latency histogram.
+
+One lock, O(1) work per request (plus one step per distinct SQL template the request ran).
+Snapshots are plain JSON-able dicts; the reader merges them across processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from typing import Any
+
+from . import histogram
+from .probe import Probe
+
+OTHER_VIEW = "(other)"
+NOT_FOUND_VIEW = "(not found)"
+UNRESOLVED_VIEW = "(unresolved)"
+
+
+class ViewStats:
+    """One view's numbers within one bucket of one process."""
+
+    __slots__ = (
+        "aliases",
+        "db_ns",
+        "errors",
+        "exceptions",
+        "hist",
+        "lat_max_us",
+        "lat_sum_us",
+        "methods",
+        "n_plus_one",
+        "queries",
+        "queries_max",
+        "requests",
+        "route",
+        "status",
+        "templates",
+    )
+
+    def __init__(self, route: str) -> None:
+        self.route = route
+        self.requests = 0
+        self.errors = 0
+        self.status = [0, 0, 0, 0]  # 2xx, 3xx, 4xx, 5xx
+        self.lat_sum_us = 0.0
+        self.lat_max_us = 0.0
+        self.hist: dict[int, int] = {}
+        self.queries = 0
+        self.queries_max = 0
+        self.db_ns = 0
+        self.n_plus_one = 0
+        self.methods: dict[str, int] = {}
+        # SQL template -> [count, nanoseconds, requests in which it was an N+1 suspect]
+        self.templates: dict[str, list[int]] = {}
+        # alias -> [count, nanoseconds]
+        self.aliases: dict[str, list[int]] = {}
+        # exception class -> [count, last reference or "", last unix time]
+        self.exceptions: dict[str, list[Any]] = {}
+
+
+def shorten(name: str, limit: int) -> str:
+    """``name`` cut to ``limit`` characters, keeping it unique with a short hash suffix."""
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha1(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{name[: max(limit - 10, 1)]}…{digest}"
+
+
+class Aggregator:
+    """Per-process buckets of ViewStats; the flusher collects the buckets that changed."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.bucket_seconds = int(config["BUCKET_SECONDS"])
+        self.max_views = int(config["MAX_VIEWS"])
+        self.max_queries = int(config["MAX_QUERIES_PER_VIEW"])
+        self.max_sql = int(config["MAX_SQL_LENGTH"])
+        self.max_name = int(config["MAX_NAME_LENGTH"])
+        self.n_plus_one_threshold = int(config["N_PLUS_ONE_THRESHOLD"])
+        self.lock = threading.Lock()
+        self.buckets: dict[int, dict[str, ViewStats]] = {}
+        self.dirty: set[int] = set()
+        self.dropped_views = 0
+        self.pid = os.getpid()
+
+    def record(
+        self,
+        view: str,
+        route: str,
+        method: str,
+        status: int,
+        duration_ns: int,
+        probe: Probe,
+        now: float | None = None,
+    ) -> None:
+        """Count one finished request into the current bucket."""
+        bucket = int((time.time() if now is None else now) // self.bucket_seconds)
+        latency_us = duration_ns / 1000.0
+        queries = 0
+        db_ns = 0
+        for count, ns in probe.aliases.values():
+            queries += count
+            db_ns += ns
+        is_error = status >= 500 or probe.exception_class is not None
+        threshold = self.n_plus_one_threshold
+        with self.lock:
+            views = self.buckets.get(bucket)
+            if views is None:
+                views = self.buckets[bucket] = {}
+                self._expire_old(bucket)
+            stats = views.get(view)
+            if stats is None:
+                if len(view) > self.max_name:
+                    view = shorten(view, self.max_name)
+                    stats = views.get(view)
+                if stats is None:
+                    if len(views) >= self.max_views:
+                        self.dropped_views += 1
+                        view, route = OTHER_VIEW, ""
+                        stats = views.get(view)
+                    if stats is None:
+                        stats = views[view] = ViewStats(shorten(route, self.max_sql))
+            stats.requests += 1
+            klass = status // 100 - 2
+            if 0 <= klass <= 3:
+                stats.status[klass] += 1
+            if is_error:
+                stats.errors += 1
+                if probe.exception_class is not None:
+                    entry = stats.exceptions.get(probe.exception_class)
+                    if entry is None:
+                        if len(stats.exceptions) < 20:
+                            stats.exceptions[probe.exception_class] = [
+                                1,
+                                probe.error_reference or "",
+                                time.time(),
+                            ]
+                    else:
+                        entry[0] += 1
+                        if probe.error_reference:
+                            entry[1] = probe.error_reference
+                        entry[2] = time.time()
+            stats.lat_sum_us += latency_us
+            if latency_us > stats.lat_max_us:
+                stats.lat_max_us = latency_us
+            histogram.add(stats.hist, latency_us)
+            if method in stats.methods:
+                stats.methods[method] += 1
+            elif len(stats.methods) < 16:
+                stats.methods[method[:16]] = 1
+            if queries:
+                stats.queries += queries
+                if queries > stats.queries_max:
+                    stats.queries_max = queries
+                stats.db_ns += db_ns
+                flagged = False
+                templates = stats.templates
+                for sql, (count, ns) in probe.templates.items():
+                    suspect = count >= threshold
+                    flagged = flagged or suspect
+                    entry = templates.get(sql)
+                    if entry is None:
+                        templates[sql] = [count, ns, 1 if suspect else 0]
+                    else:
+                        entry[0] += count
+                        entry[1] += ns
+                        if suspect:
+                            entry[2] += 1
+                if flagged:
+                    stats.n_plus_one += 1
+                if len(templates) > 4 * self.max_queries:
+                    self._prune_templates(stats)
+                aliases = stats.aliases
+                for alias, (count, ns) in probe.aliases.items():
+                    entry = aliases.get(alias)
+                    if entry is None:
+                        aliases[alias] = [count, ns]
+                    else:
+                        entry[0] += count
+                        entry[1] += ns
+            self.dirty.add(bucket)
+
+    def _prune_templates(self, stats: ViewStats) -> None:
+        """Keep the heaviest templates (by time, N+1 suspects first) so memory stays bounded."""
+        ranked = sorted(stats.templates.items(), key=lambda item: (item[1][2] > 0, item[1][1]), reverse=True)
+        stats.templates = dict(ranked[: 2 * self.max_queries])
+
+    def _expire_old(self, current: int) -> None:
+        """Forget buckets older than the previous one once they have been flushed."""
+        for bucket in [b for b in self.buckets if b < current - 1 and b not in self.dirty]:
+            del self.buckets[bucket]
+
+    def collect_dirty(self) -> dict[int, dict[str, Any]]:
+        """Snapshots of the buckets changed since the last call (each the bucket's full state)."""
+        with self.lock:
+            dirty, self.dirty = self.dirty, set()
+            return {bucket: self._snapshot(bucket) for bucket in dirty if bucket in self.buckets}
+
+    def mark_dirty(self, buckets: list[int]) -> None:
+        """Re-queue buckets whose write failed."""
+        with self.lock:
+            self.dirty.update(b for b in buckets if b in self.buckets)
+
+    def _snapshot(self, bucket: int) -> dict[str, Any]:
+        views: dict[str, Any] = {}
+        for name, stats in self.buckets[bucket].items():
+            ranked = sorted(stats.templates.items(), key=lambda item: (item[1][2] > 0, item[1][1]), reverse=True)
+            views[name] = {
+                "route": stats.route,
+                "n": stats.requests,
+                "e": stats.errors,
+                "s": list(stats.status),
+                "lsum": round(stats.lat_sum_us, 1),
+                "lmax": round(stats.lat_max_us, 1),
+                "h": histogram.encode(stats.hist),
+                "qn": stats.queries,
+                "qmax": stats.queries_max,
+                "db": stats.db_ns // 1000,
+                "n1": stats.n_plus_one,
+                "m": dict(stats.methods),
+                "q": [
+                    [sql[: self.max_sql], count, ns // 1000, n1] for sql, (count, ns, n1) in ranked[: self.max_queries]
+                ],
+                "a": {alias: [count, ns // 1000] for alias, (count, ns) in stats.aliases.items()},
+                "x": {cls: list(entry) for cls, entry in stats.exceptions.items()},
+            }
+        return {"bucket": bucket, "views": views, "dropped_views": self.dropped_views}
+
+
+_aggregator: Aggregator | None = None
+_aggregator_config: dict[str, Any] | None = None
+_aggregator_lock = threading.Lock()
+
+
+def get_aggregator(config: dict[str, Any]) -> Aggregator:
+    """The process's aggregator (re-created after fork, or when the settings object changes)."""
+    global _aggregator, _aggregator_config
+    aggregator = _aggregator
+    if aggregator is None or _aggregator_config is not config:
+        with _aggregator_lock:
+            if _aggregator is None or _aggregator_config is not config:
+                _aggregator = Aggregator(config)
+                _aggregator_config = config
+            aggregator = _aggregator
+    return aggregator
+
+
+def reset_aggregator() -> None:
+    """Forget all in-process data (tests, and the child after a fork)."""
+    global _aggregator, _aggregator_config, _aggregator_lock
+    _aggregator = None
+    _aggregator_config = None
+    _aggregator_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=reset_aggregator)

@@ -1,0 +1,23 @@
+"""App configuration: install the SQL hook and the exception receiver, register the checks."""
+
+from __future__ import annotations
+
+from django.apps import AppConfig
+from django.core.signals import got_request_exception
+from django.db.backends.signals import connection_created
+
+
+class InstrumentedConfig(AppConfig):
+    """django-instrumented's app."""
+
+    name = "instrumented"
+    verbose_name = "Instrumented"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import checks  # noqa: F401 - registers the system checks
+        from .probe import install_on_existing, on_connection_created, on_request_exception
+
+        connection_created.connect(on_connection_created, dispatch_uid="instrumented.sql_hook")
+        got_request_exception.connect(on_request_exception, dispatch_uid="instrumented.exception_class")
+        install_on_existing()

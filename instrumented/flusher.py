@@ -1,0 +1,136 @@
+"""The background thread that writes changed buckets to memcached, about once a second.
+
+It is the only writer of stats: the request path never talks to memcached.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from typing import Any
+
+from .aggregate import Aggregator, get_aggregator
+from .store import MAX_VALUE_BYTES, Store, failures, get_store, make_process_id, pack
+
+logger = logging.getLogger("instrumented")
+
+
+def shrink(snapshot: dict[str, Any], limit: int = MAX_VALUE_BYTES) -> bytes:
+    """Pack ``snapshot``, dropping SQL text and then the least-used views until it fits ``limit``."""
+    payload = pack(snapshot)
+    if len(payload) <= limit:
+        return payload
+    views: dict[str, Any] = snapshot["views"]
+    for view in views.values():
+        view["q"] = [[sql[:200], *rest] for sql, *rest in view["q"][:3]]
+    payload = pack(snapshot)
+    keep = len(views)
+    while len(payload) > limit and keep > 1:
+        keep //= 2
+        ranked = sorted(views.items(), key=lambda item: item[1]["n"], reverse=True)
+        snapshot["views"] = dict(ranked[:keep])
+        snapshot["truncated"] = True
+        payload = pack(snapshot)
+    return payload
+
+
+class Flusher:
+    """Writes one process's dirty buckets under its own keys and registers it in each bucket's index."""
+
+    def __init__(self, aggregator: Aggregator, interval: float) -> None:
+        self.aggregator = aggregator
+        self.interval = interval
+        self.process_id = make_process_id()
+        self.registered: set[int] = set()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="instrumented-flusher", daemon=True)
+
+    def start(self) -> None:
+        """Start the daemon thread and flush once more at interpreter exit."""
+        self._thread.start()
+        atexit.register(self.stop)
+
+    def stop(self) -> None:
+        """Final flush, then end the thread."""
+        self._stop.set()
+        self.flush()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.flush()
+            except Exception as exc:  # noqa: BLE001 - the thread must survive anything
+                failures.record("flush failed", exc)
+
+    def flush(self) -> int:
+        """Write every changed bucket now; returns how many were written."""
+        with self._lock:
+            snapshots = self.aggregator.collect_dirty()
+            if not snapshots:
+                return 0
+            store = get_store()
+            failed: list[int] = []
+            for bucket, snapshot in snapshots.items():
+                snapshot["process"] = self.process_id
+                if not store.set(store.stats_key(bucket, self.process_id), shrink(snapshot)):
+                    failed.append(bucket)
+                    continue
+                if not self._register(store, bucket):
+                    failed.append(bucket)
+            if failed:
+                # memcached may have restarted and lost the indexes: register again once it is back.
+                self.registered.clear()
+                self.aggregator.mark_dirty(failed)
+            return len(snapshots) - len(failed)
+
+    def _register(self, store: Store, bucket: int) -> bool:
+        """Add this process to the bucket's index once (``add``, else ``append``)."""
+        if bucket in self.registered:
+            return True
+        entry = f"{self.process_id} ".encode()
+        added = store.add(store.procs_key(bucket), entry)
+        if added is None:
+            return False
+        if not added and not store.append(store.procs_key(bucket), entry):
+            return False
+        self.registered.add(bucket)
+        if len(self.registered) > 64:
+            self.registered = {b for b in self.registered if b >= bucket - 40}
+        return True
+
+
+_flusher: Flusher | None = None
+_flusher_lock = threading.Lock()
+
+
+def ensure_flusher(config: dict[str, Any]) -> Flusher:
+    """The process's running flusher for the current aggregator (started on first use)."""
+    global _flusher
+    aggregator = get_aggregator(config)
+    flusher = _flusher
+    if flusher is None or flusher.aggregator is not aggregator:
+        with _flusher_lock:
+            if _flusher is None or _flusher.aggregator is not aggregator:
+                if _flusher is not None:
+                    _flusher.stop()
+                _flusher = Flusher(aggregator, float(config["FLUSH_INTERVAL"]))
+                _flusher.start()
+            flusher = _flusher
+    return flusher
+
+
+def current_flusher() -> Flusher | None:
+    """The running flusher, if any (tests use it to flush without waiting)."""
+    return _flusher
+
+
+def _after_fork() -> None:
+    global _flusher, _flusher_lock
+    _flusher = None
+    _flusher_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork)

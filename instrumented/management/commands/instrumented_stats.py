@@ -1,0 +1,36 @@
+"""``manage.py instrumented_stats``: the merged last-window stats, as JSON or a table."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from ...reader import read_stats
+
+
+class Command(BaseCommand):
+    help = "Print per-view stats of the last window, merged across every process and server."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--json", action="store_true", help="Print the reader's JSON document.")
+        parser.add_argument(
+            "--window", type=int, metavar="SECONDS", help="Look back this many seconds (at most the window)."
+        )
+        parser.add_argument("--view", help="Only this view name.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        window = options.get("window")
+        if window is not None and window <= 0:
+            raise CommandError("--window must be a positive number of seconds.")
+        stats = read_stats(window, view=options.get("view"))
+        if options["json"]:
+            self.stdout.write(json.dumps(stats, indent=2, ensure_ascii=False))
+            return
+        from rich.console import Console
+
+        from ...terminal import render_table
+
+        console = Console(file=self.stdout, soft_wrap=False)
+        console.print(render_table(stats))

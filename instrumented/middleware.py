@@ -1,0 +1,120 @@
+"""InstrumentedMiddleware: the only per-request code. Put it first in ``MIDDLEWARE``.
+
+It starts a probe, lets the request run, and counts the request into the in-process aggregate when
+the response is *closed* (after a streaming body has been sent). It never talks to memcached and
+never raises into the request: any failure of its own is counted and the response goes out as is.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+from functools import partial
+from time import perf_counter_ns
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.http import HttpRequest, HttpResponseBase
+
+from .aggregate import NOT_FOUND_VIEW, UNRESOLVED_VIEW, get_aggregator
+from .conf import get_config
+from .flusher import ensure_flusher
+from .probe import Probe, current_probe
+from .store import failures
+
+
+class InstrumentedMiddleware:
+    """Records per-view counts, timings, SQL and errors for every request (sync and async)."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+        self._ignored: dict[str, bool] = {}
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.is_async:
+            return self.__acall__(request)
+        probe = self._begin()
+        if probe is None:
+            return self.get_response(request)
+        try:
+            response = self.get_response(request)
+        except BaseException:
+            self._finish(request, None, probe)
+            raise
+        self._defer_finish(request, response, probe)
+        return response
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        probe = self._begin()
+        if probe is None:
+            return await self.get_response(request)  # type: ignore[misc]
+        try:
+            response = await self.get_response(request)  # type: ignore[misc]
+        except BaseException:
+            self._finish(request, None, probe)
+            raise
+        self._defer_finish(request, response, probe)
+        return response
+
+    def _begin(self) -> Probe | None:
+        """A new probe for this request, or None when recording is off or the request is not sampled."""
+        config = get_config()
+        if not config["ENABLED"]:
+            return None
+        rate = config["SAMPLE_RATE"]
+        if rate < 1.0 and random.random() >= rate:
+            current_probe.set(None)
+            return None
+        probe = Probe(perf_counter_ns())
+        current_probe.set(probe)
+        return probe
+
+    def _defer_finish(self, request: HttpRequest, response: HttpResponseBase, probe: Probe) -> None:
+        """Finish when the server closes the response: the body (streaming or not) has been sent."""
+        try:
+            response._resource_closers.append(partial(self._finish, request, response, probe))
+        except Exception:  # noqa: BLE001 - an exotic response object: finish now rather than never
+            self._finish(request, response, probe)
+
+    def _finish(self, request: HttpRequest, response: HttpResponseBase | None, probe: Probe) -> None:
+        """Count the request into the aggregate; never raises."""
+        if not probe.active:
+            return
+        duration = perf_counter_ns() - probe.start_ns
+        probe.active = False
+        try:
+            status = response.status_code if response is not None else 500
+            match = getattr(request, "resolver_match", None)
+            if match is not None:
+                view = match.view_name or match._func_path
+                route = str(match.route or "")
+            else:
+                view = NOT_FOUND_VIEW if status == 404 else UNRESOLVED_VIEW
+                route = ""
+            if self._is_ignored(view):
+                return
+            config = get_config()
+            get_aggregator(config).record(view, route, request.method or "", status, duration, probe)
+            ensure_flusher(config)
+        except Exception as exc:  # noqa: BLE001 - fail open
+            failures.record("recording a request failed", exc)
+
+    def _is_ignored(self, view: str) -> bool:
+        """Whether ``view`` matches IGNORE_VIEWS (an exact name, or a 'namespace:' prefix); cached."""
+        ignored = self._ignored.get(view)
+        if ignored is None:
+            patterns = get_config()["IGNORE_VIEWS"]
+            ignored = any(view == p or (p.endswith(":") and view.startswith(p)) for p in patterns)
+            if len(self._ignored) < 10_000:
+                self._ignored[view] = ignored
+        return ignored
+
+
+#: For type checkers: what Django hands the middleware.
+GetResponse = Callable[[HttpRequest], HttpResponseBase | Awaitable[HttpResponseBase]]

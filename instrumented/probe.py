@@ -1,0 +1,116 @@
+"""Per-request state in a ContextVar, and the permanent SQL ``execute_wrapper`` that fills it.
+
+The wrapper is installed once on every connection (all aliases, every thread) and costs one
+ContextVar lookup when no request is being recorded. It never reads ``connection.queries``.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable
+from contextvars import ContextVar
+from time import perf_counter_ns
+from typing import Any
+
+from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+_IN_LIST = re.compile(r"\((?:%s, )+%s\)")
+
+
+class Probe:
+    """What one request did: SQL per alias and per template, and any exception it raised."""
+
+    __slots__ = ("active", "aliases", "error_reference", "exception_class", "start_ns", "templates")
+
+    def __init__(self, start_ns: int) -> None:
+        self.start_ns = start_ns
+        self.active = True
+        # alias -> [count, nanoseconds]
+        self.aliases: dict[str, list[int]] = {}
+        # SQL template -> [count, nanoseconds]
+        self.templates: dict[str, list[int]] = {}
+        self.exception_class: str | None = None
+        self.error_reference: str | None = None
+
+    @property
+    def query_count(self) -> int:
+        """Queries run by this request, all aliases."""
+        return sum(entry[0] for entry in self.aliases.values())
+
+    @property
+    def db_ns(self) -> int:
+        """Time spent in SQL by this request, all aliases."""
+        return sum(entry[1] for entry in self.aliases.values())
+
+
+current_probe: ContextVar[Probe | None] = ContextVar("instrumented_probe", default=None)
+
+
+def template_of(sql: str) -> str:
+    """The query's fingerprint: Django's SQL already has %s placeholders; IN lists collapse to one."""
+    if "%s, %s" in sql:
+        return _IN_LIST.sub("(%s, ...)", sql)
+    return sql
+
+
+def sql_wrapper(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
+    """Time and count one query for the current request's probe; a no-op outside a recorded request."""
+    probe = current_probe.get()
+    if probe is None or not probe.active:
+        return execute(sql, params, many, context)
+    start = perf_counter_ns()
+    try:
+        return execute(sql, params, many, context)
+    finally:
+        elapsed = perf_counter_ns() - start
+        try:
+            alias = context["connection"].alias
+            entry = probe.aliases.get(alias)
+            if entry is None:
+                probe.aliases[alias] = [1, elapsed]
+            else:
+                entry[0] += 1
+                entry[1] += elapsed
+            if not isinstance(sql, str):
+                sql = str(sql)
+            template = template_of(sql)
+            entry = probe.templates.get(template)
+            if entry is None:
+                probe.templates[template] = [1, elapsed]
+            else:
+                entry[0] += 1
+                entry[1] += elapsed
+        except Exception:  # noqa: BLE001 - instrumentation never breaks a query
+            pass
+
+
+def install_on(connection: BaseDatabaseWrapper) -> None:
+    """Put the wrapper first on one connection, once."""
+    if sql_wrapper not in connection.execute_wrappers:
+        connection.execute_wrappers.insert(0, sql_wrapper)
+
+
+def install_on_existing() -> None:
+    """Install on the connections this thread has already created."""
+    for connection in connections.all(initialized_only=True):
+        install_on(connection)
+
+
+def on_connection_created(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
+    """``connection_created`` receiver: every new connection, every thread, every alias."""
+    install_on(connection)
+
+
+def on_request_exception(sender: Any, request: Any = None, **kwargs: Any) -> None:
+    """``got_request_exception`` receiver: note the exception class on the request's probe."""
+    probe = current_probe.get()
+    if probe is None:
+        return
+    exc = sys.exc_info()[1]
+    if exc is not None:
+        cls = type(exc)
+        probe.exception_class = (
+            f"{cls.__module__}.{cls.__qualname__}" if cls.__module__ != "builtins" else (cls.__qualname__)
+        )

@@ -1,0 +1,300 @@
+"""memcached I/O only: the key scheme, the client, the circuit breaker and value packing.
+
+Every call fails open: errors are counted, logged at most once a minute per kind, and turned into
+"nothing stored" / "nothing found" for the caller. Nothing here raises into a request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+import zlib
+from typing import Any
+
+from pymemcache.client.base import PooledClient
+from pymemcache.client.hash import HashClient
+
+from .conf import get_config, parse_server
+
+logger = logging.getLogger("instrumented")
+
+#: Bumped whenever the stored format changes, so old and new processes never read each other's values.
+SCHEMA_VERSION = 1
+#: Values larger than this are zlib-compressed before they are stored.
+COMPRESS_OVER = 1024
+#: memcached's default item limit is 1 MiB; stay well below it.
+MAX_VALUE_BYTES = 900 * 1024
+
+_PLAIN = b"j"
+_ZLIB = b"z"
+
+
+def pack(obj: Any) -> bytes:
+    """JSON (never pickle: memcached is not a trusted store), compressed when large."""
+    raw = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    if len(raw) > COMPRESS_OVER:
+        return _ZLIB + zlib.compress(raw, 6)
+    return _PLAIN + raw
+
+
+def unpack(data: bytes | None) -> Any:
+    """Inverse of :func:`pack`; None for missing or unreadable values."""
+    if not data:
+        return None
+    try:
+        kind, body = data[:1], data[1:]
+        if kind == _ZLIB:
+            body = zlib.decompress(body)
+        elif kind != _PLAIN:
+            return None
+        return json.loads(body.decode("utf-8"))
+    except (ValueError, zlib.error, UnicodeDecodeError):
+        return None
+
+
+class FailureLog:
+    """Counts failures per kind and logs each kind at most once per ``interval`` seconds."""
+
+    def __init__(self, interval: float = 60.0) -> None:
+        self.interval = interval
+        self.counts: dict[str, int] = {}
+        self._last_logged: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def record(self, kind: str, exc: BaseException | None = None) -> None:
+        """Count one failure of ``kind``; log it unless this kind was logged recently."""
+        now = time.monotonic()
+        with self._lock:
+            self.counts[kind] = self.counts.get(kind, 0) + 1
+            last = self._last_logged.get(kind)
+            if last is not None and now - last < self.interval:
+                return
+            self._last_logged[kind] = now
+            count = self.counts[kind]
+        logger.warning("django-instrumented: %s (%d so far): %r", kind, count, exc)
+
+
+#: Process-wide failure counters (the middleware, flusher and readers share them).
+failures = FailureLog()
+
+
+class CircuitBreaker:
+    """After ``threshold`` consecutive failures, refuse calls for a cool-down that doubles up to a max."""
+
+    def __init__(self, threshold: int, cooldown: float, max_cooldown: float) -> None:
+        self.threshold = threshold
+        self.base_cooldown = cooldown
+        self.max_cooldown = max_cooldown
+        self._consecutive = 0
+        self._cooldown = cooldown
+        self._open_until = 0.0
+        self._lock = threading.Lock()
+
+    @property
+    def is_open(self) -> bool:
+        """True while calls are being refused."""
+        return time.monotonic() < self._open_until
+
+    def allow(self) -> bool:
+        """Whether a call may be attempted now."""
+        return not self.is_open
+
+    def success(self) -> None:
+        """A call worked: close the breaker and reset the back-off."""
+        if self._consecutive:
+            with self._lock:
+                self._consecutive = 0
+                self._cooldown = self.base_cooldown
+
+    def failure(self) -> None:
+        """A call failed: open the breaker once the threshold is reached, doubling the cool-down."""
+        with self._lock:
+            self._consecutive += 1
+            if self._consecutive >= self.threshold:
+                self._open_until = time.monotonic() + self._cooldown
+                self._cooldown = min(self._cooldown * 2, self.max_cooldown)
+                self._consecutive = 0
+
+
+def make_process_id() -> str:
+    """An ASCII id unique to this process across servers and restarts (host, pid, random)."""
+    host = "".join(c for c in socket.gethostname() if c.isascii() and (c.isalnum() or c in "-_."))[:32]
+    return f"{host or 'host'}.{os.getpid()}.{secrets.token_hex(3)}"
+
+
+class Store:
+    """memcached access for one configuration: typed helpers over a thread-safe pymemcache client."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+        self.prefix = f"{config['KEY_PREFIX']}{SCHEMA_VERSION}"
+        self.window = int(config["WINDOW_SECONDS"])
+        self.bucket_seconds = int(config["BUCKET_SECONDS"])
+        self.ttl = self.window + 2 * self.bucket_seconds
+        self.breaker = CircuitBreaker(
+            int(config["BREAKER_FAILURES"]),
+            float(config["BREAKER_COOLDOWN"]),
+            float(config["BREAKER_MAX_COOLDOWN"]),
+        )
+        self.last_error: str | None = None
+        self._client: Any = None
+        self._client_lock = threading.Lock()
+
+    # -- keys -----------------------------------------------------------------------------------
+    def stats_key(self, bucket: int, process_id: str) -> str:
+        """One process's aggregate for one bucket."""
+        return f"{self.prefix}:{bucket}:{process_id}"
+
+    def procs_key(self, bucket: int) -> str:
+        """The space-separated list of processes that wrote a bucket."""
+        return f"{self.prefix}:{bucket}:procs"
+
+    def key(self, *parts: str) -> str:
+        """A namespaced key for other consumers (errors, ...); parts must be ASCII without spaces."""
+        return ":".join((self.prefix, *parts))
+
+    # -- client ---------------------------------------------------------------------------------
+    def _get_client(self) -> Any:
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    self._client = self._make_client()
+        return self._client
+
+    def _make_client(self) -> Any:
+        servers_setting = self.config["SERVERS"]
+        if isinstance(servers_setting, str):
+            servers_setting = [servers_setting]
+        servers = [s for s in (parse_server(x) for x in servers_setting) if s]
+        common: dict[str, Any] = {
+            "connect_timeout": float(self.config["CONNECT_TIMEOUT"]),
+            "timeout": float(self.config["TIMEOUT"]),
+            "no_delay": True,
+            "default_noreply": False,
+        }
+        if len(servers) == 1:
+            return PooledClient(servers[0], max_pool_size=16, **common)
+        return HashClient(
+            servers,
+            use_pooling=True,
+            max_pool_size=16,
+            retry_attempts=1,
+            retry_timeout=0,
+            dead_timeout=float(self.config["BREAKER_COOLDOWN"]),
+            ignore_exc=False,
+            **common,
+        )
+
+    def close(self) -> None:
+        """Drop the client's sockets (after fork, or on shutdown)."""
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001 - closing a broken client must not raise
+                pass
+
+    def _call(self, kind: str, default: Any, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Run one client method behind the breaker; failures become ``default``."""
+        if not self.breaker.allow():
+            return default
+        try:
+            result = getattr(self._get_client(), method)(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - fail open on anything the client raises
+            self.breaker.failure()
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            failures.record(f"memcached {kind} failed", exc)
+            return default
+        self.breaker.success()
+        self.last_error = None
+        return result
+
+    @property
+    def available(self) -> bool:
+        """False while the breaker refuses calls."""
+        return self.breaker.allow()
+
+    # -- operations -----------------------------------------------------------------------------
+    def get_many(self, keys: list[str]) -> dict[str, bytes] | None:
+        """Raw values of ``keys`` that exist, or None when memcached could not be asked."""
+        if not keys:
+            return {}
+        result = self._call("get", None, "get_many", keys)
+        if result is None:
+            return None
+        return {(k.decode() if isinstance(k, bytes) else k): v for k, v in result.items()}
+
+    def get(self, key: str) -> bytes | None:
+        """One raw value, or None (missing or unreachable)."""
+        values = self.get_many([key])
+        return None if values is None else values.get(key)
+
+    def set(self, key: str, value: bytes, ttl: int | None = None) -> bool:
+        """Store ``value``; False when it was not stored (too large, unreachable)."""
+        if len(value) > MAX_VALUE_BYTES:
+            failures.record("value too large for memcached", None)
+            return False
+        return bool(self._call("set", False, "set", key, value, expire=ttl or self.ttl, noreply=False))
+
+    def add(self, key: str, value: bytes, ttl: int | None = None) -> bool | None:
+        """Store only if absent: True stored, False existed, None unreachable."""
+        return self._call("add", None, "add", key, value, expire=ttl or self.ttl, noreply=False)
+
+    def append(self, key: str, value: bytes) -> bool:
+        """Append to an existing value (keeps its TTL); False when missing or unreachable."""
+        return bool(self._call("append", False, "append", key, value, noreply=False))
+
+    def incr(self, key: str, delta: int = 1, ttl: int | None = None) -> int | None:
+        """Increment a counter, creating it (with ``ttl``) when missing; None when unreachable."""
+        value = self._call("incr", None, "incr", key, delta, noreply=False)
+        if value is None and self.available:
+            if self.add(key, str(delta).encode(), ttl):
+                return delta
+            value = self._call("incr", None, "incr", key, delta, noreply=False)
+        return None if value is None else int(value)
+
+    def delete(self, key: str) -> bool:
+        """Remove a key; False when missing or unreachable."""
+        return bool(self._call("delete", False, "delete", key, noreply=False))
+
+    def ping(self) -> str | None:
+        """None when memcached answers, else the reason (used by checks and readers)."""
+        try:
+            self._get_client().get(self.key("ping"))
+        except Exception as exc:  # noqa: BLE001
+            return f"{type(exc).__name__}: {exc}"
+        return None
+
+
+_stores: dict[int, Store] = {}
+_stores_lock = threading.Lock()
+
+
+def get_store() -> Store:
+    """The process's Store for the current settings (a new one after ``override_settings``)."""
+    config = get_config()
+    store = _stores.get(id(config))
+    if store is None:
+        with _stores_lock:
+            store = _stores.get(id(config))
+            if store is None:
+                for old in _stores.values():
+                    old.close()
+                _stores.clear()
+                store = _stores[id(config)] = Store(config)
+    return store
+
+
+def _after_fork() -> None:
+    """Sockets and locks are not shared with a forked child: start clean."""
+    global _stores_lock
+    _stores.clear()
+    _stores_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork)

@@ -1,0 +1,71 @@
+"""Rich renderings of the reader's document, shared by the terminal commands."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+
+#: Sort keys accepted by the terminal commands, mapped to a function of one view dict.
+SORT_KEYS: dict[str, Any] = {
+    "requests": lambda v: v["requests"],
+    "errors": lambda v: v["errors"],
+    "p50": lambda v: v["latency_ms"]["p50"],
+    "p95": lambda v: v["latency_ms"]["p95"],
+    "p99": lambda v: v["latency_ms"]["p99"],
+    "max": lambda v: v["latency_ms"]["max"],
+    "queries": lambda v: v["queries"]["mean"],
+    "db": lambda v: v["db_time_ms"],
+    "n1": lambda v: v["n_plus_one"],
+}
+
+
+def render_table(stats: dict[str, Any], sort: str = "requests", limit: int | None = None) -> Table:
+    """A table of every view: requests, errors, latency percentiles, queries, N+1."""
+    title = f"django-instrumented — last {stats['window_seconds']} s, {stats['processes']} process(es)"
+    table = Table(title=title, caption=stats.get("error") or f"generated {stats['generated_at']}")
+    for column, justify in (
+        ("view", "left"),
+        ("route", "left"),
+        ("req", "right"),
+        ("err", "right"),
+        ("p50 ms", "right"),
+        ("p95 ms", "right"),
+        ("p99 ms", "right"),
+        ("max ms", "right"),
+        ("q/req", "right"),
+        ("q max", "right"),
+        ("db ms", "right"),
+        ("N+1", "right"),
+    ):
+        table.add_column(column, justify=justify, overflow="fold" if column == "view" else "ellipsis")
+    views = sorted(stats["views"], key=SORT_KEYS.get(sort, SORT_KEYS["requests"]), reverse=True)
+    if limit is not None:
+        views = views[:limit]
+    worst_p95 = max((v["latency_ms"]["p95"] for v in views), default=0.0)
+    for v in views:
+        lat = v["latency_ms"]
+        style = ""
+        if v["errors"]:
+            style = "red"
+        elif v["n_plus_one"] or (worst_p95 and lat["p95"] == worst_p95 and len(views) > 1):
+            style = "yellow"
+        table.add_row(
+            Text(v["view"]),
+            Text(v["route"]),
+            str(v["requests"]),
+            str(v["errors"]),
+            f"{lat['p50']:.1f}",
+            f"{lat['p95']:.1f}",
+            f"{lat['p99']:.1f}",
+            f"{lat['max']:.1f}",
+            f"{v['queries']['mean']:.1f}",
+            str(v["queries"]["max"]),
+            f"{v['db_time_ms']:.1f}",
+            str(v["n_plus_one"]),
+            style=style,
+        )
+    if not views:
+        table.add_row("(no data)", "", *[""] * 10)
+    return table

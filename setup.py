@@ -1,0 +1,65 @@
+"""Packaging for django-instrumented."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+setup(
+    name="django-instrumented",
+    version="0.1.0",
+    description=(
+        "Production visibility for Django with DEBUG off: live per-view stats in memcached, "
+        "superuser tracebacks and error references, time-boxed MySQL query logging."
+    ),
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="BSD-3-Clause",
+    python_requires=">=3.11",
+    # mysql_proxy_lua is a package too, so the proxy host can find the scripts with importlib.resources.
+    packages=find_packages(include=["instrumented", "instrumented.*", "mysql_proxy_lua"]),
+    include_package_data=True,
+    package_data={
+        "instrumented": [
+            "templates/**/*",
+            "static/**/*",
+            "py.typed",
+        ],
+        "mysql_proxy_lua": ["*.lua", "lib/*.lua", "README.md"],
+    },
+    install_requires=[
+        # Django 5.2 LTS runs on Python 3.11; 6.x needs 3.12+. pip picks the newest the interpreter allows.
+        "Django>=5.2,<7",
+        "pymemcache>=4.0",
+        "sqlparse>=0.5",
+        "rich>=13",
+    ],
+    extras_require={
+        # The MySQL proxy host runs MySQL Proxy Lua scripts through lupa's Lua 5.1 runtime.
+        "proxy": ["lupa>=2.0"],
+        "test": [
+            "pytest>=8",
+            "pytest-django>=4.8",
+            "gunicorn>=22",
+            "uvicorn>=0.30",
+            "PyMySQL>=1.1",
+            "mysqlclient>=2.2",
+            "selenium>=4.20",
+            "lupa>=2.0",
+            "ruff>=0.6",
+        ],
+    },
+    entry_points={
+        "console_scripts": [
+            "instrumented-proxy = instrumented.proxy.__main__:main",
+        ],
+    },
+    classifiers=[
+        "Framework :: Django",
+        "Framework :: Django :: 5.2",
+        "Framework :: Django :: 6.0",
+        "Programming Language :: Python :: 3",
+        "License :: OSI Approved :: BSD License",
+    ],
+)

@@ -1,0 +1,33 @@
+"""Test settings: the demo site's, pointed at the memcached that the test run starts."""
+
+import os
+import socket
+import uuid
+
+from demo.settings import *  # noqa: F403
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# Subprocess servers (gunicorn, uvicorn) import these settings too: the env vars keep them on the same memcached.
+MEMCACHED_PORT = int(os.environ.setdefault("INSTRUMENTED_TEST_MEMCACHED_PORT", str(_free_port())))
+KEY_PREFIX = os.environ.setdefault("INSTRUMENTED_KEY_PREFIX", "t" + uuid.uuid4().hex[:8])
+
+DATABASES = {
+    "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": DATA_DIR / "test-default.sqlite3"},  # noqa: F405
+    "analytics": {"ENGINE": "django.db.backends.sqlite3", "NAME": DATA_DIR / "test-analytics.sqlite3"},  # noqa: F405
+}
+
+INSTRUMENTED = {
+    "SERVERS": [f"127.0.0.1:{MEMCACHED_PORT}"],
+    "KEY_PREFIX": KEY_PREFIX,
+    "FLUSH_INTERVAL": float(os.environ.get("INSTRUMENTED_TEST_FLUSH_INTERVAL", "0.2")),
+    "BREAKER_COOLDOWN": 0.5,
+    "BREAKER_MAX_COOLDOWN": 2.0,
+}
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
