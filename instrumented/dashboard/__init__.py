@@ -1,0 +1,1 @@
+"""The dashboard, its JSON API and the bookmarklet."""

@@ -1,0 +1,62 @@
+"""Who may see what. Every check here answers False rather than raise."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from django.http import HttpRequest
+from django.utils.module_loading import import_string
+
+from .conf import get_config
+
+logger = logging.getLogger("instrumented")
+
+
+def _callback(setting: str) -> Callable[[Any], bool] | None:
+    path = get_config()[setting]
+    if not path:
+        return None
+    return path if callable(path) else import_string(path)
+
+
+def get_user(request: HttpRequest) -> Any:
+    """``request.user`` if it can be loaded, else None (no auth middleware, broken session or DB)."""
+    try:
+        user = getattr(request, "user", None)
+        if user is None:
+            return None
+        user.is_authenticated  # noqa: B018 - forces the lazy user to load here, inside the try
+        return user
+    except Exception:
+        logger.debug("django-instrumented: could not load request.user", exc_info=True)
+        return None
+
+
+def is_technical_user(request: HttpRequest) -> bool:
+    """May see tracebacks: an active superuser, or whatever SUPERUSER_CALLBACK(user) says."""
+    user = get_user(request)
+    if user is None:
+        return False
+    try:
+        callback = _callback("SUPERUSER_CALLBACK")
+        if callback is not None:
+            return bool(callback(user))
+        return bool(user.is_active and user.is_superuser)
+    except Exception:
+        logger.warning("django-instrumented: SUPERUSER_CALLBACK failed", exc_info=True)
+        return False
+
+
+def can_view_stats(request: HttpRequest) -> bool:
+    """May see the dashboard and API: active staff, or whatever PERMISSION_CALLBACK(request) says."""
+    try:
+        callback = _callback("PERMISSION_CALLBACK")
+        if callback is not None:
+            return bool(callback(request))
+        user = get_user(request)
+        return bool(user is not None and user.is_active and user.is_staff)
+    except Exception:
+        logger.warning("django-instrumented: PERMISSION_CALLBACK failed", exc_info=True)
+        return False
