@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import histogram
+from .aggregate import OTHER_VIEW
 from .conf import get_config
 from .store import Store, get_store, unpack
 
@@ -60,6 +61,26 @@ class _Merged:
         # bucket -> [requests, errors, histogram]
         self.series: dict[int, list[Any]] = {}
 
+    def absorb(self, other: _Merged) -> None:
+        """Fold another view's numbers into this one (for the "(other)" overflow row)."""
+        self.requests += other.requests
+        self.errors += other.errors
+        self.status = [a + b for a, b in zip(self.status, other.status, strict=True)]
+        self.lat_sum += other.lat_sum
+        self.lat_max = max(self.lat_max, other.lat_max)
+        histogram.merge(self.hist, other.hist)
+        self.queries += other.queries
+        self.queries_max = max(self.queries_max, other.queries_max)
+        self.db_us += other.db_us
+        self.n_plus_one += other.n_plus_one
+        for method, count in other.methods.items():
+            self.methods[method] = self.methods.get(method, 0) + count
+        for bucket, (requests, errors, bins) in other.series.items():
+            point = self.series.setdefault(bucket, [0, 0, {}])
+            point[0] += requests
+            point[1] += errors
+            histogram.merge(point[2], bins)
+
     def add(self, bucket: int, snap: dict[str, Any]) -> None:
         self.route = self.route or str(snap.get("route", ""))
         n = int(snap.get("n", 0))
@@ -95,6 +116,18 @@ class _Merged:
         point[0] += n
         point[1] += int(snap.get("e", 0))
         histogram.merge(point[2], bins)
+
+
+def _cap_views(merged: dict[str, _Merged], limit: int) -> None:
+    """Keep the ``limit`` busiest views; fold the rest into "(other)" so the document stays bounded."""
+    named = [name for name in merged if name != OTHER_VIEW]
+    if len(named) <= limit:
+        return
+    named.sort(key=lambda name: merged[name].requests, reverse=True)
+    other = merged.pop(OTHER_VIEW, None) or _Merged()
+    for name in named[limit:]:
+        other.absorb(merged.pop(name))
+    merged[OTHER_VIEW] = other
 
 
 def _ms(us: float) -> float:
@@ -215,6 +248,7 @@ def read_stats(
                 merged.setdefault(name, _Merged()).add(bucket, snap)
             except (TypeError, ValueError, AttributeError):
                 continue  # a malformed or foreign value: skip it rather than fail the reader
+    _cap_views(merged, int(config["MAX_VIEWS"]))
     result["processes"] = len(processes)
     if truncated:
         result["truncated"] = True

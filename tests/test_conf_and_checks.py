@@ -1,0 +1,62 @@
+"""Settings validation and the system checks."""
+
+import pytest
+from django.core.checks import run_checks
+
+from instrumented.conf import DEFAULTS, get_config, parse_server, validate
+
+
+def ids(messages) -> set[str]:
+    return {m.id for m in messages if m.id and m.id.startswith("instrumented.")}
+
+
+def test_defaults_are_valid(settings):
+    settings.INSTRUMENTED = {}
+    assert validate(get_config()) == []
+    assert get_config()["WINDOW_SECONDS"] == DEFAULTS["WINDOW_SECONDS"] == 300
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ({"SERVERS": []}, "SERVERS"),
+        ({"SERVERS": ["nohost"]}, "host:port"),
+        ({"WINDOW_SECONDS": 0}, "WINDOW_SECONDS"),
+        ({"WINDOW_SECONDS": 5, "BUCKET_SECONDS": 10}, "at least BUCKET_SECONDS"),
+        ({"SAMPLE_RATE": 2}, "SAMPLE_RATE"),
+        ({"KEY_PREFIX": "has space"}, "KEY_PREFIX"),
+        ({"MAX_VIEWS": "many"}, "MAX_VIEWS"),
+        ({"NOT_A_SETTING": 1}, "Unknown"),
+    ],
+)
+def test_bad_settings_are_reported(settings, override, fragment):
+    settings.INSTRUMENTED = {**settings.INSTRUMENTED, **override}
+    problems = validate(get_config())
+    assert any(fragment in p for p in problems), problems
+    assert "instrumented.E001" in ids(run_checks(tags=["instrumented"]))
+
+
+def test_settings_must_be_a_dict(settings):
+    settings.INSTRUMENTED = ["127.0.0.1:11211"]
+    assert "instrumented.E001" in ids(run_checks(tags=["instrumented"]))
+
+
+def test_parse_server():
+    assert parse_server("127.0.0.1:11211") == ("127.0.0.1", 11211)
+    assert parse_server("[::1]:11211") == ("::1", 11211)
+    assert parse_server("host") is None
+    assert parse_server("host:99999") is None
+
+
+def test_middleware_missing_and_misplaced(settings):
+    path = "instrumented.middleware.InstrumentedMiddleware"
+    settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if m != path]
+    assert "instrumented.W001" in ids(run_checks(tags=["instrumented"]))
+    settings.MIDDLEWARE = [*settings.MIDDLEWARE, path]
+    assert "instrumented.W002" in ids(run_checks(tags=["instrumented"]))
+
+
+def test_memcached_reachable_is_quiet_and_unreachable_warns(settings, memcached):
+    assert ids(run_checks(tags=["instrumented"])) == set()
+    settings.INSTRUMENTED = {**settings.INSTRUMENTED, "SERVERS": ["127.0.0.1:1"]}
+    assert "instrumented.W003" in ids(run_checks(tags=["instrumented"]))
