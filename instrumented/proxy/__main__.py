@@ -1,0 +1,91 @@
+"""``instrumented-proxy`` / ``python -m instrumented.proxy``: run MySQL Proxy 0.8 Lua scripts in front of MySQL."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from .lua_host import LupaMissingError
+from .server import ProxyServer, parse_address
+
+log = logging.getLogger("instrumented.proxy")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The flags MySQL Proxy had, plus a few of the host's own."""
+    parser = argparse.ArgumentParser(
+        prog="instrumented-proxy",
+        description="A MySQL protocol proxy that runs MySQL Proxy 0.8 Lua scripts "
+        "(e.g. mysql_proxy_lua/query_log.lua).",
+    )
+    parser.add_argument("--proxy-address", "-P", default=":4040", help="listen on HOST:PORT (default :4040)")
+    parser.add_argument(
+        "--proxy-backend-addresses", "-b", action="append", default=[],
+        help="MySQL server HOST:PORT; repeat for several (default 127.0.0.1:3306)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--proxy-lua-script", "-s", default=None, help="Lua script to run (reloaded for new connections)"
+    )
+    parser.add_argument(
+        "--lua-io-path", action="append", default=[],
+        help="a file the script may open with io.open (default: $PROXY_LOG_FILE or ./query_log.jsonl)",
+    )  # fmt: skip
+    parser.add_argument("--connect-timeout", type=float, default=5.0, help="backend connect timeout in seconds")
+    parser.add_argument(
+        "--log-level", default=os.environ.get("PROXY_LOG_LEVEL", "info"),
+        choices=["debug", "info", "warning", "error"], help="host log level (default info)",
+    )  # fmt: skip
+    return parser
+
+
+async def serve(args: argparse.Namespace) -> int:
+    """Run until SIGTERM/SIGINT, then shut down cleanly."""
+    listen = parse_address(args.proxy_address, "0.0.0.0", 4040)
+    backends = [parse_address(b, "127.0.0.1", 3306) for b in (args.proxy_backend_addresses or ["127.0.0.1:3306"])]
+    io_paths = args.lua_io_path or [os.environ.get("PROXY_LOG_FILE") or "query_log.jsonl"]
+    server = ProxyServer(
+        listen, backends, args.proxy_lua_script, io_paths=io_paths, connect_timeout=args.connect_timeout
+    )
+    await server.start()
+    log.info(
+        "instrumented-proxy listening on %s:%d, backends %s, script %s",
+        listen[0], server.port, ", ".join(b.name for b in server.backends), args.proxy_lua_script or "(none)",
+    )  # fmt: skip
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down (%d connections)", len(server.connections))
+    await server.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    try:
+        if args.proxy_lua_script and not os.path.isfile(args.proxy_lua_script):
+            print(f"instrumented-proxy: no such Lua script: {args.proxy_lua_script}", file=sys.stderr)
+            return 2
+        return asyncio.run(serve(args))
+    except LupaMissingError as exc:
+        print(f"instrumented-proxy: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"instrumented-proxy: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"instrumented-proxy: cannot listen on {args.proxy_address}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

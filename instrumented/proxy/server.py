@@ -1,0 +1,118 @@
+"""The listening proxy: backends, the shared Lua host, the set of live connections, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from .connection import RESPONSE, ProxyConnection
+from .lua_host import LuaHost
+
+log = logging.getLogger("instrumented.proxy")
+
+#: A backend that refused a connection is skipped for this long (unless it is the only choice).
+DOWN_RETRY_SECONDS = 5.0
+
+
+def parse_address(value: str, default_host: str = "0.0.0.0", default_port: int = 4040) -> tuple[str, int]:
+    """``HOST:PORT``, ``:PORT``, ``HOST`` or ``[v6]:PORT`` to (host, port), like MySQL Proxy's flags."""
+    value = value.strip()
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port = rest.lstrip(":")
+        return host or default_host, int(port) if port else default_port
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        return value or default_host, default_port
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"bad port in address {value!r}")
+    return host or default_host, int(port)
+
+
+@dataclass
+class Backend:
+    """One MySQL server the proxy can send clients to (``proxy.connection.backend_ndx`` is 1-based)."""
+
+    index: int
+    host: str
+    port: int
+    connected_clients: int = 0
+    down_since: float = 0.0
+
+    @property
+    def name(self) -> str:
+        """``host:port``."""
+        return f"{self.host}:{self.port}"
+
+    def mark_down(self) -> None:
+        """Connecting failed: skip for a while."""
+        self.down_since = time.monotonic()
+
+    def mark_up(self) -> None:
+        """Connecting worked."""
+        self.down_since = 0.0
+
+    @property
+    def is_down(self) -> bool:
+        """Down and not yet due for a retry."""
+        return bool(self.down_since) and time.monotonic() - self.down_since < DOWN_RETRY_SECONDS
+
+
+class ProxyServer:
+    """Accepts clients and gives each a ``ProxyConnection`` sharing one Lua host."""
+
+    def __init__(self, listen: tuple[str, int], backends: Iterable[tuple[str, int]], script: str | None = None,
+                 io_paths: Iterable[str] = (), connect_timeout: float = 5.0) -> None:  # fmt: skip
+        self.listen = listen
+        self.backends = [Backend(i + 1, host, port) for i, (host, port) in enumerate(backends)]
+        self.lua = LuaHost(script, io_paths=io_paths) if script else None
+        self.connect_timeout = connect_timeout
+        self.connections: set[ProxyConnection] = set()
+        self._server: asyncio.Server | None = None
+        self._last_logged: dict[str, float] = {}
+
+    async def start(self) -> asyncio.Server:
+        """Bind and start accepting."""
+        loop = asyncio.get_running_loop()
+        host, port = self.listen
+        self._server = await loop.create_server(lambda: ProxyConnection(self), host or None, port, reuse_address=True)
+        return self._server
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with port 0)."""
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    def pick_backends(self, ndx: int) -> Iterator[Backend]:
+        """The script's choice first (1-based ``backend_ndx``), else live backends by fewest clients."""
+        if 0 < ndx <= len(self.backends):
+            yield self.backends[ndx - 1]
+            return
+        live = sorted((b for b in self.backends if not b.is_down), key=lambda b: b.connected_clients)
+        down = [b for b in self.backends if b.is_down]
+        yield from live or down
+
+    def rate_limited_log(self, key: str, message: str, *args: object) -> None:
+        """Log a failure at most once a minute per kind (ARCHITECTURE §8)."""
+        now = time.monotonic()
+        if now - self._last_logged.get(key, -1e9) >= 60:
+            if len(self._last_logged) > 1000:
+                self._last_logged.clear()
+            self._last_logged[key] = now
+            log.error(message, *args)
+
+    async def close(self, grace: float = 2.0) -> None:
+        """Stop accepting, give running commands a moment, then close every connection."""
+        if self._server is not None:
+            self._server.close()
+        deadline = time.monotonic() + grace
+        while any(c.phase == RESPONSE for c in self.connections) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            conn.shutdown()
+        if self._server is not None:
+            await self._server.wait_closed()

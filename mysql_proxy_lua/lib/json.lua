@@ -1,0 +1,93 @@
+--[[
+lib/json.lua - JSON encoding for log lines (Lua 5.1, no dependencies).
+
+Only what the query log writes: strings (invalid UTF-8 bytes become U+FFFD so every line is valid
+JSON), numbers, booleans, nil (null) and objects with a fixed key order, so lines read well with
+tail -f and parse with any JSON reader.
+]]
+
+local string_format, string_byte, string_char, string_find, string_gsub = string.format, string.byte, string.char,
+  string.find, string.gsub
+local table_concat, math_floor, math_huge = table.concat, math.floor, math.huge
+local type, tostring = type, tostring
+
+local M = {}
+
+local escapes = {
+  ['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = "\\f", ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t",
+}
+for i = 0, 31 do
+  local c = string_char(i)
+  if not escapes[c] then escapes[c] = string_format("\\u%04x", i) end
+end
+escapes[string_char(127)] = "\\u007f"
+
+-- Replace bytes that are not part of a well-formed UTF-8 sequence with U+FFFD.
+local function valid_utf8(s)
+  if not string_find(s, "[\128-\255]") then return s end
+  local out, n, i, len = {}, 0, 1, #s
+  while i <= len do
+    local c = string_byte(s, i)
+    local size = 0
+    if c < 0x80 then size = 1
+    elseif c >= 0xC2 and c <= 0xDF then size = 2
+    elseif c >= 0xE0 and c <= 0xEF then size = 3
+    elseif c >= 0xF0 and c <= 0xF4 then size = 4
+    end
+    local ok = size > 0 and i + size - 1 <= len
+    if ok then
+      for j = i + 1, i + size - 1 do
+        local b = string_byte(s, j)
+        if b < 0x80 or b > 0xBF then ok = false break end
+      end
+      if ok and size == 3 then
+        local b = string_byte(s, i + 1)
+        if (c == 0xE0 and b < 0xA0) or (c == 0xED and b > 0x9F) then ok = false end
+      elseif ok and size == 4 then
+        local b = string_byte(s, i + 1)
+        if (c == 0xF0 and b < 0x90) or (c == 0xF4 and b > 0x8F) then ok = false end
+      end
+    end
+    n = n + 1
+    if ok then
+      out[n] = s:sub(i, i + size - 1)
+      i = i + size
+    else
+      out[n] = "\239\191\189"
+      i = i + 1
+    end
+  end
+  return table_concat(out)
+end
+M.valid_utf8 = valid_utf8
+
+function M.string(s)
+  s = valid_utf8(tostring(s))
+  return '"' .. string_gsub(s, '[%c"\\]', escapes) .. '"'
+end
+
+function M.number(v)
+  if v ~= v or v == math_huge or v == -math_huge then return "null" end
+  if v == math_floor(v) and v > -1e15 and v < 1e15 then return string_format("%d", v) end
+  return string_format("%.17g", v)
+end
+
+function M.value(v)
+  local t = type(v)
+  if t == "string" then return M.string(v) end
+  if t == "number" then return M.number(v) end
+  if t == "boolean" then return v and "true" or "false" end
+  return "null"
+end
+
+-- Encode an object whose keys come in the given order: keys = {"a", "b"}, values = {a = 1, b = 2}.
+function M.object(keys, values)
+  local parts = {}
+  for i = 1, #keys do
+    local k = keys[i]
+    parts[i] = M.string(k) .. ":" .. M.value(values[k])
+  end
+  return "{" .. table_concat(parts, ",") .. "}"
+end
+
+return M

@@ -1,0 +1,327 @@
+--[[
+query_log.lua - time-boxed query logging for MySQL Proxy 0.8 (Lua 5.1) and django-instrumented's host.
+
+Off by default. An admin turns it on for N seconds with a SQL statement sent through the proxy:
+
+  PROXY LOG ON [seconds]   PROXY LOG OFF   PROXY LOG STATUS   PROXY LOG TAIL [n]   PROXY LOG DIGEST [n]
+  PROXY LOG RESET
+
+While on, every COM_QUERY and COM_STMT_EXECUTE is re-queued with proxy.queries:append so that
+read_query_result gets its timings (inj.query_time / inj.response_time, microseconds), and one JSON
+line per statement goes to the log file, a bounded ring of recent entries and a digest
+(normalised statement -> count, total/max time, rows). All of that lives in proxy.global, shared
+by every connection. There is no timer in MySQL Proxy: the deadline is checked on every query.
+While off, queries are forwarded untouched (read_query returns nothing).
+
+Environment: PROXY_LOG_FILE (query_log.jsonl), PROXY_LOG_ADMINS (root), PROXY_LOG_MAX_SECONDS (3600),
+PROXY_LOG_SLOW_US (0 = log everything), PROXY_LOG_RING (1000), PROXY_LOG_MAX_DIGESTS (1000),
+PROXY_LOG_MAX_QUERY_LEN (8192). See README.md.
+]]
+
+local json = require("lib.json")
+local normalize = require("lib.normalize")
+local resultset = require("lib.resultset")
+
+local os_time, os_date, os_getenv = os.time, os.date, os.getenv
+local string_byte, string_sub, string_lower, string_find, string_gmatch = string.byte, string.sub, string.lower,
+  string.find, string.gmatch
+local math_floor, math_min, math_max = math.floor, math.min, math.max
+local tonumber, tostring, pcall = tonumber, tostring, pcall
+
+local function env_number(name, default)
+  local v = tonumber(os_getenv(name) or "")
+  if v == nil or v < 0 then return default end
+  return math_floor(v)
+end
+
+local function env_string(name, default)
+  local v = os_getenv(name)
+  if v == nil or v == "" then return default end
+  return v
+end
+
+local LOG_FILE = env_string("PROXY_LOG_FILE", "query_log.jsonl")
+local MAX_SECONDS = math_max(1, env_number("PROXY_LOG_MAX_SECONDS", 3600))
+local DEFAULT_SECONDS = math_min(300, MAX_SECONDS)
+local SLOW_US = env_number("PROXY_LOG_SLOW_US", 0)
+local RING_SIZE = math_max(1, env_number("PROXY_LOG_RING", 1000))
+local MAX_DIGESTS = math_max(1, env_number("PROXY_LOG_MAX_DIGESTS", 1000))
+local MAX_QUERY = math_max(16, env_number("PROXY_LOG_MAX_QUERY_LEN", 8192))
+local DEFAULT_ROWS = 20
+
+local ADMINS = {}
+for name in string_gmatch(env_string("PROXY_LOG_ADMINS", "root"), "[^,%s]+") do ADMINS[name] = true end
+
+local T_STRING = proxy.MYSQL_TYPE_STRING
+local T_NUMBER = proxy.MYSQL_TYPE_LONGLONG
+
+-- Shared by all connections (script globals and locals are per connection).
+local state = proxy.global.query_log
+if state == nil then
+  state = {on = false, deadline = 0, logged = 0, ring = {}, ring_next = 1, ring_count = 0, digests = {},
+           digest_count = 0, file = nil, file_error = nil}
+  proxy.global.query_log = state
+end
+
+-- Per connection: prepared statement id -> statement text (ids are per connection in MySQL).
+local statements = {}
+
+local function close_file()
+  if state.file then
+    pcall(state.file.close, state.file)
+    state.file = nil
+  end
+end
+
+local function turn_off()
+  state.on = false
+  state.deadline = 0
+  close_file()
+end
+
+local function logging_on(now)
+  if state.on and now > state.deadline then turn_off() end
+  return state.on
+end
+
+local function write_line(line)
+  if not state.file and not state.file_error then
+    local f, err = io.open(LOG_FILE, "a")
+    if f then
+      if f.setvbuf then f:setvbuf("line") end
+      state.file = f
+    else
+      state.file_error = tostring(err)
+    end
+  end
+  if state.file then
+    local ok, err = state.file:write(line, "\n")
+    if not ok then
+      state.file_error = tostring(err)
+      close_file()
+    end
+  end
+end
+
+local ENTRY_KEYS = {"ts", "thread_id", "user", "db", "client", "command", "query", "query_time_us", "response_time_us",
+                    "rows", "affected_rows", "status", "error_code", "error_message"}
+
+local function record(now, command, query, inj)
+  local res = inj.resultset
+  local status = res.query_status
+  local error_code, error_message
+  if status == proxy.MYSQLD_PACKET_ERR then
+    -- MySQL Proxy 0.8 has no error code without buffering; the host adds resultset.error_code/_message.
+    local ok, code = pcall(function() return res.error_code end)
+    if ok then error_code = code end
+    ok, code = pcall(function() return res.error_message end)
+    if ok then error_message = code end
+  end
+  local response_time = inj.response_time or 0
+  local rows = res.row_count or 0
+  local conn = proxy.connection
+  local client = conn.client
+  if #query > MAX_QUERY then query = string_sub(query, 1, MAX_QUERY) .. "..." end
+
+  -- Digest: every statement while logging is on (the slow threshold only filters the log lines).
+  local key = normalize.normalize(query)
+  local digests = state.digests
+  local d = digests[key]
+  if d == nil then
+    if state.digest_count >= MAX_DIGESTS then
+      key = "(other)"
+      d = digests[key]
+    end
+    if d == nil then
+      d = {count = 0, total_us = 0, max_us = 0, rows = 0}
+      digests[key] = d
+      state.digest_count = state.digest_count + 1
+    end
+  end
+  d.count = d.count + 1
+  d.total_us = d.total_us + response_time
+  if response_time > d.max_us then d.max_us = response_time end
+  d.rows = d.rows + rows
+
+  if SLOW_US > 0 and response_time < SLOW_US then return end
+
+  local entry = {
+    ts = os_date("!%Y-%m-%dT%H:%M:%SZ", now),
+    thread_id = conn.server and conn.server.thread_id or nil,
+    user = client.username,
+    db = client.default_db,
+    client = client.src and client.src.name or nil,
+    command = command,
+    query = query,
+    query_time_us = inj.query_time,
+    response_time_us = response_time,
+    rows = rows,
+    affected_rows = res.affected_rows,
+    status = status == proxy.MYSQLD_PACKET_ERR and "error" or "ok",
+    error_code = error_code,
+    error_message = error_message,
+  }
+  state.ring[state.ring_next] = entry
+  state.ring_next = state.ring_next % RING_SIZE + 1
+  if state.ring_count < RING_SIZE then state.ring_count = state.ring_count + 1 end
+  state.logged = state.logged + 1
+  write_line(json.object(ENTRY_KEYS, entry))
+end
+
+-- Control statements ------------------------------------------------------------------------------
+
+local USAGE = "PROXY LOG ON [seconds] | OFF | STATUS | TAIL [n] | DIGEST [n] | RESET"
+
+local function status_result(now)
+  local left = 0
+  if logging_on(now) then left = math_max(0, state.deadline - now) end
+  local file = LOG_FILE
+  if state.file_error then file = file .. " (cannot write: " .. state.file_error .. ")" end
+  return resultset.send(
+    {{"logging", T_STRING}, {"seconds_left", T_NUMBER}, {"logged", T_NUMBER}, {"log_file", T_STRING}},
+    {{state.on and "on" or "off", left, state.logged, file}})
+end
+
+local function tail_result(n)
+  local rows = {}
+  local count = math_min(n, state.ring_count)
+  for i = count, 1, -1 do
+    local idx = (state.ring_next - i - 1) % RING_SIZE + 1
+    local e = state.ring[idx]
+    rows[#rows + 1] = {e.ts, e.thread_id, e.user, e.db, e.query_time_us, e.response_time_us, e.rows, e.status, e.query}
+  end
+  return resultset.send({{"ts", T_STRING}, {"thread_id", T_NUMBER}, {"user", T_STRING}, {"db", T_STRING},
+    {"query_time_us", T_NUMBER}, {"response_time_us", T_NUMBER}, {"rows", T_NUMBER}, {"status", T_STRING},
+    {"query", T_STRING}}, rows)
+end
+
+local function digest_result(n)
+  local list = {}
+  for key, d in pairs(state.digests) do list[#list + 1] = {key, d} end
+  table.sort(list, function(a, b)
+    if a[2].total_us ~= b[2].total_us then return a[2].total_us > b[2].total_us end
+    return a[1] < b[1]
+  end)
+  local rows = {}
+  for i = 1, math_min(n, #list) do
+    local d = list[i][2]
+    rows[i] = {list[i][1], d.count, d.total_us, d.max_us, d.rows}
+  end
+  return resultset.send({{"digest", T_STRING}, {"count", T_NUMBER}, {"total_us", T_NUMBER}, {"max_us", T_NUMBER},
+    {"rows", T_NUMBER}}, rows)
+end
+
+local function positive_int(word)
+  if word == nil then return nil end
+  if not string_find(word, "^%d+$") then return false end
+  local v = tonumber(word)
+  if v == nil or v < 1 then return false end
+  return v
+end
+
+local function control(query)
+  local words = {}
+  for w in string_gmatch(string_lower(query), "[^%s;]+") do words[#words + 1] = w end
+  if string_find(query, ";", 1, true) and not string_find(query, "^[^;]*;[%s;]*$") then
+    return resultset.error("PROXY LOG takes one statement; usage: " .. USAGE, 1064, "42000")
+  end
+  local user = proxy.connection.client.username
+  if not ADMINS[user or ""] then
+    return resultset.error("Access denied; PROXY LOG is only for the users in PROXY_LOG_ADMINS", 1227, "42000")
+  end
+  local verb, arg, extra = words[3], words[4], words[5]
+  local now = os_time()
+  if extra ~= nil then return resultset.error("too many arguments; usage: " .. USAGE, 1064, "42000") end
+  if verb == "on" then
+    local seconds = positive_int(arg)
+    if seconds == false then
+      return resultset.error("PROXY LOG ON takes a number of seconds >= 1 (at most " .. MAX_SECONDS .. ")", 1064, "42000")
+    end
+    seconds = math_min(seconds or DEFAULT_SECONDS, MAX_SECONDS)
+    state.on = true
+    state.deadline = now + seconds
+    state.file_error = nil
+    return status_result(now)
+  end
+  if verb == "tail" or verb == "digest" then
+    local n = positive_int(arg)
+    if n == false then
+      return resultset.error("PROXY LOG " .. string.upper(verb) .. " takes a row count >= 1", 1064, "42000")
+    end
+    n = math_min(n or DEFAULT_ROWS, verb == "tail" and RING_SIZE or MAX_DIGESTS + 1)
+    logging_on(now)
+    if verb == "tail" then return tail_result(n) end
+    return digest_result(n)
+  end
+  if arg ~= nil then return resultset.error("PROXY LOG " .. tostring(verb) .. " takes no argument; usage: " .. USAGE,
+    1064, "42000") end
+  if verb == "off" then
+    turn_off()
+    return status_result(now)
+  end
+  if verb == "status" then return status_result(now) end
+  if verb == "reset" then
+    state.ring = {}
+    state.ring_next = 1
+    state.ring_count = 0
+    state.digests = {}
+    state.digest_count = 0
+    return status_result(now)
+  end
+  return resultset.error("unknown PROXY LOG command; usage: " .. USAGE, 1064, "42000")
+end
+
+-- Hooks -------------------------------------------------------------------------------------------
+
+local COM_QUERY, COM_STMT_PREPARE, COM_STMT_EXECUTE, COM_STMT_CLOSE =
+  proxy.COM_QUERY, proxy.COM_STMT_PREPARE, proxy.COM_STMT_EXECUTE, proxy.COM_STMT_CLOSE
+local ID_QUERY, ID_PREPARE, ID_EXECUTE = 1, 2, 3
+
+function read_query(packet)
+  local command = string_byte(packet, 1)
+  if command == COM_QUERY then
+    if string_find(packet, "^%s*[Pp][Rr][Oo][Xx][Yy]%s+[Ll][Oo][Gg]", 2) then
+      local query = string_sub(packet, 2)
+      local words = {}
+      for w in string_gmatch(string_lower(string_sub(query, 1, 64)), "[^%s;]+") do
+        words[#words + 1] = w
+        if #words == 2 then break end
+      end
+      if words[2] == "log" then return control(query) end
+    end
+    if logging_on(os_time()) then
+      proxy.queries:append(ID_QUERY, packet, {resultset_is_needed = false})
+      return proxy.PROXY_SEND_QUERY
+    end
+  elseif command == COM_STMT_EXECUTE then
+    if logging_on(os_time()) then
+      proxy.queries:append(ID_EXECUTE, packet, {resultset_is_needed = false})
+      return proxy.PROXY_SEND_QUERY
+    end
+  elseif command == COM_STMT_PREPARE then
+    -- Buffered (small: the statement id and definitions) to learn the id; the text is logged on execute.
+    proxy.queries:append(ID_PREPARE, packet, {resultset_is_needed = true})
+    return proxy.PROXY_SEND_QUERY
+  elseif command == COM_STMT_CLOSE then
+    statements[resultset.stmt_id(packet)] = nil
+  end
+end
+
+function read_query_result(inj)
+  if inj.id == ID_PREPARE then
+    local res = inj.resultset
+    if res.query_status == proxy.MYSQLD_PACKET_OK then
+      local raw = res.raw
+      if raw and string_byte(raw, 1) == 0 then statements[resultset.stmt_id(raw)] = string_sub(inj.query, 2) end
+    end
+    return
+  end
+  local now = os_time()
+  if not logging_on(now) then return end
+  if inj.id == ID_QUERY then
+    record(now, "query", string_sub(inj.query, 2), inj)
+  elseif inj.id == ID_EXECUTE then
+    local id = resultset.stmt_id(inj.query)
+    record(now, "execute", statements[id] or ("(prepared statement " .. id .. ")"), inj)
+  end
+end
