@@ -21,3 +21,4 @@ class InstrumentedConfig(AppConfig):
         connection_created.connect(on_connection_created, dispatch_uid="instrumented.sql_hook")
         got_request_exception.connect(on_request_exception, dispatch_uid="instrumented.exception_class")
         install_on_existing()
+        __import__("instrumented.errors", fromlist=["connect_receivers"]).connect_receivers()  # error references

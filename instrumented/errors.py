@@ -1,0 +1,275 @@
+"""Error references: capture every unhandled exception of a request, store its traceback in memcached.
+
+A ``got_request_exception`` receiver (so Django's logging, ADMINS mail and Sentry keep working) gives each
+error a random reference, notes it on the request and on the stats probe, and stores for the window:
+
+* ``<prefix>:err:<ref>:m`` -- metadata and the plain-text traceback (always, cheap);
+* ``<prefix>:err:<ref>:p`` -- the rendered technical 500 page (at most ``ERROR_PAGES_PER_MINUTE`` per process);
+* ``<prefix>:err:i:<minute>`` -- an index of the minute's references, grown with memcached ``append``
+  (atomic on the server: concurrent writers never lose each other's entries; bounded by the item size).
+
+Everything is scrubbed by :mod:`instrumented.reporter` before it leaves the process. Nothing here raises.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+import threading
+import time
+import traceback
+from types import TracebackType
+from typing import Any
+
+from django.core.signals import got_request_exception
+from django.http import HttpRequest
+
+from .conf import get_config
+from .permissions import get_user
+from .probe import current_probe
+from .reporter import BoundedExceptionReporter, scrub
+from .store import MAX_VALUE_BYTES, Store, failures, get_store, pack, unpack
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+
+#: Crockford's base32 alphabet: no i, l, o, u, so a reference survives being read over the phone.
+ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+#: 14 characters x 5 bits = 70 random bits.
+REFERENCE_LENGTH = 14
+#: The attribute of the request that carries its error reference.
+REQUEST_ATTRIBUTE = "instrumented_error_reference"
+#: Longest exception message / path / plain-text traceback stored (characters).
+MAX_MESSAGE_CHARS = 2000
+MAX_PATH_CHARS = 500
+MAX_TEXT_CHARS = 100_000
+#: Seconds per index key.
+INDEX_SECONDS = 60
+
+
+def new_reference() -> str:
+    """A random, URL-safe, case-insensitive reference, e.g. ``7kq2m9x4d1h8vz``."""
+    return "".join(secrets.choice(ALPHABET) for _ in range(REFERENCE_LENGTH))
+
+
+def normalize_reference(value: object) -> str | None:
+    """The canonical (lower-case) form of a reference typed by a person, or None when it cannot be one."""
+    if not isinstance(value, str) or len(value) != REFERENCE_LENGTH:
+        return None
+    value = value.lower()
+    if all(c in ALPHABET for c in value):
+        return value
+    return None
+
+
+def meta_key(store: Store, ref: str) -> str:
+    """Key of an error's metadata and text traceback."""
+    return store.key("err", ref, "m")
+
+
+def page_key(store: Store, ref: str) -> str:
+    """Key of an error's rendered technical page."""
+    return store.key("err", ref, "p")
+
+
+def index_key(store: Store, minute: int) -> str:
+    """Key of the references captured in one minute (``minute`` = unix time // 60)."""
+    return store.key("err", "i", str(minute))
+
+
+class PageBudget:
+    """At most ``per_minute`` technical pages rendered per process and minute: rendering costs CPU."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._minute = -1
+        self._used = 0
+
+    def take(self, per_minute: int) -> bool:
+        """Use one page of this minute's budget; False when it is spent."""
+        minute = int(time.time() // 60)
+        with self._lock:
+            if minute != self._minute:
+                self._minute, self._used = minute, 0
+            if self._used >= per_minute:
+                return False
+            self._used += 1
+            return True
+
+
+page_budget = PageBudget()
+
+
+def class_name(cls: type[BaseException]) -> str:
+    """``module.Qualname`` (builtins without a module), as the stats count exceptions."""
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _describe_request(request: HttpRequest | None) -> dict[str, Any]:
+    """View, route, method, path and user of a request; fields that cannot be read are left empty."""
+    info: dict[str, Any] = {"view": "", "route": "", "method": "", "path": "", "user_id": None, "user": "anonymous"}
+    if request is None:
+        return info
+    try:
+        match = getattr(request, "resolver_match", None)
+        if match is not None:
+            info["view"] = str(match.view_name or match._func_path)[:200]
+            info["route"] = str(match.route or "")[:200]
+        info["method"] = str(request.method or "")[:16]
+        info["path"] = str(request.path)[:MAX_PATH_CHARS]
+    except Exception:  # noqa: BLE001 - a half-built request still gets the rest recorded
+        pass
+    user = get_user(request)
+    if user is None and hasattr(request, "user"):
+        info["user"] = "unknown (could not load the user)"
+    elif user is not None and getattr(user, "is_authenticated", False):
+        try:
+            info["user_id"] = str(user.pk)[:64]
+            info["user"] = str(user.get_username())[:150]
+        except Exception:  # noqa: BLE001 - a custom user model that fails to describe itself
+            info["user"] = "authenticated (unreadable)"
+    return info
+
+
+def render_page(request: HttpRequest | None, exc_info: ExcInfo) -> bytes | None:
+    """The technical page, packed for memcached; re-rendered smaller when too big; None when it never fits."""
+    for limits in ({}, {"max_frames": 20, "max_vars": 15, "max_var_chars": 300}, {"max_frames": 10, "max_vars": 0}):
+        reporter = BoundedExceptionReporter(request, *exc_info, **limits)
+        packed = pack({"html": reporter.get_traceback_html()})
+        if len(packed) <= MAX_VALUE_BYTES:
+            return packed
+    failures.record("technical page too large to store", None)
+    return None
+
+
+def plain_traceback(exc_info: ExcInfo) -> str:
+    """Python's own traceback text (no locals), bounded: the head and the tail when it is very long."""
+    text = "".join(traceback.format_exception(exc_info[0], exc_info[1], exc_info[2]))
+    if len(text) > MAX_TEXT_CHARS:
+        half = MAX_TEXT_CHARS // 2
+        text = f"{text[:half]}\n[... {len(text) - MAX_TEXT_CHARS} characters omitted ...]\n{text[-half:]}"
+    return text
+
+
+def capture(request: HttpRequest | None, exc_info: ExcInfo | None = None) -> str:
+    """Give the exception being handled a reference, note it on the request and probe, store it; never raises."""
+    ref = new_reference()
+    try:
+        if request is not None:
+            setattr(request, REQUEST_ATTRIBUTE, ref)
+        probe = current_probe.get()
+        if probe is not None:
+            probe.error_reference = ref
+        if exc_info is None:
+            current = sys.exc_info()
+            if current[0] is None or current[1] is None:
+                return ref
+            exc_info = (current[0], current[1], current[2])
+        config = get_config()
+        if config["ENABLED"]:
+            _store(get_store(), config, ref, request, exc_info)
+    except Exception as exc:  # noqa: BLE001 - capturing must never turn one error into two
+        failures.record("capturing an error failed", exc)
+    return ref
+
+
+def _store(store: Store, config: dict[str, Any], ref: str, request: HttpRequest | None, exc_info: ExcInfo) -> None:
+    """Write the metadata and text, then (budget permitting) the page, then the index entry."""
+    if not store.available:
+        return
+    now = time.time()
+    exc_type, exc_value = exc_info[0], exc_info[1]
+    try:
+        message = str(exc_value)
+    except Exception:  # noqa: BLE001 - an exception whose __str__ raises
+        message = "<unprintable exception message>"
+    meta: dict[str, Any] = {
+        "ref": ref,
+        "time": now,
+        **_describe_request(request),
+        "exception": class_name(exc_type),
+        "message": scrub(message[:MAX_MESSAGE_CHARS]),
+        "text": scrub(plain_traceback(exc_info)),
+        "page": False,
+    }
+    meta["path"] = scrub(meta["path"])
+    page: bytes | None = None
+    if page_budget.take(int(config.get("ERROR_PAGES_PER_MINUTE", 10))):
+        try:
+            page = render_page(request, exc_info)
+        except Exception as exc:  # noqa: BLE001 - the page is optional; metadata and text are still stored
+            failures.record("rendering a technical page failed", exc)
+    if page is not None and store.set(page_key(store, ref), page):
+        meta["page"] = True
+    if not store.set(meta_key(store, ref), pack(meta)):
+        return
+    _index(store, int(now // INDEX_SECONDS), ref)
+
+
+def _index(store: Store, minute: int, ref: str) -> None:
+    """Append `` ref`` to the minute's index: append, else add, else (someone added it meanwhile) append."""
+    key = index_key(store, minute)
+    entry = f" {ref}".encode()
+    if store.append(key, entry):
+        return
+    ttl = store.ttl + INDEX_SECONDS
+    if store.add(key, entry, ttl) is False:
+        store.append(key, entry)
+
+
+def on_got_request_exception(sender: Any, request: HttpRequest | None = None, **kwargs: Any) -> None:
+    """``got_request_exception`` receiver: capture the exception being handled."""
+    capture(request)
+
+
+def connect_receivers() -> None:
+    """Connect the capture receiver (called from ``InstrumentedConfig.ready``); idempotent."""
+    got_request_exception.connect(on_got_request_exception, dispatch_uid="instrumented.errors.capture")
+
+
+# -- reading -----------------------------------------------------------------------------------------------------------
+
+
+def load_meta(ref: str) -> dict[str, Any] | None:
+    """An error's metadata and text traceback, or None when expired, unknown or unreachable."""
+    store = get_store()
+    meta = unpack(store.get(meta_key(store, ref)))
+    return meta if isinstance(meta, dict) else None
+
+
+def load_page(ref: str) -> str | None:
+    """An error's stored technical page (HTML), or None."""
+    store = get_store()
+    page = unpack(store.get(page_key(store, ref)))
+    if isinstance(page, dict) and isinstance(page.get("html"), str):
+        return page["html"]
+    return None
+
+
+def recent_errors(limit: int = 200) -> tuple[list[dict[str, Any]], str | None]:
+    """The window's errors, newest first (at most ``limit``), and the reason when memcached could not be read."""
+    store = get_store()
+    now = time.time()
+    last = int(now // INDEX_SECONDS)
+    first = int((now - store.window) // INDEX_SECONDS)
+    indexes = store.get_many([index_key(store, m) for m in range(first, last + 1)])
+    if indexes is None:
+        return [], store.last_error or "memcached is unavailable"
+    refs: list[str] = []
+    seen: set[str] = set()
+    for minute in range(last, first - 1, -1):
+        raw = indexes.get(index_key(store, minute), b"")
+        for ref in reversed(raw.decode("ascii", "replace").split()):
+            if ref not in seen and normalize_reference(ref) == ref:
+                seen.add(ref)
+                refs.append(ref)
+    refs = refs[:limit]
+    metas = store.get_many([meta_key(store, ref) for ref in refs])
+    if metas is None:
+        return [], store.last_error or "memcached is unavailable"
+    errors = []
+    for ref in refs:
+        meta = unpack(metas.get(meta_key(store, ref)))
+        if isinstance(meta, dict) and now - float(meta.get("time", 0)) <= store.window:
+            errors.append(meta)
+    errors.sort(key=lambda m: -float(m.get("time", 0)))
+    return errors, None
