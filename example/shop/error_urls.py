@@ -1,0 +1,13 @@
+"""URLs of the demo-only failing views (included from demo.urls at ``errors-demo/``)."""
+
+from django.urls import path
+
+from . import error_views
+
+app_name = "shop_errors"
+
+urlpatterns = [
+    path("secret/", error_views.secret_fail, name="secret"),
+    path("user/", error_views.user_fail, name="user"),
+    path("big/", error_views.big_fail, name="big"),
+]

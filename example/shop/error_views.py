@@ -1,0 +1,42 @@
+"""Demo-only views that fail in the ways the error-reference tests need."""
+
+# ruff: noqa: F841 - the failing views keep locals on purpose: the traceback pages show (or must mask) them
+
+import os
+import sys
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.debug import sensitive_variables
+
+
+@sensitive_variables("card_number")
+def secret_fail(request: HttpRequest) -> HttpResponse:
+    """Fails with secrets in its locals and message: none of them may reach a page or memcached."""
+    api_token = os.environ.get("DEMO_API_TOKEN", "demo-api-token-0123456789")
+    password = "demo-local-password-42"
+    card_number = "4111111111111111"
+    database_url = getattr(settings, "DATABASE_URL", "postgres://shop:demo-db-password@db.internal/shop")
+    connection_info = {"url": database_url, "user": "shop"}
+    visible_marker = "visible-local-marker"
+    raise ConnectionError(f"cannot connect to {database_url} (token {api_token[:4]}...)")
+
+
+def user_fail(request: HttpRequest) -> HttpResponse:
+    """Touches request.user, then fails: with a broken session backend, the first line already raises."""
+    name = request.user.get_username() if request.user.is_authenticated else "anonymous"
+    raise LookupError(f"demo failure for {name}")
+
+
+def big_fail(request: HttpRequest) -> HttpResponse:
+    """Fails deep in a recursion with large locals: the stored page must stay under memcached's item limit."""
+    blob = os.urandom(2_000_000).hex()
+    rows = [{"id": i, "payload": os.urandom(32).hex()} for i in range(50_000)]
+
+    def dive(depth: int) -> int:
+        chunk = os.urandom(4000).hex()
+        if depth == 0:
+            raise RecursionError(f"gave up at depth 0 with {len(blob)} + {len(rows)} + {len(chunk)}")
+        return dive(depth - 1)
+
+    return HttpResponse(str(dive(min(300, sys.getrecursionlimit() // 4))))
