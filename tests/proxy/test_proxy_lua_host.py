@@ -1,0 +1,268 @@
+"""The Lua runtime of the host against the MySQL Proxy 0.8 API reference, without a network."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytest.importorskip("lupa")
+
+from instrumented.proxy.lua_host import (  # noqa: E402
+    PROXY_SEND_QUERY,
+    PROXY_SEND_RESULT,
+    LuaHost,
+    ResultStats,
+    ScriptLoadError,
+)
+
+
+def host_for(tmp_path, source: str, io_paths=()) -> LuaHost:
+    script = tmp_path / "s.lua"
+    script.write_text(source)
+    return LuaHost(script, io_paths=io_paths)
+
+
+def test_hooks_found_and_return_values(tmp_path):
+    host = host_for(tmp_path, """
+        function read_query(packet)
+          if packet:byte(1) == proxy.COM_QUERY and packet:sub(2) == "a" then
+            proxy.queries:append(7, packet, {resultset_is_needed = true})
+            proxy.queries:prepend(6, string.char(proxy.COM_QUERY) .. "first")
+            proxy.queries:append(8, "x")
+            return proxy.PROXY_SEND_QUERY
+          end
+          if packet:sub(2) == "b" then return "not a number" end
+          proxy.queries:append(1, packet)
+        end
+        function disconnect_client() end
+    """)
+    conn = host.new_connection()
+    assert conn.hooks == {"read_query", "disconnect_client"}
+    res = conn.read_query(b"\x03a")
+    assert res.ok and res.ret == PROXY_SEND_QUERY
+    assert (res.injection.id, res.injection.packet, res.injection.resultset_is_needed) == (6, b"\x03first", False)
+    assert res.remaining == 2
+    second = conn.pop()
+    assert (second.id, second.resultset_is_needed) == (7, True)
+    assert conn.pop().id == 8 and conn.pop() is None
+    # A non-number return is "no decision"; the queue is cleared at the start of every read_query.
+    res = conn.read_query(b"\x03b")
+    assert res.ok and res.ret is None and res.injection is None
+    res = conn.read_query(b"\x03c")
+    assert res.ret is None and res.injection is not None  # queued but not PROXY_SEND_QUERY: host discards it
+
+
+def test_queries_length_and_reset(tmp_path):
+    host = host_for(tmp_path, """
+        function read_query(packet)
+          proxy.queries:append(1, packet)
+          proxy.queries:append(2, packet)
+          local n = #proxy.queries
+          proxy.queries:reset()
+          proxy.queries:append(3, packet)
+          proxy.response = {type = proxy.MYSQLD_PACKET_OK, resultset = {
+            fields = {{name = "before"}, {name = "after", type = proxy.MYSQL_TYPE_LONGLONG}},
+            rows = {{n, #proxy.queries}, {nil, 0}}}}
+          return proxy.PROXY_SEND_RESULT
+        end
+    """)
+    conn = host.new_connection()
+    res = conn.read_query(b"\x03q")
+    assert res.ret == PROXY_SEND_RESULT
+    resp = conn.response()
+    assert resp.fields == [(b"before", 254), (b"after", 8)]
+    assert resp.rows == [[b"2", b"1"], [None, b"0"]]
+
+
+def test_response_err_defaults_and_invalid_type(tmp_path):
+    host = host_for(tmp_path, """
+        function read_query(packet)
+          local q = packet:sub(2)
+          if q == "err" then proxy.response = {type = proxy.MYSQLD_PACKET_ERR} end
+          if q == "custom" then proxy.response = {type = proxy.MYSQLD_PACKET_ERR, errmsg = "no", errcode = 1045,
+                                                  sqlstate = "28000"} end
+          if q == "bad" then proxy.response = {} end
+          if q == "raw" then proxy.response = {type = proxy.MYSQLD_PACKET_RAW, packets = {"\\255\\001\\000#HY000x"}} end
+          if q == "ok" then proxy.response = {type = proxy.MYSQLD_PACKET_OK, affected_rows = 3, insert_id = 4} end
+          return proxy.PROXY_SEND_RESULT
+        end
+    """)
+    conn = host.new_connection()
+    conn.read_query(b"\x03err")
+    r = conn.response()
+    assert (r.type, r.errmsg, r.errcode, r.sqlstate) == (0xFF, b"(lua) proxy.response.errmsg is nil", 1105, b"07000")
+    conn.read_query(b"\x03custom")
+    r = conn.response()
+    assert (r.errmsg, r.errcode, r.sqlstate) == (b"no", 1045, b"28000")
+    conn.read_query(b"\x03bad")
+    assert conn.response().errmsg == b"(lua) handling proxy.response failed, check error-log"
+    conn.read_query(b"\x03raw")
+    assert conn.response().packets == [b"\xff\x01\x00#HY000x"]
+    conn.read_query(b"\x03ok")
+    r = conn.response()
+    assert (r.type, r.affected_rows, r.insert_id, r.fields) == (0, 3, 4, None)
+
+
+def test_globals_per_connection_and_proxy_global_shared(tmp_path):
+    host = host_for(tmp_path, """
+        local calls = 0
+        counter = 0
+        proxy.global.total = proxy.global.total or 0
+        function read_query(packet)
+          calls = calls + 1
+          counter = counter + 1
+          proxy.global.total = proxy.global.total + 1
+          proxy.response = {type = proxy.MYSQLD_PACKET_OK, resultset = {fields = {{name = "c"}, {name = "g"},
+            {name = "t"}}, rows = {{calls, counter, proxy.global.total}}}}
+          return proxy.PROXY_SEND_RESULT
+        end
+    """)
+    a, b = host.new_connection(), host.new_connection()
+    for _ in range(3):
+        a.read_query(b"\x03x")
+    b.read_query(b"\x03x")
+    assert b.response().rows == [[b"1", b"1", b"4"]]
+    a.read_query(b"\x03x")
+    assert a.response().rows == [[b"4", b"4", b"5"]]
+
+
+def test_connection_fields_and_renamed_flat_names(tmp_path):
+    host = host_for(tmp_path, """
+        function read_query(packet)
+          if packet:sub(2) == "old" then return proxy.connection.thread_id end
+          local c = proxy.connection
+          proxy.response = {type = proxy.MYSQLD_PACKET_OK, resultset = {fields = {{name = "x"}},
+            rows = {{c.server.thread_id}, {c.client.username}, {c.client.default_db}, {c.client.src.name},
+                    {c.backend_ndx}}}}
+          return proxy.PROXY_SEND_RESULT
+        end
+    """)
+    conn = host.new_connection()
+    conn.set("server", "thread_id", 99)
+    conn.set("client", "username", b"alice")
+    conn.set("client", "default_db", b"shop")
+    conn.set_address("client", "src", "10.0.0.1", 5555)
+    conn.set("connection", "backend_ndx", 1)
+    conn.read_query(b"\x03new")
+    assert conn.response().rows == [[b"99"], [b"alice"], [b"shop"], [b"10.0.0.1:5555"], [b"1"]]
+    res = conn.read_query(b"\x03old")
+    assert not res.ok and "proxy.connection.server.thread_id" in res.error
+
+
+def test_injection_object_and_resultset_availability(tmp_path):
+    host = host_for(tmp_path, """
+        function read_query_result(inj)
+          local res = inj.resultset
+          local ok_fields = pcall(function() return res.fields end)
+          local out = {inj.id, inj.type, inj.query, inj.query_time, inj.response_time, res.row_count,
+                       res.query_status, tostring(res.affected_rows), tostring(ok_fields), tostring(res.flags.auto_commit)}
+          if ok_fields then
+            out[#out + 1] = res.fields[1].name
+            for row in res.rows do out[#out + 1] = row[1] .. "/" .. tostring(row[2]) end
+          end
+          proxy.response = {type = proxy.MYSQLD_PACKET_OK, resultset = {fields = {{name = "v"}}, rows = {}}}
+          for i, v in ipairs(out) do proxy.response.resultset.rows[i] = {v} end
+          return proxy.PROXY_SEND_RESULT
+        end
+    """)
+    conn = host.new_connection()
+    from instrumented.proxy.lua_host import Injection
+
+    stats = ResultStats(10, 25, 2, 100, 0, 0, None, None, 2)
+    res = conn.read_query_result(Injection(5, b"\x03select 1", False), stats)
+    assert res.ret == PROXY_SEND_RESULT
+    values = [r[0] for r in conn.response().rows]
+    assert values == [b"5", b"5", b"\x03select 1", b"10", b"25", b"2", b"0", b"nil", b"false", b"true"]
+    stats.fields = [{b"name": b"id", b"type": 3}]
+    stats.rows = [[b"1", b"a"], [b"2", None]]
+    conn.read_query_result(Injection(6, b"\x03select 2", True), stats)
+    values = [r[0] for r in conn.response().rows]
+    assert values[8:] == [b"true", b"true", b"id", b"1/a", b"2/nil"]
+
+
+def test_sandbox_blocks_escapes(tmp_path):
+    allowed = tmp_path / "allowed.log"
+    host = host_for(tmp_path, """
+        function read_query(packet)
+          local checks = {
+            os_execute = os.execute == nil, io_popen = io.popen == nil, python = python == nil,
+            loadstring = loadstring == nil, getfenv = getfenv == nil, debug = debug == nil,
+            dofile = dofile == nil, require_os = not pcall(require, "os"),
+            open_other = io.open("/etc/passwd") == nil,
+            has_string = string.format("%d", 3) == "3", has_time = type(os.time()) == "number",
+            has_getenv = type(os.getenv("PATH")) == "string",
+          }
+          local f = io.open(ALLOWED, "a")
+          checks.open_allowed = f ~= nil
+          if f then f:write("line\\n") f:close() end
+          local rows = {}
+          for k, v in pairs(checks) do rows[#rows + 1] = {k, tostring(v)} end
+          proxy.response = {type = proxy.MYSQLD_PACKET_OK, resultset = {fields = {{name = "k"}, {name = "v"}}, rows = rows}}
+          return proxy.PROXY_SEND_RESULT
+        end
+    """.replace("ALLOWED", repr(str(allowed))), io_paths=[str(allowed)])
+    conn = host.new_connection()
+    assert conn.read_query(b"\x03x").ok
+    checks = {k.decode(): v for k, v in conn.response().rows}
+    assert set(checks.values()) == {b"true"}, checks
+    assert allowed.read_text() == "line\n"
+
+
+def test_runaway_hook_is_aborted(tmp_path):
+    host = host_for(tmp_path, "function read_query(p) while true do end end")
+    conn = host.new_connection()
+    start = time.monotonic()
+    res = conn.read_query(b"\x03x")
+    assert not res.ok and "instruction limit" in res.error
+    assert time.monotonic() - start < 20
+
+
+def test_load_errors_and_reload_on_change(tmp_path):
+    script = tmp_path / "s.lua"
+    script.write_text("function read_query(p) return proxy.PROXY_SEND_RESULT end")
+    host = LuaHost(script)
+    assert host.new_connection().hooks == {"read_query"}
+    time.sleep(0.01)
+    script.write_text("function read_query_result(inj) end  function disconnect_client() end")
+    os.utime(script, ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert host.new_connection().hooks == {"read_query_result", "disconnect_client"}
+    script.write_text("this is not lua")
+    with pytest.raises(ScriptLoadError):
+        host.new_connection()
+    script.write_text("error('top level fails')")
+    with pytest.raises(ScriptLoadError, match="top level fails"):
+        host.new_connection()
+
+
+def test_require_finds_the_shipped_library(tmp_path):
+    host = host_for(tmp_path, """
+        local json = require("lib.json")
+        local normalize = require("lib.normalize")
+        function read_query(packet)
+          proxy.response = {type = proxy.MYSQLD_PACKET_OK, resultset = {fields = {{name = "v"}}, rows = {
+            {json.object({"a", "b", "c"}, {a = "x\\"\\n\\255", b = 1.5, c = nil})},
+            {normalize.normalize("SELECT * FROM t WHERE id IN (1, 2, 3) AND name = 'o''k' -- c\\n")},
+            {normalize.normalize("insert into t values (1, 'a'), (2, 'b') /* x */")},
+          }}}
+          return proxy.PROXY_SEND_RESULT
+        end
+    """)
+    conn = host.new_connection()
+    conn.read_query(b"\x03x")
+    rows = [r[0] for r in conn.response().rows]
+    assert rows[0] == '{"a":"x\\"\\n\ufffd","b":1.5,"c":null}'.encode()
+    assert rows[1] == b"select * from t where id in (?+) and name = ?"
+    assert rows[2] == b"insert into t values (?+)"
+
+
+def test_missing_lupa_gives_a_clear_message():
+    code = "import sys; sys.modules['lupa'] = None; sys.modules['lupa.lua51'] = None; " \
+           "from instrumented.proxy.__main__ import main; sys.exit(main(['--proxy-lua-script', 'mysql_proxy_lua/query_log.lua']))"  # fmt: skip
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert "needs lupa" in proc.stderr and "Traceback" not in proc.stderr
