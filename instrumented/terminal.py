@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
@@ -69,3 +70,37 @@ def render_table(stats: dict[str, Any], sort: str = "requests", limit: int | Non
     if not views:
         table.add_row("(no data)", "", *[""] * 10)
     return table
+
+
+def render_summary(stats: dict[str, Any]) -> Text:
+    """One line over the whole site: traffic, errors, and the worst views by p95 and by errors."""
+    views = stats["views"]
+    requests = sum(v["requests"] for v in views)
+    errors = sum(v["errors"] for v in views)
+    window = max(int(stats["window_seconds"]), 1)
+    line = Text()
+    line.append(f"{len(views)} view(s) · {requests} requests ({requests / window:.2f}/s) · ")
+    line.append(f"{errors} error(s)", style="bold red" if errors else "")
+    if requests:
+        line.append(f" ({100.0 * errors / requests:.1f} %)")
+    slowest = max(views, key=lambda v: v["latency_ms"]["p95"], default=None)
+    if slowest is not None and slowest["requests"]:
+        line.append(" · slowest p95: ")
+        line.append(f"{slowest['view']} {slowest['latency_ms']['p95']:.1f} ms", style="bold yellow")
+    failing = max(views, key=lambda v: v["errors"], default=None)
+    if failing is not None and failing["errors"]:
+        line.append(" · most errors: ")
+        line.append(f"{failing['view']} ({failing['errors']})", style="bold red")
+    if stats.get("error"):
+        line.append(f"\nno data: {stats['error']}", style="bold red")
+    return line
+
+
+def render_top(
+    stats: dict[str, Any], sort: str = "requests", limit: int | None = None, interval: float | None = None
+) -> Group:
+    """What ``instrumented_top`` draws each tick: the summary line, the table, and how to drive it."""
+    hint = f"sorted by {sort}"
+    if interval is not None:
+        hint += f" · refreshing every {interval:g} s · Ctrl-C to quit"
+    return Group(render_summary(stats), render_table(stats, sort, limit), Text(hint, style="dim"))

@@ -1,0 +1,212 @@
+"""Small inline SVG charts drawn on the server: no JavaScript library, no external file, CSP-safe.
+
+Colours come from CSS classes (``dashboard.css``) so the admin's light and dark themes both apply;
+every string that reaches the markup goes through ``format_html`` escaping.
+"""
+
+from __future__ import annotations
+
+import math
+
+from django.utils.html import format_html
+from django.utils.safestring import SafeString, mark_safe
+
+WIDTH, HEIGHT = 640, 170
+LEFT, RIGHT, TOP, BOTTOM = 52, 12, 14, 26
+
+
+def _number(value: float, unit: str = "") -> str:
+    """A short label: 3 significant digits, thousands as k."""
+    if value >= 10_000:
+        text = f"{value / 1000:.0f}k"
+    elif value >= 100 or value == int(value):
+        text = f"{value:.0f}"
+    else:
+        text = f"{value:.3g}"
+    return f"{text} {unit}".strip()
+
+
+def _svg(label: str, body: SafeString) -> SafeString:
+    return format_html(
+        '<svg class="ichart" viewBox="0 0 {} {}" width="{}" height="{}" role="img" aria-label="{}">'
+        "<title>{}</title>{}</svg>",
+        WIDTH,
+        HEIGHT,
+        WIDTH,
+        HEIGHT,
+        label,
+        label,
+        body,
+    )
+
+
+def bars(
+    values: list[float],
+    *,
+    label: str,
+    window_seconds: int,
+    marks: list[float] | None = None,
+    unit: str = "",
+) -> SafeString:
+    """A bar per time bucket, oldest left; ``marks`` (e.g. errors) are overlaid in the error colour."""
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+    top_value = max(values, default=0) or 1
+    slot = plot_w / max(len(values), 1)
+    parts: list[SafeString] = []
+    for i, value in enumerate(values):
+        x = LEFT + i * slot
+        if value > 0:
+            h = max(plot_h * value / top_value, 1.0)
+            parts.append(
+                format_html(
+                    '<rect class="ichart-bar" x="{:.1f}" y="{:.1f}" width="{:.1f}" height="{:.1f}">'
+                    "<title>{}</title></rect>",
+                    x + 0.5,
+                    TOP + plot_h - h,
+                    max(slot - 1.5, 1.0),
+                    h,
+                    _number(value, unit),
+                )
+            )
+        mark = (marks or [])[i] if marks and i < len(marks) else 0
+        if mark > 0:
+            h = max(plot_h * mark / top_value, 1.5)
+            parts.append(
+                format_html(
+                    '<rect class="ichart-err" x="{:.1f}" y="{:.1f}" width="{:.1f}" height="{:.1f}">'
+                    "<title>{} error(s)</title></rect>",
+                    x + 0.5,
+                    TOP + plot_h - h,
+                    max(slot - 1.5, 1.0),
+                    h,
+                    _number(mark),
+                )
+            )
+    axis = format_html(
+        '<line class="ichart-axis" x1="{}" y1="{}" x2="{}" y2="{}"/>'
+        '<line class="ichart-grid" x1="{}" y1="{}" x2="{}" y2="{}"/>'
+        '<text class="ichart-label" x="{}" y="{}" text-anchor="end">{}</text>'
+        '<text class="ichart-label" x="{}" y="{}" text-anchor="end">0</text>'
+        '<text class="ichart-label" x="{}" y="{}">\u2212{} s</text>'
+        '<text class="ichart-label" x="{}" y="{}" text-anchor="end">now</text>',
+        LEFT,
+        TOP + plot_h,
+        WIDTH - RIGHT,
+        TOP + plot_h,
+        LEFT,
+        TOP,
+        WIDTH - RIGHT,
+        TOP,
+        LEFT - 6,
+        TOP + 4,
+        _number(top_value if max(values, default=0) else 0, unit),
+        LEFT - 6,
+        TOP + plot_h + 4,
+        LEFT,
+        HEIGHT - 6,
+        window_seconds,
+        WIDTH - RIGHT,
+        HEIGHT - 6,
+    )
+    return _svg(label, mark_safe(axis + "".join(parts)))  # every part was built by format_html
+
+
+def latency_distribution(latency: dict[str, float], requests: int) -> SafeString:
+    """Where the requests' latencies fall, on a log axis, from the reader's percentiles.
+
+    The reader keeps a mergeable histogram but hands out its percentiles, so the bands are the
+    quantile ranges: 50 % of requests up to p50, 45 % from p50 to p95, 4 % to p99, 1 % to the maximum.
+    A band's area is its share of the requests, so tall narrow bands are where requests pile up.
+    """
+    label = "latency distribution (log scale)"
+    if requests <= 0 or latency["max"] <= 0:
+        return _svg(
+            label,
+            format_html('<text class="ichart-label" x="{}" y="{}">no requests in the window</text>', LEFT, HEIGHT / 2),
+        )
+    p50 = max(latency["p50"], 0.001)
+    p95 = max(latency["p95"], p50)
+    p99 = max(latency["p99"], p95)
+    top = max(latency["max"], p99)
+    lo_exp = math.floor(math.log10(p50))
+    if p50 < 1.5 * 10**lo_exp:
+        lo_exp -= 1  # leave room left of p50 for the first band
+    hi_exp = max(math.ceil(math.log10(top)), lo_exp + 1)
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM - 12
+
+    def x_of(ms: float) -> float:
+        return LEFT + plot_w * (math.log10(ms) - lo_exp) / (hi_exp - lo_exp)
+
+    min_width = 0.02 * (hi_exp - lo_exp)  # decades: a band of equal percentiles stays visible
+    bands: list[tuple[float, float, float, str]] = []
+    quantile_ranges = (
+        (10.0**lo_exp, p50, 0.50, "≤ p50"),
+        (p50, p95, 0.45, "p50\u2013p95"),
+        (p95, p99, 0.04, "p95\u2013p99"),
+        (p99, top, 0.01, "p99\u2013max"),
+    )
+    for start, end, share, name in quantile_ranges:
+        a, b = math.log10(start), math.log10(max(end, start))
+        if b - a < min_width:
+            a, b = max(b - min_width, lo_exp), max(b, lo_exp + min_width)
+        bands.append((a, b, share, name))
+    densities = [share / (b - a) for a, b, share, _ in bands]
+    peak = max(densities)
+    parts: list[SafeString] = []
+    for (a, b, share, name), density in zip(bands, densities, strict=True):
+        h = max(plot_h * density / peak, 1.5)
+        x1, x2 = x_of(10**a), x_of(10**b)
+        parts.append(
+            format_html(
+                '<rect class="ichart-bar ichart-band" x="{:.1f}" y="{:.1f}" width="{:.1f}" height="{:.1f}">'
+                "<title>{}: {} % of requests</title></rect>",
+                x1,
+                TOP + 12 + plot_h - h,
+                max(x2 - x1, 1.0),
+                h,
+                name,
+                _number(share * 100),
+            )
+        )
+    for exp in range(lo_exp, hi_exp + 1):
+        ms = 10.0**exp
+        parts.append(
+            format_html(
+                '<line class="ichart-grid" x1="{:.1f}" y1="{}" x2="{:.1f}" y2="{}"/>'
+                '<text class="ichart-label" x="{:.1f}" y="{}" text-anchor="middle">{}</text>',
+                x_of(ms),
+                TOP + 12,
+                x_of(ms),
+                TOP + 12 + plot_h,
+                x_of(ms),
+                HEIGHT - 6,
+                _number(ms / 1000, "s") if ms >= 1000 else _number(ms, "ms"),
+            )
+        )
+    last_x = -100.0
+    for name, ms in (("p50", p50), ("p95", p95), ("p99", p99), ("max", top)):
+        x = x_of(ms)
+        label_y = TOP + 8 if x - last_x > 46 else TOP + 20
+        parts.append(
+            format_html(
+                '<line class="ichart-marker" x1="{:.1f}" y1="{}" x2="{:.1f}" y2="{}"/>'
+                '<text class="ichart-marker-label" x="{:.1f}" y="{}" text-anchor="middle">{} {}</text>',
+                x,
+                TOP + 12,
+                x,
+                TOP + 12 + plot_h,
+                x,
+                label_y,
+                name,
+                _number(ms, "ms"),
+            )
+        )
+        last_x = x if label_y == TOP + 8 else last_x
+    axis = format_html(
+        '<line class="ichart-axis" x1="{}" y1="{}" x2="{}" y2="{}"/>',
+        LEFT,
+        TOP + 12 + plot_h,
+        WIDTH - RIGHT,
+        TOP + 12 + plot_h,
+    )
+    return _svg(label, mark_safe(axis + "".join(parts)))  # every part was built by format_html

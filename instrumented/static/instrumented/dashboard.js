@@ -1,0 +1,207 @@
+/*
+ * django-instrumented dashboard: keeps the views table fresh from the JSON API, sorts and filters it.
+ *
+ * Plain JavaScript in a static file, no library: the page runs under script-src 'self' with no inline
+ * script or handler. The DOM is built with createElement/textContent only (view names and routes are
+ * data, never markup). Settings come from data- attributes on the table.
+ */
+'use strict';
+
+(function () {
+  const table = document.getElementById('instr-table');
+  if (!table) {
+    return;
+  }
+  const api = table.dataset.api;
+  const detailBase = table.dataset.detail;
+  const refreshMs = Math.max(parseInt(table.dataset.refresh, 10) || 3000, 1000);
+  const tbody = table.tBodies[0];
+  const filterBox = document.getElementById('instr-filter');
+  const statusLine = document.getElementById('instr-status');
+  const errorBox = document.getElementById('instr-error');
+
+  let doc = null; // the last reader document received
+  let sortKey = 'requests';
+  let descending = true;
+  let timer = null;
+  let stopped = false;
+
+  /* Derived numbers, as instrumented/dashboard/views.py:derived() computes them for the first render. */
+  function derive(v, windowSeconds) {
+    const busy = v.latency_ms.mean * v.requests;
+    return {
+      rpm: (v.requests * 60) / Math.max(windowSeconds, 1),
+      errorRate: v.requests ? v.errors / v.requests : 0,
+      dbShare: busy > 0 ? Math.min(v.db_time_ms / busy, 1) : 0,
+    };
+  }
+
+  const SORTS = {
+    view: (v) => v.view.toLowerCase(),
+    requests: (v) => v.requests,
+    rpm: (v) => v.requests,
+    errors: (v, d) => d.errorRate,
+    p50: (v) => v.latency_ms.p50,
+    p95: (v) => v.latency_ms.p95,
+    p99: (v) => v.latency_ms.p99,
+    max: (v) => v.latency_ms.max,
+    queries: (v) => v.queries.mean,
+    qmax: (v) => v.queries.max,
+    db: (v, d) => d.dbShare,
+    n1: (v) => v.n_plus_one,
+  };
+
+  function cell(tr, text, className) {
+    const td = document.createElement('td');
+    if (text !== null && text !== undefined) {
+      td.textContent = text;
+    }
+    if (className) {
+      td.className = className;
+    }
+    tr.appendChild(td);
+    return td;
+  }
+
+  const fixed1 = (n) => n.toFixed(1);
+  const percent = (n) => Math.round(n * 100) + ' %';
+
+  function render() {
+    if (!doc) {
+      return;
+    }
+    const windowSeconds = doc.window_seconds;
+    const needle = (filterBox ? filterBox.value : '').trim().toLowerCase();
+    let rows = doc.views.map((v) => ({v: v, d: derive(v, windowSeconds)}));
+    if (needle) {
+      rows = rows.filter((r) => (r.v.view + ' ' + r.v.route).toLowerCase().includes(needle));
+    }
+    const key = SORTS[sortKey] || SORTS.requests;
+    rows.sort((a, b) => {
+      const x = key(a.v, a.d);
+      const y = key(b.v, b.d);
+      const order = x < y ? -1 : x > y ? 1 : a.v.view < b.v.view ? -1 : 1;
+      return descending ? -order : order;
+    });
+    const worstP95 = rows.length > 1 ? Math.max(...rows.map((r) => r.v.latency_ms.p95)) : -1;
+    const fragment = document.createDocumentFragment();
+    for (const {v, d} of rows) {
+      const tr = document.createElement('tr');
+      tr.dataset.view = v.view;
+      tr.dataset.requests = String(v.requests);
+      if (v.errors) {
+        tr.className = 'instr-bad';
+      } else if (v.n_plus_one) {
+        tr.className = 'instr-warn';
+      }
+      const first = cell(tr, null, 'instr-left');
+      const link = document.createElement('a');
+      link.href = detailBase + encodeURIComponent(v.view);
+      link.textContent = v.view;
+      const route = document.createElement('span');
+      route.className = 'instr-route';
+      route.textContent = v.route;
+      first.append(link, route);
+      cell(tr, String(v.requests));
+      cell(tr, fixed1(d.rpm));
+      cell(tr, percent(d.errorRate));
+      cell(tr, fixed1(v.latency_ms.p50));
+      cell(tr, fixed1(v.latency_ms.p95), v.latency_ms.p95 === worstP95 && worstP95 > 0 ? 'instr-worst' : '');
+      cell(tr, fixed1(v.latency_ms.p99));
+      cell(tr, fixed1(v.latency_ms.max));
+      cell(tr, fixed1(v.queries.mean));
+      cell(tr, String(v.queries.max));
+      cell(tr, percent(d.dbShare));
+      const flag = cell(tr, null);
+      if (v.n_plus_one) {
+        const badge = document.createElement('span');
+        badge.className = 'instr-flag';
+        badge.textContent = 'N+1 \u00d7' + v.n_plus_one;
+        flag.appendChild(badge);
+      }
+      fragment.appendChild(tr);
+    }
+    if (!rows.length) {
+      const tr = document.createElement('tr');
+      tr.className = 'instr-empty';
+      const td = cell(tr, needle ? 'No view matches \u201c' + needle + '\u201d.' : 'No requests recorded in the last ' + windowSeconds + ' s.');
+      td.colSpan = 12;
+      fragment.appendChild(tr);
+    }
+    tbody.replaceChildren(fragment);
+    for (const th of table.tHead.rows[0].cells) {
+      if (th.dataset.key === sortKey) {
+        th.setAttribute('aria-sort', descending ? 'descending' : 'ascending');
+      } else {
+        th.removeAttribute('aria-sort');
+      }
+    }
+  }
+
+  function showError(message) {
+    if (!errorBox) {
+      return;
+    }
+    errorBox.hidden = !message;
+    errorBox.textContent = message ? 'No data: ' + message : '';
+  }
+
+  function setStatus(text) {
+    if (statusLine) {
+      statusLine.textContent = text;
+    }
+  }
+
+  async function refresh() {
+    timer = null;
+    if (document.hidden) {
+      schedule();
+      return;
+    }
+    try {
+      const response = await fetch(api, {headers: {Accept: 'application/json'}, cache: 'no-store'});
+      if (response.status === 401 || response.status === 403) {
+        stopped = true;
+        showError('your session ended or may no longer see stats; reload the page to log in again.');
+        return;
+      }
+      const body = await response.json();
+      doc = body;
+      showError(body.error || '');
+      const processes = body.processes + (body.processes === 1 ? ' process' : ' processes');
+      const time = new Date(body.generated_at).toLocaleTimeString();
+      setStatus('Last ' + body.window_seconds + ' s \u00b7 ' + processes + ' \u00b7 updated ' + time);
+      render();
+    } catch (error) {
+      setStatus('Update failed (' + error + '); retrying\u2026');
+    }
+    schedule();
+  }
+
+  function schedule() {
+    if (!stopped && timer === null) {
+      timer = setTimeout(refresh, refreshMs);
+    }
+  }
+
+  table.tHead.addEventListener('click', (event) => {
+    const th = event.target.closest('th[data-key]');
+    if (!th) {
+      return;
+    }
+    const key = th.dataset.key;
+    descending = key === sortKey ? !descending : key !== 'view';
+    sortKey = key;
+    render();
+  });
+  if (filterBox) {
+    filterBox.addEventListener('input', render);
+  }
+  document.addEventListener('visibilitychange', () => {
+    if (!document.hidden && timer !== null) {
+      clearTimeout(timer);
+      refresh();
+    }
+  });
+  refresh();
+})();
