@@ -1,0 +1,118 @@
+"""``manage.py instrumented_querylog on|off|status|tail|digest``: the proxy's query log from a terminal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlparse
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from rich.console import Console
+from rich.syntax import Syntax
+from rich.table import Table
+
+from instrumented import querylog
+
+
+def _us(value: Any) -> str:
+    """Microseconds as a readable duration."""
+    if not isinstance(value, int | float):
+        return "-"
+    if value >= 1_000_000:
+        return f"{value / 1_000_000:.2f} s"
+    if value >= 1000:
+        return f"{value / 1000:.1f} ms"
+    return f"{int(value)} µs"
+
+
+def _pretty_sql(sql: str) -> str:
+    """Re-indented SQL with upper-case keywords (display only)."""
+    return sqlparse.format(sql, reindent=True, keyword_case="upper").strip()
+
+
+class Command(BaseCommand):
+    """Turn the proxy's query log on/off and read its status, recent statements and digest."""
+
+    help = "Control the MySQL proxy query log (PROXY LOG statements over the QUERYLOG_DATABASE alias)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        """Sub-commands: on [--seconds N] | off | status | tail [-n N] | digest [-n N] | reset."""
+        parser.add_argument("--database", default=None, help="database alias through the proxy (default: setting)")
+        sub = parser.add_subparsers(dest="action", required=True)
+        on = sub.add_parser("on", help="log every statement for N seconds")
+        on.add_argument("--seconds", type=int, default=None, help="how long (proxy default 300, capped by the proxy)")
+        sub.add_parser("off", help="stop logging now")
+        sub.add_parser("status", help="on/off, seconds left, lines logged, log file")
+        sub.add_parser("reset", help="clear recent statements and the digest")
+        tail = sub.add_parser("tail", help="the most recent statements")
+        tail.add_argument("-n", type=int, default=20, help="how many (default 20)")
+        digest = sub.add_parser("digest", help="statements grouped by fingerprint, heaviest first")
+        digest.add_argument("-n", type=int, default=20, help="how many (default 20)")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        """Run the action and print it with rich."""
+        console = Console(file=self.stdout, no_color=bool(options.get("no_color")), highlight=False, soft_wrap=True,
+                          width=None if self.stdout.isatty() else 160)  # fmt: skip
+        using = options.get("database")
+        action = options["action"]
+        try:
+            if action == "on":
+                self._status(console, querylog.log_on(options.get("seconds"), using=using))
+            elif action == "off":
+                self._status(console, querylog.log_off(using=using))
+            elif action == "reset":
+                self._status(console, querylog.reset(using=using))
+            elif action == "status":
+                self._status(console, querylog.status(using=using))
+            elif action == "tail":
+                self._tail(console, querylog.tail(options["n"], using=using))
+            elif action == "digest":
+                self._digest(console, querylog.digest(options["n"], using=using))
+        except querylog.QueryLogError as exc:
+            raise CommandError(str(exc)) from exc
+
+    def _status(self, console: Console, status: dict[str, Any]) -> None:
+        """One line: on/off, time left, lines logged, file."""
+        on = status.get("logging") == "on"
+        state = "[bold green]on[/]" if on else "[bold]off[/]"
+        left = f", {status.get('seconds_left')} s left" if on else ""
+        console.print(f"query log {state}{left}; {status.get('logged')} statements logged to {status.get('log_file')}")
+
+    def _tail(self, console: Console, rows: list[dict[str, Any]]) -> None:
+        """Recent statements, oldest first, with pretty SQL."""
+        if not rows:
+            console.print("no statements logged (is logging on? PROXY LOG ON / instrumented_querylog on)")
+            return
+        table = Table(show_lines=True)
+        for name in ("ts", "thread", "user@db", "time", "rows", "status", "query"):
+            table.add_column(name, overflow="fold")
+        for row in rows:
+            status = row.get("status")
+            table.add_row(
+                str(row.get("ts") or ""),
+                str(row.get("thread_id") or ""),
+                f"{row.get('user') or ''}@{row.get('db') or ''}",
+                _us(row.get("response_time_us")),
+                str(row.get("rows") if row.get("rows") is not None else ""),
+                "[red]error[/]" if status == "error" else str(status or ""),
+                Syntax(_pretty_sql(str(row.get("query") or "")), "sql", word_wrap=True, background_color="default"),
+            )
+        console.print(table)
+
+    def _digest(self, console: Console, rows: list[dict[str, Any]]) -> None:
+        """Fingerprints with count, total, average and max time, rows."""
+        if not rows:
+            console.print("digest is empty (statements are counted while logging is on)")
+            return
+        table = Table(show_lines=True)
+        for name, justify in (("count", "right"), ("total", "right"), ("avg", "right"), ("max", "right"),
+                              ("rows", "right"), ("statement", "left")):  # fmt: skip
+            table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+        for row in rows:
+            count = row.get("count") or 0
+            total = row.get("total_us") or 0
+            table.add_row(
+                str(count), _us(total), _us(total / count if count else 0), _us(row.get("max_us")),
+                str(row.get("rows") or 0),
+                Syntax(_pretty_sql(str(row.get("digest") or "")), "sql", word_wrap=True, background_color="default"),
+            )  # fmt: skip
+        console.print(table)
