@@ -26,6 +26,11 @@ def _number(value: float, unit: str = "") -> str:
     return f"{text} {unit}".strip()
 
 
+def _f(value: float) -> str:
+    """A coordinate for an SVG attribute (format_html escapes its arguments, so numbers go in as text)."""
+    return f"{value:.1f}"
+
+
 def _svg(label: str, body: SafeString) -> SafeString:
     return format_html(
         '<svg class="ichart" viewBox="0 0 {} {}" width="{}" height="{}" role="img" aria-label="{}">'
@@ -59,12 +64,12 @@ def bars(
             h = max(plot_h * value / top_value, 1.0)
             parts.append(
                 format_html(
-                    '<rect class="ichart-bar" x="{:.1f}" y="{:.1f}" width="{:.1f}" height="{:.1f}">'
+                    '<rect class="ichart-bar" x="{}" y="{}" width="{}" height="{}">'
                     "<title>{}</title></rect>",
-                    x + 0.5,
-                    TOP + plot_h - h,
-                    max(slot - 1.5, 1.0),
-                    h,
+                    _f(x + 0.5),
+                    _f(TOP + plot_h - h),
+                    _f(max(slot - 1.5, 1.0)),
+                    _f(h),
                     _number(value, unit),
                 )
             )
@@ -73,12 +78,12 @@ def bars(
             h = max(plot_h * mark / top_value, 1.5)
             parts.append(
                 format_html(
-                    '<rect class="ichart-err" x="{:.1f}" y="{:.1f}" width="{:.1f}" height="{:.1f}">'
+                    '<rect class="ichart-err" x="{}" y="{}" width="{}" height="{}">'
                     "<title>{} error(s)</title></rect>",
-                    x + 0.5,
-                    TOP + plot_h - h,
-                    max(slot - 1.5, 1.0),
-                    h,
+                    _f(x + 0.5),
+                    _f(TOP + plot_h - h),
+                    _f(max(slot - 1.5, 1.0)),
+                    _f(h),
                     _number(mark),
                 )
             )
@@ -158,12 +163,12 @@ def latency_distribution(latency: dict[str, float], requests: int) -> SafeString
         x1, x2 = x_of(10**a), x_of(10**b)
         parts.append(
             format_html(
-                '<rect class="ichart-bar ichart-band" x="{:.1f}" y="{:.1f}" width="{:.1f}" height="{:.1f}">'
+                '<rect class="ichart-bar ichart-band" x="{}" y="{}" width="{}" height="{}">'
                 "<title>{}: {} % of requests</title></rect>",
-                x1,
-                TOP + 12 + plot_h - h,
-                max(x2 - x1, 1.0),
-                h,
+                _f(x1),
+                _f(TOP + 12 + plot_h - h),
+                _f(max(x2 - x1, 1.0)),
+                _f(h),
                 name,
                 _number(share * 100),
             )
@@ -172,13 +177,13 @@ def latency_distribution(latency: dict[str, float], requests: int) -> SafeString
         ms = 10.0**exp
         parts.append(
             format_html(
-                '<line class="ichart-grid" x1="{:.1f}" y1="{}" x2="{:.1f}" y2="{}"/>'
-                '<text class="ichart-label" x="{:.1f}" y="{}" text-anchor="middle">{}</text>',
-                x_of(ms),
+                '<line class="ichart-grid" x1="{}" y1="{}" x2="{}" y2="{}"/>'
+                '<text class="ichart-label" x="{}" y="{}" text-anchor="middle">{}</text>',
+                _f(x_of(ms)),
                 TOP + 12,
-                x_of(ms),
+                _f(x_of(ms)),
                 TOP + 12 + plot_h,
-                x_of(ms),
+                _f(x_of(ms)),
                 HEIGHT - 6,
                 _number(ms / 1000, "s") if ms >= 1000 else _number(ms, "ms"),
             )
@@ -189,13 +194,13 @@ def latency_distribution(latency: dict[str, float], requests: int) -> SafeString
         label_y = TOP + 8 if x - last_x > 46 else TOP + 20
         parts.append(
             format_html(
-                '<line class="ichart-marker" x1="{:.1f}" y1="{}" x2="{:.1f}" y2="{}"/>'
-                '<text class="ichart-marker-label" x="{:.1f}" y="{}" text-anchor="middle">{} {}</text>',
-                x,
+                '<line class="ichart-marker" x1="{}" y1="{}" x2="{}" y2="{}"/>'
+                '<text class="ichart-marker-label" x="{}" y="{}" text-anchor="middle">{} {}</text>',
+                _f(x),
                 TOP + 12,
-                x,
+                _f(x),
                 TOP + 12 + plot_h,
-                x,
+                _f(x),
                 label_y,
                 name,
                 _number(ms, "ms"),
