@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pprint import pformat
 from types import FrameType, TracebackType
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, quote_plus, urlencode
 
 from django.conf import settings
 from django.http import HttpRequest
@@ -108,14 +108,17 @@ def _secret_values() -> set[str]:
     return {v for v in found if len(v) >= _MIN_SECRET_LENGTH and not _HARMLESS_VALUE.fullmatch(v)}
 
 
-def scrub(text: str) -> str:
-    """Mask credentials in URLs and every known secret value (raw, HTML-escaped and repr-escaped) in ``text``."""
+def scrub(text: str, extra: Iterable[str] = ()) -> str:
+    """Mask credentials in URLs and every known secret value (raw, HTML-, repr- and URL-escaped) in ``text``.
+
+    Known secrets: values of settings and environment variables with secret names, credentials found in
+    any of their URLs, and ``extra`` (e.g. the request's secret-named query parameters).
+    """
     text = mask_credentials(text)
+    values = _secret_values() | {v for v in extra if len(v) >= _MIN_SECRET_LENGTH}
     variants: set[str] = set()
-    for value in _secret_values():
-        variants.add(value)
-        variants.add(str(escape(value)))
-        variants.add(repr(value)[1:-1])
+    for value in values:
+        variants.update((value, str(escape(value)), repr(value)[1:-1], quote_plus(value), quote(value)))
     variants = {v for v in variants if len(v) >= _MIN_SECRET_LENGTH}
     if not variants:
         return text
@@ -250,10 +253,24 @@ class BoundedExceptionReporter(ExceptionReporter):
                 data["request_insecure_uri"] = f"{base}?{urlencode(items)}"
         return data
 
+    def request_secrets(self) -> list[str]:
+        """Values of the request's secret-named GET/POST parameters: they also show in META and reprs."""
+        found: list[str] = []
+        if self.request is None:
+            return found
+        try:
+            for params in (self.request.GET, self.filter.get_post_parameters(self.request)):
+                for name, values in params.lists():
+                    if is_secret_name(name) or HIDDEN_NAMES.search(name):
+                        found.extend(str(v) for v in values)
+        except Exception:  # noqa: BLE001 - an unreadable body: nothing more to hide from it
+            pass
+        return found
+
     def get_traceback_html(self) -> str:
         """The HTML page, scrubbed of credentials and known secret values."""
-        return scrub(super().get_traceback_html())
+        return scrub(super().get_traceback_html(), self.request_secrets())
 
     def get_traceback_text(self) -> str:
         """The plain-text page, scrubbed the same way."""
-        return scrub(super().get_traceback_text())
+        return scrub(super().get_traceback_text(), self.request_secrets())

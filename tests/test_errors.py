@@ -13,11 +13,11 @@ import zlib
 import pytest
 from django.core.signals import got_request_exception
 from django.test import Client
+from shop.error_settings import with_fault_injection
 
 from instrumented import errors
 from instrumented.errors import load_meta, meta_key, normalize_reference, page_key
 from instrumented.store import MAX_VALUE_BYTES, failures, get_store, unpack
-from shop.error_settings import with_fault_injection
 
 USERS = ["anonymous", "user", "staff", "inactive_superuser", "superuser"]
 #: fault -> (path, extra request headers, exception class stored)
@@ -119,7 +119,8 @@ def test_lookup_only_for_superusers(users):
     unknown = "0" * 14
     for kind in ("anonymous", "user", "staff", "inactive_superuser"):
         client = client_for(users, kind)
-        for url in (f"/instrumented/errors/{ref}/", f"/instrumented/errors/{ref}/traceback.txt", "/instrumented/errors/"):
+        urls = (f"/instrumented/errors/{ref}/", f"/instrumented/errors/{ref}/traceback.txt", "/instrumented/errors/")
+        for url in urls:
             answer = client.get(url)
             assert answer.status_code == 404, (kind, url)
             assert ref.encode() not in answer.content and b"ZeroDivisionError" not in answer.content

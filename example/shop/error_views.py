@@ -14,8 +14,9 @@ from django.views.decorators.debug import sensitive_variables
 def secret_fail(request: HttpRequest) -> HttpResponse:
     """Fails with secrets in its locals and message: none of them may reach a page or memcached."""
     api_token = os.environ.get("DEMO_API_TOKEN", "demo-api-token-0123456789")
-    password = "demo-local-password-42"
-    card_number = "4111111111111111"
+    # Read from innocently named variables: only the local's name (or the decorator) can hide them.
+    password = os.environ.get("DEMO_VALUE_A", "")
+    card_number = os.environ.get("DEMO_VALUE_B", "")
     database_url = getattr(settings, "DATABASE_URL", "postgres://shop:demo-db-password@db.internal/shop")
     connection_info = {"url": database_url, "user": "shop"}
     visible_marker = "visible-local-marker"
