@@ -23,6 +23,7 @@ from urllib.parse import quote, quote_plus, urlencode
 
 from django.conf import settings
 from django.http import HttpRequest
+from django.utils.functional import empty
 from django.utils.html import escape
 from django.views.debug import ExceptionReporter, SafeExceptionReporterFilter, get_exception_reporter_filter
 
@@ -97,10 +98,13 @@ def _secret_values() -> set[str]:
             if HIDDEN_NAMES.search(name):
                 found.add(text)
 
-    for name in dir(settings):
+    # The configured settings object itself: LazySettings would warn about deprecated settings on each read.
+    wrapped = getattr(settings, "_wrapped", empty)
+    source = settings if wrapped is empty else wrapped
+    for name in dir(source):
         if name.isupper():
             try:
-                consider(name, getattr(settings, name))
+                consider(name, getattr(source, name))
             except Exception:  # noqa: BLE001 - a lazy setting that fails to evaluate cannot leak either
                 continue
     for name, value in os.environ.items():
