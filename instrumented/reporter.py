@@ -15,6 +15,7 @@ import functools
 import os
 import re
 import reprlib
+import threading
 from collections.abc import Iterable
 from pprint import pformat
 from types import FrameType, TracebackType
@@ -22,6 +23,8 @@ from typing import Any
 from urllib.parse import quote, quote_plus, urlencode
 
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.http import HttpRequest
 from django.utils.functional import empty
 from django.utils.html import escape
@@ -112,6 +115,43 @@ def _secret_values() -> set[str]:
     return {v for v in found if len(v) >= _MIN_SECRET_LENGTH and not _HARMLESS_VALUE.fullmatch(v)}
 
 
+def _pattern_for(values: Iterable[str]) -> re.Pattern[str] | None:
+    """One alternation matching each value raw, HTML-, repr- and URL-escaped (longest first); None if empty."""
+    variants: set[str] = set()
+    for value in values:
+        variants.update((value, str(escape(value)), repr(value)[1:-1], quote_plus(value), quote(value)))
+    variants = {v for v in variants if len(v) >= _MIN_SECRET_LENGTH}
+    if not variants:
+        return None
+    return re.compile("|".join(re.escape(v) for v in sorted(variants, key=len, reverse=True)))
+
+
+_known_lock = threading.Lock()
+_known: tuple[tuple[int, int], re.Pattern[str] | None] | None = None
+
+
+def _known_secrets_pattern() -> re.Pattern[str] | None:
+    """The pattern of :func:`_secret_values`, rebuilt only when the settings object or the environment changed."""
+    global _known
+    wrapped = getattr(settings, "_wrapped", empty)
+    key = (id(wrapped), hash(frozenset(os.environ.items())))
+    cached = _known
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    pattern = _pattern_for(_secret_values())
+    with _known_lock:
+        _known = (key, pattern)
+    return pattern
+
+
+@receiver(setting_changed)
+def _forget_known_secrets(**kwargs: Any) -> None:
+    """A changed setting may be a secret: rebuild the pattern on next use."""
+    global _known
+    with _known_lock:
+        _known = None
+
+
 def scrub(text: str, extra: Iterable[str] = ()) -> str:
     """Mask credentials in URLs and every known secret value (raw, HTML-, repr- and URL-escaped) in ``text``.
 
@@ -119,15 +159,10 @@ def scrub(text: str, extra: Iterable[str] = ()) -> str:
     any of their URLs, and ``extra`` (e.g. the request's secret-named query parameters).
     """
     text = mask_credentials(text)
-    values = _secret_values() | {v for v in extra if len(v) >= _MIN_SECRET_LENGTH}
-    variants: set[str] = set()
-    for value in values:
-        variants.update((value, str(escape(value)), repr(value)[1:-1], quote_plus(value), quote(value)))
-    variants = {v for v in variants if len(v) >= _MIN_SECRET_LENGTH}
-    if not variants:
-        return text
-    pattern = re.compile("|".join(re.escape(v) for v in sorted(variants, key=len, reverse=True)))
-    return pattern.sub(SUBSTITUTE, text)
+    for pattern in (_known_secrets_pattern(), _pattern_for(v for v in extra if len(v) >= _MIN_SECRET_LENGTH)):
+        if pattern is not None:
+            text = pattern.sub(SUBSTITUTE, text)
+    return text
 
 
 class StrictExceptionReporterFilter(SafeExceptionReporterFilter):

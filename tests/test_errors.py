@@ -351,3 +351,20 @@ def test_reference_format():
     assert len(refs) == 2000
     assert all(re.fullmatch(r"[0-9a-hjkmnp-tv-z]{14}", ref) for ref in refs)
     assert len(errors.ALPHABET) ** errors.REFERENCE_LENGTH >= 2**64
+
+
+@pytest.mark.django_db
+@pytest.mark.filterwarnings("ignore:Django 2028 will not have a default mailer")  # Django 6.1, the site's config
+def test_django_logging_and_admins_mail_keep_working(users, settings, caplog, mailoutbox):
+    import logging
+
+    import django
+
+    settings.ADMINS = ["ops@example.invalid"] if django.VERSION >= (6,) else [("Ops", "ops@example.invalid")]
+    with caplog.at_level(logging.ERROR, logger="django.request"):
+        response = client_for(users, "superuser").get("/fail/")
+    assert response.status_code == 500
+    logged = [r for r in caplog.records if r.name == "django.request" and r.exc_info]
+    assert logged and logged[0].exc_info[0] is ZeroDivisionError
+    assert len(mailoutbox) == 1 and "ZeroDivisionError" in mailoutbox[0].subject + mailoutbox[0].body
+    assert "Traceback" in mailoutbox[0].body
