@@ -220,6 +220,14 @@ def reporter_filter(request: HttpRequest | None) -> SafeExceptionReporterFilter:
     return get_exception_reporter_filter(request)
 
 
+#: Django's footer says "you have DEBUG = True", which is not why this page is shown.
+_EXPLANATION = re.compile(r'(<footer id="explanation">).*?(</footer>)', flags=re.DOTALL)
+_EXPLANATION_TEXT = (
+    r"\1<p>You are seeing this page because django-instrumented shows technical error pages to superusers. "
+    r"Everyone else sees the site's 500 page with an error reference.</p>\2"
+)
+
+
 class _Bounded:
     """A value whose repr is computed with size limits (``reprlib``), so huge locals cost little and stay small."""
 
@@ -307,8 +315,9 @@ class BoundedExceptionReporter(ExceptionReporter):
         return found
 
     def get_traceback_html(self) -> str:
-        """The HTML page, scrubbed of credentials and known secret values."""
-        return scrub(super().get_traceback_html(), self.request_secrets())
+        """The HTML page, scrubbed of credentials and known secret values, with a truthful footer."""
+        html = _EXPLANATION.sub(_EXPLANATION_TEXT, super().get_traceback_html(), count=1)
+        return scrub(html, self.request_secrets())
 
     def get_traceback_text(self) -> str:
         """The plain-text page, scrubbed the same way."""

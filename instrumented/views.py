@@ -161,6 +161,10 @@ def _lookup(request: HttpRequest, ref: str) -> tuple[str | None, HttpResponseBas
 def error_list(request: HttpRequest) -> HttpResponseBase:
     """The window's errors, newest first, with links to their pages."""
     _require_technical(request)
+    if _rate_limited(request):
+        response = _page(request, "instrumented/errors/missing.html", {"limited": True}, status=429)
+        response["Retry-After"] = "60"
+        return response
     errors, problem = recent_errors()
     for meta in errors:
         meta["when"] = _when(meta)

@@ -97,6 +97,8 @@ def test_who_sees_what(users, kind, fault, signal_count):
     if technical:
         assert b"Traceback" in response.content and exception.rsplit(".", 1)[-1].encode() in response.content
         assert_debug_headers(response, "sandbox allow-scripts;")
+        assert b"shows technical error pages to superusers" in response.content
+        assert b"DEBUG = True" not in response.content
     else:
         assert DEMO_500_MARKER in response.content, "the site's own 500.html is used"
         assert f'id="error-reference">{ref}<'.encode() in response.content
