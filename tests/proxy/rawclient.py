@@ -32,7 +32,8 @@ class RawClient:
                  deprecate_eof: bool = False, timeout: float = 10) -> None:  # fmt: skip
         self.sock = socket.create_connection(("127.0.0.1", port), timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = b""
+        self.buf = bytearray()
+        self.pos = 0
         greeting, _ = self.read_packet()
         if greeting[0] == 0xFF:
             raise MySQLError(*self._err(greeting))
@@ -56,7 +57,7 @@ class RawClient:
             if reply[0] == 0xFF:
                 raise MySQLError(*self._err(reply))
             if reply[0] == 0xFE:  # auth switch
-                plugin, _, data = reply[1:].partition(b"\x00")
+                _plugin, _, data = reply[1:].partition(b"\x00")
                 self.write_packet(native_password(password, data.rstrip(b"\x00")), seq + 1)
             else:
                 raise MySQLError(0, f"unexpected auth packet {reply[:10]!r}")
@@ -68,13 +69,35 @@ class RawClient:
         return code, msg.decode("utf-8", "replace")
 
     def _recv(self, n: int) -> bytes:
-        while len(self.buf) < n:
-            chunk = self.sock.recv(1 << 20)
+        while len(self.buf) - self.pos < n:
+            if self.pos > 1 << 20:
+                del self.buf[: self.pos]
+                self.pos = 0
+            chunk = self.sock.recv(1 << 18)
             if not chunk:
                 raise ConnectionError("connection closed")
             self.buf += chunk
-        data, self.buf = self.buf[:n], self.buf[n:]
+        data = bytes(self.buf[self.pos : self.pos + n])
+        self.pos += n
         return data
+
+    def count_rows(self) -> int:
+        """Read a text result set to its end without keeping the rows; the row count."""
+        first, _ = self.read_packet()
+        if first[:1] == b"\xff":
+            raise MySQLError(*self._err(first))
+        for _ in range(first[0]):
+            self.read_packet()
+        if not self.deprecate_eof:
+            self.read_packet()
+        rows = 0
+        while True:
+            payload, _ = self.read_packet()
+            if payload[:1] == b"\xff":
+                raise MySQLError(*self._err(payload))
+            if self._is_eof(payload):
+                return rows
+            rows += 1
 
     def read_packet(self) -> tuple[bytes, int]:
         payload = b""

@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("lupa")
 
-from instrumented.proxy.lua_host import (  # noqa: E402
+from instrumented.proxy.lua_host import (
     PROXY_SEND_QUERY,
     PROXY_SEND_RESULT,
     LuaHost,
@@ -159,7 +159,8 @@ def test_injection_object_and_resultset_availability(tmp_path):
           local res = inj.resultset
           local ok_fields = pcall(function() return res.fields end)
           local out = {inj.id, inj.type, inj.query, inj.query_time, inj.response_time, res.row_count,
-                       res.query_status, tostring(res.affected_rows), tostring(ok_fields), tostring(res.flags.auto_commit)}
+                       res.query_status, tostring(res.affected_rows), tostring(ok_fields),
+                       tostring(res.flags.auto_commit)}
           if ok_fields then
             out[#out + 1] = res.fields[1].name
             for row in res.rows do out[#out + 1] = row[1] .. "/" .. tostring(row[2]) end
@@ -201,7 +202,8 @@ def test_sandbox_blocks_escapes(tmp_path):
           if f then f:write("line\\n") f:close() end
           local rows = {}
           for k, v in pairs(checks) do rows[#rows + 1] = {k, tostring(v)} end
-          proxy.response = {type = proxy.MYSQLD_PACKET_OK, resultset = {fields = {{name = "k"}, {name = "v"}}, rows = rows}}
+          proxy.response = {type = proxy.MYSQLD_PACKET_OK,
+                            resultset = {fields = {{name = "k"}, {name = "v"}}, rows = rows}}
           return proxy.PROXY_SEND_RESULT
         end
     """.replace("ALLOWED", repr(str(allowed))), io_paths=[str(allowed)])
@@ -260,8 +262,11 @@ def test_require_finds_the_shipped_library(tmp_path):
 
 
 def test_missing_lupa_gives_a_clear_message():
-    code = "import sys; sys.modules['lupa'] = None; sys.modules['lupa.lua51'] = None; " \
-           "from instrumented.proxy.__main__ import main; sys.exit(main(['--proxy-lua-script', 'mysql_proxy_lua/query_log.lua']))"  # fmt: skip
+    code = (
+        "import sys; sys.modules['lupa'] = None; sys.modules['lupa.lua51'] = None; "
+        "from instrumented.proxy.__main__ import main; "
+        "sys.exit(main(['--proxy-lua-script', 'mysql_proxy_lua/query_log.lua']))"
+    )
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2
