@@ -173,7 +173,7 @@ def capture(request: HttpRequest | None, exc_info: ExcInfo | None = None) -> str
 
 
 def _store(store: Store, config: dict[str, Any], ref: str, request: HttpRequest | None, exc_info: ExcInfo) -> None:
-    """Write the metadata and text, then (budget permitting) the page, then the index entry."""
+    """Render the page (budget permitting), then write the metadata and text, the page, the index entry."""
     if not store.available:
         return
     now = time.time()
@@ -198,10 +198,12 @@ def _store(store: Store, config: dict[str, Any], ref: str, request: HttpRequest 
             page = render_page(request, exc_info)
         except Exception as exc:  # noqa: BLE001 - the page is optional; metadata and text are still stored
             failures.record("rendering a technical page failed", exc)
-    if page is not None and store.set(page_key(store, ref), page):
-        meta["page"] = True
+    meta["page"] = page is not None
+    # Metadata first: when memcached is down this is the only call that waits for it.
     if not store.set(meta_key(store, ref), pack(meta)):
         return
+    if page is not None:
+        store.set(page_key(store, ref), page)
     _index(store, int(now // INDEX_SECONDS), ref)
 
 

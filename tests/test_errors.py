@@ -248,6 +248,28 @@ def test_memcached_down_still_serves_a_fast_500(users, settings, signal_count):
     assert listing.status_code == 200 and b"No data" in listing.content
 
 
+@pytest.mark.django_db
+def test_memcached_hanging_costs_at_most_a_timeout(users, settings, signal_count):
+    import socket
+
+    with socket.socket() as hang:  # accepts connections (kernel backlog) but never answers
+        hang.bind(("127.0.0.1", 0))
+        hang.listen(16)
+        port = hang.getsockname()[1]
+        settings.INSTRUMENTED = {**settings.INSTRUMENTED, "SERVERS": [f"127.0.0.1:{port}"], "TIMEOUT": 0.3}
+        client = client_for(users, "anonymous")
+        durations = []
+        for _ in range(5):
+            started = time.perf_counter()
+            response = client.get("/fail/")
+            durations.append(time.perf_counter() - started)
+            assert response.status_code == 500 and DEMO_500_MARKER in response.content
+    assert len(signal_count) == 5
+    print("[measure] hanging memcached, 500 durations (s):", [round(d, 3) for d in durations])
+    assert max(durations) < 1.0, durations  # one memcached call per error at most, bounded by TIMEOUT
+    assert sum(durations) < 2.0, durations  # and the circuit breaker stops even that
+
+
 def socket_closed_port() -> int:
     import socket
 
