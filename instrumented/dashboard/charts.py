@@ -64,8 +64,7 @@ def bars(
             h = max(plot_h * value / top_value, 1.0)
             parts.append(
                 format_html(
-                    '<rect class="ichart-bar" x="{}" y="{}" width="{}" height="{}">'
-                    "<title>{}</title></rect>",
+                    '<rect class="ichart-bar" x="{}" y="{}" width="{}" height="{}"><title>{}</title></rect>',
                     _f(x + 0.5),
                     _f(TOP + plot_h - h),
                     _f(max(slot - 1.5, 1.0)),
@@ -78,8 +77,7 @@ def bars(
             h = max(plot_h * mark / top_value, 1.5)
             parts.append(
                 format_html(
-                    '<rect class="ichart-err" x="{}" y="{}" width="{}" height="{}">'
-                    "<title>{} error(s)</title></rect>",
+                    '<rect class="ichart-err" x="{}" y="{}" width="{}" height="{}"><title>{} error(s)</title></rect>',
                     _f(x + 0.5),
                     _f(TOP + plot_h - h),
                     _f(max(slot - 1.5, 1.0)),
@@ -137,7 +135,8 @@ def latency_distribution(latency: dict[str, float], requests: int) -> SafeString
     if p50 < 1.5 * 10**lo_exp:
         lo_exp -= 1  # leave room left of p50 for the first band
     hi_exp = max(math.ceil(math.log10(top)), lo_exp + 1)
-    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM - 12
+    head = 36  # three rows of percentile labels above the plot
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM - head
 
     def x_of(ms: float) -> float:
         return LEFT + plot_w * (math.log10(ms) - lo_exp) / (hi_exp - lo_exp)
@@ -166,7 +165,7 @@ def latency_distribution(latency: dict[str, float], requests: int) -> SafeString
                 '<rect class="ichart-bar ichart-band" x="{}" y="{}" width="{}" height="{}">'
                 "<title>{}: {} % of requests</title></rect>",
                 _f(x1),
-                _f(TOP + 12 + plot_h - h),
+                _f(TOP + head + plot_h - h),
                 _f(max(x2 - x1, 1.0)),
                 _f(h),
                 name,
@@ -178,40 +177,46 @@ def latency_distribution(latency: dict[str, float], requests: int) -> SafeString
         parts.append(
             format_html(
                 '<line class="ichart-grid" x1="{}" y1="{}" x2="{}" y2="{}"/>'
-                '<text class="ichart-label" x="{}" y="{}" text-anchor="middle">{}</text>',
+                '<text class="ichart-label" x="{}" y="{}" text-anchor="{}">{}</text>',
                 _f(x_of(ms)),
-                TOP + 12,
+                TOP + head,
                 _f(x_of(ms)),
-                TOP + 12 + plot_h,
+                TOP + head + plot_h,
                 _f(x_of(ms)),
                 HEIGHT - 6,
+                "end" if x_of(ms) > WIDTH - RIGHT - 20 else "middle",
                 _number(ms / 1000, "s") if ms >= 1000 else _number(ms, "ms"),
             )
         )
-    last_x = -100.0
+    row_ends = [-1e9, -1e9, -1e9]  # right edge of the last label in each row, so labels never overlap
     for name, ms in (("p50", p50), ("p95", p95), ("p99", p99), ("max", top)):
         x = x_of(ms)
-        label_y = TOP + 8 if x - last_x > 46 else TOP + 20
+        text = f"{name} {_number(ms, 'ms')}"
+        width = 6.5 * len(text)
+        anchor, left = "middle", x - width / 2
+        if x + width / 2 > WIDTH - 2:
+            anchor, left = "end", x - width
+        row = next((i for i, end in enumerate(row_ends) if left > end + 6), len(row_ends) - 1)
+        row_ends[row] = left + width
         parts.append(
             format_html(
                 '<line class="ichart-marker" x1="{}" y1="{}" x2="{}" y2="{}"/>'
-                '<text class="ichart-marker-label" x="{}" y="{}" text-anchor="middle">{} {}</text>',
+                '<text class="ichart-marker-label" x="{}" y="{}" text-anchor="{}">{}</text>',
                 _f(x),
-                TOP + 12,
+                TOP + head - 2 - 12 * (2 - row),
                 _f(x),
-                TOP + 12 + plot_h,
+                TOP + head + plot_h,
                 _f(x),
-                label_y,
-                name,
-                _number(ms, "ms"),
+                TOP + 8 + 12 * row,
+                anchor,
+                text,
             )
         )
-        last_x = x if label_y == TOP + 8 else last_x
     axis = format_html(
         '<line class="ichart-axis" x1="{}" y1="{}" x2="{}" y2="{}"/>',
         LEFT,
-        TOP + 12 + plot_h,
+        TOP + head + plot_h,
         WIDTH - RIGHT,
-        TOP + 12 + plot_h,
+        TOP + head + plot_h,
     )
     return _svg(label, mark_safe(axis + "".join(parts)))  # every part was built by format_html

@@ -183,6 +183,7 @@ def dashboard(request: HttpRequest) -> HttpResponseBase:
         "api_url": reverse("instrumented:api_views"),
         "detail_base": reverse("instrumented:view_detail") + "?name=",
         "refresh_ms": REFRESH_MS,
+        "refresh_seconds": f"{REFRESH_MS / 1000:g}",
         "bookmarklet_href": bookmarklet.href(),
     }
     return _page(request, "instrumented/dashboard/dashboard.html", context)

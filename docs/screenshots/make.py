@@ -1,0 +1,26 @@
+"""Regenerate the screenshots of docs/dashboard.md: the browser tests, run with INSTRUMENTED_SCREENSHOTS=1.
+
+Usage (from anywhere): ``python docs/screenshots/make.py``. Needs what the browser tests need
+(memcached, /usr/bin/chromium, /usr/bin/chromedriver, selenium); takes about a minute because the
+charts need traffic spread over several 10-second buckets.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def main() -> int:
+    """Run the browser tests that save the screenshots; return pytest's exit code."""
+    env = {**os.environ, "INSTRUMENTED_SCREENSHOTS": "1"}
+    command = [sys.executable, "-m", "pytest", "tests/test_dashboard_browser.py", "-q", "-k", "not documented"]
+    return subprocess.call(command, cwd=ROOT, env=env)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
