@@ -238,9 +238,7 @@ def test_anonymous_and_non_staff_see_nothing_sensitive(site_server, site_data_di
 
         # Logged in, not staff: the API says 403, the overlay says so, the dashboard still redirects.
         browser.use_session(driver, server.url, session)
-        status = driver.execute_async_script(
-            "fetch('/instrumented/api/views').then(r => arguments[0](r.status));"
-        )
+        status = driver.execute_async_script("fetch('/instrumented/api/views').then(r => arguments[0](r.status));")
         assert status == 403
         driver.get(server.url + "/csp/")
         browser.click_bookmarklet(driver, href)
