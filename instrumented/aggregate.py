@@ -146,7 +146,9 @@ class Aggregator:
             stats.lat_sum_us += latency_us
             if latency_us > stats.lat_max_us:
                 stats.lat_max_us = latency_us
-            histogram.add(stats.hist, latency_us)
+            index = histogram.bin_index(latency_us)
+            hist = stats.hist
+            hist[index] = hist.get(index, 0) + 1
             if method in stats.methods:
                 stats.methods[method] += 1
             elif len(stats.methods) < 16:
@@ -208,25 +210,31 @@ class Aggregator:
         views: dict[str, Any] = {}
         for name, stats in self.buckets[bucket].items():
             ranked = sorted(stats.templates.items(), key=lambda item: (item[1][2] > 0, item[1][1]), reverse=True)
-            views[name] = {
+            view: dict[str, Any] = {
                 "route": stats.route,
                 "n": stats.requests,
-                "e": stats.errors,
                 "s": list(stats.status),
                 "lsum": round(stats.lat_sum_us, 1),
                 "lmax": round(stats.lat_max_us, 1),
                 "h": histogram.encode(stats.hist),
-                "qn": stats.queries,
-                "qmax": stats.queries_max,
-                "db": stats.db_ns // 1000,
-                "n1": stats.n_plus_one,
                 "m": dict(stats.methods),
-                "q": [
-                    [sql[: self.max_sql], count, ns // 1000, n1] for sql, (count, ns, n1) in ranked[: self.max_queries]
-                ],
-                "a": {alias: [count, ns // 1000] for alias, (count, ns) in stats.aliases.items()},
-                "x": {cls: list(entry) for cls, entry in stats.exceptions.items()},
             }
+            # Empty fields are left out: readers parse thousands of these per call.
+            if stats.errors:
+                view["e"] = stats.errors
+            if stats.queries:
+                view["qn"] = stats.queries
+                view["qmax"] = stats.queries_max
+                view["db"] = stats.db_ns // 1000
+                view["q"] = [
+                    [sql[: self.max_sql], count, ns // 1000, n1] for sql, (count, ns, n1) in ranked[: self.max_queries]
+                ]
+                view["a"] = {alias: [count, ns // 1000] for alias, (count, ns) in stats.aliases.items()}
+            if stats.n_plus_one:
+                view["n1"] = stats.n_plus_one
+            if stats.exceptions:
+                view["x"] = {cls: list(entry) for cls, entry in stats.exceptions.items()}
+            views[name] = view
         return {"bucket": bucket, "views": views, "dropped_views": self.dropped_views}
 
 

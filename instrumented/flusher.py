@@ -9,10 +9,12 @@ import atexit
 import logging
 import os
 import threading
+import time
 from typing import Any
 
-from .aggregate import Aggregator, get_aggregator
-from .store import MAX_VALUE_BYTES, Store, failures, get_store, make_process_id, pack
+from .aggregate import OTHER_VIEW, Aggregator, get_aggregator
+from .merge import ViewTotals, cap_views, merge_views
+from .store import MAX_VALUE_BYTES, Store, failures, make_process_id, pack
 
 logger = logging.getLogger("instrumented")
 
@@ -39,11 +41,23 @@ def shrink(snapshot: dict[str, Any], limit: int = MAX_VALUE_BYTES) -> bytes:
 class Flusher:
     """Writes one process's dirty buckets under its own keys and registers it in each bucket's index."""
 
-    def __init__(self, aggregator: Aggregator, interval: float) -> None:
+    def __init__(self, aggregator: Aggregator, interval: float, config: dict[str, Any]) -> None:
         self.aggregator = aggregator
         self.interval = interval
+        self.bucket_seconds = int(config["BUCKET_SECONDS"])
+        self.window_buckets = -(-int(config["WINDOW_SECONDS"]) // self.bucket_seconds)
+        self.max_views = int(config["MAX_VIEWS"])
+        self.max_queries = int(config["MAX_QUERIES_PER_VIEW"])
         self.process_id = make_process_id()
+        # Its own client and breaker, bound to the settings it was started with.
+        self.store = Store(config)
         self.registered: set[int] = set()
+        # The latest snapshot of every bucket still in the window: the roll-up is built from these.
+        self.window: dict[int, dict[str, Any]] = {}
+        self._final_key: tuple[int, ...] = ()
+        self._final_views: dict[str, dict[str, Any]] = {}
+        self._rollup_written: tuple[Any, ...] | None = None
+        self._version = 0
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="instrumented-flusher", daemon=True)
@@ -66,12 +80,20 @@ class Flusher:
                 failures.record("flush failed", exc)
 
     def flush(self) -> int:
-        """Write every changed bucket now; returns how many were written."""
+        """Write every changed bucket, then this process's window roll-up; returns buckets written."""
         with self._lock:
             snapshots = self.aggregator.collect_dirty()
+            current = int(time.time() // self.bucket_seconds)
+            if snapshots:
+                self.window.update(snapshots)
+                self._version += 1
+            for bucket in [b for b in self.window if b <= current - self.window_buckets]:
+                del self.window[bucket]
             if not snapshots:
+                if self.window:
+                    self._write_rollup(self.store, current)
                 return 0
-            store = get_store()
+            store = self.store
             failed: list[int] = []
             for bucket, snapshot in snapshots.items():
                 snapshot["process"] = self.process_id
@@ -84,7 +106,40 @@ class Flusher:
                 # memcached may have restarted and lost the indexes: register again once it is back.
                 self.registered.clear()
                 self.aggregator.mark_dirty(failed)
+            else:
+                self._write_rollup(store, current)
             return len(snapshots) - len(failed)
+
+    def _write_rollup(self, store: Store, current: int) -> None:
+        """Write the sum of this process's buckets in the window, when it changed or the window slid.
+
+        Finished buckets never change, so their sum is recomputed only when one is added or expires;
+        each flush then adds just the current bucket's views on top.
+        """
+        final_key = tuple(sorted(b for b in self.window if b < current))
+        state = (current, final_key, self._version)
+        if state == self._rollup_written:
+            return
+        if final_key != self._final_key:
+            final = merge_views([(None, self.window[b]) for b in final_key])
+            self._final_views = {name: totals.to_snapshot(self.max_queries) for name, totals in final.items()}
+            self._final_key = final_key
+        views = dict(self._final_views)
+        current_snapshots = [self.window[b] for b in self.window if b >= current]
+        if current_snapshots:
+            for name, totals in merge_views([(None, s) for s in current_snapshots]).items():
+                if name in self._final_views:
+                    totals.add(self._final_views[name])
+                views[name] = totals.to_snapshot(self.max_queries)
+        if len(views) > self.max_views + 1:
+            merged = {name: ViewTotals() for name in views}
+            for name, snap in views.items():
+                merged[name].add(snap)
+            cap_views(merged, self.max_views, OTHER_VIEW)
+            views = {name: totals.to_snapshot(self.max_queries) for name, totals in merged.items()}
+        rollup = {"process": self.process_id, "as_of": current, "buckets": sorted(self.window), "views": views}
+        if store.set(store.rollup_key(self.process_id), shrink(rollup)):
+            self._rollup_written = state
 
     def _register(self, store: Store, bucket: int) -> bool:
         """Add this process to the bucket's index once (``add``, else ``append``)."""
@@ -116,7 +171,8 @@ def ensure_flusher(config: dict[str, Any]) -> Flusher:
             if _flusher is None or _flusher.aggregator is not aggregator:
                 if _flusher is not None:
                     _flusher.stop()
-                _flusher = Flusher(aggregator, float(config["FLUSH_INTERVAL"]))
+                    _flusher.store.close()
+                _flusher = Flusher(aggregator, float(config["FLUSH_INTERVAL"]), config)
                 _flusher.start()
             flusher = _flusher
     return flusher

@@ -1,21 +1,35 @@
-"""A mergeable log-bucket latency histogram (DDSketch-like) with bounded relative error."""
+"""A mergeable log-bucket latency histogram (DDSketch-like) with bounded relative error.
+
+Writers count into a sparse dict; snapshots carry a dense slice packed as ``"offset:base64"``;
+readers merge those slices into one fixed-size list with C-level ``map`` additions, which keeps
+parsing and merging thousands of per-process histograms cheap.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
+import sys
+from array import array
+from bisect import bisect_right
 from collections.abc import Iterable
+from itertools import accumulate
+from operator import add as _add
 
-#: Relative accuracy of every percentile estimate (1%; the design asks for <= 2%).
-RELATIVE_ACCURACY = 0.01
+#: Relative accuracy of every percentile estimate (the design asks for <= 2%).
+RELATIVE_ACCURACY = 0.02
 _GAMMA = (1 + RELATIVE_ACCURACY) / (1 - RELATIVE_ACCURACY)
 _LOG_GAMMA = math.log(_GAMMA)
+#: Bins cover 1 µs .. ~3 hours; larger values share the last bin.
+SIZE = math.ceil(math.log(1e10) / _LOG_GAMMA) + 1
 
 
 def bin_index(value_us: float) -> int:
     """Index of the log-scale bin holding ``value_us`` (values below 1 µs share bin 0)."""
     if value_us <= 1.0:
         return 0
-    return math.ceil(math.log(value_us) / _LOG_GAMMA)
+    return min(math.ceil(math.log(value_us) / _LOG_GAMMA), SIZE - 1)
 
 
 def bin_value(index: int) -> float:
@@ -26,47 +40,77 @@ def bin_value(index: int) -> float:
 
 
 def add(bins: dict[int, int], value_us: float) -> None:
-    """Count one value into ``bins`` (a plain dict, so it serialises and merges trivially)."""
+    """Count one value into a writer's sparse ``bins``."""
     index = bin_index(value_us)
     bins[index] = bins.get(index, 0) + 1
 
 
-def merge(into: dict[int, int], other: dict[int, int]) -> None:
-    """Add ``other``'s counts to ``into``."""
-    for index, count in other.items():
-        into[index] = into.get(index, 0) + count
+def _pack(offset: int, counts: list[int]) -> str:
+    """``"offset:base64(uint32 little-endian counts)"``: one JSON string parses far faster than a list of ints."""
+    packed = array("I", (min(c, 0xFFFFFFFF) for c in counts))
+    if sys.byteorder != "little":
+        packed.byteswap()
+    return f"{offset}:{base64.b64encode(packed.tobytes()).decode('ascii')}"
 
 
-def quantiles(bins: dict[int, int], qs: Iterable[float]) -> list[float]:
-    """Estimates of the ``qs`` quantiles (0..1), in µs; 0.0 when empty."""
+def encode(bins: dict[int, int]) -> str:
+    """A writer's sparse dict as a packed dense slice (empty string when empty)."""
+    if not bins:
+        return ""
+    low, high = min(bins), max(bins)
+    return _pack(low, [bins.get(i, 0) for i in range(low, high + 1)])
+
+
+def encode_dense(dense: list[int]) -> str:
+    """A reader's dense list as a packed slice trimmed of empty ends."""
+    low = next((i for i, count in enumerate(dense) if count), None)
+    if low is None:
+        return ""
+    high = len(dense) - next(i for i, count in enumerate(reversed(dense)) if count)
+    return _pack(low, dense[low:high])
+
+
+def new() -> list[int]:
+    """An empty dense histogram for a reader."""
+    return [0] * SIZE
+
+
+def merge_encoded(into: list[int], encoded: str) -> None:
+    """Add a packed slice to a dense histogram; malformed slices are ignored."""
+    if not encoded:
+        return
+    try:
+        offset_text, _, data = encoded.partition(":")
+        offset = int(offset_text)
+        counts = array("I")
+        counts.frombytes(base64.b64decode(data, validate=True))
+    except (ValueError, TypeError, binascii.Error):
+        return
+    if sys.byteorder != "little":
+        counts.byteswap()
+    end = offset + len(counts)
+    if offset < 0 or end > SIZE:
+        return
+    into[offset:end] = map(_add, into[offset:end], counts)
+
+
+def merge(into: list[int], other: list[int]) -> None:
+    """Add one dense histogram to another."""
+    into[:] = map(_add, into, other)
+
+
+def quantiles(dense: list[int], qs: Iterable[float]) -> list[float]:
+    """Estimates of the ``qs`` quantiles (0..1) of a dense histogram, in µs; 0.0 when empty."""
     wanted = list(qs)
-    total = sum(bins.values())
+    cumulative = list(accumulate(dense))
+    total = cumulative[-1] if cumulative else 0
     if total == 0:
         return [0.0 for _ in wanted]
-    ordered = sorted(bins.items())
-    results: list[float] = []
-    for q in wanted:
-        rank = q * (total - 1)
-        seen = 0
-        value = bin_value(ordered[-1][0])
-        for index, count in ordered:
-            seen += count
-            if seen > rank:
-                value = bin_value(index)
-                break
-        results.append(value)
-    return results
+    return [bin_value(bisect_right(cumulative, q * (total - 1))) for q in wanted]
 
 
-def encode(bins: dict[int, int]) -> list[int]:
-    """Flat ``[index, count, index, count, ...]`` list for JSON."""
-    flat: list[int] = []
-    for index, count in bins.items():
-        flat.append(index)
-        flat.append(count)
-    return flat
-
-
-def decode(flat: list[int]) -> dict[int, int]:
-    """Inverse of :func:`encode`; ignores malformed trailing data."""
-    return {int(flat[i]): int(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
+def dense(bins: dict[int, int]) -> list[int]:
+    """A writer's sparse dict as a reader's dense list (tests and tools)."""
+    result = new()
+    merge_encoded(result, encode(bins))
+    return result

@@ -154,6 +154,10 @@ class Store:
         """The space-separated list of processes that wrote a bucket."""
         return f"{self.prefix}:{bucket}:procs"
 
+    def rollup_key(self, process_id: str) -> str:
+        """One process's whole-window aggregate (what readers read first)."""
+        return f"{self.prefix}:roll:{process_id}"
+
     def key(self, *parts: str) -> str:
         """A namespaced key for other consumers (errors, ...); parts must be ASCII without spaces."""
         return ":".join((self.prefix, *parts))
