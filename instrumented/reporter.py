@@ -241,8 +241,8 @@ class _Bounded:
         limits.maxstring = limits.maxother = limits.maxlong = max_chars
         try:
             text = limits.repr(value)
-            if "..." not in text and len(text) < max_chars:
-                text = pformat(value)  # small and complete: Django's pretty form
+            if isinstance(value, dict | list | tuple | set | frozenset) and "..." not in text and len(text) < max_chars:
+                text = pformat(value)  # a small, complete container: Django's pretty form (repr runs only once else)
         except Exception as exc:  # noqa: BLE001 - a broken __repr__ must not break the error page
             text = f"<unprintable {type(value).__name__}: repr raised {type(exc).__name__}>"
         if len(text) > max_chars:

@@ -392,3 +392,29 @@ def test_django_logging_and_admins_mail_keep_working(users, settings, caplog, ma
     assert logged and logged[0].exc_info[0] is ZeroDivisionError
     assert len(mailoutbox) == 1 and "ZeroDivisionError" in mailoutbox[0].subject + mailoutbox[0].body
     assert "Traceback" in mailoutbox[0].body
+
+
+def test_reporter_bounds_locals_and_survives_broken_reprs(rf):
+    import sys
+
+    from instrumented.reporter import BoundedExceptionReporter
+
+    class Broken:
+        def __repr__(self):
+            raise RuntimeError("repr exploded")
+
+    def fail():
+        broken = Broken()  # noqa: F841 - shown (or not) as a local on the page
+        huge = list(range(100_000))  # noqa: F841
+        text = "x" * 50_000  # noqa: F841
+        raise ValueError("bounded")
+
+    try:
+        fail()
+    except ValueError:
+        exc_info = sys.exc_info()
+    html = BoundedExceptionReporter(rf.get("/x/"), *exc_info, max_var_chars=500).get_traceback_html()
+    assert "&lt;Broken instance at 0x" in html  # reprlib names the object whose __repr__ raised
+    deep_item = str(50_000 + 4_321)  # computed: this frame's source lines are on the page too
+    assert deep_item not in html and "x" * 600 not in html, "huge locals are cut"
+    assert "ValueError" in html and "bounded" in html
