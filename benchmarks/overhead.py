@@ -1,0 +1,228 @@
+"""Per-request cost of InstrumentedMiddleware, and the reader's cost, measured side by side.
+
+Usage: python benchmarks/overhead.py [--batches 21] [--requests 2000]
+
+In-process WSGI, no network: the same Django site with and without the middleware (and without
+the SQL hook), batches interleaved, medians and paired ratios printed. A real memcached is started
+for the flusher and for the reader benchmark (50 processes x 300 views). Budgets: ARCHITECTURE.md §7.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from io import BytesIO
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_memcached() -> tuple[subprocess.Popen, int]:
+    binary = shutil.which("memcached")
+    if binary is None:
+        sys.exit("memcached is not installed (the README's setup command installs it)")
+    port = free_port()
+    args = [binary, "-p", str(port), "-l", "127.0.0.1", "-U", "0", "-m", "256"]
+    if os.geteuid() == 0:
+        args += ["-u", "root"]
+    proc = subprocess.Popen(args)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    return proc, port
+
+
+def environ(path: str) -> dict:
+    return {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": path,
+        "SERVER_NAME": "bench",
+        "SERVER_PORT": "80",
+        "wsgi.input": BytesIO(b""),
+        "wsgi.url_scheme": "http",
+        "QUERY_STRING": "",
+    }
+
+
+def run_batch(app, path: str, n: int) -> float:
+    """Mean seconds per request over ``n`` requests (response iterated and closed, as a server does)."""
+
+    def start_response(status, headers, exc_info=None):
+        return None
+
+    start = time.perf_counter_ns()
+    for _ in range(n):
+        response = app(environ(path), start_response)
+        for _chunk in response:
+            pass
+        response.close()
+    return (time.perf_counter_ns() - start) / n / 1e9
+
+
+def overhead(batches: int, requests: int) -> dict[str, dict[str, float]]:
+    from django.core.handlers.wsgi import WSGIHandler
+    from django.db import connection
+    from django.test.utils import override_settings
+
+    from instrumented.probe import install_on, sql_wrapper
+
+    with_app = WSGIHandler()
+    with override_settings(MIDDLEWARE=[]):
+        without_app = WSGIHandler()
+    connection.ensure_connection()
+
+    def set_hook(on: bool) -> None:
+        if on:
+            install_on(connection)
+        elif sql_wrapper in connection.execute_wrappers:
+            connection.execute_wrappers.remove(sql_wrapper)
+
+    results: dict[str, dict[str, float]] = {}
+    for label, path in (("trivial view", "/trivial/"), ("10-query view", "/queries/")):
+        for app in (with_app, without_app):  # warm up
+            run_batch(app, path, requests // 4)
+        base, inst = [], []
+        for i in range(batches):
+            order = [(False, without_app), (True, with_app)]
+            if i % 2:
+                order.reverse()
+            for instrumented, app in order:
+                set_hook(instrumented)
+                (inst if instrumented else base).append(run_batch(app, path, requests))
+        set_hook(True)
+        ratios = [a / b for a, b in zip(inst, base, strict=True)]
+        results[label] = {
+            "base_us": statistics.median(base) * 1e6,
+            "inst_us": statistics.median(inst) * 1e6,
+            "added_us": statistics.median([a - b for a, b in zip(inst, base, strict=True)]) * 1e6,
+            "ratio": statistics.median(ratios),
+        }
+    return results
+
+
+def reader_benchmark(processes: int, views: int, rounds: int, full_window: bool) -> dict[str, float]:
+    """Simulate ``processes`` x ``views`` through the real aggregator and flusher, then time reads."""
+    from django.test.utils import override_settings
+
+    from instrumented.conf import get_config
+
+    prefix = f"reader{os.getpid()}{int(full_window)}"
+    with override_settings(INSTRUMENTED={**get_config(), "KEY_PREFIX": prefix}):
+        return _reader_benchmark(processes, views, rounds, full_window)
+
+
+def _reader_benchmark(processes: int, views: int, rounds: int, full_window: bool) -> dict[str, float]:
+    from unittest import mock
+
+    from instrumented.aggregate import Aggregator
+    from instrumented.conf import get_config
+    from instrumented.flusher import Flusher
+    from instrumented.probe import Probe
+    from instrumented.reader import read_stats
+
+    config = get_config()
+    rng = random.Random(5)
+    now = time.time()
+    seconds = config["BUCKET_SECONDS"]
+    current = int(now // seconds)
+    buckets = list(range(current - config["WINDOW_SECONDS"] // seconds + 1, current + 1))
+    if not full_window:
+        buckets = buckets[-1:]
+    for _ in range(processes):
+        aggregator = Aggregator(config)
+        flusher = Flusher(aggregator, 1.0, config)
+        for bucket in buckets:
+            at = bucket * seconds + 1
+            for v in range(views):
+                for _r in range(3):
+                    probe = Probe(0)
+                    probe.aliases = {"default": [4, 40_000]}
+                    probe.templates = {f"SELECT * FROM t{v} WHERE id = %s": [3, 30_000], "SELECT 1": [1, 10_000]}
+                    latency = int(rng.lognormvariate(15, 0.6))
+                    aggregator.record(f"app:view_{v}", f"v/{v}/", "GET", 200, latency, probe, now=at)
+            with mock.patch("instrumented.flusher.time.time", return_value=at):
+                flusher.flush()
+        with mock.patch("instrumented.flusher.time.time", return_value=now):
+            flusher.flush()
+    timings: dict[str, list[float]] = {"table": [], "series": []}
+    for _ in range(rounds):
+        start = time.perf_counter()
+        stats = read_stats(now=now)
+        timings["table"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        read_stats(now=now, view="app:view_7", series=True)
+        timings["series"].append(time.perf_counter() - start)
+    assert len(stats["views"]) == views and stats["processes"] == processes, (len(stats["views"]), stats["processes"])
+    assert stats["views"][0]["requests"] == 3 * len(buckets) * processes
+    return {
+        "median_ms": statistics.median(timings["table"]) * 1000,
+        "series_ms": statistics.median(timings["series"]) * 1000,
+        "snapshots": len(buckets) * processes,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batches", type=int, default=21)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--reader-rounds", type=int, default=7)
+    parser.add_argument("--skip-full-window", action="store_true", help="skip the 30-bucket reader case")
+    args = parser.parse_args()
+
+    memcached, port = start_memcached()
+    try:
+        os.environ["DJANGO_SETTINGS_MODULE"] = "bench_site"
+        import bench_site
+
+        bench_site.INSTRUMENTED.update(SERVERS=[f"127.0.0.1:{port}"], KEY_PREFIX=f"bench{os.getpid()}")
+        import django
+
+        django.setup()
+        print(
+            f"Python {sys.version.split()[0]}, Django {django.get_version()}, {args.batches} batches x "
+            f"{args.requests} requests, interleaved; medians.\n"
+        )
+        results = overhead(args.batches, args.requests)
+        print(f"{'':16}{'without':>12}{'with':>12}{'added':>12}{'ratio':>9}   budget")
+        for label, r in results.items():
+            budget = "<= 1.08x and <= 10 us" if label == "trivial view" else ""
+            figures = f"{r['base_us']:10.2f}us{r['inst_us']:10.2f}us{r['added_us']:10.2f}us{r['ratio']:8.3f}x"
+            print(f"{label:16}{figures}   {budget}")
+        per_query = (results["10-query view"]["added_us"] - results["trivial view"]["added_us"]) / 10
+        print(f"\nadded per SQL query: {per_query:.2f} us   (budget <= 1 us)")
+
+        print("\nreader: 50 processes x 300 views")
+        one = reader_benchmark(50, 300, args.reader_rounds, full_window=False)
+        print(
+            f"  traffic in one bucket: all views {one['median_ms']:.1f} ms (budget <= 50 ms); "
+            f"one view with series {one['series_ms']:.1f} ms"
+        )
+        if not args.skip_full_window:
+            full = reader_benchmark(50, 300, max(3, args.reader_rounds // 2), full_window=True)
+            print(
+                f"  traffic in all 30 buckets: all views {full['median_ms']:.1f} ms (budget <= 50 ms); "
+                f"one view with series {full['series_ms']:.1f} ms"
+            )
+    finally:
+        memcached.terminate()
+
+
+if __name__ == "__main__":
+    main()
