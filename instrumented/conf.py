@@ -47,8 +47,15 @@ DEFAULTS: dict[str, Any] = {
     "PERMISSION_CALLBACK": None,
     # Who gets the technical 500 page and may open error references: callable(user) -> bool; None = active superuser.
     "SUPERUSER_CALLBACK": None,
-    # Install the stricter exception reporter filter for technical pages rendered by this package.
+    # Use the stricter exception reporter filter for every traceback page this package renders or stores.
     "STRICT_REPORTER_FILTER": True,
+    # Rendered technical pages stored per process and minute (rendering costs ~25 ms); later errors keep
+    # their metadata and text traceback.
+    "ERROR_PAGES_PER_MINUTE": 10,
+    # Error-reference lookups per user and minute (then 429).
+    "ERROR_LOOKUPS_PER_MINUTE": 60,
+    # The DATABASES alias that goes through the MySQL proxy, for instrumented_querylog and the DBA panel.
+    "QUERYLOG_DATABASE": "querylog",
 }
 
 
@@ -107,6 +114,8 @@ def validate(config: dict[str, Any]) -> list[str]:
         "MAX_QUERIES_PER_VIEW": int,
         "MAX_SQL_LENGTH": int,
         "MAX_NAME_LENGTH": int,
+        "ERROR_PAGES_PER_MINUTE": int,
+        "ERROR_LOOKUPS_PER_MINUTE": int,
     }
     for key, kind in positive.items():
         value = config[key]
@@ -119,6 +128,8 @@ def validate(config: dict[str, Any]) -> list[str]:
     rate = config["SAMPLE_RATE"]
     if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1:
         problems.append(f"SAMPLE_RATE must be between 0 and 1, not {rate!r}.")
+    if not isinstance(config["QUERYLOG_DATABASE"], str) or not config["QUERYLOG_DATABASE"]:
+        problems.append("QUERYLOG_DATABASE must be the name of a DATABASES alias.")
     if not isinstance(config["IGNORE_VIEWS"], list | tuple):
         problems.append("IGNORE_VIEWS must be a list of view names or 'namespace:' prefixes.")
     return problems
