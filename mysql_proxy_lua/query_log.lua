@@ -66,6 +66,13 @@ end
 -- Per connection: prepared statement id -> statement text (ids are per connection in MySQL).
 local statements = {}
 
+local function flush_file(now)
+  if state.file then
+    pcall(state.file.flush, state.file)
+    state.flushed_at = now
+  end
+end
+
 local function close_file()
   if state.file then
     pcall(state.file.close, state.file)
@@ -84,11 +91,14 @@ local function logging_on(now)
   return state.on
 end
 
-local function write_line(line)
+-- Lines are buffered (a write per statement costs more than the rest of the logging) and flushed at least
+-- once a second while statements come, on every PROXY LOG statement, and when logging stops.
+local function write_line(line, now)
   if not state.file and not state.file_error then
     local f, err = io.open(LOG_FILE, "a")
     if f then
-      if f.setvbuf then f:setvbuf("line") end
+      if f.setvbuf then f:setvbuf("full", 65536) end
+      state.flushed_at = now
       state.file = f
     else
       state.file_error = tostring(err)
@@ -99,6 +109,8 @@ local function write_line(line)
     if not ok then
       state.file_error = tostring(err)
       close_file()
+    elseif now ~= state.flushed_at then
+      flush_file(now)
     end
   end
 end
@@ -165,7 +177,7 @@ local function record(now, command, query, inj)
   state.ring_next = state.ring_next % RING_SIZE + 1
   if state.ring_count < RING_SIZE then state.ring_count = state.ring_count + 1 end
   state.logged = state.logged + 1
-  write_line(json.object(ENTRY_KEYS, entry))
+  write_line(json.object(ENTRY_KEYS, entry), now)
 end
 
 -- Control statements ------------------------------------------------------------------------------
@@ -231,6 +243,7 @@ local function control(query)
   end
   local verb, arg, extra = words[3], words[4], words[5]
   local now = os_time()
+  flush_file(now)
   if extra ~= nil then return resultset.error("too many arguments; usage: " .. USAGE, 1064, "42000") end
   if verb == "on" then
     local seconds = positive_int(arg)

@@ -8,6 +8,8 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Coroutine
+from typing import Any
 
 from .lua_host import LupaMissingError
 from .server import ProxyServer, parse_address
@@ -33,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--lua-io-path", action="append", default=[],
         help="a file the script may open with io.open (default: $PROXY_LOG_FILE or ./query_log.jsonl)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--event-loop", choices=["auto", "uvloop", "asyncio"], default="auto",
+        help="auto = uvloop when installed (halves the relay cost), else asyncio's own loop",
     )  # fmt: skip
     parser.add_argument("--connect-timeout", type=float, default=5.0, help="backend connect timeout in seconds")
     parser.add_argument(
@@ -65,6 +71,21 @@ async def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def run(main_coro: Coroutine[Any, Any, int], event_loop: str) -> int:
+    """Run on uvloop when asked/available (same Protocol API, a much cheaper loop), else on asyncio's."""
+    if event_loop in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if event_loop == "uvloop":
+                main_coro.close()
+                raise ValueError("--event-loop uvloop: uvloop is not installed (pip install uvloop)") from None
+        else:
+            log.debug("using uvloop")
+            return uvloop.run(main_coro)
+    return asyncio.run(main_coro)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point."""
     args = build_parser().parse_args(argv)
@@ -75,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.proxy_lua_script and not os.path.isfile(args.proxy_lua_script):
             print(f"instrumented-proxy: no such Lua script: {args.proxy_lua_script}", file=sys.stderr)
             return 2
-        return asyncio.run(serve(args))
+        return run(serve(args), args.event_loop)
     except LupaMissingError as exc:
         print(f"instrumented-proxy: {exc}", file=sys.stderr)
         return 2

@@ -557,10 +557,25 @@ class LuaConnection:
             rows = rt.table_from([rt.table_from(r) for r in stats.rows or []])
         return _hook_result(
             self._read_query_result(
-                self._conn, inj.id, inj.packet, inj.resultset_is_needed, stats.query_time_us,
-                stats.response_time_us, stats.row_count, stats.bytes, stats.status, stats.warnings,
-                stats.affected_rows, stats.insert_id, stats.server_status, fields, rows, stats.raw, stats.binary,
-                stats.error_code, stats.error_message,
+                self._conn,
+                inj.id,
+                inj.packet,
+                inj.resultset_is_needed,
+                stats.query_time_us,
+                stats.response_time_us,
+                stats.row_count,
+                stats.bytes,
+                stats.status,
+                stats.warnings,
+                stats.affected_rows,
+                stats.insert_id,
+                stats.server_status,
+                fields,
+                rows,
+                stats.raw,
+                stats.binary,
+                stats.error_code,
+                stats.error_message,
             )
         )
 

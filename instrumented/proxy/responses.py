@@ -53,6 +53,18 @@ _FIELDS = 8
 _DONE = 9
 
 
+_INITIAL_STATE = {
+    KIND_NONE: _DONE,
+    KIND_SINGLE: _SINGLE,
+    KIND_RESULT: _FIRST,
+    KIND_PREPARE: _FIRST,
+    KIND_ROWS: _ROWS,
+    KIND_FIELD_LIST: _FIELDS,
+    KIND_AUTH: _AUTH,
+    KIND_RAW: _DONE,
+}
+
+
 def response_kind(command: int) -> int:
     """The response kind of a command byte (unknown commands get one packet, e.g. an ERR)."""
     return _KINDS.get(command, KIND_SINGLE)
@@ -88,16 +100,7 @@ class ResponseTracker:
         self.kind = response_kind(command)
         self.deprecate_eof = deprecate_eof
         self.binary = command in (p.COM_STMT_EXECUTE, p.COM_STMT_FETCH, p.COM_STMT_BULK_EXECUTE)
-        self.state = {
-            KIND_NONE: _DONE,
-            KIND_SINGLE: _SINGLE,
-            KIND_RESULT: _FIRST,
-            KIND_PREPARE: _FIRST,
-            KIND_ROWS: _ROWS,
-            KIND_FIELD_LIST: _FIELDS,
-            KIND_AUTH: _AUTH,
-            KIND_RAW: _DONE,
-        }[self.kind]
+        self.state = _INITIAL_STATE[self.kind]
         self.done = self.state == _DONE
         self.tail = b""
         self.skip = 0

@@ -9,7 +9,7 @@ tail -f and parse with any JSON reader.
 local string_format, string_byte, string_char, string_find, string_gsub = string.format, string.byte, string.char,
   string.find, string.gsub
 local table_concat, math_floor, math_huge = table.concat, math.floor, math.huge
-local type, tostring = type, tostring
+local type, tostring, setmetatable = type, tostring, setmetatable
 
 local M = {}
 
@@ -62,7 +62,9 @@ end
 M.valid_utf8 = valid_utf8
 
 function M.string(s)
-  s = valid_utf8(tostring(s))
+  s = tostring(s)
+  if not string_find(s, '[%c"\\\128-\255]') then return '"' .. s .. '"' end
+  s = valid_utf8(s)
   return '"' .. string_gsub(s, '[%c"\\]', escapes) .. '"'
 end
 
@@ -80,14 +82,24 @@ function M.value(v)
   return "null"
 end
 
+-- Encoded '"key":' prefixes, per keys array (the log always uses the same one).
+local prefixes = setmetatable({}, {__mode = "k"})
+
 -- Encode an object whose keys come in the given order: keys = {"a", "b"}, values = {a = 1, b = 2}.
 function M.object(keys, values)
-  local parts = {}
-  for i = 1, #keys do
-    local k = keys[i]
-    parts[i] = M.string(k) .. ":" .. M.value(values[k])
+  local pre = prefixes[keys]
+  if pre == nil then
+    pre = {}
+    for i = 1, #keys do pre[i] = (i == 1 and "{" or ",") .. M.string(keys[i]) .. ":" end
+    prefixes[keys] = pre
   end
-  return "{" .. table_concat(parts, ",") .. "}"
+  local parts = {}
+  local value = M.value
+  for i = 1, #keys do
+    parts[i] = pre[i] .. value(values[keys[i]])
+  end
+  parts[#keys + 1] = "}"
+  return table_concat(parts)
 end
 
 return M

@@ -44,6 +44,7 @@ def test_packets_over_16mb_both_ways(qlog, max_allowed_packet):
         cur.execute("SELECT 1")
         assert cur.fetchall() == ((1,),)
     conn.close()
+    control(qlog.port, "PROXY LOG STATUS")  # flushes the buffered log lines
     lines = [json.loads(line) for line in qlog.log_file.read_text().splitlines()]
     long_query = [line for line in lines if line["query"].startswith("SELECT LENGTH('qqq")][-1]
     assert long_query["status"] == "ok" and long_query["query"].endswith("...")  # capped by PROXY_LOG_MAX_QUERY_LEN
@@ -104,6 +105,7 @@ def test_many_clients_at_once(qlog):
     for t in threads:
         t.join(60)
     assert not errors, errors[:3]
+    control(qlog.port, "PROXY LOG STATUS")  # flushes the buffered log lines
     lines = [json.loads(line) for line in qlog.log_file.read_text().splitlines()]
     ours = [line for line in lines if line["query"].endswith("AS i, CONNECTION_ID()")]
     assert len(ours) == clients * per_client
