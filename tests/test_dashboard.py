@@ -191,3 +191,22 @@ def test_derived_numbers():
     d = views.derived(view, 300)
     assert d == {"per_minute": 6.0, "error_rate": 0.1, "db_share": 0.25}
     assert views.derived(views.zero_view("v", ""), 300) == {"per_minute": 0.0, "error_rate": 0.0, "db_share": 0.0}
+
+
+def test_a_failing_reader_is_no_data_not_a_500(staff_client, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("reader bug")
+
+    monkeypatch.setattr(views, "read_stats", broken)
+    response = staff_client.get(reverse("instrumented:dashboard"))
+    assert response.status_code == 200
+    assert "No data: reading stats failed: RuntimeError" in response.content.decode()
+    response = staff_client.get(reverse("instrumented:api_views"))
+    assert response.status_code == 503 and response.json()["error"] == "reading stats failed: RuntimeError"
+    assert staff_client.get(reverse("instrumented:view_detail"), {"name": "shop:fast"}).status_code == 200
+    assert "reading stats failed" in caplog.text
+
+
+def test_head_requests_are_answered(staff_client):
+    assert staff_client.head(reverse("instrumented:dashboard")).status_code == 200
+    assert staff_client.head(reverse("instrumented:api_views")).status_code == 200

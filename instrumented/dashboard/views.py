@@ -6,7 +6,8 @@ validate input, and present the reader's document.
 
 from __future__ import annotations
 
-from datetime import datetime
+import logging
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
@@ -16,13 +17,15 @@ from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpRequest, HttpResponseBase, JsonResponse
 from django.shortcuts import render
 from django.urls import NoReverseMatch, get_script_prefix, resolve, reverse
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 
 from ..conf import get_config
 from ..permissions import can_view_stats, get_user, is_technical_user
 from ..reader import STATUS_CLASSES, read_stats
 from ..security import protect
 from . import bookmarklet, charts
+
+logger = logging.getLogger("instrumented")
 
 #: How often the dashboard table refreshes itself (milliseconds).
 REFRESH_MS = 3000
@@ -107,6 +110,21 @@ def _api_denied(request: HttpRequest) -> HttpResponseBase | None:
     return _json({"error": "permission denied: your account may not see stats"}, 403)
 
 
+def _read(window: int | None = None, **kwargs: Any) -> dict[str, Any]:
+    """``read_stats()``; should the reader itself fail, "no data" with the reason (traceback logged), never a 500."""
+    try:
+        return read_stats(window, **kwargs)
+    except Exception as exc:  # logged with its traceback: the page must say why it has no data, not fail
+        logger.exception("django-instrumented: reading stats failed")
+        return {
+            "window_seconds": window or int(get_config()["WINDOW_SECONDS"]),
+            "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "processes": 0,
+            "views": [],
+            "error": f"reading stats failed: {type(exc).__name__}",
+        }
+
+
 def _parse_window(raw: str | None) -> int | None:
     """``?window=`` as whole seconds within the configured window; None when absent. Raises ValueError with a reason."""
     if raw is None or raw == "":
@@ -168,13 +186,13 @@ def _error_link(reference: str | None) -> str | None:
 
 
 # -- pages --------------------------------------------------------------------------------------
-@require_GET
+@require_safe
 def dashboard(request: HttpRequest) -> HttpResponseBase:
     """All views of the window in one table; ``dashboard.js`` keeps it fresh from the API."""
     denied = _page_denied(request)
     if denied is not None:
         return denied
-    stats = read_stats()
+    stats = _read()
     rows = [{"v": v, "d": derived(v, stats["window_seconds"]), "url": detail_url(v["view"])} for v in stats["views"]]
     context = {
         "title": "Live view stats",
@@ -189,7 +207,7 @@ def dashboard(request: HttpRequest) -> HttpResponseBase:
     return _page(request, "instrumented/dashboard/dashboard.html", context)
 
 
-@require_GET
+@require_safe
 def view_detail(request: HttpRequest) -> HttpResponseBase:
     """One view: latency distribution, throughput and p95 over time, its SQL, N+1 suspects and errors."""
     denied = _page_denied(request)
@@ -200,7 +218,7 @@ def view_detail(request: HttpRequest) -> HttpResponseBase:
         problem = "Give the view's name as ?name=… (follow a link on the dashboard)."
         context = {"title": "View stats", "problem": problem}
         return _page(request, "instrumented/dashboard/view_detail.html", context, status=400)
-    stats = read_stats(view=name, series=True, top_queries=20)
+    stats = _read(view=name, series=True, top_queries=20)
     view = next((v for v in stats["views"] if v["view"] == name), None)
     context: dict[str, Any] = {"title": name, "name": name, "stats": stats, "view": view}
     if view is not None:
@@ -242,7 +260,7 @@ def _full_series(series: list[dict[str, Any]], stats: dict[str, Any]) -> list[di
     return [by_bucket.get(b, empty) for b in range(current - count + 1, current + 1)]
 
 
-@require_GET
+@require_safe
 def bookmarklet_page(request: HttpRequest) -> HttpResponseBase:
     """The drag-me link and what it does."""
     denied = _page_denied(request)
@@ -254,7 +272,7 @@ def bookmarklet_page(request: HttpRequest) -> HttpResponseBase:
 
 
 # -- JSON API -----------------------------------------------------------------------------------
-@require_GET
+@require_safe
 def api_views(request: HttpRequest) -> HttpResponseBase:
     """Exactly the reader's document; 503 (with its ``error``) when memcached cannot be read."""
     denied = _api_denied(request)
@@ -264,11 +282,11 @@ def api_views(request: HttpRequest) -> HttpResponseBase:
         window = _parse_window(request.GET.get("window"))
     except ValueError as exc:
         return _json({"error": str(exc)}, 400)
-    stats = read_stats(window)
+    stats = _read(window)
     return _json(stats, 503 if "error" in stats else 200)
 
 
-@require_GET
+@require_safe
 def api_view(request: HttpRequest) -> HttpResponseBase:
     """The stats of the view that serves ``?path=`` (resolved with ``resolve()``, never fetched)."""
     denied = _api_denied(request)
@@ -295,7 +313,7 @@ def api_view(request: HttpRequest) -> HttpResponseBase:
         return _json({"error": "no view serves this path", "path": path}, 404)
     name = match.view_name or match._func_path
     route = str(match.route or "")
-    stats = read_stats(view=name)
+    stats = _read(view=name)
     view = next((v for v in stats["views"] if v["view"] == name), None)
     body: dict[str, Any] = {
         "path": path,
