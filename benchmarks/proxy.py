@@ -1,0 +1,214 @@
+"""Proxy overhead: direct MariaDB vs a plain TCP relay (socat, nodelay) vs instrumented-proxy, logging off/on.
+
+Measures per-query latency (SELECT 1, a primary-key lookup, a 1000-row select) in interleaved batches,
+and 8-client throughput (processes, point lookups). Prints medians and the ratios of ARCHITECTURE §7:
+added latency with logging on <= 1.5 x the relay's added latency, throughput >= 0.9 x the relay's.
+
+    python benchmarks/proxy.py [--rounds 15] [--batch 300] [--seconds 3]
+
+Needs MariaDB on 127.0.0.1:3306 (root, no password, database ``test``), socat, mysqlclient, lupa.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import MySQLdb
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "mysql_proxy_lua" / "query_log.lua"
+DB = {"host": "127.0.0.1", "user": "root", "passwd": "", "db": "test"}
+TABLE = "instrumented_bench_proxy"
+
+QUERIES = {
+    "select_1": ("SELECT 1", 1),
+    "point_lookup": (f"SELECT id, v FROM {TABLE} WHERE id = 417", 1),
+    "rows_1000": (f"SELECT id, v FROM {TABLE}", 1000),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+def connect(port: int) -> MySQLdb.Connection:
+    return MySQLdb.connect(port=port, **DB)
+
+
+def setup_table() -> None:
+    conn = connect(3306)
+    cur = conn.cursor()
+    cur.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (id INT PRIMARY KEY, v VARCHAR(100))")
+    cur.execute(f"SELECT COUNT(*) FROM {TABLE}")
+    if cur.fetchone()[0] != 1000:
+        cur.execute(f"DELETE FROM {TABLE}")
+        cur.executemany(
+            f"INSERT INTO {TABLE} VALUES (%s, %s)", [(i, f"value {i:06d} " + "x" * 40) for i in range(1000)]
+        )
+    conn.commit()
+    conn.close()
+
+
+def batch_latency_us(conn: MySQLdb.Connection, sql: str, expected: int, n: int) -> float:
+    cur = conn.cursor()
+    start = time.perf_counter_ns()
+    for _ in range(n):
+        cur.execute(sql)
+        rows = cur.fetchall()
+    elapsed = time.perf_counter_ns() - start
+    assert len(rows) == expected, (sql, len(rows))
+    return elapsed / n / 1000
+
+
+def _throughput_worker(port: int, seconds: float, start_at: float, out: mp.Queue) -> None:
+    conn = connect(port)
+    cur = conn.cursor()
+    sql = QUERIES["point_lookup"][0]
+    while time.time() < start_at:
+        time.sleep(0.001)
+    deadline = start_at + seconds
+    count = 0
+    while time.time() < deadline:
+        cur.execute(sql)
+        cur.fetchall()
+        count += 1
+    conn.close()
+    out.put(count)
+
+
+def throughput(port: int, clients: int, seconds: float) -> float:
+    out: mp.Queue = mp.Queue()
+    start_at = time.time() + 0.5
+    procs = [mp.Process(target=_throughput_worker, args=(port, seconds, start_at, out)) for _ in range(clients)]
+    for proc in procs:
+        proc.start()
+    total = sum(out.get(timeout=seconds + 30) for _ in procs)
+    for proc in procs:
+        proc.join()
+    return total / seconds
+
+
+def set_logging(port: int, on: bool) -> None:
+    conn = connect(port)
+    cur = conn.cursor()
+    cur.execute("PROXY LOG ON 3600" if on else "PROXY LOG OFF")
+    cur.fetchall()
+    conn.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--batch", type=int, default=300, help="queries per latency batch (1000-row: a tenth)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="duration of each throughput run")
+    parser.add_argument("--clients", type=int, default=8)
+    args = parser.parse_args()
+    if not shutil.which("socat"):
+        print("socat is required (apt-get install socat)", file=sys.stderr)
+        return 2
+    setup_table()
+    tmp = Path(tempfile.mkdtemp(prefix="proxy-bench-"))
+    log_file = tmp / "query_log.jsonl"
+    relay_port, host_port = free_port(), free_port()
+    relay = subprocess.Popen(
+        ["socat", f"TCP-LISTEN:{relay_port},bind=127.0.0.1,reuseaddr,fork,nodelay", "TCP:127.0.0.1:3306,nodelay"]
+    )
+    env = dict(os.environ, PROXY_LOG_FILE=str(log_file), PROXY_LOG_MAX_SECONDS="36000")
+    host = subprocess.Popen(
+        [sys.executable, "-m", "instrumented.proxy", "--proxy-address", f"127.0.0.1:{host_port}",
+         "--proxy-backend-addresses", "127.0.0.1:3306", "--proxy-lua-script", str(SCRIPT), "--log-level", "warning"],
+        cwd=ROOT, env=env,
+    )  # fmt: skip
+    try:
+        wait_port(relay_port)
+        wait_port(host_port)
+        targets = {"direct": 3306, "relay": relay_port, "host_off": host_port, "host_on": host_port}
+        conns = {name: connect(port) for name, port in targets.items()}
+        results: dict[str, dict[str, list[float]]] = {q: {t: [] for t in targets} for q in QUERIES}
+        for sql, expected in QUERIES.values():  # warm-up
+            for conn in conns.values():
+                batch_latency_us(conn, sql, expected, 20)
+        for _ in range(args.rounds):
+            for name, (sql, expected) in QUERIES.items():
+                n = args.batch if expected == 1 else max(10, args.batch // 10)
+                for target, conn in conns.items():
+                    if target.startswith("host"):
+                        set_logging(host_port, target == "host_on")
+                    results[name][target].append(batch_latency_us(conn, sql, expected, n))
+        set_logging(host_port, False)
+        qps: dict[str, list[float]] = {t: [] for t in targets}
+        for _ in range(3):
+            for target, port in targets.items():
+                if target.startswith("host"):
+                    set_logging(host_port, target == "host_on")
+                qps[target].append(throughput(port, args.clients, args.seconds))
+        set_logging(host_port, False)
+        for conn in conns.values():
+            conn.close()
+    finally:
+        for proc in (host, relay):
+            proc.send_signal(signal.SIGTERM)
+        for proc in (host, relay):
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    logged = sum(1 for _ in log_file.open()) if log_file.exists() else 0
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    print(f"\nlatency per query, µs (median of {args.rounds} interleaved batches; mysqlclient)")
+    print(f"{'query':<14}{'direct':>9}{'relay':>9}{'host off':>10}{'host on':>9}"
+          f"{'+relay':>9}{'+off':>8}{'+on':>8}{'on/relay':>10}{'off/relay':>11}")  # fmt: skip
+    verdicts = []
+    for name in QUERIES:
+        med = {t: statistics.median(v) for t, v in results[name].items()}
+        added = {t: med[t] - med["direct"] for t in ("relay", "host_off", "host_on")}
+        ratio_on = added["host_on"] / added["relay"] if added["relay"] > 0 else float("inf")
+        ratio_off = added["host_off"] / added["relay"] if added["relay"] > 0 else float("inf")
+        print(f"{name:<14}{med['direct']:>9.1f}{med['relay']:>9.1f}{med['host_off']:>10.1f}{med['host_on']:>9.1f}"
+              f"{added['relay']:>9.1f}{added['host_off']:>8.1f}{added['host_on']:>8.1f}"
+              f"{ratio_on:>10.2f}{ratio_off:>11.2f}")  # fmt: skip
+        if name == "select_1":
+            verdicts.append(("SELECT 1 added latency, logging on <= 1.5 x relay", ratio_on, ratio_on <= 1.5))
+    print(f"\n{args.clients}-client throughput, point lookups/s (median of 3 runs of {args.seconds:.0f} s)")
+    med_qps = {t: statistics.median(v) for t, v in qps.items()}
+    for target, value in med_qps.items():
+        print(
+            f"  {target:<10}{value:>10.0f}   {value / med_qps['relay']:.2f} x relay"
+            f"   {value / med_qps['direct']:.2f} x direct"
+        )
+    tp_ratio = med_qps["host_on"] / med_qps["relay"]
+    verdicts.append(("throughput, logging on >= 0.9 x relay", tp_ratio, tp_ratio >= 0.9))
+    print(f"\nlog lines written while on: {logged}")
+    print("\nbudget (ARCHITECTURE §7):")
+    for label, value, ok in verdicts:
+        print(f"  {label}: {value:.2f} -> {'OK' if ok else 'OVER BUDGET'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
