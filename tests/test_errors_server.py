@@ -235,6 +235,10 @@ def test_asgi_under_uvicorn(start_error_site, accounts):
     ref = headers["X-Error-Reference"]
     status, _, page = root.request(f"/instrumented/errors/{ref}/")
     assert status == 200 and b"order_total" in page
+    status, headers, body = root.request("/errors-demo/async/")
+    assert status == 500 and b"TimeoutError" in body and b"pending_orders" in body, "async view: locals shown"
+    status, _, text = root.request(f"/instrumented/errors/{headers['X-Error-Reference']}/traceback.txt")
+    assert status == 200 and b"async demo failure with 3 pending orders" in text
     status, headers, body = root.request("/fast/", headers={"X-Demo-Fault": "session"})
     assert status == 500 and DEMO_500_MARKER in body and headers["X-Error-Reference"].encode() in body
     status, headers, body = browser_for(server, accounts, "staff").request("/fail/")

@@ -10,4 +10,5 @@ urlpatterns = [
     path("secret/", error_views.secret_fail, name="secret"),
     path("user/", error_views.user_fail, name="user"),
     path("big/", error_views.big_fail, name="big"),
+    path("async/", error_views.async_fail, name="async"),
 ]

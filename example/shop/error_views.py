@@ -23,6 +23,12 @@ def secret_fail(request: HttpRequest) -> HttpResponse:
     raise ConnectionError(f"cannot connect to {database_url} (token {api_token[:4]}...)")
 
 
+async def async_fail(request: HttpRequest) -> HttpResponse:
+    """An async view that fails: under ASGI, handler500 runs in a worker thread and must still see the exception."""
+    pending_orders = 3
+    raise TimeoutError(f"async demo failure with {pending_orders} pending orders")
+
+
 def user_fail(request: HttpRequest) -> HttpResponse:
     """Touches request.user, then fails: with a broken session backend, the first line already raises."""
     name = request.user.get_username() if request.user.is_authenticated else "anonymous"
