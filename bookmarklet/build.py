@@ -7,8 +7,10 @@ and committed, so ``pip install .``, ``pip install -e .`` and a checkout all hav
 The dashboard substitutes its mount path and percent-encodes when it serves the link.
 
 The minifier is a small tokenizer, safe for the subset ``overlay.js`` is written in: it keeps string
-literals intact and refuses regex and template literals rather than risk mangling them; the source
-must not rely on automatic semicolon insertion, since line breaks are removed.
+literals intact (joining ``'a' + 'b'``), gives local names (``const``, arrow parameters, ``catch``)
+the shortest unused names, and refuses what it cannot handle safely (regex and template literals,
+``function``, destructuring, shorthand properties) rather than risk mangling it. The source must not
+rely on automatic semicolon insertion, since line breaks are removed.
 """
 
 from __future__ import annotations
@@ -34,39 +36,33 @@ def _line(source: str, index: int) -> int:
     return source.count("\n", 0, index) + 1
 
 
-def minify(source: str) -> str:
-    """Remove comments and every whitespace run that is not needed to keep two tokens apart."""
-    out: list[str] = []
-    pending_space = False
+Token = tuple[str, bool]  # (text, whitespace or a comment came before it)
+
+#: Words never used as new names (single letters are never keywords, two-letter ones can be).
+_RESERVED = {"do", "if", "in", "of", "as", "is"}
+
+
+def _is_word(text: str) -> bool:
+    return text[0] in _IDENT and not text[0].isdigit()
+
+
+def tokenize(source: str) -> list[Token]:
+    """Words (identifiers, keywords, numbers), string literals and one-character punctuators; comments dropped."""
+    tokens: list[Token] = []
+    spaced = False
     i, n = 0, len(source)
-
-    def last() -> str:
-        return out[-1][-1] if out else ""
-
-    def emit(token: str) -> None:
-        nonlocal pending_space
-        prev = last()
-        first = token[0]
-        if pending_space and prev and ((prev in _IDENT and first in _IDENT) or (prev == first and prev in "+-")):
-            out.append(" ")
-        pending_space = False
-        out.append(token)
-
     while i < n:
         c = source[i]
         if source.startswith("/*", i):
             end = source.find("*/", i + 2)
             if end < 0:
                 raise MinifyError(f"unterminated comment at line {_line(source, i)}")
-            i = end + 2
-            pending_space = True
+            i, spaced = end + 2, True
         elif source.startswith("//", i):
             end = source.find("\n", i)
-            i = n if end < 0 else end
-            pending_space = True
+            i, spaced = (n if end < 0 else end), True
         elif c.isspace():
-            i += 1
-            pending_space = True
+            i, spaced = i + 1, True
         elif c in "'\"":
             j = i + 1
             while j < n and source[j] != c:
@@ -75,16 +71,157 @@ def minify(source: str) -> str:
                 j += 2 if source[j] == "\\" else 1
             if j >= n:
                 raise MinifyError(f"unterminated string at line {_line(source, i)}")
-            emit(source[i : j + 1])
-            i = j + 1
+            tokens.append((source[i : j + 1], spaced))
+            i, spaced = j + 1, False
         elif c == "`":
             raise MinifyError(f"template literal at line {_line(source, i)}: use string concatenation")
-        elif c == "/" and (not out or last() in _REGEX_CONTEXT):
+        elif c == "/" and (not tokens or tokens[-1][0][-1] in _REGEX_CONTEXT):
             raise MinifyError(f"regex literal at line {_line(source, i)}: not supported by this minifier")
+        elif c in _IDENT:
+            j = i
+            while j < n and source[j] in _IDENT:
+                j += 1
+            tokens.append((source[i:j], spaced))
+            i, spaced = j, False
         else:
-            emit(c)
-            i += 1
+            tokens.append((c, spaced))
+            i, spaced = i + 1, False
+    return tokens
+
+
+def fold_strings(tokens: list[Token]) -> list[Token]:
+    """``'a' + 'b'`` → ``'ab'`` where no operator binding tighter than ``+`` touches either literal."""
+    out: list[Token] = []
+    i = 0
+    while i < len(tokens):
+        text, spaced = tokens[i]
+        while (
+            text[0] in "'\""
+            and i + 2 < len(tokens)
+            and tokens[i + 1][0] == "+"
+            and tokens[i + 2][0][0] == text[0]
+            and (not out or out[-1][0] not in (".", "*", "/", "%", "-", "!", "~"))
+            and (i + 3 >= len(tokens) or tokens[i + 3][0] not in (".", "[", "(", "*", "/", "%"))
+        ):
+            text = text[:-1] + tokens[i + 2][0][1:]
+            i += 2
+        out.append((text, spaced))
+        i += 1
+    return out
+
+
+def _declared(texts: list[str]) -> set[str]:
+    """Names bound by ``const``/``let``/``var``, arrow-function parameters and ``catch (e)``."""
+    names: set[str] = set()
+    for i, t in enumerate(texts):
+        if t == "function":
+            raise MinifyError("use arrow functions: the renamer does not handle 'function'")
+        if t in ("const", "let", "var"):
+            depth, expect = 0, True
+            for tj in texts[i + 1 :]:
+                if expect:
+                    if not _is_word(tj):
+                        raise MinifyError(f"destructuring after {t!r} is not supported")
+                    names.add(tj)
+                    expect = False
+                elif tj in "([{":
+                    depth += 1
+                elif tj in ")]}":
+                    depth -= 1
+                    if depth < 0:
+                        break
+                elif depth == 0 and tj == ",":
+                    expect = True
+                elif depth == 0 and tj == ";":
+                    break
+        elif t == "catch" and texts[i + 1 : i + 2] == ["("] and _is_word(texts[i + 2]):
+            names.add(texts[i + 2])
+        elif t == "=" and texts[i + 1 : i + 2] == [">"]:
+            if _is_word(texts[i - 1]):
+                names.add(texts[i - 1])
+            elif texts[i - 1] == ")":
+                j = i - 2
+                while texts[j] != "(":
+                    if not (_is_word(texts[j]) or texts[j] == ","):
+                        raise MinifyError("arrow parameters must be plain names")
+                    if _is_word(texts[j]):
+                        names.add(texts[j])
+                    j -= 1
+    return names
+
+
+def rename(tokens: list[Token]) -> list[Token]:
+    """Give declared names the shortest names unused in the code; property names and object keys stay."""
+    texts = [t for t, _ in tokens]
+    declared = _declared(texts)
+    # Which occurrences are the variable (not a property after '.', not an object key): mark them once.
+    stack: list[str] = []
+    variable = [False] * len(texts)
+    for i, t in enumerate(texts):
+        prev = texts[i - 1] if i else ""
+        nxt = texts[i + 1] if i + 1 < len(texts) else ""
+        if t == "{":
+            stack.append("object" if prev in ("(", ",", "=", ":", "[", "?", "|", "&", "return") else "block")
+        elif t in "([":
+            stack.append(t)
+        elif t in ")]}" and stack:
+            stack.pop()
+        elif t in declared and prev != ".":
+            in_object = bool(stack) and stack[-1] == "object" and prev in ("{", ",")
+            if in_object and nxt == ":":
+                continue  # an object key
+            if in_object and nxt in ("}", ","):
+                raise MinifyError(f"shorthand property {t!r}: write {t}: {t}")
+            variable[i] = True
+    counts: dict[str, int] = {}
+    for t, is_var in zip(texts, variable, strict=True):
+        if is_var:
+            counts[t] = counts.get(t, 0) + 1
+    taken = {t for t in texts if _is_word(t)} | _RESERVED
+    letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    names = [*letters, *(a + b for a in letters for b in letters + "0123456789_$")]
+    fresh = (name for name in names if name not in taken)
+    mapping: dict[str, str] = {}
+    for name in sorted(counts, key=lambda k: (-counts[k] * len(k), k)):
+        if len(name) > 1:
+            candidate = next(fresh)
+            if len(candidate) < len(name):
+                mapping[name] = candidate
+    return [(mapping.get(t, t) if is_var else t, spaced) for (t, spaced), is_var in zip(tokens, variable, strict=True)]
+
+
+def join(tokens: list[Token]) -> str:
+    """Concatenate, keeping one space only where two tokens would otherwise merge (``a b``, ``a+ +b``)."""
+    out: list[str] = []
+    for text, spaced in tokens:
+        prev = out[-1][-1] if out else ""
+        first = text[0]
+        if prev and ((prev in _IDENT and first in _IDENT) or (spaced and prev == first and prev in "+-")):
+            out.append(" ")
+        out.append(text)
     return "".join(out)
+
+
+def unparen_arrows(tokens: list[Token]) -> list[Token]:
+    """``(x) => ...`` → ``x => ...`` (one plain parameter needs no parentheses)."""
+    out: list[Token] = []
+    i = 0
+    while i < len(tokens):
+        window = [t for t, _ in tokens[i : i + 5]]
+        if len(window) == 5 and window[0] == "(" and _is_word(window[1]) and window[2:] == [")", "=", ">"]:
+            if not tokens[i + 4][1]:  # '=>' written together
+                out.append((window[1], tokens[i][1]))
+                i += 3
+                continue
+        out.append(tokens[i])
+        i += 1
+    return out
+
+
+def minify(source: str, *, rename_names: bool = True) -> str:
+    """Strip comments and whitespace, fold string literals, shorten local names."""
+    tokens = fold_strings(tokenize(source))
+    return join(unparen_arrows(rename(tokens) if rename_names else tokens))
 
 
 def build(source: str) -> str:

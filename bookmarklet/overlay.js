@@ -72,7 +72,7 @@ const show = (status, j) => {
       ['p99 / max', ms(l.p99) + ' / ' + ms(l.max)],
       ['queries / request', s.queries.mean + ' (max ' + s.queries.max + ')'],
       ['DB time', ms(s.db_time_ms)],
-      ['N+1 requests', s.n_plus_one, s.n_plus_one],
+      ['N+1 requests', s.n_plus_one, s.n_plus_one]
     ].forEach((r) => {
       const tr = el(t, 'tr', null, r[2] && 'w');
       el(tr, 'td', r[0]);
