@@ -118,6 +118,15 @@ end
 local ENTRY_KEYS = {"ts", "thread_id", "user", "db", "client", "command", "query", "query_time_us", "response_time_us",
                     "rows", "affected_rows", "status", "error_code", "error_message"}
 
+local ts_time, ts_text = nil, nil
+
+local function timestamp(now)
+  if now ~= ts_time then
+    ts_time, ts_text = now, os_date("!%Y-%m-%dT%H:%M:%SZ", now)
+  end
+  return ts_text
+end
+
 local function record(now, command, query, inj)
   local res = inj.resultset
   local status = res.query_status
@@ -158,7 +167,7 @@ local function record(now, command, query, inj)
   if SLOW_US > 0 and response_time < SLOW_US then return end
 
   local entry = {
-    ts = os_date("!%Y-%m-%dT%H:%M:%SZ", now),
+    ts = timestamp(now),
     thread_id = conn.server and conn.server.thread_id or nil,
     user = client.username,
     db = client.default_db,

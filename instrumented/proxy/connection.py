@@ -119,12 +119,15 @@ class ProxyConnection(asyncio.Protocol):
         self.dropping = False
         self.result_sent = False
         self.pending_db: bytes | None = None
+        self.pending_user: tuple[bytes, bytes] | None = None
+        self.client_caps = 0
         self.cskip = 0  # bytes left of a client packet being relayed during LOCAL INFILE
         self.ctail = b""
         self.peer = "?"
         self.error_logged = False
         self.close_after = False
         self.client_paused = False
+        self.raw = b""  # the client's current command as received
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -355,6 +358,7 @@ class ProxyConnection(asyncio.Protocol):
             self._command(payload, raw, seq)
 
     def _command(self, payload: bytes, raw: bytes, seq: int) -> None:
+        self.raw = raw
         """One client command: ask ``read_query``, then forward, inject or answer from Lua."""
         self.client_seq = seq
         self.result_sent = False
@@ -392,6 +396,11 @@ class ProxyConnection(asyncio.Protocol):
         self._forward(payload[0] if payload else 0, raw)
         if payload and payload[0] == p.COM_INIT_DB:
             self.pending_db = payload[1:]
+        elif payload and payload[0] == p.COM_CHANGE_USER:
+            try:
+                self.pending_user = p.parse_change_user(payload, self.client_caps)
+            except (ValueError, IndexError):
+                self.pending_user = None
 
     def _forward(self, command: int, raw: bytes) -> None:
         """Send the client's bytes as they came and track the response."""
@@ -419,7 +428,11 @@ class ProxyConnection(asyncio.Protocol):
         self.dropping = not inj.resultset_is_needed and self.result_sent
         if not inj.resultset_is_needed:
             self.result_sent = True
-        data, _ = p.frame(inj.packet, 0)
+        raw = self.raw
+        if len(raw) == len(inj.packet) + 4 and raw[3] == 0 and memoryview(raw)[4:] == inj.packet:
+            data = raw  # the client's own packet re-queued (the usual logging case): no re-framing
+        else:
+            data = p.frame(inj.packet, 0)[0]
         self.backend.write(data)  # type: ignore[union-attr]
         if tracker.kind == KIND_RAW:
             self.phase = RAW
@@ -568,6 +581,7 @@ class ProxyConnection(asyncio.Protocol):
             self._send_err(b"(proxy) SSL is not supported through this proxy", ERR_UNKNOWN, (seq + 1) & 0xFF, b"08S01")
             self._close()
             return
+        self.client_caps = auth.capabilities
         self.deprecate_eof = bool(auth.capabilities & self.server_caps & p.CLIENT_DEPRECATE_EOF)
         if self.lua is not None:
             lua = self.lua
@@ -626,6 +640,12 @@ class ProxyConnection(asyncio.Protocol):
 
     def _response_done(self) -> None:
         """The response to the current command (or injection) is complete."""
+        if self.pending_user is not None:
+            # COM_CHANGE_USER: scripts (and the admin check of query_log.lua) must see the new user.
+            if self.tracker is not None and self.tracker.query_status == 0 and self.lua is not None:
+                self.lua.set("client", "username", self.pending_user[0])
+                self.lua.set("client", "default_db", self.pending_user[1])
+            self.pending_user = None
         if self.inj is None:
             if self.pending_db is not None:
                 if self.tracker is not None and self.tracker.query_status == 0 and self.lua is not None:

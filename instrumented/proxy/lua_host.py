@@ -237,7 +237,12 @@ end
 
 local unavailable = " isn't available if 'resultset_is_needed ~= true'"
 
+local streamed_mt = {__index = function(_, k)
+  if k == "fields" or k == "rows" or k == "raw" then error("inj.resultset." .. k .. unavailable, 2) end
+end}
+
 local function make_resultset(base, needed, fields, rows, raw, binary)
+  if not needed then return setmetatable(base, streamed_mt) end
   return setmetatable(base, {__index = function(_, k)
     if k == "fields" or k == "rows" or k == "raw" then
       if not needed then error("inj.resultset." .. k .. unavailable, 2) end
@@ -302,7 +307,7 @@ return host
 """
 
 
-@dataclass
+@dataclass(slots=True)
 class Injection:
     """A queued packet: what ``proxy.queries:append`` recorded."""
 
@@ -312,7 +317,7 @@ class Injection:
     queued_ns: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class HookResult:
     """What a hook call decided, plus the next queued injection (if the hook left one)."""
 
@@ -339,7 +344,7 @@ class ProxyResponse:
     packets: list[bytes] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(slots=True)
 class ResultStats:
     """Everything the host measured about a result, handed to ``read_query_result``."""
 

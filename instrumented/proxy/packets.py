@@ -388,6 +388,20 @@ def parse_auth_response(payload: bytes) -> AuthResponse:
     return AuthResponse(caps, username, auth, database, plugin)
 
 
+def parse_change_user(payload: bytes, capabilities: int) -> tuple[bytes, bytes]:
+    """(username, database) of a COM_CHANGE_USER packet."""
+    end = payload.index(b"\x00", 1)
+    username = payload[1:end]
+    pos = end + 1
+    if capabilities & CLIENT_SECURE_CONNECTION:
+        pos += 1 + payload[pos]
+    else:
+        pos = payload.index(b"\x00", pos) + 1
+    end = payload.find(b"\x00", pos)
+    database = payload[pos : len(payload) if end < 0 else end]
+    return username, database
+
+
 @dataclass
 class ColumnInfo:
     """The parts of a column definition a script can read (``inj.resultset.fields``)."""

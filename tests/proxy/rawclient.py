@@ -192,6 +192,46 @@ class RawClient:
         _, rows, _ = self._read_resultset(first)
         return rows
 
+    def execute_cursor(self, stmt_id: int) -> int:
+        """COM_STMT_EXECUTE opening a read-only cursor (no parameters); the server status after the columns."""
+        self.write_packet(b"\x17" + struct.pack("<IBI", stmt_id, 1, 1))
+        first, _ = self.read_packet()
+        if first[0] == 0xFF:
+            raise MySQLError(*self._err(first))
+        for _ in range(first[0]):
+            self.read_packet()
+        eof, _ = self.read_packet()
+        return struct.unpack_from("<H", eof, 3)[0]
+
+    def fetch(self, stmt_id: int, count: int) -> tuple[list[bytes], int]:
+        """COM_STMT_FETCH: (binary rows, server status of the closing EOF)."""
+        self.write_packet(b"\x1c" + struct.pack("<II", stmt_id, count))
+        rows = []
+        while True:
+            payload, _ = self.read_packet()
+            if payload[:1] == b"\xff":
+                raise MySQLError(*self._err(payload))
+            if self._is_eof(payload):
+                return rows, struct.unpack_from("<H", payload, 3)[0]
+            rows.append(payload)
+
+    def change_user(self, user: bytes, password: bytes, db: bytes) -> None:
+        """COM_CHANGE_USER, answering an auth switch if the server asks for one."""
+        payload = b"\x11" + user + b"\x00" + b"\x00" + db + b"\x00" + struct.pack("<H", 33)
+        payload += b"mysql_native_password\x00"
+        self.write_packet(payload)
+        while True:
+            reply, seq = self.read_packet()
+            if reply[0] == 0x00:
+                return
+            if reply[0] == 0xFF:
+                raise MySQLError(*self._err(reply))
+            if reply[0] == 0xFE:
+                _plugin, _, data = reply[1:].partition(b"\x00")
+                self.write_packet(native_password(password, data.rstrip(b"\x00")), seq + 1)
+            else:
+                raise MySQLError(0, f"unexpected auth packet {reply[:10]!r}")
+
     def close_stmt(self, stmt_id: int) -> None:
         self.write_packet(b"\x19" + struct.pack("<I", stmt_id))
 

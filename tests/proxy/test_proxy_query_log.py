@@ -270,3 +270,25 @@ def test_local_infile_through_the_proxy(qlog, tmp_path):
     conn.close()
     entry = [e for e in log_lines(qlog) if e["query"].startswith("LOAD DATA LOCAL")][-1]
     assert entry["affected_rows"] == 200 and entry["status"] == "ok"
+
+
+@pytest.mark.parametrize("logging", [False, True])
+def test_cursor_fetch_and_change_user(qlog, mariadb_users, logging):
+    if logging:
+        control(qlog.port, "PROXY LOG ON 20")
+    client = RawClient(qlog.port)
+    stmt, _, _ = client.prepare(b"SELECT seq FROM seq_1_to_10")
+    assert client.execute_cursor(stmt) & 0x40  # SERVER_STATUS_CURSOR_EXISTS: rows come with COM_STMT_FETCH
+    fetched = [client.fetch(stmt, 4) for _ in range(3)]
+    assert [len(rows) for rows, _ in fetched] == [4, 4, 2]
+    assert fetched[-1][1] & 0x80  # SERVER_STATUS_LAST_ROW_SENT
+    client.change_user(b"instr_plain", b"pw-instr_plain", b"test")
+    assert client.query(b"SELECT CURRENT_USER()") == [[b"\rinstr_plain@%"]]
+    with pytest.raises(MySQLError) as info:
+        client.query(b"PROXY LOG STATUS")  # the proxy sees the new user: no longer an admin
+    assert info.value.code == 1227
+    client.close()
+    if logging:
+        executes = [e for e in log_lines(qlog) if e.get("command") == "execute"]
+        assert executes[-1]["query"] == "SELECT seq FROM seq_1_to_10" and executes[-1]["status"] == "ok"
+        assert any(e["user"] == "instr_plain" for e in log_lines(qlog))
