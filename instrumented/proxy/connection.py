@@ -51,6 +51,8 @@ RAW = 6
 CLOSED = 7
 
 ERR_BACKEND_DOWN = 2003
+#: Bytes of further commands accepted from a client while its current command runs (then reading pauses).
+CLIENT_BACKLOG = 1 << 20
 ERR_UNKNOWN = 1105
 
 
@@ -106,7 +108,7 @@ class ProxyConnection(asyncio.Protocol):
         self.lua: LuaConnection | None = None
         self.hooks: set[str] = set()
         self.phase = CONNECTING
-        self.cbuf = b""  # client bytes not yet handled (commands wait while a response is in flight)
+        self.cbuf = bytearray()  # client bytes not yet handled (commands wait while a response is in flight)
         self.sbuf = b""  # server bytes during greeting/auth, where whole packets are parsed
         self.deprecate_eof = False
         self.server_caps = 0
@@ -127,6 +129,7 @@ class ProxyConnection(asyncio.Protocol):
         self.error_logged = False
         self.close_after = False
         self.client_paused = False
+        self.backend_full = False
         self.raw = b""  # the client's current command as received
 
     # ---------------------------------------------------------------- lifecycle
@@ -269,12 +272,21 @@ class ProxyConnection(asyncio.Protocol):
 
     def pause_client(self) -> None:
         """MySQL is slow to read (a huge upload)."""
-        if self.client is not None:
-            self.client.pause_reading()
+        self.backend_full = True
+        self._client_reading()
 
     def resume_client(self) -> None:
         """MySQL reads again."""
-        if self.client is not None and not self.client.is_closing():
+        self.backend_full = False
+        self._client_reading()
+
+    def _client_reading(self) -> None:
+        """Read the client unless MySQL is not keeping up or too many of its commands are waiting."""
+        if self.client is None or self.client.is_closing():
+            return
+        if self.backend_full or self.client_paused:
+            self.client.pause_reading()
+        else:
             self.client.resume_reading()
 
     # ---------------------------------------------------------------- Lua
@@ -315,7 +327,7 @@ class ProxyConnection(asyncio.Protocol):
                 if plen + 4 == n and plen < p.MAX_PAYLOAD:  # the usual case: exactly one command
                     self._command(data[4:], data, data[3])
                     return
-            self.cbuf = data
+            self.cbuf += data
             self._process_commands()
             return
         if phase == RESPONSE and self.tracker is not None and self.tracker.relays_client and not self.cbuf:
@@ -331,30 +343,35 @@ class ProxyConnection(asyncio.Protocol):
             self._client_auth()
         elif phase == IDLE:
             self._process_commands()
+        elif phase == RESPONSE and len(self.cbuf) > CLIENT_BACKLOG and not self.client_paused:
+            # A client that keeps sending while its previous command runs: stop reading it for now.
+            self.client_paused = True
+            self._client_reading()
 
     def _process_commands(self) -> None:
         """Handle complete commands in ``cbuf`` one at a time (the protocol allows one in flight)."""
         while self.phase == IDLE and len(self.cbuf) >= 4:
             buf = self.cbuf
+            size = len(buf)
             pos = 0
-            payload = b""
-            seq = 0
-            complete = False
-            while pos + 4 <= len(buf):
-                hdr = _HEADER.unpack_from(buf, pos)[0]
-                plen = hdr & 0xFFFFFF
-                if pos + 4 + plen > len(buf):
-                    break
-                payload += buf[pos + 4 : pos + 4 + plen]
-                seq = hdr >> 24
+            parts: list[tuple[int, int]] = []
+            while True:  # find the end of one command (16 MB packets continue in the next one)
+                if pos + 4 > size:
+                    return
+                plen = _HEADER.unpack_from(buf, pos)[0] & 0xFFFFFF
+                if pos + 4 + plen > size:
+                    return
+                parts.append((pos + 4, pos + 4 + plen))
+                seq = buf[pos + 3]
                 pos += 4 + plen
                 if plen < p.MAX_PAYLOAD:
-                    complete = True
                     break
-            if not complete:
-                return
-            raw = buf[:pos]
-            self.cbuf = buf[pos:]
+            if len(parts) == 1:
+                payload = bytes(buf[4:pos])
+            else:
+                payload = b"".join(buf[a:b] for a, b in parts)
+            raw = bytes(buf[:pos])
+            del buf[:pos]
             self._command(payload, raw, seq)
 
     def _command(self, payload: bytes, raw: bytes, seq: int) -> None:
@@ -488,7 +505,7 @@ class ProxyConnection(asyncio.Protocol):
                 if used < len(data):
                     self.server_data(data[used:])
             elif tracker.waiting_for_client and self.cbuf:
-                pending, self.cbuf = self.cbuf, b""
+                pending, self.cbuf = bytes(self.cbuf), bytearray()
                 self._relay_client_exchange(pending)
             return
         if self.phase == RAW or self.phase == IDLE:
@@ -565,10 +582,10 @@ class ProxyConnection(asyncio.Protocol):
         plen = hdr & 0xFFFFFF
         if len(buf) < 4 + plen:
             return
-        payload = buf[4 : 4 + plen]
+        payload = bytes(buf[4 : 4 + plen])
         seq = hdr >> 24
-        raw = buf[: 4 + plen]
-        self.cbuf = buf[4 + plen :]
+        raw = bytes(buf[: 4 + plen])
+        del buf[: 4 + plen]
         try:
             auth = p.parse_auth_response(payload)
         except (ValueError, IndexError, struct.error) as exc:
@@ -600,7 +617,7 @@ class ProxyConnection(asyncio.Protocol):
         self.backend.write(raw)  # type: ignore[union-attr]
         self.phase = AUTH
         if self.cbuf:
-            pending, self.cbuf = self.cbuf, b""
+            pending, self.cbuf = bytes(self.cbuf), bytearray()
             self.backend.write(pending)  # type: ignore[union-attr]
 
     def _server_auth(self) -> None:
@@ -752,6 +769,9 @@ class ProxyConnection(asyncio.Protocol):
         if self.close_after:
             self._close()
             return
+        if self.client_paused:
+            self.client_paused = False
+            self._client_reading()
         if self.cbuf:
             self._process_commands()
 

@@ -195,3 +195,23 @@ def test_ssl_request_is_refused_cleanly(qlog):
     reply = sock.recv(65536)
     assert reply[4] == 0xFF and b"SSL is not supported" in reply
     sock.close()
+
+
+@pytest.mark.parametrize("logging", [False, True])
+def test_pipelined_commands_are_answered_in_order(qlog, logging):
+    if logging:
+        control(qlog.port, "PROXY LOG ON 20")
+    client = RawClient(qlog.port)
+    batch = b""
+    for i in range(50):  # sent in one write, before reading any answer
+        payload = b"\x03" + f"SELECT {i}, REPEAT('p', {i * 100})".encode()
+        batch += len(payload).to_bytes(3, "little") + b"\x00" + payload
+    client.sock.sendall(batch)
+    for i in range(50):
+        first, _ = client.read_packet()
+        assert first[0] == 2
+        client.read_packet(), client.read_packet(), client.read_packet()  # two column definitions, EOF
+        row, _ = client.read_packet()
+        assert row[1 : 1 + len(str(i))] == str(i).encode()
+        assert client.read_packet()[0][0] == 0xFE
+    client.close()
