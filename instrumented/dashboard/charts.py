@@ -31,14 +31,14 @@ def _f(value: float) -> str:
     return f"{value:.1f}"
 
 
-def _svg(label: str, body: SafeString) -> SafeString:
+def _svg(label: str, body: SafeString, height: int = HEIGHT) -> SafeString:
     return format_html(
         '<svg class="ichart" viewBox="0 0 {} {}" width="{}" height="{}" role="img" aria-label="{}">'
         "<title>{}</title>{}</svg>",
         WIDTH,
-        HEIGHT,
+        height,
         WIDTH,
-        HEIGHT,
+        height,
         label,
         label,
         body,
@@ -135,8 +135,9 @@ def latency_distribution(latency: dict[str, float], requests: int) -> SafeString
     if p50 < 1.5 * 10**lo_exp:
         lo_exp -= 1  # leave room left of p50 for the first band
     hi_exp = max(math.ceil(math.log10(top)), lo_exp + 1)
-    head = 36  # three rows of percentile labels above the plot
-    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM - head
+    head = 48  # four rows of percentile labels above the plot, so no two labels ever overlap
+    height = HEIGHT + head - 12
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, height - TOP - BOTTOM - head
 
     def x_of(ms: float) -> float:
         return LEFT + plot_w * (math.log10(ms) - lo_exp) / (hi_exp - lo_exp)
@@ -162,8 +163,9 @@ def latency_distribution(latency: dict[str, float], requests: int) -> SafeString
         x1, x2 = x_of(10**a), x_of(10**b)
         parts.append(
             format_html(
-                '<rect class="ichart-bar ichart-band" x="{}" y="{}" width="{}" height="{}">'
+                '<rect class="ichart-bar ichart-band{}" x="{}" y="{}" width="{}" height="{}">'
                 "<title>{}: {} % of requests</title></rect>",
+                " ichart-open" if name == quantile_ranges[0][3] else "",
                 _f(x1),
                 _f(TOP + head + plot_h - h),
                 _f(max(x2 - x1, 1.0)),
@@ -183,12 +185,12 @@ def latency_distribution(latency: dict[str, float], requests: int) -> SafeString
                 _f(x_of(ms)),
                 TOP + head + plot_h,
                 _f(x_of(ms)),
-                HEIGHT - 6,
+                height - 6,
                 "end" if x_of(ms) > WIDTH - RIGHT - 20 else "middle",
                 _number(ms / 1000, "s") if ms >= 1000 else _number(ms, "ms"),
             )
         )
-    row_ends = [-1e9, -1e9, -1e9]  # right edge of the last label in each row, so labels never overlap
+    row_ends = [-1e9] * 4  # right edge of the last label in each row, so labels never overlap
     for name, ms in (("p50", p50), ("p95", p95), ("p99", p99), ("max", top)):
         x = x_of(ms)
         text = f"{name} {_number(ms, 'ms')}"
@@ -203,7 +205,7 @@ def latency_distribution(latency: dict[str, float], requests: int) -> SafeString
                 '<line class="ichart-marker" x1="{}" y1="{}" x2="{}" y2="{}"/>'
                 '<text class="ichart-marker-label" x="{}" y="{}" text-anchor="{}">{}</text>',
                 _f(x),
-                TOP + head - 2 - 12 * (2 - row),
+                TOP + 11 + 12 * row,
                 _f(x),
                 TOP + head + plot_h,
                 _f(x),
@@ -219,4 +221,4 @@ def latency_distribution(latency: dict[str, float], requests: int) -> SafeString
         WIDTH - RIGHT,
         TOP + head + plot_h,
     )
-    return _svg(label, mark_safe(axis + "".join(parts)))  # every part was built by format_html
+    return _svg(label, mark_safe(axis + "".join(parts)), height)  # every part was built by format_html
