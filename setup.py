@@ -38,6 +38,8 @@ setup(
     extras_require={
         # The MySQL proxy host runs MySQL Proxy Lua scripts through lupa's Lua 5.1 runtime.
         "proxy": ["lupa>=2.0"],
+        # The demo runs under a multi-process server.
+        "demo": ["gunicorn>=22"],
         "test": [
             "pytest>=8",
             "pytest-django>=4.8",
