@@ -15,6 +15,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.test import Client
 
+from instrumented.reader import read_stats
 from instrumented.terminal import render_summary
 from tests.conftest import EXAMPLE, ROOT, free_port
 
@@ -43,7 +44,8 @@ def test_once_prints_every_view_and_a_summary(flush):
     output = top("--once")
     assert "4 view(s) · 7 requests" in output
     assert "1 error(s)" in output
-    assert "slowest p95: shop:slow" in output and "most errors: shop:fail" in output
+    slowest = max(read_stats()["views"], key=lambda v: v["latency_ms"]["p95"])  # /slow/, unless /fail/ was slower
+    assert f"slowest p95: {slowest['view']}" in output and "most errors: shop:fail" in output
     rows = data_rows(output)
     assert [row.split("│")[1].strip() for row in rows] == ["shop:fast", "shop:fail", "shop:n_plus_one", "shop:slow"]
     assert "Ctrl-C" not in output  # a one-shot table has nothing to quit
