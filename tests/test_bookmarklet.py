@@ -11,6 +11,7 @@ from urllib.parse import unquote
 import pytest
 from django.conf import settings
 from django.test import Client
+from django.urls import include, path
 
 from bookmarklet import build
 from instrumented.dashboard import bookmarklet
@@ -118,3 +119,20 @@ def test_bookmarklet_page(django_user_model):
     assert 'id="instr-bookmarklet" href="javascript:(()=%3E%7B' in html
     assert "drag" in html
     assert response["X-Frame-Options"] == "DENY" and "no-store" in response["Cache-Control"]
+
+
+class OpsMount:
+    """A site that mounts the tool at /ops/stats/ and has no admin."""
+
+    urlpatterns = [path("ops/stats/", include("instrumented.urls"))]
+
+
+@pytest.mark.django_db
+def test_the_mount_path_comes_from_the_site_urls(django_user_model, settings):
+    settings.ROOT_URLCONF = OpsMount
+    client = Client()
+    client.force_login(django_user_model.objects.create_user("staff", password="pw", is_staff=True))
+    html = client.get("/ops/stats/bookmarklet/").content.decode()
+    href = re.search(r'id="instr-bookmarklet" href="([^"]+)"', html).group(1)
+    code = unquote(href.replace("&#x27;", "'"))
+    assert '"/ops/stats/"' in code and '"/instrumented/"' not in code
