@@ -210,3 +210,15 @@ def test_a_failing_reader_is_no_data_not_a_500(staff_client, monkeypatch, caplog
 def test_head_requests_are_answered(staff_client):
     assert staff_client.head(reverse("instrumented:dashboard")).status_code == 200
     assert staff_client.head(reverse("instrumented:api_views")).status_code == 200
+
+
+def test_latency_chart_draws_the_merged_histogram():
+    from instrumented.dashboard import charts
+
+    latency = {"mean": 5.0, "p50": 4.0, "p95": 9.0, "p99": 20.0, "max": 30.0}
+    histogram = [{"le_ms": 4.0, "count": 50}, {"le_ms": 9.0, "count": 45}, {"le_ms": 29.0, "count": 5}]
+    svg = str(charts.latency_distribution(latency, 100, histogram))
+    assert svg.count('class="ichart-bar"') == 3
+    assert "50 requests (50 %)" in svg and "5 requests (5 %)" in svg
+    # Without a histogram, the percentile bands are drawn instead.
+    assert "ichart-band" in str(charts.latency_distribution(latency, 100))

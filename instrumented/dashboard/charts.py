@@ -7,6 +7,7 @@ every string that reaches the markup goes through ``format_html`` escaping.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
@@ -114,12 +115,15 @@ def bars(
     return _svg(label, mark_safe(axis + "".join(parts)))  # every part was built by format_html
 
 
-def latency_distribution(latency: dict[str, float], requests: int) -> SafeString:
-    """Where the requests' latencies fall, on a log axis, from the reader's percentiles.
+def latency_distribution(
+    latency: dict[str, float], requests: int, histogram: list[dict[str, float]] | None = None
+) -> SafeString:
+    """Where the requests' latencies fall, on a log axis, with the percentiles marked.
 
-    The reader keeps a mergeable histogram but hands out its percentiles, so the bands are the
-    quantile ranges: 50 % of requests up to p50, 45 % from p50 to p95, 4 % to p99, 1 % to the maximum.
-    A band's area is its share of the requests, so tall narrow bands are where requests pile up.
+    With the reader's merged ``histogram`` (``read_stats(series=True)``), a bar per column of the axis
+    counts the requests whose latency falls there. Without it, the bands are the quantile ranges: 50 %
+    of requests up to p50, 45 % from p50 to p95, 4 % to p99, 1 % to the maximum, each band's area
+    being its share of the requests.
     """
     label = "latency distribution (log scale)"
     if requests <= 0 or latency["max"] <= 0:
@@ -142,38 +146,11 @@ def latency_distribution(latency: dict[str, float], requests: int) -> SafeString
     def x_of(ms: float) -> float:
         return LEFT + plot_w * (math.log10(ms) - lo_exp) / (hi_exp - lo_exp)
 
-    min_width = 0.02 * (hi_exp - lo_exp)  # decades: a band of equal percentiles stays visible
-    bands: list[tuple[float, float, float, str]] = []
-    quantile_ranges = (
-        (10.0**lo_exp, p50, 0.50, "≤ p50"),
-        (p50, p95, 0.45, "p50\u2013p95"),
-        (p95, p99, 0.04, "p95\u2013p99"),
-        (p99, top, 0.01, "p99\u2013max"),
-    )
-    for start, end, share, name in quantile_ranges:
-        a, b = math.log10(start), math.log10(max(end, start))
-        if b - a < min_width:
-            a, b = max(b - min_width, lo_exp), max(b, lo_exp + min_width)
-        bands.append((a, b, share, name))
-    densities = [share / (b - a) for a, b, share, _ in bands]
-    peak = max(densities)
     parts: list[SafeString] = []
-    for (a, b, share, name), density in zip(bands, densities, strict=True):
-        h = max(plot_h * density / peak, 1.5)
-        x1, x2 = x_of(10**a), x_of(10**b)
-        parts.append(
-            format_html(
-                '<rect class="ichart-bar ichart-band{}" x="{}" y="{}" width="{}" height="{}">'
-                "<title>{}: {} % of requests</title></rect>",
-                " ichart-open" if name == quantile_ranges[0][3] else "",
-                _f(x1),
-                _f(TOP + head + plot_h - h),
-                _f(max(x2 - x1, 1.0)),
-                _f(h),
-                name,
-                _number(share * 100),
-            )
-        )
+    if histogram:
+        parts.extend(_histogram_bars(histogram, lo_exp, hi_exp, x_of, TOP + head, plot_h))
+    else:
+        parts.extend(_quantile_bands(p50, p95, p99, top, lo_exp, hi_exp, x_of, TOP + head, plot_h))
     for exp in range(lo_exp, hi_exp + 1):
         ms = 10.0**exp
         parts.append(
@@ -222,3 +199,79 @@ def latency_distribution(latency: dict[str, float], requests: int) -> SafeString
         TOP + head + plot_h,
     )
     return _svg(label, mark_safe(axis + "".join(parts)), height)  # every part was built by format_html
+
+
+def _histogram_bars(
+    histogram: list[dict[str, float]], lo_exp: int, hi_exp: int, x_of: Any, base: float, plot_h: float
+) -> list[SafeString]:
+    """The merged histogram's bins summed into 64 columns of the log axis."""
+    columns = 64
+    counts = [0.0] * columns
+    for entry in histogram:
+        ms, count = float(entry["le_ms"]), float(entry["count"])
+        if ms <= 0 or count <= 0:
+            continue
+        position = (math.log10(ms) - lo_exp) / (hi_exp - lo_exp)
+        counts[min(max(int(position * columns), 0), columns - 1)] += count
+    peak = max(counts) or 1.0
+    total = sum(counts) or 1.0
+    column_w = (x_of(10.0**hi_exp) - x_of(10.0**lo_exp)) / columns
+    parts: list[SafeString] = []
+    for i, count in enumerate(counts):
+        if not count:
+            continue
+        h = max(plot_h * count / peak, 1.5)
+        start_ms = 10 ** (lo_exp + (hi_exp - lo_exp) * i / columns)
+        parts.append(
+            format_html(
+                '<rect class="ichart-bar" x="{}" y="{}" width="{}" height="{}">'
+                "<title>from {}: {} requests ({} %)</title></rect>",
+                _f(x_of(10.0**lo_exp) + i * column_w + 0.5),
+                _f(base + plot_h - h),
+                _f(max(column_w - 1.0, 1.0)),
+                _f(h),
+                _number(start_ms, "ms"),
+                _number(count),
+                _number(100 * count / total),
+            )
+        )
+    return parts
+
+
+def _quantile_bands(
+    p50: float, p95: float, p99: float, top: float, lo_exp: int, hi_exp: int, x_of: Any, base: float, plot_h: float
+) -> list[SafeString]:
+    """Bands between the percentiles, when no histogram is at hand."""
+    min_width = 0.02 * (hi_exp - lo_exp)  # decades: a band of equal percentiles stays visible
+    bands: list[tuple[float, float, float, str]] = []
+    quantile_ranges = (
+        (10.0**lo_exp, p50, 0.50, "≤ p50"),
+        (p50, p95, 0.45, "p50\u2013p95"),
+        (p95, p99, 0.04, "p95\u2013p99"),
+        (p99, top, 0.01, "p99\u2013max"),
+    )
+    for start, end, share, name in quantile_ranges:
+        a, b = math.log10(start), math.log10(max(end, start))
+        if b - a < min_width:
+            a, b = max(b - min_width, lo_exp), max(b, lo_exp + min_width)
+        bands.append((a, b, share, name))
+    densities = [share / (b - a) for a, b, share, _ in bands]
+    peak = max(densities)
+    parts: list[SafeString] = []
+    for (a, b, share, name), density in zip(bands, densities, strict=True):
+        h = max(plot_h * density / peak, 1.5)
+        x1, x2 = x_of(10**a), x_of(10**b)
+        parts.append(
+            format_html(
+                '<rect class="ichart-bar ichart-band{}" x="{}" y="{}" width="{}" height="{}">'
+                "<title>{}: {} % of requests</title></rect>",
+                " ichart-open" if name == quantile_ranges[0][3] else "",
+                _f(x1),
+                _f(base + plot_h - h),
+                _f(max(x2 - x1, 1.0)),
+                _f(h),
+                name,
+                _number(share * 100),
+            )
+        )
+    return parts

@@ -232,7 +232,7 @@ def view_detail(request: HttpRequest) -> HttpResponseBase:
             queries=queries[:10],
             suspects=[q for q in queries if q["n_plus_one"]],
             errors=[{**e, "link": _error_link(e["last_reference"]) if technical else None} for e in view["exceptions"]],
-            latency_svg=charts.latency_distribution(view["latency_ms"], view["requests"]),
+            latency_svg=charts.latency_distribution(view["latency_ms"], view["requests"], view.get("histogram")),
             throughput_svg=charts.bars(
                 [p["requests"] for p in points],
                 label="requests per 10 s",
