@@ -153,8 +153,10 @@ def _reader_benchmark(processes: int, views: int, rounds: int, full_window: bool
             for v in range(views):
                 for _r in range(3):
                     probe = Probe(0)
-                    probe.aliases = {"default": [4, 40_000]}
-                    probe.templates = {f"SELECT * FROM t{v} WHERE id = %s": [3, 30_000], "SELECT 1": [1, 10_000]}
+                    probe.queries = {
+                        ("default", f"SELECT * FROM t{v} WHERE id = %s"): [3, 30_000],
+                        ("default", "SELECT 1"): [1, 10_000],
+                    }
                     latency = int(rng.lognormvariate(15, 0.6))
                     aggregator.record(f"app:view_{v}", f"v/{v}/", "GET", 200, latency, probe, now=at)
             with mock.patch("instrumented.flusher.time.time", return_value=at):

@@ -101,9 +101,11 @@ class Aggregator:
         latency_us = duration_ns / 1000.0
         queries = 0
         db_ns = 0
-        for count, ns in probe.aliases.values():
-            queries += count
-            db_ns += ns
+        if probe.queries:
+            probe_aliases, probe_templates = probe.summarise()
+            for count, ns in probe_aliases.values():
+                queries += count
+                db_ns += ns
         is_error = status >= 500 or probe.exception_class is not None
         threshold = self.n_plus_one_threshold
         with self.lock:
@@ -160,7 +162,7 @@ class Aggregator:
                 stats.db_ns += db_ns
                 flagged = False
                 templates = stats.templates
-                for sql, (count, ns) in probe.templates.items():
+                for sql, (count, ns) in probe_templates.items():
                     suspect = count >= threshold
                     flagged = flagged or suspect
                     entry = templates.get(sql)
@@ -176,7 +178,7 @@ class Aggregator:
                 if len(templates) > 4 * self.max_queries:
                     self._prune_templates(stats)
                 aliases = stats.aliases
-                for alias, (count, ns) in probe.aliases.items():
+                for alias, (count, ns) in probe_aliases.items():
                     entry = aliases.get(alias)
                     if entry is None:
                         aliases[alias] = [count, ns]

@@ -22,27 +22,35 @@ _IN_LIST = re.compile(r"\((?:%s, )+%s\)")
 class Probe:
     """What one request did: SQL per alias and per template, and any exception it raised."""
 
-    __slots__ = ("active", "aliases", "error_reference", "exception_class", "start_ns", "templates")
+    __slots__ = ("active", "error_reference", "exception_class", "queries", "start_ns")
 
     def __init__(self, start_ns: int) -> None:
         self.start_ns = start_ns
         self.active = True
-        # alias -> [count, nanoseconds]
-        self.aliases: dict[str, list[int]] = {}
-        # SQL template -> [count, nanoseconds]
-        self.templates: dict[str, list[int]] = {}
+        # (alias, SQL as run) -> [count, nanoseconds]
+        self.queries: dict[tuple[str, str], list[int]] = {}
         self.exception_class: str | None = None
         self.error_reference: str | None = None
 
-    @property
-    def query_count(self) -> int:
-        """Queries run by this request, all aliases."""
-        return sum(entry[0] for entry in self.aliases.values())
-
-    @property
-    def db_ns(self) -> int:
-        """Time spent in SQL by this request, all aliases."""
-        return sum(entry[1] for entry in self.aliases.values())
+    def summarise(self) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+        """Per alias and per SQL template: ``{name: [count, nanoseconds]}`` each (once, when the request ends)."""
+        aliases: dict[str, list[int]] = {}
+        templates: dict[str, list[int]] = {}
+        for (alias, sql), (count, ns) in self.queries.items():
+            entry = aliases.get(alias)
+            if entry is None:
+                aliases[alias] = [count, ns]
+            else:
+                entry[0] += count
+                entry[1] += ns
+            template = template_of(sql if type(sql) is str else str(sql))
+            entry = templates.get(template)
+            if entry is None:
+                templates[template] = [count, ns]
+            else:
+                entry[0] += count
+                entry[1] += ns
+        return aliases, templates
 
 
 current_probe: ContextVar[Probe | None] = ContextVar("instrumented_probe", default=None)
@@ -55,7 +63,9 @@ def template_of(sql: str) -> str:
     return sql
 
 
-def sql_wrapper(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
+def sql_wrapper(
+    execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]
+) -> Any:
     """Time and count one query for the current request's probe; a no-op outside a recorded request."""
     probe = current_probe.get()
     if probe is None or not probe.active:
@@ -65,25 +75,14 @@ def sql_wrapper(execute: Callable[..., Any], sql: str, params: Any, many: bool, 
         return execute(sql, params, many, context)
     finally:
         elapsed = perf_counter_ns() - start
-        try:
-            alias = context["connection"].alias
-            entry = probe.aliases.get(alias)
-            if entry is None:
-                probe.aliases[alias] = [1, elapsed]
-            else:
-                entry[0] += 1
-                entry[1] += elapsed
-            if not isinstance(sql, str):
-                sql = str(sql)
-            template = template_of(sql)
-            entry = probe.templates.get(template)
-            if entry is None:
-                probe.templates[template] = [1, elapsed]
-            else:
-                entry[0] += 1
-                entry[1] += elapsed
-        except Exception:  # noqa: BLE001 - instrumentation never breaks a query
-            pass
+        # One dict lookup per query, keyed by (alias, SQL): per-alias totals are summed when the request ends.
+        key = (context["connection"].alias, sql)
+        entry = probe.queries.get(key)
+        if entry is None:
+            probe.queries[key] = [1, elapsed]
+        else:
+            entry[0] += 1
+            entry[1] += elapsed
 
 
 def install_on(connection: BaseDatabaseWrapper) -> None:

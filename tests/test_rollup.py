@@ -15,8 +15,7 @@ BUCKET = 10
 def simulate(flusher: Flusher, aggregator: Aggregator, at: float, view: str, requests: int, latency_us: int) -> None:
     for _ in range(requests):
         probe = Probe(0)
-        probe.aliases = {"default": [2, 2000]}
-        probe.templates = {"SELECT %s": [2, 2000]}
+        probe.queries = {("default", "SELECT %s"): [2, 2000]}
         aggregator.record(view, "r/", "GET", 200, latency_us * 1000, probe, now=at)
     with mock.patch("instrumented.flusher.time.time", return_value=at):
         flusher.flush()
