@@ -85,6 +85,8 @@ class Aggregator:
         self.dirty: set[int] = set()
         self.dropped_views = 0
         self.pid = os.getpid()
+        # Set by the flusher that writes this aggregate, so the request path can skip checking for it.
+        self.flushing = False
 
     def record(
         self,
@@ -97,7 +99,9 @@ class Aggregator:
         now: float | None = None,
     ) -> None:
         """Count one finished request into the current bucket."""
-        bucket = int((time.time() if now is None else now) // self.bucket_seconds)
+        if now is None:
+            now = time.time()
+        bucket = int(now // self.bucket_seconds)
         latency_us = duration_ns / 1000.0
         queries = 0
         db_ns = 0
@@ -135,16 +139,12 @@ class Aggregator:
                     entry = stats.exceptions.get(probe.exception_class)
                     if entry is None:
                         if len(stats.exceptions) < 20:
-                            stats.exceptions[probe.exception_class] = [
-                                1,
-                                probe.error_reference or "",
-                                time.time(),
-                            ]
+                            stats.exceptions[probe.exception_class] = [1, probe.error_reference or "", now]
                     else:
                         entry[0] += 1
                         if probe.error_reference:
                             entry[1] = probe.error_reference
-                        entry[2] = time.time()
+                        entry[2] = now
             stats.lat_sum_us += latency_us
             if latency_us > stats.lat_max_us:
                 stats.lat_max_us = latency_us

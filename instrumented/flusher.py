@@ -65,6 +65,7 @@ class Flusher:
     def start(self) -> None:
         """Start the daemon thread and flush once more at interpreter exit."""
         self._thread.start()
+        self.aggregator.flushing = True
         atexit.register(self.stop)
 
     def stop(self) -> None:

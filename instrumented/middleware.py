@@ -97,22 +97,25 @@ class InstrumentedMiddleware:
             else:
                 view = NOT_FOUND_VIEW if status == 404 else UNRESOLVED_VIEW
                 route = ""
-            if self._is_ignored(view):
+            ignored = self._ignored.get(view)
+            if ignored is None:
+                ignored = self._is_ignored(view)
+            if ignored:
                 return
             config = get_config()
-            get_aggregator(config).record(view, route, request.method or "", status, duration, probe)
-            ensure_flusher(config)
+            aggregator = get_aggregator(config)
+            aggregator.record(view, route, request.method or "", status, duration, probe)
+            if not aggregator.flushing:
+                ensure_flusher(config)
         except Exception as exc:  # noqa: BLE001 - fail open
             failures.record("recording a request failed", exc)
 
     def _is_ignored(self, view: str) -> bool:
-        """Whether ``view`` matches IGNORE_VIEWS (an exact name, or a 'namespace:' prefix); cached."""
-        ignored = self._ignored.get(view)
-        if ignored is None:
-            patterns = get_config()["IGNORE_VIEWS"]
-            ignored = any(view == p or (p.endswith(":") and view.startswith(p)) for p in patterns)
-            if len(self._ignored) < 10_000:
-                self._ignored[view] = ignored
+        """Whether ``view`` matches IGNORE_VIEWS (an exact name, or a 'namespace:' prefix); remembered."""
+        patterns = get_config()["IGNORE_VIEWS"]
+        ignored = any(view == p or (p.endswith(":") and view.startswith(p)) for p in patterns)
+        if len(self._ignored) < 10_000:
+            self._ignored[view] = ignored
         return ignored
 
 
