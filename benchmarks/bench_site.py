@@ -19,12 +19,12 @@ def trivial(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok")
 
 
-def ten_queries(request: HttpRequest) -> HttpResponse:
+def queries(request: HttpRequest, n: int) -> HttpResponse:
     with connection.cursor() as cursor:
-        for i in range(10):
+        for i in range(n):
             cursor.execute("SELECT %s", [i])
             cursor.fetchone()
     return HttpResponse("ok")
 
 
-urlpatterns = [path("trivial/", trivial, name="trivial"), path("queries/", ten_queries, name="queries")]
+urlpatterns = [path("trivial/", trivial, name="trivial"), path("queries/<int:n>/", queries, name="queries")]
