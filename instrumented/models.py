@@ -1,0 +1,19 @@
+"""django-instrumented stores nothing in the database; this module only carries its permissions."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class QueryLogControl(models.Model):
+    """No table, no rows: the holder of ``instrumented.control_querylog``, the DBA panel's permission.
+
+    Permissions belong to a model's content type, so a table-less unmanaged model gives the permission
+    a home that ``manage.py migrate`` creates and the admin's user/group pages can grant.
+    """
+
+    class Meta:
+        managed = False
+        default_permissions = ()
+        permissions = [("control_querylog", "Can switch the MySQL proxy query log on and off")]
+        verbose_name = "query log control"
