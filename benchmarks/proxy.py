@@ -73,15 +73,18 @@ def setup_table() -> None:
     conn.close()
 
 
-def batch_latency_us(conn: MySQLdb.Connection, sql: str, expected: int, n: int) -> float:
+def batch_latency_us(conn: MySQLdb.Connection, sql: str, expected: int, n: int) -> list[float]:
+    """Per-query round-trip times (µs) of n executions; the median over all samples shrugs off noisy neighbours."""
     cur = conn.cursor()
-    start = time.perf_counter_ns()
+    clock = time.perf_counter_ns
+    samples = []
     for _ in range(n):
+        start = clock()
         cur.execute(sql)
         rows = cur.fetchall()
-    elapsed = time.perf_counter_ns() - start
+        samples.append((clock() - start) / 1000)
     assert len(rows) == expected, (sql, len(rows))
-    return elapsed / n / 1000
+    return samples
 
 
 def _throughput_worker(port: int, seconds: float, start_at: float, out: mp.Queue) -> None:
@@ -122,8 +125,8 @@ def set_logging(port: int, on: bool) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--batch", type=int, default=300, help="queries per latency batch (1000-row: a tenth)")
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=100, help="queries per target per round (1000-row: a tenth)")
     parser.add_argument("--seconds", type=float, default=3.0, help="duration of each throughput run")
     parser.add_argument("--clients", type=int, default=8)
     args = parser.parse_args()
@@ -152,13 +155,15 @@ def main() -> int:
         for sql, expected in QUERIES.values():  # warm-up
             for conn in conns.values():
                 batch_latency_us(conn, sql, expected, 20)
-        for _ in range(args.rounds):
+        order = list(conns)
+        for round_no in range(args.rounds):
             for name, (sql, expected) in QUERIES.items():
                 n = args.batch if expected == 1 else max(10, args.batch // 10)
-                for target, conn in conns.items():
+                rotated = order[round_no % len(order) :] + order[: round_no % len(order)]
+                for target in rotated:
                     if target.startswith("host"):
                         set_logging(host_port, target == "host_on")
-                    results[name][target].append(batch_latency_us(conn, sql, expected, n))
+                    results[name][target].extend(batch_latency_us(conns[target], sql, expected, n))
         set_logging(host_port, False)
         qps: dict[str, list[float]] = {t: [] for t in targets}
         for _ in range(3):
@@ -180,7 +185,7 @@ def main() -> int:
     logged = sum(1 for _ in log_file.open()) if log_file.exists() else 0
     shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"\nlatency per query, µs (median of {args.rounds} interleaved batches; mysqlclient)")
+    print(f"\nlatency per query, µs (median of all queries from {args.rounds} interleaved rounds; mysqlclient)")
     print(f"{'query':<14}{'direct':>9}{'relay':>9}{'host off':>10}{'host on':>9}"
           f"{'+relay':>9}{'+off':>8}{'+on':>8}{'on/relay':>10}{'off/relay':>11}")  # fmt: skip
     verdicts = []

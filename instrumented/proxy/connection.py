@@ -375,8 +375,8 @@ class ProxyConnection(asyncio.Protocol):
             self._command(payload, raw, seq)
 
     def _command(self, payload: bytes, raw: bytes, seq: int) -> None:
-        self.raw = raw
         """One client command: ask ``read_query``, then forward, inject or answer from Lua."""
+        self.raw = raw
         self.client_seq = seq
         self.result_sent = False
         if self.lua is not None and "read_query" in self.hooks and payload:
@@ -400,9 +400,7 @@ class ProxyConnection(asyncio.Protocol):
                 self._send_response(self.lua.response(), (seq + 1) & 0xFF)
                 if self.close_after:
                     self._close()
-                elif self.cbuf:
-                    self._process_commands()
-                return
+                return  # further pipelined commands: the caller's loop goes on
             elif res.injection is not None:
                 self.server.rate_limited_log(
                     "discarded queue",
