@@ -26,6 +26,8 @@ from pathlib import Path
 
 import MySQLdb
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "mysql_proxy_lua" / "query_log.lua"
 DB = {"host": "127.0.0.1", "user": "root", "passwd": "", "db": "test"}
@@ -123,6 +125,48 @@ def set_logging(port: int, on: bool) -> None:
     conn.close()
 
 
+class _NullTransport:
+    """Stands in for both sockets: measures the host's own code, without the kernel and the other processes."""
+
+    def write(self, data):
+        pass
+
+    def is_closing(self):
+        return False
+
+    def pause_reading(self):
+        pass
+
+    def resume_reading(self):
+        pass
+
+
+def host_code_us(script: Path | None, logging_on: bool, n: int = 30000) -> float:
+    """CPU time of the host's Python + Lua code per SELECT 1 (parse, hooks, tracking), in-process."""
+    from instrumented.proxy import packets as p
+    from instrumented.proxy.connection import IDLE, ProxyConnection
+    from instrumented.proxy.server import ProxyServer
+
+    server = ProxyServer(("127.0.0.1", 0), [("127.0.0.1", 3306)], str(script) if script else None,
+                         io_paths=[os.devnull])  # fmt: skip
+    conn = ProxyConnection(server)
+    conn.client = conn.backend = _NullTransport()
+    conn.phase = IDLE
+    if server.lua is not None:
+        conn.lua = server.lua.new_connection()
+        conn.hooks = conn.lua.hooks
+        conn.lua.set("client", "username", b"root")
+    if logging_on:
+        conn.data_received(p.frame(b"\x03PROXY LOG ON 3600", 0)[0])
+    query = p.frame(b"\x03SELECT 1", 0)[0]
+    result = p.frame_all(p.text_resultset([(b"1", 8)], [[b"1"]], False), 1)[0]
+    start = time.process_time()
+    for _ in range(n):
+        conn.data_received(query)
+        conn.server_data(result)
+    return (time.process_time() - start) / n * 1e6
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
@@ -209,6 +253,14 @@ def main() -> int:
     tp_ratio = med_qps["host_on"] / med_qps["relay"]
     verdicts.append(("throughput, logging on >= 0.9 x relay", tp_ratio, tp_ratio >= 0.9))
     print(f"\nlog lines written while on: {logged}")
+    old_log_file = os.environ.get("PROXY_LOG_FILE")
+    os.environ["PROXY_LOG_FILE"] = os.devnull
+    print("\nhost code per SELECT 1, CPU µs (in-process, sockets replaced by no-ops; independent of machine load):")
+    print(f"  no script {host_code_us(None, False):.1f}   query_log.lua off {host_code_us(SCRIPT, False):.1f}"
+          f"   query_log.lua on {host_code_us(SCRIPT, True):.1f}")
+    if old_log_file is None:
+        del os.environ["PROXY_LOG_FILE"]
+    print(f"machine load average: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
     print("\nbudget (ARCHITECTURE §7):")
     for label, value, ok in verdicts:
         print(f"  {label}: {value:.2f} -> {'OK' if ok else 'OVER BUDGET'}")
