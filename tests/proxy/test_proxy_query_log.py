@@ -292,3 +292,45 @@ def test_cursor_fetch_and_change_user(qlog, mariadb_users, logging):
         executes = [e for e in log_lines(qlog) if e.get("command") == "execute"]
         assert executes[-1]["query"] == "SELECT seq FROM seq_1_to_10" and executes[-1]["status"] == "ok"
         assert any(e["user"] == "instr_plain" for e in log_lines(qlog))
+
+
+def test_slow_threshold_ring_and_digest_bounds(mariadb, proxy_tmp):
+    from .conftest import start_proxy
+
+    proxy = start_proxy(proxy_tmp, PROXY_LOG_SLOW_US="50000", PROXY_LOG_RING="3", PROXY_LOG_MAX_DIGESTS="4")
+    try:
+        conn = connect(proxy.port)
+        assert rows_of(conn, "PROXY LOG ON 20")[0]["logging"] == "on"
+        with conn.cursor() as cur:
+            for i in range(5):
+                cur.execute(f"SELECT SLEEP(0.06), {i} AS slow_{i}")
+            for i in range(6):
+                cur.execute(f"SELECT {i} AS fast_{i}")
+        tail = rows_of(conn, "PROXY LOG TAIL 100")
+        assert [row["query"] for row in tail] == [f"SELECT SLEEP(0.06), {i} AS slow_{i}" for i in (2, 3, 4)]
+        digest = {row["digest"]: row["count"] for row in rows_of(conn, "PROXY LOG DIGEST 100")}
+        assert len(digest) == 5 and digest["(other)"] >= 7  # 4 distinct fingerprints, then everything else
+        assert sum(digest.values()) >= 11  # fast statements are counted even though not logged
+        status = rows_of(conn, "PROXY LOG STATUS")[0]
+        assert status["logged"] == 5
+        lines = [json.loads(line) for line in proxy.log_file.read_text().splitlines()]
+        assert len(lines) == 5 and all(line["response_time_us"] >= 50000 for line in lines)
+        conn.close()
+    finally:
+        assert proxy.stop() == 0
+
+
+def test_unwritable_log_file_is_reported_and_queries_still_work(mariadb, proxy_tmp):
+    from .conftest import start_proxy
+
+    proxy = start_proxy(proxy_tmp, PROXY_LOG_FILE=str(proxy_tmp / "no-such-dir" / "log.jsonl"))
+    try:
+        conn = connect(proxy.port)
+        rows_of(conn, "PROXY LOG ON 20")
+        assert rows_of(conn, "SELECT 'works' AS w") == [{"w": "works"}]
+        status = rows_of(conn, "PROXY LOG STATUS")[0]
+        assert status["logging"] == "on" and "cannot write" in status["log_file"]
+        assert rows_of(conn, "PROXY LOG TAIL 1")[0]["query"] == "SELECT 'works' AS w"  # the ring still works
+        conn.close()
+    finally:
+        assert proxy.stop() == 0
