@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -271,3 +272,42 @@ def test_missing_lupa_gives_a_clear_message():
     proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2
     assert "needs lupa" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_query_log_script_runs_on_plain_lua51_with_a_mysql_proxy_085_style_api(tmp_path):
+    """Like mysql-proxy --lua-path=.../?.lua: standard require, only 0.8.5 fields (no host extensions)."""
+    import lupa.lua51
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    lua = lupa.lua51.LuaRuntime()
+    log_file = tmp_path / "plain.jsonl"
+    run = lua.eval("""function(root, log_file)
+      package.path = root .. "/mysql_proxy_lua/?.lua;" .. package.path
+      local getenv = os.getenv
+      os.getenv = function(name) if name == "PROXY_LOG_FILE" then return log_file end return getenv(name) end
+      local queue = {}
+      proxy = {global = {}, PROXY_SEND_QUERY = 1, PROXY_SEND_RESULT = 2, MYSQLD_PACKET_OK = 0,
+               MYSQLD_PACKET_ERR = 255, COM_QUERY = 3, COM_STMT_PREPARE = 22, COM_STMT_EXECUTE = 23,
+               COM_STMT_CLOSE = 25, MYSQL_TYPE_STRING = 254, MYSQL_TYPE_LONGLONG = 8,
+               connection = {client = {username = "root", default_db = "test", src = {name = "10.1.1.1:1"}},
+                             server = {thread_id = 77}},
+               queries = {append = function(self, id, packet, opts) queue[#queue + 1] = {id, packet, opts} end}}
+      dofile(root .. "/mysql_proxy_lua/query_log.lua")
+      local out = {}
+      assert(read_query(string.char(3) .. "PROXY LOG ON 10") == 2)
+      out.on = proxy.response.resultset.rows[1][1]
+      assert(read_query(string.char(3) .. "SELECT 1") == 1 and queue[1][1] == 1)
+      local known = {bytes = true, warning_count = true, affected_rows = true, insert_id = true, flags = true}
+      local strict = setmetatable({row_count = 1, query_status = 255}, {__index = function(_, k)
+        if not known[k] then error("proxy.resultset." .. k .. " is not known") end  -- 0.8.5: no error_code
+      end})
+      read_query_result({id = 1, query = queue[1][2], query_time = 5, response_time = 9, resultset = strict})
+      assert(read_query(string.char(3) .. "PROXY LOG TAIL") == 2)
+      out.tail = proxy.response.resultset.rows[1][9]
+      out.status = proxy.response.resultset.rows[1][8]
+      assert(read_query(string.char(3) .. "PROXY LOG OFF") == 2)
+      return out.on .. "|" .. out.tail .. "|" .. out.status
+    end""")
+    assert run(root, str(log_file)) == "on|SELECT 1|error"
+    line = json.loads(log_file.read_text())
+    assert line["error_code"] is None and line["status"] == "error" and line["thread_id"] == 77

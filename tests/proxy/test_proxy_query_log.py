@@ -41,6 +41,9 @@ def test_mariadb_cli_logging_off_then_on(qlog):
     off = mariadb_cli(qlog.port, "SELECT 'cli-off' AS v; SELECT COUNT(*) FROM seq_1_to_5")
     assert off.returncode == 0, off.stderr
     assert off.stdout.split() == ["v", "cli-off", "COUNT(*)", "5"]
+    stat = subprocess.run(["mariadb-admin", "-h127.0.0.1", f"-P{qlog.port}", "-uroot", "status", "ping"],
+                          capture_output=True, text=True, timeout=30)  # COM_STATISTICS, COM_PING
+    assert stat.returncode == 0 and "Uptime:" in stat.stdout and "is alive" in stat.stdout, stat.stderr
     assert control(qlog.port, "PROXY LOG TAIL") == []
 
     status = mariadb_cli(qlog.port, "PROXY LOG ON 20")
