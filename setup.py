@@ -38,8 +38,8 @@ setup(
     extras_require={
         # The MySQL proxy host runs MySQL Proxy Lua scripts through lupa's Lua 5.1 runtime.
         "proxy": ["lupa>=2.0"],
-        # The demo runs under a multi-process server.
-        "demo": ["gunicorn>=22"],
+        # The demo runs under a multi-process server; PyMySQL (pure Python) is its MySQL driver for the DBA panel.
+        "demo": ["gunicorn>=22", "PyMySQL>=1.1"],
         "test": [
             "pytest>=8",
             "pytest-django>=4.8",

@@ -58,6 +58,25 @@ DATABASES = {
 }
 DATABASE_ROUTERS = ["shop.routers.AnalyticsRouter"]
 
+# The DBA panel (/instrumented/dba/): bin/demo starts instrumented-proxy in front of a local MariaDB and
+# sets DEMO_QUERYLOG_PORT. The alias only carries PROXY LOG statements; the router keeps models off it.
+if os.environ.get("DEMO_QUERYLOG_PORT"):
+    try:
+        import MySQLdb  # noqa: F401 - mysqlclient, when installed
+    except ImportError:
+        import pymysql  # the demo extra's pure-Python driver, standing in for mysqlclient
+
+        pymysql.install_as_MySQLdb()
+    DATABASES["querylog"] = {
+        "ENGINE": "django.db.backends.mysql",
+        "HOST": "127.0.0.1",
+        "PORT": int(os.environ["DEMO_QUERYLOG_PORT"]),
+        "USER": "root",
+        "PASSWORD": "",
+        "NAME": "test",
+        "OPTIONS": {"connect_timeout": 3},
+    }
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"

@@ -1,4 +1,4 @@
-"""Send PageView to the "analytics" database, everything else to "default"."""
+"""Send PageView to the "analytics" database, everything else to "default"; never migrate "querylog"."""
 
 from typing import Any
 
@@ -14,6 +14,8 @@ class AnalyticsRouter:
         return "analytics" if self._is_analytics(model) else None
 
     def allow_migrate(self, db: str, app_label: str, model_name: str | None = None, **hints: Any) -> bool | None:
+        if db == "querylog":  # MariaDB through the proxy, only for PROXY LOG statements: no tables of ours
+            return False
         if app_label == "shop" and model_name == "pageview":
             return db == "analytics"
         if db == "analytics":
