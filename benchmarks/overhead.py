@@ -127,7 +127,7 @@ def reader_benchmark(processes: int, views: int, rounds: int, full_window: bool)
 
     from instrumented.conf import get_config
 
-    prefix = f"reader{os.getpid()}{int(full_window)}"
+    prefix = f"reader{os.getpid()}{processes}x{views}{int(full_window)}"
     with override_settings(INSTRUMENTED={**get_config(), "KEY_PREFIX": prefix}):
         return _reader_benchmark(processes, views, rounds, full_window)
 
@@ -176,7 +176,7 @@ def _reader_benchmark(processes: int, views: int, rounds: int, full_window: bool
         read_stats(now=now, view="app:view_7", series=True)
         timings["series"].append(time.perf_counter() - start)
     assert len(stats["views"]) == views and stats["processes"] == processes, (len(stats["views"]), stats["processes"])
-    assert stats["views"][0]["requests"] == 3 * len(buckets) * processes
+    assert stats["views"][0]["requests"] == 3 * len(buckets) * processes, stats["views"][0]["requests"]
     return {
         "median_ms": statistics.median(timings["table"]) * 1000,
         "series_ms": statistics.median(timings["series"]) * 1000,
@@ -221,6 +221,11 @@ def main() -> None:
         print(
             f"  traffic in one bucket: all views {one['median_ms']:.1f} ms (budget <= 50 ms); "
             f"one view with series {one['series_ms']:.1f} ms"
+        )
+        small = reader_benchmark(10, 50, args.reader_rounds, full_window=True)
+        print(
+            f"  10 processes x 50 views, traffic in all 30 buckets: all views {small['median_ms']:.1f} ms; "
+            f"one view with series {small['series_ms']:.1f} ms"
         )
         if not args.skip_full_window:
             full = reader_benchmark(50, 300, max(3, args.reader_rounds // 2), full_window=True)
