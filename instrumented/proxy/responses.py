@@ -141,6 +141,21 @@ class ResponseTracker:
         size = len(buf)
         unpack = _HEADER.unpack_from
         while i + 4 <= size:
+            if self.state == _ROWS and not self.continuing:
+                # Bulk rows: a tight loop over whole row packets; anything unusual goes to the general path.
+                rows = 0
+                while i + 5 <= size:
+                    plen = unpack(buf, i)[0] & 0xFFFFFF
+                    if buf[i + 4] >= 0xFE or plen == p.MAX_PAYLOAD:
+                        break
+                    nxt = i + 4 + plen
+                    if nxt > size:
+                        break
+                    rows += 1
+                    i = nxt
+                self.row_count += rows
+                if i + 4 > size:
+                    break
             plen = unpack(buf, i)[0] & 0xFFFFFF
             end = i + 4 + plen
             if self.continuing:
