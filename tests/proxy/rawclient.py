@@ -232,6 +232,18 @@ class RawClient:
             else:
                 raise MySQLError(0, f"unexpected auth packet {reply[:10]!r}")
 
+    def field_list(self, table: bytes) -> int:
+        """COM_FIELD_LIST (what the mysql client's auto-rehash sends): the number of column definitions."""
+        self.write_packet(b"\x04" + table + b"\x00")
+        count = 0
+        while True:
+            payload, _ = self.read_packet()
+            if payload[:1] == b"\xff":
+                raise MySQLError(*self._err(payload))
+            if self._is_eof(payload):
+                return count
+            count += 1
+
     def close_stmt(self, stmt_id: int) -> None:
         self.write_packet(b"\x19" + struct.pack("<I", stmt_id))
 

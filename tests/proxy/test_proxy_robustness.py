@@ -215,3 +215,24 @@ def test_pipelined_commands_are_answered_in_order(qlog, logging):
         assert row[1 : 1 + len(str(i))] == str(i).encode()
         assert client.read_packet()[0][0] == 0xFE
     client.close()
+
+
+@pytest.mark.parametrize("deprecate_eof", [False, True])
+def test_field_list_and_init_db(qlog, mariadb, deprecate_eof):
+    direct = pymysql.connect(**mariadb, autocommit=True)
+    with direct.cursor() as cur:
+        cur.execute("CREATE TABLE IF NOT EXISTS instr_proxy_fields (a INT, b TEXT, c DATE)")
+    control(qlog.port, "PROXY LOG ON 20")
+    client = RawClient(qlog.port, deprecate_eof=deprecate_eof)
+    assert client.field_list(b"instr_proxy_fields") == 3
+    with pytest.raises(MySQLError):
+        client.field_list(b"instr_proxy_no_such_table")
+    client.write_packet(b"\x02mysql")  # COM_INIT_DB
+    assert client.read_packet()[0][0] == 0
+    assert client.query(b"SELECT DATABASE()") == [[b"\x05mysql"]]
+    client.close()
+    with direct.cursor() as cur:
+        cur.execute("DROP TABLE instr_proxy_fields")
+    direct.close()
+    tail = control(qlog.port, "PROXY LOG TAIL 5")
+    assert any(row["query"] == "SELECT DATABASE()" and row["db"] == "mysql" for row in tail), tail
