@@ -217,8 +217,9 @@ def test_on_traffic_off_reset(qlog, admin_client, url, caplog):
     assert_protected(response)
     status = proxy_status(qlog)
     assert status["logging"] == "on" and 55 <= status["seconds_left"] <= 60
-    assert any(r.getMessage() == "django-instrumented: user dba-admin turned query log on (seconds=60)"
-               for r in caplog.records)  # fmt: skip
+    [record] = [r for r in caplog.records if r.name == "instrumented" and r.levelno == logging.INFO]
+    assert record.getMessage() == "django-instrumented: user dba-admin: query log on (seconds=60)"
+    assert (record.querylog_user, record.querylog_action, record.querylog_seconds) == ("dba-admin", "on", 60)
 
     page = admin_client.get(url)
     assert "Query log turned on for 60 s." in text_of(page)  # the message after the redirect

@@ -115,7 +115,11 @@ def _view_data() -> dict[str, Any]:
             }
         )
     tail_rows = [
-        {**row, "query_time": duration(row["query_time_us"]), "response_time": duration(row["response_time_us"])}
+        {
+            **row,
+            "query_time": duration(row.get("query_time_us")),
+            "response_time": duration(row.get("response_time_us")),
+        }
         for row in reversed(tail)
     ]
     return {"status": status, "on": status.get("logging") == "on", "digest": digest_rows, "tail": tail_rows}
@@ -127,12 +131,15 @@ def _act(request: HttpRequest) -> HttpResponseBase:
     user = get_user(request)
     who = user.get_username() if user is not None else "?"
     seconds: int | None = None
+    if action == "on":
+        try:
+            seconds = parse_seconds(request.POST.get("seconds"))
+        except ValueError as exc:
+            return _render(request, form_error=str(exc), seconds_value=request.POST.get("seconds", "")[:20], status=400)
+    # For log handlers that keep fields: who switched what, for how long.
+    extra = {"querylog_user": who, "querylog_action": action, "querylog_seconds": seconds}
     try:
         if action == "on":
-            try:
-                seconds = parse_seconds(request.POST.get("seconds"))
-            except ValueError as exc:
-                return _render(request, form_error=str(exc), seconds_value=request.POST.get("seconds", ""), status=400)
             status = querylog.log_on(seconds)
             left = status.get("seconds_left")
             capped = f" (asked for {seconds} s; the proxy caps it at {left} s)" if left != seconds else ""
@@ -146,10 +153,10 @@ def _act(request: HttpRequest) -> HttpResponseBase:
         else:
             return _render(request, form_error="Unknown action: use the buttons on this page.", status=400)
     except querylog.QueryLogError as exc:
-        logger.warning("django-instrumented: user %s: query log %s failed: %s", who, action, exc)
+        logger.warning("django-instrumented: user %s: query log %s failed: %s", who, action, exc, extra=extra)
         _flash(request, messages.ERROR, f"Query log {action} failed: {exc}")
         return protect(HttpResponseRedirect(reverse("instrumented:dba")))
-    logger.info("django-instrumented: user %s turned query log %s (seconds=%s)", who, action, seconds)
+    logger.info("django-instrumented: user %s: query log %s (seconds=%s)", who, action, seconds, extra=extra)
     _flash(request, messages.SUCCESS, text)
     return protect(HttpResponseRedirect(reverse("instrumented:dba")))
 
