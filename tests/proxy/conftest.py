@@ -127,6 +127,7 @@ def query_log_proxy(mariadb: dict, proxy_tmp: Path) -> Iterator[ProxyProcess]:
     proxy = start_proxy(proxy_tmp, PROXY_LOG_ADMINS="root, instr_admin", PROXY_LOG_MAX_SECONDS="30")
     yield proxy
     assert proxy.stop() == 0, proxy.stderr()
+    assert "Traceback" not in proxy.stderr(), proxy.stderr()  # no exception escaped a protocol callback
 
 
 @pytest.fixture

@@ -236,3 +236,17 @@ def test_field_list_and_init_db(qlog, mariadb, deprecate_eof):
     direct.close()
     tail = control(qlog.port, "PROXY LOG TAIL 5")
     assert any(row["query"] == "SELECT DATABASE()" and row["db"] == "mysql" for row in tail), tail
+
+
+def test_garbage_from_a_client_gets_an_error_not_a_crash(qlog):
+    sock = socket.create_connection(("127.0.0.1", qlog.port), 5)
+    sock.recv(65536)  # greeting
+    junk = b"\x00\x00\x00\x00" + b"not a handshake"  # capabilities without PROTOCOL_41
+    sock.sendall(len(junk).to_bytes(3, "little") + b"\x01" + junk)
+    reply = sock.recv(65536)
+    assert reply[4] == 0xFF and b"malformed handshake" in reply
+    sock.close()
+    sock = socket.create_connection(("127.0.0.1", qlog.port), 5)
+    sock.close()  # gone before the handshake
+    assert control(qlog.port, "SELECT 'ok' AS s") == [{"s": "ok"}]
+    assert "Traceback" not in qlog.stderr()
