@@ -311,3 +311,12 @@ def test_query_log_script_runs_on_plain_lua51_with_a_mysql_proxy_085_style_api(t
     assert run(root, str(log_file)) == "on|SELECT 1|error"
     line = json.loads(log_file.read_text())
     assert line["error_code"] is None and line["status"] == "error" and line["thread_id"] == 77
+
+
+def test_print_goes_to_the_host_log_not_stdout(tmp_path, caplog, capsys):
+    host = host_for(tmp_path, 'function read_query(p) print("seen", p:sub(2), 42, nil) end')
+    conn = host.new_connection()
+    with caplog.at_level("INFO", logger="instrumented.proxy.lua"):
+        assert conn.read_query(b"\x03hello").ok
+    assert "seen\thello\t42\tnil" in caplog.text
+    assert "seen" not in capsys.readouterr().out
