@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from . import histogram
+from .merge import template_rank
 from .probe import Probe
 
 OTHER_VIEW = "(other)"
@@ -82,9 +83,8 @@ class Aggregator:
         self.n_plus_one_threshold = int(config["N_PLUS_ONE_THRESHOLD"])
         self.lock = threading.Lock()
         self.buckets: dict[int, dict[str, ViewStats]] = {}
-        self.dirty: set[int] = set()
-        self.dropped_views = 0
-        self.pid = os.getpid()
+        # bucket -> names of the views that changed since the flusher last collected them
+        self.dirty: dict[int, set[str]] = {}
         # Set by the flusher that writes this aggregate, so the request path can skip checking for it.
         self.flushing = False
 
@@ -106,7 +106,7 @@ class Aggregator:
         queries = 0
         db_ns = 0
         if probe.queries:
-            probe_aliases, probe_templates = probe.summarise()
+            probe_aliases, probe_templates = probe.summarise(self.max_sql)
             for count, ns in probe_aliases.values():
                 queries += count
                 db_ns += ns
@@ -124,11 +124,10 @@ class Aggregator:
                     stats = views.get(view)
                 if stats is None:
                     if len(views) >= self.max_views:
-                        self.dropped_views += 1
                         view, route = OTHER_VIEW, ""
                         stats = views.get(view)
                     if stats is None:
-                        stats = views[view] = ViewStats(shorten(route, self.max_sql))
+                        stats = views[view] = ViewStats(shorten(route, self.max_name))
             stats.requests += 1
             klass = status // 100 - 2
             if 0 <= klass <= 3:
@@ -151,10 +150,11 @@ class Aggregator:
             index = histogram.bin_index(latency_us)
             hist = stats.hist
             hist[index] = hist.get(index, 0) + 1
+            method = method[:16]
             if method in stats.methods:
                 stats.methods[method] += 1
             elif len(stats.methods) < 16:
-                stats.methods[method[:16]] = 1
+                stats.methods[method] = 1
             if queries:
                 stats.queries += queries
                 if queries > stats.queries_max:
@@ -185,33 +185,40 @@ class Aggregator:
                     else:
                         entry[0] += count
                         entry[1] += ns
-            self.dirty.add(bucket)
+            changed = self.dirty.get(bucket)
+            if changed is None:
+                self.dirty[bucket] = {view}
+            else:
+                changed.add(view)
 
     def _prune_templates(self, stats: ViewStats) -> None:
         """Keep the heaviest templates (by time, N+1 suspects first) so memory stays bounded."""
-        ranked = sorted(stats.templates.items(), key=lambda item: (item[1][2] > 0, item[1][1]), reverse=True)
+        ranked = sorted(stats.templates.items(), key=template_rank, reverse=True)
         stats.templates = dict(ranked[: 2 * self.max_queries])
 
     def _expire_old(self, current: int) -> None:
-        """Forget buckets older than the previous one once they have been flushed."""
+        """Forget buckets older than the previous one once the flusher has collected them (it keeps copies)."""
         for bucket in [b for b in self.buckets if b < current - 1 and b not in self.dirty]:
             del self.buckets[bucket]
 
     def collect_dirty(self) -> dict[int, dict[str, Any]]:
-        """Snapshots of the buckets changed since the last call (each the bucket's full state)."""
-        with self.lock:
-            dirty, self.dirty = self.dirty, set()
-            return {bucket: self._snapshot(bucket) for bucket in dirty if bucket in self.buckets}
+        """Snapshots of the views that changed since the last call, per bucket (each view's full state).
 
-    def mark_dirty(self, buckets: list[int]) -> None:
-        """Re-queue buckets whose write failed."""
+        Only changed views are copied, so the lock is held in proportion to the traffic of the last
+        second, not to the number of views.
+        """
         with self.lock:
-            self.dirty.update(b for b in buckets if b in self.buckets)
+            dirty, self.dirty = self.dirty, {}
+            return {
+                bucket: self._snapshot(bucket, names) for bucket, names in dirty.items() if bucket in self.buckets
+            }
 
-    def _snapshot(self, bucket: int) -> dict[str, Any]:
+    def _snapshot(self, bucket: int, names: set[str]) -> dict[str, Any]:
         views: dict[str, Any] = {}
-        for name, stats in self.buckets[bucket].items():
-            ranked = sorted(stats.templates.items(), key=lambda item: (item[1][2] > 0, item[1][1]), reverse=True)
+        bucket_views = self.buckets[bucket]
+        for name in names:
+            stats = bucket_views[name]
+            ranked = sorted(stats.templates.items(), key=template_rank, reverse=True)
             view: dict[str, Any] = {
                 "route": stats.route,
                 "n": stats.requests,
@@ -237,7 +244,7 @@ class Aggregator:
             if stats.exceptions:
                 view["x"] = {cls: list(entry) for cls, entry in stats.exceptions.items()}
             views[name] = view
-        return {"bucket": bucket, "views": views, "dropped_views": self.dropped_views}
+        return {"bucket": bucket, "views": views}
 
 
 _aggregator: Aggregator | None = None

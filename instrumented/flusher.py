@@ -14,28 +14,50 @@ from typing import Any
 
 from .aggregate import OTHER_VIEW, Aggregator, get_aggregator
 from .merge import ViewTotals, cap_views, merge_views
+from .probe import strip_literals
 from .store import MAX_VALUE_BYTES, Store, failures, make_process_id, pack
 
 logger = logging.getLogger("instrumented")
 
 
 def shrink(snapshot: dict[str, Any], limit: int = MAX_VALUE_BYTES) -> bytes:
-    """Pack ``snapshot``, dropping SQL text and then the least-used views until it fits ``limit``."""
+    """Pack ``snapshot``; when too large, drop SQL text and then the least-used views until it fits.
+
+    Works on copies: the flusher keeps ``snapshot`` for the roll-up.
+    """
     payload = pack(snapshot)
     if len(payload) <= limit:
         return payload
-    views: dict[str, Any] = snapshot["views"]
-    for view in views.values():
-        view["q"] = [[sql[:200], *rest] for sql, *rest in view["q"][:3]]
-    payload = pack(snapshot)
+    views = {
+        name: {**view, "q": [[sql[:200], *rest] for sql, *rest in view["q"][:3]]} if view.get("q") else view
+        for name, view in snapshot["views"].items()
+    }
+    smaller = {**snapshot, "views": views}
+    payload = pack(smaller)
     keep = len(views)
     while len(payload) > limit and keep > 1:
         keep //= 2
         ranked = sorted(views.items(), key=lambda item: item[1]["n"], reverse=True)
-        snapshot["views"] = dict(ranked[:keep])
-        snapshot["truncated"] = True
-        payload = pack(snapshot)
+        smaller = {**snapshot, "views": dict(ranked[:keep]), "truncated": True}
+        payload = pack(smaller)
     return payload
+
+
+def _strip_sql_literals(views: dict[str, Any]) -> None:
+    """Replace literals in the views' SQL templates, merging the templates that then read the same."""
+    for view in views.values():
+        if not view.get("q"):
+            continue
+        merged: dict[str, list[int]] = {}
+        for sql, count, time_us, n1 in view["q"]:
+            entry = merged.get(key := strip_literals(sql))
+            if entry is None:
+                merged[key] = [count, time_us, n1]
+            else:
+                entry[0] += count
+                entry[1] += time_us
+                entry[2] += n1
+        view["q"] = [[sql, *entry] for sql, entry in merged.items()]
 
 
 class Flusher:
@@ -54,7 +76,10 @@ class Flusher:
         self.registered: set[int] = set()
         # The latest snapshot of every bucket still in the window: the roll-up is built from these.
         self.window: dict[int, dict[str, Any]] = {}
-        self._final_key: tuple[int, ...] = ()
+        # Buckets whose latest state is not in memcached yet (a write failed, or memcached was down).
+        self.unwritten: set[int] = set()
+        self.pid = os.getpid()
+        self._final_key: tuple[int, ...] | None = ()
         self._final_views: dict[str, dict[str, Any]] = {}
         self._rollup_written: tuple[Any, ...] | None = None
         self._version = 0
@@ -63,15 +88,15 @@ class Flusher:
         self._thread = threading.Thread(target=self._run, name="instrumented-flusher", daemon=True)
 
     def start(self) -> None:
-        """Start the daemon thread and flush once more at interpreter exit."""
+        """Start the daemon thread (the current flusher flushes once more at interpreter exit)."""
         self._thread.start()
         self.aggregator.flushing = True
-        atexit.register(self.stop)
 
     def stop(self) -> None:
-        """Final flush, then end the thread."""
+        """Final flush, then end the thread (not in a forked child: it would write the parent's copy)."""
         self._stop.set()
-        self.flush()
+        if os.getpid() == self.pid:
+            self.flush()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -83,39 +108,51 @@ class Flusher:
     def flush(self) -> int:
         """Write every changed bucket, then this process's window roll-up; returns buckets written."""
         with self._lock:
-            snapshots = self.aggregator.collect_dirty()
+            changes = self.aggregator.collect_dirty()
             current = int(time.time() // self.bucket_seconds)
-            if snapshots:
-                self.window.update(snapshots)
+            for bucket, change in changes.items():
+                _strip_sql_literals(change["views"])
+                kept = self.window.get(bucket)
+                if kept is None:
+                    self.window[bucket] = {"bucket": bucket, "process": self.process_id, "views": change["views"]}
+                else:
+                    kept["views"].update(change["views"])
+                if bucket < current:
+                    self._final_key = None  # a request that finished at a bucket's very end: recompute
+            if changes:
                 self._version += 1
+                self.unwritten.update(changes)
             for bucket in [b for b in self.window if b <= current - self.window_buckets]:
                 del self.window[bucket]
-            if not snapshots:
-                if self.window:
+            self.unwritten &= self.window.keys()
+            if not self.window or not self.store.available:
+                return 0  # nothing to write, or the breaker is open: no packing, no waiting
+            written = 0
+            for bucket in sorted(self.unwritten):
+                try:
+                    ok = self.store.set(self.store.stats_key(bucket, self.process_id), shrink(self.window[bucket]))
+                    ok = ok and self._register(self.store, bucket)
+                except Exception as exc:  # noqa: BLE001 - one bad bucket must not stop the others
+                    failures.record("writing a bucket failed", exc)
+                    ok = False
+                if ok:
+                    self.unwritten.discard(bucket)
+                    written += 1
+                else:
+                    # memcached may have restarted and lost the indexes: register again once it is back.
+                    self.registered.clear()
+            if not self.unwritten:
+                try:
                     self._write_rollup(self.store, current)
-                return 0
-            store = self.store
-            failed: list[int] = []
-            for bucket, snapshot in snapshots.items():
-                snapshot["process"] = self.process_id
-                if not store.set(store.stats_key(bucket, self.process_id), shrink(snapshot)):
-                    failed.append(bucket)
-                    continue
-                if not self._register(store, bucket):
-                    failed.append(bucket)
-            if failed:
-                # memcached may have restarted and lost the indexes: register again once it is back.
-                self.registered.clear()
-                self.aggregator.mark_dirty(failed)
-            else:
-                self._write_rollup(store, current)
-            return len(snapshots) - len(failed)
+                except Exception as exc:  # noqa: BLE001
+                    failures.record("writing the roll-up failed", exc)
+            return written
 
     def _write_rollup(self, store: Store, current: int) -> None:
         """Write the sum of this process's buckets in the window, when it changed or the window slid.
 
-        Finished buckets never change, so their sum is recomputed only when one is added or expires;
-        each flush then adds just the current bucket's views on top.
+        Finished buckets rarely change, so their sum is recomputed only when one is added, expires or
+        changes late; each flush then adds just the current bucket's views on top.
         """
         final_key = tuple(sorted(b for b in self.window if b < current))
         state = (current, final_key, self._version)
@@ -177,6 +214,18 @@ def ensure_flusher(config: dict[str, Any]) -> Flusher:
                 _flusher.start()
             flusher = _flusher
     return flusher
+
+
+def shutdown() -> None:
+    """Final flush of the current flusher, and no flusher afterwards (interpreter exit, test teardown)."""
+    global _flusher
+    flusher, _flusher = _flusher, None
+    if flusher is not None:
+        flusher.stop()
+        flusher.store.close()
+
+
+atexit.register(shutdown)
 
 
 def current_flusher() -> Flusher | None:

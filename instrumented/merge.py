@@ -14,6 +14,11 @@ from typing import Any
 from . import histogram
 
 
+def template_rank(item: tuple[str, list[Any]]) -> tuple[bool, int]:
+    """The one ranking of SQL templates everywhere: N+1 suspects first, then by time."""
+    return item[1][2] > 0, item[1][1]
+
+
 class ViewTotals:
     """One view's numbers summed over snapshots."""
 
@@ -139,6 +144,15 @@ class ViewTotals:
         self.n_plus_one += other.n_plus_one
         for method, count in other.methods.items():
             self.methods[method] = self.methods.get(method, 0) + count
+        for sql, (count, time_us, n1) in other.templates.items():
+            entry = self.templates.setdefault(sql, [0, 0, 0])
+            entry[0] += count
+            entry[1] += time_us
+            entry[2] += n1
+        for alias, (count, time_us) in other.aliases.items():
+            entry = self.aliases.setdefault(alias, [0, 0])
+            entry[0] += count
+            entry[1] += time_us
         self._add_exceptions(other.exceptions.items())
         for bucket, (requests, errors, encoded) in other.series.items():
             point = self.series.setdefault(bucket, [0, 0, []])
@@ -148,7 +162,7 @@ class ViewTotals:
 
     def ranked_templates(self) -> list[tuple[str, list[int]]]:
         """SQL templates, N+1 suspects first, then by time."""
-        return sorted(self.templates.items(), key=lambda item: (item[1][2] > 0, item[1][1]), reverse=True)
+        return sorted(self.templates.items(), key=template_rank, reverse=True)
 
     def to_snapshot(self, max_queries: int) -> dict[str, Any]:
         """These totals in snapshot form (a process's roll-up is written like a bucket)."""

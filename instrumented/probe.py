@@ -17,6 +17,12 @@ from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 _IN_LIST = re.compile(r"\((?:%s, )+%s\)")
+# Quoted string literals, and numbers that are not part of a name: what raw SQL carries instead of %s.
+_STRING_LITERAL = re.compile(r"'(?:[^'\\]|\\.|'')*'")
+_NUMBER_LITERAL = re.compile(r"(?<![\w$.\"`])-?\d+(?:\.\d+)?(?![\w\"`])")
+#: Distinct (alias, SQL) pairs kept per request; the rest are counted under OTHER_SQL.
+MAX_DISTINCT_SQL = 200
+OTHER_SQL = "(other SQL statements)"
 
 
 class Probe:
@@ -32,7 +38,7 @@ class Probe:
         self.exception_class: str | None = None
         self.error_reference: str | None = None
 
-    def summarise(self) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+    def summarise(self, max_sql: int = 2000) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
         """Per alias and per SQL template: ``{name: [count, nanoseconds]}`` each (once, when the request ends)."""
         aliases: dict[str, list[int]] = {}
         templates: dict[str, list[int]] = {}
@@ -43,7 +49,7 @@ class Probe:
             else:
                 entry[0] += count
                 entry[1] += ns
-            template = template_of(sql if type(sql) is str else str(sql))
+            template = template_of(sql if type(sql) is str else str(sql))[:max_sql]
             entry = templates.get(template)
             if entry is None:
                 templates[template] = [count, ns]
@@ -63,6 +69,14 @@ def template_of(sql: str) -> str:
     return sql
 
 
+def strip_literals(sql: str) -> str:
+    """Raw SQL's string and number literals replaced by ``?``, so values never reach memcached or the
+    dashboard (done by the flusher thread, off the request path)."""
+    if "'" in sql:
+        sql = _STRING_LITERAL.sub("'?'", sql)
+    return _NUMBER_LITERAL.sub("?", sql)
+
+
 def sql_wrapper(
     execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]
 ) -> Any:
@@ -78,6 +92,9 @@ def sql_wrapper(
         # One dict lookup per query, keyed by (alias, SQL): per-alias totals are summed when the request ends.
         key = (context["connection"].alias, sql)
         entry = probe.queries.get(key)
+        if entry is None and len(probe.queries) >= MAX_DISTINCT_SQL:
+            key = (key[0], OTHER_SQL)
+            entry = probe.queries.get(key)
         if entry is None:
             probe.queries[key] = [1, elapsed]
         else:

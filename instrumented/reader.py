@@ -63,9 +63,7 @@ def _view_dict(name: str, m: ViewTotals, top: int, bucket_seconds: int, series: 
         "n_plus_one": m.n_plus_one,
         "top_queries": [
             {"sql": sql, "count": count, "time_ms": _ms(time_us), "n_plus_one": n1}
-            for sql, (count, time_us, n1) in sorted(m.templates.items(), key=lambda item: item[1][1], reverse=True)[
-                :top
-            ]
+            for sql, (count, time_us, n1) in m.ranked_templates()[:top]
         ],
         "methods": dict(sorted(m.methods.items())),
         "databases": {
@@ -95,7 +93,8 @@ def _view_dict(name: str, m: ViewTotals, top: int, bucket_seconds: int, series: 
 @contextmanager
 def _no_gc_pauses() -> Iterator[None]:
     """Parsing thousands of small containers triggers repeated full GC passes in a large heap; none are
-    needed (nothing here forms cycles), so collection waits until the read is done."""
+    needed (nothing here forms cycles), so collection waits until the parse or merge is done (never
+    across memcached I/O)."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -120,8 +119,7 @@ def read_stats(
     histogram (for charts). When memcached cannot be read the result has no views and ``error``
     says why: readers show "no data" with the reason, never fail.
     """
-    with _no_gc_pauses():
-        return _read_stats(window_seconds, view, series, top_queries, now, store)
+    return _read_stats(window_seconds, view, series, top_queries, now, store)
 
 
 def _read_stats(
@@ -161,8 +159,9 @@ def _read_stats(
         if rollups is None:
             return unavailable()
         for process_id, process_buckets in wanted.items():
-            rollup = unpack(rollups.get(store.rollup_key(process_id)))
-            if isinstance(rollup, dict) and isinstance(rollup.get("as_of"), int) and rollup["as_of"] >= current - 1:
+            with _no_gc_pauses():
+                rollup = unpack(rollups.get(store.rollup_key(process_id)))
+            if isinstance(rollup, dict) and isinstance(rollup.get("as_of"), int) and rollup["as_of"] >= current:
                 snapshots.append((None, rollup))
                 processes.add(process_id)
             else:
@@ -174,12 +173,14 @@ def _read_stats(
         if raw_snapshots is None:
             return unavailable()
         for bucket, process_id in per_bucket:
-            snapshot = unpack(raw_snapshots.get(store.stats_key(bucket, process_id)))
+            with _no_gc_pauses():
+                snapshot = unpack(raw_snapshots.get(store.stats_key(bucket, process_id)))
             if isinstance(snapshot, dict):
                 snapshots.append((bucket, snapshot))
                 processes.add(process_id)
 
-    merged = merge_views(snapshots, view)
+    with _no_gc_pauses():
+        merged = merge_views(snapshots, view)
     cap_views(merged, int(config["MAX_VIEWS"]), OTHER_VIEW)
     result["processes"] = len(processes)
     if any(snapshot.get("truncated") for _, snapshot in snapshots):

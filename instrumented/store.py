@@ -30,13 +30,17 @@ COMPRESS_OVER = 1024
 #: memcached's default item limit is 1 MiB; stay well below it.
 MAX_VALUE_BYTES = 900 * 1024
 
+#: Largest value unpack() inflates: memcached is not trusted, a compressed bomb must not exhaust memory.
+MAX_UNPACKED_BYTES = 64 * 1024 * 1024
+
 _PLAIN = b"j"
 _ZLIB = b"z"
 
 
 def pack(obj: Any) -> bytes:
     """JSON (never pickle: memcached is not a trusted store), compressed when large."""
-    raw = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    # errors="replace": a lone surrogate (raw SQL built from bad input) must not make a snapshot unwritable.
+    raw = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "replace")
     if len(raw) > COMPRESS_OVER:
         return _ZLIB + zlib.compress(raw, 6)
     return _PLAIN + raw
@@ -49,11 +53,14 @@ def unpack(data: bytes | None) -> Any:
     try:
         kind, body = data[:1], data[1:]
         if kind == _ZLIB:
-            body = zlib.decompress(body)
+            inflater = zlib.decompressobj()
+            body = inflater.decompress(body, MAX_UNPACKED_BYTES)
+            if inflater.unconsumed_tail:
+                return None  # far larger than anything this package writes: not ours
         elif kind != _PLAIN:
             return None
         return json.loads(body.decode("utf-8"))
-    except (ValueError, zlib.error, UnicodeDecodeError):
+    except (ValueError, zlib.error, UnicodeDecodeError, RecursionError):
         return None
 
 

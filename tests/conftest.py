@@ -72,9 +72,12 @@ def memcached() -> Iterator[Memcached]:
     """The memcached that tests.settings points at (INSTRUMENTED_TEST_MEMCACHED_PORT)."""
     from django.conf import settings
 
+    from instrumented.flusher import shutdown
+
     server = Memcached(int(settings.MEMCACHED_PORT))
     server.start()
     yield server
+    shutdown()  # the last flush, while memcached is still there to take it
     server.stop()
 
 

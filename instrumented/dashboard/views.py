@@ -19,6 +19,7 @@ from django.shortcuts import render
 from django.urls import NoReverseMatch, get_script_prefix, resolve, reverse
 from django.views.decorators.http import require_safe
 
+from ..aggregate import shorten
 from ..conf import get_config
 from ..permissions import can_view_stats, get_user, is_technical_user
 from ..reader import STATUS_CLASSES, read_stats
@@ -311,7 +312,8 @@ def api_view(request: HttpRequest) -> HttpResponseBase:
         match = resolve(path)
     except Http404:
         return _json({"error": "no view serves this path", "path": path}, 404)
-    name = match.view_name or match._func_path
+    # The aggregate stores over-long names shortened (with a hash suffix): look them up the same way.
+    name = shorten(match.view_name or match._func_path, int(get_config()["MAX_NAME_LENGTH"]))
     route = str(match.route or "")
     stats = _read(view=name)
     view = next((v for v in stats["views"] if v["view"] == name), None)
