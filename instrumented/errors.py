@@ -27,7 +27,7 @@ from django.http import HttpRequest
 from .conf import get_config
 from .permissions import get_user
 from .probe import current_probe
-from .reporter import BoundedExceptionReporter, scrub
+from .reporter import BoundedExceptionReporter, route_secrets, scrub
 from .store import MAX_VALUE_BYTES, Store, failures, get_store, pack, unpack
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
@@ -97,6 +97,10 @@ class PageBudget:
 
 
 page_budget = PageBudget()
+#: Errors stored per process and minute: a flood of 500s must not evict the stats from memcached (or keep the
+#: failing requests waiting on it). Beyond it, errors are still counted in the stats, with their references.
+STORED_ERRORS_PER_MINUTE = 120
+store_budget = PageBudget()
 
 
 def class_name(cls: type[BaseException]) -> str:
@@ -176,6 +180,9 @@ def _store(store: Store, config: dict[str, Any], ref: str, request: HttpRequest 
     """Render the page (budget permitting), then write the metadata and text, the page, the index entry."""
     if not store.available:
         return
+    if not store_budget.take(STORED_ERRORS_PER_MINUTE):
+        failures.record("more errors than are stored per minute", None)
+        return
     now = time.time()
     exc_type, exc_value = exc_info[0], exc_info[1]
     try:
@@ -191,7 +198,7 @@ def _store(store: Store, config: dict[str, Any], ref: str, request: HttpRequest 
         "text": scrub(plain_traceback(exc_info)),
         "page": False,
     }
-    meta["path"] = scrub(meta["path"])
+    meta["path"] = scrub(meta["path"], route_secrets(request))
     page: bytes | None = None
     if page_budget.take(int(config.get("ERROR_PAGES_PER_MINUTE", 10))):
         try:
@@ -271,7 +278,7 @@ def recent_errors(limit: int = 200) -> tuple[list[dict[str, Any]], str | None]:
     errors = []
     for ref in refs:
         meta = unpack(metas.get(meta_key(store, ref)))
-        if isinstance(meta, dict) and now - float(meta.get("time", 0)) <= store.window:
+        if isinstance(meta, dict) and isinstance(meta.get("time"), int | float) and now - meta["time"] <= store.window:
             errors.append(meta)
     errors.sort(key=lambda m: -float(m.get("time", 0)))
     return errors, None

@@ -73,24 +73,32 @@ def _count(name: str, n: int | None) -> str:
     return f" {n}"
 
 
+def _first(statement: str, using: str | None) -> dict[str, Any]:
+    """The one row a status-like statement answers; a clear error when the proxy sent none."""
+    rows = _run(statement, using)
+    if not rows:
+        raise QueryLogError(f"{statement}: the proxy answered with no rows (is query_log.lua the proxy's script?)")
+    return rows[0]
+
+
 def status(using: str | None = None) -> dict[str, Any]:
     """``{"logging": "on"|"off", "seconds_left": int, "logged": int, "log_file": str}``."""
-    return _run("PROXY LOG STATUS", using)[0]
+    return _first("PROXY LOG STATUS", using)
 
 
 def log_on(seconds: int | None = None, using: str | None = None) -> dict[str, Any]:
     """Turn logging on for ``seconds`` (proxy default 300, capped by its PROXY_LOG_MAX_SECONDS); new status."""
-    return _run("PROXY LOG ON" + _count("seconds", seconds), using)[0]
+    return _first("PROXY LOG ON" + _count("seconds", seconds), using)
 
 
 def log_off(using: str | None = None) -> dict[str, Any]:
     """Turn logging off; new status."""
-    return _run("PROXY LOG OFF", using)[0]
+    return _first("PROXY LOG OFF", using)
 
 
 def reset(using: str | None = None) -> dict[str, Any]:
     """Clear the recent-entries ring and the digest; new status."""
-    return _run("PROXY LOG RESET", using)[0]
+    return _first("PROXY LOG RESET", using)
 
 
 def tail(n: int | None = None, using: str | None = None) -> list[dict[str, Any]]:

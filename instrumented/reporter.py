@@ -62,11 +62,23 @@ def is_secret_name(name: object) -> bool:
     """Whether a local variable or parameter called ``name`` should be masked (``api_token``, ``password``)."""
     if not isinstance(name, str):
         return False
-    parts = [p for p in re.split(r"[_\W]+", name.lower()) if p]
+    # Digits split parts too ("password1", "new_password2", "pw1"), and are dropped.
+    parts = [p for p in re.split(r"[_\W\d]+", name.lower()) if p]
     if any(p in _SECRET_PARTS or p.endswith(_SECRET_SUFFIXES) for p in parts):
         return True
     # "api_key", "signing_key", "access_key": a compound ending in "key" (a bare "key" is usually a dict key).
     return len(parts) > 1 and parts[-1] in ("key", "keys")
+
+
+def route_secrets(request: HttpRequest | None) -> list[str]:
+    """Values captured from the URL path by secret-named route parameters (``reset/<uidb64>/<token>/``)."""
+    match = getattr(request, "resolver_match", None) if request is not None else None
+    if match is None:
+        return []
+    try:
+        return [str(value) for name, value in match.kwargs.items() if is_secret_name(name)]
+    except Exception:  # noqa: BLE001 - an odd resolver match hides nothing more
+        return []
 
 
 def mask_credentials(text: str) -> str:
@@ -301,14 +313,24 @@ class BoundedExceptionReporter(ExceptionReporter):
         return data
 
     def request_secrets(self) -> list[str]:
-        """Values of the request's secret-named GET/POST parameters: they also show in META and reprs."""
-        found: list[str] = []
+        """Values of the request's secret-named GET/POST parameters (and of the POST fields the view marked
+        sensitive): they also show in META, reprs and local variables, so they are scrubbed wherever they are.
+
+        The raw POST is read, not the filtered copy: the filtered copy already shows stars, which would
+        teach the scrubber nothing about the real values.
+        """
+        found: list[str] = route_secrets(self.request)
         if self.request is None:
             return found
         try:
-            for params in (self.request.GET, self.filter.get_post_parameters(self.request)):
+            sensitive = getattr(self.request, "sensitive_post_parameters", None) or ()
+            for params, is_post in ((self.request.GET, False), (self.request.POST, True)):
                 for name, values in params.lists():
-                    if is_secret_name(name) or HIDDEN_NAMES.search(name):
+                    if (
+                        is_secret_name(name)
+                        or HIDDEN_NAMES.search(name)
+                        or (is_post and (sensitive == "__ALL__" or name in sensitive))
+                    ):
                         found.extend(str(v) for v in values)
         except Exception:  # noqa: BLE001 - an unreadable body: nothing more to hide from it
             pass

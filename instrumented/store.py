@@ -189,11 +189,11 @@ class Store:
             "default_noreply": False,
         }
         if len(servers) == 1:
-            return PooledClient(servers[0], max_pool_size=16, **common)
+            return PooledClient(servers[0], max_pool_size=64, **common)
         return HashClient(
             servers,
             use_pooling=True,
-            max_pool_size=16,
+            max_pool_size=64,
             retry_attempts=1,
             retry_timeout=0,
             dead_timeout=float(self.config["BREAKER_COOLDOWN"]),
@@ -217,6 +217,10 @@ class Store:
         try:
             result = getattr(self._get_client(), method)(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - fail open on anything the client raises
+            if isinstance(exc, RuntimeError) and "Too many objects" in str(exc):
+                # Every pooled connection is busy (a burst of threads): not memcached's fault, so no breaker.
+                failures.record("memcached client pool exhausted", exc)
+                return default
             self.breaker.failure()
             self.last_error = f"{type(exc).__name__}: {exc}"
             failures.record(f"memcached {kind} failed", exc)

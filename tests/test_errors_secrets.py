@@ -155,3 +155,30 @@ def test_secret_names_and_credential_urls():
     assert mask_credentials("https://example.com/a@b and mail me@example.com") == (
         "https://example.com/a@b and mail me@example.com"
     )
+
+
+@pytest.mark.django_db
+def test_posted_secrets_never_appear_even_in_innocent_locals(root_client):
+    errors.page_budget = errors.PageBudget()
+    posted = {"password": "Hunter2-Secret!x", "new_password1": "Another-Secret-77", "username": "alice"}
+    live = root_client.post("/errors-demo/login/", posted)
+    assert live.status_code == 500
+    body = live.content.decode()
+    assert "login backend down" in body and "alice" in body
+    stored = raw_memcached_text(live["X-Error-Reference"])
+    for where, text in (("the live page", body), ("memcached", stored)):
+        assert "Hunter2-Secret!x" not in text and "Hunter2-Secret!x".replace("!", "&#x27;") not in text, where
+        assert "Another-Secret-77" not in text, where
+    assert is_secret_name("new_password1") and is_secret_name("pw1") and not is_secret_name("page2")
+
+
+@pytest.mark.django_db
+def test_tokens_in_the_url_path_are_masked(root_client):
+    errors.page_budget = errors.PageBudget()
+    token = "cx9a1b-0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+    live = root_client.get(f"/errors-demo/reset/MQ/{token}/")
+    assert live.status_code == 500
+    ref = live["X-Error-Reference"]
+    assert token not in live.content.decode()
+    assert token not in raw_memcached_text(ref)
+    assert load_meta(ref)["path"] == "/errors-demo/reset/MQ/********************/"

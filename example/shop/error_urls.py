@@ -11,4 +11,6 @@ urlpatterns = [
     path("user/", error_views.user_fail, name="user"),
     path("big/", error_views.big_fail, name="big"),
     path("async/", error_views.async_fail, name="async"),
+    path("login/", error_views.login_fail, name="login"),
+    path("reset/<uidb64>/<token>/", error_views.reset_fail, name="reset"),
 ]

@@ -47,3 +47,15 @@ def big_fail(request: HttpRequest) -> HttpResponse:
         return dive(depth - 1)
 
     return HttpResponse(str(dive(min(300, sys.getrecursionlimit() // 4))))
+
+
+def login_fail(request: HttpRequest) -> HttpResponse:
+    """A form handler that copies POSTed secrets into innocently named locals, then fails."""
+    supplied = request.POST.get("password", "")
+    new_password1 = request.POST.get("new_password1", "")
+    raise RuntimeError(f"login backend down ({len(supplied) + len(new_password1)} characters received)")
+
+
+def reset_fail(request: HttpRequest, uidb64: str, token: str) -> HttpResponse:
+    """A password-reset link whose handler fails: the token in the path is a live credential."""
+    raise LookupError(f"no user for {uidb64}")

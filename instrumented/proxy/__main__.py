@@ -24,7 +24,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="A MySQL protocol proxy that runs MySQL Proxy 0.8 Lua scripts "
         "(e.g. mysql_proxy_lua/query_log.lua).",
     )
-    parser.add_argument("--proxy-address", "-P", default=":4040", help="listen on HOST:PORT (default :4040)")
+    parser.add_argument(
+        "--proxy-address",
+        "-P",
+        default="127.0.0.1:4040",
+        help="listen on HOST:PORT (default 127.0.0.1:4040; ':4040' listens on every interface)",
+    )
     parser.add_argument(
         "--proxy-backend-addresses", "-b", action="append", default=[],
         help="MySQL server HOST:PORT; repeat for several (default 127.0.0.1:3306)",

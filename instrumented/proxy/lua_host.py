@@ -84,7 +84,13 @@ sandbox.string = copy(string)
 sandbox.table = copy(table)
 sandbox.math = copy(math)
 sandbox.coroutine = copy(coroutine)
-sandbox.os = {time = os.time, date = os.date, getenv = os.getenv, clock = os.clock, difftime = os.difftime}
+-- Scripts read only their own PROXY_* settings from the environment, never e.g. database passwords.
+local getenv = os.getenv
+local function proxy_getenv(name)
+  if type(name) == "string" and name:sub(1, 6) == "PROXY_" then return getenv(name) end
+  return nil
+end
+sandbox.os = {time = os.time, date = os.date, getenv = proxy_getenv, clock = os.clock, difftime = os.difftime}
 sandbox.io = {
   open = function(path, mode)
     if type(path) ~= "string" then error("bad argument #1 to 'open' (string expected)", 2) end
