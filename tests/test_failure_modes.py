@@ -65,7 +65,10 @@ def test_sql_literals_never_reach_memcached(memcached):
     view = read_stats(now=start + 3)["views"][0]
     assert [q["sql"] for q in view["top_queries"]] == ["SELECT * FROM users WHERE email = '?' AND id = ?"]
     assert view["top_queries"][0]["count"] == 2
-    assert strip_literals("SELECT \"t\".\"c1\" FROM t2 WHERE x = %s LIMIT 21") == 'SELECT "t"."c1" FROM t2 WHERE x = %s LIMIT ?'
+    assert (
+        strip_literals('SELECT "t"."c1" FROM t2 WHERE x = %s LIMIT 21')
+        == 'SELECT "t"."c1" FROM t2 WHERE x = %s LIMIT ?'
+    )
 
 
 def test_distinct_sql_per_request_is_capped():
