@@ -26,7 +26,7 @@ from django.http import HttpRequest
 
 from .conf import get_config
 from .permissions import get_user
-from .probe import current_probe
+from .probe import class_name, current_probe
 from .reporter import BoundedExceptionReporter, route_secrets, scrub
 from .store import MAX_VALUE_BYTES, Store, failures, get_store, pack, unpack
 
@@ -101,11 +101,6 @@ page_budget = PageBudget()
 #: failing requests waiting on it). Beyond it, errors are still counted in the stats, with their references.
 STORED_ERRORS_PER_MINUTE = 120
 store_budget = PageBudget()
-
-
-def class_name(cls: type[BaseException]) -> str:
-    """``module.Qualname`` (builtins without a module), as the stats count exceptions."""
-    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _describe_request(request: HttpRequest | None) -> dict[str, Any]:

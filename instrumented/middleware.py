@@ -8,7 +8,7 @@ never raises into the request: any failure of its own is counted and the respons
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from functools import partial
 from time import perf_counter_ns
 from typing import Any
@@ -35,6 +35,7 @@ class InstrumentedMiddleware:
         if self.is_async:
             markcoroutinefunction(self)
         self._ignored: dict[str, bool] = {}
+        self._config: dict[str, Any] | None = None
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:
@@ -97,12 +98,14 @@ class InstrumentedMiddleware:
             else:
                 view = NOT_FOUND_VIEW if status == 404 else UNRESOLVED_VIEW
                 route = ""
+            config = get_config()
+            if config is not self._config:  # settings changed (tests): forget what was decided under the old
+                self._config, self._ignored = config, {}
             ignored = self._ignored.get(view)
             if ignored is None:
                 ignored = self._is_ignored(view)
             if ignored:
                 return
-            config = get_config()
             aggregator = get_aggregator(config)
             aggregator.record(view, route, request.method or "", status, duration, probe)
             if not aggregator.flushing:
@@ -118,6 +121,3 @@ class InstrumentedMiddleware:
             self._ignored[view] = ignored
         return ignored
 
-
-#: For type checkers: what Django hands the middleware.
-GetResponse = Callable[[HttpRequest], HttpResponseBase | Awaitable[HttpResponseBase]]

@@ -126,7 +126,9 @@ def on_request_exception(sender: Any, request: Any = None, **kwargs: Any) -> Non
         return
     exc = sys.exc_info()[1]
     if exc is not None:
-        cls = type(exc)
-        probe.exception_class = (
-            f"{cls.__module__}.{cls.__qualname__}" if cls.__module__ != "builtins" else (cls.__qualname__)
-        )
+        probe.exception_class = class_name(type(exc))
+
+
+def class_name(cls: type[BaseException]) -> str:
+    """``module.Qualname`` (builtins without a module): how the stats and error pages name exceptions."""
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
