@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import sqlparse
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponseBase, HttpResponseRedirect
@@ -21,6 +20,7 @@ from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_http_methods
 
 from .. import querylog
+from ..display import duration_us, pretty_sql
 from ..permissions import get_user
 from ..security import protect
 from .views import _login_url, _page
@@ -58,22 +58,6 @@ def parse_seconds(raw: str | None) -> int:
     return int(text)
 
 
-def duration(us: Any) -> str:
-    """Microseconds as a short readable duration ("-" when the proxy gave none)."""
-    if not isinstance(us, int | float) or isinstance(us, bool):
-        return "-"
-    if us >= 1_000_000:
-        return f"{us / 1_000_000:.2f} s"
-    if us >= 1000:
-        return f"{us / 1000:.1f} ms"
-    return f"{int(us)} µs"
-
-
-def pretty_sql(sql: str) -> str:
-    """Re-indented SQL with upper-case keywords, for reading only."""
-    return sqlparse.format(sql, reindent=True, keyword_case="upper").strip()
-
-
 def _denied(request: HttpRequest) -> HttpResponseBase | None:
     """None when the user may use the panel; else the login redirect (anonymous) or a 403 page."""
     user = get_user(request)
@@ -109,16 +93,16 @@ def _view_data() -> dict[str, Any]:
             {
                 **row,
                 "pretty": pretty_sql(str(row.get("digest") or "")),
-                "total": duration(total),
-                "avg": duration(total / count if count else None),
-                "max": duration(row.get("max_us")),
+                "total": duration_us(total),
+                "avg": duration_us(total / count if count else None),
+                "max": duration_us(row.get("max_us")),
             }
         )
     tail_rows = [
         {
             **row,
-            "query_time": duration(row.get("query_time_us")),
-            "response_time": duration(row.get("response_time_us")),
+            "query_time": duration_us(row.get("query_time_us")),
+            "response_time": duration_us(row.get("response_time_us")),
         }
         for row in reversed(tail)
     ]

@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-import sqlparse
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpRequest, HttpResponseBase, JsonResponse
@@ -21,6 +20,7 @@ from django.views.decorators.http import require_safe
 
 from ..aggregate import shorten
 from ..conf import get_config
+from ..display import pretty_sql
 from ..permissions import can_view_stats, get_user, is_technical_user
 from ..reader import STATUS_CLASSES, read_stats
 from ..security import protect
@@ -225,7 +225,7 @@ def view_detail(request: HttpRequest) -> HttpResponseBase:
     if view is not None:
         technical = is_technical_user(request)
         queries = [
-            {**q, "pretty": sqlparse.format(q["sql"], reindent=True, keyword_case="upper")} for q in view["top_queries"]
+            {**q, "pretty": pretty_sql(q["sql"])} for q in view["top_queries"]
         ]
         points = _full_series(view.get("series", []), stats)
         context.update(

@@ -4,29 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlparse
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
 
 from instrumented import querylog
-
-
-def _us(value: Any) -> str:
-    """Microseconds as a readable duration."""
-    if not isinstance(value, int | float):
-        return "-"
-    if value >= 1_000_000:
-        return f"{value / 1_000_000:.2f} s"
-    if value >= 1000:
-        return f"{value / 1000:.1f} ms"
-    return f"{int(value)} µs"
-
-
-def _pretty_sql(sql: str) -> str:
-    """Re-indented SQL with upper-case keywords (display only)."""
-    return sqlparse.format(sql, reindent=True, keyword_case="upper").strip()
+from instrumented.display import duration_us, pretty_sql
 
 
 class Command(BaseCommand):
@@ -91,10 +75,10 @@ class Command(BaseCommand):
                 str(row.get("ts") or ""),
                 str(row.get("thread_id") or ""),
                 f"{row.get('user') or ''}@{row.get('db') or ''}",
-                _us(row.get("response_time_us")),
+                duration_us(row.get("response_time_us")),
                 str(row.get("rows") if row.get("rows") is not None else ""),
                 "[red]error[/]" if status == "error" else str(status or ""),
-                Syntax(_pretty_sql(str(row.get("query") or "")), "sql", word_wrap=True, background_color="default"),
+                Syntax(pretty_sql(str(row.get("query") or "")), "sql", word_wrap=True, background_color="default"),
             )
         console.print(table)
 
@@ -111,8 +95,11 @@ class Command(BaseCommand):
             count = row.get("count") or 0
             total = row.get("total_us") or 0
             table.add_row(
-                str(count), _us(total), _us(total / count if count else 0), _us(row.get("max_us")),
+                str(count),
+                duration_us(total),
+                duration_us(total / count if count else 0),
+                duration_us(row.get("max_us")),
                 str(row.get("rows") or 0),
-                Syntax(_pretty_sql(str(row.get("digest") or "")), "sql", word_wrap=True, background_color="default"),
+                Syntax(pretty_sql(str(row.get("digest") or "")), "sql", word_wrap=True, background_color="default"),
             )  # fmt: skip
         console.print(table)
