@@ -196,3 +196,29 @@ def wait_until(predicate: Callable[[], object], timeout: float = 5.0, interval: 
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s (last value {value!r})")
         time.sleep(interval)
+
+
+def _logged_in(user) -> object:
+    from django.test import Client
+
+    client = Client(raise_request_exception=False)
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def staff_client(django_user_model):
+    """A test client logged in as active staff (may see the stats, not tracebacks)."""
+    return _logged_in(django_user_model.objects.create_user("staff", password="pw", is_staff=True))
+
+
+@pytest.fixture
+def plain_client(django_user_model):
+    """A test client logged in as an ordinary user."""
+    return _logged_in(django_user_model.objects.create_user("customer", password="pw"))
+
+
+@pytest.fixture
+def superuser_client(django_user_model):
+    """A test client logged in as an active superuser."""
+    return _logged_in(django_user_model.objects.create_superuser("root", password="pw"))

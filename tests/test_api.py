@@ -18,22 +18,6 @@ VIEW_KEYS = {
 }  # fmt: skip
 
 
-@pytest.fixture
-def staff_client(django_user_model) -> Client:
-    user = django_user_model.objects.create_user("staff", password="pw", is_staff=True)
-    client = Client(raise_request_exception=False)
-    client.force_login(user)
-    return client
-
-
-@pytest.fixture
-def plain_client(django_user_model) -> Client:
-    user = django_user_model.objects.create_user("customer", password="pw")
-    client = Client(raise_request_exception=False)
-    client.force_login(user)
-    return client
-
-
 def traffic(flush, **paths: int) -> None:
     """Send in-process requests (``fast=3`` → GET /fast/ three times) and write them to memcached."""
     client = Client(raise_request_exception=False)

@@ -19,22 +19,6 @@ pytestmark = pytest.mark.django_db(databases=["default", "analytics"])
 urlpatterns = [path("instrumented/", include((dashboard_urls.urlpatterns, "instrumented")))]
 
 
-@pytest.fixture
-def staff_client(django_user_model) -> Client:
-    user = django_user_model.objects.create_user("staff", password="pw", is_staff=True)
-    client = Client(raise_request_exception=False)
-    client.force_login(user)
-    return client
-
-
-@pytest.fixture
-def superuser_client(django_user_model) -> Client:
-    user = django_user_model.objects.create_superuser("root", password="pw")
-    client = Client(raise_request_exception=False)
-    client.force_login(user)
-    return client
-
-
 def traffic(flush, *paths: str) -> None:
     client = Client(raise_request_exception=False)
     for p in paths:
