@@ -22,25 +22,45 @@ SORT_KEYS: dict[str, Any] = {
 }
 
 
-def render_table(stats: dict[str, Any], sort: str = "requests", limit: int | None = None) -> Table:
-    """A table of every view: requests, errors, latency percentiles, queries, N+1."""
-    title = f"django-instrumented — last {stats['window_seconds']} s, {stats['processes']} process(es)"
+#: Columns left out when the terminal is narrower than WIDE_COLUMNS characters.
+NARROW_DROPS = frozenset({"route", "p99", "q max"})
+WIDE_COLUMNS = 120
+
+
+def render_table(
+    stats: dict[str, Any], sort: str = "requests", limit: int | None = None, width: int | None = None
+) -> Table:
+    """A table of every view: requests, errors, latency percentiles (ms), queries, N+1.
+
+    Below ``WIDE_COLUMNS`` characters of ``width`` the route, p99 and max-queries columns are left out,
+    so the view names stay readable in an 80-column terminal.
+    """
+    title = f"django-instrumented — last {stats['window_seconds']} s, {stats['processes']} process(es), ms"
     table = Table(title=title, caption=stats.get("error") or f"generated {stats['generated_at']}")
-    for column, justify in (
-        ("view", "left"),
-        ("route", "left"),
-        ("req", "right"),
-        ("err", "right"),
-        ("p50 ms", "right"),
-        ("p95 ms", "right"),
-        ("p99 ms", "right"),
-        ("max ms", "right"),
-        ("q/req", "right"),
-        ("q max", "right"),
-        ("db ms", "right"),
-        ("N+1", "right"),
-    ):
-        table.add_column(column, justify=justify, overflow="fold" if column == "view" else "ellipsis")
+    narrow = width is not None and width < WIDE_COLUMNS
+    columns: list[tuple[str, Any]] = [
+        ("view", lambda v, lat: Text(v["view"])),
+        ("route", lambda v, lat: Text(v["route"])),
+        ("req", lambda v, lat: str(v["requests"])),
+        ("err", lambda v, lat: str(v["errors"])),
+        ("p50", lambda v, lat: f"{lat['p50']:.1f}"),
+        ("p95", lambda v, lat: f"{lat['p95']:.1f}"),
+        ("p99", lambda v, lat: f"{lat['p99']:.1f}"),
+        ("max", lambda v, lat: f"{lat['max']:.1f}"),
+        ("q/req", lambda v, lat: f"{v['queries']['mean']:.1f}"),
+        ("q max", lambda v, lat: str(v["queries"]["max"])),
+        ("db", lambda v, lat: f"{v['db_time_ms']:.1f}"),
+        ("N+1", lambda v, lat: str(v["n_plus_one"])),
+    ]
+    if narrow:
+        columns = [c for c in columns if c[0] not in NARROW_DROPS]
+    for name, _ in columns:
+        if name == "view":
+            table.add_column(name, overflow="fold", min_width=16, ratio=3)
+        elif name == "route":
+            table.add_column(name, overflow="ellipsis", max_width=24, ratio=1)
+        else:
+            table.add_column(name, justify="right", no_wrap=True)
     views = sorted(stats["views"], key=SORT_KEYS.get(sort, SORT_KEYS["requests"]), reverse=True)
     if limit is not None:
         views = views[:limit]
@@ -52,23 +72,9 @@ def render_table(stats: dict[str, Any], sort: str = "requests", limit: int | Non
             style = "red"
         elif v["n_plus_one"] or (worst_p95 and lat["p95"] == worst_p95 and len(views) > 1):
             style = "yellow"
-        table.add_row(
-            Text(v["view"]),
-            Text(v["route"]),
-            str(v["requests"]),
-            str(v["errors"]),
-            f"{lat['p50']:.1f}",
-            f"{lat['p95']:.1f}",
-            f"{lat['p99']:.1f}",
-            f"{lat['max']:.1f}",
-            f"{v['queries']['mean']:.1f}",
-            str(v["queries"]["max"]),
-            f"{v['db_time_ms']:.1f}",
-            str(v["n_plus_one"]),
-            style=style,
-        )
+        table.add_row(*(cell(v, lat) for _, cell in columns), style=style)
     if not views:
-        table.add_row("(no data)", "", *[""] * 10)
+        table.add_row("(no data)", *[""] * (len(columns) - 1))
     return table
 
 
@@ -97,10 +103,14 @@ def render_summary(stats: dict[str, Any]) -> Text:
 
 
 def render_top(
-    stats: dict[str, Any], sort: str = "requests", limit: int | None = None, interval: float | None = None
+    stats: dict[str, Any],
+    sort: str = "requests",
+    limit: int | None = None,
+    interval: float | None = None,
+    width: int | None = None,
 ) -> Group:
     """What ``instrumented_top`` draws each tick: the summary line, the table, and how to drive it."""
     hint = f"sorted by {sort}"
     if interval is not None:
         hint += f" · refreshing every {interval:g} s · Ctrl-C to quit"
-    return Group(render_summary(stats), render_table(stats, sort, limit), Text(hint, style="dim"))
+    return Group(render_summary(stats), render_table(stats, sort, limit, width), Text(hint, style="dim"))

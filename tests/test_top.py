@@ -123,3 +123,25 @@ def test_live_mode_refreshes_and_ctrl_c_exits_cleanly(_isolated_stats):
     text = b"".join(chunks).decode(errors="replace")
     assert text.count("refreshing every 0.2 s") >= 3  # redrawn several times before Ctrl-C
     assert "stopped" in text.splitlines()[-1]
+
+
+def test_narrow_terminal_keeps_view_names_readable():
+    from io import StringIO
+
+    from rich.console import Console
+
+    from instrumented.terminal import render_table
+
+    view = {
+        "view": "shop:n_plus_one", "route": "n-plus-one/<int:page>/", "requests": 3, "errors": 0,
+        "latency_ms": {"mean": 1.0, "p50": 1.0, "p95": 2.0, "p99": 3.0, "max": 4.0},
+        "queries": {"total": 3, "mean": 1.0, "max": 1}, "db_time_ms": 0.5, "n_plus_one": 0,
+    }  # fmt: skip
+    doc = {"window_seconds": 300, "processes": 1, "generated_at": "now", "views": [view]}
+    for width, route_shown in ((80, False), (160, True)):
+        out = StringIO()
+        Console(file=out, width=width).print(render_table(doc, width=width))
+        text = out.getvalue()
+        assert "shop:n_plus_one" in text
+        assert ("n-plus-one/<int:page>/" in text) is route_shown
+        assert max(len(line) for line in text.splitlines()) <= width

@@ -33,4 +33,4 @@ class Command(BaseCommand):
         from ...terminal import render_table
 
         console = Console(file=self.stdout, soft_wrap=False)
-        console.print(render_table(stats))
+        console.print(render_table(stats, width=console.width))
