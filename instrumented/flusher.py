@@ -95,6 +95,7 @@ class Flusher:
     def stop(self) -> None:
         """Final flush, then end the thread (not in a forked child: it would write the parent's copy)."""
         self._stop.set()
+        self.aggregator.flushing = False  # a later request starts a new flusher rather than count unseen
         if os.getpid() == self.pid:
             self.flush()
 
