@@ -81,7 +81,7 @@ def overhead(batches: int, requests: int) -> dict[str, dict[str, float]]:
     from django.db import connection
     from django.test.utils import override_settings
 
-    from instrumented.probe import install_on, sql_wrapper
+    from instrumented.stats.probe import install_on, sql_wrapper
 
     with_app = WSGIHandler()
     with override_settings(MIDDLEWARE=[]):
@@ -135,11 +135,11 @@ def reader_benchmark(processes: int, views: int, rounds: int, full_window: bool)
 def _reader_benchmark(processes: int, views: int, rounds: int, full_window: bool) -> dict[str, float]:
     from unittest import mock
 
-    from instrumented.aggregate import Aggregator
     from instrumented.conf import get_config
-    from instrumented.flusher import Flusher
-    from instrumented.probe import Probe
     from instrumented.reader import read_stats
+    from instrumented.stats.aggregate import Aggregator
+    from instrumented.stats.flusher import Flusher
+    from instrumented.stats.probe import Probe
 
     config = get_config()
     rng = random.Random(5)
@@ -163,9 +163,9 @@ def _reader_benchmark(processes: int, views: int, rounds: int, full_window: bool
                     }
                     latency = int(rng.lognormvariate(15, 0.6))
                     aggregator.record(f"app:view_{v}", f"v/{v}/", "GET", 200, latency, probe, now=at)
-            with mock.patch("instrumented.flusher.time.time", return_value=at):
+            with mock.patch("instrumented.stats.flusher.time.time", return_value=at):
                 flusher.flush()
-        with mock.patch("instrumented.flusher.time.time", return_value=now):
+        with mock.patch("instrumented.stats.flusher.time.time", return_value=now):
             flusher.flush()
     timings: dict[str, list[float]] = {"table": [], "series": []}
     for _ in range(rounds):

@@ -54,7 +54,7 @@ def check_memcached(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
     """memcached answers (a warning only: the site runs fine without it, the stats do not)."""
     if validate(get_config()) or not get_config()["ENABLED"]:
         return []
-    from .store import Store
+    from .memcached import Store
 
     store = Store(get_config())
     try:

@@ -16,11 +16,11 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponseBase
 
-from .aggregate import NOT_FOUND_VIEW, UNRESOLVED_VIEW, get_aggregator
 from .conf import get_config
-from .flusher import ensure_flusher
-from .probe import Probe, current_probe
-from .store import failures
+from .memcached import failures
+from .stats.aggregate import NOT_FOUND_VIEW, UNRESOLVED_VIEW, get_aggregator
+from .stats.flusher import ensure_flusher
+from .stats.probe import Probe, current_probe
 
 
 class InstrumentedMiddleware:

@@ -3,7 +3,7 @@
 import time
 
 from instrumented.conf import get_config
-from instrumented.store import CircuitBreaker, FailureLog, Store, get_store, pack, unpack
+from instrumented.memcached import CircuitBreaker, FailureLog, Store, get_store, pack, unpack
 
 
 def test_pack_roundtrip_and_compression():

@@ -18,12 +18,12 @@ from django.shortcuts import render
 from django.urls import NoReverseMatch, get_script_prefix, resolve, reverse
 from django.views.decorators.http import require_safe
 
-from ..aggregate import shorten
+from ..access import protect
 from ..conf import get_config
 from ..display import pretty_sql
 from ..permissions import can_view_stats, get_user, is_technical_user
-from ..reader import STATUS_CLASSES, read_stats
-from ..security import protect
+from ..stats.aggregate import shorten
+from ..stats.reader import STATUS_CLASSES, read_stats
 from . import bookmarklet, charts
 
 logger = logging.getLogger("instrumented")

@@ -24,11 +24,11 @@ from typing import Any
 from django.core.signals import got_request_exception
 from django.http import HttpRequest
 
-from .conf import get_config
-from .permissions import get_user
-from .probe import class_name, current_probe
+from ..conf import get_config
+from ..memcached import MAX_VALUE_BYTES, Store, failures, get_store, pack, unpack
+from ..permissions import get_user
+from ..stats.probe import class_name, current_probe
 from .reporter import BoundedExceptionReporter, route_secrets, scrub
-from .store import MAX_VALUE_BYTES, Store, failures, get_store, pack, unpack
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 

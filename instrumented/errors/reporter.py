@@ -30,7 +30,7 @@ from django.utils.functional import empty
 from django.utils.html import escape
 from django.views.debug import ExceptionReporter, SafeExceptionReporterFilter, get_exception_reporter_filter
 
-from .conf import get_config
+from ..conf import get_config
 
 SUBSTITUTE = "********************"
 

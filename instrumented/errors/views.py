@@ -18,12 +18,12 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.template import TemplateDoesNotExist, loader
 from django.utils.cache import add_never_cache_headers
 
-from .conf import get_config
-from .errors import REQUEST_ATTRIBUTE, capture, load_meta, load_page, new_reference, normalize_reference, recent_errors
-from .permissions import get_user, is_technical_user
+from ..access import protect
+from ..conf import get_config
+from ..memcached import failures, get_store
+from ..permissions import get_user, is_technical_user
+from .capture import REQUEST_ATTRIBUTE, capture, load_meta, load_page, new_reference, normalize_reference, recent_errors
 from .reporter import BoundedExceptionReporter
-from .security import protect
-from .store import failures, get_store
 
 logger = logging.getLogger("instrumented")
 

@@ -13,7 +13,7 @@ from typing import Any
 from django.db import DatabaseError, connections
 from django.utils.connection import ConnectionDoesNotExist
 
-from .conf import get_config
+from ..conf import get_config
 
 DEFAULT_ALIAS = "querylog"
 

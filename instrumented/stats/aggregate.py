@@ -13,8 +13,8 @@ import time
 from typing import Any
 
 from . import histogram
-from .merge import template_rank
 from .probe import Probe
+from .snapshot import template_rank
 
 OTHER_VIEW = "(other)"
 NOT_FOUND_VIEW = "(not found)"

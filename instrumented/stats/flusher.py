@@ -12,10 +12,10 @@ import threading
 import time
 from typing import Any
 
+from ..memcached import MAX_VALUE_BYTES, Store, failures, make_process_id, pack
 from .aggregate import OTHER_VIEW, Aggregator, get_aggregator
-from .merge import ViewTotals, cap_views, merge_views
 from .probe import strip_literals
-from .store import MAX_VALUE_BYTES, Store, failures, make_process_id, pack
+from .snapshot import ViewTotals, cap_views, merge_views
 
 logger = logging.getLogger("instrumented")
 

@@ -17,11 +17,11 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from ..conf import get_config
+from ..memcached import Store, get_store, unpack
 from . import histogram
 from .aggregate import OTHER_VIEW
-from .conf import get_config
-from .merge import ViewTotals, cap_views, merge_views
-from .store import Store, get_store, unpack
+from .snapshot import ViewTotals, cap_views, merge_views
 
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
 

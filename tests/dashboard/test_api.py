@@ -7,8 +7,8 @@ from django.test import Client, override_settings
 from django.test.utils import override_script_prefix
 from django.urls import reverse
 
-from instrumented.reader import read_stats
-from tests.conftest import free_port
+from instrumented.stats.reader import read_stats
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.django_db(databases=["default", "analytics"])
 
@@ -60,7 +60,7 @@ def test_inactive_staff_is_refused(django_user_model):
 
 
 def test_permission_callback_decides(plain_client, settings):
-    settings.INSTRUMENTED = {**settings.INSTRUMENTED, "PERMISSION_CALLBACK": "tests.test_api.allow_customers"}
+    settings.INSTRUMENTED = {**settings.INSTRUMENTED, "PERMISSION_CALLBACK": "tests.dashboard.test_api.allow_customers"}
     assert plain_client.get(reverse("instrumented:api_views")).status_code == 200
     assert Client().get(reverse("instrumented:api_views")).status_code == 401
 

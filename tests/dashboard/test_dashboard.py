@@ -10,12 +10,12 @@ from django.urls import include, path, reverse
 
 from instrumented.dashboard import urls as dashboard_urls
 from instrumented.dashboard import views
-from tests.conftest import free_port
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.django_db(databases=["default", "analytics"])
 
 
-# A site without the admin and without the error pages (used through ROOT_URLCONF = "tests.test_dashboard").
+# A site without the admin and without the error pages (used through ROOT_URLCONF = "tests.dashboard.test_dashboard").
 urlpatterns = [path("instrumented/", include((dashboard_urls.urlpatterns, "instrumented")))]
 
 
@@ -123,7 +123,7 @@ def test_error_references_link_to_tracebacks_for_superusers_only(staff_client, s
 def test_error_references_without_the_error_pages(superuser_client, monkeypatch, settings):
     # Sites (or versions) without instrumented:error_detail: the reference is shown, not linked, and no 500.
     monkeypatch.setattr(views, "read_stats", lambda *a, **k: fake_errors_document())
-    settings.ROOT_URLCONF = "tests.test_dashboard"
+    settings.ROOT_URLCONF = "tests.dashboard.test_dashboard"
     response = superuser_client.get("/instrumented/view/", {"name": "shop:fail"})
     assert response.status_code == 200
     html = response.content.decode()
@@ -160,7 +160,7 @@ def test_view_detail_when_memcached_is_down(staff_client, settings):
 
 def test_without_the_admin_a_standalone_page_is_used(staff_client, settings, flush):
     traffic(flush, "/fast/")
-    settings.ROOT_URLCONF = "tests.test_dashboard"
+    settings.ROOT_URLCONF = "tests.dashboard.test_dashboard"
     response = staff_client.get("/instrumented/")
     assert response.status_code == 200
     html = response.content.decode()

@@ -13,8 +13,9 @@ import urllib.request
 
 import pytest
 
-from tests import browser
-from tests.conftest import ROOT, wait_until
+from tests.support import browser
+from tests.support.ports import wait_until
+from tests.support.servers import ROOT
 
 pytestmark = pytest.mark.skipif(browser.missing() is not None, reason=str(browser.missing()))
 

@@ -15,9 +15,10 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.test import Client
 
-from instrumented.reader import read_stats
-from instrumented.terminal import render_summary
-from tests.conftest import EXAMPLE, ROOT, free_port
+from instrumented.dashboard.terminal import render_summary
+from instrumented.stats.reader import read_stats
+from tests.support.ports import free_port
+from tests.support.servers import EXAMPLE, ROOT
 
 pytestmark = pytest.mark.django_db(databases=["default", "analytics"])
 
@@ -130,7 +131,7 @@ def test_narrow_terminal_keeps_view_names_readable():
 
     from rich.console import Console
 
-    from instrumented.terminal import render_table
+    from instrumented.dashboard.terminal import render_table
 
     view = {
         "view": "shop:n_plus_one", "route": "n-plus-one/<int:page>/", "requests": 3, "errors": 0,

@@ -15,9 +15,9 @@ from django.core.signals import got_request_exception
 from django.test import Client
 from shop.error_settings import with_fault_injection
 
-from instrumented import errors
-from instrumented.errors import load_meta, meta_key, normalize_reference, page_key
-from instrumented.store import MAX_VALUE_BYTES, failures, get_store, unpack
+from instrumented.errors import capture as errors
+from instrumented.errors.capture import load_meta, meta_key, normalize_reference, page_key
+from instrumented.memcached import MAX_VALUE_BYTES, failures, get_store, unpack
 
 USERS = ["anonymous", "user", "staff", "inactive_superuser", "superuser"]
 #: fault -> (path, extra request headers, exception class stored)
@@ -220,7 +220,7 @@ def test_page_budget_keeps_metadata_and_text(users, settings):
 
 @pytest.mark.django_db
 def test_stats_count_the_error_with_its_reference(users, flush):
-    from instrumented.reader import read_stats
+    from instrumented.stats.reader import read_stats
 
     ref = client_for(users, "anonymous").get("/fail/")["X-Error-Reference"]
     flush()
@@ -397,7 +397,7 @@ def test_django_logging_and_admins_mail_keep_working(users, settings, caplog, ma
 def test_reporter_bounds_locals_and_survives_broken_reprs(rf):
     import sys
 
-    from instrumented.reporter import BoundedExceptionReporter
+    from instrumented.errors.reporter import BoundedExceptionReporter
 
     class Broken:
         def __repr__(self):

@@ -10,10 +10,10 @@ import pytest
 from django.test import Client
 from django.views.debug import ExceptionReporter, SafeExceptionReporterFilter
 
-from instrumented import errors
-from instrumented.errors import index_key, load_meta, meta_key, page_key
-from instrumented.reporter import StrictExceptionReporterFilter, is_secret_name, mask_credentials, scrub
-from instrumented.store import get_store
+from instrumented.errors import capture as errors
+from instrumented.errors.capture import index_key, load_meta, meta_key, page_key
+from instrumented.errors.reporter import StrictExceptionReporterFilter, is_secret_name, mask_credentials, scrub
+from instrumented.memcached import get_store
 
 SETTINGS_SECRETS = {
     "SENTRY_DSN": "https://f00dfacepublickey42@o123.ingest.sentry.io/4567",

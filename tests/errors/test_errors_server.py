@@ -21,9 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from instrumented.errors import meta_key, normalize_reference, page_key
-from instrumented.store import get_store
-from tests.conftest import EXAMPLE, SiteServer, free_port, server_env, wait_for_port
+from instrumented.errors.capture import meta_key, normalize_reference, page_key
+from instrumented.memcached import get_store
+from tests.support.ports import free_port, wait_for_port
+from tests.support.servers import EXAMPLE, SiteServer, server_env
 
 USERS = ["anonymous", "user", "staff", "inactive_superuser", "superuser"]
 FAULTS = {

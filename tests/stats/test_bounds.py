@@ -3,9 +3,9 @@
 import pytest
 from django.test import Client, override_settings
 
-from instrumented.aggregate import OTHER_VIEW
-from instrumented.reader import read_stats
-from instrumented.store import MAX_VALUE_BYTES, get_store
+from instrumented.memcached import MAX_VALUE_BYTES, get_store
+from instrumented.stats.aggregate import OTHER_VIEW
+from instrumented.stats.reader import read_stats
 from tests.urls_many import LONG_NAME, UNICODE_NAME
 
 
@@ -43,7 +43,7 @@ def test_five_thousand_views_cap_and_snapshot_size(settings, flush):
     store = get_store()
     raw = store.get_many([store.procs_key(b) for b in range(0, 1)])  # warm the client
     assert raw is not None
-    from instrumented.flusher import current_flusher
+    from instrumented.stats.flusher import current_flusher
 
     process = current_flusher().process_id
     sizes = [
@@ -57,14 +57,14 @@ def test_five_thousand_views_cap_and_snapshot_size(settings, flush):
 def test_many_distinct_sql_templates_stay_bounded(settings, flush):
     from django.db import connection
 
-    from instrumented.aggregate import get_aggregator
     from instrumented.conf import get_config
+    from instrumented.stats.aggregate import get_aggregator
 
     settings.INSTRUMENTED = {**settings.INSTRUMENTED, "MAX_QUERIES_PER_VIEW": 4}
     client = Client()
     client.get("/fast/")
     aggregator = get_aggregator(get_config())
-    from instrumented.probe import Probe, current_probe
+    from instrumented.stats.probe import Probe, current_probe
 
     for i in range(300):
         probe = Probe(0)

@@ -3,13 +3,14 @@
 import zlib
 from unittest import mock
 
-from instrumented.aggregate import OTHER_VIEW, Aggregator
 from instrumented.conf import get_config
-from instrumented.flusher import Flusher
-from instrumented.merge import ViewTotals
-from instrumented.probe import MAX_DISTINCT_SQL, OTHER_SQL, Probe, current_probe, sql_wrapper, strip_literals
-from instrumented.reader import read_stats
-from instrumented.store import pack, unpack
+from instrumented.memcached import pack, unpack
+from instrumented.stats import flusher as flusher_module
+from instrumented.stats.aggregate import OTHER_VIEW, Aggregator
+from instrumented.stats.flusher import Flusher
+from instrumented.stats.probe import MAX_DISTINCT_SQL, OTHER_SQL, Probe, current_probe, sql_wrapper, strip_literals
+from instrumented.stats.reader import read_stats
+from instrumented.stats.snapshot import ViewTotals
 
 BUCKET = 10
 
@@ -22,7 +23,7 @@ def request(aggregator: Aggregator, at: float, view: str = "v", sql: str | None 
 
 
 def flush_at(flusher: Flusher, at: float) -> int:
-    with mock.patch("instrumented.flusher.time.time", return_value=at):
+    with mock.patch("instrumented.stats.flusher.time.time", return_value=at):
         return flusher.flush()
 
 
@@ -32,7 +33,7 @@ def test_long_outage_keeps_memory_bounded_and_skips_packing(settings):
     aggregator = Aggregator(config)
     flusher = Flusher(aggregator, 1.0, config)
     start = (1_700_000_000 // BUCKET) * BUCKET
-    with mock.patch("instrumented.flusher.shrink", wraps=__import__("instrumented.flusher").flusher.shrink) as shrink:
+    with mock.patch("instrumented.stats.flusher.shrink", wraps=flusher_module.shrink) as shrink:
         for i in range(200):  # 2 000 s of traffic with memcached down
             request(aggregator, start + i * BUCKET + 1)
             flush_at(flusher, start + i * BUCKET + 2)

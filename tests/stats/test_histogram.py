@@ -2,7 +2,7 @@
 
 import random
 
-from instrumented import histogram
+from instrumented.stats import histogram
 
 
 def exact_quantile(values: list[float], q: float) -> float:

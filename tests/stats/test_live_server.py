@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from instrumented.reader import read_stats
-from tests.conftest import wait_until
+from instrumented.stats.reader import read_stats
+from tests.support.ports import wait_until
 
 
 def load(server, paths: list[str], threads: int = 16) -> list[tuple[int, float]]:

@@ -2,12 +2,12 @@
 
 from unittest import mock
 
-from instrumented.aggregate import Aggregator
 from instrumented.conf import get_config
-from instrumented.flusher import Flusher
-from instrumented.probe import Probe
-from instrumented.reader import read_stats
-from instrumented.store import get_store
+from instrumented.memcached import get_store
+from instrumented.stats.aggregate import Aggregator
+from instrumented.stats.flusher import Flusher
+from instrumented.stats.probe import Probe
+from instrumented.stats.reader import read_stats
 
 BUCKET = 10
 
@@ -17,7 +17,7 @@ def simulate(flusher: Flusher, aggregator: Aggregator, at: float, view: str, req
         probe = Probe(0)
         probe.queries = {("default", "SELECT %s"): [2, 2000]}
         aggregator.record(view, "r/", "GET", 200, latency_us * 1000, probe, now=at)
-    with mock.patch("instrumented.flusher.time.time", return_value=at):
+    with mock.patch("instrumented.stats.flusher.time.time", return_value=at):
         flusher.flush()
 
 
@@ -39,7 +39,7 @@ def test_rollup_sums_the_window_and_drops_expired_buckets(memcached):
     assert views["a"]["queries"]["total"] == 24
     # 5 minutes later the first bucket has left the window: the roll-up is rewritten without it.
     later = start + 300 + 5
-    with mock.patch("instrumented.flusher.time.time", return_value=later):
+    with mock.patch("instrumented.stats.flusher.time.time", return_value=later):
         flusher.flush()
     views = {v["view"]: v for v in read_stats(now=later)["views"]}
     assert views["a"]["requests"] == 7 and views["b"]["requests"] == 1

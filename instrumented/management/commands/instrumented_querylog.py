@@ -9,8 +9,8 @@ from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
 
-from instrumented import querylog
 from instrumented.display import duration_us, pretty_sql
+from instrumented.querylog import client as querylog
 
 
 class Command(BaseCommand):

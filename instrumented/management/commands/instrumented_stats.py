@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ...reader import read_stats
+from ...stats.reader import read_stats
 
 
 class Command(BaseCommand):
@@ -30,7 +30,7 @@ class Command(BaseCommand):
             return
         from rich.console import Console
 
-        from ...terminal import render_table
+        from ...dashboard.terminal import render_table
 
         console = Console(file=self.stdout, soft_wrap=False)
         console.print(render_table(stats, width=console.width))
