@@ -1,4 +1,4 @@
-"""memcached I/O only: the key scheme, the client, the circuit breaker and value packing.
+"""memcached I/O only: the client, the circuit breaker and value packing; no key knowledge (see keys.py).
 
 Every call fails open: errors are counted, logged at most once a minute per kind, and turned into
 "nothing stored" / "nothing found" for the caller. Nothing here raises into a request.
@@ -7,10 +7,7 @@ Every call fails open: errors are counted, logged at most once a minute per kind
 from __future__ import annotations
 
 import json
-import logging
 import os
-import secrets
-import socket
 import threading
 import time
 import zlib
@@ -19,12 +16,9 @@ from typing import Any
 from pymemcache.client.base import PooledClient
 from pymemcache.client.hash import HashClient
 
-from .conf import get_config, parse_server
+from .conf import Config, get_config
+from .failopen import fail_open, failures
 
-logger = logging.getLogger("instrumented")
-
-#: Bumped whenever the stored format changes, so old and new processes never read each other's values.
-SCHEMA_VERSION = 1
 #: Values larger than this are zlib-compressed before they are stored.
 COMPRESS_OVER = 1024
 #: memcached's default item limit is 1 MiB; stay well below it.
@@ -64,32 +58,6 @@ def unpack(data: bytes | None) -> Any:
         return None
 
 
-class FailureLog:
-    """Counts failures per kind and logs each kind at most once per ``interval`` seconds."""
-
-    def __init__(self, interval: float = 60.0) -> None:
-        self.interval = interval
-        self.counts: dict[str, int] = {}
-        self._last_logged: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def record(self, kind: str, exc: BaseException | None = None) -> None:
-        """Count one failure of ``kind``; log it unless this kind was logged recently."""
-        now = time.monotonic()
-        with self._lock:
-            self.counts[kind] = self.counts.get(kind, 0) + 1
-            last = self._last_logged.get(kind)
-            if last is not None and now - last < self.interval:
-                return
-            self._last_logged[kind] = now
-            count = self.counts[kind]
-        logger.warning("django-instrumented: %s (%d so far): %r", kind, count, exc)
-
-
-#: Process-wide failure counters (the middleware, flusher and readers share them).
-failures = FailureLog()
-
-
 class CircuitBreaker:
     """After ``threshold`` consecutive failures, refuse calls for a cool-down that doubles up to a max."""
 
@@ -102,14 +70,9 @@ class CircuitBreaker:
         self._open_until = 0.0
         self._lock = threading.Lock()
 
-    @property
-    def is_open(self) -> bool:
-        """True while calls are being refused."""
-        return time.monotonic() < self._open_until
-
     def allow(self) -> bool:
-        """Whether a call may be attempted now."""
-        return not self.is_open
+        """Whether a call may be attempted now (False while the breaker is open)."""
+        return time.monotonic() >= self._open_until
 
     def success(self) -> None:
         """A call worked: close the breaker and reset the back-off."""
@@ -128,46 +91,16 @@ class CircuitBreaker:
                 self._consecutive = 0
 
 
-def make_process_id() -> str:
-    """An ASCII id unique to this process across servers and restarts (host, pid, random)."""
-    host = "".join(c for c in socket.gethostname() if c.isascii() and (c.isalnum() or c in "-_."))[:32]
-    return f"{host or 'host'}.{os.getpid()}.{secrets.token_hex(3)}"
-
-
 class Store:
     """memcached access for one configuration: typed helpers over a thread-safe pymemcache client."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: Config) -> None:
         self.config = config
-        self.prefix = f"{config['KEY_PREFIX']}{SCHEMA_VERSION}"
-        self.window = int(config["WINDOW_SECONDS"])
-        self.bucket_seconds = int(config["BUCKET_SECONDS"])
-        self.ttl = self.window + 2 * self.bucket_seconds
-        self.breaker = CircuitBreaker(
-            int(config["BREAKER_FAILURES"]),
-            float(config["BREAKER_COOLDOWN"]),
-            float(config["BREAKER_MAX_COOLDOWN"]),
-        )
+        self.ttl = config.ttl
+        self.breaker = CircuitBreaker(config.breaker_failures, config.breaker_cooldown, config.breaker_max_cooldown)
         self.last_error: str | None = None
         self._client: Any = None
         self._client_lock = threading.Lock()
-
-    # -- keys -----------------------------------------------------------------------------------
-    def stats_key(self, bucket: int, process_id: str) -> str:
-        """One process's aggregate for one bucket."""
-        return f"{self.prefix}:{bucket}:{process_id}"
-
-    def procs_key(self, bucket: int) -> str:
-        """The space-separated list of processes that wrote a bucket."""
-        return f"{self.prefix}:{bucket}:procs"
-
-    def rollup_key(self, process_id: str) -> str:
-        """One process's whole-window aggregate (what readers read first)."""
-        return f"{self.prefix}:roll:{process_id}"
-
-    def key(self, *parts: str) -> str:
-        """A namespaced key for other consumers (errors, ...); parts must be ASCII without spaces."""
-        return ":".join((self.prefix, *parts))
 
     # -- client ---------------------------------------------------------------------------------
     def _get_client(self) -> Any:
@@ -178,13 +111,10 @@ class Store:
         return self._client
 
     def _make_client(self) -> Any:
-        servers_setting = self.config["SERVERS"]
-        if isinstance(servers_setting, str):
-            servers_setting = [servers_setting]
-        servers = [s for s in (parse_server(x) for x in servers_setting) if s]
+        servers = list(self.config.servers)
         common: dict[str, Any] = {
-            "connect_timeout": float(self.config["CONNECT_TIMEOUT"]),
-            "timeout": float(self.config["TIMEOUT"]),
+            "connect_timeout": self.config.connect_timeout,
+            "timeout": self.config.timeout,
             "no_delay": True,
             "default_noreply": False,
         }
@@ -196,7 +126,7 @@ class Store:
             max_pool_size=64,
             retry_attempts=1,
             retry_timeout=0,
-            dead_timeout=float(self.config["BREAKER_COOLDOWN"]),
+            dead_timeout=self.config.breaker_cooldown,
             ignore_exc=False,
             **common,
         )
@@ -205,10 +135,8 @@ class Store:
         """Drop the client's sockets (after fork, or on shutdown)."""
         client, self._client = self._client, None
         if client is not None:
-            try:
+            with fail_open("closing a memcached client failed"):
                 client.close()
-            except Exception:  # noqa: BLE001 - closing a broken client must not raise
-                pass
 
     def _call(self, kind: str, default: Any, method: str, *args: Any, **kwargs: Any) -> Any:
         """Run one client method behind the breaker; failures become ``default``."""
@@ -277,10 +205,10 @@ class Store:
         """Remove a key; False when missing or unreachable."""
         return bool(self._call("delete", False, "delete", key, noreply=False))
 
-    def ping(self) -> str | None:
-        """None when memcached answers, else the reason (used by checks and readers)."""
+    def ping(self, key: str) -> str | None:
+        """None when memcached answers a read of ``key``, else the reason (used by the system checks)."""
         try:
-            self._get_client().get(self.key("ping"))
+            self._get_client().get(key)
         except Exception as exc:  # noqa: BLE001
             return f"{type(exc).__name__}: {exc}"
         return None

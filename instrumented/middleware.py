@@ -16,8 +16,8 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponseBase
 
-from .conf import get_config
-from .memcached import failures
+from .conf import Config, get_config
+from .failopen import failures
 from .stats.aggregate import NOT_FOUND_VIEW, UNRESOLVED_VIEW, get_aggregator
 from .stats.flusher import ensure_flusher
 from .stats.probe import Probe, current_probe
@@ -35,7 +35,7 @@ class InstrumentedMiddleware:
         if self.is_async:
             markcoroutinefunction(self)
         self._ignored: dict[str, bool] = {}
-        self._config: dict[str, Any] | None = None
+        self._config: Config | None = None
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:
@@ -66,9 +66,9 @@ class InstrumentedMiddleware:
     def _begin(self) -> Probe | None:
         """A new probe for this request, or None when recording is off or the request is not sampled."""
         config = get_config()
-        if not config["ENABLED"]:
+        if not config.enabled:
             return None
-        rate = config["SAMPLE_RATE"]
+        rate = config.sample_rate
         if rate < 1.0 and random.random() >= rate:
             current_probe.set(None)
             return None
@@ -115,7 +115,7 @@ class InstrumentedMiddleware:
 
     def _is_ignored(self, view: str) -> bool:
         """Whether ``view`` matches IGNORE_VIEWS (an exact name, or a 'namespace:' prefix); remembered."""
-        patterns = get_config()["IGNORE_VIEWS"]
+        patterns = get_config().ignore_views
         ignored = any(view == p or (p.endswith(":") and view.startswith(p)) for p in patterns)
         if len(self._ignored) < 10_000:
             self._ignored[view] = ignored

@@ -14,8 +14,8 @@ from .conf import get_config
 logger = logging.getLogger("instrumented")
 
 
-def _callback(setting: str) -> Callable[[Any], bool] | None:
-    path = get_config()[setting]
+def _callback(path: str | Callable[..., Any] | None) -> Callable[[Any], bool] | None:
+    """The configured callback itself (a dotted path is imported), or None."""
     if not path:
         return None
     return path if callable(path) else import_string(path)
@@ -40,7 +40,7 @@ def is_technical_user(request: HttpRequest) -> bool:
     if user is None:
         return False
     try:
-        callback = _callback("SUPERUSER_CALLBACK")
+        callback = _callback(get_config().superuser_callback)
         if callback is not None:
             return bool(callback(user))
         return bool(user.is_active and user.is_superuser)
@@ -52,7 +52,7 @@ def is_technical_user(request: HttpRequest) -> bool:
 def can_view_stats(request: HttpRequest) -> bool:
     """May see the dashboard and API: active staff, or whatever PERMISSION_CALLBACK(request) says."""
     try:
-        callback = _callback("PERMISSION_CALLBACK")
+        callback = _callback(get_config().permission_callback)
         if callback is not None:
             return bool(callback(request))
         user = get_user(request)

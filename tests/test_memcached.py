@@ -1,9 +1,10 @@
-"""The memcached store: packing, the circuit breaker, failing open."""
+"""The memcached client: packing, the circuit breaker, failing open."""
 
+import dataclasses
 import time
 
 from instrumented.conf import get_config
-from instrumented.memcached import CircuitBreaker, FailureLog, Store, get_store, pack, unpack
+from instrumented.memcached import CircuitBreaker, Store, get_store, pack, unpack
 
 
 def test_pack_roundtrip_and_compression():
@@ -36,41 +37,32 @@ def test_breaker_opens_after_threshold_and_backs_off():
     breaker.success()
 
 
-def test_failure_log_rate_limits(caplog):
-    log = FailureLog(interval=60)
-    for _ in range(5):
-        log.record("kind-a")
-    log.record("kind-b")
-    assert log.counts == {"kind-a": 5, "kind-b": 1}
-    assert len([r for r in caplog.records if "kind-a" in r.getMessage()]) == 1
-
-
 def test_real_memcached_operations(memcached):
     store = get_store()
-    key = store.key("test", "value")
+    key = f"{store.config.keys.prefix}:test:value"
     assert store.set(key, b"hello", ttl=30)
     assert store.get(key) == b"hello"
-    assert store.incr(store.key("test", "counter")) == 1
-    assert store.incr(store.key("test", "counter"), 2) == 3
+    assert store.incr(f"{store.config.keys.prefix}:test:counter") == 1
+    assert store.incr(f"{store.config.keys.prefix}:test:counter", 2) == 3
     assert store.add(key, b"other") is False
     assert store.append(key, b" world")
     assert store.get(key) == b"hello world"
     assert store.delete(key)
     assert store.get(key) is None
-    assert store.ping() is None
+    assert store.ping(store.config.keys.ping()) is None
 
 
 def test_too_large_value_is_refused_not_raised(memcached):
     store = get_store()
-    assert store.set(store.key("big"), b"x" * (2 * 1024 * 1024)) is False
+    assert store.set(f"{store.config.keys.prefix}:big", b"x" * (2 * 1024 * 1024)) is False
 
 
 def test_unreachable_server_fails_open_fast():
-    store = Store({**get_config(), "SERVERS": ["127.0.0.1:1"], "BREAKER_FAILURES": 2})
+    store = Store(dataclasses.replace(get_config(), servers=(("127.0.0.1", 1),), breaker_failures=2))
     start = time.perf_counter()
     for _ in range(50):
-        assert store.get_many([store.key("x")]) is None
-        assert store.set(store.key("x"), b"1") is False
+        assert store.get_many([f"{store.config.keys.prefix}:x"]) is None
+        assert store.set(f"{store.config.keys.prefix}:x", b"1") is False
     assert time.perf_counter() - start < 2.0
     assert not store.available
     assert store.last_error and "Connection" in store.last_error

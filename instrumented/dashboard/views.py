@@ -118,7 +118,7 @@ def _read(window: int | None = None, **kwargs: Any) -> dict[str, Any]:
     except Exception as exc:  # logged with its traceback: the page must say why it has no data, not fail
         logger.exception("django-instrumented: reading stats failed")
         return {
-            "window_seconds": window or int(get_config()["WINDOW_SECONDS"]),
+            "window_seconds": window or get_config().window_seconds,
             "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "processes": 0,
             "views": [],
@@ -130,7 +130,7 @@ def _parse_window(raw: str | None) -> int | None:
     """``?window=`` as whole seconds within the configured window; None when absent. Raises ValueError with a reason."""
     if raw is None or raw == "":
         return None
-    limit = int(get_config()["WINDOW_SECONDS"])
+    limit = get_config().window_seconds
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 7 or not 0 < int(raw) <= limit:
         raise ValueError(f"window must be a whole number of seconds from 1 to {limit}")
     return int(raw)
@@ -252,7 +252,7 @@ def view_detail(request: HttpRequest) -> HttpResponseBase:
 
 def _full_series(series: list[dict[str, Any]], stats: dict[str, Any]) -> list[dict[str, Any]]:
     """Every bucket of the window, oldest first, with zeros where the view had no traffic."""
-    bucket_seconds = int(get_config()["BUCKET_SECONDS"])
+    bucket_seconds = get_config().bucket_seconds
     now = datetime.fromisoformat(stats["generated_at"]).timestamp()
     current = int(now // bucket_seconds)
     count = max(1, -(-int(stats["window_seconds"]) // bucket_seconds))
@@ -313,7 +313,7 @@ def api_view(request: HttpRequest) -> HttpResponseBase:
     except Http404:
         return _json({"error": "no view serves this path", "path": path}, 404)
     # The aggregate stores over-long names shortened (with a hash suffix): look them up the same way.
-    name = shorten(match.view_name or match._func_path, int(get_config()["MAX_NAME_LENGTH"]))
+    name = shorten(match.view_name or match._func_path, get_config().max_name_length)
     route = str(match.route or "")
     stats = _read(view=name)
     view = next((v for v in stats["views"] if v["view"] == name), None)

@@ -3,10 +3,10 @@
 A ``got_request_exception`` receiver (so Django's logging, ADMINS mail and Sentry keep working) gives each
 error a random reference, notes it on the request and on the stats probe, and stores for the window:
 
-* ``<prefix>:err:<ref>:m`` -- metadata and the plain-text traceback (always, cheap);
-* ``<prefix>:err:<ref>:p`` -- the rendered technical 500 page (at most ``ERROR_PAGES_PER_MINUTE`` per process);
-* ``<prefix>:err:i:<minute>`` -- an index of the minute's references, grown with memcached ``append``
-  (atomic on the server: concurrent writers never lose each other's entries; bounded by the item size).
+* metadata and the plain-text traceback (always, cheap);
+* the rendered technical 500 page (at most ``ERROR_PAGES_PER_MINUTE`` per process);
+* an index of the minute's references, grown with memcached ``append`` (atomic on the server: concurrent
+  writers never lose each other's entries; bounded by the item size). The keys are in :mod:`instrumented.keys`.
 
 Everything is scrubbed by :mod:`instrumented.reporter` before it leaves the process. Nothing here raises.
 """
@@ -24,8 +24,10 @@ from typing import Any
 from django.core.signals import got_request_exception
 from django.http import HttpRequest
 
-from ..conf import get_config
-from ..memcached import MAX_VALUE_BYTES, Store, failures, get_store, pack, unpack
+from ..conf import Config, get_config
+from ..failopen import fail_open, failures
+from ..keys import ERROR_INDEX_SECONDS
+from ..memcached import MAX_VALUE_BYTES, Store, get_store, pack, unpack
 from ..permissions import get_user
 from ..stats.probe import class_name, current_probe
 from .reporter import BoundedExceptionReporter, route_secrets, scrub
@@ -42,8 +44,6 @@ REQUEST_ATTRIBUTE = "instrumented_error_reference"
 MAX_MESSAGE_CHARS = 2000
 MAX_PATH_CHARS = 500
 MAX_TEXT_CHARS = 100_000
-#: Seconds per index key.
-INDEX_SECONDS = 60
 
 
 def new_reference() -> str:
@@ -59,21 +59,6 @@ def normalize_reference(value: object) -> str | None:
     if all(c in ALPHABET for c in value):
         return value
     return None
-
-
-def meta_key(store: Store, ref: str) -> str:
-    """Key of an error's metadata and text traceback."""
-    return store.key("err", ref, "m")
-
-
-def page_key(store: Store, ref: str) -> str:
-    """Key of an error's rendered technical page."""
-    return store.key("err", ref, "p")
-
-
-def index_key(store: Store, minute: int) -> str:
-    """Key of the references captured in one minute (``minute`` = unix time // 60)."""
-    return store.key("err", "i", str(minute))
 
 
 class PageBudget:
@@ -164,14 +149,14 @@ def capture(request: HttpRequest | None, exc_info: ExcInfo | None = None) -> str
                 return ref
             exc_info = (current[0], current[1], current[2])
         config = get_config()
-        if config["ENABLED"]:
+        if config.enabled:
             _store(get_store(), config, ref, request, exc_info)
     except Exception as exc:  # noqa: BLE001 - capturing must never turn one error into two
         failures.record("capturing an error failed", exc)
     return ref
 
 
-def _store(store: Store, config: dict[str, Any], ref: str, request: HttpRequest | None, exc_info: ExcInfo) -> None:
+def _store(store: Store, config: Config, ref: str, request: HttpRequest | None, exc_info: ExcInfo) -> None:
     """Render the page (budget permitting), then write the metadata and text, the page, the index entry."""
     if not store.available:
         return
@@ -195,27 +180,25 @@ def _store(store: Store, config: dict[str, Any], ref: str, request: HttpRequest 
     }
     meta["path"] = scrub(meta["path"], route_secrets(request))
     page: bytes | None = None
-    if page_budget.take(int(config.get("ERROR_PAGES_PER_MINUTE", 10))):
-        try:
+    if page_budget.take(config.error_pages_per_minute):
+        with fail_open("rendering a technical page failed"):  # optional: metadata and text are still stored
             page = render_page(request, exc_info)
-        except Exception as exc:  # noqa: BLE001 - the page is optional; metadata and text are still stored
-            failures.record("rendering a technical page failed", exc)
     meta["page"] = page is not None
     # Metadata first: when memcached is down this is the only call that waits for it.
-    if not store.set(meta_key(store, ref), pack(meta)):
+    keys = config.keys
+    if not store.set(keys.error_meta(ref), pack(meta)):
         return
     if page is not None:
-        store.set(page_key(store, ref), page)
-    _index(store, int(now // INDEX_SECONDS), ref)
+        store.set(keys.error_page(ref), page)
+    _index(store, keys.error_index(int(now // ERROR_INDEX_SECONDS)), ref)
 
 
-def _index(store: Store, minute: int, ref: str) -> None:
+def _index(store: Store, key: str, ref: str) -> None:
     """Append `` ref`` to the minute's index: append, else add, else (someone added it meanwhile) append."""
-    key = index_key(store, minute)
     entry = f" {ref}".encode()
     if store.append(key, entry):
         return
-    ttl = store.ttl + INDEX_SECONDS
+    ttl = store.ttl + ERROR_INDEX_SECONDS
     if store.add(key, entry, ttl) is False:
         store.append(key, entry)
 
@@ -236,14 +219,14 @@ def connect_receivers() -> None:
 def load_meta(ref: str) -> dict[str, Any] | None:
     """An error's metadata and text traceback, or None when expired, unknown or unreachable."""
     store = get_store()
-    meta = unpack(store.get(meta_key(store, ref)))
+    meta = unpack(store.get(store.config.keys.error_meta(ref)))
     return meta if isinstance(meta, dict) else None
 
 
 def load_page(ref: str) -> str | None:
     """An error's stored technical page (HTML), or None."""
     store = get_store()
-    page = unpack(store.get(page_key(store, ref)))
+    page = unpack(store.get(store.config.keys.error_page(ref)))
     if isinstance(page, dict) and isinstance(page.get("html"), str):
         return page["html"]
     return None
@@ -252,28 +235,29 @@ def load_page(ref: str) -> str | None:
 def recent_errors(limit: int = 200) -> tuple[list[dict[str, Any]], str | None]:
     """The window's errors, newest first (at most ``limit``), and the reason when memcached could not be read."""
     store = get_store()
+    keys, window = store.config.keys, store.config.window_seconds
     now = time.time()
-    last = int(now // INDEX_SECONDS)
-    first = int((now - store.window) // INDEX_SECONDS)
-    indexes = store.get_many([index_key(store, m) for m in range(first, last + 1)])
+    last = int(now // ERROR_INDEX_SECONDS)
+    first = int((now - window) // ERROR_INDEX_SECONDS)
+    indexes = store.get_many([keys.error_index(m) for m in range(first, last + 1)])
     if indexes is None:
         return [], store.last_error or "memcached is unavailable"
     refs: list[str] = []
     seen: set[str] = set()
     for minute in range(last, first - 1, -1):
-        raw = indexes.get(index_key(store, minute), b"")
+        raw = indexes.get(keys.error_index(minute), b"")
         for ref in reversed(raw.decode("ascii", "replace").split()):
             if ref not in seen and normalize_reference(ref) == ref:
                 seen.add(ref)
                 refs.append(ref)
     refs = refs[:limit]
-    metas = store.get_many([meta_key(store, ref) for ref in refs])
+    metas = store.get_many([keys.error_meta(ref) for ref in refs])
     if metas is None:
         return [], store.last_error or "memcached is unavailable"
     errors = []
     for ref in refs:
-        meta = unpack(metas.get(meta_key(store, ref)))
-        if isinstance(meta, dict) and isinstance(meta.get("time"), int | float) and now - meta["time"] <= store.window:
+        meta = unpack(metas.get(keys.error_meta(ref)))
+        if isinstance(meta, dict) and isinstance(meta.get("time"), int | float) and now - meta["time"] <= window:
             errors.append(meta)
     errors.sort(key=lambda m: -float(m.get("time", 0)))
     return errors, None

@@ -227,7 +227,7 @@ def _strict_filter() -> StrictExceptionReporterFilter:
 
 def reporter_filter(request: HttpRequest | None) -> SafeExceptionReporterFilter:
     """The filter for everything this package renders or stores: strict (default), else the site's own."""
-    if get_config().get("STRICT_REPORTER_FILTER", True):
+    if get_config().strict_reporter_filter:
         return _strict_filter()
     return get_exception_reporter_filter(request)
 

@@ -8,7 +8,6 @@ reference's existence is never confirmed to someone who may not read it.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import sys
 from datetime import UTC, datetime
@@ -20,7 +19,9 @@ from django.utils.cache import add_never_cache_headers
 
 from ..access import protect
 from ..conf import get_config
-from ..memcached import failures, get_store
+from ..failopen import failures
+from ..keys import RATE_LIMIT_SECONDS
+from ..memcached import get_store
 from ..permissions import get_user, is_technical_user
 from .capture import REQUEST_ATTRIBUTE, capture, load_meta, load_page, new_reference, normalize_reference, recent_errors
 from .reporter import BoundedExceptionReporter
@@ -124,11 +125,10 @@ def _require_technical(request: HttpRequest) -> None:
 
 def _rate_limited(request: HttpRequest) -> bool:
     """More than ERROR_LOOKUPS_PER_MINUTE lookups by this user this minute (memcached counter; fails open)."""
-    limit = int(get_config().get("ERROR_LOOKUPS_PER_MINUTE", 60))
+    config = get_config()
     user = get_user(request)
-    who = hashlib.sha256(str(getattr(user, "pk", "")).encode()).hexdigest()[:16]
-    store = get_store()
-    count = store.incr(store.key("err", "rl", who), 1, ttl=60)
+    count = get_store().incr(config.keys.error_lookups(getattr(user, "pk", "")), 1, ttl=RATE_LIMIT_SECONDS)
+    limit = config.error_lookups_per_minute
     return count is not None and count > limit
 
 
@@ -168,7 +168,7 @@ def error_list(request: HttpRequest) -> HttpResponseBase:
     errors, problem = recent_errors()
     for meta in errors:
         meta["when"] = _when(meta)
-    context = {"errors": errors, "problem": problem, "window": get_store().window}
+    context = {"errors": errors, "problem": problem, "window": get_config().window_seconds}
     return _page(request, "instrumented/errors/list.html", context)
 
 

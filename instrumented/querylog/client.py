@@ -15,8 +15,6 @@ from django.utils.connection import ConnectionDoesNotExist
 
 from ..conf import get_config
 
-DEFAULT_ALIAS = "querylog"
-
 
 class QueryLogError(RuntimeError):
     """The query log could not be reached or refused the statement (reason in the message)."""
@@ -24,7 +22,7 @@ class QueryLogError(RuntimeError):
 
 def querylog_alias() -> str:
     """The configured database alias that goes through the proxy."""
-    return str(get_config().get("QUERYLOG_DATABASE", DEFAULT_ALIAS) or DEFAULT_ALIAS)
+    return get_config().querylog_database
 
 
 def _run(statement: str, using: str | None = None) -> list[dict[str, Any]]:

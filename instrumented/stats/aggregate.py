@@ -12,6 +12,7 @@ import threading
 import time
 from typing import Any
 
+from ..conf import Config
 from . import histogram
 from .probe import Probe
 from .snapshot import template_rank
@@ -74,13 +75,13 @@ def shorten(name: str, limit: int) -> str:
 class Aggregator:
     """Per-process buckets of ViewStats; the flusher collects the buckets that changed."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
-        self.bucket_seconds = int(config["BUCKET_SECONDS"])
-        self.max_views = int(config["MAX_VIEWS"])
-        self.max_queries = int(config["MAX_QUERIES_PER_VIEW"])
-        self.max_sql = int(config["MAX_SQL_LENGTH"])
-        self.max_name = int(config["MAX_NAME_LENGTH"])
-        self.n_plus_one_threshold = int(config["N_PLUS_ONE_THRESHOLD"])
+    def __init__(self, config: Config) -> None:
+        self.bucket_seconds = config.bucket_seconds
+        self.max_views = config.max_views
+        self.max_queries = config.max_queries_per_view
+        self.max_sql = config.max_sql_length
+        self.max_name = config.max_name_length
+        self.n_plus_one_threshold = config.n_plus_one_threshold
         self.lock = threading.Lock()
         self.buckets: dict[int, dict[str, ViewStats]] = {}
         # bucket -> names of the views that changed since the flusher last collected them
@@ -248,11 +249,11 @@ class Aggregator:
 
 
 _aggregator: Aggregator | None = None
-_aggregator_config: dict[str, Any] | None = None
+_aggregator_config: Config | None = None
 _aggregator_lock = threading.Lock()
 
 
-def get_aggregator(config: dict[str, Any]) -> Aggregator:
+def get_aggregator(config: Config) -> Aggregator:
     """The process's aggregator (re-created after fork, or when the settings object changes)."""
     global _aggregator, _aggregator_config
     aggregator = _aggregator

@@ -12,7 +12,10 @@ import threading
 import time
 from typing import Any
 
-from ..memcached import MAX_VALUE_BYTES, Store, failures, make_process_id, pack
+from ..conf import Config
+from ..failopen import fail_open
+from ..keys import make_process_id
+from ..memcached import MAX_VALUE_BYTES, Store, pack
 from .aggregate import OTHER_VIEW, Aggregator, get_aggregator
 from .probe import strip_literals
 from .snapshot import ViewTotals, cap_views, merge_views
@@ -63,13 +66,14 @@ def _strip_sql_literals(views: dict[str, Any]) -> None:
 class Flusher:
     """Writes one process's dirty buckets under its own keys and registers it in each bucket's index."""
 
-    def __init__(self, aggregator: Aggregator, interval: float, config: dict[str, Any]) -> None:
+    def __init__(self, aggregator: Aggregator, config: Config) -> None:
         self.aggregator = aggregator
-        self.interval = interval
-        self.bucket_seconds = int(config["BUCKET_SECONDS"])
-        self.window_buckets = -(-int(config["WINDOW_SECONDS"]) // self.bucket_seconds)
-        self.max_views = int(config["MAX_VIEWS"])
-        self.max_queries = int(config["MAX_QUERIES_PER_VIEW"])
+        self.interval = config.flush_interval
+        self.bucket_seconds = config.bucket_seconds
+        self.window_buckets = config.window_buckets
+        self.max_views = config.max_views
+        self.max_queries = config.max_queries_per_view
+        self.keys = config.keys
         self.process_id = make_process_id()
         # Its own client and breaker, bound to the settings it was started with.
         self.store = Store(config)
@@ -101,16 +105,17 @@ class Flusher:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            try:
+            with fail_open("flush failed"):  # the thread must survive anything
                 self.flush()
-            except Exception as exc:  # noqa: BLE001 - the thread must survive anything
-                failures.record("flush failed", exc)
 
-    def flush(self) -> int:
-        """Write every changed bucket, then this process's window roll-up; returns buckets written."""
+    def flush(self, now: float | None = None) -> int:
+        """Write every changed bucket, then this process's window roll-up; returns buckets written.
+
+        ``now`` (unix time) is the clock seam for tests and benchmarks; the thread passes nothing.
+        """
         with self._lock:
             changes = self.aggregator.collect_dirty()
-            current = int(time.time() // self.bucket_seconds)
+            current = int((time.time() if now is None else now) // self.bucket_seconds)
             for bucket, change in changes.items():
                 _strip_sql_literals(change["views"])
                 kept = self.window.get(bucket)
@@ -130,12 +135,10 @@ class Flusher:
                 return 0  # nothing to write, or the breaker is open: no packing, no waiting
             written = 0
             for bucket in sorted(self.unwritten):
-                try:
-                    ok = self.store.set(self.store.stats_key(bucket, self.process_id), shrink(self.window[bucket]))
+                ok = False
+                with fail_open("writing a bucket failed"):  # one bad bucket must not stop the others
+                    ok = self.store.set(self.keys.bucket(bucket, self.process_id), shrink(self.window[bucket]))
                     ok = ok and self._register(self.store, bucket)
-                except Exception as exc:  # noqa: BLE001 - one bad bucket must not stop the others
-                    failures.record("writing a bucket failed", exc)
-                    ok = False
                 if ok:
                     self.unwritten.discard(bucket)
                     written += 1
@@ -143,10 +146,8 @@ class Flusher:
                     # memcached may have restarted and lost the indexes: register again once it is back.
                     self.registered.clear()
             if not self.unwritten:
-                try:
+                with fail_open("writing the roll-up failed"):
                     self._write_rollup(self.store, current)
-                except Exception as exc:  # noqa: BLE001
-                    failures.record("writing the roll-up failed", exc)
             return written
 
     def _write_rollup(self, store: Store, current: int) -> None:
@@ -177,7 +178,7 @@ class Flusher:
             cap_views(merged, self.max_views, OTHER_VIEW)
             views = {name: totals.to_snapshot(self.max_queries) for name, totals in merged.items()}
         rollup = {"process": self.process_id, "as_of": current, "buckets": sorted(self.window), "views": views}
-        if store.set(store.rollup_key(self.process_id), shrink(rollup)):
+        if store.set(self.keys.rollup(self.process_id), shrink(rollup)):
             self._rollup_written = state
 
     def _register(self, store: Store, bucket: int) -> bool:
@@ -185,10 +186,10 @@ class Flusher:
         if bucket in self.registered:
             return True
         entry = f"{self.process_id} ".encode()
-        added = store.add(store.procs_key(bucket), entry)
+        added = store.add(self.keys.bucket_index(bucket), entry)
         if added is None:
             return False
-        if not added and not store.append(store.procs_key(bucket), entry):
+        if not added and not store.append(self.keys.bucket_index(bucket), entry):
             return False
         self.registered.add(bucket)
         if len(self.registered) > 64:
@@ -200,7 +201,7 @@ _flusher: Flusher | None = None
 _flusher_lock = threading.Lock()
 
 
-def ensure_flusher(config: dict[str, Any]) -> Flusher:
+def ensure_flusher(config: Config) -> Flusher:
     """The process's running flusher for the current aggregator (started on first use)."""
     global _flusher
     aggregator = get_aggregator(config)
@@ -211,7 +212,7 @@ def ensure_flusher(config: dict[str, Any]) -> Flusher:
                 if _flusher is not None:
                     _flusher.stop()
                     _flusher.store.close()
-                _flusher = Flusher(aggregator, float(config["FLUSH_INTERVAL"]), config)
+                _flusher = Flusher(aggregator, config)
                 _flusher.start()
             flusher = _flusher
     return flusher

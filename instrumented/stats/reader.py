@@ -17,7 +17,6 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from ..conf import get_config
 from ..memcached import Store, get_store, unpack
 from . import histogram
 from .aggregate import OTHER_VIEW
@@ -119,16 +118,11 @@ def read_stats(
     histogram (for charts). When memcached cannot be read the result has no views and ``error``
     says why: readers show "no data" with the reason, never fail.
     """
-    return _read_stats(window_seconds, view, series, top_queries, now, store)
-
-
-def _read_stats(
-    window_seconds: int | None, view: str | None, series: bool, top_queries: int, now: float | None, store: Store | None
-) -> dict[str, Any]:
-    config = get_config()
     store = store or get_store()
-    bucket_seconds = int(config["BUCKET_SECONDS"])
-    full_window = int(config["WINDOW_SECONDS"])
+    config = store.config
+    keys = config.keys
+    bucket_seconds = config.bucket_seconds
+    full_window = config.window_seconds
     window = full_window if window_seconds is None else max(bucket_seconds, min(int(window_seconds), full_window))
     now = time.time() if now is None else now
     current = int(now // bucket_seconds)
@@ -139,12 +133,12 @@ def _read_stats(
         result["error"] = f"memcached unavailable: {store.last_error or 'circuit breaker open'}"
         return result
 
-    indexes = store.get_many([store.procs_key(b) for b in buckets])
+    indexes = store.get_many([keys.bucket_index(b) for b in buckets])
     if indexes is None:
         return unavailable()
     wanted: dict[str, list[int]] = {}
     for bucket in buckets:
-        raw = indexes.get(store.procs_key(bucket))
+        raw = indexes.get(keys.bucket_index(bucket))
         if raw:
             for process_id in raw.decode("ascii", "replace").split():
                 wanted.setdefault(process_id, [])
@@ -155,12 +149,12 @@ def _read_stats(
     processes: set[str] = set()
     per_bucket: list[tuple[int, str]] = []
     if not series and window == full_window and wanted:
-        rollups = store.get_many([store.rollup_key(p) for p in wanted])
+        rollups = store.get_many([keys.rollup(p) for p in wanted])
         if rollups is None:
             return unavailable()
         for process_id, process_buckets in wanted.items():
             with _no_gc_pauses():
-                rollup = unpack(rollups.get(store.rollup_key(process_id)))
+                rollup = unpack(rollups.get(keys.rollup(process_id)))
             if isinstance(rollup, dict) and isinstance(rollup.get("as_of"), int) and rollup["as_of"] >= current:
                 snapshots.append((None, rollup))
                 processes.add(process_id)
@@ -169,19 +163,19 @@ def _read_stats(
     else:
         per_bucket = [(b, p) for p, process_buckets in wanted.items() for b in process_buckets]
     if per_bucket:
-        raw_snapshots = store.get_many([store.stats_key(b, p) for b, p in per_bucket])
+        raw_snapshots = store.get_many([keys.bucket(b, p) for b, p in per_bucket])
         if raw_snapshots is None:
             return unavailable()
         for bucket, process_id in per_bucket:
             with _no_gc_pauses():
-                snapshot = unpack(raw_snapshots.get(store.stats_key(bucket, process_id)))
+                snapshot = unpack(raw_snapshots.get(keys.bucket(bucket, process_id)))
             if isinstance(snapshot, dict):
                 snapshots.append((bucket, snapshot))
                 processes.add(process_id)
 
     with _no_gc_pauses():
         merged = merge_views(snapshots, view)
-    cap_views(merged, int(config["MAX_VIEWS"]), OTHER_VIEW)
+    cap_views(merged, config.max_views, OTHER_VIEW)
     result["processes"] = len(processes)
     if any(snapshot.get("truncated") for _, snapshot in snapshots):
         result["truncated"] = True

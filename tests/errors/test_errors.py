@@ -16,8 +16,9 @@ from django.test import Client
 from shop.error_settings import with_fault_injection
 
 from instrumented.errors import capture as errors
-from instrumented.errors.capture import load_meta, meta_key, normalize_reference, page_key
-from instrumented.memcached import MAX_VALUE_BYTES, failures, get_store, unpack
+from instrumented.errors.capture import load_meta, normalize_reference
+from instrumented.failopen import failures
+from instrumented.memcached import MAX_VALUE_BYTES, get_store, unpack
 
 USERS = ["anonymous", "user", "staff", "inactive_superuser", "superuser"]
 #: fault -> (path, extra request headers, exception class stored)
@@ -167,7 +168,7 @@ def test_expired_unknown_and_malformed_references(users, settings, monkeypatch):
     root = client_for(users, "superuser")
     ref = client_for(users, "anonymous").get("/fail/")["X-Error-Reference"]
     store = get_store()
-    assert store.delete(meta_key(store, ref)) and store.delete(page_key(store, ref))
+    assert store.delete(store.config.keys.error_meta(ref)) and store.delete(store.config.keys.error_page(ref))
     for url in (f"/instrumented/errors/{ref}/", f"/instrumented/errors/{ref}/traceback.txt"):
         answer = root.get(url)
         assert answer.status_code == 404 and b"Expired or unknown error reference" in answer.content
@@ -334,13 +335,13 @@ def test_large_errors_fit_in_memcached(users, capsys):
     elapsed = time.perf_counter() - started
     ref = response["X-Error-Reference"]
     store = get_store()
-    raw = store.get(page_key(store, ref))
+    raw = store.get(store.config.keys.error_page(ref))
     assert raw is not None and len(raw) <= MAX_VALUE_BYTES
     assert load_meta(ref)["page"] is True and "RecursionError" in load_meta(ref)["exception"]
     html = unpack(raw)["html"]
     assert "trimmed" in html, "large locals are cut"
     small = client.get("/fail/")
-    small_raw = store.get(page_key(store, small["X-Error-Reference"]))
+    small_raw = store.get(store.config.keys.error_page(small["X-Error-Reference"]))
     with capsys.disabled():
         print(
             f"\n[measure] big error: request {elapsed * 1000:.0f} ms, stored page {len(raw) / 1024:.0f} KiB "

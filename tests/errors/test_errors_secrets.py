@@ -11,8 +11,9 @@ from django.test import Client
 from django.views.debug import ExceptionReporter, SafeExceptionReporterFilter
 
 from instrumented.errors import capture as errors
-from instrumented.errors.capture import index_key, load_meta, meta_key, page_key
+from instrumented.errors.capture import load_meta
 from instrumented.errors.reporter import StrictExceptionReporterFilter, is_secret_name, mask_credentials, scrub
+from instrumented.keys import ERROR_INDEX_SECONDS
 from instrumented.memcached import get_store
 
 SETTINGS_SECRETS = {
@@ -70,7 +71,7 @@ def raw_memcached_text(ref: str) -> str:
     """Everything stored for one error, read as raw bytes and decompressed by hand (not through unpack)."""
     store = get_store()
     chunks = []
-    for key in (meta_key(store, ref), page_key(store, ref)):
+    for key in (store.config.keys.error_meta(ref), store.config.keys.error_page(ref)):
         raw = store.get(key)
         assert raw is not None, key
         chunks.append(zlib.decompress(raw[1:]) if raw[:1] == b"z" else raw[1:])
@@ -106,8 +107,8 @@ def test_no_secret_in_responses_or_memcached(planted, root_client):
         assert page.status_code == 200 and b"ConnectionError" in page.content, url
         assert_clean(page.content, url)
     store = get_store()
-    minute = int(time.time() // errors.INDEX_SECONDS)
-    index = store.get_many([index_key(store, m) for m in (minute - 1, minute)])
+    minute = int(time.time() // ERROR_INDEX_SECONDS)
+    index = store.get_many([store.config.keys.error_index(m) for m in (minute - 1, minute)])
     assert index and ref.encode() in b"".join(index.values())
     assert_clean(b"".join(index.values()), "the index")
     assert load_meta(ref)["message"].startswith("cannot connect to postgres://********************@db.internal")

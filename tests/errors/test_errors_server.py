@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from instrumented.errors.capture import meta_key, normalize_reference, page_key
+from instrumented.errors.capture import normalize_reference
 from instrumented.memcached import get_store
 from tests.support.ports import free_port, wait_for_port
 from tests.support.servers import EXAMPLE, SiteServer, server_env
@@ -204,7 +204,7 @@ def test_matrix_and_lookups_over_gunicorn(start_error_site, accounts):
             else:
                 assert DEMO_500_MARKER in body and ref.encode() in body, (kind, fault)
                 assert b"Traceback" not in body and b"fault injected" not in body, (kind, fault)
-            assert store.get(meta_key(store, ref)) is not None, (kind, fault, "metadata stored")
+            assert store.get(store.config.keys.error_meta(ref)) is not None, (kind, fault, "metadata stored")
 
 
 def test_no_secrets_over_gunicorn(start_error_site, accounts):
@@ -218,11 +218,11 @@ def test_no_secrets_over_gunicorn(start_error_site, accounts):
         status, _, pages[url] = root.request(url)
         assert status == 200 and b"ConnectionError" in pages[url], url
     store = get_store()
-    for key in (meta_key(store, ref), page_key(store, ref)):
+    for key in (store.config.keys.error_meta(ref), store.config.keys.error_page(ref)):
         raw = store.get(key)
         assert raw is not None
         pages[key] = zlib.decompress(raw[1:]) if raw[:1] == b"z" else raw[1:]
-    assert b"visible-local-marker" in pages[page_key(store, ref)]
+    assert b"visible-local-marker" in pages[store.config.keys.error_page(ref)]
     for where, data in pages.items():
         leaked = [n for n in [*NEEDLES, "srv-query-token-99"] if n.encode() in data]
         assert not leaked, f"{where} leaks {leaked}"

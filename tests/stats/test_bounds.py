@@ -41,15 +41,13 @@ def test_five_thousand_views_cap_and_snapshot_size(settings, flush):
     assert found[OTHER_VIEW]["requests"] == 4500
     assert sum(v["requests"] for v in found.values()) == 5000
     store = get_store()
-    raw = store.get_many([store.procs_key(b) for b in range(0, 1)])  # warm the client
+    raw = store.get_many([store.config.keys.bucket_index(b) for b in range(0, 1)])  # warm the client
     assert raw is not None
     from instrumented.stats.flusher import current_flusher
 
     process = current_flusher().process_id
-    sizes = [
-        len(value)
-        for value in store.get_many([store.stats_key(b, process) for b in current_flusher().registered]).values()
-    ]
+    keys = [store.config.keys.bucket(b, process) for b in current_flusher().registered]
+    sizes = [len(value) for value in store.get_many(keys).values()]
     assert sizes and max(sizes) < MAX_VALUE_BYTES
 
 

@@ -23,15 +23,14 @@ def request(aggregator: Aggregator, at: float, view: str = "v", sql: str | None 
 
 
 def flush_at(flusher: Flusher, at: float) -> int:
-    with mock.patch("instrumented.stats.flusher.time.time", return_value=at):
-        return flusher.flush()
+    return flusher.flush(now=at)
 
 
 def test_long_outage_keeps_memory_bounded_and_skips_packing(settings):
     settings.INSTRUMENTED = {**settings.INSTRUMENTED, "SERVERS": ["127.0.0.1:1"], "BREAKER_COOLDOWN": 60}
     config = get_config()
     aggregator = Aggregator(config)
-    flusher = Flusher(aggregator, 1.0, config)
+    flusher = Flusher(aggregator, config)
     start = (1_700_000_000 // BUCKET) * BUCKET
     with mock.patch("instrumented.stats.flusher.shrink", wraps=flusher_module.shrink) as shrink:
         for i in range(200):  # 2 000 s of traffic with memcached down
@@ -45,7 +44,7 @@ def test_long_outage_keeps_memory_bounded_and_skips_packing(settings):
 def test_late_request_in_a_finished_bucket_reaches_the_rollup(memcached):
     config = get_config()
     aggregator = Aggregator(config)
-    flusher = Flusher(aggregator, 1.0, config)
+    flusher = Flusher(aggregator, config)
     start = (1_700_001_000 // BUCKET) * BUCKET
     request(aggregator, start + 9.99)
     flush_at(flusher, start + 9.995)
@@ -58,7 +57,7 @@ def test_late_request_in_a_finished_bucket_reaches_the_rollup(memcached):
 def test_sql_literals_never_reach_memcached(memcached):
     config = get_config()
     aggregator = Aggregator(config)
-    flusher = Flusher(aggregator, 1.0, config)
+    flusher = Flusher(aggregator, config)
     start = (1_700_002_000 // BUCKET) * BUCKET
     request(aggregator, start + 1, sql="SELECT * FROM users WHERE email = 'alice@example.com' AND id = 42")
     request(aggregator, start + 1, sql="SELECT * FROM users WHERE email = 'bob@example.com' AND id = 7")

@@ -1,6 +1,5 @@
 """Window roll-ups: what readers read first, and the per-bucket fall-back when a roll-up is missing."""
 
-from unittest import mock
 
 from instrumented.conf import get_config
 from instrumented.memcached import get_store
@@ -17,14 +16,13 @@ def simulate(flusher: Flusher, aggregator: Aggregator, at: float, view: str, req
         probe = Probe(0)
         probe.queries = {("default", "SELECT %s"): [2, 2000]}
         aggregator.record(view, "r/", "GET", 200, latency_us * 1000, probe, now=at)
-    with mock.patch("instrumented.stats.flusher.time.time", return_value=at):
-        flusher.flush()
+    flusher.flush(now=at)
 
 
 def make() -> tuple[Flusher, Aggregator]:
     config = get_config()
     aggregator = Aggregator(config)
-    return Flusher(aggregator, 1.0, config), aggregator
+    return Flusher(aggregator, config), aggregator
 
 
 def test_rollup_sums_the_window_and_drops_expired_buckets(memcached):
@@ -39,8 +37,7 @@ def test_rollup_sums_the_window_and_drops_expired_buckets(memcached):
     assert views["a"]["queries"]["total"] == 24
     # 5 minutes later the first bucket has left the window: the roll-up is rewritten without it.
     later = start + 300 + 5
-    with mock.patch("instrumented.stats.flusher.time.time", return_value=later):
-        flusher.flush()
+    flusher.flush(now=later)
     views = {v["view"]: v for v in read_stats(now=later)["views"]}
     assert views["a"]["requests"] == 7 and views["b"]["requests"] == 1
 
@@ -51,7 +48,7 @@ def test_missing_rollup_falls_back_to_buckets(memcached):
     simulate(flusher, aggregator, start + 1, "a", 3, 1000)
     simulate(flusher, aggregator, start + BUCKET + 1, "a", 4, 1000)
     store = get_store()
-    assert store.delete(store.rollup_key(flusher.process_id))
+    assert store.delete(store.config.keys.rollup(flusher.process_id))
     stats = read_stats(now=start + BUCKET + 2)
     assert stats["processes"] == 1
     assert stats["views"][0]["requests"] == 7
