@@ -19,20 +19,26 @@ from django.template import TemplateDoesNotExist, loader
 from django.utils.cache import add_never_cache_headers
 
 from .conf import get_config
-from .errors import REQUEST_ATTRIBUTE, capture, load_meta, load_page, new_reference, normalize_reference, recent_errors
+from .errors import (
+    PAGE_ATTRIBUTE,
+    REQUEST_ATTRIBUTE,
+    capture,
+    load_meta,
+    load_page,
+    new_reference,
+    normalize_reference,
+    recent_errors,
+)
 from .permissions import get_user, is_technical_user
 from .reporter import BoundedExceptionReporter
-from .security import protect
+from .security import SANDBOX_CSP, protect
 from .store import failures, get_store
 
 logger = logging.getLogger("instrumented")
 
-#: The live technical page needs its inline script and styles; ``sandbox allow-scripts`` still gives it an
-#: opaque origin, so script injected through an exception message cannot read cookies or call the site as the user.
-LIVE_TECHNICAL_CSP = (
-    "sandbox allow-scripts; default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
-    "img-src data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
-)
+#: The live technical page runs no script at all (the package renders Django's template without it): no
+#: ``allow-scripts``, no ``script-src``, so nothing an attacker gets onto the page can run, even as markup.
+LIVE_TECHNICAL_CSP = SANDBOX_CSP
 HEADER = "X-Error-Reference"
 
 
@@ -63,7 +69,9 @@ def _technical_response(request: HttpRequest, ref: str) -> HttpResponse | None:
     try:
         reporter = BoundedExceptionReporter(request, exc_type, exc_value, tb)
         if _wants_html(request):
-            response = HttpResponse(reporter.get_traceback_html(), status=500)
+            stored = getattr(request, PAGE_ATTRIBUTE, None)  # rendered once already, when it was stored
+            html = stored if isinstance(stored, str) else reporter.get_traceback_html()
+            response = HttpResponse(html, status=500)
         else:
             response = HttpResponse(reporter.get_traceback_text(), status=500, content_type="text/plain; charset=utf-8")
         protect(response, sandbox=False)
