@@ -9,9 +9,10 @@ from typing import Any
 from django.http import HttpResponseBase
 from django.utils.cache import add_never_cache_headers, patch_vary_headers
 
-#: For stored traceback pages: an opaque origin, so script injected into a traceback cannot act as the user.
+#: For traceback pages, live and stored: no script runs at all, and the opaque origin has no cookies.
 SANDBOX_CSP = (
-    "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'; base-uri 'none'"
+    "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'; "
+    "base-uri 'none'; form-action 'none'"
 )
 
 

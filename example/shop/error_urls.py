@@ -13,4 +13,6 @@ urlpatterns = [
     path("async/", error_views.async_fail, name="async"),
     path("login/", error_views.login_fail, name="login"),
     path("reset/<uidb64>/<token>/", error_views.reset_fail, name="reset"),
+    path("credentials/", error_views.credentials_fail, name="credentials"),
+    path("echo/", error_views.echo_fail, name="echo"),
 ]

@@ -59,3 +59,19 @@ def login_fail(request: HttpRequest) -> HttpResponse:
 def reset_fail(request: HttpRequest, uidb64: str, token: str) -> HttpResponse:
     """A password-reset link whose handler fails: the token in the path is a live credential."""
     raise LookupError(f"no user for {uidb64}")
+
+
+def credentials_fail(request: HttpRequest) -> HttpResponse:
+    """Copies the request's own credentials into harmless names and secret-named dict keys, then fails on a
+    posted password (``int()`` puts the value in the message): none of them may reach a page or memcached."""
+    hdr = request.META.get("HTTP_AUTHORIZATION", "")
+    sess = request.session.session_key
+    seed = request.POST.get("seed", "")
+    options = {key: f"{seed}-{key}-value" for key in ("pw", "pwd", "passwd", "secret", "token", "auth")}
+    return HttpResponse(int(request.POST["password"]))
+
+
+def echo_fail(request: HttpRequest) -> HttpResponse:
+    """Echoes a posted comment of any size into the exception message, as careless validation code does."""
+    comment = request.POST.get("comment", "")
+    raise ValueError(f"cannot store comment {comment!r}")

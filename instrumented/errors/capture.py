@@ -30,7 +30,7 @@ from ..keys import ERROR_INDEX_SECONDS
 from ..memcached import MAX_VALUE_BYTES, Store, get_store, pack, unpack
 from ..permissions import get_user
 from ..stats.probe import class_name, current_probe
-from .reporter import BoundedExceptionReporter, route_secrets, scrub
+from .reporter import BoundedExceptionReporter, Masker, masker_for
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
@@ -62,22 +62,23 @@ def normalize_reference(value: object) -> str | None:
 
 
 class PageBudget:
-    """At most ``per_minute`` technical pages rendered per process and minute: rendering costs CPU."""
+    """At most ``per_minute`` uses per process and minute, counted apart for anonymous and authenticated
+    requests: rendering costs CPU, and a stranger's flood of errors must not spend the budget of real users."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._minute = -1
-        self._used = 0
+        self._used = [0, 0]
 
-    def take(self, per_minute: int) -> bool:
-        """Use one page of this minute's budget; False when it is spent."""
+    def take(self, per_minute: int, *, anonymous: bool = False) -> bool:
+        """Use one of this minute's budget (of anonymous requests, or of the others); False when it is spent."""
         minute = int(time.time() // 60)
         with self._lock:
             if minute != self._minute:
-                self._minute, self._used = minute, 0
-            if self._used >= per_minute:
+                self._minute, self._used = minute, [0, 0]
+            if self._used[anonymous] >= per_minute:
                 return False
-            self._used += 1
+            self._used[anonymous] += 1
             return True
 
 
@@ -99,7 +100,7 @@ def _describe_request(request: HttpRequest | None) -> dict[str, Any]:
             info["view"] = str(match.view_name or match._func_path)[:200]
             info["route"] = str(match.route or "")[:200]
         info["method"] = str(request.method or "")[:16]
-        info["path"] = str(request.path)[:MAX_PATH_CHARS]
+        info["path"] = str(request.path)  # cut after masking (in _store)
     except Exception:  # noqa: BLE001 - a half-built request still gets the rest recorded
         pass
     user = get_user(request)
@@ -114,24 +115,50 @@ def _describe_request(request: HttpRequest | None) -> dict[str, Any]:
     return info
 
 
+#: The attribute of the request that carries the full-size technical page rendered for storing it, so the
+#: live page of a superuser's request is the same page, rendered once.
+PAGE_ATTRIBUTE = "_instrumented_technical_html"
+#: Smaller renderings tried in turn when a page is too big to store; the last has no local variables.
+SMALLER = ({"max_frames": 20, "max_vars": 15, "max_var_chars": 300}, {"max_frames": 10, "max_vars": 0})
+
+
+def _is_anonymous(request: HttpRequest | None) -> bool:
+    """No authenticated user (or none that can be loaded): anyone on the internet can send such requests."""
+    user = get_user(request) if request is not None else None
+    return not bool(getattr(user, "is_authenticated", False))
+
+
 def render_page(request: HttpRequest | None, exc_info: ExcInfo) -> bytes | None:
-    """The technical page, packed for memcached; re-rendered smaller when too big; None when it never fits."""
-    for limits in ({}, {"max_frames": 20, "max_vars": 15, "max_var_chars": 300}, {"max_frames": 10, "max_vars": 0}):
-        reporter = BoundedExceptionReporter(request, *exc_info, **limits)
-        packed = pack({"html": reporter.get_traceback_html()})
+    """The technical page, packed for memcached; re-rendered smaller when too big; None when it never fits.
+
+    When the first rendering is far over the limit (twice), only the smallest one is tried after it.
+    """
+    html = BoundedExceptionReporter(request, *exc_info).get_traceback_html()
+    if request is not None:
+        try:
+            setattr(request, PAGE_ATTRIBUTE, html)
+        except Exception:  # noqa: BLE001 - the live page is rendered again instead
+            pass
+    packed = pack({"html": html})
+    retries = SMALLER if len(packed) <= 2 * MAX_VALUE_BYTES else SMALLER[-1:]
+    for limits in retries:
         if len(packed) <= MAX_VALUE_BYTES:
-            return packed
+            break
+        packed = pack({"html": BoundedExceptionReporter(request, *exc_info, **limits).get_traceback_html()})
+    if len(packed) <= MAX_VALUE_BYTES:
+        return packed
     failures.record("technical page too large to store", None)
     return None
 
 
-def plain_traceback(exc_info: ExcInfo) -> str:
-    """Python's own traceback text (no locals), bounded: the head and the tail when it is very long."""
+def plain_traceback(exc_info: ExcInfo, masker: Masker) -> str:
+    """Python's own traceback text (no locals), masked, bounded: the head and the tail when it is very long."""
     text = "".join(traceback.format_exception(exc_info[0], exc_info[1], exc_info[2]))
-    if len(text) > MAX_TEXT_CHARS:
-        half = MAX_TEXT_CHARS // 2
-        text = f"{text[:half]}\n[... {len(text) - MAX_TEXT_CHARS} characters omitted ...]\n{text[-half:]}"
-    return text
+    if len(text) <= MAX_TEXT_CHARS:
+        return masker.text(text)
+    half = MAX_TEXT_CHARS // 2
+    head, tail = masker.head(text, half)[0], masker.tail(text, half)
+    return f"{head}\n[... {len(text) - MAX_TEXT_CHARS} characters omitted ...]\n{tail}"
 
 
 def capture(request: HttpRequest | None, exc_info: ExcInfo | None = None) -> str:
@@ -160,7 +187,8 @@ def _store(store: Store, config: Config, ref: str, request: HttpRequest | None, 
     """Render the page (budget permitting), then write the metadata and text, the page, the index entry."""
     if not store.available:
         return
-    if not store_budget.take(STORED_ERRORS_PER_MINUTE):
+    anonymous = _is_anonymous(request)
+    if not store_budget.take(STORED_ERRORS_PER_MINUTE, anonymous=anonymous):
         failures.record("more errors than are stored per minute", None)
         return
     now = time.time()
@@ -169,18 +197,19 @@ def _store(store: Store, config: Config, ref: str, request: HttpRequest | None, 
         message = str(exc_value)
     except Exception:  # noqa: BLE001 - an exception whose __str__ raises
         message = "<unprintable exception message>"
+    masker = masker_for(request)  # the request's own secrets too: masked in the data, before anything is stored
     meta: dict[str, Any] = {
         "ref": ref,
         "time": now,
         **_describe_request(request),
         "exception": class_name(exc_type),
-        "message": scrub(message[:MAX_MESSAGE_CHARS]),
-        "text": scrub(plain_traceback(exc_info)),
+        "message": masker.head(message, MAX_MESSAGE_CHARS)[0],
+        "text": plain_traceback(exc_info, masker),
         "page": False,
     }
-    meta["path"] = scrub(meta["path"], route_secrets(request))
+    meta["path"] = masker.head(meta["path"], MAX_PATH_CHARS)[0]
     page: bytes | None = None
-    if page_budget.take(config.error_pages_per_minute):
+    if page_budget.take(config.error_pages_per_minute, anonymous=anonymous):
         with fail_open("rendering a technical page failed"):  # optional: metadata and text are still stored
             page = render_page(request, exc_info)
     meta["page"] = page is not None

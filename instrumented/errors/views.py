@@ -17,23 +17,29 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.template import TemplateDoesNotExist, loader
 from django.utils.cache import add_never_cache_headers
 
-from ..access import protect
+from ..access import SANDBOX_CSP, protect
 from ..conf import get_config
 from ..failopen import failures
 from ..keys import RATE_LIMIT_SECONDS
 from ..memcached import get_store
 from ..permissions import get_user, is_technical_user
-from .capture import REQUEST_ATTRIBUTE, capture, load_meta, load_page, new_reference, normalize_reference, recent_errors
+from .capture import (
+    PAGE_ATTRIBUTE,
+    REQUEST_ATTRIBUTE,
+    capture,
+    load_meta,
+    load_page,
+    new_reference,
+    normalize_reference,
+    recent_errors,
+)
 from .reporter import BoundedExceptionReporter
 
 logger = logging.getLogger("instrumented")
 
-#: The live technical page needs its inline script and styles; ``sandbox allow-scripts`` still gives it an
-#: opaque origin, so script injected through an exception message cannot read cookies or call the site as the user.
-LIVE_TECHNICAL_CSP = (
-    "sandbox allow-scripts; default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
-    "img-src data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
-)
+#: The live technical page runs no script at all (the package renders Django's template without it): no
+#: ``allow-scripts``, no ``script-src``, so nothing an attacker gets onto the page can run, even as markup.
+LIVE_TECHNICAL_CSP = SANDBOX_CSP
 HEADER = "X-Error-Reference"
 
 
@@ -64,7 +70,9 @@ def _technical_response(request: HttpRequest, ref: str) -> HttpResponse | None:
     try:
         reporter = BoundedExceptionReporter(request, exc_type, exc_value, tb)
         if _wants_html(request):
-            response = HttpResponse(reporter.get_traceback_html(), status=500)
+            stored = getattr(request, PAGE_ATTRIBUTE, None)  # rendered once already, when it was stored
+            html = stored if isinstance(stored, str) else reporter.get_traceback_html()
+            response = HttpResponse(html, status=500)
         else:
             response = HttpResponse(reporter.get_traceback_text(), status=500, content_type="text/plain; charset=utf-8")
         protect(response, sandbox=False)
