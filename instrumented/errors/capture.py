@@ -13,7 +13,6 @@ Everything is scrubbed by :mod:`instrumented.reporter` before it leaves the proc
 
 from __future__ import annotations
 
-import secrets
 import sys
 import threading
 import time
@@ -27,39 +26,21 @@ from django.http import HttpRequest
 from ..conf import Config, get_config
 from ..failopen import fail_open, failures
 from ..keys import ERROR_INDEX_SECONDS
-from ..memcached import MAX_VALUE_BYTES, Store, get_store, pack, unpack
+from ..memcached import MAX_VALUE_BYTES, Store, get_store, pack
 from ..permissions import get_user
 from ..stats.probe import class_name, current_probe
-from .reporter import BoundedExceptionReporter, Masker, masker_for
+from .records import new_reference
+from .redact import Masker, masker_for
+from .reporter import BoundedExceptionReporter
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
-#: Crockford's base32 alphabet: no i, l, o, u, so a reference survives being read over the phone.
-ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
-#: 14 characters x 5 bits = 70 random bits.
-REFERENCE_LENGTH = 14
 #: The attribute of the request that carries its error reference.
 REQUEST_ATTRIBUTE = "instrumented_error_reference"
 #: Longest exception message / path / plain-text traceback stored (characters).
 MAX_MESSAGE_CHARS = 2000
 MAX_PATH_CHARS = 500
 MAX_TEXT_CHARS = 100_000
-
-
-def new_reference() -> str:
-    """A random, URL-safe, case-insensitive reference, e.g. ``7kq2m9x4d1h8vz``."""
-    return "".join(secrets.choice(ALPHABET) for _ in range(REFERENCE_LENGTH))
-
-
-def normalize_reference(value: object) -> str | None:
-    """The canonical (lower-case) form of a reference typed by a person, or None when it cannot be one."""
-    if not isinstance(value, str) or len(value) != REFERENCE_LENGTH:
-        return None
-    value = value.lower()
-    if all(c in ALPHABET for c in value):
-        return value
-    return None
-
 
 class PageBudget:
     """At most ``per_minute`` uses per process and minute, counted apart for anonymous and authenticated
@@ -240,53 +221,3 @@ def on_got_request_exception(sender: Any, request: HttpRequest | None = None, **
 def connect_receivers() -> None:
     """Connect the capture receiver (called from ``InstrumentedConfig.ready``); idempotent."""
     got_request_exception.connect(on_got_request_exception, dispatch_uid="instrumented.errors.capture")
-
-
-# -- reading -----------------------------------------------------------------------------------------------------------
-
-
-def load_meta(ref: str) -> dict[str, Any] | None:
-    """An error's metadata and text traceback, or None when expired, unknown or unreachable."""
-    store = get_store()
-    meta = unpack(store.get(store.config.keys.error_meta(ref)))
-    return meta if isinstance(meta, dict) else None
-
-
-def load_page(ref: str) -> str | None:
-    """An error's stored technical page (HTML), or None."""
-    store = get_store()
-    page = unpack(store.get(store.config.keys.error_page(ref)))
-    if isinstance(page, dict) and isinstance(page.get("html"), str):
-        return page["html"]
-    return None
-
-
-def recent_errors(limit: int = 200) -> tuple[list[dict[str, Any]], str | None]:
-    """The window's errors, newest first (at most ``limit``), and the reason when memcached could not be read."""
-    store = get_store()
-    keys, window = store.config.keys, store.config.window_seconds
-    now = time.time()
-    last = int(now // ERROR_INDEX_SECONDS)
-    first = int((now - window) // ERROR_INDEX_SECONDS)
-    indexes = store.get_many([keys.error_index(m) for m in range(first, last + 1)])
-    if indexes is None:
-        return [], store.last_error or "memcached is unavailable"
-    refs: list[str] = []
-    seen: set[str] = set()
-    for minute in range(last, first - 1, -1):
-        raw = indexes.get(keys.error_index(minute), b"")
-        for ref in reversed(raw.decode("ascii", "replace").split()):
-            if ref not in seen and normalize_reference(ref) == ref:
-                seen.add(ref)
-                refs.append(ref)
-    refs = refs[:limit]
-    metas = store.get_many([keys.error_meta(ref) for ref in refs])
-    if metas is None:
-        return [], store.last_error or "memcached is unavailable"
-    errors = []
-    for ref in refs:
-        meta = unpack(metas.get(keys.error_meta(ref)))
-        if isinstance(meta, dict) and isinstance(meta.get("time"), int | float) and now - meta["time"] <= window:
-            errors.append(meta)
-    errors.sort(key=lambda m: -float(m.get("time", 0)))
-    return errors, None

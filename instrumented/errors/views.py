@@ -23,16 +23,8 @@ from ..failopen import failures
 from ..keys import RATE_LIMIT_SECONDS
 from ..memcached import get_store
 from ..permissions import get_user, is_technical_user
-from .capture import (
-    PAGE_ATTRIBUTE,
-    REQUEST_ATTRIBUTE,
-    capture,
-    load_meta,
-    load_page,
-    new_reference,
-    normalize_reference,
-    recent_errors,
-)
+from .capture import PAGE_ATTRIBUTE, REQUEST_ATTRIBUTE, capture
+from .records import load_meta, load_page, new_reference, normalize_reference, recent_errors
 from .reporter import BoundedExceptionReporter
 
 logger = logging.getLogger("instrumented")

@@ -16,7 +16,8 @@ from django.test import Client
 from shop.error_settings import with_fault_injection
 
 from instrumented.errors import capture as errors
-from instrumented.errors.capture import load_meta, normalize_reference
+from instrumented.errors import records
+from instrumented.errors.records import load_meta, normalize_reference
 from instrumented.failopen import failures
 from instrumented.memcached import MAX_VALUE_BYTES, get_store, unpack
 
@@ -373,10 +374,10 @@ def test_capture_cost(users, settings, capsys):
 
 
 def test_reference_format():
-    refs = {errors.new_reference() for _ in range(2000)}
+    refs = {records.new_reference() for _ in range(2000)}
     assert len(refs) == 2000
     assert all(re.fullmatch(r"[0-9a-hjkmnp-tv-z]{14}", ref) for ref in refs)
-    assert len(errors.ALPHABET) ** errors.REFERENCE_LENGTH >= 2**64
+    assert len(records.ALPHABET) ** records.REFERENCE_LENGTH >= 2**64
 
 
 @pytest.mark.django_db

@@ -12,7 +12,7 @@ import pytest
 from django.test import Client
 
 from instrumented.errors import capture as errors
-from instrumented.errors.capture import load_meta
+from instrumented.errors.records import load_meta
 from tests.errors.test_errors_secrets import raw_memcached_text
 
 PASSWORD = "the-password-4711"
@@ -79,7 +79,7 @@ def test_secret_query_values_and_api_keys_echoed_into_the_message_are_masked(roo
 
 
 def test_request_secrets_cover_headers_cookies_and_basic_auth(rf):
-    from instrumented.errors.reporter import Masker, request_secrets
+    from instrumented.errors.redact import Masker, request_secrets
 
     basic = base64.b64encode(b"alice:basic-pass-2024").decode()
     request = rf.post(
@@ -99,7 +99,7 @@ def test_request_secrets_cover_headers_cookies_and_basic_auth(rf):
 
 
 def test_secret_named_dict_keys_are_masked_at_any_depth():
-    from instrumented.errors.reporter import Masker
+    from instrumented.errors.redact import Masker
 
     masker = Masker()
     data = masker.data({"pw": "a1", "pwd": "a2", "passwd": "a3", "secret": "a4", "token": "a5", "auth": "a6", "n": 1})

@@ -11,8 +11,10 @@ from django.test import Client
 from django.views.debug import ExceptionReporter, SafeExceptionReporterFilter
 
 from instrumented.errors import capture as errors
-from instrumented.errors.capture import load_meta
-from instrumented.errors.reporter import BoundedExceptionReporter, is_secret_name, mask_credentials
+from instrumented.errors import records
+from instrumented.errors.records import load_meta
+from instrumented.errors.redact import is_secret_name, mask_credentials
+from instrumented.errors.reporter import BoundedExceptionReporter
 from instrumented.keys import ERROR_INDEX_SECONDS
 from instrumented.memcached import get_store
 
@@ -119,7 +121,7 @@ def test_sensitive_variables_are_honoured_even_with_debug_on(planted, settings):
     settings.DEBUG = True  # Django's own filter is inactive now; the stored page must still mask card_number
     response = Client(raise_request_exception=False).get("/errors-demo/secret/")
     assert response.status_code == 500
-    ref = next(iter(errors.recent_errors()[0]))["ref"]
+    ref = next(iter(records.recent_errors()[0]))["ref"]
     stored = raw_memcached_text(ref)
     assert "visible-local-marker" in stored
     assert_clean(stored, "memcached (DEBUG on)")

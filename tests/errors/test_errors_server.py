@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from instrumented.errors.capture import normalize_reference
+from instrumented.errors.records import normalize_reference
 from instrumented.memcached import get_store
 from tests.support.ports import free_port, wait_for_port
 from tests.support.servers import EXAMPLE, SiteServer, server_env
