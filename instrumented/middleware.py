@@ -18,7 +18,8 @@ from django.http import HttpRequest, HttpResponseBase
 
 from .conf import Config, get_config
 from .failopen import failures
-from .stats.aggregate import NOT_FOUND_VIEW, UNRESOLVED_VIEW, get_aggregator
+from .naming import unresolved_name, view_name
+from .stats.aggregate import get_aggregator
 from .stats.flusher import ensure_flusher
 from .stats.probe import Probe, current_probe
 
@@ -93,11 +94,9 @@ class InstrumentedMiddleware:
             status = response.status_code if response is not None else 500
             match = getattr(request, "resolver_match", None)
             if match is not None:
-                view = match.view_name or match._func_path
-                route = str(match.route or "")
+                view, route = view_name(match), str(match.route or "")
             else:
-                view = NOT_FOUND_VIEW if status == 404 else UNRESOLVED_VIEW
-                route = ""
+                view, route = unresolved_name(status), ""
             config = get_config()
             if config is not self._config:  # settings changed (tests): forget what was decided under the old
                 self._config, self._ignored = config, {}

@@ -18,11 +18,10 @@ from django.shortcuts import render
 from django.urls import NoReverseMatch, get_script_prefix, resolve, reverse
 from django.views.decorators.http import require_safe
 
-from ..access import protect
+from ..access import can_view_stats, get_user, is_technical_user, protect
 from ..conf import get_config
 from ..display import pretty_sql
-from ..permissions import can_view_stats, get_user, is_technical_user
-from ..stats.aggregate import shorten
+from ..naming import shorten, view_name
 from ..stats.reader import STATUS_CLASSES, read_stats
 from . import bookmarklet, charts
 
@@ -313,7 +312,7 @@ def api_view(request: HttpRequest) -> HttpResponseBase:
     except Http404:
         return _json({"error": "no view serves this path", "path": path}, 404)
     # The aggregate stores over-long names shortened (with a hash suffix): look them up the same way.
-    name = shorten(match.view_name or match._func_path, get_config().max_name_length)
+    name = shorten(view_name(match), get_config().max_name_length)
     route = str(match.route or "")
     stats = _read(view=name)
     view = next((v for v in stats["views"] if v["view"] == name), None)

@@ -23,12 +23,13 @@ from typing import Any
 from django.core.signals import got_request_exception
 from django.http import HttpRequest
 
+from ..access import get_user
 from ..conf import Config, get_config
 from ..failopen import fail_open, failures
 from ..keys import ERROR_INDEX_SECONDS
 from ..memcached import MAX_VALUE_BYTES, Store, get_store, pack
-from ..permissions import get_user
-from ..stats.probe import class_name, current_probe
+from ..naming import class_name, view_name
+from ..stats.probe import current_probe
 from .records import new_reference
 from .redact import Masker, masker_for
 from .reporter import BoundedExceptionReporter
@@ -78,7 +79,7 @@ def _describe_request(request: HttpRequest | None) -> dict[str, Any]:
     try:
         match = getattr(request, "resolver_match", None)
         if match is not None:
-            info["view"] = str(match.view_name or match._func_path)[:200]
+            info["view"] = view_name(match)[:200]
             info["route"] = str(match.route or "")[:200]
         info["method"] = str(request.method or "")[:16]
         info["path"] = str(request.path)  # cut after masking (in _store)

@@ -17,12 +17,11 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.template import TemplateDoesNotExist, loader
 from django.utils.cache import add_never_cache_headers
 
-from ..access import SANDBOX_CSP, protect
+from ..access import SANDBOX_CSP, get_user, is_technical_user, protect
 from ..conf import get_config
 from ..failopen import failures
 from ..keys import RATE_LIMIT_SECONDS
 from ..memcached import get_store
-from ..permissions import get_user, is_technical_user
 from .capture import PAGE_ATTRIBUTE, REQUEST_ATTRIBUTE, capture
 from .records import load_meta, load_page, new_reference, normalize_reference, recent_errors
 from .reporter import BoundedExceptionReporter

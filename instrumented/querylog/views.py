@@ -19,10 +19,9 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_http_methods
 
-from ..access import protect
+from ..access import get_user, protect
 from ..dashboard.views import _login_url, _page
 from ..display import duration_us, pretty_sql
-from ..permissions import get_user
 from . import client as querylog
 
 logger = logging.getLogger("instrumented")

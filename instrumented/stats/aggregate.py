@@ -6,20 +6,16 @@ Snapshots are plain JSON-able dicts; the reader merges them across processes.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import time
 from typing import Any
 
 from ..conf import Config
+from ..naming import OTHER_VIEW, shorten
 from . import histogram
 from .probe import Probe
 from .snapshot import template_rank
-
-OTHER_VIEW = "(other)"
-NOT_FOUND_VIEW = "(not found)"
-UNRESOLVED_VIEW = "(unresolved)"
 
 
 class ViewStats:
@@ -62,14 +58,6 @@ class ViewStats:
         self.aliases: dict[str, list[int]] = {}
         # exception class -> [count, last reference or "", last unix time]
         self.exceptions: dict[str, list[Any]] = {}
-
-
-def shorten(name: str, limit: int) -> str:
-    """``name`` cut to ``limit`` characters, keeping it unique with a short hash suffix."""
-    if len(name) <= limit:
-        return name
-    digest = hashlib.sha1(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-    return f"{name[: max(limit - 10, 1)]}…{digest}"
 
 
 class Aggregator:

@@ -16,9 +16,10 @@ from ..conf import Config
 from ..failopen import fail_open
 from ..keys import make_process_id
 from ..memcached import MAX_VALUE_BYTES, Store, pack
-from .aggregate import OTHER_VIEW, Aggregator, get_aggregator
-from .probe import strip_literals
+from ..naming import OTHER_VIEW
+from .aggregate import Aggregator, get_aggregator
 from .snapshot import ViewTotals, cap_views, merge_views
+from .sql import strip_literals
 
 logger = logging.getLogger("instrumented")
 

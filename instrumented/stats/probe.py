@@ -6,7 +6,6 @@ ContextVar lookup when no request is being recorded. It never reads ``connection
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -16,10 +15,9 @@ from typing import Any
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-_IN_LIST = re.compile(r"\((?:%s, )+%s\)")
-# Quoted string literals, and numbers that are not part of a name: what raw SQL carries instead of %s.
-_STRING_LITERAL = re.compile(r"'(?:[^'\\]|\\.|'')*'")
-_NUMBER_LITERAL = re.compile(r"(?<![\w$.\"`])-?\d+(?:\.\d+)?(?![\w\"`])")
+from ..naming import class_name
+from .sql import template_of
+
 #: Distinct (alias, SQL) pairs kept per request; the rest are counted under OTHER_SQL.
 MAX_DISTINCT_SQL = 200
 OTHER_SQL = "(other SQL statements)"
@@ -60,21 +58,6 @@ class Probe:
 
 
 current_probe: ContextVar[Probe | None] = ContextVar("instrumented_probe", default=None)
-
-
-def template_of(sql: str) -> str:
-    """The query's fingerprint: Django's SQL already has %s placeholders; IN lists collapse to one."""
-    if "%s, %s" in sql:
-        return _IN_LIST.sub("(%s, ...)", sql)
-    return sql
-
-
-def strip_literals(sql: str) -> str:
-    """Raw SQL's string and number literals replaced by ``?``, so values never reach memcached or the
-    dashboard (done by the flusher thread, off the request path)."""
-    if "'" in sql:
-        sql = _STRING_LITERAL.sub("'?'", sql)
-    return _NUMBER_LITERAL.sub("?", sql)
 
 
 def sql_wrapper(
@@ -128,7 +111,3 @@ def on_request_exception(sender: Any, request: Any = None, **kwargs: Any) -> Non
     if exc is not None:
         probe.exception_class = class_name(type(exc))
 
-
-def class_name(cls: type[BaseException]) -> str:
-    """``module.Qualname`` (builtins without a module): how the stats and error pages name exceptions."""
-    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"

@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..memcached import Store, get_store, unpack
+from ..naming import OTHER_VIEW
 from . import histogram
-from .aggregate import OTHER_VIEW
 from .snapshot import ViewTotals, cap_views, merge_views
 
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")

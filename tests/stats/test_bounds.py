@@ -4,7 +4,7 @@ import pytest
 from django.test import Client, override_settings
 
 from instrumented.memcached import MAX_VALUE_BYTES, get_store
-from instrumented.stats.aggregate import OTHER_VIEW
+from instrumented.naming import OTHER_VIEW
 from instrumented.stats.reader import read_stats
 from tests.urls_many import LONG_NAME, UNICODE_NAME
 

@@ -5,12 +5,14 @@ from unittest import mock
 
 from instrumented.conf import get_config
 from instrumented.memcached import pack, unpack
+from instrumented.naming import OTHER_VIEW
 from instrumented.stats import flusher as flusher_module
-from instrumented.stats.aggregate import OTHER_VIEW, Aggregator
+from instrumented.stats.aggregate import Aggregator
 from instrumented.stats.flusher import Flusher
-from instrumented.stats.probe import MAX_DISTINCT_SQL, OTHER_SQL, Probe, current_probe, sql_wrapper, strip_literals
+from instrumented.stats.probe import MAX_DISTINCT_SQL, OTHER_SQL, Probe, current_probe, sql_wrapper
 from instrumented.stats.reader import read_stats
 from instrumented.stats.snapshot import ViewTotals
+from instrumented.stats.sql import strip_literals
 
 BUCKET = 10
 
