@@ -8,8 +8,8 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from .connection import RESPONSE, ProxyConnection
-from .lua_host import LuaHost
+from .lua.host import LuaHost
+from .session import RESPONSE, ProxyConnection
 
 log = logging.getLogger("instrumented.proxy")
 

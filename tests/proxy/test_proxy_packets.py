@@ -7,8 +7,8 @@ import struct
 
 import pytest
 
-from instrumented.proxy import packets as p
-from instrumented.proxy.responses import ResponseTracker
+from instrumented.proxy.mysql import packets as p
+from instrumented.proxy.mysql.responses import ResponseTracker
 
 
 def response(payloads: list[bytes]) -> bytes:

@@ -8,14 +8,16 @@ environment (``__index`` = the sandbox), so script globals are per connection an
 
 from __future__ import annotations
 
+import importlib.resources
 import logging
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
-from .packets import COMMAND_NAMES, MYSQL_TYPES
+from ..mysql.packets import COMMAND_NAMES, MYSQL_TYPES
 
 log = logging.getLogger("instrumented.proxy.lua")
 
@@ -392,10 +394,10 @@ class LuaHost:
         lua51 = _load_lupa()
         self.script = Path(script).resolve() if script else None
         self._io_paths = {os.path.abspath(p) for p in io_paths}
-        search = [Path(p) for p in lua_path]
+        search: list[Traversable] = [Path(p) for p in lua_path]
         if self.script:
             search.append(self.script.parent)
-        search.append(Path(__file__).resolve().parent.parent.parent / "mysql_proxy_lua")
+        search.append(importlib.resources.files("mysql_proxy_lua"))  # the shipped scripts' lib/ (package data)
         self._search = list(dict.fromkeys(search))
         self.runtime = lua51.LuaRuntime(
             encoding=None,

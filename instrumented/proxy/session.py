@@ -16,8 +16,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from . import packets as p
-from .lua_host import (
+from .lua.host import (
     MYSQLD_PACKET_ERR,
     MYSQLD_PACKET_RAW,
     PROXY_IGNORE_RESULT,
@@ -30,7 +29,8 @@ from .lua_host import (
     ResultStats,
     ScriptLoadError,
 )
-from .responses import KIND_RAW, ResponseTracker
+from .mysql import packets as p
+from .mysql.responses import KIND_RAW, ResponseTracker
 
 if TYPE_CHECKING:
     from .server import Backend, ProxyServer
