@@ -144,9 +144,9 @@ class _NullTransport:
 def host_code_us(script: Path | None, logging_on: bool, n: int = 30000) -> float:
     """CPU time of the host's Python + Lua code per SELECT 1 (parse, hooks, tracking), in-process."""
     from instrumented.proxy.connection import ProxyConnection
+    from instrumented.proxy.handshake import IDLE
     from instrumented.proxy.mysql import packets as p
     from instrumented.proxy.server import ProxyServer
-    from instrumented.proxy.session import IDLE
 
     server = ProxyServer(("127.0.0.1", 0), [("127.0.0.1", 3306)], str(script) if script else None,
                          io_paths=[os.devnull])  # fmt: skip

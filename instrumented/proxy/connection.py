@@ -11,8 +11,9 @@ import asyncio
 import socket
 from typing import TYPE_CHECKING, cast
 
+from .handshake import CLOSED, RESPONSE
 from .lua.host import ScriptLoadError
-from .session import CLOSED, RESPONSE, Session
+from .session import Session
 
 if TYPE_CHECKING:
     from .server import Backend, ProxyServer

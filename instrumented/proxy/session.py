@@ -1,10 +1,9 @@
 """Sans-IO: one client's session through the proxy, the command state machine between client, server and Lua.
 
-Bytes and events come in (``client_data``, ``server_data``, ``backend_connected``, ``client_lost``...);
-what to do comes out as calls: ``to_client`` / ``to_server`` (plain byte sinks, the transports' ``write``
-once connected), ``wire.hold_client`` and ``wire.close``. Direct calls rather than returned action lists:
-this is the per-statement path, and a list per event costs more than the rest of a relayed statement.
-Lua hooks are computation, not I/O, so the session calls them itself.
+Bytes and events come in (``client_data``, ``server_data``, ``client_lost``...; the connection phase
+is ``handshake.py``); what to do comes out as calls: ``to_client`` / ``to_server`` (the transports'
+``write`` once connected), ``wire.hold_client``, ``wire.close``. Calls, not returned action lists: no
+allocation per event on the per-statement path. Lua hooks are computation, not I/O: called from here.
 
 Each command goes through ``read_query``; the response is relayed as it arrives (the ``ResponseTracker``
 finds its end) unless the script asked for it with ``resultset_is_needed``. Script failures never drop a
@@ -26,8 +25,7 @@ from .lua.host import LuaConnection
 from .mysql import constants as c
 from .mysql import packets as p
 from .mysql.responses import KIND_RAW, ResponseTracker
-
-__all__ = ["CLOSED", "CONNECTING", "IDLE", "RESPONSE", "Session", "Wire"]
+from .prepared import PreparedTexts
 
 log = logging.getLogger("instrumented.proxy")
 
@@ -37,7 +35,7 @@ _now = time.perf_counter_ns
 #: Bytes of further commands accepted from a client while its current command runs (then reading pauses).
 CLIENT_BACKLOG = 1 << 20
 #: Commands whose forwarding changes what the session knows (checked in one set lookup).
-_NOTED = frozenset((c.COM_INIT_DB, c.COM_CHANGE_USER))
+_NOTED = frozenset((c.COM_INIT_DB, c.COM_CHANGE_USER, c.COM_STMT_CLOSE, c.COM_RESET_CONNECTION))
 
 
 class Wire(Protocol):
@@ -81,6 +79,7 @@ class Session:
         self.result_sent = False
         self.noted = 0  # a forwarded command whose success updates the script's view (COM_INIT_DB, change-user)
         self.pending_db = b""
+        self.prepared = PreparedTexts()
         self.error_logged = False
         self.close_after = False
         self.client_held = False
@@ -233,12 +232,14 @@ class Session:
         self._forward(command, raw)
 
     def _note(self, command: int, payload: bytes) -> None:
-        """Forwarding a command that changes the database or the user."""
+        """Forwarding a command that changes the database, the user or the prepared statements."""
+        self.prepared.command_sent(command, payload)
         if command == c.COM_INIT_DB:
             self.pending_db = payload[1:]
-        else:
+            self.noted = command
+        elif command == c.COM_CHANGE_USER:
             self.handshake.change_user_sent(payload)
-        self.noted = command
+            self.noted = command
 
     def _forward(self, command: int, raw: bytes) -> None:
         """Send the client's bytes as they came and track the response."""
@@ -335,8 +336,11 @@ class Session:
             result = p.parse_resultset(bytes(buffered), stats.binary, self.deprecate_eof)
             stats.raw, stats.fields, stats.rows = result.raw, result.fields, result.rows
         if "read_query_result" in self.hooks:
+            shown = inj
+            if self.command == c.COM_STMT_PREPARE:  # what the script may keep of the text is capped
+                shown = self.prepared.shown(inj, tracker.stmt_id if tracker.query_status == 0 else None)
             try:
-                res = self.lua.read_query_result(inj, stats)
+                res = self.lua.read_query_result(shown, stats)
             except Exception as exc:  # noqa: BLE001 - fail open: the result still reaches the client
                 res = HookResult(False, None, error=f"{type(exc).__name__}: {exc}", injection=self.lua.pop())
             if not res.ok:

@@ -50,6 +50,7 @@ COM_STMT_SEND_LONG_DATA = 24
 COM_STMT_CLOSE = 25
 COM_STMT_FETCH = 28
 COM_BINLOG_DUMP_GTID = 30
+COM_RESET_CONNECTION = 31  # not in MySQL Proxy 0.8 (no proxy.COM_ name): ends prepared statements too
 COM_STMT_BULK_EXECUTE = 250
 
 COMMAND_NAMES: dict[str, int] = {

@@ -94,6 +94,7 @@ class ResponseTracker:
         "server_status",
         "skip",
         "state",
+        "stmt_id",
         "tail",
         "waiting_for_client",
         "warnings",
@@ -120,6 +121,7 @@ class ResponseTracker:
         self.err: tuple[int, bytes, bytes] | None = None
         self.first_ns = 0
         self.waiting_for_client = False
+        self.stmt_id = 0  # COM_STMT_PREPARE: the id the server gave the statement
 
     def feed(self, data: bytes) -> int:
         """Consume ``data``; return the number of its bytes that belong to this response."""
@@ -224,6 +226,7 @@ class ResponseTracker:
                 ok = p.parse_ok(body)
                 self.query_status = 0
                 if self.kind == KIND_PREPARE:
+                    self.stmt_id = int.from_bytes(body[1:5], "little")
                     columns = body[5] | body[6] << 8 if len(body) >= 9 else 0
                     params = body[7] | body[8] << 8 if len(body) >= 9 else 0
                     left = params + columns
