@@ -12,13 +12,8 @@ import pytest
 
 pytest.importorskip("lupa")
 
-from instrumented.proxy.lua_host import (
-    PROXY_SEND_QUERY,
-    PROXY_SEND_RESULT,
-    LuaHost,
-    ResultStats,
-    ScriptLoadError,
-)
+from instrumented.proxy.lua.api import PROXY_SEND_QUERY, PROXY_SEND_RESULT, Injection, ResultStats
+from instrumented.proxy.lua.host import LuaHost, ScriptLoadError
 
 
 def host_for(tmp_path, source: str, io_paths=()) -> LuaHost:
@@ -172,7 +167,6 @@ def test_injection_object_and_resultset_availability(tmp_path):
         end
     """)
     conn = host.new_connection()
-    from instrumented.proxy.lua_host import Injection
 
     stats = ResultStats(10, 25, 2, 100, 0, 0, None, None, 2)
     res = conn.read_query_result(Injection(5, b"\x03select 1", False), stats)
