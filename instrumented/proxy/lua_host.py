@@ -97,7 +97,9 @@ sandbox.io = {
     if not py.io_allowed(path) then
       return nil, path .. ": not allowed by the proxy sandbox (io is only for the log file)"
     end
-    return real_open(path, mode or "r")
+    mode = mode or "r"
+    if type(mode) == "string" and mode:find("[wa]") then py.create_private(path) end
+    return real_open(path, mode)
   end,
 }
 sandbox.print = function(...)
@@ -428,6 +430,7 @@ class LuaHost:
                 b"constants": self.runtime.table_from(constants),
                 b"hooks": self.runtime.table_from([h.encode() for h in HOOKS]),
                 b"io_allowed": self._io_allowed,
+                b"create_private": self._create_private,
                 b"log_print": self._log_print,
                 b"find_module": self._find_module,
                 b"instruction_limit": INSTRUCTION_LIMIT,
@@ -452,6 +455,14 @@ class LuaHost:
     def _io_allowed(self, path: bytes) -> bool:
         """io.open is only for the configured log file(s)."""
         return os.path.abspath(os.fsdecode(path)) in self._io_paths
+
+    @staticmethod
+    def _create_private(path: bytes) -> None:
+        """A log file the script is about to create is made 0600 first: it holds every statement's literals."""
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+        except OSError:
+            pass  # io.open reports the reason to the script
 
     @staticmethod
     def _log_print(text: bytes) -> None:
