@@ -34,7 +34,9 @@ sandbox.io = {
     if not py.io_allowed(path) then
       return nil, path .. ": not allowed by the proxy sandbox (io is only for the log file)"
     end
-    return real_open(path, mode or "r")
+    mode = mode or "r"
+    if type(mode) == "string" and mode:find("[wa]") then py.create_private(path) end
+    return real_open(path, mode)
   end,
 }
 sandbox.print = function(...)
