@@ -26,6 +26,7 @@ setup(
             "static/**/*",
             "py.typed",
         ],
+        "instrumented.proxy.lua": ["bootstrap.lua"],  # the host's sandbox and API, read with importlib.resources
         "mysql_proxy_lua": ["*.lua", "lib/*.lua", "README.md"],
     },
     install_requires=[

@@ -4,7 +4,10 @@ Measures per-query latency (SELECT 1, a primary-key lookup, a 1000-row select) i
 and 8-client throughput (processes, point lookups). Prints medians and the ratios of ARCHITECTURE §7:
 added latency with logging on <= 1.5 x the relay's added latency, throughput >= 0.9 x the relay's.
 
-    python benchmarks/proxy.py [--rounds 15] [--batch 300] [--seconds 3]
+Also: the Lua normaliser's CPU time on multi-row INSERTs of 8 KB, 64 KB and 1 MB (it must grow linearly),
+and a second client's SELECT 1 latency while a non-admin floods 12 MB ``PROXY LOG`` statements.
+
+    python benchmarks/proxy.py [--rounds 15] [--batch 300] [--seconds 3] [--only normalize|flood]
 
 Needs MariaDB on 127.0.0.1:3306 (root, no password, database ``test``), socat, mysqlclient, lupa.
 """
@@ -143,28 +146,96 @@ class _NullTransport:
 
 def host_code_us(script: Path | None, logging_on: bool, n: int = 30000) -> float:
     """CPU time of the host's Python + Lua code per SELECT 1 (parse, hooks, tracking), in-process."""
-    from instrumented.proxy import packets as p
-    from instrumented.proxy.connection import IDLE, ProxyConnection
+    from instrumented.proxy.connection import ProxyConnection
+    from instrumented.proxy.handshake import IDLE
+    from instrumented.proxy.mysql import packets as p
     from instrumented.proxy.server import ProxyServer
 
     server = ProxyServer(("127.0.0.1", 0), [("127.0.0.1", 3306)], str(script) if script else None,
                          io_paths=[os.devnull])  # fmt: skip
-    conn = ProxyConnection(server)
+    conn = ProxyConnection(server)  # the client-side glue; its session is the Sans-IO state machine
+    session = conn.session
     conn.client = conn.backend = _NullTransport()
-    conn.phase = IDLE
+    session.to_client = session.to_server = conn.client.write
+    session.phase = IDLE
     if server.lua is not None:
-        conn.lua = server.lua.new_connection()
-        conn.hooks = conn.lua.hooks
-        conn.lua.set("client", "username", b"root")
+        session.lua = server.lua.new_connection()
+        session.hooks = session.lua.hooks
+        session.lua.set("client", "username", b"root")
     if logging_on:
         conn.data_received(p.frame(b"\x03PROXY LOG ON 3600", 0)[0])
+        # The script first asks the server for CURRENT_USER(): answer as MariaDB would.
+        account = p.text_resultset([(b"CURRENT_USER()", 253)], [[b"root@localhost"]], False)
+        session.server_data(p.frame_all(account, 1)[0])
     query = p.frame(b"\x03SELECT 1", 0)[0]
     result = p.frame_all(p.text_resultset([(b"1", 8)], [[b"1"]], False), 1)[0]
     start = time.process_time()
     for _ in range(n):
         conn.data_received(query)
-        conn.server_data(result)
+        session.server_data(result)  # what BackendProtocol.data_received does
     return (time.process_time() - start) / n * 1e6
+
+
+def normalize_ms(sizes: tuple[int, ...] = (8 << 10, 64 << 10, 1 << 20)) -> dict[int, float]:
+    """CPU ms of lib/normalize.lua on a multi-row INSERT of each size (fresh text each run: no cache hit)."""
+    import lupa.lua51
+
+    lua = lupa.lua51.LuaRuntime()
+    lua.execute(f'package.path = "{ROOT}/mysql_proxy_lua/?.lua;" .. package.path')
+    normalize = lua.eval('require("lib.normalize")').normalize
+    out = {}
+    for size in sizes:
+        row = "({}, 'value {}', {}.5), "
+        text = "INSERT INTO t (a, b, c) VALUES " + "".join(row.format(i, i, i) for i in range(size // len(row) + 1))
+        text = text[:size].rsplit("),", 1)[0] + ")"
+        runs = max(1, (256 << 10) // size)
+        start = time.process_time()
+        for i in range(runs):
+            result = normalize(f"{text} -- {i}")
+        out[size] = (time.process_time() - start) / runs * 1000
+        assert result == "insert into t (a, b, c) values (?+)", result[:80]
+    return out
+
+
+def _flood(port: int, user: str, password: str, stop: float) -> int:
+    """A non-admin sends 12 MB PROXY LOG statements until ``stop`` (time.monotonic); returns how many."""
+    conn = MySQLdb.connect(host="127.0.0.1", port=port, user=user, passwd=password)
+    statement = "PROXY LOG " + "x " * 6_000_000
+    sent = 0
+    while time.monotonic() < stop:
+        try:
+            conn.query(statement)
+        except MySQLdb.MySQLError:
+            sent += 1
+    conn.close()
+    return sent
+
+
+def flood_latency_ms(port: int, seconds: float = 5.0) -> tuple[float, list[float], int]:
+    """SELECT 1 on another connection: quiet median ms, then the ms samples while a non-admin floods."""
+    import threading
+
+    user, password = "instrumented_bench_flood", "bench-flood-pw"
+    root = connect(3306)
+    cur = root.cursor()
+    cur.execute(f"CREATE USER IF NOT EXISTS '{user}'@'%' IDENTIFIED BY '{password}'")
+    other = connect(port)
+    try:
+        quiet = statistics.median(batch_latency_us(other, "SELECT 1", 1, 500)) / 1000
+        result: list[int] = []
+        stop = time.monotonic() + seconds
+        flooder = threading.Thread(target=lambda: result.append(_flood(port, user, password, stop)))
+        flooder.start()
+        time.sleep(0.2)
+        samples = []
+        while flooder.is_alive():
+            samples.extend(batch_latency_us(other, "SELECT 1", 1, 10))
+        flooder.join()
+        return quiet, [s / 1000 for s in samples], result[0]
+    finally:
+        other.close()
+        cur.execute(f"DROP USER IF EXISTS '{user}'@'%'")
+        root.close()
 
 
 def main() -> int:
@@ -173,7 +244,13 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=100, help="queries per target per round (1000-row: a tenth)")
     parser.add_argument("--seconds", type=float, default=3.0, help="duration of each throughput run")
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--only", choices=["normalize", "flood"], help="run just this part")
     args = parser.parse_args()
+    if args.only != "flood":
+        print("normaliser CPU per multi-row INSERT: "
+              + "   ".join(f"{size >> 10} KB {ms:.2f} ms" for size, ms in normalize_ms().items()))  # fmt: skip
+        if args.only:
+            return 0
     if not shutil.which("socat"):
         print("socat is required (apt-get install socat)", file=sys.stderr)
         return 2
@@ -193,6 +270,13 @@ def main() -> int:
     try:
         wait_port(relay_port)
         wait_port(host_port)
+        quiet, flooded, sent = flood_latency_ms(host_port)
+        p99 = statistics.quantiles(flooded, n=100)[98]
+        print(f"SELECT 1 through the host: {quiet:.2f} ms median alone; while a non-admin sent {sent} PROXY LOG"
+              f" statements of 12 MB: median {statistics.median(flooded):.2f}, p99 {p99:.2f}, max {max(flooded):.1f}"
+              f" ms, {len(flooded)} answers")  # fmt: skip
+        if args.only:
+            return 0
         targets = {"direct": 3306, "relay": relay_port, "host_off": host_port, "host_on": host_port}
         conns = {name: connect(port) for name, port in targets.items()}
         results: dict[str, dict[str, list[float]]] = {q: {t: [] for t in targets} for q in QUERIES}

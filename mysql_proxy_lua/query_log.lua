@@ -13,6 +13,13 @@ line per statement goes to the log file, a bounded ring of recent entries and a 
 by every connection. There is no timer in MySQL Proxy: the deadline is checked on every query.
 While off, queries are forwarded untouched (read_query returns nothing).
 
+Security (README.md, "Who may switch logging"): a control statement is recognised from its first bytes
+and answered before anything else is read: a user name that is not in PROXY_LOG_ADMINS is refused at
+once, a statement longer than CONTROL_MAX bytes is refused unparsed, and the first control statement
+of a claimed admin on a connection asks the server for CURRENT_USER() (the account MariaDB/MySQL
+authenticated, not the name the client claimed) before it is run; the verdict is kept per connection.
+Password literals are masked in the log file, the ring and the digest.
+
 Environment: PROXY_LOG_FILE (query_log.jsonl), PROXY_LOG_ADMINS (root), PROXY_LOG_MAX_SECONDS (3600),
 PROXY_LOG_SLOW_US (0 = log everything), PROXY_LOG_RING (1000), PROXY_LOG_MAX_DIGESTS (1000),
 PROXY_LOG_MAX_QUERY_LEN (8192). See README.md.
@@ -23,8 +30,8 @@ local normalize = require("lib.normalize")
 local resultset = require("lib.resultset")
 
 local os_time, os_date, os_getenv = os.time, os.date, os.getenv
-local string_byte, string_sub, string_lower, string_find, string_gmatch = string.byte, string.sub, string.lower,
-  string.find, string.gmatch
+local string_byte, string_sub, string_lower, string_find, string_gmatch, string_match = string.byte, string.sub,
+  string.lower, string.find, string.gmatch, string.match
 local math_floor, math_min, math_max = math.floor, math.min, math.max
 local tonumber, tostring, pcall = tonumber, tostring, pcall
 local string_format = string.format
@@ -49,9 +56,29 @@ local RING_SIZE = math_max(1, env_number("PROXY_LOG_RING", 1000))
 local MAX_DIGESTS = math_max(1, env_number("PROXY_LOG_MAX_DIGESTS", 1000))
 local MAX_QUERY = math_max(16, env_number("PROXY_LOG_MAX_QUERY_LEN", 8192))
 local DEFAULT_ROWS = 20
+-- Longer statements are never parsed as control statements (the longest valid one is far shorter).
+local CONTROL_MAX = 256
 
-local ADMINS = {}
-for name in string_gmatch(env_string("PROXY_LOG_ADMINS", "root"), "[^,%s]+") do ADMINS[name] = true end
+-- PROXY_LOG_ADMINS entries are "user" (that user at any host) or "user@host" (exactly as CURRENT_USER()
+-- shows the account, e.g. dba@localhost or dba@%). ADMIN_NAMES: the user parts, the cheap first test.
+local ADMIN_NAMES, ADMIN_USERS, ADMIN_ACCOUNTS = {}, {}, {}
+for entry in string_gmatch(env_string("PROXY_LOG_ADMINS", "root"), "[^,%s]+") do
+  local user = string_match(entry, "^(.*)@[^@]*$")
+  if user then
+    ADMIN_ACCOUNTS[entry] = true
+  else
+    user = entry
+    ADMIN_USERS[entry] = true
+  end
+  if user ~= "" then ADMIN_NAMES[user] = true end
+end
+
+-- The authenticated account (CURRENT_USER(), "user@host") is an admin.
+local function admin_account(account)
+  if ADMIN_ACCOUNTS[account] then return true end
+  local user = string_match(account, "^(.*)@[^@]*$")
+  return user ~= nil and user ~= "" and ADMIN_USERS[user] == true
+end
 
 local T_STRING = proxy.MYSQL_TYPE_STRING
 local T_NUMBER = proxy.MYSQL_TYPE_LONGLONG
@@ -64,8 +91,12 @@ if state == nil then
   proxy.global.query_log = state
 end
 
--- Per connection: prepared statement id -> statement text (ids are per connection in MySQL).
+-- Per connection: prepared statement id -> statement text (ids are per connection in MySQL), cut like
+-- logged statements so that big prepared texts are not kept whole.
 local statements = {}
+-- Per connection: the claimed user name whose account was checked, the verdict, and the control statement
+-- waiting for the CURRENT_USER() answer.
+local checked_user, checked_admin, pending_control = nil, false, nil
 
 local function flush_file(now)
   if state.file then
@@ -144,7 +175,11 @@ local function record(now, command, query, inj)
   local rows = res.row_count or 0
   local conn = proxy.connection
   local client = conn.client
-  if #query > MAX_QUERY then query = string_sub(query, 1, MAX_QUERY) .. "..." end
+  -- Callers pass at most MAX_QUERY + 1 bytes; cut first, mask what is left (a cut literal is masked to the end).
+  local cut = #query > MAX_QUERY
+  if cut then query = string_sub(query, 1, MAX_QUERY) end
+  query = normalize.mask_secrets(query)
+  if cut then query = query .. "..." end
 
   -- Digest: every statement while logging is on (the slow threshold only filters the log lines).
   local key = normalize.normalize(query)
@@ -246,15 +281,17 @@ local function positive_int(word)
   return v
 end
 
+local function denied(why)
+  return resultset.error("Access denied; PROXY LOG is only for the users in PROXY_LOG_ADMINS" .. (why or ""),
+    1227, "42000")
+end
+
+-- A control statement of a verified admin (at most CONTROL_MAX bytes: the caller checked).
 local function control(query)
   local words = {}
   for w in string_gmatch(string_lower(query), "[^%s;]+") do words[#words + 1] = w end
   if string_find(query, ";", 1, true) and not string_find(query, "^[^;]*;[%s;]*$") then
     return resultset.error("PROXY LOG takes one statement; usage: " .. USAGE, 1064, "42000")
-  end
-  local user = proxy.connection.client.username
-  if not ADMINS[user or ""] then
-    return resultset.error("Access denied; PROXY LOG is only for the users in PROXY_LOG_ADMINS", 1227, "42000")
   end
   local verb, arg, extra = words[3], words[4], words[5]
   local now = os_time()
@@ -301,22 +338,67 @@ end
 
 -- Hooks -------------------------------------------------------------------------------------------
 
-local COM_QUERY, COM_STMT_PREPARE, COM_STMT_EXECUTE, COM_STMT_CLOSE =
-  proxy.COM_QUERY, proxy.COM_STMT_PREPARE, proxy.COM_STMT_EXECUTE, proxy.COM_STMT_CLOSE
-local ID_QUERY, ID_PREPARE, ID_EXECUTE = 1, 2, 3
+local COM_QUERY, COM_STMT_PREPARE, COM_STMT_EXECUTE, COM_STMT_CLOSE, COM_CHANGE_USER =
+  proxy.COM_QUERY, proxy.COM_STMT_PREPARE, proxy.COM_STMT_EXECUTE, proxy.COM_STMT_CLOSE, proxy.COM_CHANGE_USER
+local ID_QUERY, ID_PREPARE, ID_EXECUTE, ID_WHOAMI = 1, 2, 3, 4
+local WHOAMI = string.char(COM_QUERY) .. "SELECT CURRENT_USER()"
+
+-- "PROXY LOG" followed by a blank, ";" or the end, within the first CONTROL_MAX bytes of a COM_QUERY packet.
+local function is_control(packet)
+  local b = string_byte(packet, 2)
+  if b ~= 80 and b ~= 112 and not (b and b <= 32) then return false end -- P, p, or a blank first
+  local head = string_sub(packet, 2, CONTROL_MAX + 2)
+  local _, e = string_find(head, "^%s*[Pp][Rr][Oo][Xx][Yy]%s+[Ll][Oo][Gg]")
+  if not e then return false end
+  local c = string_byte(head, e + 1)
+  return c == nil or c == 59 or c <= 32
+end
+
+-- Who is asking comes first, then the length, and only then is the statement read: a stranger's
+-- statement, of any size, costs a table look-up.
+local function control_statement(packet)
+  local user = proxy.connection.client.username or ""
+  if not ADMIN_NAMES[user] then return denied() end
+  if #packet - 1 > CONTROL_MAX then
+    return resultset.error("PROXY LOG statements are at most " .. CONTROL_MAX .. " bytes; usage: " .. USAGE,
+      1064, "42000")
+  end
+  if checked_user == user then
+    if not checked_admin then return denied(" (the account the server authenticated is not one)") end
+    return control(string_sub(packet, 2))
+  end
+  -- The name is only what the client claimed: ask the server which account it authenticated.
+  pending_control = string_sub(packet, 2)
+  proxy.queries:append(ID_WHOAMI, WHOAMI, {resultset_is_needed = true})
+  return proxy.PROXY_SEND_QUERY
+end
+
+-- The CURRENT_USER() answer: keep the verdict for this connection and answer the waiting control statement.
+local function checked(inj)
+  local query = pending_control
+  pending_control = nil
+  local res = inj.resultset
+  local account
+  if res.query_status == proxy.MYSQLD_PACKET_OK then
+    for row in res.rows do
+      if account == nil then account = row[1] end
+    end
+  end
+  if type(account) ~= "string" then
+    return denied(" (cannot check the account: SELECT CURRENT_USER() failed)")
+  end
+  checked_user = proxy.connection.client.username or ""
+  checked_admin = admin_account(account)
+  if not checked_admin or query == nil then
+    return denied(" (the account the server authenticated is not one)")
+  end
+  return control(query)
+end
 
 function read_query(packet)
   local command = string_byte(packet, 1)
   if command == COM_QUERY then
-    if string_find(packet, "^%s*[Pp][Rr][Oo][Xx][Yy]%s+[Ll][Oo][Gg]", 2) then
-      local query = string_sub(packet, 2)
-      local words = {}
-      for w in string_gmatch(string_lower(string_sub(query, 1, 64)), "[^%s;]+") do
-        words[#words + 1] = w
-        if #words == 2 then break end
-      end
-      if words[2] == "log" then return control(query) end
-    end
+    if is_control(packet) then return control_statement(packet) end
     if logging_on(os_time()) then
       proxy.queries:append(ID_QUERY, packet, {resultset_is_needed = false})
       return proxy.PROXY_SEND_QUERY
@@ -332,22 +414,27 @@ function read_query(packet)
     return proxy.PROXY_SEND_QUERY
   elseif command == COM_STMT_CLOSE then
     statements[resultset.stmt_id(packet)] = nil
+  elseif command == COM_CHANGE_USER then
+    checked_user, checked_admin = nil, false -- another account from now on: check again
   end
 end
 
 function read_query_result(inj)
+  if inj.id == ID_WHOAMI then return checked(inj) end
   if inj.id == ID_PREPARE then
     local res = inj.resultset
     if res.query_status == proxy.MYSQLD_PACKET_OK then
       local raw = res.raw
-      if raw and string_byte(raw, 1) == 0 then statements[resultset.stmt_id(raw)] = string_sub(inj.query, 2) end
+      if raw and string_byte(raw, 1) == 0 then
+        statements[resultset.stmt_id(raw)] = string_sub(inj.query, 2, MAX_QUERY + 2)
+      end
     end
     return
   end
   local now = os_time()
   if not logging_on(now) then return end
   if inj.id == ID_QUERY then
-    record(now, "query", string_sub(inj.query, 2), inj)
+    record(now, "query", string_sub(inj.query, 2, MAX_QUERY + 2), inj)
   elseif inj.id == ID_EXECUTE then
     local id = resultset.stmt_id(inj.query)
     record(now, "execute", statements[id] or ("(prepared statement " .. id .. ")"), inj)

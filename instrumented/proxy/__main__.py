@@ -11,7 +11,7 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
-from .lua_host import LupaMissingError
+from .lua.host import LupaMissingError
 from .server import ProxyServer, parse_address
 
 log = logging.getLogger("instrumented.proxy")

@@ -8,8 +8,8 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from .connection import RESPONSE, ProxyConnection
-from .lua_host import LuaHost
+from .connection import ProxyConnection
+from .lua.host import LuaHost
 
 log = logging.getLogger("instrumented.proxy")
 
@@ -110,7 +110,7 @@ class ProxyServer:
         if self._server is not None:
             self._server.close()
         deadline = time.monotonic() + grace
-        while any(c.phase == RESPONSE for c in self.connections) and time.monotonic() < deadline:
+        while any(c.busy for c in self.connections) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
             conn.shutdown()

@@ -3,12 +3,18 @@ lib/normalize.lua - statement fingerprints for the digest (Lua 5.1, no dependenc
 
 In the spirit of pt-query-digest: comments dropped, string/number/hex literals become ?, IN (...)
 and multi-row VALUES lists collapse to one group, whitespace collapses, everything is lower-cased.
-Cheap enough to run on every logged statement; the result is capped in length.
+Cheap enough to run on every logged statement: every step is one linear pass (a 1 MB VALUES list
+costs no more per byte than a short one); the result is capped in length.
+
+mask_secrets() replaces the passwords of IDENTIFIED BY '...', IDENTIFIED VIA ... USING '...',
+PASSWORD('...'), SET PASSWORD ... = '...' (and any literal right after a word ending in "password")
+with '***', for the log line and the ring.
 ]]
 
 local string_find, string_sub, string_gsub, string_lower, string_byte = string.find, string.sub, string.gsub,
   string.lower, string.byte
 local table_concat = table.concat
+local math_max = math.max
 
 local M = {}
 
@@ -34,6 +40,30 @@ local function quote_end(sql, pos, q)
       return s
     end
   end
+end
+
+-- VALUES (a), (b), (c) -> VALUES (a), in one pass: each group is scanned once, and an unbalanced group ends
+-- the collapsing (it would be scanned to the end of the text again for every later VALUES).
+local function one_values_group(text)
+  local out, n, pos = {}, 0, 1
+  while true do
+    local _, open = string_find(text, "values%s*%(", pos)
+    if not open then break end
+    local _, close = string_find(text, "^%b()", open)
+    if not close then break end
+    n = n + 1 out[n] = string_sub(text, pos, close)
+    pos = close + 1
+    while true do
+      local _, comma = string_find(text, "^%s*,%s*%(", pos)
+      if not comma then break end
+      local _, e = string_find(text, "^%b()", comma)
+      if not e then break end
+      pos = e + 1
+    end
+  end
+  if n == 0 then return text end
+  n = n + 1 out[n] = string_sub(text, pos)
+  return table_concat(out)
 end
 
 local function normalize(sql)
@@ -68,25 +98,58 @@ local function normalize(sql)
   if string_find(text, "%d") then text = numbers(text) end
   text = string_gsub(text, "%s+", " ")
   if string_byte(text, 1) == 32 then text = string_sub(text, 2) end
-  local last = string_byte(text, -1)
-  while last == 32 or last == 59 do -- trailing blanks and ;
-    text = string_sub(text, 1, -2)
-    last = string_byte(text, -1)
+  local last = #text
+  while true do -- trailing blanks and ; (one cut, not one copy per character)
+    local b = string_byte(text, last)
+    if b ~= 32 and b ~= 59 then break end
+    last = last - 1
   end
+  if last < #text then text = string_sub(text, 1, last) end
   if string_find(text, "?", 1, true) then
     -- IN (?, ?, ?) and VALUES (?, ?), (?, ?) collapse to one group.
     text = string_gsub(text, "%(%s*%?[%s,%?]*%)", function(group)
       if string_find(group, ",", 1, true) then return "(?+)" end
     end)
-    if string_find(text, "values", 1, true) then
-      local count
-      repeat
-        text, count = string_gsub(text, "(values%s*%b())%s*,%s*%b()", "%1")
-      until count == 0
-    end
+    if string_find(text, "values", 1, true) then text = one_values_group(text) end
   end
   if #text > M.max_length then text = string_sub(text, 1, M.max_length) .. "..." end
   return text
+end
+
+-- A literal is a secret when the text between it and the previous literal ends like one of these
+-- (matched on the lower-cased statement; "using" only counts in statements that say "identified").
+local SECRET_BEFORE = {"password`?[%s=(]*$", "identified%s+by%s*$"}
+local USING_BEFORE = "using%s*$"
+
+function M.mask_secrets(sql)
+  local lower = string_lower(sql)
+  local identified = string_find(lower, "identified", 1, true)
+  if not identified and not string_find(lower, "password", 1, true) then return sql end
+  -- SET PASSWORD [FOR 'user'@'host'] = '...': every literal after the first "=".
+  local eq_at = string_find(lower, "^%s*set%s+password") and string_find(lower, "=", 1, true) or nil
+  local out, n, pos, copied, prev_end = {}, 0, 1, 1, 0
+  while true do
+    local s = string_find(sql, "['\"]", pos)
+    if not s then break end
+    local q = string_sub(sql, s, s)
+    local e = quote_end(sql, s, q)
+    local before = string_sub(lower, math_max(prev_end + 1, s - 64), s - 1)
+    local secret = (eq_at ~= nil and s > eq_at) or (identified and string_find(before, USING_BEFORE)) ~= nil
+    for i = 1, #SECRET_BEFORE do
+      if secret then break end
+      secret = string_find(before, SECRET_BEFORE[i]) ~= nil
+    end
+    if secret then
+      n = n + 1 out[n] = string_sub(sql, copied, s) .. "***"
+      if e > s and string_sub(sql, e, e) == q then n = n + 1 out[n] = q end
+      copied = e + 1
+    end
+    prev_end = e
+    pos = e + 1
+  end
+  if n == 0 then return sql end
+  n = n + 1 out[n] = string_sub(sql, copied)
+  return table_concat(out)
 end
 
 -- Statements repeat (session set-up, health checks, ORM queries with the same values): remember recent ones.

@@ -7,8 +7,10 @@ import struct
 
 import pytest
 
-from instrumented.proxy import packets as p
-from instrumented.proxy.responses import ResponseTracker
+from instrumented.proxy.mysql import auth
+from instrumented.proxy.mysql import constants as c
+from instrumented.proxy.mysql import packets as p
+from instrumented.proxy.mysql.responses import ResponseTracker
 
 
 def response(payloads: list[bytes]) -> bytes:
@@ -58,7 +60,7 @@ def test_tracker_finds_end_of_result_set_whatever_the_chunking(deprecate_eof, ch
     else:
         rng = random.Random(7)
         sizes = [rng.randint(1, 40) for _ in range(len(stream))]
-    tracker = ResponseTracker(p.COM_QUERY, deprecate_eof)
+    tracker = ResponseTracker(c.COM_QUERY, deprecate_eof)
     used = feed_in_chunks(tracker, stream, sizes)
     assert tracker.done
     assert used == len(data)
@@ -73,7 +75,7 @@ def test_tracker_multi_result_and_final_ok():
         p.ok_packet(affected_rows=7, insert_id=9, status=0x2)
     ]
     data = response(payloads)
-    tracker = ResponseTracker(p.COM_QUERY, False)
+    tracker = ResponseTracker(c.COM_QUERY, False)
     assert feed_in_chunks(tracker, data, [5] * len(data)) == len(data)
     assert tracker.done and tracker.row_count == 5
     assert tracker.affected_rows == 7 and tracker.insert_id == 9
@@ -82,7 +84,7 @@ def test_tracker_multi_result_and_final_ok():
 def test_tracker_error_in_the_middle_of_rows():
     rows = text_result(4, False)[:-1]  # no terminator
     data = response([*rows, p.err_packet("Query execution was interrupted", 1317, "70100")])
-    tracker = ResponseTracker(p.COM_QUERY, False)
+    tracker = ResponseTracker(c.COM_QUERY, False)
     assert tracker.feed(data) == len(data)
     assert tracker.done and tracker.query_status == 0xFF
     assert tracker.err == (1317, b"70100", b"Query execution was interrupted")
@@ -91,21 +93,21 @@ def test_tracker_error_in_the_middle_of_rows():
 
 def test_tracker_ok_and_err_single_packets():
     ok = response([p.ok_packet(affected_rows=3)])
-    tracker = ResponseTracker(p.COM_QUERY, True)
+    tracker = ResponseTracker(c.COM_QUERY, True)
     assert tracker.feed(ok + b"xx") == len(ok)
     assert tracker.affected_rows == 3 and tracker.done
 
-    tracker = ResponseTracker(p.COMMAND_NAMES["PING"], False)
+    tracker = ResponseTracker(c.COMMAND_NAMES["PING"], False)
     assert tracker.feed(ok) == len(ok) and tracker.done and tracker.query_status == 0
 
-    assert ResponseTracker(p.COM_STMT_CLOSE, False).done  # no response at all
+    assert ResponseTracker(c.COM_STMT_CLOSE, False).done  # no response at all
 
 
 def test_tracker_rows_larger_than_16mb_use_continuation_packets():
-    big = b"\xfe" + b"y" * (p.MAX_PAYLOAD + 100)  # a row that starts with 0xfe must not look like EOF
+    big = b"\xfe" + b"y" * (c.MAX_PAYLOAD + 100)  # a row that starts with 0xfe must not look like EOF
     payloads = [p.lenenc_int(1), p.column_definition(b"c"), p.eof_packet(), big, p.eof_packet()]
     data = response(payloads)
-    tracker = ResponseTracker(p.COM_QUERY, False)
+    tracker = ResponseTracker(c.COM_QUERY, False)
     used = feed_in_chunks(tracker, data, [65536] * (len(data) // 65536 + 2))
     assert tracker.done and used == len(data)
     assert tracker.row_count == 1
@@ -113,12 +115,14 @@ def test_tracker_rows_larger_than_16mb_use_continuation_packets():
 
 def test_tracker_local_infile_waits_for_the_client():
     request = response([b"\xfb/tmp/data.csv"])
-    tracker = ResponseTracker(p.COM_QUERY, False)
+    tracker = ResponseTracker(c.COM_QUERY, False)
     assert tracker.feed(request) == len(request)
     assert tracker.waiting_for_client and tracker.relays_client and not tracker.done
-    tracker.client_sent(100)
+    file_data = p.frame(b"x" * 100, 2)[0]
+    tracker.client_data(file_data[:7])  # a packet split across reads
+    tracker.client_data(file_data[7:])
     assert tracker.waiting_for_client
-    tracker.client_sent(0)
+    tracker.client_data(p.frame(b"", 3)[0])
     assert not tracker.waiting_for_client
     ok = p.frame(p.ok_packet(affected_rows=10), 4)[0]
     assert tracker.feed(ok) == len(ok)
@@ -131,15 +135,15 @@ def test_tracker_prepare_counts_parameter_and_column_definitions():
         p.eof_packet()
     ]
     data = response(payloads)
-    tracker = ResponseTracker(p.COM_STMT_PREPARE, False)
+    tracker = ResponseTracker(c.COM_STMT_PREPARE, False)
     assert tracker.feed(data + b"zz") == len(data) and tracker.done
-    tracker = ResponseTracker(p.COM_STMT_PREPARE, True)
+    tracker = ResponseTracker(c.COM_STMT_PREPARE, True)
     data = response([ok] + [p.column_definition(b"?")] * 5)
     assert tracker.feed(data) == len(data) and tracker.done
 
 
 def test_frame_splits_payloads_of_16mb_and_more():
-    payload = b"q" * (p.MAX_PAYLOAD * 2)
+    payload = b"q" * (c.MAX_PAYLOAD * 2)
     data, seq = p.frame(payload, 0)
     assert seq == 3  # two full packets and the empty terminator
     assert list(p.iter_packets(data)) == [payload]
@@ -155,26 +159,26 @@ def greeting(caps: int, ext: int) -> bytes:
 
 
 def test_greeting_parse_and_capability_stripping():
-    caps = p.CLIENT_SSL | p.CLIENT_COMPRESS | p.CLIENT_PROTOCOL_41 | p.CLIENT_SECURE_CONNECTION | p.CLIENT_PLUGIN_AUTH
-    caps |= p.CLIENT_DEPRECATE_EOF
-    payload = greeting(caps, p.MARIADB_CLIENT_PROGRESS | p.MARIADB_CLIENT_CACHE_METADATA | (1 << 1))
-    g = p.parse_greeting(payload)
+    caps = c.CLIENT_SSL | c.CLIENT_COMPRESS | c.CLIENT_PROTOCOL_41 | c.CLIENT_SECURE_CONNECTION | c.CLIENT_PLUGIN_AUTH
+    caps |= c.CLIENT_DEPRECATE_EOF
+    payload = greeting(caps, c.MARIADB_CLIENT_PROGRESS | c.MARIADB_CLIENT_CACHE_METADATA | (1 << 1))
+    g = auth.parse_greeting(payload)
     assert g.thread_id == 42 and g.mysqld_version == 101119 and g.auth_plugin == b"mysql_native_password"
     assert g.scramble == b"abcdefghijklmnopqrst"
-    stripped = p.parse_greeting(p.strip_greeting(payload, g))
-    assert not stripped.capabilities & (p.CLIENT_SSL | p.CLIENT_COMPRESS)
-    assert stripped.capabilities & p.CLIENT_DEPRECATE_EOF
+    stripped = auth.parse_greeting(auth.strip_greeting(payload, g))
+    assert not stripped.capabilities & (c.CLIENT_SSL | c.CLIENT_COMPRESS)
+    assert stripped.capabilities & c.CLIENT_DEPRECATE_EOF
     assert stripped.mariadb_caps == 1 << 1
 
 
 def test_auth_response_parse():
-    caps = p.CLIENT_PROTOCOL_41 | p.CLIENT_SECURE_CONNECTION | p.CLIENT_CONNECT_WITH_DB | p.CLIENT_PLUGIN_AUTH
+    caps = c.CLIENT_PROTOCOL_41 | c.CLIENT_SECURE_CONNECTION | c.CLIENT_CONNECT_WITH_DB | c.CLIENT_PLUGIN_AUTH
     payload = (struct.pack("<IIB", caps, 1 << 24, 33) + b"\x00" * 23 + b"alice\x00" + b"\x14" + b"s" * 20
                + b"shop\x00" + b"mysql_native_password\x00")  # fmt: skip
-    auth = p.parse_auth_response(payload)
-    assert (auth.username, auth.database, auth.auth_plugin) == (b"alice", b"shop", b"mysql_native_password")
-    assert auth.auth_response == b"s" * 20
-    ssl = p.parse_auth_response(struct.pack("<IIB", caps | p.CLIENT_SSL, 1 << 24, 33) + b"\x00" * 23)
+    response = auth.parse_auth_response(payload)
+    assert (response.username, response.database, response.auth_plugin) == (b"alice", b"shop", b"mysql_native_password")
+    assert response.auth_response == b"s" * 20
+    ssl = auth.parse_auth_response(struct.pack("<IIB", caps | c.CLIENT_SSL, 1 << 24, 33) + b"\x00" * 23)
     assert ssl.is_ssl_request
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 
+from . import constants as c
 from . import packets as p
 
 _HEADER = struct.Struct("<I")
@@ -25,19 +26,19 @@ KIND_AUTH = 6  # COM_CHANGE_USER: auth exchange until OK/ERR
 KIND_RAW = 7  # binlog streaming and the like: relay forever
 
 _KINDS: dict[int, int] = {
-    p.COM_QUIT: KIND_NONE,
-    p.COM_STMT_CLOSE: KIND_NONE,
-    p.COM_STMT_SEND_LONG_DATA: KIND_NONE,
-    p.COM_QUERY: KIND_RESULT,
-    p.COM_STMT_EXECUTE: KIND_RESULT,
-    p.COM_STMT_BULK_EXECUTE: KIND_RESULT,
-    p.COM_PROCESS_INFO: KIND_RESULT,
-    p.COM_STMT_PREPARE: KIND_PREPARE,
-    p.COM_STMT_FETCH: KIND_ROWS,
-    p.COM_FIELD_LIST: KIND_FIELD_LIST,
-    p.COM_CHANGE_USER: KIND_AUTH,
-    p.COM_BINLOG_DUMP: KIND_RAW,
-    p.COM_BINLOG_DUMP_GTID: KIND_RAW,
+    c.COM_QUIT: KIND_NONE,
+    c.COM_STMT_CLOSE: KIND_NONE,
+    c.COM_STMT_SEND_LONG_DATA: KIND_NONE,
+    c.COM_QUERY: KIND_RESULT,
+    c.COM_STMT_EXECUTE: KIND_RESULT,
+    c.COM_STMT_BULK_EXECUTE: KIND_RESULT,
+    c.COM_PROCESS_INFO: KIND_RESULT,
+    c.COM_STMT_PREPARE: KIND_PREPARE,
+    c.COM_STMT_FETCH: KIND_ROWS,
+    c.COM_FIELD_LIST: KIND_FIELD_LIST,
+    c.COM_CHANGE_USER: KIND_AUTH,
+    c.COM_BINLOG_DUMP: KIND_RAW,
+    c.COM_BINLOG_DUMP_GTID: KIND_RAW,
 }
 
 # Tracker states.
@@ -77,6 +78,8 @@ class ResponseTracker:
         "affected_rows",
         "binary",
         "bytes",
+        "client_skip",
+        "client_tail",
         "columns",
         "continuing",
         "deprecate_eof",
@@ -91,6 +94,7 @@ class ResponseTracker:
         "server_status",
         "skip",
         "state",
+        "stmt_id",
         "tail",
         "waiting_for_client",
         "warnings",
@@ -99,7 +103,7 @@ class ResponseTracker:
     def __init__(self, command: int, deprecate_eof: bool) -> None:
         self.kind = response_kind(command)
         self.deprecate_eof = deprecate_eof
-        self.binary = command in (p.COM_STMT_EXECUTE, p.COM_STMT_FETCH, p.COM_STMT_BULK_EXECUTE)
+        self.binary = command in (c.COM_STMT_EXECUTE, c.COM_STMT_FETCH, c.COM_STMT_BULK_EXECUTE)
         self.state = _INITIAL_STATE[self.kind]
         self.done = self.state == _DONE
         self.tail = b""
@@ -117,6 +121,7 @@ class ResponseTracker:
         self.err: tuple[int, bytes, bytes] | None = None
         self.first_ns = 0
         self.waiting_for_client = False
+        self.stmt_id = 0  # COM_STMT_PREPARE: the id the server gave the statement
 
     def feed(self, data: bytes) -> int:
         """Consume ``data``; return the number of its bytes that belong to this response."""
@@ -146,7 +151,7 @@ class ResponseTracker:
                 rows = 0
                 while i + 5 <= size:
                     plen = unpack(buf, i)[0] & 0xFFFFFF
-                    if buf[i + 4] >= 0xFE or plen == p.MAX_PAYLOAD:
+                    if buf[i + 4] >= 0xFE or plen == c.MAX_PAYLOAD:
                         break
                     nxt = i + 4 + plen
                     if nxt > size:
@@ -159,7 +164,7 @@ class ResponseTracker:
             plen = unpack(buf, i)[0] & 0xFFFFFF
             end = i + 4 + plen
             if self.continuing:
-                self.continuing = plen == p.MAX_PAYLOAD
+                self.continuing = plen == c.MAX_PAYLOAD
                 if end > size:
                     self.skip = end - size
                     i = size
@@ -175,13 +180,13 @@ class ResponseTracker:
             state = self.state
             if state == _ROWS:
                 # The hot path: rows pass by, only a terminator needs its body.
-                if (first == 0xFE and plen < p.MAX_PAYLOAD) or first == 0xFF:
+                if (first == 0xFE and plen < c.MAX_PAYLOAD) or first == 0xFF:
                     if end > size:
                         break
                     self._terminator(first, buf[i + 4 : end])
                 else:
                     self.row_count += 1
-                    if plen == p.MAX_PAYLOAD:
+                    if plen == c.MAX_PAYLOAD:
                         self.continuing = True
                     if end > size:
                         self.skip = end - size
@@ -194,7 +199,7 @@ class ResponseTracker:
             needs_body = state in (_FIRST, _COLEOF)
             if needs_body and end > size:
                 break
-            if plen == p.MAX_PAYLOAD:
+            if plen == c.MAX_PAYLOAD:
                 self.continuing = True
             self._packet(first, buf[i + 4 : end] if needs_body else b"")
             if end > size:
@@ -221,6 +226,7 @@ class ResponseTracker:
                 ok = p.parse_ok(body)
                 self.query_status = 0
                 if self.kind == KIND_PREPARE:
+                    self.stmt_id = int.from_bytes(body[1:5], "little")
                     columns = body[5] | body[6] << 8 if len(body) >= 9 else 0
                     params = body[7] | body[8] << 8 if len(body) >= 9 else 0
                     left = params + columns
@@ -239,6 +245,8 @@ class ResponseTracker:
             elif first == 0xFB:
                 self.state = _INFILE
                 self.waiting_for_client = True
+                self.client_skip = 0  # set here, not in __init__: LOCAL INFILE is rare, trackers are not
+                self.client_tail = b""
             else:
                 count, _ = p.read_lenenc_int(body, 0)
                 self.columns = count or 0
@@ -257,7 +265,7 @@ class ResponseTracker:
                 return
             _, status = p.parse_eof(body)
             self.server_status = status
-            if self.binary and status & p.SERVER_STATUS_CURSOR_EXISTS:
+            if self.binary and status & c.SERVER_STATUS_CURSOR_EXISTS:
                 self.state = _DONE
                 self.done = True
             else:
@@ -299,7 +307,7 @@ class ResponseTracker:
     def _end_result(self, status: int) -> None:
         """A result ended: another follows if the server says so."""
         self.server_status = status
-        if status & p.SERVER_MORE_RESULTS_EXISTS and self.kind == KIND_RESULT:
+        if status & c.SERVER_MORE_RESULTS_EXISTS and self.kind == KIND_RESULT:
             self.state = _FIRST
         else:
             self.state = _DONE
@@ -317,8 +325,27 @@ class ResponseTracker:
         """Whether client packets belong to this exchange (LOCAL INFILE data, auth rounds)."""
         return self.state in (_INFILE, _AUTH)
 
-    def client_sent(self, payload_len: int) -> None:
-        """The client sent one LOCAL INFILE packet; an empty one ends the file and the server answers."""
-        if self.state == _INFILE and payload_len == 0:
-            self.state = _FIRST
-            self.waiting_for_client = False
+    def client_data(self, data: bytes) -> None:
+        """Client bytes of this exchange (already relayed): an empty LOCAL INFILE packet ends the file."""
+        if not self.waiting_for_client:
+            return
+        buf = self.client_tail + data if self.client_tail else data
+        self.client_tail = b""
+        pos = 0
+        if self.client_skip:
+            if self.client_skip >= len(buf):
+                self.client_skip -= len(buf)
+                return
+            pos = self.client_skip
+            self.client_skip = 0
+        while pos + 4 <= len(buf):
+            plen = _HEADER.unpack_from(buf, pos)[0] & 0xFFFFFF
+            pos += 4 + plen
+            if self.state == _INFILE and plen == 0:
+                self.state = _FIRST
+                self.waiting_for_client = False
+                return
+        if pos > len(buf):
+            self.client_skip = pos - len(buf)
+        else:
+            self.client_tail = bytes(buf[pos:])

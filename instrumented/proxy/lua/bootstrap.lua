@@ -1,0 +1,249 @@
+-- The privileged bootstrap of the proxy host (instrumented/proxy/lua/host.py), run once per Lua state.
+-- Builds the sandbox and the MySQL Proxy 0.8 API; returns the entry points the host calls.
+-- `py` carries what Python lends: constants, hook names, io/print/require callbacks, the instruction limit.
+local py = ...
+local _G, pairs, ipairs, type, pcall, error, tostring, select = _G, pairs, ipairs, type, pcall, error, tostring, select
+local setfenv, loadstring, setmetatable, rawget = setfenv, loadstring, setmetatable, rawget
+local newproxy, getmetatable = newproxy, getmetatable
+local tinsert, tremove, tconcat = table.insert, table.remove, table.concat
+local sethook = debug.sethook
+local real_open = io.open
+
+local function copy(t) local c = {} for k, v in pairs(t) do c[k] = v end return c end
+
+local sandbox = {}
+for _, k in ipairs({"assert", "error", "ipairs", "next", "pairs", "pcall", "xpcall", "select", "tonumber",
+                    "tostring", "type", "unpack", "rawequal", "rawget", "rawset", "setmetatable",
+                    "getmetatable", "newproxy", "collectgarbage", "_VERSION"}) do
+  sandbox[k] = _G[k]
+end
+sandbox.string = copy(string)
+sandbox.table = copy(table)
+sandbox.math = copy(math)
+sandbox.coroutine = copy(coroutine)
+-- Scripts read only their own PROXY_* settings from the environment, never e.g. database passwords.
+local getenv = os.getenv
+local function proxy_getenv(name)
+  if type(name) == "string" and name:sub(1, 6) == "PROXY_" then return getenv(name) end
+  return nil
+end
+sandbox.os = {time = os.time, date = os.date, getenv = proxy_getenv, clock = os.clock, difftime = os.difftime}
+sandbox.io = {
+  open = function(path, mode)
+    if type(path) ~= "string" then error("bad argument #1 to 'open' (string expected)", 2) end
+    if not py.io_allowed(path) then
+      return nil, path .. ": not allowed by the proxy sandbox (io is only for the log file)"
+    end
+    mode = mode or "r"
+    if type(mode) == "string" and mode:find("[wa]") then py.create_private(path) end
+    return real_open(path, mode)
+  end,
+}
+sandbox.print = function(...)
+  local parts = {}
+  for i = 1, select("#", ...) do parts[i] = tostring((select(i, ...))) end
+  py.log_print(tconcat(parts, "\t"))
+end
+sandbox._G = sandbox
+
+local loaded = {}
+sandbox.package = {loaded = loaded}
+sandbox.require = function(name)
+  if type(name) ~= "string" then error("bad argument #1 to 'require' (string expected)", 2) end
+  local have = loaded[name]
+  if have ~= nil then return have end
+  local source, path = py.find_module(name)
+  if not source then error("module '" .. name .. "' not found in the proxy's Lua path", 2) end
+  local fn, err = loadstring(source, "@" .. path)
+  if not fn then error(err, 2) end
+  setfenv(fn, sandbox)
+  local result = fn(name)
+  if result == nil then result = true end
+  loaded[name] = result
+  return result
+end
+
+-- proxy: shared constants and proxy.global; per-connection fields through the metatable.
+local proxy = {global = {config = {}}}
+for k, v in pairs(py.constants) do proxy[k] = v end
+local current = nil
+setmetatable(proxy, {
+  __index = function(_, k) local c = current if c then return c[k] end end,
+  __newindex = function(_, k, v)
+    if current then current[k] = v else error("proxy." .. tostring(k) .. " is read-only here", 2) end
+  end,
+})
+sandbox.proxy = proxy
+
+local renamed = {thread_id = "server.thread_id", default_db = "client.default_db",
+                 mysqld_version = "server.mysqld_version", address = "client.src.name",
+                 client_address = "client.src.name", server_address = "server.dst.name"}
+
+local function new_connection_table()
+  local conn = {client = {src = {}, dst = {}}, server = nil, backend_ndx = 0}
+  return setmetatable(conn, {__index = function(_, k)
+    local new = renamed[k]
+    if new then error("proxy.connection." .. k .. " is gone, use proxy.connection." .. new, 2) end
+  end})
+end
+
+local function new_queue()
+  local items = {}
+  local q = newproxy(true)
+  local mt = getmetatable(q)
+  local function entry(self, id, packet, opts)
+    if self ~= q then error("use proxy.queries:append(id, packet [, opts]) with a colon", 3) end
+    if type(id) ~= "number" then error("proxy.queries: id must be a number", 3) end
+    if type(packet) ~= "string" then error("proxy.queries: packet must be a string", 3) end
+    local needed = opts == true or (type(opts) == "table" and opts.resultset_is_needed == true)
+    return {id, packet, needed}
+  end
+  mt.__index = {
+    append = function(self, id, packet, opts) items[#items + 1] = entry(self, id, packet, opts) end,
+    prepend = function(self, id, packet, opts) tinsert(items, 1, entry(self, id, packet, opts)) end,
+    reset = function() for i = #items, 1, -1 do items[i] = nil end end,
+  }
+  mt.__len = function() return #items end
+  mt.__tostring = function() return "proxy.queries" end
+  return q, items
+end
+
+local host = {}
+
+function host.compile(source, chunkname)
+  local fn, err = loadstring(source, "@" .. chunkname)
+  if not fn then return nil, err end
+  return fn, nil
+end
+
+local function limit_hook() error("the Lua hook ran too long (instruction limit reached)", 2) end
+
+-- Run the script for a new connection; returns ok, err, and the names of the hooks it defined.
+function host.new_connection(chunk)
+  local q, items = new_queue()
+  local ctx = {queries = q, connection = new_connection_table(), response = {}}
+  local env = setmetatable({}, {__index = sandbox})
+  local conn = {ctx = ctx, env = env, items = items}
+  current = ctx
+  setfenv(chunk, env)
+  sethook(limit_hook, "", py.instruction_limit)
+  local ok, err = pcall(chunk)
+  sethook()
+  if not ok then return conn, false, tostring(err) end
+  local hooks = {}
+  for _, name in ipairs(py.hooks) do
+    if type(env[name]) == "function" then hooks[#hooks + 1] = name end
+  end
+  return conn, true, hooks
+end
+
+local function pop(conn, ret, ok)
+  local items = conn.items
+  local it = items[1]
+  local close = rawget(conn.ctx.connection, "connection_close") == true
+  if it then
+    tremove(items, 1)
+    return ok, ret, it[1], it[2], it[3], #items, close
+  end
+  return ok, ret, nil, nil, nil, 0, close
+end
+
+local function call(conn, name, arg)
+  local fn = conn.env[name]
+  if type(fn) ~= "function" then return true, nil end
+  current = conn.ctx
+  sethook(limit_hook, "", py.instruction_limit)
+  local ok, ret = pcall(fn, arg)
+  sethook()
+  if not ok then return false, tostring(ret) end
+  if type(ret) ~= "number" then ret = nil end
+  return true, ret
+end
+
+-- A hook without queue handling (connect_server, read_handshake, read_auth, read_auth_result, disconnect_client).
+function host.call(conn, name, arg)
+  conn.ctx.response = {}
+  local ok, ret = call(conn, name, arg)
+  return pop(conn, ret, ok)
+end
+
+function host.read_query(conn, packet)
+  local items = conn.items
+  for i = #items, 1, -1 do items[i] = nil end
+  conn.ctx.response = {}
+  local ok, ret = call(conn, "read_query", packet)
+  return pop(conn, ret, ok)
+end
+
+-- The next queued injection (after a result came back and its hook ran, or without a hook).
+function host.pop(conn)
+  return pop(conn, nil, true)
+end
+
+local unavailable = " isn't available if 'resultset_is_needed ~= true'"
+
+local streamed_mt = {__index = function(_, k)
+  if k == "fields" or k == "rows" or k == "raw" then error("inj.resultset." .. k .. unavailable, 2) end
+end}
+
+local function make_resultset(base, needed, fields, rows, raw, binary)
+  if not needed then return setmetatable(base, streamed_mt) end
+  return setmetatable(base, {__index = function(_, k)
+    if k == "fields" or k == "rows" or k == "raw" then
+      if not needed then error("inj.resultset." .. k .. unavailable, 2) end
+      if k == "fields" then return fields end
+      if k == "raw" then return raw end
+      if binary then error("inj.resultset.rows isn't available for binary (prepared statement) resultsets", 2) end
+      local i = 0
+      return function()
+        i = i + 1
+        return rows[i]
+      end
+    end
+  end})
+end
+
+function host.read_query_result(conn, id, packet, needed, query_time, response_time, row_count, bytes, status,
+                                warnings, affected_rows, insert_id, server_status, fields, rows, raw, binary,
+                                error_code, error_message)
+  local flags = {
+    in_trans = server_status % 2 == 1,
+    auto_commit = math.floor(server_status / 2) % 2 == 1,
+    no_good_index_used = math.floor(server_status / 16) % 2 == 1,
+    no_index_used = math.floor(server_status / 32) % 2 == 1,
+  }
+  local resultset = make_resultset({row_count = row_count, bytes = bytes, query_status = status,
+    warning_count = warnings, affected_rows = affected_rows, insert_id = insert_id, flags = flags,
+    error_code = error_code, error_message = error_message},
+    needed, fields, rows, raw, binary)
+  local inj = {id = id, type = id, query = packet, query_time = query_time, response_time = response_time,
+               resultset = resultset}
+  conn.ctx.response = {}
+  local ok, ret = call(conn, "read_query_result", inj)
+  return pop(conn, ret, ok)
+end
+
+function host.set(conn, side, key, value)
+  local c = conn.ctx.connection
+  if side == "connection" then c[key] = value return end
+  local t = rawget(c, side)
+  if t == nil then t = {src = {}, dst = {}} c[side] = t end
+  t[key] = value
+end
+
+function host.set_address(conn, side, which, name, address, port)
+  local c = conn.ctx.connection
+  local t = rawget(c, side)
+  if t == nil then t = {src = {}, dst = {}} c[side] = t end
+  t[which] = {name = name, address = address, port = port, type = 2}
+end
+
+function host.get_connection(conn, key)
+  return rawget(conn.ctx.connection, key)
+end
+
+function host.response(conn)
+  return conn.ctx.response
+end
+
+return host

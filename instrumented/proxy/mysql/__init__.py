@@ -1,0 +1,1 @@
+"""The MySQL client/server wire format: framing, packet layouts, the response walker."""
