@@ -2,12 +2,12 @@
 
 from django.urls import URLPattern, path
 
-from . import views
+from . import api, views
 
 urlpatterns: list[URLPattern] = [
     path("", views.dashboard, name="dashboard"),
     path("view/", views.view_detail, name="view_detail"),
     path("bookmarklet/", views.bookmarklet_page, name="bookmarklet"),
-    path("api/views", views.api_views, name="api_views"),
-    path("api/view", views.api_view, name="api_view"),
+    path("api/views", api.api_views, name="api_views"),
+    path("api/view", api.api_view, name="api_view"),
 ]

@@ -20,7 +20,7 @@ from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_http_methods
 
 from ..access import get_user, protect
-from ..dashboard.views import _login_url, _page
+from ..dashboard.pages import login_url, render_page
 from ..display import duration_us, pretty_sql
 from . import client as querylog
 
@@ -63,12 +63,12 @@ def _denied(request: HttpRequest) -> HttpResponseBase | None:
     if can_control_querylog(user):
         return None
     if user is None or not user.is_authenticated:
-        return protect(redirect_to_login(request.get_full_path(), _login_url()))
+        return protect(redirect_to_login(request.get_full_path(), login_url()))
     context = {
         "title": "MySQL query log",
         "forbidden": f"Permission denied: the DBA panel is for superusers and users with the {PERMISSION} permission.",
     }
-    return _page(request, TEMPLATE, context, status=403)
+    return render_page(request, TEMPLATE, context, status=403)
 
 
 def _flash(request: HttpRequest, level: int, text: str) -> None:
@@ -156,7 +156,7 @@ def _render(request: HttpRequest, status: int = 200, **extra: Any) -> HttpRespon
     }
     context.update(_view_data())
     context.update(extra)
-    return _page(request, TEMPLATE, context, status=status)
+    return render_page(request, TEMPLATE, context, status=status)
 
 
 @require_http_methods(["GET", "HEAD", "POST"])

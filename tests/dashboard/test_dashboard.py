@@ -8,8 +8,8 @@ import pytest
 from django.test import Client
 from django.urls import include, path, reverse
 
+from instrumented.dashboard import api, pages, views
 from instrumented.dashboard import urls as dashboard_urls
-from instrumented.dashboard import views
 from tests.support.ports import free_port
 
 pytestmark = pytest.mark.django_db(databases=["default", "analytics"])
@@ -102,7 +102,7 @@ def test_view_detail_shows_charts_sql_and_n_plus_one(staff_client, flush):
 
 
 def fake_errors_document() -> dict:
-    view = {**views.zero_view("shop:fail", "fail/"), "requests": 2, "errors": 2, "series": []}
+    view = {**api.zero_view("shop:fail", "fail/"), "requests": 2, "errors": 2, "series": []}
     view["exceptions"] = [
         {"class": "ZeroDivisionError", "count": 2, "last_reference": "Ab3-x_9", "last_at": "2026-01-01T00:00:00+00:00"}
     ]
@@ -110,7 +110,7 @@ def fake_errors_document() -> dict:
 
 
 def test_error_references_link_to_tracebacks_for_superusers_only(staff_client, superuser_client, monkeypatch):
-    monkeypatch.setattr(views, "read_stats", lambda *a, **k: fake_errors_document())
+    monkeypatch.setattr(pages, "read_stats", lambda *a, **k: fake_errors_document())
     url = reverse("instrumented:view_detail")
     traceback_url = reverse("instrumented:error_detail", kwargs={"ref": "Ab3-x_9"})
     super_html = superuser_client.get(url, {"name": "shop:fail"}).content.decode()
@@ -122,7 +122,7 @@ def test_error_references_link_to_tracebacks_for_superusers_only(staff_client, s
 
 def test_error_references_without_the_error_pages(superuser_client, monkeypatch, settings):
     # Sites (or versions) without instrumented:error_detail: the reference is shown, not linked, and no 500.
-    monkeypatch.setattr(views, "read_stats", lambda *a, **k: fake_errors_document())
+    monkeypatch.setattr(pages, "read_stats", lambda *a, **k: fake_errors_document())
     settings.ROOT_URLCONF = "tests.dashboard.test_dashboard"
     response = superuser_client.get("/instrumented/view/", {"name": "shop:fail"})
     assert response.status_code == 200
@@ -132,7 +132,7 @@ def test_error_references_without_the_error_pages(superuser_client, monkeypatch,
 
 def test_view_names_with_colons_and_unicode_round_trip(staff_client, flush):
     name = "bücher:liste — ünïcødé"
-    response = staff_client.get(views.detail_url(name))
+    response = staff_client.get(pages.detail_url(name))
     assert response.status_code == 200
     html = response.content.decode()
     assert "bücher:liste — ünïcødé" in html
@@ -170,18 +170,18 @@ def test_without_the_admin_a_standalone_page_is_used(staff_client, settings, flu
 
 
 def test_derived_numbers():
-    view = {**views.zero_view("v", ""), "requests": 30, "errors": 3, "db_time_ms": 15.0}
+    view = {**api.zero_view("v", ""), "requests": 30, "errors": 3, "db_time_ms": 15.0}
     view["latency_ms"] = {**view["latency_ms"], "mean": 2.0}
     d = views.derived(view, 300)
     assert d == {"per_minute": 6.0, "error_rate": 0.1, "db_share": 0.25}
-    assert views.derived(views.zero_view("v", ""), 300) == {"per_minute": 0.0, "error_rate": 0.0, "db_share": 0.0}
+    assert views.derived(api.zero_view("v", ""), 300) == {"per_minute": 0.0, "error_rate": 0.0, "db_share": 0.0}
 
 
 def test_a_failing_reader_is_no_data_not_a_500(staff_client, monkeypatch, caplog):
     def broken(*args, **kwargs):
         raise RuntimeError("reader bug")
 
-    monkeypatch.setattr(views, "read_stats", broken)
+    monkeypatch.setattr(pages, "read_stats", broken)
     response = staff_client.get(reverse("instrumented:dashboard"))
     assert response.status_code == 200
     assert "No data: reading stats failed: RuntimeError" in response.content.decode()
