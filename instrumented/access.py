@@ -33,7 +33,7 @@ def protect(response: HttpResponseBase, *, sandbox: bool = False) -> HttpRespons
     response["X-Frame-Options"] = "DENY"
     response["Referrer-Policy"] = "same-origin"
     response["X-Content-Type-Options"] = "nosniff"
-    response.xframe_options_exempt = False  # type: ignore[attr-defined]
+    response.xframe_options_exempt = False
     if sandbox:
         response["Content-Security-Policy"] = SANDBOX_CSP
         response["Referrer-Policy"] = "no-referrer"

@@ -135,6 +135,60 @@ class Config:
         return [f"{host}:{port}" for host, port in self.servers]
 
 
+def _bad(raw: dict[str, Any], problems: list[str], key: str, message: str) -> None:
+    """Report ``message`` and fall back to the default of ``key``."""
+    problems.append(message)
+    raw[key] = DEFAULTS[key]
+
+
+def _servers(raw: dict[str, Any], problems: list[str]) -> list[str]:
+    """The valid ``host:port`` entries of SERVERS (the default when none is valid)."""
+    servers = raw["SERVERS"]
+    if isinstance(servers, str):
+        servers = [servers]
+    if not isinstance(servers, list | tuple) or not servers:
+        problems.append("SERVERS must be a non-empty list of 'host:port' strings.")
+        return list(DEFAULTS["SERVERS"])
+    wrong = [s for s in servers if not isinstance(s, str) or not parse_server(s)]
+    problems.extend(f"SERVERS entry {s!r} is not 'host:port'." for s in wrong)
+    return [s for s in servers if s not in wrong] or list(DEFAULTS["SERVERS"])
+
+
+def _check_ranges(raw: dict[str, Any], problems: list[str]) -> None:
+    """Every other value's type and range; a bad one is reported and replaced by its default."""
+    prefix = raw["KEY_PREFIX"]
+    if (
+        not isinstance(prefix, str)
+        or not prefix
+        or len(prefix) > 40
+        or not prefix.isascii()
+        or any(c.isspace() or c == ":" for c in prefix)
+    ):
+        _bad(raw, problems, "KEY_PREFIX", "KEY_PREFIX must be 1-40 ASCII characters without spaces or ':'.")
+    for key in (*_POSITIVE_INTS, *_POSITIVE_FLOATS):
+        value = raw[key]
+        kind = int if key in _POSITIVE_INTS else int | float
+        if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
+            _bad(raw, problems, key, f"{key} must be a positive number, not {value!r}.")
+    if raw["WINDOW_SECONDS"] < raw["BUCKET_SECONDS"]:
+        _bad(raw, problems, "WINDOW_SECONDS", "WINDOW_SECONDS must be at least BUCKET_SECONDS.")
+        raw["BUCKET_SECONDS"] = DEFAULTS["BUCKET_SECONDS"]
+    if raw["WINDOW_SECONDS"] > 24 * 3600:
+        message = "WINDOW_SECONDS must be at most one day (memcached keeps stats for the window only)."
+        _bad(raw, problems, "WINDOW_SECONDS", message)
+    rate = raw["SAMPLE_RATE"]
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1:
+        _bad(raw, problems, "SAMPLE_RATE", f"SAMPLE_RATE must be between 0 and 1, not {rate!r}.")
+    if not isinstance(raw["QUERYLOG_DATABASE"], str) or not raw["QUERYLOG_DATABASE"]:
+        _bad(raw, problems, "QUERYLOG_DATABASE", "QUERYLOG_DATABASE must be the name of a DATABASES alias.")
+    ignore = raw["IGNORE_VIEWS"]
+    if not isinstance(ignore, list | tuple) or not all(isinstance(p, str) for p in ignore):
+        _bad(raw, problems, "IGNORE_VIEWS", "IGNORE_VIEWS must be a list of view names or 'namespace:' prefixes.")
+    for key in ("PERMISSION_CALLBACK", "SUPERUSER_CALLBACK"):
+        if raw[key] is not None and not isinstance(raw[key], str) and not callable(raw[key]):
+            _bad(raw, problems, key, f"{key} must be a dotted path, a callable or None.")
+
+
 def load(user: object) -> Config:
     """Validate a raw ``INSTRUMENTED`` value into a :class:`Config`; bad values become their defaults."""
     problems: list[str] = []
@@ -148,51 +202,8 @@ def load(user: object) -> Config:
         problems.append(f"Unknown INSTRUMENTED keys: {', '.join(unknown)}.")
     raw = {**DEFAULTS, **{k: v for k, v in user.items() if k in DEFAULTS}}
 
-    def bad(key: str, message: str) -> None:
-        problems.append(message)
-        raw[key] = DEFAULTS[key]
-
-    servers = raw["SERVERS"]
-    if isinstance(servers, str):
-        servers = [servers]
-    if not isinstance(servers, list | tuple) or not servers:
-        bad("SERVERS", "SERVERS must be a non-empty list of 'host:port' strings.")
-    else:
-        wrong = [s for s in servers if not isinstance(s, str) or not parse_server(s)]
-        problems.extend(f"SERVERS entry {s!r} is not 'host:port'." for s in wrong)
-        servers = [s for s in servers if s not in wrong]
-    if not servers or not isinstance(servers, list | tuple):
-        servers = DEFAULTS["SERVERS"]
-    prefix = raw["KEY_PREFIX"]
-    if (
-        not isinstance(prefix, str)
-        or not prefix
-        or len(prefix) > 40
-        or not prefix.isascii()
-        or any(c.isspace() or c == ":" for c in prefix)
-    ):
-        bad("KEY_PREFIX", "KEY_PREFIX must be 1-40 ASCII characters without spaces or ':'.")
-    for key in (*_POSITIVE_INTS, *_POSITIVE_FLOATS):
-        value = raw[key]
-        kind = int if key in _POSITIVE_INTS else int | float
-        if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
-            bad(key, f"{key} must be a positive number, not {value!r}.")
-    if raw["WINDOW_SECONDS"] < raw["BUCKET_SECONDS"]:
-        bad("WINDOW_SECONDS", "WINDOW_SECONDS must be at least BUCKET_SECONDS.")
-        raw["BUCKET_SECONDS"] = DEFAULTS["BUCKET_SECONDS"]
-    if raw["WINDOW_SECONDS"] > 24 * 3600:
-        bad("WINDOW_SECONDS", "WINDOW_SECONDS must be at most one day (memcached keeps stats for the window only).")
-    rate = raw["SAMPLE_RATE"]
-    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1:
-        bad("SAMPLE_RATE", f"SAMPLE_RATE must be between 0 and 1, not {rate!r}.")
-    if not isinstance(raw["QUERYLOG_DATABASE"], str) or not raw["QUERYLOG_DATABASE"]:
-        bad("QUERYLOG_DATABASE", "QUERYLOG_DATABASE must be the name of a DATABASES alias.")
-    ignore = raw["IGNORE_VIEWS"]
-    if not isinstance(ignore, list | tuple) or not all(isinstance(p, str) for p in ignore):
-        bad("IGNORE_VIEWS", "IGNORE_VIEWS must be a list of view names or 'namespace:' prefixes.")
-    for key in ("PERMISSION_CALLBACK", "SUPERUSER_CALLBACK"):
-        if raw[key] is not None and not isinstance(raw[key], str) and not callable(raw[key]):
-            bad(key, f"{key} must be a dotted path, a callable or None.")
+    servers = _servers(raw, problems)
+    _check_ranges(raw, problems)
     return Config(
         servers=tuple(address for address in map(parse_server, servers) if address),
         key_prefix=raw["KEY_PREFIX"],

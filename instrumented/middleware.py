@@ -55,9 +55,9 @@ class InstrumentedMiddleware:
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         probe = self._begin()
         if probe is None:
-            return await self.get_response(request)  # type: ignore[misc]
+            return await self.get_response(request)
         try:
-            response = await self.get_response(request)  # type: ignore[misc]
+            response = await self.get_response(request)
         except BaseException:
             self._finish(request, None, probe)
             raise
@@ -119,4 +119,3 @@ class InstrumentedMiddleware:
         if len(self._ignored) < 10_000:
             self._ignored[view] = ignored
         return ignored
-

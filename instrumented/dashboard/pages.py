@@ -119,5 +119,3 @@ def read(window: int | None = None, **kwargs: Any) -> dict[str, Any]:
 def detail_url(name: str) -> str:
     """The per-view page of ``name`` (view names contain ':' and any unicode, so they travel as a query value)."""
     return reverse("instrumented:view_detail") + "?name=" + quote(name, safe="")
-
-

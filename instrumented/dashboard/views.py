@@ -81,16 +81,15 @@ def view_detail(request: HttpRequest) -> HttpResponseBase:
     name = request.GET.get("name", "")
     if not name or len(name) > MAX_PARAM_LENGTH:
         problem = "Give the view's name as ?name=… (follow a link on the dashboard)."
-        context = {"title": "View stats", "problem": problem}
-        return render_page(request, "instrumented/dashboard/view_detail.html", context, status=400)
+        return render_page(
+            request, "instrumented/dashboard/view_detail.html", {"title": "View stats", "problem": problem}, status=400
+        )
     stats = read(view=name, series=True, top_queries=20)
     view = next((v for v in stats["views"] if v["view"] == name), None)
     context: dict[str, Any] = {"title": name, "name": name, "stats": stats, "view": view}
     if view is not None:
         technical = is_technical_user(request)
-        queries = [
-            {**q, "pretty": pretty_sql(q["sql"])} for q in view["top_queries"]
-        ]
+        queries = [{**q, "pretty": pretty_sql(q["sql"])} for q in view["top_queries"]]
         points = _full_series(view.get("series", []), stats)
         context.update(
             derived=derived(view, stats["window_seconds"]),
@@ -134,5 +133,3 @@ def bookmarklet_page(request: HttpRequest) -> HttpResponseBase:
     href = bookmarklet.href()
     context = {"title": "Stats bookmarklet", "bookmarklet_href": href, "bookmarklet_size": len(href)}
     return render_page(request, "instrumented/dashboard/bookmarklet.html", context)
-
-

@@ -43,6 +43,7 @@ MAX_MESSAGE_CHARS = 2000
 MAX_PATH_CHARS = 500
 MAX_TEXT_CHARS = 100_000
 
+
 class PageBudget:
     """At most ``per_minute`` uses per process and minute, counted apart for anonymous and authenticated
     requests: rendering costs CPU, and a stranger's flood of errors must not spend the budget of real users."""
@@ -101,7 +102,10 @@ def _describe_request(request: HttpRequest | None) -> dict[str, Any]:
 #: live page of a superuser's request is the same page, rendered once.
 PAGE_ATTRIBUTE = "_instrumented_technical_html"
 #: Smaller renderings tried in turn when a page is too big to store; the last has no local variables.
-SMALLER = ({"max_frames": 20, "max_vars": 15, "max_var_chars": 300}, {"max_frames": 10, "max_vars": 0})
+SMALLER: tuple[dict[str, Any], ...] = (
+    {"max_frames": 20, "max_vars": 15, "max_var_chars": 300},
+    {"max_frames": 10, "max_vars": 0},
+)
 
 
 def _is_anonymous(request: HttpRequest | None) -> bool:

@@ -270,6 +270,33 @@ def _authorization_parts(value: str) -> list[str]:
     return parts
 
 
+def _secret_headers(request: HttpRequest) -> Iterable[str]:
+    """Values of secret-named request headers (the parts of an ``Authorization`` header)."""
+    for name, value in request.META.items():
+        if isinstance(name, str) and name.startswith("HTTP_") and isinstance(value, str) and is_secret_key(name):
+            yield from _authorization_parts(value) if name.endswith("AUTHORIZATION") else [value]
+
+
+def _secret_cookies(request: HttpRequest) -> Iterable[str]:
+    """Values of the session and CSRF cookies and of secret-named cookies."""
+    own = {getattr(settings, "SESSION_COOKIE_NAME", "sessionid"), getattr(settings, "CSRF_COOKIE_NAME", "")}
+    return (str(v) for k, v in request.COOKIES.items() if k in own or is_secret_key(k))
+
+
+def _secret_params(request: HttpRequest) -> Iterable[str]:
+    """Values of secret-named GET/POST fields, and of the POST fields the view marked sensitive."""
+    sensitive = getattr(request, "sensitive_post_parameters", None) or ()
+    for query, is_post in ((request.GET, False), (request.POST, True)):
+        for name, values in query.lists():
+            if is_secret_key(name) or (is_post and (sensitive == "__ALL__" or name in sensitive)):
+                yield from (str(v) for v in values)
+
+
+def _session_key(request: HttpRequest) -> Iterable[str]:
+    """The session's key, when there is a session."""
+    return [str(getattr(request.session, "session_key", "") or "")]
+
+
 def request_secrets(request: HttpRequest | None) -> list[str]:
     """The request's own secret values: credential headers, secret-named cookies (and the session cookie),
     secret-named route parameters, GET and POST fields (and the POST fields the view marked sensitive).
@@ -280,31 +307,11 @@ def request_secrets(request: HttpRequest | None) -> list[str]:
     if request is None:
         return []
     found: list[str] = route_secrets(request)
-
-    def harvest(read: Any) -> None:
+    for read in (_secret_headers, _secret_cookies, _session_key, _secret_params):
         try:
-            found.extend(read())
+            found.extend(read(request))
         except Exception:  # noqa: BLE001 - an unreadable part (body, cookies) has nothing more to hide
-            pass
-
-    def headers() -> Iterable[str]:
-        for name, value in request.META.items():
-            if isinstance(name, str) and name.startswith("HTTP_") and isinstance(value, str) and is_secret_key(name):
-                yield from _authorization_parts(value) if name.endswith("AUTHORIZATION") else [value]
-
-    def cookies() -> Iterable[str]:
-        own = {getattr(settings, "SESSION_COOKIE_NAME", "sessionid"), getattr(settings, "CSRF_COOKIE_NAME", "")}
-        return (str(v) for k, v in request.COOKIES.items() if k in own or is_secret_key(k))
-
-    def params() -> Iterable[str]:
-        sensitive = getattr(request, "sensitive_post_parameters", None) or ()
-        for query, is_post in ((request.GET, False), (request.POST, True)):
-            for name, values in query.lists():
-                if is_secret_key(name) or (is_post and (sensitive == "__ALL__" or name in sensitive)):
-                    yield from (str(v) for v in values)
-
-    for read in (headers, cookies, lambda: [str(getattr(request.session, "session_key", "") or "")], params):
-        harvest(read)
+            continue
     return list(dict.fromkeys(v for v in found if v))[:MAX_REQUEST_SECRETS]
 
 
@@ -324,5 +331,3 @@ def masker_for(request: HttpRequest | None) -> Masker:
     except Exception:  # noqa: BLE001 - a request that takes no attributes: build it again next time
         pass
     return masker
-
-

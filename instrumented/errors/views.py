@@ -134,7 +134,7 @@ def _rate_limited(request: HttpRequest) -> bool:
 def _page(request: HttpRequest, template: str, context: dict[str, Any], status: int = 200) -> HttpResponse:
     """Render one of the package's error pages with sandboxing headers."""
     response = HttpResponse(loader.render_to_string(template, context), status=status)
-    return protect(response, sandbox=True)  # type: ignore[return-value]
+    return protect(response, sandbox=True)
 
 
 def _when(meta: dict[str, Any]) -> str:

@@ -77,7 +77,7 @@ class Aggregator:
         # Set by the flusher that writes this aggregate, so the request path can skip checking for it.
         self.flushing = False
 
-    def record(
+    def record(  # noqa: C901 - the per-request hot path, inlined on purpose (benchmarks/overhead.py)
         self,
         view: str,
         route: str,
@@ -198,9 +198,7 @@ class Aggregator:
         """
         with self.lock:
             dirty, self.dirty = self.dirty, {}
-            return {
-                bucket: self._snapshot(bucket, names) for bucket, names in dirty.items() if bucket in self.buckets
-            }
+            return {bucket: self._snapshot(bucket, names) for bucket, names in dirty.items() if bucket in self.buckets}
 
     def _snapshot(self, bucket: int, names: set[str]) -> dict[str, Any]:
         views: dict[str, Any] = {}

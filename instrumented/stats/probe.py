@@ -60,9 +60,7 @@ class Probe:
 current_probe: ContextVar[Probe | None] = ContextVar("instrumented_probe", default=None)
 
 
-def sql_wrapper(
-    execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]
-) -> Any:
+def sql_wrapper(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
     """Time and count one query for the current request's probe; a no-op outside a recorded request."""
     probe = current_probe.get()
     if probe is None or not probe.active:
@@ -110,4 +108,3 @@ def on_request_exception(sender: Any, request: Any = None, **kwargs: Any) -> Non
     exc = sys.exc_info()[1]
     if exc is not None:
         probe.exception_class = class_name(type(exc))
-

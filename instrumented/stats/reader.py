@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from ..keys import Keys
 from ..memcached import Store, get_store, unpack
 from ..naming import OTHER_VIEW
 from . import histogram
@@ -103,6 +104,39 @@ def _no_gc_pauses() -> Iterator[None]:
             gc.enable()
 
 
+def _writers(indexes: dict[str, bytes], buckets: list[int], keys: Keys) -> dict[str, list[int]]:
+    """Which processes wrote which of ``buckets``, from the bucket indexes."""
+    wanted: dict[str, list[int]] = {}
+    for bucket in buckets:
+        raw = indexes.get(keys.bucket_index(bucket))
+        if raw:
+            for process_id in raw.decode("ascii", "replace").split():
+                process_buckets = wanted.setdefault(process_id, [])
+                if bucket not in process_buckets:
+                    process_buckets.append(bucket)
+    return wanted
+
+
+def _read_buckets(
+    store: Store,
+    keys: Keys,
+    per_bucket: list[tuple[int, str]],
+    snapshots: list[tuple[int | None, dict[str, Any]]],
+    processes: set[str],
+) -> bool:
+    """Add the per-bucket snapshots of ``per_bucket`` (bucket, process) to ``snapshots``; False when unreadable."""
+    raw_snapshots = store.get_many([keys.bucket(b, p) for b, p in per_bucket])
+    if raw_snapshots is None:
+        return False
+    for bucket, process_id in per_bucket:
+        with _no_gc_pauses():
+            snapshot = unpack(raw_snapshots.get(keys.bucket(bucket, process_id)))
+        if isinstance(snapshot, dict):
+            snapshots.append((bucket, snapshot))
+            processes.add(process_id)
+    return True
+
+
 def read_stats(
     window_seconds: int | None = None,
     *,
@@ -136,14 +170,7 @@ def read_stats(
     indexes = store.get_many([keys.bucket_index(b) for b in buckets])
     if indexes is None:
         return unavailable()
-    wanted: dict[str, list[int]] = {}
-    for bucket in buckets:
-        raw = indexes.get(keys.bucket_index(bucket))
-        if raw:
-            for process_id in raw.decode("ascii", "replace").split():
-                wanted.setdefault(process_id, [])
-                if bucket not in wanted[process_id]:
-                    wanted[process_id].append(bucket)
+    wanted = _writers(indexes, buckets, keys)
 
     snapshots: list[tuple[int | None, dict[str, Any]]] = []
     processes: set[str] = set()
@@ -162,16 +189,8 @@ def read_stats(
                 per_bucket.extend((b, process_id) for b in process_buckets)
     else:
         per_bucket = [(b, p) for p, process_buckets in wanted.items() for b in process_buckets]
-    if per_bucket:
-        raw_snapshots = store.get_many([keys.bucket(b, p) for b, p in per_bucket])
-        if raw_snapshots is None:
-            return unavailable()
-        for bucket, process_id in per_bucket:
-            with _no_gc_pauses():
-                snapshot = unpack(raw_snapshots.get(keys.bucket(bucket, process_id)))
-            if isinstance(snapshot, dict):
-                snapshots.append((bucket, snapshot))
-                processes.add(process_id)
+    if per_bucket and not _read_buckets(store, keys, per_bucket, snapshots, processes):
+        return unavailable()
 
     with _no_gc_pauses():
         merged = merge_views(snapshots, view)

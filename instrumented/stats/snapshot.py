@@ -63,7 +63,7 @@ class ViewTotals:
         # bucket -> [requests, errors, [packed histogram slices]]; merged only when a chart asks for it
         self.series: dict[int, list[Any]] = {}
 
-    def add(self, snap: dict[str, Any], bucket: int | None = None) -> None:
+    def add(self, snap: dict[str, Any], bucket: int | None = None) -> None:  # noqa: C901 - reader hot loop, one flat pass
         """Add one snapshot of this view; ``bucket`` also records it in the per-bucket series."""
         if not self.route:
             self.route = str(snap.get("route", ""))

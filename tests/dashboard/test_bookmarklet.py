@@ -61,7 +61,7 @@ def test_minify_drops_parentheses_of_single_arrow_parameters():
 
 
 @pytest.mark.parametrize(
-    "source, problem",
+    ("source", "problem"),
     [
         ("x = /ab+c/.test(s);", "regex"),
         ("x = `t`;", "template"),

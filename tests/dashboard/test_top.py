@@ -88,11 +88,11 @@ def test_instrumented_stats_still_renders_its_table(flush):
     assert "(no data)" not in out.getvalue()
 
 
-def test_live_mode_refreshes_and_ctrl_c_exits_cleanly(_isolated_stats):
+def test_live_mode_refreshes_and_ctrl_c_exits_cleanly(settings):
     env = dict(os.environ)
     env.update(
         DJANGO_SETTINGS_MODULE="tests.settings",
-        INSTRUMENTED_KEY_PREFIX=_isolated_stats,
+        INSTRUMENTED_KEY_PREFIX=settings.INSTRUMENTED["KEY_PREFIX"],
         PYTHONPATH=os.pathsep.join([str(ROOT), str(EXAMPLE)]),
         COLUMNS="160",
     )

@@ -75,9 +75,11 @@ def anonymous_failure(server: Any, query: dict[str, str]) -> str:
     try:
         urllib.request.urlopen(f"{server.url}/fail/?{urllib.parse.urlencode(query)}", timeout=10)
     except urllib.error.HTTPError as error:
-        assert error.code == 500
-        return error.headers["X-Error-Reference"]
-    raise AssertionError("/fail/ did not fail")
+        status, reference = error.code, error.headers["X-Error-Reference"]
+    else:
+        raise AssertionError("/fail/ did not fail")
+    assert status == 500
+    return reference
 
 
 @pytest.fixture

@@ -1,6 +1,5 @@
 """Window roll-ups: what readers read first, and the per-bucket fall-back when a roll-up is missing."""
 
-
 from instrumented.conf import get_config
 from instrumented.memcached import get_store
 from instrumented.stats.aggregate import Aggregator
