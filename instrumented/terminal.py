@@ -101,6 +101,8 @@ def render_summary(stats: dict[str, Any]) -> Text:
         line.append(f"{escape_controls(failing['view'])} ({failing['errors']})", style="bold red")
     if stats.get("error"):
         line.append(f"\nno data: {escape_controls(str(stats['error']))}", style="bold red")
+    if stats.get("note"):
+        line.append(f"\nincomplete: {escape_controls(str(stats['note']))}", style="yellow")
     return line
 
 
