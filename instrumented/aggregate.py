@@ -19,6 +19,8 @@ from .probe import Probe
 OTHER_VIEW = "(other)"
 NOT_FOUND_VIEW = "(not found)"
 UNRESOLVED_VIEW = "(unresolved)"
+#: Raw SQL kept per template, as a multiple of MAX_SQL_LENGTH (literals shrink to ``?`` before the cut).
+RAW_SQL_FACTOR = 4
 
 
 class ViewStats:
@@ -55,8 +57,8 @@ class ViewStats:
         self.db_ns = 0
         self.n_plus_one = 0
         self.methods: dict[str, int] = {}
-        # SQL template -> [count, nanoseconds, requests in which it was an N+1 suspect]
-        self.templates: dict[str, list[int]] = {}
+        # (vendor, raw SQL template) -> [count, nanoseconds, requests in which it was an N+1 suspect]
+        self.templates: dict[tuple[str, str], list[int]] = {}
         # alias -> [count, nanoseconds]
         self.aliases: dict[str, list[int]] = {}
         # exception class -> [count, last reference or "", last unix time]
@@ -79,6 +81,8 @@ class Aggregator:
         self.max_views = int(config["MAX_VIEWS"])
         self.max_queries = int(config["MAX_QUERIES_PER_VIEW"])
         self.max_sql = int(config["MAX_SQL_LENGTH"])
+        # Raw SQL is kept longer than it is shown: literals are stripped first, then the text is cut.
+        self.max_raw_sql = RAW_SQL_FACTOR * self.max_sql
         self.max_name = int(config["MAX_NAME_LENGTH"])
         self.n_plus_one_threshold = int(config["N_PLUS_ONE_THRESHOLD"])
         self.lock = threading.Lock()
@@ -106,7 +110,7 @@ class Aggregator:
         queries = 0
         db_ns = 0
         if probe.queries:
-            probe_aliases, probe_templates = probe.summarise(self.max_sql)
+            probe_aliases, probe_templates = probe.summarise(self.max_raw_sql)
             for count, ns in probe_aliases.values():
                 queries += count
                 db_ns += ns
@@ -209,9 +213,7 @@ class Aggregator:
         """
         with self.lock:
             dirty, self.dirty = self.dirty, {}
-            return {
-                bucket: self._snapshot(bucket, names) for bucket, names in dirty.items() if bucket in self.buckets
-            }
+            return {bucket: self._snapshot(bucket, names) for bucket, names in dirty.items() if bucket in self.buckets}
 
     def _snapshot(self, bucket: int, names: set[str]) -> dict[str, Any]:
         views: dict[str, Any] = {}
@@ -235,8 +237,10 @@ class Aggregator:
                 view["qn"] = stats.queries
                 view["qmax"] = stats.queries_max
                 view["db"] = stats.db_ns // 1000
+                # Raw text and its vendor: the flusher strips the literals, then cuts to MAX_SQL_LENGTH.
                 view["q"] = [
-                    [sql[: self.max_sql], count, ns // 1000, n1] for sql, (count, ns, n1) in ranked[: self.max_queries]
+                    [sql, count, ns // 1000, n1, vendor]
+                    for (vendor, sql), (count, ns, n1) in ranked[: self.max_queries]
                 ]
                 view["a"] = {alias: [count, ns // 1000] for alias, (count, ns) in stats.aliases.items()}
             if stats.n_plus_one:

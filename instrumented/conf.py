@@ -41,6 +41,11 @@ DEFAULTS: dict[str, Any] = {
     # Longest SQL template / view name stored (characters).
     "MAX_SQL_LENGTH": 2000,
     "MAX_NAME_LENGTH": 200,
+    # One read's budget (memcached is not trusted: a forged value must not make every read slow): bytes
+    # decoded from memcached (one value at most a quarter of it), and distinct views merged; the rest is
+    # skipped or counted under "(other)", and the answer says so.
+    "READ_MAX_BYTES": 64 * 1024 * 1024,
+    "READ_MAX_VIEWS": 5000,
     # View names (or namespace prefixes ending in ":") that are not recorded: the tool's own pages by default.
     "IGNORE_VIEWS": ["instrumented:"],
     # Who may see the dashboard/API: dotted path to a callable(request) -> bool; None = active staff.
@@ -114,6 +119,8 @@ def validate(config: dict[str, Any]) -> list[str]:
         "MAX_QUERIES_PER_VIEW": int,
         "MAX_SQL_LENGTH": int,
         "MAX_NAME_LENGTH": int,
+        "READ_MAX_BYTES": int,
+        "READ_MAX_VIEWS": int,
         "ERROR_PAGES_PER_MINUTE": int,
         "ERROR_LOOKUPS_PER_MINUTE": int,
     }

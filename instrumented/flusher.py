@@ -13,8 +13,8 @@ import time
 from typing import Any
 
 from .aggregate import OTHER_VIEW, Aggregator, get_aggregator
+from .literals import strip_literals
 from .merge import ViewTotals, cap_views, merge_views
-from .probe import strip_literals
 from .store import MAX_VALUE_BYTES, Store, failures, make_process_id, pack
 
 logger = logging.getLogger("instrumented")
@@ -43,14 +43,23 @@ def shrink(snapshot: dict[str, Any], limit: int = MAX_VALUE_BYTES) -> bytes:
     return payload
 
 
-def _strip_sql_literals(views: dict[str, Any]) -> None:
-    """Replace literals in the views' SQL templates, merging the templates that then read the same."""
+#: Stripped texts the flusher remembers (the same templates come back every second); cleared when full.
+STRIP_CACHE_SIZE = 4096
+
+
+def _strip_sql_literals(views: dict[str, Any], max_sql: int, cache: dict[tuple[str, str], str]) -> None:
+    """Replace literals in the views' raw SQL per vendor, then cut to ``max_sql``, merging what then reads the same."""
     for view in views.values():
         if not view.get("q"):
             continue
         merged: dict[str, list[int]] = {}
-        for sql, count, time_us, n1 in view["q"]:
-            entry = merged.get(key := strip_literals(sql))
+        for sql, count, time_us, n1, vendor in view["q"]:
+            key = cache.get((vendor, sql))
+            if key is None:
+                if len(cache) >= STRIP_CACHE_SIZE:
+                    cache.clear()
+                key = cache[(vendor, sql)] = strip_literals(sql, vendor)[:max_sql]
+            entry = merged.get(key)
             if entry is None:
                 merged[key] = [count, time_us, n1]
             else:
@@ -70,6 +79,8 @@ class Flusher:
         self.window_buckets = -(-int(config["WINDOW_SECONDS"]) // self.bucket_seconds)
         self.max_views = int(config["MAX_VIEWS"])
         self.max_queries = int(config["MAX_QUERIES_PER_VIEW"])
+        self.max_sql = int(config["MAX_SQL_LENGTH"])
+        self._stripped: dict[tuple[str, str], str] = {}
         self.process_id = make_process_id()
         # Its own client and breaker, bound to the settings it was started with.
         self.store = Store(config)
@@ -112,7 +123,7 @@ class Flusher:
             changes = self.aggregator.collect_dirty()
             current = int(time.time() // self.bucket_seconds)
             for bucket, change in changes.items():
-                _strip_sql_literals(change["views"])
+                _strip_sql_literals(change["views"], self.max_sql, self._stripped)
                 kept = self.window.get(bucket)
                 if kept is None:
                     self.window[bucket] = {"bucket": bucket, "process": self.process_id, "views": change["views"]}

@@ -6,8 +6,9 @@ from unittest import mock
 from instrumented.aggregate import OTHER_VIEW, Aggregator
 from instrumented.conf import get_config
 from instrumented.flusher import Flusher
+from instrumented.literals import strip_literals
 from instrumented.merge import ViewTotals
-from instrumented.probe import MAX_DISTINCT_SQL, OTHER_SQL, Probe, current_probe, sql_wrapper, strip_literals
+from instrumented.probe import MAX_DISTINCT_SQL, OTHER_SQL, Probe, current_probe, sql_wrapper
 from instrumented.reader import read_stats
 from instrumented.store import pack, unpack
 
