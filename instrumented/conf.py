@@ -49,6 +49,11 @@ DEFAULTS: dict[str, Any] = {
     # Longest SQL template / view name stored (characters).
     "MAX_SQL_LENGTH": 2000,
     "MAX_NAME_LENGTH": 200,
+    # One read's budget (memcached is not trusted: a forged value must not make every read slow): bytes
+    # decoded from memcached (one value at most a quarter of it), and distinct views merged; the rest is
+    # skipped or counted under "(other)", and the answer says so.
+    "READ_MAX_BYTES": 64 * 1024 * 1024,
+    "READ_MAX_VIEWS": 5000,
     # View names (or namespace prefixes ending in ":") that are not recorded: the tool's own pages by default.
     "IGNORE_VIEWS": ["instrumented:"],
     # Who may see the dashboard/API: dotted path to a callable(request) -> bool; None = active staff.
@@ -77,6 +82,8 @@ _POSITIVE_INTS = (
     "MAX_QUERIES_PER_VIEW",
     "MAX_SQL_LENGTH",
     "MAX_NAME_LENGTH",
+    "READ_MAX_BYTES",
+    "READ_MAX_VIEWS",
     "ERROR_PAGES_PER_MINUTE",
     "ERROR_LOOKUPS_PER_MINUTE",
 )
@@ -104,6 +111,8 @@ class Config:
     max_queries_per_view: int
     max_sql_length: int
     max_name_length: int
+    read_max_bytes: int
+    read_max_views: int
     ignore_views: tuple[str, ...]
     permission_callback: str | Callable[..., Any] | None
     superuser_callback: str | Callable[..., Any] | None
@@ -222,6 +231,8 @@ def load(user: object) -> Config:
         max_queries_per_view=raw["MAX_QUERIES_PER_VIEW"],
         max_sql_length=raw["MAX_SQL_LENGTH"],
         max_name_length=raw["MAX_NAME_LENGTH"],
+        read_max_bytes=raw["READ_MAX_BYTES"],
+        read_max_views=raw["READ_MAX_VIEWS"],
         ignore_views=tuple(raw["IGNORE_VIEWS"]),
         permission_callback=raw["PERMISSION_CALLBACK"],
         superuser_callback=raw["SUPERUSER_CALLBACK"],

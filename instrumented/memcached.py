@@ -40,20 +40,35 @@ def pack(obj: Any) -> bytes:
     return _PLAIN + raw
 
 
-def unpack(data: bytes | None) -> Any:
-    """Inverse of :func:`pack`; None for missing or unreadable values."""
+class ValueTooLarge(ValueError):
+    """A stored value inflates past the caller's limit: not something this package wrote, or over a budget."""
+
+
+def inflate(data: bytes, limit: int = MAX_UNPACKED_BYTES) -> bytes | None:
+    """The JSON bytes of a packed value (None when it is not one); raises ValueTooLarge past ``limit``."""
+    kind, body = data[:1], data[1:]
+    if kind == _ZLIB:
+        inflater = zlib.decompressobj()
+        try:
+            body = inflater.decompress(body, limit)
+        except zlib.error:
+            return None
+        if inflater.unconsumed_tail or (len(body) >= limit and not inflater.eof):
+            raise ValueTooLarge(f"inflates past {limit} bytes")
+    elif kind != _PLAIN:
+        return None
+    elif len(body) > limit:
+        raise ValueTooLarge(f"{len(body)} bytes, over {limit}")
+    return body
+
+
+def unpack(data: bytes | None, limit: int = MAX_UNPACKED_BYTES) -> Any:
+    """Inverse of :func:`pack`; None for missing, unreadable or too large (past ``limit``) values."""
     if not data:
         return None
     try:
-        kind, body = data[:1], data[1:]
-        if kind == _ZLIB:
-            inflater = zlib.decompressobj()
-            body = inflater.decompress(body, MAX_UNPACKED_BYTES)
-            if inflater.unconsumed_tail:
-                return None  # far larger than anything this package writes: not ours
-        elif kind != _PLAIN:
-            return None
-        return json.loads(body.decode("utf-8"))
+        body = inflate(data, limit)
+        return None if body is None else json.loads(body.decode("utf-8"))
     except (ValueError, zlib.error, UnicodeDecodeError, RecursionError):
         return None
 

@@ -123,3 +123,9 @@ def plain_client(django_user_model):
 def superuser_client(django_user_model):
     """A test client logged in as an active superuser."""
     return _logged_in(django_user_model.objects.create_superuser("root", password="pw"))
+
+
+@pytest.fixture
+def key_prefix(_isolated_stats: str) -> str:
+    """This test's memcached key prefix (for subprocesses that must write where the test reads)."""
+    return _isolated_stats

@@ -8,6 +8,8 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from ..display import escape_controls, plain
+
 #: Sort keys accepted by the terminal commands, mapped to a function of one view dict.
 SORT_KEYS: dict[str, Any] = {
     "requests": lambda v: v["requests"],
@@ -30,17 +32,17 @@ WIDE_COLUMNS = 120
 def render_table(
     stats: dict[str, Any], sort: str = "requests", limit: int | None = None, width: int | None = None
 ) -> Table:
-    """A table of every view: requests, errors, latency percentiles (ms), queries, N+1.
+    """A table of every view: requests, errors, latency percentiles (ms), queries, N+1 (names shown escaped).
 
     Below ``WIDE_COLUMNS`` characters of ``width`` the route, p99 and max-queries columns are left out,
     so the view names stay readable in an 80-column terminal.
     """
     title = f"django-instrumented — last {stats['window_seconds']} s, {stats['processes']} process(es), ms"
-    table = Table(title=title, caption=stats.get("error") or f"generated {stats['generated_at']}")
+    table = Table(title=title, caption=plain(stats.get("error") or f"generated {stats['generated_at']}"))
     narrow = width is not None and width < WIDE_COLUMNS
     columns: list[tuple[str, Any]] = [
-        ("view", lambda v, lat: Text(v["view"])),
-        ("route", lambda v, lat: Text(v["route"])),
+        ("view", lambda v, lat: plain(v["view"])),
+        ("route", lambda v, lat: plain(v["route"])),
         ("req", lambda v, lat: str(v["requests"])),
         ("err", lambda v, lat: str(v["errors"])),
         ("p50", lambda v, lat: f"{lat['p50']:.1f}"),
@@ -92,13 +94,15 @@ def render_summary(stats: dict[str, Any]) -> Text:
     slowest = max(views, key=lambda v: v["latency_ms"]["p95"], default=None)
     if slowest is not None and slowest["requests"]:
         line.append(" · slowest p95: ")
-        line.append(f"{slowest['view']} {slowest['latency_ms']['p95']:.1f} ms", style="bold yellow")
+        line.append(f"{escape_controls(slowest['view'])} {slowest['latency_ms']['p95']:.1f} ms", style="bold yellow")
     failing = max(views, key=lambda v: v["errors"], default=None)
     if failing is not None and failing["errors"]:
         line.append(" · most errors: ")
-        line.append(f"{failing['view']} ({failing['errors']})", style="bold red")
+        line.append(f"{escape_controls(failing['view'])} ({failing['errors']})", style="bold red")
     if stats.get("error"):
-        line.append(f"\nno data: {stats['error']}", style="bold red")
+        line.append(f"\nno data: {escape_controls(str(stats['error']))}", style="bold red")
+    if stats.get("note"):
+        line.append(f"\nincomplete: {escape_controls(str(stats['note']))}", style="yellow")
     return line
 
 

@@ -17,6 +17,9 @@ from . import histogram
 from .probe import Probe
 from .snapshot import template_rank
 
+#: Raw SQL kept per template, as a multiple of MAX_SQL_LENGTH (literals shrink to ``?`` before the cut).
+RAW_SQL_FACTOR = 4
+
 
 class ViewStats:
     """One view's numbers within one bucket of one process."""
@@ -52,8 +55,8 @@ class ViewStats:
         self.db_ns = 0
         self.n_plus_one = 0
         self.methods: dict[str, int] = {}
-        # SQL template -> [count, nanoseconds, requests in which it was an N+1 suspect]
-        self.templates: dict[str, list[int]] = {}
+        # (vendor, raw SQL template) -> [count, nanoseconds, requests in which it was an N+1 suspect]
+        self.templates: dict[tuple[str, str], list[int]] = {}
         # alias -> [count, nanoseconds]
         self.aliases: dict[str, list[int]] = {}
         # exception class -> [count, last reference or "", last unix time]
@@ -68,6 +71,8 @@ class Aggregator:
         self.max_views = config.max_views
         self.max_queries = config.max_queries_per_view
         self.max_sql = config.max_sql_length
+        # Raw SQL is kept longer than it is shown: literals are stripped first, then the text is cut.
+        self.max_raw_sql = RAW_SQL_FACTOR * self.max_sql
         self.max_name = config.max_name_length
         self.n_plus_one_threshold = config.n_plus_one_threshold
         self.lock = threading.Lock()
@@ -95,7 +100,7 @@ class Aggregator:
         queries = 0
         db_ns = 0
         if probe.queries:
-            probe_aliases, probe_templates = probe.summarise(self.max_sql)
+            probe_aliases, probe_templates = probe.summarise(self.max_raw_sql)
             for count, ns in probe_aliases.values():
                 queries += count
                 db_ns += ns
@@ -222,8 +227,10 @@ class Aggregator:
                 view["qn"] = stats.queries
                 view["qmax"] = stats.queries_max
                 view["db"] = stats.db_ns // 1000
+                # Raw text and its vendor: the flusher strips the literals, then cuts to MAX_SQL_LENGTH.
                 view["q"] = [
-                    [sql[: self.max_sql], count, ns // 1000, n1] for sql, (count, ns, n1) in ranked[: self.max_queries]
+                    [sql, count, ns // 1000, n1, vendor]
+                    for (vendor, sql), (count, ns, n1) in ranked[: self.max_queries]
                 ]
                 view["a"] = {alias: [count, ns // 1000] for alias, (count, ns) in stats.aliases.items()}
             if stats.n_plus_one:

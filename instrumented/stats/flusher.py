@@ -18,8 +18,8 @@ from ..keys import make_process_id
 from ..memcached import MAX_VALUE_BYTES, Store, pack
 from ..naming import OTHER_VIEW
 from .aggregate import Aggregator, get_aggregator
+from .literals import strip_literals
 from .snapshot import ViewTotals, cap_views, merge_views
-from .sql import strip_literals
 
 logger = logging.getLogger("instrumented")
 
@@ -47,14 +47,23 @@ def shrink(snapshot: dict[str, Any], limit: int = MAX_VALUE_BYTES) -> bytes:
     return payload
 
 
-def _strip_sql_literals(views: dict[str, Any]) -> None:
-    """Replace literals in the views' SQL templates, merging the templates that then read the same."""
+#: Stripped texts the flusher remembers (the same templates come back every second); cleared when full.
+STRIP_CACHE_SIZE = 4096
+
+
+def _strip_sql_literals(views: dict[str, Any], max_sql: int, cache: dict[tuple[str, str], str]) -> None:
+    """Replace literals in the views' raw SQL per vendor, then cut to ``max_sql``, merging what then reads the same."""
     for view in views.values():
         if not view.get("q"):
             continue
         merged: dict[str, list[int]] = {}
-        for sql, count, time_us, n1 in view["q"]:
-            entry = merged.get(key := strip_literals(sql))
+        for sql, count, time_us, n1, vendor in view["q"]:
+            key = cache.get((vendor, sql))
+            if key is None:
+                if len(cache) >= STRIP_CACHE_SIZE:
+                    cache.clear()
+                key = cache[(vendor, sql)] = strip_literals(sql, vendor)[:max_sql]
+            entry = merged.get(key)
             if entry is None:
                 merged[key] = [count, time_us, n1]
             else:
@@ -74,7 +83,9 @@ class Flusher:
         self.window_buckets = config.window_buckets
         self.max_views = config.max_views
         self.max_queries = config.max_queries_per_view
+        self.max_sql = config.max_sql_length
         self.keys = config.keys
+        self._stripped: dict[tuple[str, str], str] = {}
         self.process_id = make_process_id()
         # Its own client and breaker, bound to the settings it was started with.
         self.store = Store(config)
@@ -118,7 +129,7 @@ class Flusher:
             changes = self.aggregator.collect_dirty()
             current = int((time.time() if now is None else now) // self.bucket_seconds)
             for bucket, change in changes.items():
-                _strip_sql_literals(change["views"])
+                _strip_sql_literals(change["views"], self.max_sql, self._stripped)
                 kept = self.window.get(bucket)
                 if kept is None:
                     self.window[bucket] = {"bucket": bucket, "process": self.process_id, "views": change["views"]}

@@ -18,6 +18,8 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from ..naming import class_name
 from .sql import template_of
 
+#: ``connection.vendor`` per alias, noted when the wrapper is installed: how the flusher reads literals.
+vendors: dict[str, str] = {}
 #: Distinct (alias, SQL) pairs kept per request; the rest are counted under OTHER_SQL.
 MAX_DISTINCT_SQL = 200
 OTHER_SQL = "(other SQL statements)"
@@ -36,10 +38,15 @@ class Probe:
         self.exception_class: str | None = None
         self.error_reference: str | None = None
 
-    def summarise(self, max_sql: int = 2000) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
-        """Per alias and per SQL template: ``{name: [count, nanoseconds]}`` each (once, when the request ends)."""
+    def summarise(self, max_sql: int = 16000) -> tuple[dict[str, list[int]], dict[tuple[str, str], list[int]]]:
+        """Per alias ``{alias: [count, ns]}`` and per (vendor, SQL template) ``{(vendor, sql): [count, ns]}``.
+
+        Once, when the request ends. Templates are raw (literals are stripped by the flusher), cut at
+        ``max_sql`` characters: a literal cut off there still strips, as it runs to the end.
+        """
         aliases: dict[str, list[int]] = {}
-        templates: dict[str, list[int]] = {}
+        templates: dict[tuple[str, str], list[int]] = {}
+        vendor_of = vendors.get
         for (alias, sql), (count, ns) in self.queries.items():
             entry = aliases.get(alias)
             if entry is None:
@@ -47,7 +54,7 @@ class Probe:
             else:
                 entry[0] += count
                 entry[1] += ns
-            template = template_of(sql if type(sql) is str else str(sql))[:max_sql]
+            template = (vendor_of(alias, ""), template_of(sql if type(sql) is str else str(sql))[:max_sql])
             entry = templates.get(template)
             if entry is None:
                 templates[template] = [count, ns]
@@ -84,7 +91,8 @@ def sql_wrapper(execute: Callable[..., Any], sql: str, params: Any, many: bool, 
 
 
 def install_on(connection: BaseDatabaseWrapper) -> None:
-    """Put the wrapper first on one connection, once."""
+    """Put the wrapper first on one connection, once, and note its alias's vendor."""
+    vendors[connection.alias] = connection.vendor
     if sql_wrapper not in connection.execute_wrappers:
         connection.execute_wrappers.insert(0, sql_wrapper)
 

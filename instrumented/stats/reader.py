@@ -10,6 +10,7 @@ whose roll-up is missing or stale (a process that died mid-window): a third roun
 from __future__ import annotations
 
 import gc
+import json
 import math
 import time
 from collections.abc import Iterator
@@ -18,12 +19,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..keys import Keys
-from ..memcached import Store, get_store, unpack
+from ..memcached import Store, ValueTooLarge, get_store, inflate
 from ..naming import OTHER_VIEW
 from . import histogram
-from .snapshot import ViewTotals, cap_views, merge_views
+from .snapshot import ViewTotals, cap_views, merge_into
 
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
+#: Processes one read asks memcached about (a forged index could list millions); the rest are skipped.
+MAX_PROCESSES_PER_READ = 2000
 
 
 def _ms(us: float) -> float:
@@ -104,37 +107,78 @@ def _no_gc_pauses() -> Iterator[None]:
             gc.enable()
 
 
-def _writers(indexes: dict[str, bytes], buckets: list[int], keys: Keys) -> dict[str, list[int]]:
-    """Which processes wrote which of ``buckets``, from the bucket indexes."""
+class ReadBudget:
+    """What one read may decode and merge: a byte budget, a per-value cap, a view budget; counts the rest."""
+
+    def __init__(self, max_bytes: int, max_views: int) -> None:
+        self.bytes_left = max_bytes
+        self.value_limit = max(max_bytes // 4, 1)
+        self.max_views = max_views
+        self.skipped = 0
+        self.folded = 0
+        self.processes_skipped = 0
+
+    def decode(self, data: bytes | None) -> Any:
+        """One stored value, parsed, or None: missing, unreadable, or over the cap or what is left (counted)."""
+        if not data:
+            return None
+        try:
+            body = inflate(data, min(self.value_limit, self.bytes_left))
+        except ValueTooLarge:
+            self.skipped += 1
+            return None
+        if body is None:
+            return None
+        self.bytes_left -= len(body)
+        try:
+            with _no_gc_pauses():
+                return json.loads(body)
+        except (ValueError, RecursionError):
+            return None
+
+    def note(self) -> str | None:
+        """Why the answer is incomplete, for people (None when the whole window was read)."""
+        parts = []
+        if self.skipped:
+            parts.append(
+                f"{self.skipped} stored value(s) skipped: each may inflate to {self.value_limit // 1024} KiB, "
+                f"a read to {self.value_limit * 4 // 1024} KiB (READ_MAX_BYTES)"
+            )
+        if self.folded:
+            parts.append(
+                f"{self.folded} view entr(ies) over READ_MAX_VIEWS ({self.max_views}) counted under {OTHER_VIEW}"
+            )
+        if self.processes_skipped:
+            parts.append(f"{self.processes_skipped} process(es) over {MAX_PROCESSES_PER_READ} not read")
+        return "; ".join(parts) or None
+
+
+def _writers(indexes: dict[str, bytes], buckets: list[int], keys: Keys, budget: ReadBudget) -> dict[str, list[int]]:
+    """Which processes wrote which of ``buckets``, from the bucket indexes (bounded by ``budget``)."""
     wanted: dict[str, list[int]] = {}
     for bucket in buckets:
         raw = indexes.get(keys.bucket_index(bucket))
         if raw:
-            for process_id in raw.decode("ascii", "replace").split():
+            budget.bytes_left -= len(raw)
+            for process_id in raw[: max(budget.bytes_left, 0)].decode("ascii", "replace").split():
+                if process_id not in wanted and len(wanted) >= MAX_PROCESSES_PER_READ:
+                    budget.processes_skipped += 1
+                    continue
                 process_buckets = wanted.setdefault(process_id, [])
                 if bucket not in process_buckets:
                     process_buckets.append(bucket)
     return wanted
 
 
-def _read_buckets(
-    store: Store,
-    keys: Keys,
-    per_bucket: list[tuple[int, str]],
-    snapshots: list[tuple[int | None, dict[str, Any]]],
-    processes: set[str],
-) -> bool:
-    """Add the per-bucket snapshots of ``per_bucket`` (bucket, process) to ``snapshots``; False when unreadable."""
-    raw_snapshots = store.get_many([keys.bucket(b, p) for b, p in per_bucket])
-    if raw_snapshots is None:
-        return False
-    for bucket, process_id in per_bucket:
-        with _no_gc_pauses():
-            snapshot = unpack(raw_snapshots.get(keys.bucket(bucket, process_id)))
-        if isinstance(snapshot, dict):
-            snapshots.append((bucket, snapshot))
-            processes.add(process_id)
-    return True
+def _annotate(result: dict[str, Any], budget: ReadBudget, truncated: bool) -> None:
+    """Say in the document what the read left out: truncated snapshots, skipped values, folded views."""
+    if truncated:
+        result["truncated"] = True
+    if budget.skipped:
+        result["skipped"] = budget.skipped
+    note = budget.note()
+    if note:
+        result["note"] = note
 
 
 def read_stats(
@@ -170,34 +214,51 @@ def read_stats(
     indexes = store.get_many([keys.bucket_index(b) for b in buckets])
     if indexes is None:
         return unavailable()
-    wanted = _writers(indexes, buckets, keys)
+    budget = ReadBudget(config.read_max_bytes, config.read_max_views)
+    wanted = _writers(indexes, buckets, keys, budget)
 
-    snapshots: list[tuple[int | None, dict[str, Any]]] = []
+    # Parsed and merged one value at a time, smallest first: a forged giant is dropped, not kept, and
+    # spends what the budget has left after the genuine values.
+    merged: dict[str, ViewTotals] = {}
     processes: set[str] = set()
+    truncated = False
+
+    def merge(bucket: int | None, process_id: str, snapshot: dict[str, Any]) -> None:
+        nonlocal truncated
+        with _no_gc_pauses():
+            budget.folded += merge_into(merged, bucket, snapshot, view, budget.max_views, OTHER_VIEW)
+        processes.add(process_id)
+        truncated = truncated or bool(snapshot.get("truncated"))
+
     per_bucket: list[tuple[int, str]] = []
     if not series and window == full_window and wanted:
         rollups = store.get_many([keys.rollup(p) for p in wanted])
         if rollups is None:
             return unavailable()
-        for process_id, process_buckets in wanted.items():
-            with _no_gc_pauses():
-                rollup = unpack(rollups.get(keys.rollup(process_id)))
+        by_size = sorted(wanted.items(), key=lambda item: len(rollups.get(keys.rollup(item[0])) or b""))
+        for process_id, process_buckets in by_size:
+            rollup = budget.decode(rollups.pop(keys.rollup(process_id), None))
             if isinstance(rollup, dict) and isinstance(rollup.get("as_of"), int) and rollup["as_of"] >= current:
-                snapshots.append((None, rollup))
-                processes.add(process_id)
+                merge(None, process_id, rollup)
             else:
                 per_bucket.extend((b, process_id) for b in process_buckets)
+            del rollup
     else:
         per_bucket = [(b, p) for p, process_buckets in wanted.items() for b in process_buckets]
-    if per_bucket and not _read_buckets(store, keys, per_bucket, snapshots, processes):
-        return unavailable()
+    if per_bucket:
+        raw_snapshots = store.get_many([keys.bucket(b, p) for b, p in per_bucket])
+        if raw_snapshots is None:
+            return unavailable()
+        per_bucket.sort(key=lambda item: len(raw_snapshots.get(keys.bucket(*item)) or b""))
+        for bucket, process_id in per_bucket:
+            snapshot = budget.decode(raw_snapshots.pop(keys.bucket(bucket, process_id), None))
+            if isinstance(snapshot, dict):
+                merge(bucket, process_id, snapshot)
+            del snapshot
 
-    with _no_gc_pauses():
-        merged = merge_views(snapshots, view)
     cap_views(merged, config.max_views, OTHER_VIEW)
     result["processes"] = len(processes)
-    if any(snapshot.get("truncated") for _, snapshot in snapshots):
-        result["truncated"] = True
+    _annotate(result, budget, truncated)
     views = [_view_dict(name, m, top_queries, bucket_seconds, series) for name, m in merged.items()]
     views.sort(key=lambda v: (-v["requests"], v["view"]))
     result["views"] = views

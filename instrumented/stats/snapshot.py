@@ -14,7 +14,7 @@ from typing import Any
 from . import histogram
 
 
-def template_rank(item: tuple[str, list[Any]]) -> tuple[bool, int]:
+def template_rank(item: tuple[Any, list[Any]]) -> tuple[bool, int]:
     """The one ranking of SQL templates everywhere: N+1 suspects first, then by time."""
     return item[1][2] > 0, item[1][1]
 
@@ -198,19 +198,41 @@ def merge_views(snapshots: list[tuple[int | None, dict[str, Any]]], view: str | 
     """
     merged: dict[str, ViewTotals] = {}
     for bucket, snapshot in snapshots:
-        views = snapshot.get("views")
-        if not isinstance(views, dict):
-            continue
-        items = views.items() if view is None else ((view, views[view]),) if view in views else ()
-        for name, snap in items:
-            totals = merged.get(name)
+        merge_into(merged, bucket, snapshot, view)
+    return merged
+
+
+def merge_into(
+    merged: dict[str, ViewTotals],
+    bucket: int | None,
+    snapshot: dict[str, Any],
+    view: str | None = None,
+    max_views: int | None = None,
+    other_name: str = "",
+) -> int:
+    """Add one snapshot's views to ``merged``; past ``max_views`` names, new names go to ``other_name``.
+
+    Returns how many view entries were folded that way (a reader's view budget).
+    """
+    views = snapshot.get("views")
+    if not isinstance(views, dict):
+        return 0
+    folded = 0
+    items = views.items() if view is None else ((view, views[view]),) if view in views else ()
+    for name, snap in items:
+        totals = merged.get(name)
+        if totals is None:
+            if max_views is not None and len(merged) >= max_views:
+                folded += 1
+                name = other_name
+                totals = merged.get(name)
             if totals is None:
                 totals = merged[name] = ViewTotals()
-            try:
-                totals.add(snap, bucket)
-            except (TypeError, ValueError, KeyError, AttributeError, IndexError):
-                continue
-    return merged
+        try:
+            totals.add(snap, bucket)
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError):
+            continue
+    return folded
 
 
 def cap_views(merged: dict[str, ViewTotals], limit: int, other_name: str) -> None:

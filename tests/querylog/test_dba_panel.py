@@ -21,7 +21,8 @@ from django.db.utils import load_backend
 from django.test import Client, override_settings
 from django.urls import reverse
 
-from tests.proxy.conftest import MARIADB, ProxyProcess, control, start_proxy
+from tests.proxy.conftest import ProxyProcess, control, start_proxy
+from tests.support.mysql import MARIADB
 from tests.support.ports import free_port
 
 pytestmark = pytest.mark.django_db

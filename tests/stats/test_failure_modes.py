@@ -9,10 +9,10 @@ from instrumented.naming import OTHER_VIEW
 from instrumented.stats import flusher as flusher_module
 from instrumented.stats.aggregate import Aggregator
 from instrumented.stats.flusher import Flusher
+from instrumented.stats.literals import strip_literals
 from instrumented.stats.probe import MAX_DISTINCT_SQL, OTHER_SQL, Probe, current_probe, sql_wrapper
 from instrumented.stats.reader import read_stats
 from instrumented.stats.snapshot import ViewTotals
-from instrumented.stats.sql import strip_literals
 
 BUCKET = 10
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from ...display import terminal_json
 from ...stats.reader import read_stats
 
 
@@ -26,7 +26,7 @@ class Command(BaseCommand):
             raise CommandError("--window must be a positive number of seconds.")
         stats = read_stats(window, view=options.get("view"))
         if options["json"]:
-            self.stdout.write(json.dumps(stats, indent=2, ensure_ascii=False))
+            self.stdout.write(terminal_json(stats))
             return
         from rich.console import Console
 
