@@ -15,56 +15,14 @@ from ..conf import Config
 from ..naming import OTHER_VIEW, shorten
 from . import histogram
 from .probe import Probe
-from .snapshot import template_rank
+from .snapshot import ViewTotals, template_rank
 
 #: Raw SQL kept per template, as a multiple of MAX_SQL_LENGTH (literals shrink to ``?`` before the cut).
 RAW_SQL_FACTOR = 4
 
 
-class ViewStats:
-    """One view's numbers within one bucket of one process."""
-
-    __slots__ = (
-        "aliases",
-        "db_ns",
-        "errors",
-        "exceptions",
-        "hist",
-        "lat_max_us",
-        "lat_sum_us",
-        "methods",
-        "n_plus_one",
-        "queries",
-        "queries_max",
-        "requests",
-        "route",
-        "status",
-        "templates",
-    )
-
-    def __init__(self, route: str) -> None:
-        self.route = route
-        self.requests = 0
-        self.errors = 0
-        self.status = [0, 0, 0, 0]  # 2xx, 3xx, 4xx, 5xx
-        self.lat_sum_us = 0.0
-        self.lat_max_us = 0.0
-        self.hist: dict[int, int] = {}
-        self.queries = 0
-        self.queries_max = 0
-        self.db_ns = 0
-        self.n_plus_one = 0
-        self.methods: dict[str, int] = {}
-        # (vendor, raw SQL template) -> [count, nanoseconds, requests in which it was an N+1 suspect]
-        self.templates: dict[tuple[str, str], list[int]] = {}
-        # alias -> [count, nanoseconds]
-        self.aliases: dict[str, list[int]] = {}
-        # exception class -> [count, last reference or "", last unix time]
-        self.exceptions: dict[str, list[Any]] = {}
-
-
 class Aggregator:
-    """Per-process buckets of ViewStats; the flusher collects the buckets that changed."""
+    """Per-process buckets of ViewTotals (one per view); the flusher collects the buckets that changed."""
 
     def __init__(self, config: Config) -> None:
         self.bucket_seconds = config.bucket_seconds
@@ -76,7 +34,7 @@ class Aggregator:
         self.max_name = config.max_name_length
         self.n_plus_one_threshold = config.n_plus_one_threshold
         self.lock = threading.Lock()
-        self.buckets: dict[int, dict[str, ViewStats]] = {}
+        self.buckets: dict[int, dict[str, ViewTotals]] = {}
         # bucket -> names of the views that changed since the flusher last collected them
         self.dirty: dict[int, set[str]] = {}
         # Set by the flusher that writes this aggregate, so the request path can skip checking for it.
@@ -121,7 +79,7 @@ class Aggregator:
                         view, route = OTHER_VIEW, ""
                         stats = views.get(view)
                     if stats is None:
-                        stats = views[view] = ViewStats(shorten(route, self.max_name))
+                        stats = views[view] = ViewTotals(shorten(route, self.max_name))
             stats.requests += 1
             klass = status // 100 - 2
             if 0 <= klass <= 3:
@@ -138,12 +96,10 @@ class Aggregator:
                         if probe.error_reference:
                             entry[1] = probe.error_reference
                         entry[2] = now
-            stats.lat_sum_us += latency_us
-            if latency_us > stats.lat_max_us:
-                stats.lat_max_us = latency_us
-            index = histogram.bin_index(latency_us)
-            hist = stats.hist
-            hist[index] = hist.get(index, 0) + 1
+            stats.lat_sum += latency_us
+            if latency_us > stats.lat_max:
+                stats.lat_max = latency_us
+            stats.hist[histogram.bin_index(latency_us)] += 1
             method = method[:16]
             if method in stats.methods:
                 stats.methods[method] += 1
@@ -153,7 +109,7 @@ class Aggregator:
                 stats.queries += queries
                 if queries > stats.queries_max:
                     stats.queries_max = queries
-                stats.db_ns += db_ns
+                stats.db_us += db_ns / 1000
                 flagged = False
                 templates = stats.templates
                 for sql, (count, ns) in probe_templates.items():
@@ -161,10 +117,10 @@ class Aggregator:
                     flagged = flagged or suspect
                     entry = templates.get(sql)
                     if entry is None:
-                        templates[sql] = [count, ns, 1 if suspect else 0]
+                        templates[sql] = [count, ns / 1000, 1 if suspect else 0]
                     else:
                         entry[0] += count
-                        entry[1] += ns
+                        entry[1] += ns / 1000
                         if suspect:
                             entry[2] += 1
                 if flagged:
@@ -175,17 +131,17 @@ class Aggregator:
                 for alias, (count, ns) in probe_aliases.items():
                     entry = aliases.get(alias)
                     if entry is None:
-                        aliases[alias] = [count, ns]
+                        aliases[alias] = [count, ns / 1000]
                     else:
                         entry[0] += count
-                        entry[1] += ns
+                        entry[1] += ns / 1000
             changed = self.dirty.get(bucket)
             if changed is None:
                 self.dirty[bucket] = {view}
             else:
                 changed.add(view)
 
-    def _prune_templates(self, stats: ViewStats) -> None:
+    def _prune_templates(self, stats: ViewTotals) -> None:
         """Keep the heaviest templates (by time, N+1 suspects first) so memory stays bounded."""
         ranked = sorted(stats.templates.items(), key=template_rank, reverse=True)
         stats.templates = dict(ranked[: 2 * self.max_queries])
@@ -206,38 +162,8 @@ class Aggregator:
             return {bucket: self._snapshot(bucket, names) for bucket, names in dirty.items() if bucket in self.buckets}
 
     def _snapshot(self, bucket: int, names: set[str]) -> dict[str, Any]:
-        views: dict[str, Any] = {}
         bucket_views = self.buckets[bucket]
-        for name in names:
-            stats = bucket_views[name]
-            ranked = sorted(stats.templates.items(), key=template_rank, reverse=True)
-            view: dict[str, Any] = {
-                "route": stats.route,
-                "n": stats.requests,
-                "s": list(stats.status),
-                "lsum": round(stats.lat_sum_us, 1),
-                "lmax": round(stats.lat_max_us, 1),
-                "h": histogram.encode(stats.hist),
-                "m": dict(stats.methods),
-            }
-            # Empty fields are left out: readers parse thousands of these per call.
-            if stats.errors:
-                view["e"] = stats.errors
-            if stats.queries:
-                view["qn"] = stats.queries
-                view["qmax"] = stats.queries_max
-                view["db"] = stats.db_ns // 1000
-                # Raw text and its vendor: the flusher strips the literals, then cuts to MAX_SQL_LENGTH.
-                view["q"] = [
-                    [sql, count, ns // 1000, n1, vendor]
-                    for (vendor, sql), (count, ns, n1) in ranked[: self.max_queries]
-                ]
-                view["a"] = {alias: [count, ns // 1000] for alias, (count, ns) in stats.aliases.items()}
-            if stats.n_plus_one:
-                view["n1"] = stats.n_plus_one
-            if stats.exceptions:
-                view["x"] = {cls: list(entry) for cls, entry in stats.exceptions.items()}
-            views[name] = view
+        views = {name: bucket_views[name].to_snapshot(self.max_queries) for name in names}
         return {"bucket": bucket, "views": views}
 
 

@@ -15,62 +15,17 @@ from typing import Any
 from ..conf import Config
 from ..failopen import fail_open
 from ..keys import make_process_id
-from ..memcached import MAX_VALUE_BYTES, Store, pack
+from ..memcached import Store
 from ..naming import OTHER_VIEW
 from .aggregate import Aggregator, get_aggregator
 from .literals import strip_literals
-from .snapshot import ViewTotals, cap_views, merge_views
+from .snapshot import ViewTotals, cap_views, merge_views, rewrite_sql, shrink
 
 logger = logging.getLogger("instrumented")
 
 
-def shrink(snapshot: dict[str, Any], limit: int = MAX_VALUE_BYTES) -> bytes:
-    """Pack ``snapshot``; when too large, drop SQL text and then the least-used views until it fits.
-
-    Works on copies: the flusher keeps ``snapshot`` for the roll-up.
-    """
-    payload = pack(snapshot)
-    if len(payload) <= limit:
-        return payload
-    views = {
-        name: {**view, "q": [[sql[:200], *rest] for sql, *rest in view["q"][:3]]} if view.get("q") else view
-        for name, view in snapshot["views"].items()
-    }
-    smaller = {**snapshot, "views": views}
-    payload = pack(smaller)
-    keep = len(views)
-    while len(payload) > limit and keep > 1:
-        keep //= 2
-        ranked = sorted(views.items(), key=lambda item: item[1]["n"], reverse=True)
-        smaller = {**snapshot, "views": dict(ranked[:keep]), "truncated": True}
-        payload = pack(smaller)
-    return payload
-
-
 #: Stripped texts the flusher remembers (the same templates come back every second); cleared when full.
 STRIP_CACHE_SIZE = 4096
-
-
-def _strip_sql_literals(views: dict[str, Any], max_sql: int, cache: dict[tuple[str, str], str]) -> None:
-    """Replace literals in the views' raw SQL per vendor, then cut to ``max_sql``, merging what then reads the same."""
-    for view in views.values():
-        if not view.get("q"):
-            continue
-        merged: dict[str, list[int]] = {}
-        for sql, count, time_us, n1, vendor in view["q"]:
-            key = cache.get((vendor, sql))
-            if key is None:
-                if len(cache) >= STRIP_CACHE_SIZE:
-                    cache.clear()
-                key = cache[(vendor, sql)] = strip_literals(sql, vendor)[:max_sql]
-            entry = merged.get(key)
-            if entry is None:
-                merged[key] = [count, time_us, n1]
-            else:
-                entry[0] += count
-                entry[1] += time_us
-                entry[2] += n1
-        view["q"] = [[sql, *entry] for sql, entry in merged.items()]
 
 
 class Flusher:
@@ -103,6 +58,16 @@ class Flusher:
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="instrumented-flusher", daemon=True)
 
+    def _strip(self, sql: str, vendor: str) -> str:
+        """``sql`` without its literals, cut to MAX_SQL_LENGTH (remembered: the same SQL comes back every second)."""
+        key = (vendor, sql)
+        stripped = self._stripped.get(key)
+        if stripped is None:
+            if len(self._stripped) >= STRIP_CACHE_SIZE:
+                self._stripped.clear()
+            stripped = self._stripped[key] = strip_literals(sql, vendor)[: self.max_sql]
+        return stripped
+
     def start(self) -> None:
         """Start the daemon thread (the current flusher flushes once more at interpreter exit)."""
         self._thread.start()
@@ -129,7 +94,7 @@ class Flusher:
             changes = self.aggregator.collect_dirty()
             current = int((time.time() if now is None else now) // self.bucket_seconds)
             for bucket, change in changes.items():
-                _strip_sql_literals(change["views"], self.max_sql, self._stripped)
+                rewrite_sql(change["views"], self._strip)
                 kept = self.window.get(bucket)
                 if kept is None:
                     self.window[bucket] = {"bucket": bucket, "process": self.process_id, "views": change["views"]}

@@ -1,16 +1,20 @@
-"""Summing snapshots: one view's numbers over buckets and processes.
+"""The snapshot wire format, once: one view's record (ViewTotals), how it is encoded, merged and shrunk.
 
-Used by the flusher (a process's window roll-up) and by the reader (every process's roll-ups), so
-both sides agree on what a snapshot means. Snapshot fields, per view:
+The aggregator counts requests into a ViewTotals per view and bucket and encodes it here; the
+flusher rewrites its SQL and sums buckets into the roll-up here; the reader merges every process's
+snapshots here. Snapshot fields, per view:
 ``route, n (requests), e (errors), s ([2xx, 3xx, 4xx, 5xx]), lsum/lmax (latency µs), h (histogram
-slice, see histogram.py), m (methods), qn/qmax (queries), db (µs), n1 (N+1 requests), q ([[sql, count, µs, n1], ...]),
+slice, see histogram.py), m (methods), qn/qmax (queries), db (µs), n1 (N+1 requests), q ([[sql, count, µs, n1], ...];
+a bucket written by the aggregator adds the vendor: [raw sql, count, µs, n1, vendor], which the flusher strips),
 a ({alias: [count, µs]}), x ({exception class: [count, last reference, last time]})``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from ..memcached import MAX_VALUE_BYTES, pack
 from . import histogram
 
 
@@ -19,8 +23,22 @@ def template_rank(item: tuple[Any, list[Any]]) -> tuple[bool, int]:
     return item[1][2] > 0, item[1][1]
 
 
+def add_into(table: dict[Any, list[Any]], key: Any, values: list[Any]) -> None:
+    """``table[key] += values`` element-wise (a new entry is a copy of ``values``)."""
+    entry = table.get(key)
+    if entry is None:
+        table[key] = list(values)
+    else:
+        for i, value in enumerate(values):
+            entry[i] += value
+
+
 class ViewTotals:
-    """One view's numbers summed over snapshots."""
+    """One view's numbers: counted per request by the aggregator, summed over snapshots by flusher and reader.
+
+    Times are µs (floats while the aggregator counts, whole numbers on the wire); ``templates`` is keyed by
+    SQL text, or by (vendor, raw SQL) in the aggregator until the flusher strips the literals.
+    """
 
     __slots__ = (
         "aliases",
@@ -41,8 +59,8 @@ class ViewTotals:
         "templates",
     )
 
-    def __init__(self) -> None:
-        self.route = ""
+    def __init__(self, route: str = "") -> None:
+        self.route = route
         self.requests = 0
         self.errors = 0
         self.status = [0, 0, 0, 0]
@@ -51,13 +69,13 @@ class ViewTotals:
         self.hist: list[int] = histogram.new()
         self.queries = 0
         self.queries_max = 0
-        self.db_us = 0
+        self.db_us: float = 0
         self.n_plus_one = 0
         self.methods: dict[str, int] = {}
-        # sql -> [count, µs, N+1 requests]
-        self.templates: dict[str, list[int]] = {}
+        # sql (or (vendor, raw sql)) -> [count, µs, N+1 requests]
+        self.templates: dict[Any, list[Any]] = {}
         # alias -> [count, µs]
-        self.aliases: dict[str, list[int]] = {}
+        self.aliases: dict[str, list[Any]] = {}
         # class -> [count, last reference, last unix time]
         self.exceptions: dict[str, list[Any]] = {}
         # bucket -> [requests, errors, [packed histogram slices]]; merged only when a chart asks for it
@@ -90,6 +108,7 @@ class ViewTotals:
             if snap["qmax"] > self.queries_max:
                 self.queries_max = snap["qmax"]
             self.db_us += snap["db"]
+            # Inlined rather than add_into(): this runs for every template of thousands of snapshots per read.
             templates = self.templates
             for sql, count, time_us, n1 in snap.get("q", ()):
                 entry = templates.get(sql)
@@ -99,10 +118,11 @@ class ViewTotals:
                     entry[0] += count
                     entry[1] += time_us
                     entry[2] += n1
+            aliases = self.aliases
             for alias, (count, time_us) in snap.get("a", {}).items():
-                entry = self.aliases.get(alias)
+                entry = aliases.get(alias)
                 if entry is None:
-                    self.aliases[alias] = [count, time_us]
+                    aliases[alias] = [count, time_us]
                 else:
                     entry[0] += count
                     entry[1] += time_us
@@ -144,15 +164,10 @@ class ViewTotals:
         self.n_plus_one += other.n_plus_one
         for method, count in other.methods.items():
             self.methods[method] = self.methods.get(method, 0) + count
-        for sql, (count, time_us, n1) in other.templates.items():
-            entry = self.templates.setdefault(sql, [0, 0, 0])
-            entry[0] += count
-            entry[1] += time_us
-            entry[2] += n1
-        for alias, (count, time_us) in other.aliases.items():
-            entry = self.aliases.setdefault(alias, [0, 0])
-            entry[0] += count
-            entry[1] += time_us
+        for sql, counts in other.templates.items():
+            add_into(self.templates, sql, counts)
+        for alias, counts in other.aliases.items():
+            add_into(self.aliases, alias, counts)
         self._add_exceptions(other.exceptions.items())
         for bucket, (requests, errors, encoded) in other.series.items():
             point = self.series.setdefault(bucket, [0, 0, []])
@@ -160,7 +175,7 @@ class ViewTotals:
             point[1] += errors
             point[2].extend(encoded)
 
-    def ranked_templates(self) -> list[tuple[str, list[int]]]:
+    def ranked_templates(self) -> list[tuple[Any, list[Any]]]:
         """SQL templates, N+1 suspects first, then by time."""
         return sorted(self.templates.items(), key=template_rank, reverse=True)
 
@@ -171,7 +186,7 @@ class ViewTotals:
             "n": self.requests,
             "s": list(self.status),
             "lsum": round(self.lat_sum, 1),
-            "lmax": self.lat_max,
+            "lmax": round(self.lat_max, 1),
             "h": histogram.encode_dense(self.hist),
         }
         if self.methods:
@@ -181,9 +196,12 @@ class ViewTotals:
         if self.queries:
             snap["qn"] = self.queries
             snap["qmax"] = self.queries_max
-            snap["db"] = self.db_us
-            snap["q"] = [[sql, *entry] for sql, entry in self.ranked_templates()[:max_queries]]
-            snap["a"] = {alias: list(entry) for alias, entry in self.aliases.items()}
+            snap["db"] = int(self.db_us)
+            snap["q"] = [
+                [sql[1], count, int(time_us), n1, sql[0]] if type(sql) is tuple else [sql, count, int(time_us), n1]
+                for sql, (count, time_us, n1) in self.ranked_templates()[:max_queries]
+            ]
+            snap["a"] = {alias: [count, int(time_us)] for alias, (count, time_us) in self.aliases.items()}
         if self.n_plus_one:
             snap["n1"] = self.n_plus_one
         if self.exceptions:
@@ -245,3 +263,38 @@ def cap_views(merged: dict[str, ViewTotals], limit: int, other_name: str) -> Non
     for name in named[limit:]:
         other.absorb(merged.pop(name))
     merged[other_name] = other
+
+
+def rewrite_sql(views: dict[str, Any], rewrite: Callable[[str, str], str]) -> None:
+    """Replace each raw ``[sql, count, µs, n1, vendor]`` by ``[rewrite(sql, vendor), count, µs, n1]``, summing
+    the templates that then read the same (the flusher strips literals this way)."""
+    for view in views.values():
+        if not view.get("q"):
+            continue
+        merged: dict[str, list[Any]] = {}
+        for sql, count, time_us, n1, vendor in view["q"]:
+            add_into(merged, rewrite(sql, vendor), [count, time_us, n1])
+        view["q"] = [[sql, *entry] for sql, entry in merged.items()]
+
+
+def shrink(snapshot: dict[str, Any], limit: int = MAX_VALUE_BYTES) -> bytes:
+    """Pack ``snapshot``; when too large, drop SQL text and then the least-used views until it fits.
+
+    Works on copies: the flusher keeps ``snapshot`` for the roll-up.
+    """
+    payload = pack(snapshot)
+    if len(payload) <= limit:
+        return payload
+    views = {
+        name: {**view, "q": [[sql[:200], *rest] for sql, *rest in view["q"][:3]]} if view.get("q") else view
+        for name, view in snapshot["views"].items()
+    }
+    smaller = {**snapshot, "views": views}
+    payload = pack(smaller)
+    keep = len(views)
+    while len(payload) > limit and keep > 1:
+        keep //= 2
+        ranked = sorted(views.items(), key=lambda item: item[1]["n"], reverse=True)
+        smaller = {**snapshot, "views": dict(ranked[:keep]), "truncated": True}
+        payload = pack(smaller)
+    return payload
