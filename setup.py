@@ -42,7 +42,8 @@ setup(
         # about twice a socat relay's latency; uvloop brings a bare relay to socat's level).
         "proxy": ["lupa>=2.0", "uvloop>=0.19; sys_platform != 'win32'"],
         # The demo runs under a multi-process server; PyMySQL (pure Python) is its MySQL driver for the DBA panel.
-        "demo": ["gunicorn>=22", "PyMySQL>=1.1"],
+        # requests: the demo's outgoing-HTTP view (http.client, as urllib uses too, is probed either way).
+        "demo": ["gunicorn>=22", "PyMySQL>=1.1", "requests>=2.31"],
         "test": [
             "pytest>=8",
             "pytest-django>=4.8",
@@ -57,6 +58,9 @@ setup(
             "ruff>=0.6",
             # Type-checks instrumented/ in ./bin/test (plain mypy: Django's objects are Any, see pyproject.toml).
             "mypy>=1.10",
+            # The outgoing-HTTP probe is tested through requests (urllib3 over http.client) and httpx's transport.
+            "requests>=2.31",
+            "httpx>=0.27",
         ],
     },
     entry_points={

@@ -40,6 +40,13 @@ DEFAULTS: dict[str, Any] = {
     "BREAKER_MAX_COOLDOWN": 30.0,
     # The same SQL template run at least this many times in one request flags it as N+1.
     "N_PLUS_ONE_THRESHOLD": 5,
+    # A query taking at least this long (milliseconds) is counted as slow and its call site is looked up.
+    "SLOW_QUERY_MS": 100,
+    # Where a query came from is the first frame outside Django, this package, the standard library and
+    # site-packages; these module names ("myproject.db") or path prefixes ("/srv/app/vendor/") are skipped too.
+    "CALL_SITE_SKIP": [],
+    # Server-Timing response header (app, db, cache, http): "staff" (whoever PERMISSION_CALLBACK allows), "all", "off".
+    "SERVER_TIMING": "staff",
     # Fraction of requests recorded (1.0 = all).
     "SAMPLE_RATE": 1.0,
     # Distinct views per process and bucket; the rest are counted under "(other)".
@@ -87,7 +94,16 @@ _POSITIVE_INTS = (
     "ERROR_PAGES_PER_MINUTE",
     "ERROR_LOOKUPS_PER_MINUTE",
 )
-_POSITIVE_FLOATS = ("FLUSH_INTERVAL", "CONNECT_TIMEOUT", "TIMEOUT", "BREAKER_COOLDOWN", "BREAKER_MAX_COOLDOWN")
+#: Who gets the Server-Timing header.
+SERVER_TIMING_CHOICES = ("staff", "all", "off")
+_POSITIVE_FLOATS = (
+    "SLOW_QUERY_MS",
+    "FLUSH_INTERVAL",
+    "CONNECT_TIMEOUT",
+    "TIMEOUT",
+    "BREAKER_COOLDOWN",
+    "BREAKER_MAX_COOLDOWN",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +122,9 @@ class Config:
     breaker_cooldown: float
     breaker_max_cooldown: float
     n_plus_one_threshold: int
+    slow_query_ms: float
+    call_site_skip: tuple[str, ...]
+    server_timing: str
     sample_rate: float
     max_views: int
     max_queries_per_view: int
@@ -193,9 +212,20 @@ def _check_ranges(raw: dict[str, Any], problems: list[str]) -> None:
     ignore = raw["IGNORE_VIEWS"]
     if not isinstance(ignore, list | tuple) or not all(isinstance(p, str) for p in ignore):
         _bad(raw, problems, "IGNORE_VIEWS", "IGNORE_VIEWS must be a list of view names or 'namespace:' prefixes.")
+    _check_call_sites_and_timing(raw, problems)
     for key in ("PERMISSION_CALLBACK", "SUPERUSER_CALLBACK"):
         if raw[key] is not None and not isinstance(raw[key], str) and not callable(raw[key]):
             _bad(raw, problems, key, f"{key} must be a dotted path, a callable or None.")
+
+
+def _check_call_sites_and_timing(raw: dict[str, Any], problems: list[str]) -> None:
+    """CALL_SITE_SKIP is a list of non-empty strings; SERVER_TIMING one of its choices."""
+    skip = raw["CALL_SITE_SKIP"]
+    if not isinstance(skip, list | tuple) or not all(isinstance(p, str) and p for p in skip):
+        _bad(raw, problems, "CALL_SITE_SKIP", "CALL_SITE_SKIP must be a list of module names or path prefixes.")
+    if raw["SERVER_TIMING"] not in SERVER_TIMING_CHOICES:
+        choices = ", ".join(repr(c) for c in SERVER_TIMING_CHOICES)
+        _bad(raw, problems, "SERVER_TIMING", f"SERVER_TIMING must be one of {choices}, not {raw['SERVER_TIMING']!r}.")
 
 
 def load(user: object) -> Config:
@@ -226,6 +256,9 @@ def load(user: object) -> Config:
         breaker_cooldown=float(raw["BREAKER_COOLDOWN"]),
         breaker_max_cooldown=float(raw["BREAKER_MAX_COOLDOWN"]),
         n_plus_one_threshold=raw["N_PLUS_ONE_THRESHOLD"],
+        slow_query_ms=float(raw["SLOW_QUERY_MS"]),
+        call_site_skip=tuple(raw["CALL_SITE_SKIP"]),
+        server_timing=raw["SERVER_TIMING"],
         sample_rate=float(raw["SAMPLE_RATE"]),
         max_views=raw["MAX_VIEWS"],
         max_queries_per_view=raw["MAX_QUERIES_PER_VIEW"],

@@ -3,6 +3,7 @@
 It starts a probe, lets the request run, and counts the request into the in-process aggregate when
 the response is *closed* (after a streaming body has been sent). It never talks to memcached and
 never raises into the request: any failure of its own is counted and the response goes out as is.
+It also adds the ``Server-Timing`` header (app, db, cache, http) for the requests SERVER_TIMING allows.
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ from functools import partial
 from time import perf_counter_ns
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
+from django.utils.functional import LazyObject, empty
 
+from .access import can_view_stats
 from .conf import Config, get_config
-from .failopen import failures
+from .failopen import fail_open, failures
 from .naming import unresolved_name, view_name
 from .stats.aggregate import get_aggregator
 from .stats.flusher import ensure_flusher
@@ -41,7 +45,7 @@ class InstrumentedMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:
             return self.__acall__(request)
-        probe = self._begin()
+        probe = self._begin(request)
         if probe is None:
             return self.get_response(request)
         try:
@@ -49,11 +53,16 @@ class InstrumentedMiddleware:
         except BaseException:
             self._finish(request, None, probe)
             raise
+        allowed = self._timing_allowed(request)
+        if allowed is None:
+            allowed = self._timing_user_check(request, probe)
+        if allowed:
+            self._add_server_timing(response, probe)
         self._defer_finish(request, response, probe)
         return response
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
-        probe = self._begin()
+        probe = self._begin(request)
         if probe is None:
             return await self.get_response(request)
         try:
@@ -61,10 +70,56 @@ class InstrumentedMiddleware:
         except BaseException:
             self._finish(request, None, probe)
             raise
+        allowed = self._timing_allowed(request)
+        if allowed is None:  # loading the user may query the database: not in the event loop
+            allowed = await sync_to_async(self._timing_user_check)(request, probe)
+        if allowed:
+            self._add_server_timing(response, probe)
         self._defer_finish(request, response, probe)
         return response
 
-    def _begin(self) -> Probe | None:
+    @staticmethod
+    def _timing_allowed(request: HttpRequest) -> bool | None:
+        """Server-Timing for this request: yes, no, or None when PERMISSION_CALLBACK must decide.
+
+        Without a session cookie and with ``request.user`` not loaded, the answer is no without asking:
+        anonymous requests never pay a session or user query for the header.
+        """
+        try:
+            mode = get_config().server_timing
+            if mode != "staff":
+                return mode == "all"
+            user = request.__dict__.get("user")
+            if user is not None and (not issubclass(type(user), LazyObject) or user._wrapped is not empty):
+                return None
+            return None if settings.SESSION_COOKIE_NAME in request.COOKIES else False
+        except Exception as exc:  # noqa: BLE001 - fail open: no header
+            failures.record("the Server-Timing header failed", exc)
+            return False
+
+    @staticmethod
+    def _timing_user_check(request: HttpRequest, probe: Probe) -> bool:
+        """PERMISSION_CALLBACK (default: active staff); its session and user queries are not the view's."""
+        probe.active = False
+        try:
+            return can_view_stats(request)
+        finally:
+            probe.active = True
+
+    @staticmethod
+    def _add_server_timing(response: HttpResponseBase, probe: Probe) -> None:
+        """``Server-Timing: app;dur=…, db;dur=…;desc="N queries", cache;dur=…, http;dur=…`` (milliseconds)."""
+        with fail_open("the Server-Timing header failed"):
+            app_ns = perf_counter_ns() - probe.start_ns
+            queries, db_ns, cache_calls, cache_ns, http_calls, http_ns = probe.totals()
+            parts = [f"app;dur={app_ns / 1e6:.2f}", f'db;dur={db_ns / 1e6:.2f};desc="{queries} queries"']
+            if cache_calls:
+                parts.append(f'cache;dur={cache_ns / 1e6:.2f};desc="{cache_calls} calls"')
+            if http_calls:
+                parts.append(f'http;dur={http_ns / 1e6:.2f};desc="{http_calls} calls"')
+            response["Server-Timing"] = ", ".join(parts)
+
+    def _begin(self, request: HttpRequest) -> Probe | None:
         """A new probe for this request, or None when recording is off or the request is not sampled."""
         config = get_config()
         if not config.enabled:
@@ -73,7 +128,7 @@ class InstrumentedMiddleware:
         if rate < 1.0 and random.random() >= rate:
             current_probe.set(None)
             return None
-        probe = Probe(perf_counter_ns())
+        probe = Probe(perf_counter_ns(), config.n_plus_one_threshold, config.slow_query_ms, request)
         current_probe.set(probe)
         return probe
 

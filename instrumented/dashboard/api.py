@@ -11,7 +11,8 @@ from django.views.decorators.http import require_safe
 
 from ..conf import get_config
 from ..naming import shorten, view_name
-from ..stats.reader import STATUS_CLASSES
+from ..stats.reader import STATUS_CLASSES, findings
+from ..stats.snapshot import ViewTotals
 from .pages import api_denied, detail_url, json_response, read
 
 #: Longest ``?path=`` accepted: far above any real path, far below abuse.
@@ -44,6 +45,7 @@ def zero_view(name: str, route: str) -> dict[str, Any]:
         "methods": {},
         "databases": {},
         "exceptions": [],
+        **findings(ViewTotals(route), 0),
     }
 
 

@@ -15,7 +15,7 @@ from ..conf import Config
 from ..naming import OTHER_VIEW, shorten
 from . import histogram
 from .probe import Probe
-from .snapshot import ViewTotals, template_rank
+from .snapshot import ViewTotals, add_into, template_rank
 
 #: Raw SQL kept per template, as a multiple of MAX_SQL_LENGTH (literals shrink to ``?`` before the cut).
 RAW_SQL_FACTOR = 4
@@ -57,8 +57,9 @@ class Aggregator:
         latency_us = duration_ns / 1000.0
         queries = 0
         db_ns = 0
+        probe_extras = None
         if probe.queries:
-            probe_aliases, probe_templates = probe.summarise(self.max_raw_sql)
+            probe_aliases, probe_templates, probe_extras = probe.summarise(self.max_raw_sql)
             for count, ns in probe_aliases.values():
                 queries += count
                 db_ns += ns
@@ -135,6 +136,15 @@ class Aggregator:
                     else:
                         entry[0] += count
                         entry[1] += ns / 1000
+                if probe_extras:
+                    for sql, (dups, slow, slowest_ns, site, hint) in probe_extras.items():
+                        stats.add_extras(sql, dups, slow, slowest_ns / 1000, [[site, 1, hint]] if site else ())
+            if probe.cache:
+                for alias, (calls, ns, hits, misses) in probe.cache.items():
+                    add_into(stats.cache, alias, [calls, ns / 1000, hits, misses])
+            if probe.http:
+                for where, (calls, ns, errors, slowest_ns) in probe.http.items():
+                    stats.add_http(where, [calls, ns / 1000, errors, slowest_ns / 1000])
             changed = self.dirty.get(bucket)
             if changed is None:
                 self.dirty[bucket] = {view}
@@ -145,6 +155,7 @@ class Aggregator:
         """Keep the heaviest templates (by time, N+1 suspects first) so memory stays bounded."""
         ranked = sorted(stats.templates.items(), key=template_rank, reverse=True)
         stats.templates = dict(ranked[: 2 * self.max_queries])
+        stats.extras = {sql: extra for sql, extra in stats.extras.items() if sql in stats.templates}
 
     def _expire_old(self, current: int) -> None:
         """Forget buckets older than the previous one once the flusher has collected them (it keeps copies)."""

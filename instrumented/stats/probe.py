@@ -1,7 +1,9 @@
 """Per-request state in a ContextVar, and the permanent SQL ``execute_wrapper`` that fills it.
 
 The wrapper is installed once on every connection (all aliases, every thread) and costs one
-ContextVar lookup when no request is being recorded. It never reads ``connection.queries``.
+ContextVar lookup when no request is being recorded. It never reads ``connection.queries``. Per query
+it also hashes the SQL with its parameters (exact duplicates; the hashes stay in memory, on the probe)
+and, when a statement reaches the N+1 threshold or is slow, asks callsite.py where it came from.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from ..naming import class_name
+from .callsite import locate
 from .sql import template_of
 
 #: ``connection.vendor`` per alias, noted when the wrapper is installed: how the flusher reads literals.
@@ -25,29 +28,67 @@ MAX_DISTINCT_SQL = 200
 OTHER_SQL = "(other SQL statements)"
 
 
+#: What a request's probe counts an outgoing call under: cache alias or HTTP origin -> [calls, ns, a, b]
+#: (cache: hits, misses; HTTP: errors, slowest ns).
+Calls = dict[str, list[int]]
+
+
 class Probe:
-    """What one request did: SQL per alias and per template, and any exception it raised."""
+    """What one request did: SQL per alias and per template, cache and HTTP calls, any exception it raised."""
 
-    __slots__ = ("active", "error_reference", "exception_class", "queries", "start_ns")
+    __slots__ = (
+        "active",
+        "cache",
+        "cache_depth",
+        "error_reference",
+        "exception_class",
+        "http",
+        "queries",
+        "request",
+        "seen",
+        "sites",
+        "slow_ns",
+        "start_ns",
+        "threshold",
+        "view",
+    )
 
-    def __init__(self, start_ns: int) -> None:
+    def __init__(self, start_ns: int, threshold: int = 5, slow_ms: float = 100.0, request: Any = None) -> None:
         self.start_ns = start_ns
         self.active = True
-        # (alias, SQL as run) -> [count, nanoseconds]
+        # (alias, SQL as run) -> [count, ns, exact duplicates, slow runs, slowest ns]
         self.queries: dict[tuple[str, str], list[int]] = {}
         self.exception_class: str | None = None
         self.error_reference: str | None = None
+        self.threshold = threshold
+        self.slow_ns = int(slow_ms * 1_000_000)
+        self.request = request
+        #: The view's name once a call site needed it (callsite.py).
+        self.view: str | None = None
+        #: Hashes of (SQL, parameters) run so far: exact duplicates. Only hashes, only in memory.
+        self.seen: set[int] = set()
+        #: (alias, SQL) -> (call site, hint) of the statements that crossed the N+1 threshold or were slow.
+        self.sites: dict[tuple[str, str], tuple[str | None, str | None]] = {}
+        self.cache: Calls = {}
+        self.cache_depth = 0
+        self.http: Calls = {}
 
-    def summarise(self, max_sql: int = 16000) -> tuple[dict[str, list[int]], dict[tuple[str, str], list[int]]]:
-        """Per alias ``{alias: [count, ns]}`` and per (vendor, SQL template) ``{(vendor, sql): [count, ns]}``.
+    def summarise(
+        self, max_sql: int = 16000
+    ) -> tuple[dict[str, list[int]], dict[tuple[str, str], list[int]], dict[tuple[str, str], list[Any]]]:
+        """Per alias ``{alias: [count, ns]}``, per (vendor, SQL template) ``{(vendor, sql): [count, ns]}``, and
+        per template the extras ``[duplicates, slow runs, slowest ns, call site, hint]`` (only where any).
 
         Once, when the request ends. Templates are raw (literals are stripped by the flusher), cut at
         ``max_sql`` characters: a literal cut off there still strips, as it runs to the end.
         """
         aliases: dict[str, list[int]] = {}
         templates: dict[tuple[str, str], list[int]] = {}
+        extras: dict[tuple[str, str], list[Any]] = {}
         vendor_of = vendors.get
-        for (alias, sql), (count, ns) in self.queries.items():
+        sites = self.sites
+        for key, (count, ns, *more) in self.queries.items():
+            alias, sql = key
             entry = aliases.get(alias)
             if entry is None:
                 aliases[alias] = [count, ns]
@@ -61,7 +102,30 @@ class Probe:
             else:
                 entry[0] += count
                 entry[1] += ns
-        return aliases, templates
+            if more and (more[0] or more[1] or key in sites):
+                site, hint = sites.get(key, (None, None))
+                extra = extras.get(template)
+                if extra is None:
+                    extras[template] = [more[0], more[1], more[2], site, hint]
+                else:
+                    extra[0] += more[0]
+                    extra[1] += more[1]
+                    extra[2] = max(extra[2], more[2])
+                    extra[3] = extra[3] or site
+                    extra[4] = extra[4] or hint
+        return aliases, templates, extras
+
+    def totals(self) -> tuple[int, int, int, int, int, int]:
+        """(queries, db ns, cache calls, cache ns, HTTP calls, HTTP ns) so far: the Server-Timing header."""
+        queries = db_ns = 0
+        for entry in self.queries.values():
+            queries += entry[0]
+            db_ns += entry[1]
+        cache_calls = sum(entry[0] for entry in self.cache.values())
+        cache_ns = sum(entry[1] for entry in self.cache.values())
+        http_calls = sum(entry[0] for entry in self.http.values())
+        http_ns = sum(entry[1] for entry in self.http.values())
+        return queries, db_ns, cache_calls, cache_ns, http_calls, http_ns
 
 
 current_probe: ContextVar[Probe | None] = ContextVar("instrumented_probe", default=None)
@@ -79,15 +143,35 @@ def sql_wrapper(execute: Callable[..., Any], sql: str, params: Any, many: bool, 
         elapsed = perf_counter_ns() - start
         # One dict lookup per query, keyed by (alias, SQL): per-alias totals are summed when the request ends.
         key = (context["connection"].alias, sql)
-        entry = probe.queries.get(key)
-        if entry is None and len(probe.queries) >= MAX_DISTINCT_SQL:
+        queries = probe.queries
+        entry = queries.get(key)
+        if entry is None and len(queries) >= MAX_DISTINCT_SQL:
             key = (key[0], OTHER_SQL)
-            entry = probe.queries.get(key)
+            entry = queries.get(key)
         if entry is None:
-            probe.queries[key] = [1, elapsed]
+            entry = queries[key] = [1, elapsed, 0, 0, 0]
         else:
             entry[0] += 1
             entry[1] += elapsed
+            if entry[0] == probe.threshold:
+                locate(probe, key, sys._getframe(1))
+        if not many:
+            # The SQL's hash is cached by the lookup above; parameters are mostly a tuple already.
+            try:
+                fingerprint = hash((sql, params if type(params) is not list else tuple(params)))
+            except TypeError:  # unhashable parameters (a dict, an array): not counted
+                pass
+            else:
+                seen = probe.seen
+                if fingerprint in seen:
+                    entry[2] += 1
+                else:
+                    seen.add(fingerprint)
+        if elapsed >= probe.slow_ns:
+            entry[3] += 1
+            if elapsed > entry[4]:
+                entry[4] = elapsed
+            locate(probe, key, sys._getframe(1))
 
 
 def install_on(connection: BaseDatabaseWrapper) -> None:

@@ -77,6 +77,7 @@ def _view_dict(name: str, m: ViewTotals, top: int, bucket_seconds: int, series: 
             for cls, (count, ref, at) in sorted(m.exceptions.items(), key=lambda item: -item[1][0])
         ],
     }
+    view.update(findings(m, top))
     if series:
         view["series"] = [
             {
@@ -91,6 +92,67 @@ def _view_dict(name: str, m: ViewTotals, top: int, bucket_seconds: int, series: 
             {"le_ms": _ms(histogram.bin_value(index)), "count": count} for index, count in enumerate(m.hist) if count
         ]
     return view
+
+
+def _sites(sites: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    ranked = sorted(sites.items(), key=lambda item: item[1][0], reverse=True)
+    return [{"site": site, "requests": count, "hint": hint} for site, (count, hint) in ranked]
+
+
+def _cache_entry(calls: int, time_us: float, hits: int, misses: int) -> dict[str, Any]:
+    reads = hits + misses
+    hit_rate = round(hits / reads, 4) if reads else None
+    return {"calls": calls, "time_ms": _ms(time_us), "hits": hits, "misses": misses, "hit_rate": hit_rate}
+
+
+def findings(m: ViewTotals, top: int) -> dict[str, Any]:
+    """Where the time went beyond the view's own code: N+1 suspects and slow SQL with their call sites,
+    exact duplicates, cache calls per alias, outgoing HTTP per origin (docs/dashboard.md, "JSON")."""
+    empty: list[Any] = [0, 0, 0, {}]
+    suspects = [
+        {
+            "sql": sql,
+            "count": count,
+            "time_ms": _ms(time_us),
+            "requests": n1,
+            "call_sites": _sites(m.extras.get(sql, empty)[3]),
+        }
+        for sql, (count, time_us, n1) in m.ranked_templates()
+        if n1
+    ][:top]
+    extras = sorted(m.extras.items(), key=lambda item: (item[1][1], item[1][2]), reverse=True)
+    slow = [
+        {"sql": sql, "slow": s, "max_ms": _ms(slowest), "call_sites": _sites(sites)}
+        for sql, (_dups, s, slowest, sites) in extras
+        if s
+    ][:top]
+    duplicates = [
+        {"sql": sql, "duplicates": dups, "count": m.templates.get(sql, [0])[0]}
+        for sql, (dups, *_rest) in sorted(m.extras.items(), key=lambda item: item[1][0], reverse=True)
+        if dups
+    ][:top]
+    cache_totals = [sum(entry[i] for entry in m.cache.values()) for i in range(4)]
+    http_totals = [sum(entry[i] for entry in m.http.values()) for i in range(3)]
+    hosts = sorted(m.http.items(), key=lambda item: item[1][1], reverse=True)
+    return {
+        "n_plus_one_suspects": suspects,
+        "slow_queries": slow,
+        "duplicate_queries": duplicates,
+        "duplicates": sum(entry[0] for entry in m.extras.values()),
+        "cache": {
+            **_cache_entry(*cache_totals),
+            "aliases": {alias: _cache_entry(*entry) for alias, entry in sorted(m.cache.items())},
+        },
+        "http": {
+            "calls": http_totals[0],
+            "time_ms": _ms(http_totals[1]),
+            "errors": http_totals[2],
+            "origins": [
+                {"origin": where, "calls": n, "time_ms": _ms(us), "errors": errors, "max_ms": _ms(mx)}
+                for where, (n, us, errors, mx) in hosts
+            ],
+        },
+    }
 
 
 @contextmanager

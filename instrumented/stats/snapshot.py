@@ -6,7 +6,10 @@ snapshots here. Snapshot fields, per view:
 ``route, n (requests), e (errors), s ([2xx, 3xx, 4xx, 5xx]), lsum/lmax (latency µs), h (histogram
 slice, see histogram.py), m (methods), qn/qmax (queries), db (µs), n1 (N+1 requests), q ([[sql, count, µs, n1], ...];
 a bucket written by the aggregator adds the vendor: [raw sql, count, µs, n1, vendor], which the flusher strips),
-a ({alias: [count, µs]}), x ({exception class: [count, last reference, last time]})``.
+a ({alias: [count, µs]}), x ({exception class: [count, last reference, last time]}),
+qx ([[sql, exact duplicates, slow runs, slowest µs, [[call site, requests, hint], ...]], ...]: the templates
+that had any; vendor appended in an aggregator's bucket, like q), c ({cache alias: [calls, µs, hits, misses]}),
+o ({origin: [outgoing HTTP calls, µs, errors, slowest µs]})``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,11 @@ from typing import Any
 
 from ..memcached import MAX_VALUE_BYTES, pack
 from . import histogram
+
+#: Call sites kept per view and template (the most frequent), and origins per view.
+MAX_SITES = 3
+MAX_ORIGINS = 20
+OTHER_ORIGIN = "(other hosts)"
 
 
 def template_rank(item: tuple[Any, list[Any]]) -> tuple[bool, int]:
@@ -42,10 +50,13 @@ class ViewTotals:
 
     __slots__ = (
         "aliases",
+        "cache",
         "db_us",
         "errors",
         "exceptions",
+        "extras",
         "hist",
+        "http",
         "lat_max",
         "lat_sum",
         "methods",
@@ -80,6 +91,12 @@ class ViewTotals:
         self.exceptions: dict[str, list[Any]] = {}
         # bucket -> [requests, errors, [packed histogram slices]]; merged only when a chart asks for it
         self.series: dict[int, list[Any]] = {}
+        # sql (as in templates) -> [exact duplicates, slow runs, slowest µs, {call site: [requests, hint]}]
+        self.extras: dict[Any, list[Any]] = {}
+        # cache alias -> [calls, µs, hits, misses]
+        self.cache: dict[str, list[Any]] = {}
+        # origin -> [outgoing HTTP calls, µs, errors, slowest µs]
+        self.http: dict[str, list[Any]] = {}
 
     def add(self, snap: dict[str, Any], bucket: int | None = None) -> None:  # noqa: C901 - reader hot loop, one flat pass
         """Add one snapshot of this view; ``bucket`` also records it in the per-bucket series."""
@@ -130,6 +147,15 @@ class ViewTotals:
             self.n_plus_one += snap["n1"]
         if "x" in snap:
             self._add_exceptions(snap["x"].items())
+        if "qx" in snap:
+            for sql, dups, slow, slowest, sites in snap["qx"]:
+                self.add_extras(sql, dups, slow, slowest, sites)
+        if "c" in snap:
+            for alias, (calls, time_us, hits, misses) in snap["c"].items():
+                add_into(self.cache, alias, [calls, time_us, hits, misses])
+        if "o" in snap:
+            for where, values in snap["o"].items():
+                self.add_http(where, values)
         if bucket is not None:
             point = self.series.get(bucket)
             if point is None:
@@ -150,6 +176,54 @@ class ViewTotals:
                     entry[1] = ref or entry[1]
                     entry[2] = at
 
+    def add_extras(self, sql: Any, dups: int, slow: int, slowest: float, sites: Any) -> None:
+        """Add one template's duplicates, slow runs and call sites (``[[site, requests, hint], ...]``)."""
+        entry = self.extras.get(sql)
+        if entry is None:
+            entry = self.extras[sql] = [0, 0, 0, {}]
+        entry[0] += dups
+        entry[1] += slow
+        if slowest > entry[2]:
+            entry[2] = slowest
+        known = entry[3]
+        for site, count, hint in sites:
+            found = known.get(site)
+            if found is None:
+                known[str(site)] = [count, hint or None]
+            else:
+                found[0] += count
+                found[1] = found[1] or hint or None
+
+    def add_http(self, where: str, values: list[Any]) -> None:
+        """Add ``[calls, µs, errors, slowest µs]`` to one origin (past MAX_ORIGINS, to OTHER_ORIGIN)."""
+        entry = self.http.get(where)
+        if entry is None and len(self.http) >= MAX_ORIGINS:
+            where = OTHER_ORIGIN
+            entry = self.http.get(where)
+        if entry is None:
+            self.http[where] = [values[0], values[1], values[2], values[3]]
+        else:
+            entry[0] += values[0]
+            entry[1] += values[1]
+            entry[2] += values[2]
+            entry[3] = max(entry[3], values[3])
+
+    def _extras_rows(self, max_queries: int) -> list[list[Any]]:
+        """The ``qx`` rows: templates with N+1 call sites first, then slow runs, then duplicates."""
+
+        def rank(item: tuple[Any, list[Any]]) -> tuple[int, int, int]:
+            return sum(count for count, _hint in item[1][3].values()), item[1][1], item[1][0]
+
+        rows = []
+        for sql, (dups, slow, slowest, sites) in sorted(self.extras.items(), key=rank, reverse=True)[:max_queries]:
+            top = sorted(sites.items(), key=lambda site: site[1][0], reverse=True)[:MAX_SITES]
+            site_rows = [[site, count, hint] for site, (count, hint) in top]
+            if type(sql) is tuple:
+                rows.append([sql[1], dups, slow, int(slowest), site_rows, sql[0]])
+            else:
+                rows.append([sql, dups, slow, int(slowest), site_rows])
+        return rows
+
     def absorb(self, other: ViewTotals) -> None:
         """Fold another view's totals into this one (the "(other)" overflow row)."""
         self.requests += other.requests
@@ -169,6 +243,12 @@ class ViewTotals:
         for alias, counts in other.aliases.items():
             add_into(self.aliases, alias, counts)
         self._add_exceptions(other.exceptions.items())
+        for sql, (dups, slow, slowest, sites) in other.extras.items():
+            self.add_extras(sql, dups, slow, slowest, [[site, count, hint] for site, (count, hint) in sites.items()])
+        for alias, counts in other.cache.items():
+            add_into(self.cache, alias, counts)
+        for where, values in other.http.items():
+            self.add_http(where, values)
         for bucket, (requests, errors, encoded) in other.series.items():
             point = self.series.setdefault(bucket, [0, 0, []])
             point[0] += requests
@@ -206,6 +286,12 @@ class ViewTotals:
             snap["n1"] = self.n_plus_one
         if self.exceptions:
             snap["x"] = {cls: list(entry) for cls, entry in self.exceptions.items()}
+        if self.extras:
+            snap["qx"] = self._extras_rows(max_queries)
+        if self.cache:
+            snap["c"] = {alias: [n, int(us), hits, misses] for alias, (n, us, hits, misses) in self.cache.items()}
+        if self.http:
+            snap["o"] = {where: [n, int(us), errors, int(mx)] for where, (n, us, errors, mx) in self.http.items()}
         return snap
 
 
@@ -269,6 +355,11 @@ def rewrite_sql(views: dict[str, Any], rewrite: Callable[[str, str], str]) -> No
     """Replace each raw ``[sql, count, µs, n1, vendor]`` by ``[rewrite(sql, vendor), count, µs, n1]``, summing
     the templates that then read the same (the flusher strips literals this way)."""
     for view in views.values():
+        if view.get("qx"):
+            extras = ViewTotals()
+            for sql, dups, slow, slowest, sites, vendor in view["qx"]:
+                extras.add_extras(rewrite(sql, vendor), dups, slow, slowest, sites)
+            view["qx"] = extras._extras_rows(len(view["qx"]))
         if not view.get("q"):
             continue
         merged: dict[str, list[Any]] = {}
@@ -285,10 +376,12 @@ def shrink(snapshot: dict[str, Any], limit: int = MAX_VALUE_BYTES) -> bytes:
     payload = pack(snapshot)
     if len(payload) <= limit:
         return payload
-    views = {
-        name: {**view, "q": [[sql[:200], *rest] for sql, *rest in view["q"][:3]]} if view.get("q") else view
-        for name, view in snapshot["views"].items()
-    }
+    views = {}
+    for name, view in snapshot["views"].items():
+        views[name] = view = dict(view)
+        for field in ("q", "qx"):
+            if view.get(field):
+                view[field] = [[sql[:200], *rest] for sql, *rest in view[field][:3]]
     smaller = {**snapshot, "views": views}
     payload = pack(smaller)
     keep = len(views)
