@@ -16,6 +16,9 @@ DATABASES = {
     "analytics": {"ENGINE": "django.db.backends.sqlite3", "NAME": DATA_DIR / "test-analytics.sqlite3"},  # noqa: F405
 }
 
+# The cached view's shared cache: the run's memcached, under the per-test prefix (subprocess servers get it by env).
+CACHES["shared"]["LOCATION"] = f"127.0.0.1:{MEMCACHED_PORT}"  # noqa: F405
+
 INSTRUMENTED = {
     "SERVERS": [f"127.0.0.1:{MEMCACHED_PORT}"],
     "KEY_PREFIX": KEY_PREFIX,

@@ -77,6 +77,16 @@ if os.environ.get("DEMO_QUERYLOG_PORT"):
         "OPTIONS": {"connect_timeout": 3},
     }
 
+# The cached view uses both: this process's memory, and a memcached shared by every worker.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "shared": {
+        "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
+        "LOCATION": os.environ.get("INSTRUMENTED_SERVERS", "127.0.0.1:11211").split(",")[0],
+        "KEY_PREFIX": "demo-cache-" + os.environ.get("INSTRUMENTED_KEY_PREFIX", "demo"),
+    },
+}
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
