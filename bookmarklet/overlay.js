@@ -78,6 +78,9 @@ const show = (status, j) => {
       el(tr, 'td', r[0]);
       el(tr, 'td', r[1]);
     });
+    /* The top N+1 suspect's call site, and the fix the model graph tells. */
+    const n = (s.n_plus_one_suspects || [])[0], c = n && n.call_sites[0];
+    if (c) el(body, 'p', 'N+1 at ' + c.site + (c.hint ? ': add .' + c.hint : ''), 'w');
   }
   link(j.detail_url, 'Full view page');
 };

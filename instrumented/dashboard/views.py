@@ -33,6 +33,8 @@ def derived(view: dict[str, Any], window_seconds: int) -> dict[str, Any]:
         "per_minute": requests * 60.0 / max(window_seconds, 1),
         "error_rate": view["errors"] / requests if requests else 0.0,
         "db_share": min(view["db_time_ms"] / busy_ms, 1.0) if busy_ms > 0 else 0.0,
+        "cache_hit_rate": view["cache"]["hit_rate"],
+        "http_ms": view["http"]["time_ms"] / requests if requests else 0.0,
     }
 
 
@@ -60,6 +62,9 @@ def dashboard(request: HttpRequest) -> HttpResponseBase:
     stats = read()
     rows = [{"v": v, "d": derived(v, stats["window_seconds"]), "url": detail_url(v["view"])} for v in stats["views"]]
     context = {
+        # Columns shown only when some view has data for them (dashboard.js decides again on each refresh).
+        "has_cache": any(v["cache"]["calls"] for v in stats["views"]),
+        "has_http": any(v["http"]["calls"] for v in stats["views"]),
         "title": "Live view stats",
         "stats": stats,
         "rows": rows,
@@ -94,7 +99,10 @@ def view_detail(request: HttpRequest) -> HttpResponseBase:
         context.update(
             derived=derived(view, stats["window_seconds"]),
             queries=queries[:10],
-            suspects=[q for q in queries if q["n_plus_one"]],
+            suspects=view["n_plus_one_suspects"],
+            duplicates=view["duplicate_queries"],
+            slow=view["slow_queries"],
+            slow_query_ms=get_config().slow_query_ms,
             errors=[{**e, "link": _error_link(e["last_reference"]) if technical else None} for e in view["exceptions"]],
             latency_svg=charts.latency_distribution(view["latency_ms"], view["requests"], view.get("histogram")),
             throughput_svg=charts.bars(

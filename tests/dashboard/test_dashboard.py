@@ -172,9 +172,12 @@ def test_without_the_admin_a_standalone_page_is_used(staff_client, settings, flu
 def test_derived_numbers():
     view = {**api.zero_view("v", ""), "requests": 30, "errors": 3, "db_time_ms": 15.0}
     view["latency_ms"] = {**view["latency_ms"], "mean": 2.0}
+    view["cache"] = {**view["cache"], "hit_rate": 0.75}
+    view["http"] = {**view["http"], "time_ms": 60.0}
     d = views.derived(view, 300)
-    assert d == {"per_minute": 6.0, "error_rate": 0.1, "db_share": 0.25}
-    assert views.derived(api.zero_view("v", ""), 300) == {"per_minute": 0.0, "error_rate": 0.0, "db_share": 0.0}
+    assert d == {"per_minute": 6.0, "error_rate": 0.1, "db_share": 0.25, "cache_hit_rate": 0.75, "http_ms": 2.0}
+    zero = {"per_minute": 0.0, "error_rate": 0.0, "db_share": 0.0, "cache_hit_rate": None, "http_ms": 0.0}
+    assert views.derived(api.zero_view("v", ""), 300) == zero
 
 
 def test_a_failing_reader_is_no_data_not_a_500(staff_client, monkeypatch, caplog):

@@ -33,6 +33,8 @@
       rpm: (v.requests * 60) / Math.max(windowSeconds, 1),
       errorRate: v.requests ? v.errors / v.requests : 0,
       dbShare: busy > 0 ? Math.min(v.db_time_ms / busy, 1) : 0,
+      cacheHitRate: v.cache ? v.cache.hit_rate : null,
+      httpMs: v.http && v.requests ? v.http.time_ms / v.requests : 0,
     };
   }
 
@@ -48,6 +50,8 @@
     queries: (v) => v.queries.mean,
     qmax: (v) => v.queries.max,
     db: (v, d) => d.dbShare,
+    cache: (v, d) => (d.cacheHitRate === null ? -1 : d.cacheHitRate),
+    http: (v, d) => d.httpMs,
     n1: (v) => v.n_plus_one,
   };
 
@@ -83,6 +87,14 @@
       const order = x < y ? -1 : x > y ? 1 : a.v.view < b.v.view ? -1 : 1;
       return descending ? -order : order;
     });
+    // The cache and HTTP columns show only when some view of the document has such calls.
+    const optional = {
+      cache: doc.views.some((v) => v.cache && v.cache.calls),
+      http: doc.views.some((v) => v.http && v.http.calls),
+    };
+    for (const th of table.tHead.querySelectorAll('th[data-optional]')) {
+      th.hidden = !optional[th.dataset.optional];
+    }
     const worstP95 = rows.length > 1 ? Math.max(...rows.map((r) => r.v.latency_ms.p95)) : -1;
     const fragment = document.createDocumentFragment();
     for (const {v, d} of rows) {
@@ -112,6 +124,12 @@
       cell(tr, fixed1(v.queries.mean));
       cell(tr, String(v.queries.max));
       cell(tr, percent(d.dbShare));
+      const cacheCell = cell(tr, d.cacheHitRate === null ? '' : percent(d.cacheHitRate));
+      cacheCell.dataset.optional = 'cache';
+      cacheCell.hidden = !optional.cache;
+      const httpCell = cell(tr, v.http && v.http.calls ? fixed1(d.httpMs) : '');
+      httpCell.dataset.optional = 'http';
+      httpCell.hidden = !optional.http;
       const flag = cell(tr, null);
       if (v.n_plus_one) {
         const badge = document.createElement('span');
@@ -125,7 +143,7 @@
       const tr = document.createElement('tr');
       tr.className = 'instr-empty';
       const td = cell(tr, needle ? 'No view matches \u201c' + needle + '\u201d.' : 'No requests recorded in the last ' + windowSeconds + ' s.');
-      td.colSpan = 12;
+      td.colSpan = 14;
       fragment.appendChild(tr);
     }
     tbody.replaceChildren(fragment);
