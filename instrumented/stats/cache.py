@@ -43,68 +43,139 @@ MARK = "_instrumented_wrapped"
 _MISSING = object()
 
 
-def _outcome(name: str, args: tuple[Any, ...], result: Any, missed: list[bool]) -> tuple[int, int]:
-    """(hits, misses) of one finished call; writes go uncounted."""
-    if name == "get":
-        return (0, 1) if result is _MISSING else (1, 0)
-    if name == "get_many":
-        keys = args[0] if args else ()
-        hits = len(result)
-        return hits, max(len(keys) - hits, 0) if hasattr(keys, "__len__") else 0
-    if name == "get_or_set":
-        return (0, 1) if missed else (1, 0)
-    return 0, 0
+def _count(probe: Any, backend: Any, elapsed: int, hits: int, misses: int) -> None:
+    """Add one finished call to the request's probe, under the backend's alias."""
+    try:
+        alias = backend.__dict__.get(ALIAS_ATTRIBUTE, UNNAMED_ALIAS)
+        entry = probe.cache.get(alias)
+        if entry is None:
+            probe.cache[alias] = [1, elapsed, hits, misses]
+        else:
+            entry[0] += 1
+            entry[1] += elapsed
+            entry[2] += hits
+            entry[3] += misses
+    except Exception as exc:  # noqa: BLE001 - fail open: the call's result goes back as it is
+        failures.record("the cache probe failed", exc)
 
 
-def _wrap(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
-    """A timing wrapper around one backend method."""
+def _wrap_get(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``get``: our own sentinel as the default tells a miss from a stored None; the caller gets theirs."""
 
     @functools.wraps(method)
-    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+    def get(self: Any, key: Any, *args: Any, **kwargs: Any) -> Any:
         probe = current_probe.get()
         if probe is None or not probe.active or probe.cache_depth:
-            return method(self, *args, **kwargs)
-        missed: list[bool] = []
-        call_args, call_kwargs = args, kwargs
-        caller_default = _MISSING
-        with fail_open("the cache probe failed"):
-            if name == "get":  # our own sentinel tells a miss from a stored None; the caller still gets theirs
-                caller_default = args[1] if len(args) > 1 else kwargs.get("default")
-                call_args = (args[0], _MISSING, *args[2:])
-                call_kwargs = {k: v for k, v in kwargs.items() if k != "default"}
-            elif name == "get_or_set" and (len(args) > 1 or "default" in kwargs):
-                default = args[1] if len(args) > 1 else kwargs["default"]
-
-                def compute() -> Any:  # the backend calls it only on a miss
-                    missed.append(True)
-                    return default() if callable(default) else default
-
-                if len(args) > 1:
-                    call_args = (args[0], compute, *args[2:])
-                else:
-                    call_kwargs = {**kwargs, "default": compute}
-        probe.cache_depth += 1
+            return method(self, key, *args, **kwargs)
+        if args:
+            default, args = args[0], args[1:]
+        else:
+            default = kwargs.pop("default", None) if kwargs else None
+        probe.cache_depth = 1
         start = perf_counter_ns()
         try:
-            result = method(self, *call_args, **call_kwargs)
+            result = method(self, key, _MISSING, *args, **kwargs)
         finally:
             elapsed = perf_counter_ns() - start
-            probe.cache_depth -= 1
-        with fail_open("the cache probe failed"):
-            hits, misses = _outcome(name, args, result, missed)
-            alias = getattr(self, ALIAS_ATTRIBUTE, UNNAMED_ALIAS)
+            probe.cache_depth = 0
+        hit = result is not _MISSING
+        try:  # _count(), inlined: the most frequent cache call
+            alias = self.__dict__.get(ALIAS_ATTRIBUTE, UNNAMED_ALIAS)
             entry = probe.cache.get(alias)
             if entry is None:
-                probe.cache[alias] = [1, elapsed, hits, misses]
+                probe.cache[alias] = [1, elapsed, int(hit), int(not hit)]
             else:
                 entry[0] += 1
                 entry[1] += elapsed
-                entry[2] += hits
-                entry[3] += misses
-        if name == "get" and result is _MISSING:
-            return caller_default
+                if hit:
+                    entry[2] += 1
+                else:
+                    entry[3] += 1
+        except Exception as exc:  # noqa: BLE001 - fail open
+            failures.record("the cache probe failed", exc)
+        return result if hit else default
+
+    return get
+
+
+def _wrap_get_many(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def get_many(self: Any, keys: Any, *args: Any, **kwargs: Any) -> Any:
+        probe = current_probe.get()
+        if probe is None or not probe.active or probe.cache_depth:
+            return method(self, keys, *args, **kwargs)
+        keys = list(keys)  # a generator would be used up by the backend before it is counted
+        probe.cache_depth = 1
+        start = perf_counter_ns()
+        try:
+            result = method(self, keys, *args, **kwargs)
+        finally:
+            elapsed = perf_counter_ns() - start
+            probe.cache_depth = 0
+        hits = len(result) if isinstance(result, dict) else 0
+        _count(probe, self, elapsed, hits, max(len(keys) - hits, 0))
         return result
 
+    return get_many
+
+
+def _wrap_get_or_set(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``get_or_set``: a miss is when the backend calls for the default (given as a callable that says so)."""
+
+    @functools.wraps(method)
+    def get_or_set(self: Any, key: Any, *args: Any, **kwargs: Any) -> Any:
+        probe = current_probe.get()
+        if probe is None or not probe.active or probe.cache_depth:
+            return method(self, key, *args, **kwargs)
+        missed: list[bool] = []
+        default = args[0] if args else kwargs.get("default")
+
+        def compute() -> Any:
+            missed.append(True)
+            return default() if callable(default) else default
+
+        if args:
+            args = (compute, *args[1:])
+        else:
+            kwargs["default"] = compute
+        probe.cache_depth = 1
+        start = perf_counter_ns()
+        try:
+            result = method(self, key, *args, **kwargs)
+        finally:
+            elapsed = perf_counter_ns() - start
+            probe.cache_depth = 0
+        _count(probe, self, elapsed, 0 if missed else 1, 1 if missed else 0)
+        return result
+
+    return get_or_set
+
+
+def _wrap_call(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Any other method: counted and timed, neither a hit nor a miss."""
+
+    @functools.wraps(method)
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        probe = current_probe.get()
+        if probe is None or not probe.active or probe.cache_depth:
+            return method(self, *args, **kwargs)
+        probe.cache_depth = 1
+        start = perf_counter_ns()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            probe.cache_depth = 0
+            _count(probe, self, perf_counter_ns() - start, 0, 0)
+
+    return call
+
+
+_WRAPPERS = {"get": _wrap_get, "get_many": _wrap_get_many, "get_or_set": _wrap_get_or_set}
+
+
+def _wrap(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+    """The timing wrapper for one backend method (reads say hit or miss)."""
+    wrapper = _WRAPPERS.get(name, _wrap_call)(method)
     setattr(wrapper, MARK, True)
     return wrapper
 

@@ -87,30 +87,32 @@ class Probe:
         extras: dict[tuple[str, str], list[Any]] = {}
         vendor_of = vendors.get
         sites = self.sites
-        for key, (count, ns, *more) in self.queries.items():
+        for key, entry in self.queries.items():
+            count = entry[0]
+            ns = entry[1]
             alias, sql = key
-            entry = aliases.get(alias)
-            if entry is None:
+            total = aliases.get(alias)
+            if total is None:
                 aliases[alias] = [count, ns]
             else:
-                entry[0] += count
-                entry[1] += ns
+                total[0] += count
+                total[1] += ns
             template = (vendor_of(alias, ""), template_of(sql if type(sql) is str else str(sql))[:max_sql])
-            entry = templates.get(template)
-            if entry is None:
+            total = templates.get(template)
+            if total is None:
                 templates[template] = [count, ns]
             else:
-                entry[0] += count
-                entry[1] += ns
-            if more and (more[0] or more[1] or key in sites):
+                total[0] += count
+                total[1] += ns
+            if len(entry) > 2 and (entry[2] or entry[3] or (sites and key in sites)):
                 site, hint = sites.get(key, (None, None))
                 extra = extras.get(template)
                 if extra is None:
-                    extras[template] = [more[0], more[1], more[2], site, hint]
+                    extras[template] = [entry[2], entry[3], entry[4], site, hint]
                 else:
-                    extra[0] += more[0]
-                    extra[1] += more[1]
-                    extra[2] = max(extra[2], more[2])
+                    extra[0] += entry[2]
+                    extra[1] += entry[3]
+                    extra[2] = max(extra[2], entry[4])
                     extra[3] = extra[3] or site
                     extra[4] = extra[4] or hint
         return aliases, templates, extras
