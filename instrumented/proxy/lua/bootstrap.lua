@@ -7,7 +7,10 @@ local setfenv, loadstring, setmetatable, rawget = setfenv, loadstring, setmetata
 local newproxy, getmetatable = newproxy, getmetatable
 local tinsert, tremove, tconcat = table.insert, table.remove, table.concat
 local sethook = debug.sethook
-local real_open = io.open
+local real_open, io_type = io.open, io.type
+-- Files scripts opened for writing (weak: a file the script dropped is collected): the host flushes them
+-- every second, so a buffered last line reaches the disk even when traffic stops.
+local written = setmetatable({}, {__mode = "k"})
 
 local function copy(t) local c = {} for k, v in pairs(t) do c[k] = v end return c end
 
@@ -35,8 +38,11 @@ sandbox.io = {
       return nil, path .. ": not allowed by the proxy sandbox (io is only for the log file)"
     end
     mode = mode or "r"
-    if type(mode) == "string" and mode:find("[wa]") then py.create_private(path) end
-    return real_open(path, mode)
+    local writing = type(mode) == "string" and mode:find("[wa+]") ~= nil
+    if writing then py.create_private(path) end
+    local f, err = real_open(path, mode)
+    if f and writing then written[f] = true end
+    return f, err
   end,
 }
 sandbox.print = function(...)
@@ -240,6 +246,12 @@ end
 
 function host.get_connection(conn, key)
   return rawget(conn.ctx.connection, key)
+end
+
+function host.flush_files()
+  for f in pairs(written) do
+    if io_type(f) == "file" then pcall(f.flush, f) else written[f] = nil end
+  end
 end
 
 function host.response(conn)
