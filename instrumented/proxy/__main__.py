@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--lua-io-path", action="append", default=[],
-        help="a file the script may open with io.open (default: $PROXY_LOG_FILE, else ./query_log.jsonl or, with PROXY_LOG_FORMAT=slowlog, ./query_log.slow.log)",
+        help="a file the script may open with io.open (default: $PROXY_LOG_FILE, else query_log.jsonl or"
+             " query_log.slow.log as PROXY_LOG_FORMAT says)",
     )  # fmt: skip
     parser.add_argument(
         "--event-loop", choices=["auto", "uvloop", "asyncio"], default="auto",

@@ -12,6 +12,8 @@ import pytest
 from .conftest import connect, control
 from .rawclient import MySQLError, RawClient
 
+STATUS_COLUMNS = ["logging", "seconds_left", "logged", "log_file", "filters", "digests", "evicted"]
+
 
 def log_lines(proxy) -> list[dict]:
     """The JSON lines of the log file (a PROXY LOG statement first: it flushes the buffered lines)."""
@@ -48,7 +50,7 @@ def test_mariadb_cli_logging_off_then_on(qlog):
 
     status = mariadb_cli(qlog.port, "PROXY LOG ON 20")
     assert status.returncode == 0, status.stderr
-    assert status.stdout.splitlines()[0].split("\t") == ["logging", "seconds_left", "logged", "log_file", "filters", "digests", "evicted"]
+    assert status.stdout.splitlines()[0].split("\t") == STATUS_COLUMNS
     assert status.stdout.splitlines()[1].startswith("on\t")
     on = mariadb_cli(qlog.port, "SELECT 'cli-on' AS v; SELECT seq FROM seq_1_to_7 WHERE seq > 2; SELECT nosuchcolumn")
     assert "cli-on" in on.stdout and "ERROR 1054" in on.stderr
@@ -104,7 +106,7 @@ def test_drivers_logging_on_records_rows_affected_and_errors(qlog, driver):
 def test_control_statement_syntax_and_errors(qlog):
     for statement in ("  proxy log status ; ", "PROXY LOG Status;", "\tPrOxY   LoG\nSTATUS", "proxy log status;;"):
         rows = control(qlog.port, statement)
-        assert list(rows[0]) == ["logging", "seconds_left", "logged", "log_file", "filters", "digests", "evicted"], statement
+        assert list(rows[0]) == STATUS_COLUMNS, statement
     assert control(qlog.port, "PROXY LOG STATUS")[0]["log_file"] == str(qlog.log_file)
     import pymysql
 
