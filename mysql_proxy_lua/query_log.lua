@@ -105,8 +105,9 @@ if state == nil or state.version ~= STATE_VERSION then
   if state and state.file then pcall(state.file.close, state.file) end
   state = {version = STATE_VERSION, on = false, deadline = 0, logged = 0, ring = {}, ring_next = 1,
            ring_count = 0, digests = {}, digest_count = 0, evicted = 0, seq = 0, file = nil, file_error = nil,
-           opened_at = 0, filter = nil}
+           opened_at = 0, buffered = 0, filter = nil}
   proxy.global.query_log = state
+  math.randomseed(os_time()) -- for SAMPLE; once per process, not per connection
 end
 
 -- Per connection: prepared statement id -> statement text (ids are per connection in MySQL), cut like
@@ -134,24 +135,42 @@ local function logging_on(now)
   return state.on
 end
 
--- Lines are buffered (a write per statement costs more than the rest of the logging). The file is closed
--- and opened again at most once a second while statements come (so a rotated file - moved away or
--- truncated - is followed within a second), on every PROXY LOG statement and when logging stops; the
--- instrumented-proxy host also flushes it every second when traffic stops.
+-- Lines are buffered (a write per statement costs more than the rest of the logging), whole lines per
+-- write so that a reader never sees half a line. The file is closed and opened again at most once a
+-- second while statements come (so a rotated file - moved away or truncated - is followed within a
+-- second), on every PROXY LOG statement and when logging stops; the instrumented-proxy host also flushes
+-- it every second when traffic stops. C stdio gives a file a buffer of the file system's block size,
+-- whatever setvbuf asks (glibc), so the script assumes 4 KB: flushed before a line would not fit, and
+-- at once after a longer line.
+local BUFFER = 4096
+
 local function write_line(line, now)
   if state.file and now ~= state.opened_at then close_file() end
   if not state.file and not state.file_error then
     local f, err = io.open(LOG_FILE, "a")
     if f then
-      if f.setvbuf then f:setvbuf("full", 65536) end
+      if f.setvbuf then f:setvbuf("full", BUFFER) end
       state.opened_at = now
       state.file = f
+      state.buffered = 0
     else
       state.file_error = tostring(err)
     end
   end
-  if state.file then
-    local ok, err = state.file:write(line)
+  local f = state.file
+  if f then
+    local size = #line
+    local buffered = state.buffered + size
+    if buffered > BUFFER then
+      f:flush()
+      buffered = size
+    end
+    local ok, err = f:write(line)
+    if ok and buffered >= BUFFER then
+      ok, err = f:flush()
+      buffered = 0
+    end
+    state.buffered = buffered
     if not ok then
       state.file_error = tostring(err)
       close_file()
@@ -178,20 +197,25 @@ local function slow_word(v)
   return (string_gsub(valid_utf8(tostring(v)), "[%s%c%[%]]", "_"))
 end
 
--- MySQL slow-log format (as MariaDB writes it, plus Percona's Rows_affected/Last_errno and a View line).
+-- MySQL slow-log format (as MariaDB writes it, plus Percona's Rows_affected/Last_errno and a View line that
+-- pt-query-digest reads as attributes: --group-by View).
 local function slowlog_entry(now, e, query)
   local client = e.client or ""
-  local host = string_match(client, "^(.*):%d+$") or client
+  local host = slow_word(string_match(client, "^(.*):%d+$") or client)
   -- A line of the statement that starts with "#" would read as a header: indent it.
   local text = string_gsub(valid_utf8(query), "\n#", "\n #")
   if string_byte(text, -1) ~= 59 then text = text .. ";" end
+  local view = ""
+  if e.view or e.route then
+    view = "# View: " .. slow_word(e.view or "-") .. "  Route: " .. slow_word(e.route or "-") .. "\n"
+  end
+  local user = slow_word(e.user)
   return string_format("# Time: %s\n# User@Host: %s[%s] @ %s [%s]\n# Thread_id: %s  Schema: %s  Last_errno: %d"
     .. "  Killed: 0\n# Query_time: %.6f  Lock_time: 0.000000  Rows_sent: %d  Rows_examined: 0  Rows_affected: %d\n"
-    .. "# View: %s  Route: %s\nSET timestamp=%d;\n%s\n",
-    os_date("!%Y-%m-%dT%H:%M:%S.000000Z", now), slow_word(e.user), slow_word(e.user), slow_word(host),
-    slow_word(host), tostring(e.thread_id or 0), slow_word(e.db), e.error_code or (e.status == "error" and 1 or 0),
-    (e.response_time_us or 0) / 1e6, e.rows or 0, e.affected_rows or 0, slow_word(e.view), slow_word(e.route), now,
-    text)
+    .. "%sSET timestamp=%d;\n%s\n",
+    os_date("!%Y-%m-%dT%H:%M:%S.000000Z", now), user, user, host, host, tostring(e.thread_id or 0), slow_word(e.db),
+    e.error_code or (e.status == "error" and 1 or 0), (e.response_time_us or 0) / 1e6, e.rows or 0,
+    e.affected_rows or 0, view, now, text)
 end
 
 -- The sqlcommenter comment at the end of a statement: "key='url-encoded value'" pairs.
@@ -522,6 +546,7 @@ local function switch_on(words, now)
   if f.slow_us == 0 then f.slow_us = nil end
   if next(f) == nil then f = nil end
   state.filter = f
+  if not state.on then state.logged = 0 end -- counted per switch-on (again while on: a new deadline only)
   state.on = true
   state.deadline = now + math_min(seconds or DEFAULT_SECONDS, MAX_SECONDS)
   state.file_error = nil
@@ -572,6 +597,7 @@ local function control(query)
     state.digests = {}
     state.digest_count = 0
     state.evicted = 0
+    state.logged = 0
     return status_result(now)
   end
   return usage_error("unknown PROXY LOG command")
