@@ -116,6 +116,8 @@ local statements = {}
 -- Per connection: the claimed user name whose account was checked, the verdict, and the control statement
 -- waiting for the CURRENT_USER() answer.
 local checked_user, checked_admin, pending_control = nil, false, nil
+-- Per connection: the JSON of thread_id, user, db and client, and the values it was made from.
+local enc_thread, enc_user, enc_db, enc_src, enc_conn = nil, nil, nil, nil, nil
 
 local function close_file()
   if state.file then
@@ -178,9 +180,10 @@ local function write_line(line, now)
   end
 end
 
-local LINE_FORMAT = '{"ts":"%s","thread_id":%s,"user":%s,"db":%s,"client":%s,"view":%s,"route":%s,'
-  .. '"command":"%s","query":%s,"query_time_us":%s,"response_time_us":%s,"rows":%s,"affected_rows":%s,'
-  .. '"warnings":%s,"status":"%s","error_code":%s,"error_message":%s}\n'
+-- The parts that depend on the connection and on the view are encoded once and reused (see record()).
+local LINE_FORMAT = '{"ts":"%s",%s,%s,"command":"%s","query":%s,"query_time_us":%s,"response_time_us":%d,'
+  .. '"rows":%d,"affected_rows":%s,"warnings":%d,"status":"%s","error_code":%s,"error_message":%s}\n'
+local NO_VIEW = '"view":null,"route":null'
 
 local ts_time, ts_text = nil, nil
 
@@ -199,23 +202,23 @@ end
 
 -- MySQL slow-log format (as MariaDB writes it, plus Percona's Rows_affected/Last_errno and a View line that
 -- pt-query-digest reads as attributes: --group-by View).
-local function slowlog_entry(now, e, query)
-  local client = e.client or ""
+local function slowlog_entry(now, user, client, thread_id, db, error_code, failed, response_time, rows, affected,
+                             view, route, query)
+  client = client or ""
   local host = slow_word(string_match(client, "^(.*):%d+$") or client)
   -- A line of the statement that starts with "#" would read as a header: indent it.
   local text = string_gsub(valid_utf8(query), "\n#", "\n #")
   if string_byte(text, -1) ~= 59 then text = text .. ";" end
-  local view = ""
-  if e.view or e.route then
-    view = "# View: " .. slow_word(e.view or "-") .. "  Route: " .. slow_word(e.route or "-") .. "\n"
+  local view_line = ""
+  if view or route then
+    view_line = "# View: " .. slow_word(view or "-") .. "  Route: " .. slow_word(route or "-") .. "\n"
   end
-  local user = slow_word(e.user)
+  user = slow_word(user)
   return string_format("# Time: %s\n# User@Host: %s[%s] @ %s [%s]\n# Thread_id: %s  Schema: %s  Last_errno: %d"
     .. "  Killed: 0\n# Query_time: %.6f  Lock_time: 0.000000  Rows_sent: %d  Rows_examined: 0  Rows_affected: %d\n"
     .. "%sSET timestamp=%d;\n%s\n",
-    os_date("!%Y-%m-%dT%H:%M:%S.000000Z", now), user, user, host, host, tostring(e.thread_id or 0), slow_word(e.db),
-    e.error_code or (e.status == "error" and 1 or 0), (e.response_time_us or 0) / 1e6, e.rows or 0,
-    e.affected_rows or 0, view, now, text)
+    os_date("!%Y-%m-%dT%H:%M:%S.000000Z", now), user, user, host, host, tostring(thread_id or 0), slow_word(db),
+    error_code or (failed and 1 or 0), response_time / 1e6, rows, affected or 0, view_line, now, text)
 end
 
 -- The sqlcommenter comment at the end of a statement: "key='url-encoded value'" pairs.
@@ -226,7 +229,7 @@ end
 
 local comment_cache, comment_cached = {}, 0
 
--- query -> query without the comment, view, route (nil when there is none). Statements end with it.
+-- query -> query without the comment, view, route (nil when there is none) and both as JSON members.
 local function split_comment(query)
   local len = #query
   local last = len
@@ -235,32 +238,33 @@ local function split_comment(query)
     last = last - 1
     b = string_byte(query, last)
   end
-  if b ~= 47 or string_byte(query, last - 1) ~= 42 then return query, nil, nil end -- no "*/" at the end
+  if b ~= 47 or string_byte(query, last - 1) ~= 42 then return query end -- no "*/" at the end
   local start, pos = nil, math_max(1, last - 2048)
   while true do
     local s = string_find(query, "/*", pos, true)
     if not s or s >= last - 1 then break end
     start, pos = s, s + 2
   end
-  if not start then return query, nil, nil end
+  if not start then return query end
   local comment = string_sub(query, start + 2, last - 2)
   local parsed = comment_cache[comment]
   if parsed == nil then
     local kv = {}
     for k, v in string_gmatch(comment, "(%w+)%s*=%s*'([^']*)'") do kv[k] = unescape(v) end
-    parsed = {kv.view or kv.controller or false, kv.route or false}
+    local view, route = kv.view or kv.controller, kv.route
+    parsed = {view or false, route or false, '"view":' .. json.value(view) .. ',"route":' .. json.value(route)}
     if comment_cached >= 1000 then comment_cache, comment_cached = {}, 0 end
     comment_cache[comment] = parsed
     comment_cached = comment_cached + 1
   end
-  if not parsed[1] and not parsed[2] then return query, nil, nil end
+  if not parsed[1] and not parsed[2] then return query, nil, nil, nil end
   local cut = start - 1
   b = string_byte(query, cut)
   while b == 32 or b == 10 or b == 9 or b == 13 do
     cut = cut - 1
     b = string_byte(query, cut)
   end
-  return string_sub(query, 1, cut), parsed[1] or nil, parsed[2] or nil
+  return string_sub(query, 1, cut), parsed[1] or nil, parsed[2] or nil, parsed[3]
 end
 
 -- Coarse log buckets for the p95: four per doubling (about +-10 %).
@@ -324,7 +328,7 @@ local function record(now, command, query, inj)
   local warnings = res.warning_count or 0
   local conn = proxy.connection
   local client = conn.client
-  local query_text, view, route = split_comment(query)
+  local query_text, view, route, view_json = split_comment(query)
   -- Callers pass at most TAKE bytes; the comment off, cut first, mask what is left (a cut literal is masked to the end).
   local cut = #query_text > MAX_QUERY
   if cut then query_text = string_sub(query_text, 1, MAX_QUERY) end
@@ -366,23 +370,25 @@ local function record(now, command, query, inj)
   local src = client.src and client.src.name or nil
   local ts = timestamp(now)
   local status = failed and "error" or "ok"
-  local entry = {ts = ts, thread_id = thread_id, user = user, db = db, client = src, view = view, route = route,
-                 command = command, query = query_text, query_time_us = inj.query_time,
-                 response_time_us = response_time, rows = rows, affected_rows = affected, warnings = warnings,
-                 status = status, error_code = error_code, error_message = error_message}
-  state.ring[state.ring_next] = entry
+  -- The ring keeps TAIL's columns (an array: cheaper than a table with named fields).
+  state.ring[state.ring_next] = {ts, thread_id, user, db, view, inj.query_time, response_time, rows, affected, warnings,
+                                 status, error_code, query_text}
   state.ring_next = state.ring_next % RING_SIZE + 1
   if state.ring_count < RING_SIZE then state.ring_count = state.ring_count + 1 end
   state.logged = state.logged + 1
   if SLOWLOG then
-    write_line(slowlog_entry(now, entry, query_text), now)
+    write_line(slowlog_entry(now, user, src, thread_id, db, error_code, failed, response_time, rows, affected, view,
+      route, query_text), now)
     return
   end
-  -- Same bytes as json.object(ENTRY_KEYS, entry), a third cheaper: ts, command and status are plain ASCII.
+  if thread_id ~= enc_thread or user ~= enc_user or db ~= enc_db or src ~= enc_src then
+    enc_thread, enc_user, enc_db, enc_src = thread_id, user, db, src
+    local v = json.value
+    enc_conn = '"thread_id":' .. v(thread_id) .. ',"user":' .. v(user) .. ',"db":' .. v(db) .. ',"client":' .. v(src)
+  end
   local v = json.value
-  write_line(string_format(LINE_FORMAT, ts, v(thread_id), v(user), v(db), v(src), v(view), v(route), command,
-    v(query_text), v(inj.query_time), v(response_time), v(rows), v(affected), v(warnings), status, v(error_code),
-    v(error_message)), now)
+  write_line(string_format(LINE_FORMAT, ts, enc_conn, view_json or NO_VIEW, command, v(query_text),
+    v(inj.query_time), response_time, rows, v(affected), warnings, status, v(error_code), v(error_message)), now)
 end
 
 -- Control statements ------------------------------------------------------------------------------
@@ -427,9 +433,8 @@ local function tail_result(n)
   for i = count, 1, -1 do
     local idx = (state.ring_next - i - 1) % RING_SIZE + 1
     local e = state.ring[idx]
-    rows[#rows + 1] = {e.ts, e.thread_id, text(e.user), text(e.db), text(e.view), e.query_time_us,
-                       e.response_time_us, e.rows, e.affected_rows, e.warnings, e.status, e.error_code,
-                       text(e.query)}
+    rows[#rows + 1] = {e[1], e[2], text(e[3]), text(e[4]), text(e[5]), e[6], e[7], e[8], e[9], e[10], e[11], e[12],
+                       text(e[13])}
   end
   return resultset.send({{"ts", T_STRING}, {"thread_id", T_NUMBER}, {"user", T_STRING}, {"db", T_STRING},
     {"view", T_STRING}, {"query_time_us", T_NUMBER}, {"response_time_us", T_NUMBER}, {"rows", T_NUMBER},
@@ -611,6 +616,7 @@ local COM_QUERY, COM_STMT_PREPARE, COM_STMT_EXECUTE, COM_STMT_CLOSE, COM_CHANGE_
 local COM_RESET_CONNECTION = proxy.COM_RESET_CONNECTION or 31
 local ID_QUERY, ID_PREPARE, ID_EXECUTE, ID_WHOAMI = 1, 2, 3, 4
 local WHOAMI = string_char(COM_QUERY) .. "SELECT CURRENT_USER()"
+local STREAMED, BUFFERED = {resultset_is_needed = false}, {resultset_is_needed = true}
 
 -- "PROXY LOG" followed by a blank, ";" or the end, within the first CONTROL_MAX bytes of a COM_QUERY packet.
 local function is_control(packet)
@@ -637,7 +643,7 @@ local function control_statement(packet)
   end
   -- The name is only what the client claimed: ask the server which account it authenticated.
   pending_control = string_sub(packet, 2)
-  proxy.queries:append(ID_WHOAMI, WHOAMI, {resultset_is_needed = true})
+  proxy.queries:append(ID_WHOAMI, WHOAMI, BUFFERED)
   return proxy.PROXY_SEND_QUERY
 end
 
@@ -680,17 +686,17 @@ function read_query(packet)
   if command == COM_QUERY then
     if is_control(packet) then return control_statement(packet) end
     if state.on and logging_on(os_time()) and wanted() then
-      proxy.queries:append(ID_QUERY, packet, {resultset_is_needed = false})
+      proxy.queries:append(ID_QUERY, packet, STREAMED)
       return proxy.PROXY_SEND_QUERY
     end
   elseif command == COM_STMT_EXECUTE then
     if state.on and logging_on(os_time()) and wanted() then
-      proxy.queries:append(ID_EXECUTE, packet, {resultset_is_needed = false})
+      proxy.queries:append(ID_EXECUTE, packet, STREAMED)
       return proxy.PROXY_SEND_QUERY
     end
   elseif command == COM_STMT_PREPARE then
     -- Buffered (small: the statement id and definitions) to learn the id; the text is logged on execute.
-    proxy.queries:append(ID_PREPARE, packet, {resultset_is_needed = true})
+    proxy.queries:append(ID_PREPARE, packet, BUFFERED)
     return proxy.PROXY_SEND_QUERY
   elseif command == COM_STMT_CLOSE then
     statements[resultset.stmt_id(packet)] = nil
