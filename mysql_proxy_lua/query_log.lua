@@ -32,6 +32,8 @@ slowlog), PROXY_LOG_ADMINS (root), PROXY_LOG_MAX_SECONDS (3600), PROXY_LOG_SLOW_
 PROXY_LOG_RING (1000), PROXY_LOG_MAX_DIGESTS (1000), PROXY_LOG_MAX_QUERY_LEN (8192). See README.md.
 ]]
 
+-- Globals are looked up through the script's environment on every use: the hot ones are made locals.
+local proxy, io = proxy, io
 local json = require("lib.json")
 local normalize = require("lib.normalize")
 local resultset = require("lib.resultset")
