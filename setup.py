@@ -55,6 +55,8 @@ setup(
             "selenium>=4.20",
             "lupa>=2.0",
             "ruff>=0.6",
+            # Type-checks instrumented/ in ./bin/test (plain mypy: Django's objects are Any, see pyproject.toml).
+            "mypy>=1.10",
         ],
     },
     entry_points={

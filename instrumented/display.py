@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import sqlparse
+from rich.text import Text
+
+# What a terminal acts on instead of showing: C0 (ESC starts OSC 52 clipboard writes, screen clears),
+# DEL, C1 (0x9b is a one-byte CSI), and the bidirectional overrides that reorder what is shown.
+_INVISIBLE = "\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029"
+_CONTROLS = re.compile(f"[\x00-\x1f{_INVISIBLE}]")
+_CONTROLS_BUT_NEWLINE = re.compile(f"[\x00-\x09\x0b-\x1f{_INVISIBLE}]")
+# json.dumps already escapes C0; these it leaves raw with ensure_ascii=False.
+_JSON_RAW = re.compile(f"[{_INVISIBLE}]")
 
 
 def pretty_sql(sql: str) -> str:
@@ -21,3 +32,23 @@ def duration_us(us: Any) -> str:
     if us >= 1000:
         return f"{us / 1000:.1f} ms"
     return f"{int(us)} µs"
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group(0))
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape_controls(text: str, keep_newlines: bool = False) -> str:
+    """``text`` with every control character shown as ``\\x1b`` / ``\\u202e``: data never drives the terminal."""
+    return (_CONTROLS_BUT_NEWLINE if keep_newlines else _CONTROLS).sub(_escape, text)
+
+
+def plain(value: Any) -> Text:
+    """Data as rich text: control characters escaped, ``[markup]`` shown as written, never interpreted."""
+    return Text(escape_controls(str(value)))
+
+
+def terminal_json(obj: Any) -> str:
+    """Indented JSON whose strings carry no raw control character (C1 and bidi controls as ``\\u`` escapes)."""
+    return _JSON_RAW.sub(lambda m: f"\\u{ord(m.group(0)):04x}", json.dumps(obj, indent=2, ensure_ascii=False))

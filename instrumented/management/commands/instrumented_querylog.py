@@ -8,9 +8,16 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
+from rich.text import Text
 
-from instrumented import querylog
-from instrumented.display import duration_us, pretty_sql
+from instrumented.display import duration_us, escape_controls, plain, pretty_sql
+from instrumented.querylog import client as querylog
+
+
+def sql_cell(sql: Any) -> Syntax:
+    """Pretty SQL for a table cell, its control characters shown escaped (new lines kept)."""
+    return Syntax(escape_controls(pretty_sql(str(sql or "")), keep_newlines=True), "sql", word_wrap=True,
+                  background_color="default")  # fmt: skip
 
 
 class Command(BaseCommand):
@@ -52,14 +59,18 @@ class Command(BaseCommand):
             elif action == "digest":
                 self._digest(console, querylog.digest(options["n"], using=using))
         except querylog.QueryLogError as exc:
-            raise CommandError(str(exc)) from exc
+            raise CommandError(escape_controls(str(exc))) from exc
 
     def _status(self, console: Console, status: dict[str, Any]) -> None:
-        """One line: on/off, time left, lines logged, file."""
+        """One line: on/off, time left, lines logged, file (the proxy's values shown escaped)."""
         on = status.get("logging") == "on"
-        state = "[bold green]on[/]" if on else "[bold]off[/]"
-        left = f", {status.get('seconds_left')} s left" if on else ""
-        console.print(f"query log {state}{left}; {status.get('logged')} statements logged to {status.get('log_file')}")
+        line = Text("query log ")
+        line.append("on" if on else "off", style="bold green" if on else "bold")
+        if on:
+            line.append(f", {escape_controls(str(status.get('seconds_left')))} s left")
+        line.append(f"; {escape_controls(str(status.get('logged')))} statements logged to ")
+        line.append(escape_controls(str(status.get("log_file"))))
+        console.print(line)
 
     def _tail(self, console: Console, rows: list[dict[str, Any]]) -> None:
         """Recent statements, oldest first, with pretty SQL."""
@@ -72,13 +83,13 @@ class Command(BaseCommand):
         for row in rows:
             status = row.get("status")
             table.add_row(
-                str(row.get("ts") or ""),
-                str(row.get("thread_id") or ""),
-                f"{row.get('user') or ''}@{row.get('db') or ''}",
+                plain(row.get("ts") or ""),
+                plain(row.get("thread_id") or ""),
+                plain(f"{row.get('user') or ''}@{row.get('db') or ''}"),
                 duration_us(row.get("response_time_us")),
-                str(row.get("rows") if row.get("rows") is not None else ""),
-                "[red]error[/]" if status == "error" else str(status or ""),
-                Syntax(pretty_sql(str(row.get("query") or "")), "sql", word_wrap=True, background_color="default"),
+                plain(row.get("rows") if row.get("rows") is not None else ""),
+                Text("error", style="red") if status == "error" else plain(status or ""),
+                sql_cell(row.get("query")),
             )
         console.print(table)
 
@@ -99,7 +110,7 @@ class Command(BaseCommand):
                 duration_us(total),
                 duration_us(total / count if count else 0),
                 duration_us(row.get("max_us")),
-                str(row.get("rows") or 0),
-                Syntax(pretty_sql(str(row.get("digest") or "")), "sql", word_wrap=True, background_color="default"),
+                plain(row.get("rows") or 0),
+                sql_cell(row.get("digest")),
             )  # fmt: skip
         console.print(table)

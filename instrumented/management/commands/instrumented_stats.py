@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ...reader import read_stats
+from ...display import terminal_json
+from ...stats.reader import read_stats
 
 
 class Command(BaseCommand):
@@ -26,11 +26,11 @@ class Command(BaseCommand):
             raise CommandError("--window must be a positive number of seconds.")
         stats = read_stats(window, view=options.get("view"))
         if options["json"]:
-            self.stdout.write(json.dumps(stats, indent=2, ensure_ascii=False))
+            self.stdout.write(terminal_json(stats))
             return
         from rich.console import Console
 
-        from ...terminal import render_table
+        from ...dashboard.terminal import render_table
 
         console = Console(file=self.stdout, soft_wrap=False)
         console.print(render_table(stats, width=console.width))
