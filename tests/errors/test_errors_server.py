@@ -1,7 +1,7 @@
 """Error references through a real HTTP server (gunicorn, and uvicorn for ASGI) of the demo site.
 
-The server runs ``shop.error_settings`` over ``tests.settings``: the demo plus fault-injecting middleware
-(header ``X-Demo-Fault``) and a session engine that can break. Users and their sessions are created in
+The server runs ``tests.support.fault_settings``: the test settings plus fault-injecting middleware
+(header ``X-Test-Fault``) and a session engine that can break. Users and their sessions are created in
 the server's database with ``manage.py shell``; the superuser also logs in through the admin login form.
 """
 
@@ -55,8 +55,8 @@ NEEDLES = [
 
 
 def error_env(data_dir: Path, prefix: str, **extra: str) -> dict[str, str]:
-    env = server_env(data_dir, prefix, ERROR_DEMO_BASE_SETTINGS="tests.settings", **extra)
-    env["DJANGO_SETTINGS_MODULE"] = "shop.error_settings"
+    env = server_env(data_dir, prefix, **extra)
+    env["DJANGO_SETTINGS_MODULE"] = "tests.support.fault_settings"
     return env
 
 
@@ -195,7 +195,7 @@ def test_matrix_and_lookups_over_gunicorn(start_error_site, accounts):
     store = get_store()
     for kind in USERS:
         for fault, (path, header) in FAULTS.items():
-            status, headers, body = browsers[kind].request(path, headers={"X-Demo-Fault": header} if header else {})
+            status, headers, body = browsers[kind].request(path, headers={"X-Test-Fault": header} if header else {})
             ref = headers.get("X-Error-Reference", "")
             assert status == 500 and normalize_reference(ref) == ref, (kind, fault, status)
             if kind == "superuser" and fault in ("view", "late_middleware"):
@@ -240,7 +240,7 @@ def test_asgi_under_uvicorn(start_error_site, accounts):
     assert status == 500 and b"TimeoutError" in body and b"pending_orders" in body, "async view: locals shown"
     status, _, text = root.request(f"/instrumented/errors/{headers['X-Error-Reference']}/traceback.txt")
     assert status == 200 and b"async demo failure with 3 pending orders" in text
-    status, headers, body = root.request("/fast/", headers={"X-Demo-Fault": "session"})
+    status, headers, body = root.request("/fast/", headers={"X-Test-Fault": "session"})
     assert status == 500 and DEMO_500_MARKER in body and headers["X-Error-Reference"].encode() in body
     status, headers, body = browser_for(server, accounts, "staff").request("/fail/")
     assert status == 500 and DEMO_500_MARKER in body and b"Traceback" not in body
