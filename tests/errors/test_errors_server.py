@@ -23,8 +23,7 @@ import pytest
 
 from instrumented.errors.records import normalize_reference
 from instrumented.memcached import get_store
-from tests.support.ports import free_port, wait_for_port
-from tests.support.servers import EXAMPLE, SiteServer, server_env
+from tests.support.servers import EXAMPLE, SiteServer, server_env, start_site
 
 USERS = ["anonymous", "user", "staff", "inactive_superuser", "superuser"]
 FAULTS = {
@@ -55,9 +54,7 @@ NEEDLES = [
 
 
 def error_env(data_dir: Path, prefix: str, **extra: str) -> dict[str, str]:
-    env = server_env(data_dir, prefix, **extra)
-    env["DJANGO_SETTINGS_MODULE"] = "tests.support.fault_settings"
-    return env
+    return server_env(data_dir, prefix, DJANGO_SETTINGS_MODULE="tests.support.fault_settings", **extra)
 
 
 @pytest.fixture
@@ -66,19 +63,8 @@ def start_error_site(site_data_dir: Path, _isolated_stats: str) -> Iterator:
     servers: list[SiteServer] = []
 
     def start(kind: str = "wsgi", **extra: str) -> SiteServer:
-        port = free_port()
-        if kind == "wsgi":
-            cmd = [sys.executable, "-m", "gunicorn", "demo.wsgi:application", "--workers", "2"]
-            cmd += ["--bind", f"127.0.0.1:{port}", "--log-level", "warning"]
-        else:
-            cmd = [sys.executable, "-m", "uvicorn", "demo.asgi:application", "--workers", "2"]
-            cmd += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-        proc = subprocess.Popen(
-            cmd, cwd=EXAMPLE, env=error_env(site_data_dir, _isolated_stats, **extra), stderr=subprocess.DEVNULL
-        )
-        server = SiteServer(proc, port)
+        server = start_site(error_env(site_data_dir, _isolated_stats, **extra), kind, workers=2, quiet=True)
         servers.append(server)
-        wait_for_port(port, timeout=30, proc=proc)
         return server
 
     yield start

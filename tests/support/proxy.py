@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from tests.support.mysql import MARIADB
 from tests.support.ports import free_port, wait_for_port
+from tests.support.servers import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "mysql_proxy_lua" / "query_log.lua"
@@ -43,14 +43,7 @@ class ProxyProcess:
 
     def stop(self) -> int:
         """SIGTERM and wait; returns the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return stop_process(self.proc, timeout=10)
 
 
 def start_proxy(tmp: Path, script: Path | None = SCRIPT, backends: list[str] | None = None,
