@@ -12,6 +12,7 @@ import time
 import pytest
 
 from tests.support.proxy import connect, control, quiet_connect, start_proxy
+
 from .rawclient import RawClient
 
 VIEW = "/*view='shop%3Abook',route='books%2F%3Cint%3Abook_id%3E%2F'*/"

@@ -15,8 +15,8 @@ from django.conf import settings
 from django.core.management import call_command
 from django.test import override_settings
 
-from tests.support.proxy import ProxyProcess, control, start_proxy
 from tests.querylog.test_dba_panel import database_alias, mysql_alias, section, text_of
+from tests.support.proxy import ProxyProcess, control, start_proxy
 
 pytestmark = pytest.mark.django_db
 
