@@ -155,7 +155,7 @@ def sql_wrapper(execute: Callable[..., Any], sql: str, params: Any, many: bool, 
         else:
             entry[0] += 1
             entry[1] += elapsed
-            if entry[0] == probe.threshold:
+            if entry[0] == probe.threshold and key[1] is not OTHER_SQL:  # the overflow bucket has no one site
                 locate(probe, key, sys._getframe(1))
         if not many:
             # The SQL's hash is cached by the lookup above; parameters are mostly a tuple already.
@@ -173,7 +173,8 @@ def sql_wrapper(execute: Callable[..., Any], sql: str, params: Any, many: bool, 
             entry[3] += 1
             if elapsed > entry[4]:
                 entry[4] = elapsed
-            locate(probe, key, sys._getframe(1))
+            if key[1] is not OTHER_SQL:
+                locate(probe, key, sys._getframe(1))
 
 
 def install_on(connection: BaseDatabaseWrapper) -> None:
