@@ -105,7 +105,11 @@ class InstrumentedMiddleware:
             user = request.__dict__.get("user")
             if user is not None and (not issubclass(type(user), LazyObject) or user._wrapped is not empty):
                 return None
-            return None if settings.SESSION_COOKIE_NAME in request.COOKIES else False
+            # A substring test before parsing: most anonymous requests carry no session cookie at all.
+            cookie_name = settings.SESSION_COOKIE_NAME
+            if cookie_name not in request.META.get("HTTP_COOKIE", ""):
+                return False
+            return None if cookie_name in request.COOKIES else False
         except Exception as exc:  # noqa: BLE001 - fail open: no header
             failures.record("the Server-Timing header failed", exc)
             return False
