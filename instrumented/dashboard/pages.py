@@ -17,8 +17,9 @@ from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from django.shortcuts import render
 from django.urls import NoReverseMatch, reverse
 
-from ..access import can_view_stats, get_user, protect
+from ..access import can_view_stats, get_user, is_technical_user, protect
 from ..conf import get_config
+from ..display import zone_name
 from ..stats.reader import read_stats
 
 logger = logging.getLogger("instrumented")
@@ -62,6 +63,8 @@ def _base_context(request: HttpRequest) -> dict[str, Any]:
         "dashboard_url": reverse("instrumented:dashboard"),
         "bookmarklet_page_url": reverse("instrumented:bookmarklet"),
         "admin_index_url": None,
+        "time_zone": zone_name(),
+        "errors_url": reverse("instrumented:error_list") if is_technical_user(request) else None,
     }
     try:
         admin_index_url = reverse("admin:index")

@@ -21,7 +21,7 @@ from django.views.decorators.http import require_http_methods
 
 from ..access import get_user, protect
 from ..dashboard.pages import login_url, render_page
-from ..display import duration_us, pretty_sql
+from ..display import duration_us, pretty_sql, proxy_sql
 from . import client as querylog
 
 logger = logging.getLogger("instrumented")
@@ -91,7 +91,7 @@ def _view_data() -> dict[str, Any]:
         digest_rows.append(
             {
                 **row,
-                "pretty": pretty_sql(str(row.get("digest") or "")),
+                "pretty": pretty_sql(proxy_sql(str(row.get("digest") or ""))),
                 "total": duration_us(total),
                 "avg": duration_us(total / count if count else None),
                 "max": duration_us(row.get("max_us")),
