@@ -64,7 +64,7 @@ def _base_context(request: HttpRequest) -> dict[str, Any]:
         "bookmarklet_page_url": reverse("instrumented:bookmarklet"),
         "admin_index_url": None,
         "time_zone": zone_name(),
-        "errors_url": reverse("instrumented:error_list") if is_technical_user(request) else None,
+        "errors_url": errors_url() if is_technical_user(request) else None,
     }
     try:
         admin_index_url = reverse("admin:index")
@@ -76,6 +76,15 @@ def _base_context(request: HttpRequest) -> dict[str, Any]:
     # The wide table needs the width the admin's app sidebar would take.
     context.update(base_template="admin/base_site.html", admin_index_url=admin_index_url, is_nav_sidebar_enabled=False)
     return context
+
+
+def errors_url() -> str | None:
+    """The grouped error list, when the error pages are mounted (``instrumented.urls`` mounts both)."""
+    try:
+        reverse("instrumented:error_detail", args=["0" * 14])
+        return reverse("instrumented:error_list")
+    except NoReverseMatch:
+        return None
 
 
 def login_url() -> str:
