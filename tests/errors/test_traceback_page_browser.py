@@ -7,6 +7,7 @@ each inline handler is a console error in a sandboxed document.
 
 from __future__ import annotations
 
+import os
 import urllib.error
 import urllib.request
 from typing import Any
@@ -14,14 +15,19 @@ from typing import Any
 import pytest
 
 from tests.support import browser
+from tests.support.servers import ROOT
 
 pytestmark = pytest.mark.skipif(browser.missing() is not None, reason=str(browser.missing()))
 
 
-def anonymous_failure(url: str) -> str:
+#: docs/screenshots/make.py sets it: the grouped list's screenshot for docs/errors.md is saved too.
+SCREENSHOTS = os.environ.get("INSTRUMENTED_SCREENSHOTS") == "1"
+
+
+def anonymous_failure(url: str, **headers: str) -> str:
     """The error reference of a request that fails, from the response header."""
     with pytest.raises(urllib.error.HTTPError) as raised:
-        urllib.request.urlopen(url, timeout=10)
+        urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10)
     assert raised.value.code == 500
     return str(raised.value.headers["X-Error-Reference"])
 
@@ -75,3 +81,31 @@ def test_technical_page_has_no_dead_controls_and_no_console_errors(superuser_bro
         "console messages": [m for m in browser.console_messages(driver) if not m.startswith(f"{url} - ")],
     }
     assert found == {"share button": False, "dead controls": [], "console messages": []}
+
+
+def test_grouped_error_list_in_the_admin_look_without_console_errors(superuser_browser):
+    from selenium.webdriver.common.by import By
+
+    server, driver = superuser_browser
+    for _ in range(4):
+        anonymous_failure(server.url + "/fail/")
+    for _ in range(2):
+        anonymous_failure(server.url + "/errors-demo/secret/")
+    anonymous_failure(server.url + "/errors-demo/async/")
+    driver.get(server.url + "/instrumented/")
+    driver.find_element(By.ID, "instr-errors-link").click()
+    assert driver.current_url == server.url + "/instrumented/errors/"
+    rows = driver.find_elements(By.CSS_SELECTOR, "#instr-groups tbody tr")
+    assert len(rows) == 3 and rows[0].is_displayed()
+    assert "admin/css/base.css" in driver.page_source, "the admin's look"
+    if SCREENSHOTS:
+        driver.save_screenshot(str(ROOT / "docs" / "screenshots" / "errors-grouped.png"))
+    # The demo site has no favicon (the admin look is the site's own page: its favicon is the site's).
+    assert [m for m in browser.console_messages(driver) if "/favicon.ico - " not in m] == []
+    # The filter is a plain form: choose a class, and only its row is left.
+    driver.find_element(By.CSS_SELECTOR, "select[name=exception] option[value='ZeroDivisionError']").click()
+    driver.find_element(By.CSS_SELECTOR, "#instr-error-filter button[type=submit]").click()
+    rows = driver.find_elements(By.CSS_SELECTOR, "#instr-groups tbody tr")
+    assert len(rows) == 1 and "shop/views.py:65" in rows[0].text
+    rows[0].find_element(By.PARTIAL_LINK_TEXT, "4").click()
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#instr-occurrences tbody tr")) == 4
