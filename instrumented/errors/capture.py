@@ -197,7 +197,7 @@ def capture(request: HttpRequest | None, exc_info: ExcInfo | None = None, *, vie
     ``view`` names work that is not a request (``task:…``, ``command:…``, :func:`instrumented.record`).
     """
     ref = new_reference()
-    try:
+    with fail_open("capturing an error failed"):  # capturing must never turn one error into two
         if request is not None:
             setattr(request, REQUEST_ATTRIBUTE, ref)
         probe = current_probe.get()
@@ -211,8 +211,6 @@ def capture(request: HttpRequest | None, exc_info: ExcInfo | None = None, *, vie
         config = get_config()
         if config.enabled:
             _store(get_store(), config, ref, request, exc_info, view)
-    except Exception as exc:  # noqa: BLE001 - capturing must never turn one error into two
-        failures.record("capturing an error failed", exc)
     return ref
 
 

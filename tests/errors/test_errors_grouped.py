@@ -9,9 +9,9 @@ import re
 
 import pytest
 from django.test import Client
-from shop.error_settings import with_fault_injection
 
 from instrumented.errors import capture
+from tests.support.faults import with_fault_injection
 
 pytestmark = pytest.mark.django_db
 
@@ -39,7 +39,7 @@ def provoke() -> dict[str, list[str]]:
     for _ in range(3):
         refs["fail"].append(stranger.get("/fail/")["X-Error-Reference"])
     for _ in range(2):
-        refs["late"].append(stranger.get("/fast/", HTTP_X_DEMO_FAULT="late")["X-Error-Reference"])
+        refs["late"].append(stranger.get("/fast/", HTTP_X_TEST_FAULT="late")["X-Error-Reference"])
     return refs
 
 
@@ -58,8 +58,8 @@ def test_one_row_per_class_and_location_with_count_views_times_and_references(ro
     assert len(groups) == 2, groups
     fail = next(row for row in groups if "ZeroDivisionError" in row)
     assert f"{FAIL_AT} 3 shop:fail \u00d73" in fail
-    late = next(row for row in groups if "DemoFault" in row)
-    assert "shop/error_middleware.py:40 2 (no view) \u00d72" in late
+    late = next(row for row in groups if "InjectedFault" in row)
+    assert "tests/support/faults.py:60 2 (no view) \u00d72" in late
     for ref in refs["fail"] + refs["late"]:  # the latest references, linked to their tracebacks
         assert f'href="/instrumented/errors/{ref}/"' in page
     # Times in the site's TIME_ZONE (the demo's is America/Chicago), and the zone named on the page.
@@ -72,8 +72,8 @@ def test_filter_by_view_and_by_class(root):
     provoke()
     by_view = root.get("/instrumented/errors/", {"view": "shop:fail"}).content.decode()
     assert [("ZeroDivisionError" in row) for row in rows(by_view, "instr-groups")] == [True]
-    by_class = root.get("/instrumented/errors/", {"exception": "shop.error_middleware.DemoFault"}).content.decode()
-    assert [("DemoFault" in row) for row in rows(by_class, "instr-groups")] == [True]
+    by_class = root.get("/instrumented/errors/", {"exception": "tests.support.faults.InjectedFault"}).content.decode()
+    assert [("InjectedFault" in row) for row in rows(by_class, "instr-groups")] == [True]
     none = root.get("/instrumented/errors/", {"view": "shop:fail", "exception": "KeyError"}).content.decode()
     assert 'id="instr-groups"' not in none and "No errors match these filters" in none
 
