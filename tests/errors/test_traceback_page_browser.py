@@ -85,6 +85,7 @@ def test_technical_page_has_no_dead_controls_and_no_console_errors(superuser_bro
 
 def test_grouped_error_list_in_the_admin_look_without_console_errors(superuser_browser):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     server, driver = superuser_browser
     for _ in range(4):
@@ -105,7 +106,9 @@ def test_grouped_error_list_in_the_admin_look_without_console_errors(superuser_b
     # The filter is a plain form: choose a class, and only its row is left.
     driver.find_element(By.CSS_SELECTOR, "select[name=exception] option[value='ZeroDivisionError']").click()
     driver.find_element(By.CSS_SELECTOR, "#instr-error-filter button[type=submit]").click()
+    WebDriverWait(driver, 10).until(lambda d: "exception=ZeroDivisionError" in d.current_url)  # the new page
     rows = driver.find_elements(By.CSS_SELECTOR, "#instr-groups tbody tr")
     assert len(rows) == 1 and "shop/views.py:65" in rows[0].text
     rows[0].find_element(By.PARTIAL_LINK_TEXT, "4").click()
+    WebDriverWait(driver, 10).until(lambda d: "show=all" in d.current_url)
     assert len(driver.find_elements(By.CSS_SELECTOR, "#instr-occurrences tbody tr")) == 4
