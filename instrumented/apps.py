@@ -18,6 +18,7 @@ class InstrumentedConfig(AppConfig):
         from . import checks  # noqa: F401 - registers the system checks
         from .errors.capture import connect_receivers
         from .querylog import sqlcomment
+        from .recording import connect_celery, install_command_recording
         from .stats import cache, http
         from .stats.probe import install_on_existing, on_connection_created, on_request_exception
 
@@ -30,3 +31,5 @@ class InstrumentedConfig(AppConfig):
         cache.install()  # cache calls per view and alias
         http.install()  # outgoing HTTP per view and origin
         connect_receivers()  # error references
+        install_command_recording()  # command:<name>
+        connect_celery()  # task:<name>, when Celery is installed
