@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import views
+from . import finding_views, views
 
 app_name = "shop"
 
@@ -11,11 +11,11 @@ urlpatterns = [
     path("fast/", views.fast, name="fast"),
     path("catalogue/", views.catalogue, name="catalogue"),
     path("n-plus-one/", views.n_plus_one, name="n_plus_one"),
-    path("authors/", views.authors, name="authors"),
-    path("duplicates/", views.duplicates, name="duplicates"),
-    path("slow-query/", views.slow_query, name="slow_query"),
-    path("cached/", views.cached, name="cached"),
-    path("outgoing/", views.outgoing, name="outgoing"),
+    path("authors/", finding_views.authors, name="authors"),
+    path("duplicates/", finding_views.duplicates, name="duplicates"),
+    path("slow-query/", finding_views.slow_query, name="slow_query"),
+    path("cached/", finding_views.cached, name="cached"),
+    path("outgoing/", finding_views.outgoing, name="outgoing"),
     path("books/<int:book_id>/", views.book, name="book"),
     path("slow/", views.slow, name="slow"),
     path("fail/", views.fail, name="fail"),

@@ -1,14 +1,9 @@
 """Demo views: one of each kind the stats should tell apart."""
 
 import asyncio
-import json
-import os
 import time
-import urllib.request
 from collections.abc import Iterator
 
-from django.core.cache import caches
-from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
 
@@ -49,77 +44,6 @@ def n_plus_one(request: HttpRequest) -> HttpResponse:
     ensure_catalogue()
     lines = [f"{book.title} by {book.author.name}" for book in Book.objects.order_by("id")[:15]]  # N+1: author
     return HttpResponse("\n".join(lines), content_type="text/plain")
-
-
-def authors(request: HttpRequest) -> HttpResponse:
-    """An N+1 through a reverse relation: one query for the authors, then one per author for their books."""
-    ensure_catalogue()
-    lines = []
-    for author in Author.objects.order_by("id"):
-        titles = [book.title for book in author.books.all()]  # N+1: books
-        lines.append(f"{author.name}: {', '.join(titles)}")
-    return HttpResponse("\n".join(lines), content_type="text/plain")
-
-
-def author_of_the_day() -> Author | None:
-    """A lookup that every part of a page repeats: the same query, the same parameters (a missing cache)."""
-    first = Author.objects.order_by("id").values_list("id", flat=True).first()
-    return Author.objects.filter(pk=first).first()
-
-
-def duplicates(request: HttpRequest) -> JsonResponse:
-    """Exact duplicates: the same statement with the same parameters, three times in one request."""
-    ensure_catalogue()
-    header, sidebar, footer = author_of_the_day(), author_of_the_day(), author_of_the_day()
-    return JsonResponse({"header": str(header), "sidebar": str(sidebar), "footer": str(footer)})
-
-
-def slow_query(request: HttpRequest) -> JsonResponse:
-    """One slow statement (SQLite has no SLEEP(): apps.py gives each connection a demo_sleep(seconds))."""
-    ensure_catalogue()
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT COUNT(*), demo_sleep(%s) FROM shop_book", [0.15])  # slow
-        (books, _slept) = cursor.fetchone()
-    return JsonResponse({"books": books})
-
-
-def bestsellers() -> list[str]:
-    return list(Book.objects.order_by("-price", "id").values_list("title", flat=True)[:5])
-
-
-def cached(request: HttpRequest) -> JsonResponse:
-    """A cached view: this process's memory (LocMem) for the list, the shared memcached for a counter."""
-    ensure_catalogue()
-    top = caches["default"].get_or_set("shop:bestsellers", bestsellers, 60)
-    shared = caches["shared"]
-    stock = shared.get("shop:stock")
-    if stock is None:
-        stock = Book.objects.count()
-        shared.set("shop:stock", stock, 60)
-    return JsonResponse({"bestsellers": top, "stock": stock})
-
-
-def upstream_url(request: HttpRequest) -> str:
-    """The other service the demo calls: DEMO_UPSTREAM_URL, else this site's own fast page."""
-    return os.environ.get("DEMO_UPSTREAM_URL") or request.build_absolute_uri("/fast/")
-
-
-def outgoing(request: HttpRequest) -> JsonResponse:
-    """Calls another service twice, through requests and through urllib (both end in http.client)."""
-    import requests
-
-    url = upstream_url(request)
-    answers = {}
-    try:
-        answers["requests"] = requests.get(url, timeout=2).status_code
-    except requests.RequestException as error:
-        answers["requests"] = type(error).__name__
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            answers["urllib"] = response.status
-    except OSError as error:
-        answers["urllib"] = type(error).__name__
-    return JsonResponse({"upstream": json.dumps(answers)})
 
 
 def book(request: HttpRequest, book_id: int) -> HttpResponse:

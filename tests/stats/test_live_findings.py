@@ -11,7 +11,7 @@ from http.server import ThreadingHTTPServer
 import pytest
 
 from instrumented.stats.reader import read_stats
-from tests.stats.test_callsite import line_of
+from tests.stats.test_callsite import FINDING_VIEWS_PY, line_of
 from tests.stats.test_http_probe import Upstream
 from tests.support.ports import wait_until
 
@@ -68,7 +68,7 @@ def test_findings_merged_across_workers(site_server, upstream):
     (reverse,) = views["shop:authors"]["n_plus_one_suspects"]
     assert reverse["call_sites"] == [
         {
-            "site": f"shop/views.py:{line_of('# N+1: books')} in authors",
+            "site": f"shop/finding_views.py:{line_of('# N+1: books', FINDING_VIEWS_PY)} in authors",
             "requests": 6,
             "hint": 'prefetch_related("books")',
         }
@@ -76,7 +76,8 @@ def test_findings_merged_across_workers(site_server, upstream):
 
     assert views["shop:duplicates"]["duplicates"] == 7 * 4 and views["shop:duplicates"]["n_plus_one"] == 0
     (slow,) = views["shop:slow_query"]["slow_queries"]
-    assert slow["slow"] == 3 and slow["call_sites"][0]["site"] == f"shop/views.py:{line_of('# slow')} in slow_query"
+    where = f"shop/finding_views.py:{line_of('# slow', FINDING_VIEWS_PY)} in slow_query"
+    assert slow["slow"] == 3 and slow["call_sites"][0]["site"] == where
 
     cache = views["shop:cached"]["cache"]["aliases"]
     assert (cache["shared"]["hits"], cache["shared"]["misses"], cache["shared"]["calls"]) == (9, 1, 11)
