@@ -53,6 +53,8 @@ setup(
             "PyMySQL>=1.1",
             "mysqlclient>=2.2",
             "selenium>=4.20",
+            # The Quick start test serves a fresh project's static files the way the README says.
+            "whitenoise>=6",
             "lupa>=2.0",
             "ruff>=0.6",
         ],
