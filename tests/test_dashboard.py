@@ -206,3 +206,15 @@ def test_latency_chart_draws_the_merged_histogram():
     assert "50 requests (50 %)" in svg and "5 requests (5 %)" in svg
     # Without a histogram, the percentile bands are drawn instead.
     assert "ichart-band" in str(charts.latency_distribution(latency, 100))
+
+
+def test_latency_chart_says_below_axis_requests_are_below_it():
+    """Requests faster than the axis start land in the first bar, titled "< its end", never "from 10 ms"."""
+    from instrumented.dashboard import charts
+
+    latency = {"mean": 20.0, "p50": 20.0, "p95": 60.0, "p99": 80.0, "max": 80.0}  # the axis starts at 10 ms
+    histogram = [{"le_ms": 2.0, "count": 40}, {"le_ms": 20.0, "count": 50}, {"le_ms": 80.0, "count": 10}]
+    svg = str(charts.latency_distribution(latency, 100, histogram))
+    assert "<title>&lt; 10.4 ms: 40 requests (40 %)</title>" in svg
+    assert "from 10 ms" not in svg
+    assert "<title>19.8–20.5 ms: 50 requests (50 %)</title>" in svg
