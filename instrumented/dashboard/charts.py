@@ -233,7 +233,7 @@ def _histogram_bars(
         if i == 0 and below_axis:
             span = f"< {_number(end_ms, 'ms')}"
         else:
-            span = f"{_number(start_ms)}–{_number(end_ms, 'ms')}"
+            span = f"{_number(start_ms)} to {_number(end_ms, 'ms')}"
         parts.append(
             format_html(
                 '<rect class="ichart-bar" x="{}" y="{}" width="{}" height="{}">'
