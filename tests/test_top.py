@@ -6,18 +6,26 @@ import io
 import os
 import pty
 import select
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 from django.core.management import CommandError, call_command
 from django.test import Client
 
+from instrumented.aggregate import get_aggregator
+from instrumented.conf import get_config
+from instrumented.probe import Probe
 from instrumented.reader import read_stats
 from instrumented.terminal import render_summary
-from tests.conftest import EXAMPLE, ROOT, free_port
+from tests.conftest import EXAMPLE, ROOT, free_port, wait_until
 
 pytestmark = pytest.mark.django_db(databases=["default", "analytics"])
 
@@ -145,3 +153,93 @@ def test_narrow_terminal_keeps_view_names_readable():
         assert "shop:n_plus_one" in text
         assert ("n-plus-one/<int:page>/" in text) is route_shown
         assert max(len(line) for line in text.splitlines()) <= width
+
+
+def run_command(*args: str, **env_extra: str) -> subprocess.CompletedProcess:
+    """``manage.py ARGS`` in the demo site, in a subprocess, as a script would run it (output to a pipe)."""
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="tests.settings", **env_extra)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(EXAMPLE)])
+    env.pop("COLUMNS", None)
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=EXAMPLE, env=env, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("args", [(), ("--json",)])
+def test_instrumented_stats_exits_non_zero_when_memcached_is_down(args):
+    done = run_command("instrumented_stats", *args, INSTRUMENTED_TEST_MEMCACHED_PORT=str(free_port()))
+    assert done.returncode == 1
+    assert "no data: memcached unavailable" in done.stderr
+    if args:
+        assert '"error": "memcached unavailable' in done.stdout  # the document is still printed
+
+
+def test_instrumented_stats_exits_zero_when_memcached_answers(flush, _isolated_stats):
+    traffic(flush)
+    done = run_command("instrumented_stats", INSTRUMENTED_KEY_PREFIX=_isolated_stats)
+    assert done.returncode == 0, done.stderr
+    assert "shop:fast" in done.stdout
+
+
+def test_stats_and_top_use_the_same_width_in_a_pipe(flush, _isolated_stats):
+    traffic(flush)
+    stats = run_command("instrumented_stats", INSTRUMENTED_KEY_PREFIX=_isolated_stats).stdout
+    top_ = run_command("instrumented_top", "--once", INSTRUMENTED_KEY_PREFIX=_isolated_stats).stdout
+    table_width = {max(len(line) for line in out.splitlines() if "│" in line) for out in (stats, top_)}
+    assert len(table_width) == 1, table_width
+    assert "route" in stats and "p99" in stats  # wide enough for every column
+
+
+LONG_VIEW = "shop:catalogue_by_author_and_publication_year_report"  # 52 characters
+
+
+@contextmanager
+def tmux(args: list[str], width: int, height: int = 50, **env_extra: str) -> Iterator[Callable[[], str]]:
+    """``manage.py ARGS`` in a real terminal (a tmux pane WIDTH x HEIGHT); yields a function reading its screen."""
+    server = f"instr-{uuid.uuid4().hex[:8]}"
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="tests.settings", **env_extra)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(EXAMPLE)])
+    env.pop("COLUMNS", None)
+    env.pop("LINES", None)
+    tmux_ = ["tmux", "-L", server, "-f", "/dev/null"]
+    command = shlex.join([sys.executable, "manage.py", *args])
+    subprocess.run([*tmux_, "new-session", "-d", "-s", "top", "-x", str(width), "-y", str(height), "-c", str(EXAMPLE),
+                    f"{command}; sleep 60"], env=env, check=True)  # fmt: skip
+
+    def screen() -> str:
+        return subprocess.run([*tmux_, "capture-pane", "-p", "-t", "top"], capture_output=True, text=True).stdout
+
+    try:
+        yield screen
+    finally:
+        subprocess.run([*tmux_, "kill-server"], capture_output=True)
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_top_redraws_in_place_in_a_real_terminal(flush, _isolated_stats):
+    """After several refreshes the screen holds one summary line and one table, not a trail of old frames."""
+    traffic(flush)
+    with tmux(["instrumented_top", "--interval", "0.2"], width=120, INSTRUMENTED_KEY_PREFIX=_isolated_stats) as screen:
+        seen: set[str] = set()
+
+        def refreshed_three_times() -> bool:  # the caption's "generated <time>" changes once a second
+            seen.update(line for line in screen().splitlines() if "generated " in line)
+            return len(seen) >= 3
+
+        wait_until(refreshed_three_times, timeout=20, interval=0.2)
+        text = screen()
+    assert sum("view(s) ·" in line for line in text.splitlines()) == 1, text
+    assert sum("refreshing every 0.2 s" in line for line in text.splitlines()) == 1, text
+    assert text.splitlines()[0].startswith("4 view(s) · 7 requests"), text  # the frame starts at the top
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+@pytest.mark.parametrize("command", [["instrumented_top", "--once"], ["instrumented_stats"]])
+def test_eighty_columns_never_break_view_names(flush, _isolated_stats, command):
+    traffic(flush)
+    get_aggregator(get_config()).record(LONG_VIEW, "report/", "GET", 200, 1_000_000, Probe(0))
+    flush()
+    with tmux(command, width=80, INSTRUMENTED_KEY_PREFIX=_isolated_stats) as screen:
+        text = wait_until(lambda: "shop:fast" in screen() and screen(), timeout=20)
+    lines = str(text).splitlines()
+    assert any(LONG_VIEW in line for line in lines), text  # whole, on one line
+    assert all(len(line) <= 80 for line in lines)
+    assert any("shop:n_plus_one" in line for line in lines)
