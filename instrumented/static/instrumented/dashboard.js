@@ -26,11 +26,12 @@
   let timer = null;
   let stopped = false;
 
-  /* Derived numbers, as instrumented/dashboard/views.py:derived() computes them for the first render. */
-  function derive(v, windowSeconds) {
+  /* Derived numbers, as the server's derived() computes them for the first render. Rates are over the
+     span the data covers (covered_seconds), not the whole window: 40 s of data is not 300 s of traffic. */
+  function derive(v, spanSeconds) {
     const busy = v.latency_ms.mean * v.requests;
     return {
-      rpm: (v.requests * 60) / Math.max(windowSeconds, 1),
+      rpm: (v.requests * 60) / Math.max(spanSeconds, 1),
       errorRate: v.requests ? v.errors / v.requests : 0,
       dbShare: busy > 0 ? Math.min(v.db_time_ms / busy, 1) : 0,
     };
@@ -71,8 +72,9 @@
       return;
     }
     const windowSeconds = doc.window_seconds;
+    const spanSeconds = doc.covered_seconds || windowSeconds;
     const needle = (filterBox ? filterBox.value : '').trim().toLowerCase();
-    let rows = doc.views.map((v) => ({v: v, d: derive(v, windowSeconds)}));
+    let rows = doc.views.map((v) => ({v: v, d: derive(v, spanSeconds)}));
     if (needle) {
       rows = rows.filter((r) => (r.v.view + ' ' + r.v.route).toLowerCase().includes(needle));
     }
@@ -146,6 +148,13 @@
     errorBox.textContent = message ? 'No data: ' + message : '';
   }
 
+  /* "Last 300 s", or "Last 300 s (data for 42 s)" while the data covers less than the window. */
+  function spanText(body) {
+    const covered = body.covered_seconds;
+    const text = 'Last ' + body.window_seconds + ' s';
+    return covered && covered < body.window_seconds ? text + ' (data for ' + Math.round(covered) + ' s)' : text;
+  }
+
   function setStatus(text) {
     if (statusLine) {
       statusLine.textContent = text;
@@ -170,7 +179,7 @@
       showError(body.error || '');
       const processes = body.processes + (body.processes === 1 ? ' process' : ' processes');
       const time = new Date(body.generated_at).toLocaleTimeString();
-      setStatus('Last ' + body.window_seconds + ' s \u00b7 ' + processes + ' \u00b7 updated ' + time);
+      setStatus(spanText(body) + ' \u00b7 ' + processes + ' \u00b7 updated ' + time);
       render();
     } catch (error) {
       setStatus('Update failed (' + error + '); retrying\u2026');
