@@ -16,6 +16,9 @@ from pathlib import Path
 
 import pytest
 
+#: Under CI=true, a skipped test fails: CI runs every test (tests/support/ci.py).
+pytest_plugins = ["tests.support.ci"]
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "example"
 
