@@ -57,6 +57,8 @@ setup(
             "whitenoise>=6",
             "lupa>=2.0",
             "ruff>=0.6",
+            # Type-checks instrumented/ in ./bin/test (plain mypy: Django's objects are Any, see pyproject.toml).
+            "mypy>=1.10",
         ],
     },
     entry_points={

@@ -81,7 +81,7 @@ def overhead(batches: int, requests: int) -> dict[str, dict[str, float]]:
     from django.db import connection
     from django.test.utils import override_settings
 
-    from instrumented.probe import install_on, sql_wrapper
+    from instrumented.stats.probe import install_on, sql_wrapper
 
     with_app = WSGIHandler()
     with override_settings(MIDDLEWARE=[]):
@@ -123,35 +123,32 @@ def overhead(batches: int, requests: int) -> dict[str, dict[str, float]]:
 
 def reader_benchmark(processes: int, views: int, rounds: int, full_window: bool) -> dict[str, float]:
     """Simulate ``processes`` x ``views`` through the real aggregator and flusher, then time reads."""
+    from django.conf import settings
     from django.test.utils import override_settings
 
-    from instrumented.conf import get_config
-
     prefix = f"reader{os.getpid()}{processes}x{views}{int(full_window)}"
-    with override_settings(INSTRUMENTED={**get_config(), "KEY_PREFIX": prefix}):
+    with override_settings(INSTRUMENTED={**settings.INSTRUMENTED, "KEY_PREFIX": prefix}):
         return _reader_benchmark(processes, views, rounds, full_window)
 
 
 def _reader_benchmark(processes: int, views: int, rounds: int, full_window: bool) -> dict[str, float]:
-    from unittest import mock
-
-    from instrumented.aggregate import Aggregator
     from instrumented.conf import get_config
-    from instrumented.flusher import Flusher
-    from instrumented.probe import Probe
     from instrumented.reader import read_stats
+    from instrumented.stats.aggregate import Aggregator
+    from instrumented.stats.flusher import Flusher
+    from instrumented.stats.probe import Probe
 
     config = get_config()
     rng = random.Random(5)
     now = time.time()
-    seconds = config["BUCKET_SECONDS"]
+    seconds = config.bucket_seconds
     current = int(now // seconds)
-    buckets = list(range(current - config["WINDOW_SECONDS"] // seconds + 1, current + 1))
+    buckets = list(range(current - config.window_seconds // seconds + 1, current + 1))
     if not full_window:
         buckets = buckets[-1:]
     for _ in range(processes):
         aggregator = Aggregator(config)
-        flusher = Flusher(aggregator, 1.0, config)
+        flusher = Flusher(aggregator, config)
         for bucket in buckets:
             at = bucket * seconds + 1
             for v in range(views):
@@ -163,10 +160,8 @@ def _reader_benchmark(processes: int, views: int, rounds: int, full_window: bool
                     }
                     latency = int(rng.lognormvariate(15, 0.6))
                     aggregator.record(f"app:view_{v}", f"v/{v}/", "GET", 200, latency, probe, now=at)
-            with mock.patch("instrumented.flusher.time.time", return_value=at):
-                flusher.flush()
-        with mock.patch("instrumented.flusher.time.time", return_value=now):
-            flusher.flush()
+            flusher.flush(now=at)
+        flusher.flush(now=now)
     timings: dict[str, list[float]] = {"table": [], "series": []}
     for _ in range(rounds):
         start = time.perf_counter()

@@ -16,8 +16,8 @@ class InstrumentedConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks  # noqa: F401 - registers the system checks
-        from .errors import connect_receivers
-        from .probe import install_on_existing, on_connection_created, on_request_exception
+        from .errors.capture import connect_receivers
+        from .stats.probe import install_on_existing, on_connection_created, on_request_exception
 
         connection_created.connect(on_connection_created, dispatch_uid="instrumented.sql_hook")
         got_request_exception.connect(on_request_exception, dispatch_uid="instrumented.exception_class")

@@ -12,7 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 
-from .conf import get_config, validate
+from .conf import get_config
 
 MIDDLEWARE_PATH = "instrumented.middleware.InstrumentedMiddleware"
 
@@ -22,7 +22,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     """Every INSTRUMENTED value has the right type and range."""
     return [
         Error(problem, hint="See the settings table in django-instrumented's README.", id="instrumented.E001")
-        for problem in validate(get_config())
+        for problem in get_config().problems
     ]
 
 
@@ -53,20 +53,21 @@ def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[CheckMessag
 @register("instrumented")
 def check_memcached(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """memcached answers (a warning only: the site runs fine without it, the stats do not)."""
-    if validate(get_config()) or not get_config()["ENABLED"]:
+    config = get_config()
+    if config.problems or not config.enabled:
         return []
-    from .store import Store
+    from .memcached import Store
 
-    store = Store(get_config())
+    store = Store(config)
     try:
-        reason = store.ping()
+        reason = store.ping(config.keys.ping())
     finally:
         store.close()
     if reason is None:
         return []
     return [
         Warning(
-            f"memcached at {get_config()['SERVERS']} is not answering ({reason}).",
+            f"memcached at {', '.join(config.server_names)} is not answering ({reason}).",
             hint="Start memcached or fix INSTRUMENTED['SERVERS']; the site keeps working but records nothing.",
             id="instrumented.W003",
         )

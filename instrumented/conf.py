@@ -1,13 +1,21 @@
-"""One settings dict, ``INSTRUMENTED = {...}``, merged over documented defaults."""
+"""One settings dict, ``INSTRUMENTED = {...}``, validated once into a frozen, typed :class:`Config`.
+
+Every default lives in :data:`DEFAULTS` and nowhere else. A bad value is reported by the system checks
+(``instrumented.E001``) and replaced by its default, so a typo never breaks the site it instruments.
+"""
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
+
+from .keys import Keys
 
 #: Every setting, its default, and (in the README's table) what it does.
 DEFAULTS: dict[str, Any] = {
@@ -64,39 +72,100 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-class ImproperlyConfiguredSetting(ValueError):
-    """A value in ``INSTRUMENTED`` has the wrong type or range."""
+#: Settings that must be positive numbers: int-only ones, and those that may be fractional.
+_POSITIVE_INTS = (
+    "WINDOW_SECONDS",
+    "BUCKET_SECONDS",
+    "BREAKER_FAILURES",
+    "N_PLUS_ONE_THRESHOLD",
+    "MAX_VIEWS",
+    "MAX_QUERIES_PER_VIEW",
+    "MAX_SQL_LENGTH",
+    "MAX_NAME_LENGTH",
+    "READ_MAX_BYTES",
+    "READ_MAX_VIEWS",
+    "ERROR_PAGES_PER_MINUTE",
+    "ERROR_LOOKUPS_PER_MINUTE",
+)
+_POSITIVE_FLOATS = ("FLUSH_INTERVAL", "CONNECT_TIMEOUT", "TIMEOUT", "BREAKER_COOLDOWN", "BREAKER_MAX_COOLDOWN")
 
 
-@functools.cache
-def get_config() -> dict[str, Any]:
-    """The effective settings: ``settings.INSTRUMENTED`` over ``DEFAULTS`` (cached; cleared on override)."""
-    user = getattr(settings, "INSTRUMENTED", None) or {}
-    config = dict(DEFAULTS)
-    if isinstance(user, dict):
-        config.update(user)
-    return config
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The effective settings, each field the lower-case name of its ``INSTRUMENTED`` key, already validated."""
+
+    servers: tuple[tuple[str, int], ...]
+    key_prefix: str
+    enabled: bool
+    window_seconds: int
+    bucket_seconds: int
+    flush_interval: float
+    connect_timeout: float
+    timeout: float
+    breaker_failures: int
+    breaker_cooldown: float
+    breaker_max_cooldown: float
+    n_plus_one_threshold: int
+    sample_rate: float
+    max_views: int
+    max_queries_per_view: int
+    max_sql_length: int
+    max_name_length: int
+    read_max_bytes: int
+    read_max_views: int
+    ignore_views: tuple[str, ...]
+    permission_callback: str | Callable[..., Any] | None
+    superuser_callback: str | Callable[..., Any] | None
+    strict_reporter_filter: bool
+    error_pages_per_minute: int
+    error_lookups_per_minute: int
+    querylog_database: str
+    #: What was wrong with ``INSTRUMENTED`` (each bad value was replaced by its default).
+    problems: tuple[str, ...] = ()
+
+    @property
+    def ttl(self) -> int:
+        """Expiry of everything written for the window: the window plus two buckets of slack."""
+        return self.window_seconds + 2 * self.bucket_seconds
+
+    @property
+    def window_buckets(self) -> int:
+        """Buckets in the window (rounded up)."""
+        return -(-self.window_seconds // self.bucket_seconds)
+
+    @property
+    def keys(self) -> Keys:
+        """The memcached key scheme under this KEY_PREFIX."""
+        return Keys(self.key_prefix)
+
+    @property
+    def server_names(self) -> list[str]:
+        """The servers as ``host:port`` strings, for messages."""
+        return [f"{host}:{port}" for host, port in self.servers]
 
 
-def validate(config: dict[str, Any]) -> list[str]:
-    """Human-readable problems with ``config`` (empty when it is fine); used by the system checks."""
-    problems: list[str] = []
-    user = getattr(settings, "INSTRUMENTED", None)
-    if user is not None and not isinstance(user, dict):
-        return [f"INSTRUMENTED must be a dict, not {type(user).__name__}."]
-    unknown = sorted(set(user or {}) - set(DEFAULTS))
-    if unknown:
-        problems.append(f"Unknown INSTRUMENTED keys: {', '.join(unknown)}.")
-    servers = config["SERVERS"]
+def _bad(raw: dict[str, Any], problems: list[str], key: str, message: str) -> None:
+    """Report ``message`` and fall back to the default of ``key``."""
+    problems.append(message)
+    raw[key] = DEFAULTS[key]
+
+
+def _servers(raw: dict[str, Any], problems: list[str]) -> list[str]:
+    """The valid ``host:port`` entries of SERVERS (the default when none is valid)."""
+    servers = raw["SERVERS"]
     if isinstance(servers, str):
         servers = [servers]
     if not isinstance(servers, list | tuple) or not servers:
         problems.append("SERVERS must be a non-empty list of 'host:port' strings.")
-    else:
-        for server in servers:
-            if not isinstance(server, str) or not parse_server(server):
-                problems.append(f"SERVERS entry {server!r} is not 'host:port'.")
-    prefix = config["KEY_PREFIX"]
+        return list(DEFAULTS["SERVERS"])
+    wrong = [s for s in servers if not isinstance(s, str) or not parse_server(s)]
+    problems.extend(f"SERVERS entry {s!r} is not 'host:port'." for s in wrong)
+    return [s for s in servers if s not in wrong] or list(DEFAULTS["SERVERS"])
+
+
+def _check_ranges(raw: dict[str, Any], problems: list[str]) -> None:
+    """Every other value's type and range; a bad one is reported and replaced by its default."""
+    prefix = raw["KEY_PREFIX"]
     if (
         not isinstance(prefix, str)
         or not prefix
@@ -104,42 +173,81 @@ def validate(config: dict[str, Any]) -> list[str]:
         or not prefix.isascii()
         or any(c.isspace() or c == ":" for c in prefix)
     ):
-        problems.append("KEY_PREFIX must be 1-40 ASCII characters without spaces or ':'.")
-    positive = {
-        "WINDOW_SECONDS": int,
-        "BUCKET_SECONDS": int,
-        "FLUSH_INTERVAL": (int, float),
-        "CONNECT_TIMEOUT": (int, float),
-        "TIMEOUT": (int, float),
-        "BREAKER_FAILURES": int,
-        "BREAKER_COOLDOWN": (int, float),
-        "BREAKER_MAX_COOLDOWN": (int, float),
-        "N_PLUS_ONE_THRESHOLD": int,
-        "MAX_VIEWS": int,
-        "MAX_QUERIES_PER_VIEW": int,
-        "MAX_SQL_LENGTH": int,
-        "MAX_NAME_LENGTH": int,
-        "READ_MAX_BYTES": int,
-        "READ_MAX_VIEWS": int,
-        "ERROR_PAGES_PER_MINUTE": int,
-        "ERROR_LOOKUPS_PER_MINUTE": int,
-    }
-    for key, kind in positive.items():
-        value = config[key]
+        _bad(raw, problems, "KEY_PREFIX", "KEY_PREFIX must be 1-40 ASCII characters without spaces or ':'.")
+    for key in (*_POSITIVE_INTS, *_POSITIVE_FLOATS):
+        value = raw[key]
+        kind = int if key in _POSITIVE_INTS else int | float
         if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
-            problems.append(f"{key} must be a positive number, not {value!r}.")
-    if not problems and config["WINDOW_SECONDS"] < config["BUCKET_SECONDS"]:
-        problems.append("WINDOW_SECONDS must be at least BUCKET_SECONDS.")
-    if not problems and config["WINDOW_SECONDS"] > 24 * 3600:
-        problems.append("WINDOW_SECONDS must be at most one day (memcached keeps stats for the window only).")
-    rate = config["SAMPLE_RATE"]
+            _bad(raw, problems, key, f"{key} must be a positive number, not {value!r}.")
+    if raw["WINDOW_SECONDS"] < raw["BUCKET_SECONDS"]:
+        _bad(raw, problems, "WINDOW_SECONDS", "WINDOW_SECONDS must be at least BUCKET_SECONDS.")
+        raw["BUCKET_SECONDS"] = DEFAULTS["BUCKET_SECONDS"]
+    if raw["WINDOW_SECONDS"] > 24 * 3600:
+        message = "WINDOW_SECONDS must be at most one day (memcached keeps stats for the window only)."
+        _bad(raw, problems, "WINDOW_SECONDS", message)
+    rate = raw["SAMPLE_RATE"]
     if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1:
-        problems.append(f"SAMPLE_RATE must be between 0 and 1, not {rate!r}.")
-    if not isinstance(config["QUERYLOG_DATABASE"], str) or not config["QUERYLOG_DATABASE"]:
-        problems.append("QUERYLOG_DATABASE must be the name of a DATABASES alias.")
-    if not isinstance(config["IGNORE_VIEWS"], list | tuple):
-        problems.append("IGNORE_VIEWS must be a list of view names or 'namespace:' prefixes.")
-    return problems
+        _bad(raw, problems, "SAMPLE_RATE", f"SAMPLE_RATE must be between 0 and 1, not {rate!r}.")
+    if not isinstance(raw["QUERYLOG_DATABASE"], str) or not raw["QUERYLOG_DATABASE"]:
+        _bad(raw, problems, "QUERYLOG_DATABASE", "QUERYLOG_DATABASE must be the name of a DATABASES alias.")
+    ignore = raw["IGNORE_VIEWS"]
+    if not isinstance(ignore, list | tuple) or not all(isinstance(p, str) for p in ignore):
+        _bad(raw, problems, "IGNORE_VIEWS", "IGNORE_VIEWS must be a list of view names or 'namespace:' prefixes.")
+    for key in ("PERMISSION_CALLBACK", "SUPERUSER_CALLBACK"):
+        if raw[key] is not None and not isinstance(raw[key], str) and not callable(raw[key]):
+            _bad(raw, problems, key, f"{key} must be a dotted path, a callable or None.")
+
+
+def load(user: object) -> Config:
+    """Validate a raw ``INSTRUMENTED`` value into a :class:`Config`; bad values become their defaults."""
+    problems: list[str] = []
+    if user is None:
+        user = {}
+    if not isinstance(user, Mapping):
+        problems.append(f"INSTRUMENTED must be a dict, not {type(user).__name__}.")
+        user = {}
+    unknown = sorted(str(key) for key in set(user) - set(DEFAULTS))
+    if unknown:
+        problems.append(f"Unknown INSTRUMENTED keys: {', '.join(unknown)}.")
+    raw = {**DEFAULTS, **{k: v for k, v in user.items() if k in DEFAULTS}}
+
+    servers = _servers(raw, problems)
+    _check_ranges(raw, problems)
+    return Config(
+        servers=tuple(address for address in map(parse_server, servers) if address),
+        key_prefix=raw["KEY_PREFIX"],
+        enabled=bool(raw["ENABLED"]),
+        window_seconds=raw["WINDOW_SECONDS"],
+        bucket_seconds=raw["BUCKET_SECONDS"],
+        flush_interval=float(raw["FLUSH_INTERVAL"]),
+        connect_timeout=float(raw["CONNECT_TIMEOUT"]),
+        timeout=float(raw["TIMEOUT"]),
+        breaker_failures=raw["BREAKER_FAILURES"],
+        breaker_cooldown=float(raw["BREAKER_COOLDOWN"]),
+        breaker_max_cooldown=float(raw["BREAKER_MAX_COOLDOWN"]),
+        n_plus_one_threshold=raw["N_PLUS_ONE_THRESHOLD"],
+        sample_rate=float(raw["SAMPLE_RATE"]),
+        max_views=raw["MAX_VIEWS"],
+        max_queries_per_view=raw["MAX_QUERIES_PER_VIEW"],
+        max_sql_length=raw["MAX_SQL_LENGTH"],
+        max_name_length=raw["MAX_NAME_LENGTH"],
+        read_max_bytes=raw["READ_MAX_BYTES"],
+        read_max_views=raw["READ_MAX_VIEWS"],
+        ignore_views=tuple(raw["IGNORE_VIEWS"]),
+        permission_callback=raw["PERMISSION_CALLBACK"],
+        superuser_callback=raw["SUPERUSER_CALLBACK"],
+        strict_reporter_filter=bool(raw["STRICT_REPORTER_FILTER"]),
+        error_pages_per_minute=raw["ERROR_PAGES_PER_MINUTE"],
+        error_lookups_per_minute=raw["ERROR_LOOKUPS_PER_MINUTE"],
+        querylog_database=raw["QUERYLOG_DATABASE"],
+        problems=tuple(problems),
+    )
+
+
+@functools.cache
+def get_config() -> Config:
+    """The effective settings, validated once (cached; cleared when tests override ``INSTRUMENTED``)."""
+    return load(getattr(settings, "INSTRUMENTED", None))
 
 
 def parse_server(server: str) -> tuple[str, int] | None:

@@ -16,11 +16,12 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponseBase
 
-from .aggregate import NOT_FOUND_VIEW, UNRESOLVED_VIEW, get_aggregator
-from .conf import get_config
-from .flusher import ensure_flusher
-from .probe import Probe, current_probe
-from .store import failures
+from .conf import Config, get_config
+from .failopen import failures
+from .naming import unresolved_name, view_name
+from .stats.aggregate import get_aggregator
+from .stats.flusher import ensure_flusher
+from .stats.probe import Probe, current_probe
 
 
 class InstrumentedMiddleware:
@@ -35,7 +36,7 @@ class InstrumentedMiddleware:
         if self.is_async:
             markcoroutinefunction(self)
         self._ignored: dict[str, bool] = {}
-        self._config: dict[str, Any] | None = None
+        self._config: Config | None = None
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:
@@ -54,9 +55,9 @@ class InstrumentedMiddleware:
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         probe = self._begin()
         if probe is None:
-            return await self.get_response(request)  # type: ignore[misc]
+            return await self.get_response(request)
         try:
-            response = await self.get_response(request)  # type: ignore[misc]
+            response = await self.get_response(request)
         except BaseException:
             self._finish(request, None, probe)
             raise
@@ -66,9 +67,9 @@ class InstrumentedMiddleware:
     def _begin(self) -> Probe | None:
         """A new probe for this request, or None when recording is off or the request is not sampled."""
         config = get_config()
-        if not config["ENABLED"]:
+        if not config.enabled:
             return None
-        rate = config["SAMPLE_RATE"]
+        rate = config.sample_rate
         if rate < 1.0 and random.random() >= rate:
             current_probe.set(None)
             return None
@@ -93,11 +94,9 @@ class InstrumentedMiddleware:
             status = response.status_code if response is not None else 500
             match = getattr(request, "resolver_match", None)
             if match is not None:
-                view = match.view_name or match._func_path
-                route = str(match.route or "")
+                view, route = view_name(match), str(match.route or "")
             else:
-                view = NOT_FOUND_VIEW if status == 404 else UNRESOLVED_VIEW
-                route = ""
+                view, route = unresolved_name(status), ""
             config = get_config()
             if config is not self._config:  # settings changed (tests): forget what was decided under the old
                 self._config, self._ignored = config, {}
@@ -115,9 +114,8 @@ class InstrumentedMiddleware:
 
     def _is_ignored(self, view: str) -> bool:
         """Whether ``view`` matches IGNORE_VIEWS (an exact name, or a 'namespace:' prefix); remembered."""
-        patterns = get_config()["IGNORE_VIEWS"]
+        patterns = get_config().ignore_views
         ignored = any(view == p or (p.endswith(":") and view.startswith(p)) for p in patterns)
         if len(self._ignored) < 10_000:
             self._ignored[view] = ignored
         return ignored
-

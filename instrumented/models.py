@@ -17,3 +17,6 @@ class QueryLogControl(models.Model):
         default_permissions = ()
         permissions = [("control_querylog", "Can switch the MySQL proxy query log on and off")]
         verbose_name = "query log control"
+
+    def __str__(self) -> str:
+        return "query log control"

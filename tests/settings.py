@@ -1,20 +1,14 @@
 """Test settings: the demo site's, pointed at the memcached that the test run starts."""
 
 import os
-import socket
 import uuid
 
 from demo.settings import *  # noqa: F403
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
+from tests.support.ports import free_port
 
 # Subprocess servers (gunicorn, uvicorn) import these settings too: the env vars keep them on the same memcached.
-MEMCACHED_PORT = int(os.environ.setdefault("INSTRUMENTED_TEST_MEMCACHED_PORT", str(_free_port())))
+MEMCACHED_PORT = int(os.environ.setdefault("INSTRUMENTED_TEST_MEMCACHED_PORT", str(free_port())))
 KEY_PREFIX = os.environ.setdefault("INSTRUMENTED_KEY_PREFIX", "t" + uuid.uuid4().hex[:8])
 
 DATABASES = {

@@ -3,7 +3,7 @@
 import pytest
 from django.core.checks import run_checks
 
-from instrumented.conf import DEFAULTS, get_config, parse_server, validate
+from instrumented.conf import DEFAULTS, get_config, load, parse_server
 
 
 def ids(messages) -> set[str]:
@@ -12,8 +12,8 @@ def ids(messages) -> set[str]:
 
 def test_defaults_are_valid(settings):
     settings.INSTRUMENTED = {}
-    assert validate(get_config()) == []
-    assert get_config()["WINDOW_SECONDS"] == DEFAULTS["WINDOW_SECONDS"] == 300
+    assert get_config().problems == ()
+    assert get_config().window_seconds == DEFAULTS["WINDOW_SECONDS"] == 300
 
 
 @pytest.mark.parametrize(
@@ -31,9 +31,24 @@ def test_defaults_are_valid(settings):
 )
 def test_bad_settings_are_reported(settings, override, fragment):
     settings.INSTRUMENTED = {**settings.INSTRUMENTED, **override}
-    problems = validate(get_config())
+    problems = get_config().problems
     assert any(fragment in p for p in problems), problems
     assert "instrumented.E001" in ids(run_checks(tags=["instrumented"]))
+
+
+def test_bad_values_fall_back_to_their_defaults():
+    config = load({"MAX_VIEWS": "many", "TIMEOUT": 2, "SERVERS": ["nohost", "10.0.0.1:11211"], "KEY_PREFIX": "a b"})
+    assert config.max_views == DEFAULTS["MAX_VIEWS"]
+    assert config.timeout == 2.0 and isinstance(config.timeout, float)
+    assert config.servers == (("10.0.0.1", 11211),)
+    assert config.key_prefix == DEFAULTS["KEY_PREFIX"]
+    assert len(config.problems) == 3
+
+
+def test_config_is_frozen():
+    config = load({})
+    with pytest.raises(AttributeError):
+        config.max_views = 1  # type: ignore[misc]
 
 
 def test_settings_must_be_a_dict(settings):

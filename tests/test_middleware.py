@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import AsyncClient, Client
 
-from instrumented.reader import read_stats
+from instrumented.stats.reader import read_stats
 
 
 def view_stats(name: str) -> dict:

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from tests import browser
-from tests.conftest import ROOT, Memcached, free_port, wait_for_port, wait_until
+from tests.support import browser
+from tests.support.ports import free_port, wait_for_port, wait_until
+from tests.support.servers import ROOT, Memcached
 
 pytestmark = pytest.mark.skipif(browser.missing() is not None, reason=str(browser.missing()))
 

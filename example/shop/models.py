@@ -6,11 +6,17 @@ from django.db import models
 class Author(models.Model):
     name = models.CharField(max_length=100)
 
+    def __str__(self) -> str:
+        return self.name
+
 
 class Book(models.Model):
     title = models.CharField(max_length=200)
     author = models.ForeignKey(Author, on_delete=models.CASCADE, related_name="books")
     price = models.DecimalField(max_digits=8, decimal_places=2, default=10)
+
+    def __str__(self) -> str:
+        return self.title
 
 
 class PageView(models.Model):
@@ -18,3 +24,6 @@ class PageView(models.Model):
 
     path = models.CharField(max_length=200)
     at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.path

@@ -10,8 +10,8 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from instrumented import querylog
 from instrumented.display import duration_us, escape_controls, plain, pretty_sql
+from instrumented.querylog import client as querylog
 
 
 def sql_cell(sql: Any) -> Syntax:

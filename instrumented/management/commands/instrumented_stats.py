@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...display import escape_controls, terminal_json
-from ...reader import read_stats
+from ...stats.reader import read_stats
 
 
 class Command(BaseCommand):
@@ -28,7 +28,7 @@ class Command(BaseCommand):
         if options["json"]:
             self.stdout.write(terminal_json(stats))
         else:
-            from ...terminal import make_console, render_table
+            from ...dashboard.terminal import make_console, render_table
 
             console = make_console(self.stdout)
             console.print(render_table(stats, width=console.width))

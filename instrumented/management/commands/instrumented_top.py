@@ -7,8 +7,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ...reader import read_stats
-from ...terminal import SORT_KEYS, make_console, render_top
+from ...dashboard.terminal import SORT_KEYS, make_console, render_top
+from ...stats.reader import read_stats
 
 
 class Command(BaseCommand):

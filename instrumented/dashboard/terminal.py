@@ -1,0 +1,156 @@
+"""Rich renderings of the reader's document, shared by the terminal commands."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from ..display import escape_controls, plain
+
+#: Sort keys accepted by the terminal commands, mapped to a function of one view dict.
+SORT_KEYS: dict[str, Any] = {
+    "requests": lambda v: v["requests"],
+    "errors": lambda v: v["errors"],
+    "p50": lambda v: v["latency_ms"]["p50"],
+    "p95": lambda v: v["latency_ms"]["p95"],
+    "p99": lambda v: v["latency_ms"]["p99"],
+    "max": lambda v: v["latency_ms"]["max"],
+    "queries": lambda v: v["queries"]["mean"],
+    "db": lambda v: v["db_time_ms"],
+    "n1": lambda v: v["n_plus_one"],
+}
+
+
+#: Columns left out, in this order, until the longest view name fits whole in the terminal's width;
+#: below WIDE_COLUMNS characters the first three always are.
+DROP_ORDER = ("route", "p99", "q max", "max", "db", "p50", "q/req", "N+1")
+NARROW_DROPS = frozenset(DROP_ORDER[:3])
+WIDE_COLUMNS = 120
+#: Widest the route column gets (cut with an ellipsis beyond).
+ROUTE_MAX_WIDTH = 24
+#: Width of the output when it is not a terminal (a pipe, a file) and COLUMNS is unset: whole view
+#: names for scripts, the same for instrumented_stats and instrumented_top.
+PIPE_WIDTH = 160
+
+
+def make_console(out: Any) -> Console:
+    """A rich Console writing straight to the stream under Django's OutputWrapper, if any.
+
+    The wrapper adds a newline to every write that lacks one, which breaks rich's in-place redraw
+    (every refresh of ``instrumented_top`` left its summary line behind). A terminal gets its own
+    width; anything else COLUMNS, or PIPE_WIDTH.
+    """
+    stream = getattr(out, "_out", out)
+    width = None if Console(file=stream).is_terminal or os.environ.get("COLUMNS") else PIPE_WIDTH
+    return Console(file=stream, width=width, soft_wrap=False)
+
+
+def _fitting_columns(names: list[str], widths: dict[str, int], width: int | None) -> list[str]:
+    """The columns to show in ``width`` characters: DROP_ORDER's left out until every one fits whole."""
+    if width is None:
+        return names
+    if width < WIDE_COLUMNS:
+        names = [name for name in names if name not in NARROW_DROPS]
+    for name in [n for n in DROP_ORDER if n in names]:
+        # a rich box table: one border per column and one more, two characters of padding per column
+        if 1 + sum(widths[kept] + 3 for kept in names) <= width:
+            break
+        names.remove(name)
+    return names
+
+
+def render_table(
+    stats: dict[str, Any], sort: str = "requests", limit: int | None = None, width: int | None = None
+) -> Table:
+    """A table of every view: requests, errors, latency percentiles (ms), queries, N+1 (names shown escaped).
+
+    View names are never broken over lines: in a narrow ``width`` (80 columns) columns are left out in
+    DROP_ORDER until the longest name fits; a name longer than even that is cut with an ellipsis.
+    """
+    title = f"django-instrumented — last {stats['window_seconds']} s, {stats['processes']} process(es), ms"
+    table = Table(title=title, caption=plain(stats.get("error") or f"generated {stats['generated_at']}"))
+    columns: list[tuple[str, Any]] = [
+        ("view", lambda v, lat: plain(v["view"])),
+        ("route", lambda v, lat: plain(v["route"])),
+        ("req", lambda v, lat: str(v["requests"])),
+        ("err", lambda v, lat: str(v["errors"])),
+        ("p50", lambda v, lat: f"{lat['p50']:.1f}"),
+        ("p95", lambda v, lat: f"{lat['p95']:.1f}"),
+        ("p99", lambda v, lat: f"{lat['p99']:.1f}"),
+        ("max", lambda v, lat: f"{lat['max']:.1f}"),
+        ("q/req", lambda v, lat: f"{v['queries']['mean']:.1f}"),
+        ("q max", lambda v, lat: str(v["queries"]["max"])),
+        ("db", lambda v, lat: f"{v['db_time_ms']:.1f}"),
+        ("N+1", lambda v, lat: str(v["n_plus_one"])),
+    ]
+    views = sorted(stats["views"], key=SORT_KEYS.get(sort, SORT_KEYS["requests"]), reverse=True)
+    if limit is not None:
+        views = views[:limit]
+    cells = [[cell(v, v["latency_ms"]) for _, cell in columns] for v in views]
+    widths = {name: max([len(name), *(len(row[i]) for row in cells)]) for i, (name, _) in enumerate(columns)}
+    widths["route"] = min(widths["route"], ROUTE_MAX_WIDTH)
+    names = _fitting_columns([name for name, _ in columns], widths, width)
+    index = {name: i for i, (name, _) in enumerate(columns)}
+    for name in names:
+        if name == "view":
+            table.add_column(name, no_wrap=True, overflow="ellipsis", min_width=min(widths["view"], 16))
+        elif name == "route":
+            table.add_column(name, no_wrap=True, overflow="ellipsis", max_width=ROUTE_MAX_WIDTH)
+        else:
+            table.add_column(name, justify="right", no_wrap=True)
+    worst_p95 = max((v["latency_ms"]["p95"] for v in views), default=0.0)
+    for v, row in zip(views, cells, strict=True):
+        lat = v["latency_ms"]
+        style = ""
+        if v["errors"]:
+            style = "red"
+        elif v["n_plus_one"] or (worst_p95 and lat["p95"] == worst_p95 and len(views) > 1):
+            style = "yellow"
+        table.add_row(*(row[index[name]] for name in names), style=style)
+    if not views:
+        table.add_row("(no data)", *[""] * (len(names) - 1))
+    return table
+
+
+def render_summary(stats: dict[str, Any]) -> Text:
+    """One line over the whole site: traffic, errors, and the worst views by p95 and by errors."""
+    views = stats["views"]
+    requests = sum(v["requests"] for v in views)
+    errors = sum(v["errors"] for v in views)
+    window = max(int(stats["window_seconds"]), 1)
+    line = Text()
+    line.append(f"{len(views)} view(s) · {requests} requests ({requests / window:.2f}/s) · ")
+    line.append(f"{errors} error(s)", style="bold red" if errors else "")
+    if requests:
+        line.append(f" ({100.0 * errors / requests:.1f} %)")
+    slowest = max(views, key=lambda v: v["latency_ms"]["p95"], default=None)
+    if slowest is not None and slowest["requests"]:
+        line.append(" · slowest p95: ")
+        line.append(f"{escape_controls(slowest['view'])} {slowest['latency_ms']['p95']:.1f} ms", style="bold yellow")
+    failing = max(views, key=lambda v: v["errors"], default=None)
+    if failing is not None and failing["errors"]:
+        line.append(" · most errors: ")
+        line.append(f"{escape_controls(failing['view'])} ({failing['errors']})", style="bold red")
+    if stats.get("error"):
+        line.append(f"\nno data: {escape_controls(str(stats['error']))}", style="bold red")
+    if stats.get("note"):
+        line.append(f"\nincomplete: {escape_controls(str(stats['note']))}", style="yellow")
+    return line
+
+
+def render_top(
+    stats: dict[str, Any],
+    sort: str = "requests",
+    limit: int | None = None,
+    interval: float | None = None,
+    width: int | None = None,
+) -> Group:
+    """What ``instrumented_top`` draws each tick: the summary line, the table, and how to drive it."""
+    hint = f"sorted by {sort}"
+    if interval is not None:
+        hint += f" · refreshing every {interval:g} s · Ctrl-C to quit"
+    return Group(render_summary(stats), render_table(stats, sort, limit, width), Text(hint, style="dim"))

@@ -1,0 +1,1 @@
+"""Error references: capture and store tracebacks, scrub secrets, answer handler500 and the lookup pages."""

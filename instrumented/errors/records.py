@@ -1,0 +1,77 @@
+"""Stored errors: the reference format, and reading an error's metadata, page and the window's list back."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+from ..keys import ERROR_INDEX_SECONDS
+from ..memcached import get_store, unpack
+
+#: Crockford's base32 alphabet: no i, l, o, u, so a reference survives being read over the phone.
+ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+#: 14 characters x 5 bits = 70 random bits.
+REFERENCE_LENGTH = 14
+
+
+def new_reference() -> str:
+    """A random, URL-safe, case-insensitive reference, e.g. ``7kq2m9x4d1h8vz``."""
+    return "".join(secrets.choice(ALPHABET) for _ in range(REFERENCE_LENGTH))
+
+
+def normalize_reference(value: object) -> str | None:
+    """The canonical (lower-case) form of a reference typed by a person, or None when it cannot be one."""
+    if not isinstance(value, str) or len(value) != REFERENCE_LENGTH:
+        return None
+    value = value.lower()
+    if all(c in ALPHABET for c in value):
+        return value
+    return None
+
+
+def load_meta(ref: str) -> dict[str, Any] | None:
+    """An error's metadata and text traceback, or None when expired, unknown or unreachable."""
+    store = get_store()
+    meta = unpack(store.get(store.config.keys.error_meta(ref)))
+    return meta if isinstance(meta, dict) else None
+
+
+def load_page(ref: str) -> str | None:
+    """An error's stored technical page (HTML), or None."""
+    store = get_store()
+    page = unpack(store.get(store.config.keys.error_page(ref)))
+    if isinstance(page, dict) and isinstance(page.get("html"), str):
+        return page["html"]
+    return None
+
+
+def recent_errors(limit: int = 200) -> tuple[list[dict[str, Any]], str | None]:
+    """The window's errors, newest first (at most ``limit``), and the reason when memcached could not be read."""
+    store = get_store()
+    keys, window = store.config.keys, store.config.window_seconds
+    now = time.time()
+    last = int(now // ERROR_INDEX_SECONDS)
+    first = int((now - window) // ERROR_INDEX_SECONDS)
+    indexes = store.get_many([keys.error_index(m) for m in range(first, last + 1)])
+    if indexes is None:
+        return [], store.last_error or "memcached is unavailable"
+    refs: list[str] = []
+    seen: set[str] = set()
+    for minute in range(last, first - 1, -1):
+        raw = indexes.get(keys.error_index(minute), b"")
+        for ref in reversed(raw.decode("ascii", "replace").split()):
+            if ref not in seen and normalize_reference(ref) == ref:
+                seen.add(ref)
+                refs.append(ref)
+    refs = refs[:limit]
+    metas = store.get_many([keys.error_meta(ref) for ref in refs])
+    if metas is None:
+        return [], store.last_error or "memcached is unavailable"
+    errors = []
+    for ref in refs:
+        meta = unpack(metas.get(keys.error_meta(ref)))
+        if isinstance(meta, dict) and isinstance(meta.get("time"), int | float) and now - meta["time"] <= window:
+            errors.append(meta)
+    errors.sort(key=lambda m: -float(m.get("time", 0)))
+    return errors, None

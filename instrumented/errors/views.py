@@ -1,0 +1,210 @@
+"""``handler500`` and the error-reference pages.
+
+``server_error`` answers a technical user (``is_technical_user``) with the technical 500 page of the
+exception being handled, and everyone else with the site's ``500.html`` (given ``error_reference``).
+The lookup views show stored errors to technical users and answer 404 to everyone else, so a
+reference's existence is never confirmed to someone who may not read it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
+from django.template import TemplateDoesNotExist, loader
+from django.utils.cache import add_never_cache_headers
+
+from ..access import SANDBOX_CSP, get_user, is_technical_user, protect
+from ..conf import get_config
+from ..failopen import failures
+from ..keys import RATE_LIMIT_SECONDS
+from ..memcached import get_store
+from .capture import PAGE_ATTRIBUTE, REQUEST_ATTRIBUTE, capture
+from .records import load_meta, load_page, new_reference, normalize_reference, recent_errors
+from .reporter import BoundedExceptionReporter
+
+logger = logging.getLogger("instrumented")
+
+#: The live technical page runs no script at all (the package renders Django's template without it): no
+#: ``allow-scripts``, no ``script-src``, so nothing an attacker gets onto the page can run, even as markup.
+LIVE_TECHNICAL_CSP = SANDBOX_CSP
+HEADER = "X-Error-Reference"
+
+
+def _reference(request: HttpRequest) -> str:
+    """The reference the capture receiver gave this request, or a fresh capture when it did not run."""
+    try:
+        ref = getattr(request, REQUEST_ATTRIBUTE, None)
+        if isinstance(ref, str) and ref:
+            return ref
+        return capture(request)
+    except Exception:  # noqa: BLE001 - a reference must exist even if the request object misbehaves
+        return new_reference()
+
+
+def _wants_html(request: HttpRequest) -> bool:
+    """HTML unless the client asked for something else (as Django's technical_500_response decides)."""
+    try:
+        return bool(request.accepts("text/html"))
+    except Exception:  # noqa: BLE001 - a malformed Accept header: HTML
+        return True
+
+
+def _technical_response(request: HttpRequest, ref: str) -> HttpResponse | None:
+    """The technical 500 page of the exception being handled, with debug headers; None if it cannot be built."""
+    exc_type, exc_value, tb = sys.exc_info()
+    if exc_type is None or exc_value is None:
+        return None
+    try:
+        reporter = BoundedExceptionReporter(request, exc_type, exc_value, tb)
+        if _wants_html(request):
+            stored = getattr(request, PAGE_ATTRIBUTE, None)  # rendered once already, when it was stored
+            html = stored if isinstance(stored, str) else reporter.get_traceback_html()
+            response = HttpResponse(html, status=500)
+        else:
+            response = HttpResponse(reporter.get_traceback_text(), status=500, content_type="text/plain; charset=utf-8")
+        protect(response, sandbox=False)
+        response["Content-Security-Policy"] = LIVE_TECHNICAL_CSP
+        response["Referrer-Policy"] = "no-referrer"
+        response[HEADER] = ref
+        return response
+    except Exception as exc:  # noqa: BLE001 - fall back to the public page rather than raise a second error
+        failures.record("rendering the live technical page failed", exc)
+        return None
+
+
+def _public_response(request: HttpRequest, ref: str) -> HttpResponse:
+    """The site's 500.html, else the shipped one, else plain text; all with the reference."""
+    context = {"error_reference": ref, "request": request}
+    for name in ("500.html", "instrumented/500.html"):
+        try:
+            body = loader.get_template(name).render(context)
+        except TemplateDoesNotExist:
+            continue
+        except Exception as exc:  # noqa: BLE001 - a broken template (or a context processor): try the next one
+            failures.record(f"rendering {name} failed", exc)
+            continue
+        response = HttpResponse(body, status=500)
+        break
+    else:
+        response = HttpResponse(
+            f"Server Error (500)\nError reference: {ref}\n", status=500, content_type="text/plain; charset=utf-8"
+        )
+    add_never_cache_headers(response)
+    response[HEADER] = ref
+    return response
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """``handler500``: the technical page for a technical user, the site's 500 page with a reference otherwise."""
+    ref = _reference(request)
+    if is_technical_user(request):
+        response = _technical_response(request, ref)
+        if response is not None:
+            return response
+    try:
+        return _public_response(request, ref)
+    except Exception:  # noqa: BLE001 - the last resort must not raise
+        response = HttpResponse(f"Server Error (500)\nError reference: {ref}\n", status=500, content_type="text/plain")
+        response[HEADER] = ref
+        return response
+
+
+# -- lookup ------------------------------------------------------------------------------------------------------------
+
+
+def _require_technical(request: HttpRequest) -> None:
+    """404 for anyone who may not read tracebacks: never confirm that a reference exists."""
+    if not is_technical_user(request):
+        raise Http404("Not found")
+
+
+def _rate_limited(request: HttpRequest) -> bool:
+    """More than ERROR_LOOKUPS_PER_MINUTE lookups by this user this minute (memcached counter; fails open)."""
+    config = get_config()
+    user = get_user(request)
+    count = get_store().incr(config.keys.error_lookups(getattr(user, "pk", "")), 1, ttl=RATE_LIMIT_SECONDS)
+    limit = config.error_lookups_per_minute
+    return count is not None and count > limit
+
+
+def _page(request: HttpRequest, template: str, context: dict[str, Any], status: int = 200) -> HttpResponse:
+    """Render one of the package's error pages with sandboxing headers."""
+    response = HttpResponse(loader.render_to_string(template, context), status=status)
+    return protect(response, sandbox=True)
+
+
+def _when(meta: dict[str, Any]) -> str:
+    try:
+        return datetime.fromtimestamp(float(meta["time"]), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (KeyError, TypeError, ValueError, OverflowError, OSError):
+        return "?"
+
+
+def _lookup(request: HttpRequest, ref: str) -> tuple[str | None, HttpResponseBase | None]:
+    """Gate, validate and rate-limit one lookup: (canonical ref, None) or (None, the response to send)."""
+    _require_technical(request)
+    canonical = normalize_reference(ref)
+    if canonical is None:
+        return None, _page(request, "instrumented/errors/missing.html", {"ref": ""}, status=404)
+    if _rate_limited(request):
+        response = _page(request, "instrumented/errors/missing.html", {"ref": canonical, "limited": True}, status=429)
+        response["Retry-After"] = "60"
+        return None, response
+    return canonical, None
+
+
+def error_list(request: HttpRequest) -> HttpResponseBase:
+    """The window's errors, newest first, with links to their pages."""
+    _require_technical(request)
+    if _rate_limited(request):
+        response = _page(request, "instrumented/errors/missing.html", {"limited": True}, status=429)
+        response["Retry-After"] = "60"
+        return response
+    errors, problem = recent_errors()
+    for meta in errors:
+        meta["when"] = _when(meta)
+    context = {"errors": errors, "problem": problem, "window": get_config().window_seconds}
+    return _page(request, "instrumented/errors/list.html", context)
+
+
+def error_detail(request: HttpRequest, ref: str) -> HttpResponseBase:
+    """The stored technical page; the metadata and text traceback when no page was stored."""
+    canonical, response = _lookup(request, ref)
+    if response is not None:
+        return response
+    assert canonical is not None
+    page = load_page(canonical)
+    if page is not None:
+        response = HttpResponse(page)
+        response[HEADER] = canonical
+        return protect(response, sandbox=True)
+    meta = load_meta(canonical)
+    if meta is None:
+        return _page(request, "instrumented/errors/missing.html", {"ref": canonical}, status=404)
+    meta["when"] = _when(meta)
+    return _page(request, "instrumented/errors/detail.html", {"error": meta})
+
+
+def error_text(request: HttpRequest, ref: str) -> HttpResponseBase:
+    """The stored plain-text traceback with its metadata."""
+    canonical, response = _lookup(request, ref)
+    if response is not None:
+        return response
+    assert canonical is not None
+    meta = load_meta(canonical)
+    if meta is None:
+        return _page(request, "instrumented/errors/missing.html", {"ref": canonical}, status=404)
+    header = [
+        f"Error reference: {canonical}",
+        f"Time: {_when(meta)}",
+        f"Request: {meta.get('method', '')} {meta.get('path', '')}",
+        f"View: {meta.get('view', '')} ({meta.get('route', '')})",
+        f"User: {meta.get('user', '')}" + (f" (id {meta['user_id']})" if meta.get("user_id") else ""),
+        "",
+    ]
+    response = HttpResponse("\n".join(header) + str(meta.get("text", "")), content_type="text/plain; charset=utf-8")
+    return protect(response, sandbox=True)

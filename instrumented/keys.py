@@ -1,0 +1,82 @@
+"""Every memcached key this package reads or writes, and the process ids inside them.
+
+Changing the key scheme means editing this file only. Keys are ASCII, far below memcached's 250 bytes,
+and never contain user input unhashed; the prefix carries the schema version, so processes of an old
+and a new release never read each other's values.
+
+``<prefix><version>:<bucket>:<process>``   one process's aggregate of one bucket
+``<prefix><version>:<bucket>:procs``       the processes that wrote a bucket (``add``, then ``append``)
+``<prefix><version>:roll:<process>``       one process's whole-window roll-up (what readers read first)
+``<prefix><version>:err:<ref>:m`` / ``:p`` an error's metadata and text traceback / its technical page
+``<prefix><version>:err:i:<minute>``       the references captured in one minute
+``<prefix><version>:err:rl:<user hash>``   error lookups of one user this minute
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import socket
+from dataclasses import dataclass
+
+#: Bumped whenever the stored format changes, so old and new processes never read each other's values.
+SCHEMA_VERSION = 1
+#: Seconds covered by one error index key.
+ERROR_INDEX_SECONDS = 60
+#: Seconds covered by one lookup rate-limit counter.
+RATE_LIMIT_SECONDS = 60
+
+
+def make_process_id() -> str:
+    """An ASCII id unique to this process across servers and restarts (host, pid, random)."""
+    host = "".join(c for c in socket.gethostname() if c.isascii() and (c.isalnum() or c in "-_."))[:32]
+    return f"{host or 'host'}.{os.getpid()}.{secrets.token_hex(3)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """The key scheme under one configured ``KEY_PREFIX``."""
+
+    key_prefix: str
+
+    @property
+    def prefix(self) -> str:
+        """The configured prefix with the schema version appended."""
+        return f"{self.key_prefix}{SCHEMA_VERSION}"
+
+    # -- stats ----------------------------------------------------------------------------------
+    def bucket(self, bucket: int, process_id: str) -> str:
+        """One process's aggregate for one bucket."""
+        return f"{self.prefix}:{bucket}:{process_id}"
+
+    def bucket_index(self, bucket: int) -> str:
+        """The space-separated list of processes that wrote a bucket."""
+        return f"{self.prefix}:{bucket}:procs"
+
+    def rollup(self, process_id: str) -> str:
+        """One process's whole-window aggregate."""
+        return f"{self.prefix}:roll:{process_id}"
+
+    # -- errors ---------------------------------------------------------------------------------
+    def error_meta(self, ref: str) -> str:
+        """An error's metadata and plain-text traceback."""
+        return f"{self.prefix}:err:{ref}:m"
+
+    def error_page(self, ref: str) -> str:
+        """An error's rendered technical page."""
+        return f"{self.prefix}:err:{ref}:p"
+
+    def error_index(self, minute: int) -> str:
+        """The references captured in one minute (``minute`` = unix time // ERROR_INDEX_SECONDS)."""
+        return f"{self.prefix}:err:i:{minute}"
+
+    def error_lookups(self, user_pk: object) -> str:
+        """The lookup counter of one user (the primary key is hashed: it may be any string)."""
+        who = hashlib.sha256(str(user_pk).encode()).hexdigest()[:16]
+        return f"{self.prefix}:err:rl:{who}"
+
+    # -- health ---------------------------------------------------------------------------------
+    def ping(self) -> str:
+        """A key that is never written: reading it tells whether memcached answers."""
+        return f"{self.prefix}:ping"

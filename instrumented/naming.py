@@ -1,0 +1,40 @@
+"""How things are named in the stats, the error store and the API: one rule each, used everywhere.
+
+A view is named by its resolver match (the URL name, else the dotted function path), never by the
+raw path, so the number of names stays bounded. Requests that resolved to nothing share sentinels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+#: Views beyond MAX_VIEWS, counted together.
+OTHER_VIEW = "(other)"
+#: A 404 that resolved to no view.
+NOT_FOUND_VIEW = "(not found)"
+#: Any other request that never resolved (a middleware answered or raised first).
+UNRESOLVED_VIEW = "(unresolved)"
+
+
+def view_name(match: Any) -> str:
+    """The view's name from a ``ResolverMatch``: ``namespace:name`` when the URL is named, else the dotted path."""
+    return str(match.view_name or match._func_path)
+
+
+def unresolved_name(status: int) -> str:
+    """The sentinel of a request without a resolver match."""
+    return NOT_FOUND_VIEW if status == 404 else UNRESOLVED_VIEW
+
+
+def shorten(name: str, limit: int) -> str:
+    """``name`` cut to ``limit`` characters, keeping it unique with a short hash suffix."""
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha1(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{name[: max(limit - 10, 1)]}…{digest}"
+
+
+def class_name(cls: type[BaseException]) -> str:
+    """``module.Qualname`` (builtins without a module): how the stats and error pages name exceptions."""
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"

@@ -1,0 +1,196 @@
+"""The in-process window: per 10 s bucket, per view, counters and a mergeable latency histogram.
+
+One lock, O(1) work per request (plus one step per distinct SQL template the request ran).
+Snapshots are plain JSON-able dicts; the reader merges them across processes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+from ..conf import Config
+from ..naming import OTHER_VIEW, shorten
+from . import histogram
+from .probe import Probe
+from .snapshot import ViewTotals, template_rank
+
+#: Raw SQL kept per template, as a multiple of MAX_SQL_LENGTH (literals shrink to ``?`` before the cut).
+RAW_SQL_FACTOR = 4
+
+
+class Aggregator:
+    """Per-process buckets of ViewTotals (one per view); the flusher collects the buckets that changed."""
+
+    def __init__(self, config: Config) -> None:
+        self.bucket_seconds = config.bucket_seconds
+        self.max_views = config.max_views
+        self.max_queries = config.max_queries_per_view
+        self.max_sql = config.max_sql_length
+        # Raw SQL is kept longer than it is shown: literals are stripped first, then the text is cut.
+        self.max_raw_sql = RAW_SQL_FACTOR * self.max_sql
+        self.max_name = config.max_name_length
+        self.n_plus_one_threshold = config.n_plus_one_threshold
+        self.lock = threading.Lock()
+        self.buckets: dict[int, dict[str, ViewTotals]] = {}
+        # bucket -> names of the views that changed since the flusher last collected them
+        self.dirty: dict[int, set[str]] = {}
+        # Set by the flusher that writes this aggregate, so the request path can skip checking for it.
+        self.flushing = False
+
+    def record(  # noqa: C901 - the per-request hot path, inlined on purpose (benchmarks/overhead.py)
+        self,
+        view: str,
+        route: str,
+        method: str,
+        status: int,
+        duration_ns: int,
+        probe: Probe,
+        now: float | None = None,
+    ) -> None:
+        """Count one finished request into the current bucket."""
+        if now is None:
+            now = time.time()
+        bucket = int(now // self.bucket_seconds)
+        latency_us = duration_ns / 1000.0
+        queries = 0
+        db_ns = 0
+        if probe.queries:
+            probe_aliases, probe_templates = probe.summarise(self.max_raw_sql)
+            for count, ns in probe_aliases.values():
+                queries += count
+                db_ns += ns
+        is_error = status >= 500 or probe.exception_class is not None
+        threshold = self.n_plus_one_threshold
+        with self.lock:
+            views = self.buckets.get(bucket)
+            if views is None:
+                views = self.buckets[bucket] = {}
+                self._expire_old(bucket)
+            stats = views.get(view)
+            if stats is None:
+                if len(view) > self.max_name:
+                    view = shorten(view, self.max_name)
+                    stats = views.get(view)
+                if stats is None:
+                    if len(views) >= self.max_views:
+                        view, route = OTHER_VIEW, ""
+                        stats = views.get(view)
+                    if stats is None:
+                        stats = views[view] = ViewTotals(shorten(route, self.max_name))
+            stats.requests += 1
+            klass = status // 100 - 2
+            if 0 <= klass <= 3:
+                stats.status[klass] += 1
+            if is_error:
+                stats.errors += 1
+                if probe.exception_class is not None:
+                    entry = stats.exceptions.get(probe.exception_class)
+                    if entry is None:
+                        if len(stats.exceptions) < 20:
+                            stats.exceptions[probe.exception_class] = [1, probe.error_reference or "", now]
+                    else:
+                        entry[0] += 1
+                        if probe.error_reference:
+                            entry[1] = probe.error_reference
+                        entry[2] = now
+            stats.lat_sum += latency_us
+            if latency_us > stats.lat_max:
+                stats.lat_max = latency_us
+            stats.hist[histogram.bin_index(latency_us)] += 1
+            method = method[:16]
+            if method in stats.methods:
+                stats.methods[method] += 1
+            elif len(stats.methods) < 16:
+                stats.methods[method] = 1
+            if queries:
+                stats.queries += queries
+                if queries > stats.queries_max:
+                    stats.queries_max = queries
+                stats.db_us += db_ns / 1000
+                flagged = False
+                templates = stats.templates
+                for sql, (count, ns) in probe_templates.items():
+                    suspect = count >= threshold
+                    flagged = flagged or suspect
+                    entry = templates.get(sql)
+                    if entry is None:
+                        templates[sql] = [count, ns / 1000, 1 if suspect else 0]
+                    else:
+                        entry[0] += count
+                        entry[1] += ns / 1000
+                        if suspect:
+                            entry[2] += 1
+                if flagged:
+                    stats.n_plus_one += 1
+                if len(templates) > 4 * self.max_queries:
+                    self._prune_templates(stats)
+                aliases = stats.aliases
+                for alias, (count, ns) in probe_aliases.items():
+                    entry = aliases.get(alias)
+                    if entry is None:
+                        aliases[alias] = [count, ns / 1000]
+                    else:
+                        entry[0] += count
+                        entry[1] += ns / 1000
+            changed = self.dirty.get(bucket)
+            if changed is None:
+                self.dirty[bucket] = {view}
+            else:
+                changed.add(view)
+
+    def _prune_templates(self, stats: ViewTotals) -> None:
+        """Keep the heaviest templates (by time, N+1 suspects first) so memory stays bounded."""
+        ranked = sorted(stats.templates.items(), key=template_rank, reverse=True)
+        stats.templates = dict(ranked[: 2 * self.max_queries])
+
+    def _expire_old(self, current: int) -> None:
+        """Forget buckets older than the previous one once the flusher has collected them (it keeps copies)."""
+        for bucket in [b for b in self.buckets if b < current - 1 and b not in self.dirty]:
+            del self.buckets[bucket]
+
+    def collect_dirty(self) -> dict[int, dict[str, Any]]:
+        """Snapshots of the views that changed since the last call, per bucket (each view's full state).
+
+        Only changed views are copied, so the lock is held in proportion to the traffic of the last
+        second, not to the number of views.
+        """
+        with self.lock:
+            dirty, self.dirty = self.dirty, {}
+            return {bucket: self._snapshot(bucket, names) for bucket, names in dirty.items() if bucket in self.buckets}
+
+    def _snapshot(self, bucket: int, names: set[str]) -> dict[str, Any]:
+        bucket_views = self.buckets[bucket]
+        views = {name: bucket_views[name].to_snapshot(self.max_queries) for name in names}
+        return {"bucket": bucket, "views": views}
+
+
+_aggregator: Aggregator | None = None
+_aggregator_config: Config | None = None
+_aggregator_lock = threading.Lock()
+
+
+def get_aggregator(config: Config) -> Aggregator:
+    """The process's aggregator (re-created after fork, or when the settings object changes)."""
+    global _aggregator, _aggregator_config
+    aggregator = _aggregator
+    if aggregator is None or _aggregator_config is not config:
+        with _aggregator_lock:
+            if _aggregator is None or _aggregator_config is not config:
+                _aggregator = Aggregator(config)
+                _aggregator_config = config
+            aggregator = _aggregator
+    return aggregator
+
+
+def reset_aggregator() -> None:
+    """Forget all in-process data (tests, and the child after a fork)."""
+    global _aggregator, _aggregator_config, _aggregator_lock
+    _aggregator = None
+    _aggregator_config = None
+    _aggregator_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=reset_aggregator)

@@ -1,0 +1,265 @@
+"""The one reader API: every process's stats of the window, merged per view.
+
+Every consumer (CLI, dashboard, JSON API, bookmarklet, terminal view) calls :func:`read_stats`; none
+reads memcached itself. A full-window read costs two round trips whatever the traffic: one multi-get
+of the ~30 bucket indexes (which processes wrote in the window), one of those processes' window
+roll-ups. Per-bucket snapshots are read instead for per-10 s series, narrower windows, and processes
+whose roll-up is missing or stale (a process that died mid-window): a third round trip, rarely.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from ..keys import Keys
+from ..memcached import Store, ValueTooLarge, get_store, inflate
+from ..naming import OTHER_VIEW
+from . import histogram
+from .snapshot import ViewTotals, cap_views, merge_into
+
+STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
+#: Processes one read asks memcached about (a forged index could list millions); the rest are skipped.
+MAX_PROCESSES_PER_READ = 2000
+
+
+def _ms(us: float) -> float:
+    return round(us / 1000.0, 3)
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+def _p95(encoded: list[str]) -> float:
+    dense = histogram.new()
+    for part in encoded:
+        histogram.merge_encoded(dense, part)
+    return histogram.quantiles(dense, (0.95,))[0]
+
+
+def _view_dict(name: str, m: ViewTotals, top: int, bucket_seconds: int, series: bool) -> dict[str, Any]:
+    p50, p95, p99 = histogram.quantiles(m.hist, (0.50, 0.95, 0.99))
+    requests = max(m.requests, 1)
+    view: dict[str, Any] = {
+        "view": name,
+        "route": m.route,
+        "requests": m.requests,
+        "errors": m.errors,
+        "status": dict(zip(STATUS_CLASSES, m.status, strict=True)),
+        "latency_ms": {
+            "mean": _ms(m.lat_sum / requests),
+            # Estimates never exceed the exact maximum.
+            "p50": _ms(min(p50, m.lat_max)),
+            "p95": _ms(min(p95, m.lat_max)),
+            "p99": _ms(min(p99, m.lat_max)),
+            "max": _ms(m.lat_max),
+        },
+        "queries": {"total": m.queries, "mean": round(m.queries / requests, 2), "max": m.queries_max},
+        "db_time_ms": _ms(m.db_us),
+        "n_plus_one": m.n_plus_one,
+        "top_queries": [
+            {"sql": sql, "count": count, "time_ms": _ms(time_us), "n_plus_one": n1}
+            for sql, (count, time_us, n1) in m.ranked_templates()[:top]
+        ],
+        "methods": dict(sorted(m.methods.items())),
+        "databases": {
+            alias: {"queries": count, "time_ms": _ms(time_us)} for alias, (count, time_us) in sorted(m.aliases.items())
+        },
+        "exceptions": [
+            {"class": cls, "count": count, "last_reference": ref or None, "last_at": _iso(at) if at else None}
+            for cls, (count, ref, at) in sorted(m.exceptions.items(), key=lambda item: -item[1][0])
+        ],
+    }
+    if series:
+        view["series"] = [
+            {
+                "t": _iso(bucket * bucket_seconds),
+                "requests": requests_,
+                "errors": errors_,
+                "p95_ms": _ms(_p95(encoded)),
+            }
+            for bucket, (requests_, errors_, encoded) in sorted(m.series.items())
+        ]
+        view["histogram"] = [
+            {"le_ms": _ms(histogram.bin_value(index)), "count": count} for index, count in enumerate(m.hist) if count
+        ]
+    return view
+
+
+@contextmanager
+def _no_gc_pauses() -> Iterator[None]:
+    """Parsing thousands of small containers triggers repeated full GC passes in a large heap; none are
+    needed (nothing here forms cycles), so collection waits until the parse or merge is done (never
+    across memcached I/O)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+class ReadBudget:
+    """What one read may decode and merge: a byte budget, a per-value cap, a view budget; counts the rest."""
+
+    def __init__(self, max_bytes: int, max_views: int) -> None:
+        self.bytes_left = max_bytes
+        self.value_limit = max(max_bytes // 4, 1)
+        self.max_views = max_views
+        self.skipped = 0
+        self.folded = 0
+        self.processes_skipped = 0
+
+    def decode(self, data: bytes | None) -> Any:
+        """One stored value, parsed, or None: missing, unreadable, or over the cap or what is left (counted)."""
+        if not data:
+            return None
+        try:
+            body = inflate(data, min(self.value_limit, self.bytes_left))
+        except ValueTooLarge:
+            self.skipped += 1
+            return None
+        if body is None:
+            return None
+        self.bytes_left -= len(body)
+        try:
+            with _no_gc_pauses():
+                return json.loads(body)
+        except (ValueError, RecursionError):
+            return None
+
+    def note(self) -> str | None:
+        """Why the answer is incomplete, for people (None when the whole window was read)."""
+        parts = []
+        if self.skipped:
+            parts.append(
+                f"{self.skipped} stored value(s) skipped: each may inflate to {self.value_limit // 1024} KiB, "
+                f"a read to {self.value_limit * 4 // 1024} KiB (READ_MAX_BYTES)"
+            )
+        if self.folded:
+            parts.append(
+                f"{self.folded} view entr(ies) over READ_MAX_VIEWS ({self.max_views}) counted under {OTHER_VIEW}"
+            )
+        if self.processes_skipped:
+            parts.append(f"{self.processes_skipped} process(es) over {MAX_PROCESSES_PER_READ} not read")
+        return "; ".join(parts) or None
+
+
+def _writers(indexes: dict[str, bytes], buckets: list[int], keys: Keys, budget: ReadBudget) -> dict[str, list[int]]:
+    """Which processes wrote which of ``buckets``, from the bucket indexes (bounded by ``budget``)."""
+    wanted: dict[str, list[int]] = {}
+    for bucket in buckets:
+        raw = indexes.get(keys.bucket_index(bucket))
+        if raw:
+            budget.bytes_left -= len(raw)
+            for process_id in raw[: max(budget.bytes_left, 0)].decode("ascii", "replace").split():
+                if process_id not in wanted and len(wanted) >= MAX_PROCESSES_PER_READ:
+                    budget.processes_skipped += 1
+                    continue
+                process_buckets = wanted.setdefault(process_id, [])
+                if bucket not in process_buckets:
+                    process_buckets.append(bucket)
+    return wanted
+
+
+def _annotate(result: dict[str, Any], budget: ReadBudget, truncated: bool) -> None:
+    """Say in the document what the read left out: truncated snapshots, skipped values, folded views."""
+    if truncated:
+        result["truncated"] = True
+    if budget.skipped:
+        result["skipped"] = budget.skipped
+    note = budget.note()
+    if note:
+        result["note"] = note
+
+
+def read_stats(
+    window_seconds: int | None = None,
+    *,
+    view: str | None = None,
+    series: bool = False,
+    top_queries: int = 5,
+    now: float | None = None,
+    store: Store | None = None,
+) -> dict[str, Any]:
+    """Merged stats of the last ``window_seconds`` (default: the configured window), every process.
+
+    ``view`` limits the result to one view name; ``series`` adds per-10 s points and the latency
+    histogram (for charts). When memcached cannot be read the result has no views and ``error``
+    says why: readers show "no data" with the reason, never fail.
+    """
+    store = store or get_store()
+    config = store.config
+    keys = config.keys
+    bucket_seconds = config.bucket_seconds
+    full_window = config.window_seconds
+    window = full_window if window_seconds is None else max(bucket_seconds, min(int(window_seconds), full_window))
+    now = time.time() if now is None else now
+    current = int(now // bucket_seconds)
+    buckets = list(range(current - math.ceil(window / bucket_seconds) + 1, current + 1))
+    result: dict[str, Any] = {"window_seconds": window, "generated_at": _iso(now), "processes": 0, "views": []}
+
+    def unavailable() -> dict[str, Any]:
+        result["error"] = f"memcached unavailable: {store.last_error or 'circuit breaker open'}"
+        return result
+
+    indexes = store.get_many([keys.bucket_index(b) for b in buckets])
+    if indexes is None:
+        return unavailable()
+    budget = ReadBudget(config.read_max_bytes, config.read_max_views)
+    wanted = _writers(indexes, buckets, keys, budget)
+
+    # Parsed and merged one value at a time, smallest first: a forged giant is dropped, not kept, and
+    # spends what the budget has left after the genuine values.
+    merged: dict[str, ViewTotals] = {}
+    processes: set[str] = set()
+    truncated = False
+
+    def merge(bucket: int | None, process_id: str, snapshot: dict[str, Any]) -> None:
+        nonlocal truncated
+        with _no_gc_pauses():
+            budget.folded += merge_into(merged, bucket, snapshot, view, budget.max_views, OTHER_VIEW)
+        processes.add(process_id)
+        truncated = truncated or bool(snapshot.get("truncated"))
+
+    per_bucket: list[tuple[int, str]] = []
+    if not series and window == full_window and wanted:
+        rollups = store.get_many([keys.rollup(p) for p in wanted])
+        if rollups is None:
+            return unavailable()
+        by_size = sorted(wanted.items(), key=lambda item: len(rollups.get(keys.rollup(item[0])) or b""))
+        for process_id, process_buckets in by_size:
+            rollup = budget.decode(rollups.pop(keys.rollup(process_id), None))
+            if isinstance(rollup, dict) and isinstance(rollup.get("as_of"), int) and rollup["as_of"] >= current:
+                merge(None, process_id, rollup)
+            else:
+                per_bucket.extend((b, process_id) for b in process_buckets)
+            del rollup
+    else:
+        per_bucket = [(b, p) for p, process_buckets in wanted.items() for b in process_buckets]
+    if per_bucket:
+        raw_snapshots = store.get_many([keys.bucket(b, p) for b, p in per_bucket])
+        if raw_snapshots is None:
+            return unavailable()
+        per_bucket.sort(key=lambda item: len(raw_snapshots.get(keys.bucket(*item)) or b""))
+        for bucket, process_id in per_bucket:
+            snapshot = budget.decode(raw_snapshots.pop(keys.bucket(bucket, process_id), None))
+            if isinstance(snapshot, dict):
+                merge(bucket, process_id, snapshot)
+            del snapshot
+
+    cap_views(merged, config.max_views, OTHER_VIEW)
+    result["processes"] = len(processes)
+    _annotate(result, budget, truncated)
+    views = [_view_dict(name, m, top_queries, bucket_seconds, series) for name, m in merged.items()]
+    views.sort(key=lambda v: (-v["requests"], v["view"]))
+    result["views"] = views
+    return result

@@ -1,0 +1,300 @@
+"""The snapshot wire format, once: one view's record (ViewTotals), how it is encoded, merged and shrunk.
+
+The aggregator counts requests into a ViewTotals per view and bucket and encodes it here; the
+flusher rewrites its SQL and sums buckets into the roll-up here; the reader merges every process's
+snapshots here. Snapshot fields, per view:
+``route, n (requests), e (errors), s ([2xx, 3xx, 4xx, 5xx]), lsum/lmax (latency µs), h (histogram
+slice, see histogram.py), m (methods), qn/qmax (queries), db (µs), n1 (N+1 requests), q ([[sql, count, µs, n1], ...];
+a bucket written by the aggregator adds the vendor: [raw sql, count, µs, n1, vendor], which the flusher strips),
+a ({alias: [count, µs]}), x ({exception class: [count, last reference, last time]})``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..memcached import MAX_VALUE_BYTES, pack
+from . import histogram
+
+
+def template_rank(item: tuple[Any, list[Any]]) -> tuple[bool, int]:
+    """The one ranking of SQL templates everywhere: N+1 suspects first, then by time."""
+    return item[1][2] > 0, item[1][1]
+
+
+def add_into(table: dict[Any, list[Any]], key: Any, values: list[Any]) -> None:
+    """``table[key] += values`` element-wise (a new entry is a copy of ``values``)."""
+    entry = table.get(key)
+    if entry is None:
+        table[key] = list(values)
+    else:
+        for i, value in enumerate(values):
+            entry[i] += value
+
+
+class ViewTotals:
+    """One view's numbers: counted per request by the aggregator, summed over snapshots by flusher and reader.
+
+    Times are µs (floats while the aggregator counts, whole numbers on the wire); ``templates`` is keyed by
+    SQL text, or by (vendor, raw SQL) in the aggregator until the flusher strips the literals.
+    """
+
+    __slots__ = (
+        "aliases",
+        "db_us",
+        "errors",
+        "exceptions",
+        "hist",
+        "lat_max",
+        "lat_sum",
+        "methods",
+        "n_plus_one",
+        "queries",
+        "queries_max",
+        "requests",
+        "route",
+        "series",
+        "status",
+        "templates",
+    )
+
+    def __init__(self, route: str = "") -> None:
+        self.route = route
+        self.requests = 0
+        self.errors = 0
+        self.status = [0, 0, 0, 0]
+        self.lat_sum = 0.0
+        self.lat_max = 0.0
+        self.hist: list[int] = histogram.new()
+        self.queries = 0
+        self.queries_max = 0
+        self.db_us: float = 0
+        self.n_plus_one = 0
+        self.methods: dict[str, int] = {}
+        # sql (or (vendor, raw sql)) -> [count, µs, N+1 requests]
+        self.templates: dict[Any, list[Any]] = {}
+        # alias -> [count, µs]
+        self.aliases: dict[str, list[Any]] = {}
+        # class -> [count, last reference, last unix time]
+        self.exceptions: dict[str, list[Any]] = {}
+        # bucket -> [requests, errors, [packed histogram slices]]; merged only when a chart asks for it
+        self.series: dict[int, list[Any]] = {}
+
+    def add(self, snap: dict[str, Any], bucket: int | None = None) -> None:  # noqa: C901 - reader hot loop, one flat pass
+        """Add one snapshot of this view; ``bucket`` also records it in the per-bucket series."""
+        if not self.route:
+            self.route = str(snap.get("route", ""))
+        n = int(snap["n"])
+        errors = int(snap.get("e", 0))
+        self.requests += n
+        self.errors += errors
+        s = snap["s"]
+        status = self.status
+        status[0] += s[0]
+        status[1] += s[1]
+        status[2] += s[2]
+        status[3] += s[3]
+        self.lat_sum += snap["lsum"]
+        lmax = snap["lmax"]
+        if lmax > self.lat_max:
+            self.lat_max = lmax
+        encoded = snap.get("h") or ""
+        histogram.merge_encoded(self.hist, encoded)
+        for method, count in snap.get("m", {}).items():
+            self.methods[method] = self.methods.get(method, 0) + count
+        if "qn" in snap:
+            self.queries += snap["qn"]
+            if snap["qmax"] > self.queries_max:
+                self.queries_max = snap["qmax"]
+            self.db_us += snap["db"]
+            # Inlined rather than add_into(): this runs for every template of thousands of snapshots per read.
+            templates = self.templates
+            for sql, count, time_us, n1 in snap.get("q", ()):
+                entry = templates.get(sql)
+                if entry is None:
+                    templates[sql] = [count, time_us, n1]
+                else:
+                    entry[0] += count
+                    entry[1] += time_us
+                    entry[2] += n1
+            aliases = self.aliases
+            for alias, (count, time_us) in snap.get("a", {}).items():
+                entry = aliases.get(alias)
+                if entry is None:
+                    aliases[alias] = [count, time_us]
+                else:
+                    entry[0] += count
+                    entry[1] += time_us
+        if "n1" in snap:
+            self.n_plus_one += snap["n1"]
+        if "x" in snap:
+            self._add_exceptions(snap["x"].items())
+        if bucket is not None:
+            point = self.series.get(bucket)
+            if point is None:
+                self.series[bucket] = [n, errors, [encoded]]
+            else:
+                point[0] += n
+                point[1] += errors
+                point[2].append(encoded)
+
+    def _add_exceptions(self, items: Any) -> None:
+        for cls, (count, ref, at) in items:
+            entry = self.exceptions.get(cls)
+            if entry is None:
+                self.exceptions[cls] = [count, ref, at]
+            else:
+                entry[0] += count
+                if at >= entry[2]:
+                    entry[1] = ref or entry[1]
+                    entry[2] = at
+
+    def absorb(self, other: ViewTotals) -> None:
+        """Fold another view's totals into this one (the "(other)" overflow row)."""
+        self.requests += other.requests
+        self.errors += other.errors
+        self.status = [a + b for a, b in zip(self.status, other.status, strict=True)]
+        self.lat_sum += other.lat_sum
+        self.lat_max = max(self.lat_max, other.lat_max)
+        histogram.merge(self.hist, other.hist)
+        self.queries += other.queries
+        self.queries_max = max(self.queries_max, other.queries_max)
+        self.db_us += other.db_us
+        self.n_plus_one += other.n_plus_one
+        for method, count in other.methods.items():
+            self.methods[method] = self.methods.get(method, 0) + count
+        for sql, counts in other.templates.items():
+            add_into(self.templates, sql, counts)
+        for alias, counts in other.aliases.items():
+            add_into(self.aliases, alias, counts)
+        self._add_exceptions(other.exceptions.items())
+        for bucket, (requests, errors, encoded) in other.series.items():
+            point = self.series.setdefault(bucket, [0, 0, []])
+            point[0] += requests
+            point[1] += errors
+            point[2].extend(encoded)
+
+    def ranked_templates(self) -> list[tuple[Any, list[Any]]]:
+        """SQL templates, N+1 suspects first, then by time."""
+        return sorted(self.templates.items(), key=template_rank, reverse=True)
+
+    def to_snapshot(self, max_queries: int) -> dict[str, Any]:
+        """These totals in snapshot form (a process's roll-up is written like a bucket)."""
+        snap: dict[str, Any] = {
+            "route": self.route,
+            "n": self.requests,
+            "s": list(self.status),
+            "lsum": round(self.lat_sum, 1),
+            "lmax": round(self.lat_max, 1),
+            "h": histogram.encode_dense(self.hist),
+        }
+        if self.methods:
+            snap["m"] = dict(self.methods)
+        if self.errors:
+            snap["e"] = self.errors
+        if self.queries:
+            snap["qn"] = self.queries
+            snap["qmax"] = self.queries_max
+            snap["db"] = int(self.db_us)
+            snap["q"] = [
+                [sql[1], count, int(time_us), n1, sql[0]] if type(sql) is tuple else [sql, count, int(time_us), n1]
+                for sql, (count, time_us, n1) in self.ranked_templates()[:max_queries]
+            ]
+            snap["a"] = {alias: [count, int(time_us)] for alias, (count, time_us) in self.aliases.items()}
+        if self.n_plus_one:
+            snap["n1"] = self.n_plus_one
+        if self.exceptions:
+            snap["x"] = {cls: list(entry) for cls, entry in self.exceptions.items()}
+        return snap
+
+
+def merge_views(snapshots: list[tuple[int | None, dict[str, Any]]], view: str | None = None) -> dict[str, ViewTotals]:
+    """Sum the ``views`` of many snapshots (each with its bucket, or None) per view name.
+
+    Malformed or foreign entries are skipped rather than failing the whole read.
+    """
+    merged: dict[str, ViewTotals] = {}
+    for bucket, snapshot in snapshots:
+        merge_into(merged, bucket, snapshot, view)
+    return merged
+
+
+def merge_into(
+    merged: dict[str, ViewTotals],
+    bucket: int | None,
+    snapshot: dict[str, Any],
+    view: str | None = None,
+    max_views: int | None = None,
+    other_name: str = "",
+) -> int:
+    """Add one snapshot's views to ``merged``; past ``max_views`` names, new names go to ``other_name``.
+
+    Returns how many view entries were folded that way (a reader's view budget).
+    """
+    views = snapshot.get("views")
+    if not isinstance(views, dict):
+        return 0
+    folded = 0
+    items = views.items() if view is None else ((view, views[view]),) if view in views else ()
+    for name, snap in items:
+        totals = merged.get(name)
+        if totals is None:
+            if max_views is not None and len(merged) >= max_views:
+                folded += 1
+                name = other_name
+                totals = merged.get(name)
+            if totals is None:
+                totals = merged[name] = ViewTotals()
+        try:
+            totals.add(snap, bucket)
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError):
+            continue
+    return folded
+
+
+def cap_views(merged: dict[str, ViewTotals], limit: int, other_name: str) -> None:
+    """Keep the ``limit`` busiest views; fold the rest into ``other_name`` so documents stay bounded."""
+    named = [name for name in merged if name != other_name]
+    if len(named) <= limit:
+        return
+    named.sort(key=lambda name: merged[name].requests, reverse=True)
+    other = merged.pop(other_name, None) or ViewTotals()
+    for name in named[limit:]:
+        other.absorb(merged.pop(name))
+    merged[other_name] = other
+
+
+def rewrite_sql(views: dict[str, Any], rewrite: Callable[[str, str], str]) -> None:
+    """Replace each raw ``[sql, count, µs, n1, vendor]`` by ``[rewrite(sql, vendor), count, µs, n1]``, summing
+    the templates that then read the same (the flusher strips literals this way)."""
+    for view in views.values():
+        if not view.get("q"):
+            continue
+        merged: dict[str, list[Any]] = {}
+        for sql, count, time_us, n1, vendor in view["q"]:
+            add_into(merged, rewrite(sql, vendor), [count, time_us, n1])
+        view["q"] = [[sql, *entry] for sql, entry in merged.items()]
+
+
+def shrink(snapshot: dict[str, Any], limit: int = MAX_VALUE_BYTES) -> bytes:
+    """Pack ``snapshot``; when too large, drop SQL text and then the least-used views until it fits.
+
+    Works on copies: the flusher keeps ``snapshot`` for the roll-up.
+    """
+    payload = pack(snapshot)
+    if len(payload) <= limit:
+        return payload
+    views = {
+        name: {**view, "q": [[sql[:200], *rest] for sql, *rest in view["q"][:3]]} if view.get("q") else view
+        for name, view in snapshot["views"].items()
+    }
+    smaller = {**snapshot, "views": views}
+    payload = pack(smaller)
+    keep = len(views)
+    while len(payload) > limit and keep > 1:
+        keep //= 2
+        ranked = sorted(views.items(), key=lambda item: item[1]["n"], reverse=True)
+        smaller = {**snapshot, "views": dict(ranked[:keep]), "truncated": True}
+        payload = pack(smaller)
+    return payload

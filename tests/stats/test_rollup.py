@@ -1,0 +1,86 @@
+"""Window roll-ups: what readers read first, and the per-bucket fall-back when a roll-up is missing."""
+
+from instrumented.conf import get_config
+from instrumented.memcached import get_store
+from instrumented.stats.aggregate import Aggregator
+from instrumented.stats.flusher import Flusher
+from instrumented.stats.probe import Probe
+from instrumented.stats.reader import read_stats
+
+BUCKET = 10
+
+
+def simulate(flusher: Flusher, aggregator: Aggregator, at: float, view: str, requests: int, latency_us: int) -> None:
+    for _ in range(requests):
+        probe = Probe(0)
+        probe.queries = {("default", "SELECT %s"): [2, 2000]}
+        aggregator.record(view, "r/", "GET", 200, latency_us * 1000, probe, now=at)
+    flusher.flush(now=at)
+
+
+def make() -> tuple[Flusher, Aggregator]:
+    config = get_config()
+    aggregator = Aggregator(config)
+    return Flusher(aggregator, config), aggregator
+
+
+def test_rollup_sums_the_window_and_drops_expired_buckets(memcached):
+    flusher, aggregator = make()
+    start = (1_700_000_000 // BUCKET) * BUCKET
+    simulate(flusher, aggregator, start + 1, "a", 5, 1000)
+    simulate(flusher, aggregator, start + BUCKET + 1, "a", 7, 2000)
+    simulate(flusher, aggregator, start + 2 * BUCKET + 1, "b", 1, 3000)
+    now = start + 2 * BUCKET + 2
+    views = {v["view"]: v for v in read_stats(now=now)["views"]}
+    assert views["a"]["requests"] == 12 and views["b"]["requests"] == 1
+    assert views["a"]["queries"]["total"] == 24
+    # 5 minutes later the first bucket has left the window: the roll-up is rewritten without it.
+    later = start + 300 + 5
+    flusher.flush(now=later)
+    views = {v["view"]: v for v in read_stats(now=later)["views"]}
+    assert views["a"]["requests"] == 7 and views["b"]["requests"] == 1
+
+
+def test_missing_rollup_falls_back_to_buckets(memcached):
+    flusher, aggregator = make()
+    start = (1_700_000_100 // BUCKET) * BUCKET
+    simulate(flusher, aggregator, start + 1, "a", 3, 1000)
+    simulate(flusher, aggregator, start + BUCKET + 1, "a", 4, 1000)
+    store = get_store()
+    assert store.delete(store.config.keys.rollup(flusher.process_id))
+    stats = read_stats(now=start + BUCKET + 2)
+    assert stats["processes"] == 1
+    assert stats["views"][0]["requests"] == 7
+
+
+def test_stale_rollup_of_a_dead_process_is_not_trusted(memcached):
+    flusher, aggregator = make()
+    start = (1_700_000_200 // BUCKET) * BUCKET
+    simulate(flusher, aggregator, start + 1, "a", 3, 1000)
+    # The process died; a minute later its roll-up is stale, its bucket keys still count.
+    stats = read_stats(now=start + 60)
+    assert stats["views"][0]["requests"] == 3
+
+
+def test_narrow_window_and_series_read_buckets(memcached):
+    flusher, aggregator = make()
+    start = (1_700_000_300 // BUCKET) * BUCKET
+    simulate(flusher, aggregator, start + 1, "a", 3, 1000)
+    simulate(flusher, aggregator, start + 3 * BUCKET + 1, "a", 2, 50_000)
+    now = start + 3 * BUCKET + 2
+    assert read_stats(10, now=now)["views"][0]["requests"] == 2
+    view = read_stats(now=now, view="a", series=True)["views"][0]
+    assert [point["requests"] for point in view["series"]] == [3, 2]
+    assert view["series"][1]["p95_ms"] > 40
+    assert sum(bar["count"] for bar in view["histogram"]) == 5
+
+
+def test_several_processes_merge(memcached):
+    start = (1_700_000_400 // BUCKET) * BUCKET
+    for n in range(4):
+        flusher, aggregator = make()
+        simulate(flusher, aggregator, start + 1, "a", n + 1, 1000 * (n + 1))
+    stats = read_stats(now=start + 2)
+    assert stats["processes"] == 4
+    assert stats["views"][0]["requests"] == 1 + 2 + 3 + 4
+    assert stats["views"][0]["latency_ms"]["max"] == 4.0

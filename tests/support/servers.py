@@ -1,0 +1,84 @@
+"""Real servers for the tests: a memcached of the run's own, and the demo site under gunicorn or uvicorn."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.support.ports import wait_for_port
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "example"
+
+
+class Memcached:
+    """A memcached process of the test run's own, which tests may stop and start again."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.proc: subprocess.Popen | None = None
+        self.binary = shutil.which("memcached") or "/usr/bin/memcached"
+
+    def start(self) -> None:
+        if not Path(self.binary).exists():
+            pytest.exit("memcached is not installed: run the README's test command (it installs it).", returncode=2)
+        args = [self.binary, "-p", str(self.port), "-l", "127.0.0.1", "-U", "0", "-m", "64", "-t", "2"]
+        if os.geteuid() == 0:
+            args += ["-u", "root"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port, proc=self.proc)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def server_env(data_dir: Path, prefix: str, **extra: str) -> dict[str, str]:
+    """The environment of a demo-site subprocess: test settings, its data directory, its key prefix."""
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="tests.settings",
+        DEMO_DATA_DIR=str(data_dir),
+        INSTRUMENTED_KEY_PREFIX=prefix,
+        PYTHONPATH=os.pathsep.join([str(ROOT), str(EXAMPLE), env.get("PYTHONPATH", "")]),
+        **extra,
+    )
+    return env
+
+
+class SiteServer:
+    """A real multi-process HTTP server (gunicorn, or uvicorn for ASGI) running the demo site."""
+
+    def __init__(self, proc: subprocess.Popen, port: int) -> None:
+        self.proc = proc
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+
+    def get(self, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=timeout) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
