@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..display import escape_controls, plain
+from ..stats.reader import rate_seconds
 
 #: Sort keys accepted by the terminal commands, mapped to a function of one view dict.
 SORT_KEYS: dict[str, Any] = {
@@ -71,7 +72,9 @@ def render_table(
     View names are never broken over lines: in a narrow ``width`` (80 columns) columns are left out in
     DROP_ORDER until the longest name fits; a name longer than even that is cut with an ellipsis.
     """
-    title = f"django-instrumented — last {stats['window_seconds']} s, {stats['processes']} process(es), ms"
+    covered = stats.get("covered_seconds") or 0
+    span = f" (data for {covered:.0f} s)" if 0 < covered < stats["window_seconds"] else ""
+    title = f"django-instrumented — last {stats['window_seconds']} s{span}, {stats['processes']} process(es), ms"
     table = Table(title=title, caption=plain(stats.get("error") or f"generated {stats['generated_at']}"))
     columns: list[tuple[str, Any]] = [
         ("view", lambda v, lat: plain(v["view"])),
@@ -121,9 +124,9 @@ def render_summary(stats: dict[str, Any]) -> Text:
     views = stats["views"]
     requests = sum(v["requests"] for v in views)
     errors = sum(v["errors"] for v in views)
-    window = max(int(stats["window_seconds"]), 1)
+    span = rate_seconds(stats)
     line = Text()
-    line.append(f"{len(views)} view(s) · {requests} requests ({requests / window:.2f}/s) · ")
+    line.append(f"{len(views)} view(s) · {requests} requests ({requests / span:.2f}/s) · ")
     line.append(f"{errors} error(s)", style="bold red" if errors else "")
     if requests:
         line.append(f" ({100.0 * errors / requests:.1f} %)")

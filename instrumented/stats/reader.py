@@ -170,6 +170,23 @@ def _writers(indexes: dict[str, bytes], buckets: list[int], keys: Keys, budget: 
     return wanted
 
 
+def _covered_seconds(wanted: dict[str, list[int]], bucket_seconds: int, window: int, now: float) -> float:
+    """Seconds from the start of the oldest bucket any process wrote up to now, at most the window.
+
+    Rates are over this span, not the whole window: a site that started 40 s ago has 40 s of data, and
+    dividing its requests by 300 s showed a seventh of its real rate. 0.0 when nothing was written.
+    """
+    oldest = min((bucket for buckets in wanted.values() for bucket in buckets), default=None)
+    if oldest is None:
+        return 0.0
+    return round(min(float(window), max(now - oldest * bucket_seconds, 1.0)), 1)
+
+
+def rate_seconds(stats: dict[str, Any]) -> float:
+    """What a reader's document's rates divide by: the covered span, else the window (at least 1 s)."""
+    return max(float(stats.get("covered_seconds") or stats["window_seconds"]), 1.0)
+
+
 def _annotate(result: dict[str, Any], budget: ReadBudget, truncated: bool) -> None:
     """Say in the document what the read left out: truncated snapshots, skipped values, folded views."""
     if truncated:
@@ -216,6 +233,7 @@ def read_stats(
         return unavailable()
     budget = ReadBudget(config.read_max_bytes, config.read_max_views)
     wanted = _writers(indexes, buckets, keys, budget)
+    result["covered_seconds"] = _covered_seconds(wanted, bucket_seconds, window, now)
 
     # Parsed and merged one value at a time, smallest first: a forged giant is dropped, not kept, and
     # spends what the budget has left after the genuine values.

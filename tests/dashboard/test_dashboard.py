@@ -11,6 +11,7 @@ from django.urls import include, path, reverse
 from instrumented.dashboard import api, pages, views
 from instrumented.dashboard import urls as dashboard_urls
 from tests.support.ports import free_port
+from tests.support.stats import spread_requests
 
 pytestmark = pytest.mark.django_db(databases=["default", "analytics"])
 
@@ -74,6 +75,16 @@ def test_dashboard_lists_every_view(staff_client, flush):
     assert re.search(r'<tr data-view="shop:fail" data-requests="1" class="instr-bad"', html)
     assert re.search(r'<tr data-view="shop:n_plus_one" data-requests="1" class="instr-warn"', html)
     assert 'href="javascript:' in html  # the bookmarklet to drag
+
+
+def test_dashboard_rates_are_over_the_span_the_data_covers(staff_client):
+    """60 requests in the last ~35 s: about 100 a minute on the page, not 60 / 5 min = 12 (and it says so)."""
+    spread_requests("shop:fast", "fast/", 60, 35)
+    page = staff_client.get(reverse("instrumented:dashboard")).content.decode()
+    covered = float(re.search(r"Last 300 s \(data for (\d+) s\)", page).group(1))
+    row = page[page.index('data-view="shop:fast"') :]
+    per_minute = float(re.findall(r"<td>([\d.]+)</td>", row)[1])
+    assert per_minute == pytest.approx(60 * 60 / covered, rel=0.05) and per_minute > 60
 
 
 def test_dashboard_says_no_data_when_memcached_is_down(staff_client, settings):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import pty
+import re
 import select
 import shlex
 import shutil
@@ -21,12 +22,13 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 
 from instrumented.conf import get_config
-from instrumented.dashboard.terminal import render_summary
+from instrumented.dashboard.terminal import render_summary, render_table
 from instrumented.stats.aggregate import get_aggregator
 from instrumented.stats.probe import Probe
 from instrumented.stats.reader import read_stats
 from tests.support.ports import free_port, wait_until
 from tests.support.servers import EXAMPLE, ROOT
+from tests.support.stats import spread_requests
 
 pytestmark = pytest.mark.django_db(databases=["default", "analytics"])
 
@@ -93,7 +95,7 @@ def test_instrumented_stats_still_renders_its_table(flush):
     traffic(flush)
     out = io.StringIO()
     call_command("instrumented_stats", stdout=out)
-    assert "django-instrumented — last 300 s, 1 process(es)" in out.getvalue()
+    assert re.search(r"django-instrumented — last 300 s \(data for \d+ s\), 1 process\(es\)", out.getvalue())
     assert "(no data)" not in out.getvalue()
 
 
@@ -245,3 +247,18 @@ def test_eighty_columns_never_break_view_names(flush, key_prefix, command):
     assert any(LONG_VIEW in line for line in lines), text  # whole, on one line
     assert all(len(line) <= 80 for line in lines)
     assert any("shop:n_plus_one" in line for line in lines)
+
+
+def test_rates_are_over_the_span_the_data_covers():
+    """60 requests over the last ~35 s are ~1.5/s, not 60 / 300 s = 0.2/s (the first minutes after a deploy)."""
+    now = spread_requests("shop:fast", "fast/", 60, 35)
+    stats = read_stats(now=now)
+    assert 35 <= stats["covered_seconds"] <= 35 + get_config().bucket_seconds, stats["covered_seconds"]
+    rate = float(re.search(r"60 requests \(([\d.]+)/s\)", render_summary(stats).plain).group(1))
+    assert rate == pytest.approx(60 / stats["covered_seconds"], abs=0.01) and rate > 1.0
+    title = render_table(stats).title
+    assert f"last 300 s (data for {stats['covered_seconds']:.0f} s)" in str(title)
+
+
+def test_an_empty_window_covers_nothing():
+    assert read_stats()["covered_seconds"] == 0.0
