@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
 from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_safe
@@ -72,6 +73,8 @@ def dashboard(request: HttpRequest) -> HttpResponseBase:
         "refresh_ms": REFRESH_MS,
         "refresh_seconds": f"{REFRESH_MS / 1000:g}",
         "bookmarklet_href": bookmarklet.href(),
+        # The DBA panel only where a DATABASES alias goes through the MySQL proxy (a site without MySQL has none).
+        "querylog_configured": get_config().querylog_database in settings.DATABASES,
     }
     return render_page(request, "instrumented/dashboard/dashboard.html", context)
 
