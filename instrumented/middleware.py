@@ -109,7 +109,7 @@ class InstrumentedMiddleware:
             aggregator.record(view, route, request.method or "", status, duration, probe)
             if not aggregator.flushing:
                 ensure_flusher(config)
-        except Exception as exc:  # noqa: BLE001 - fail open
+        except Exception as exc:  # noqa: BLE001 - fail open; by hand: fail_open() costs ~0.15-0.25 µs a request
             failures.record("recording a request failed", exc)
 
     def _is_ignored(self, view: str) -> bool:

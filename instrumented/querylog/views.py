@@ -19,15 +19,13 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_http_methods
 
-from ..access import get_user, protect
+from ..access import QUERYLOG_PERMISSION, can_control_querylog, get_user, protect
 from ..dashboard.pages import login_url, render_page
 from ..display import duration_us, pretty_sql
 from . import client as querylog
 
 logger = logging.getLogger("instrumented")
 
-#: The permission (app label + codename) that opens the panel to users who are not superusers.
-PERMISSION = "instrumented.control_querylog"
 #: Rows of the digest and of the recent-statements table.
 DIGEST_ROWS = 50
 TAIL_ROWS = 50
@@ -36,15 +34,6 @@ DEFAULT_SECONDS = 300
 #: Longest number accepted before asking the proxy (which caps the value at its PROXY_LOG_MAX_SECONDS).
 MAX_SECONDS_DIGITS = 10
 TEMPLATE = "instrumented/dashboard/dba.html"
-
-
-def can_control_querylog(user: Any) -> bool:
-    """An active superuser, or an active user granted ``instrumented.control_querylog`` (never raises)."""
-    try:
-        return bool(user is not None and user.is_active and (user.is_superuser or user.has_perm(PERMISSION)))
-    except Exception:  # a broken auth backend must not open (or crash) the panel
-        logger.warning("django-instrumented: checking %s failed", PERMISSION, exc_info=True)
-        return False
 
 
 def parse_seconds(raw: str | None) -> int:
@@ -66,7 +55,8 @@ def _denied(request: HttpRequest) -> HttpResponseBase | None:
         return protect(redirect_to_login(request.get_full_path(), login_url()))
     context = {
         "title": "MySQL query log",
-        "forbidden": f"Permission denied: the DBA panel is for superusers and users with the {PERMISSION} permission.",
+        "forbidden": "Permission denied: the DBA panel is for superusers and users with the "
+        f"{QUERYLOG_PERMISSION} permission.",
     }
     return render_page(request, TEMPLATE, context, status=403)
 

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from .conftest import ROOT, free_port
+from tests.support.ports import free_port
+from tests.support.proxy import ROOT
 
 pytest.importorskip("MySQLdb")
 

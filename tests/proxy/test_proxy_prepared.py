@@ -12,7 +12,8 @@ import pytest
 
 pytest.importorskip("lupa")
 
-from .conftest import SCRIPT, ThreadedProxy
+from tests.support.proxy import SCRIPT, ThreadedProxy
+
 from .rawclient import RawClient
 
 STATEMENTS = 40

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from .conftest import connect, control
+from tests.support.proxy import connect, control
+
 from .rawclient import MySQLError, RawClient
 
 
@@ -298,7 +299,7 @@ def test_cursor_fetch_and_change_user(qlog, mariadb_users, logging):
 
 
 def test_slow_threshold_ring_and_digest_bounds(mariadb, proxy_tmp):
-    from .conftest import start_proxy
+    from tests.support.proxy import start_proxy
 
     proxy = start_proxy(proxy_tmp, PROXY_LOG_SLOW_US="50000", PROXY_LOG_RING="3", PROXY_LOG_MAX_DIGESTS="4")
     try:
@@ -324,7 +325,7 @@ def test_slow_threshold_ring_and_digest_bounds(mariadb, proxy_tmp):
 
 
 def test_unwritable_log_file_is_reported_and_queries_still_work(mariadb, proxy_tmp):
-    from .conftest import start_proxy
+    from tests.support.proxy import start_proxy
 
     proxy = start_proxy(proxy_tmp, PROXY_LOG_FILE=str(proxy_tmp / "no-such-dir" / "log.jsonl"))
     try:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import SCRIPT, ThreadedProxy, connect, control, free_port, start_proxy, wait_for_port
+from tests.support.ports import free_port, wait_for_port
+from tests.support.proxy import SCRIPT, ThreadedProxy, connect, control, start_proxy
 
 FLOOD = b"PROXY LOG " + b"x " * 6_000_000  # 12 MB of words: the old script lower-cased and split all of it
 

@@ -21,9 +21,9 @@ from django.db.utils import load_backend
 from django.test import Client, override_settings
 from django.urls import reverse
 
-from tests.proxy.conftest import ProxyProcess, control, start_proxy
 from tests.support.mysql import MARIADB
 from tests.support.ports import free_port
+from tests.support.proxy import ProxyProcess, control, start_proxy
 
 pytestmark = pytest.mark.django_db
 
