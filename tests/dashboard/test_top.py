@@ -123,12 +123,20 @@ def test_live_mode_refreshes_and_ctrl_c_exits_cleanly(settings):
         if select.select([leader], [], [], 0.5)[0]:
             chunks.append(os.read(leader, 65536))
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=10)
-    while select.select([leader], [], [], 0.2)[0]:
-        try:
-            chunks.append(os.read(leader, 65536))
-        except OSError:
+    # Keep reading the terminal while it exits, as a terminal does: a full pty would block its last writes.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if select.select([leader], [], [], 0.2)[0]:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the process closed its end
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        elif proc.poll() is not None:
             break
+    _, err = proc.communicate(timeout=10)
     os.close(leader)
     assert proc.returncode == 0, err.decode()
     assert b"Traceback" not in err
