@@ -73,11 +73,26 @@ def connect(port: int, **kwargs):
     return pymysql.connect(**params)
 
 
-def control(port: int, statement: str, **kwargs) -> list[dict]:
-    """Run a statement through the proxy and return its rows as dicts."""
+def quiet_connect(port: int, **kwargs):
+    """A PyMySQL connection that sends no statement of its own (no SET NAMES, no SET AUTOCOMMIT).
+
+    The charset goes in the handshake; PyMySQL's "SET NAMES" on connect would be logged by the proxy.
+    """
     import pymysql
 
-    conn = connect(port, cursorclass=pymysql.cursors.DictCursor, **kwargs)
+    params = dict(MARIADB, port=port, connect_timeout=5, read_timeout=30, autocommit=None, defer_connect=True)
+    params.update(kwargs)
+    conn = pymysql.connections.Connection(**params)
+    conn.set_character_set = lambda *args, **kw: None  # only called by connect()
+    conn.connect()
+    return conn
+
+
+def control(port: int, statement: str, **kwargs) -> list[dict]:
+    """Run a statement through the proxy on a quiet connection and return its rows as dicts."""
+    import pymysql
+
+    conn = quiet_connect(port, cursorclass=pymysql.cursors.DictCursor, **kwargs)
     try:
         with conn.cursor() as cur:
             cur.execute(statement)
