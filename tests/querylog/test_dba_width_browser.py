@@ -32,7 +32,8 @@ LONG_ALIAS = "a_rather_long_column_alias_that_a_report_query_might_use_" * 4  # 
 
 def served_snapshot(html: str, directory: Path) -> tuple[subprocess.Popen, str]:
     """The page and every /static/ file it links to, under a plain HTTP server; (server, page URL)."""
-    (directory / "page.html").write_text(html, encoding="utf-8")
+    # http.server names no charset; Django's response does (utf-8): say it in the page instead.
+    (directory / "page.html").write_text(html.replace("<head>", '<head><meta charset="utf-8">', 1), encoding="utf-8")
     for path in set(re.findall(r'(?:href|src)="/static/([^"?#]+)"', html)):
         found = finders.find(path)
         if found:
@@ -67,7 +68,9 @@ def test_digest_and_tail_fit_1280_pixels(qlog, admin_client, url, tmp_path):
                 "const t = document.getElementById('instr-tail').getBoundingClientRect();"
                 "return {view: document.documentElement.clientWidth, page: document.documentElement.scrollWidth,"
                 " digest: d.right, tail: t.right,"
-                " styled: getComputedStyle(document.getElementById('instr-static-missing')).display};"
+                " styled: getComputedStyle(document.getElementById('instr-static-missing')).display,"
+                " overflowing: [...document.querySelectorAll('#instr-digest td, #instr-tail td')]"
+                "   .filter((td) => td.scrollWidth > td.clientWidth + 1).map((td) => td.textContent.slice(0, 40))};"
             )
     finally:
         server.terminate()
@@ -75,3 +78,4 @@ def test_digest_and_tail_fit_1280_pixels(qlog, admin_client, url, tmp_path):
     assert sizes["styled"] == "none", sizes  # the stylesheets loaded
     assert sizes["page"] <= sizes["view"], sizes  # no horizontal scrolling
     assert sizes["digest"] <= sizes["view"] and sizes["tail"] <= sizes["view"], sizes
+    assert sizes["overflowing"] == [], sizes  # and every value fits its cell: wrapped, never drawn over the next
