@@ -55,6 +55,9 @@ setup(
             "selenium>=4.20",
             # The Quick start test serves a fresh project's static files the way the README says.
             "whitenoise>=6",
+            # A real Prometheus/OpenMetrics parser reads /instrumented/metrics; a real Celery worker runs tasks.
+            "prometheus_client>=0.20",
+            "celery>=5.3",
             "lupa>=2.0",
             "ruff>=0.6",
             # Type-checks instrumented/ in ./bin/test (plain mypy: Django's objects are Any, see pyproject.toml).

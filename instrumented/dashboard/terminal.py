@@ -9,7 +9,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from ..display import escape_controls, plain
+from ..display import escape_controls, local_time, plain
 from ..stats.reader import rate_seconds
 
 #: Sort keys accepted by the terminal commands, mapped to a function of one view dict.
@@ -75,7 +75,7 @@ def render_table(
     covered = stats.get("covered_seconds") or 0
     span = f" (data for {covered:.0f} s)" if 0 < covered < stats["window_seconds"] else ""
     title = f"django-instrumented — last {stats['window_seconds']} s{span}, {stats['processes']} process(es), ms"
-    table = Table(title=title, caption=plain(stats.get("error") or f"generated {stats['generated_at']}"))
+    table = Table(title=title, caption=plain(stats.get("error") or f"generated {local_time(stats['generated_at'])}"))
     columns: list[tuple[str, Any]] = [
         ("view", lambda v, lat: plain(v["view"])),
         ("route", lambda v, lat: plain(v["route"])),

@@ -20,6 +20,7 @@ from ..naming import OTHER_VIEW
 from .aggregate import Aggregator, get_aggregator
 from .literals import strip_literals
 from .snapshot import ViewTotals, cap_views, merge_views, rewrite_sql, shrink
+from .sql import template_of
 
 logger = logging.getLogger("instrumented")
 
@@ -65,7 +66,8 @@ class Flusher:
         if stripped is None:
             if len(self._stripped) >= STRIP_CACHE_SIZE:
                 self._stripped.clear()
-            stripped = self._stripped[key] = strip_literals(sql, vendor)[: self.max_sql]
+            # Stripped values are %s like Django's, so a raw IN list collapses as Django's does.
+            stripped = self._stripped[key] = template_of(strip_literals(sql, vendor))[: self.max_sql]
         return stripped
 
     def start(self) -> None:
