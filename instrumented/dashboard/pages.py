@@ -104,7 +104,7 @@ def api_denied(request: HttpRequest) -> HttpResponseBase | None:
 def read(window: int | None = None, **kwargs: Any) -> dict[str, Any]:
     """``read_stats()``; should the reader itself fail, "no data" with the reason (traceback logged), never a 500."""
     try:
-        return read_stats(window, **kwargs)
+        return dict(read_stats(window, **kwargs))
     except Exception as exc:  # logged with its traceback: the page must say why it has no data, not fail
         logger.exception("django-instrumented: reading stats failed")
         return {

@@ -104,7 +104,9 @@ def run_sql(statements: list[tuple[Any, str]]) -> str:
     stored = store.get_many(keys) or {}
     assert set(stored) == set(keys), "the flusher wrote the bucket and the roll-up"
     values = [unpack(value) for value in stored.values()]
-    texts = [q[0] for value in values for view in value["views"].values() for q in view.get("q", ())]
+    bucket_value, rollup_value = (unpack(stored[key]) for key in keys)
+    texts = [q[0] for view in bucket_value["views"].values() for q in view.get("q", ())]
+    texts += rollup_value["cols"]["sql"]  # the roll-up is columnar: each template once
     assert len(texts) >= len(statements) // 2
     return "\n".join(texts) + json.dumps(values, ensure_ascii=False)
 

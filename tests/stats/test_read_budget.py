@@ -17,6 +17,7 @@ from instrumented.stats.aggregate import Aggregator
 from instrumented.stats.flusher import Flusher
 from instrumented.stats.probe import Probe
 from instrumented.stats.reader import read_stats
+from instrumented.stats.snapshot import to_columns
 
 READ_MAX_BYTES = 8 * 1024 * 1024
 
@@ -45,7 +46,8 @@ def forge(bucket: int, rollups: dict[str, bytes]) -> None:
 
 
 def rollup(bucket: int, views: dict) -> dict:
-    return {"process": "forged", "as_of": bucket, "buckets": [bucket], "views": views}
+    """A roll-up as the flusher writes it (columnar), of forged views."""
+    return {"process": "forged", "as_of": bucket, "at": 0, "buckets": [bucket], "fin": 1, "cols": to_columns(views)}
 
 
 def test_forged_giant_rollups_are_skipped_and_the_read_stays_within_its_byte_budget(settings):

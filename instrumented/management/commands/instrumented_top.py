@@ -40,7 +40,7 @@ class Command(BaseCommand):
         console = Console(file=self.stdout, width=None if probe.is_terminal else 200)
 
         def frame(live: bool) -> Any:
-            return render_top(read_stats(window), sort, limit, interval if live else None, console.width)
+            return render_top(dict(read_stats(window)), sort, limit, interval if live else None, console.width)
 
         if options["once"]:
             console.print(frame(False))
