@@ -345,6 +345,25 @@ class Store:
         """Remove a key; False when missing or unreachable."""
         return bool(self._call("delete", False, "delete", key, noreply=False))
 
+    def check_marker(self, key: str, now: float) -> list[str]:
+        """Ask every live server for ``key`` (one process's marker), storing it where it is missing or old;
+        returns the servers that did not have it (restarted, flushed, evicted, or never written). A server
+        that does not answer is left out (its breaker opens), so this is also each flush's health check."""
+        lacking: list[str] = []
+        for server in self.servers:
+            if not server.breaker.allow():
+                continue
+            try:
+                value = self._run(server, "get", "get", key)
+                stamp = float(value) if value else None
+                if stamp is None or now - stamp > self.ttl / 2:
+                    self._run(server, "set", "set", key, str(int(now)).encode(), expire=self.ttl, noreply=False)
+            except (_Failed, ValueError):
+                continue
+            if stamp is None:
+                lacking.append(server.name)
+        return lacking
+
     def ping(self, key: str) -> str | None:
         """None when every server answers a read of ``key``, else why not (used by the system checks)."""
         reasons = []

@@ -13,6 +13,7 @@ def test_every_key_is_prefixed_versioned_ascii_and_short():
         keys.rollup(pid),
         keys.series(pid),
         keys.live(1_700_000_000),
+        keys.marker(pid),
         keys.error_meta("7kq2m9x4d1h8vz"),
         keys.error_page("7kq2m9x4d1h8vz"),
         keys.error_index(456),

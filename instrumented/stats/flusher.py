@@ -125,7 +125,7 @@ class Flusher:
                 return 0  # nothing to write, or the breaker is open: no packing, no waiting
             at = time.time() if now is None else now
             with fail_open("checking the memcached servers failed"):
-                self._check_servers()
+                self._check_servers(at)
             with fail_open("announcing a live process failed"):
                 self._announce(at)
             written = 0
@@ -145,25 +145,16 @@ class Flusher:
                     self._write_rollup(self.store, current, at)
             return written
 
-    def _check_servers(self) -> None:
+    def _check_servers(self, at: float) -> None:
         """Write everything again when the set of live servers changed or a server lost this process's keys.
 
         A server that died takes its keys' share elsewhere (the store re-routes them); one that returns,
-        restarted empty, or was flushed (``flush_all``) or evicted our index holds nothing of ours: one
-        multi-get per flush of this process's newest index key on each server tells (every other live
-        server is pinged in the same call, so a dead one is noticed within a flush).
+        restarted empty, or was emptied (``flush_all``, eviction) no longer holds this process's marker:
+        each flush asks every live server for it (which also notices a dead server within a flush).
         """
-        newest: dict[str, str] = {}
-        for bucket in sorted(self.registered & self.window.keys(), reverse=True):
-            key = self.keys.bucket_index(bucket)
-            owner = self.store.owner_name(key)
-            if owner is not None and owner not in newest:
-                newest[owner] = key
-        found = self.store.fetch(list(newest.values()), every_server=self.keys.ping())
-        mine = self.process_id.encode()
-        lost = any(mine not in (found.values.get(key) or b"").split() for key in newest.values())
+        lacking = self.store.check_marker(self.keys.marker(self.process_id), at)
         servers = self.store.live_servers()
-        if lost or servers != self._servers:
+        if lacking or servers != self._servers:
             self.unwritten = set(self.window)
             self.registered.clear()
             self._rollup_written = None
