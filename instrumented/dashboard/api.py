@@ -102,6 +102,8 @@ def api_view(request: HttpRequest) -> HttpResponseBase:
         "detail_url": detail_url(name),
         "stats": view or zero_view(name, route),
     }
+    if stats.get("partial"):
+        body["partial"], body["missing"] = True, stats["missing"]
     if "error" in stats:
         body["error"] = stats["error"]
         return json_response(body, 503)

@@ -38,7 +38,8 @@ def render_table(
     so the view names stay readable in an 80-column terminal.
     """
     title = f"django-instrumented — last {stats['window_seconds']} s, {stats['processes']} process(es), ms"
-    table = Table(title=title, caption=plain(stats.get("error") or f"generated {stats['generated_at']}"))
+    caption = stats.get("error") or stats.get("note") or f"generated {stats['generated_at']}"
+    table = Table(title=title, caption=plain(caption))
     narrow = width is not None and width < WIDE_COLUMNS
     columns: list[tuple[str, Any]] = [
         ("view", lambda v, lat: plain(v["view"])),

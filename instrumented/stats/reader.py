@@ -349,10 +349,12 @@ def _read(  # noqa: C901 - one read, in the order of its round trips
     cap_views(merged, config.max_views, OTHER_VIEW)
     result["processes"] = len(processes)
     result["processes_live"] = len(live)
+    _annotate(result, budget, truncated)
     if missing:
         result["partial"] = True
         result["missing"] = sorted(missing)
-    _annotate(result, budget, truncated)
+        gap = f"no answer from memcached {', '.join(result['missing'])}: what it holds is missing"
+        result["note"] = f"{gap}; {result['note']}" if "note" in result else gap
     views = [_view_dict(name, m, top_queries, bucket_seconds, series) for name, m in merged.items()]
     views.sort(key=lambda v: (-v["requests"], v["view"]))
     result["views"] = views
