@@ -15,11 +15,21 @@ from typing import Any
 from ..conf import Config
 from ..failopen import fail_open
 from ..keys import make_process_id
-from ..memcached import Store, pack
+from ..memcached import Store
 from ..naming import OTHER_VIEW
 from .aggregate import Aggregator, get_aggregator
 from .literals import strip_literals
-from .snapshot import Rollup, ViewTotals, cap_views, encode_sections, merge_views, rewrite_sql, shrink, to_columns
+from .snapshot import (
+    Rollup,
+    ViewTotals,
+    cap_views,
+    encode_rollup,
+    encode_sections,
+    merge_views,
+    rewrite_sql,
+    shrink,
+    to_columns,
+)
 
 logger = logging.getLogger("instrumented")
 
@@ -223,18 +233,19 @@ class Flusher:
         """The roll-up value of ``snapshot``'s views: columnar, with the current bucket's series points."""
         rows = snapshot["views"]
         index = {name: i for i, name in enumerate(rows)}
+        columns, blob = to_columns(rows)
         rollup: Rollup = {
             "process": self.process_id,
             "as_of": current,
             "at": round(at, 3),
             "buckets": sorted(self.window),
             "fin": self._fin,
-            "cols": to_columns(rows),
+            "cols": columns,
             "cur": [[index[n], b, v["n"], v.get("e", 0), v.get("h", "")] for b, n, v in points if n in index],
         }
         if snapshot.get("truncated"):
             rollup["truncated"] = True
-        return pack(rollup)
+        return encode_rollup(rollup, blob)
 
     def _register(self, store: Store, bucket: int) -> bool:
         """Add this process to the bucket's index once (``add``, else ``append``)."""

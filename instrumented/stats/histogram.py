@@ -125,9 +125,10 @@ def decode(encoded: str) -> tuple[int, array] | None:
     return offset, counts
 
 
-def pack_columns(encoded: Iterable[str]) -> tuple[str, list[int], list[int]]:
-    """Many packed slices as one base64 blob plus each slice's offset and length (a roll-up's column):
-    a reader decodes one blob per process instead of one string per view."""
+def pack_columns(encoded: Iterable[str]) -> tuple[bytes, list[int], list[int]]:
+    """Many packed slices as one blob of uint32 little-endian counts plus each slice's offset and length
+    (a roll-up's histograms: stored beside its JSON, not in it, so a reader neither scans nor base64-decodes
+    them, measured as half the parse time of a roll-up)."""
     parts: list[array] = []
     offsets: list[int] = []
     lengths: list[int] = []
@@ -145,14 +146,13 @@ def pack_columns(encoded: Iterable[str]) -> tuple[str, list[int], list[int]]:
         blob.extend(part)
     if sys.byteorder != "little":
         blob.byteswap()
-    return base64.b64encode(blob.tobytes()).decode("ascii"), offsets, lengths
+    return blob.tobytes(), offsets, lengths
 
 
-def wide_columns(blob: str, offsets: list[int], lengths: list[int], wanted: list[bool] | None = None) -> list[int]:
+def wide_columns(raw: bytes, offsets: list[int], lengths: list[int], wanted: list[bool] | None = None) -> list[int]:
     """Each slice of a :func:`pack_columns` blob as one wide integer (bin i in bits 32i..32i+31), 0 when
     empty: adding wide integers adds whole histograms in one C-level step (see :func:`settle_wide`).
     Malformed: the slices from where it goes wrong are 0."""
-    raw = base64.b64decode(blob, validate=True)
     wides = []
     position, available = 0, len(raw) // 4
     from_bytes = int.from_bytes

@@ -24,7 +24,16 @@ from ..memcached import Store, ValueTooLarge, get_store, inflate
 from ..naming import OTHER_VIEW
 from . import flusher as flusher_module
 from . import histogram
-from .snapshot import ViewTotals, add_series, cap_views, merge_columns, merge_into, section, section_header
+from .snapshot import (
+    ViewTotals,
+    add_series,
+    cap_views,
+    decode_rollup,
+    merge_columns,
+    merge_into,
+    section,
+    section_header,
+)
 
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
 #: Processes one read asks memcached about (a forged index could list millions); the rest are skipped.
@@ -132,6 +141,17 @@ class ReadBudget:
         if body is not None:
             self.bytes_left -= len(body)
         return body
+
+    def decode_rollup(self, data: bytes | None) -> tuple[Any, bytes]:
+        """A roll-up value's parsed JSON and histogram blob, or (None, b"") as for decode()."""
+        body = self.inflate(data)
+        if body is None:
+            return None, b""
+        try:
+            with _no_gc_pauses():
+                return decode_rollup(body)
+        except (ValueError, RecursionError):
+            return None, b""
 
     def decode(self, data: bytes | None) -> Any:
         """One stored value, parsed, or None: missing, unreadable, or over the cap or what is left (counted)."""
@@ -323,14 +343,14 @@ def _read(  # noqa: C901 - one read, in the order of its round trips
             return unavailable()
         by_size = sorted(wanted.items(), key=lambda item: len(rollups.get(keys.rollup(item[0])) or b""))
         for process_id, process_buckets in by_size:
-            rollup = budget.decode(rollups.pop(keys.rollup(process_id), None))
+            rollup, blob = budget.decode_rollup(rollups.pop(keys.rollup(process_id), None))
             sections = rollups.pop(keys.series(process_id), None) if series else None
-            if _merge_rollup(merged, rollup, current, view, series, sections, budget):
+            if _merge_rollup(merged, rollup, blob, current, view, series, sections, budget):
                 processes.add(process_id)
                 truncated = truncated or bool(rollup.get("truncated"))
             else:
                 per_bucket.extend((b, process_id) for b in process_buckets)
-            del rollup, sections
+            del rollup, blob, sections
     else:
         per_bucket = [(b, p) for p, process_buckets in wanted.items() for b in process_buckets]
     if per_bucket:
@@ -364,6 +384,7 @@ def _read(  # noqa: C901 - one read, in the order of its round trips
 def _merge_rollup(
     merged: dict[str, ViewTotals],
     rollup: Any,
+    blob: bytes,
     current: int,
     view: str | None,
     series: bool,
@@ -386,7 +407,7 @@ def _merge_rollup(
         return False
     try:
         with _no_gc_pauses():
-            budget.folded += merge_columns(merged, cols, view, budget.max_views, OTHER_VIEW)  # type: ignore[arg-type]
+            budget.folded += merge_columns(merged, cols, blob, view, budget.max_views, OTHER_VIEW)  # type: ignore[arg-type]
             for name, view_points in points.items():
                 if name in merged:
                     add_series(merged[name], view_points)

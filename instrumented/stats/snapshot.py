@@ -21,7 +21,7 @@ import zlib
 from collections.abc import Callable, Iterable
 from typing import Any, NotRequired, TypedDict
 
-from ..memcached import MAX_UNPACKED_BYTES, MAX_VALUE_BYTES, dumps, inflate, pack
+from ..memcached import MAX_UNPACKED_BYTES, MAX_VALUE_BYTES, dumps, inflate, pack, pack_bytes
 from . import histogram
 
 
@@ -55,9 +55,9 @@ class BucketSnapshot(TypedDict):
 
 
 class Columns(TypedDict):
-    """A roll-up's views, one list per field (index i is view ``names[i]``); ``h`` holds every histogram
-    slice in one base64 blob (``ho`` offsets, ``hl`` lengths, see histogram.pack_columns); ``q`` is per
-    view a flat list ``[sql index, count, µs, n1, ...]`` into ``sql``."""
+    """A roll-up's views, one list per field (index i is view ``names[i]``); every histogram slice is in one
+    binary blob stored after the JSON (``ho`` offsets, ``hl`` lengths, see histogram.pack_columns); ``q``
+    is per view a flat list ``[sql index, count, µs, n1, ...]`` into ``sql``."""
 
     names: list[str]
     routes: list[str]
@@ -66,7 +66,6 @@ class Columns(TypedDict):
     s: list[int]
     lsum: list[float]
     lmax: list[float]
-    h: str
     ho: list[int]
     hl: list[int]
     qn: list[int]
@@ -400,8 +399,9 @@ def shrink(
     return payload
 
 
-def to_columns(views: dict[str, ViewSnapshot]) -> Columns:
-    """Row-form view snapshots (the flusher's roll-up) in the columnar form readers merge fastest."""
+def to_columns(views: dict[str, ViewSnapshot]) -> tuple[Columns, bytes]:
+    """Row-form view snapshots (the flusher's roll-up) in the columnar form readers merge fastest, and
+    the histogram blob that goes with it."""
     names = list(views)
     rows = [views[name] for name in names]
     blob, offsets, lengths = histogram.pack_columns(row.get("h", "") for row in rows)
@@ -412,7 +412,7 @@ def to_columns(views: dict[str, ViewSnapshot]) -> Columns:
         for sql, count, time_us, n1 in row.get("q", ()):
             flat += [sql_index.setdefault(sql, len(sql_index)), count, time_us, n1]
         queries.append(flat)
-    return {
+    columns: Columns = {
         "names": names,
         "routes": [row.get("route", "") for row in rows],
         "n": [row["n"] for row in rows],
@@ -420,7 +420,6 @@ def to_columns(views: dict[str, ViewSnapshot]) -> Columns:
         "s": [count for row in rows for count in row["s"]],
         "lsum": [row["lsum"] for row in rows],
         "lmax": [row["lmax"] for row in rows],
-        "h": blob,
         "ho": offsets,
         "hl": lengths,
         "qn": [row.get("qn", 0) for row in rows],
@@ -433,6 +432,21 @@ def to_columns(views: dict[str, ViewSnapshot]) -> Columns:
         "a": [row.get("a", {}) for row in rows],
         "x": [row.get("x", {}) for row in rows],
     }
+    return columns, blob
+
+
+def encode_rollup(rollup: Rollup, blob: bytes) -> bytes:
+    """A roll-up value: the JSON's length (4 bytes), the JSON, then the histogram blob; compressed when large."""
+    text = dumps(rollup)
+    return pack_bytes(len(text).to_bytes(4, "little") + text + blob)
+
+
+def decode_rollup(body: bytes) -> tuple[Any, bytes]:
+    """The parsed JSON of an inflated roll-up value and its histogram blob (ValueError when malformed)."""
+    size = int.from_bytes(body[:4], "little")
+    if len(body) < 4 + size:
+        raise ValueError("short roll-up")
+    return json.loads(body[4 : 4 + size]), body[4 + size :]
 
 
 def _targets(
@@ -464,6 +478,7 @@ _PER_VIEW = ("routes", "n", "e", "lsum", "lmax", "ho", "hl", "qn", "qmax", "db",
 def merge_columns(  # noqa: C901 - the reader's hot loop: one flat pass per column, unrolled
     merged: dict[str, ViewTotals],
     cols: Columns,
+    blob: bytes,
     view: str | None = None,
     max_views: int | None = None,
     other_name: str = "",
@@ -519,7 +534,7 @@ def merge_columns(  # noqa: C901 - the reader's hot loop: one flat pass per colu
             t._add_exceptions(exceptions.items())
     _merge_sql_columns(targets, cols)
     mask = None if wanted is None else [t is not None for t in targets]
-    for t, wide in zip(targets, histogram.wide_columns(cols["h"], cols["ho"], cols["hl"], mask), strict=True):
+    for t, wide in zip(targets, histogram.wide_columns(blob, cols["ho"], cols["hl"], mask), strict=True):
         if t is not None and wide:
             t.wide += wide
     return folded
