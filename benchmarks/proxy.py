@@ -1,13 +1,15 @@
 """Proxy overhead: direct MariaDB vs a plain TCP relay (socat, nodelay) vs instrumented-proxy, logging off/on.
 
 Measures per-query latency (SELECT 1, a primary-key lookup, a 1000-row select) in interleaved batches,
-and 8-client throughput (processes, point lookups). Prints medians and the ratios of ARCHITECTURE §7:
-added latency with logging on <= 1.5 x the relay's added latency, throughput >= 0.9 x the relay's.
+and 8-client throughput (processes, point lookups). Prints medians and the budgets: the host's CPU per
+statement (in-process) <= 12 µs with logging on and <= 6 µs off, 8-client throughput with logging off
+>= 0.9 x the relay's (issue 12), added latency with logging on <= 1.5 x the relay's (ARCHITECTURE §7),
+and the Lua script's own share of the CPU (``--only cpu`` prints just the CPU part; no MariaDB needed).
 
 Also: the Lua normaliser's CPU time on multi-row INSERTs of 8 KB, 64 KB and 1 MB (it must grow linearly),
 and a second client's SELECT 1 latency while a non-admin floods 12 MB ``PROXY LOG`` statements.
 
-    python benchmarks/proxy.py [--rounds 15] [--batch 300] [--seconds 3] [--only normalize|flood]
+    python benchmarks/proxy.py [--rounds 15] [--batch 300] [--seconds 3] [--only normalize|flood|cpu]
 
 Needs MariaDB on 127.0.0.1:3306 (root, no password, database ``test``), socat, mysqlclient, lupa.
 """
@@ -176,6 +178,77 @@ def host_code_us(script: Path | None, logging_on: bool, n: int = 30000) -> float
     return (time.process_time() - start) / n * 1e6
 
 
+#: A statement as Django's ORM sends it, with the view comment of SQL_COMMENT.
+DJANGO_SQL = (
+    "SELECT `shop_book`.`id`, `shop_book`.`title`, `shop_book`.`author_id` FROM `shop_book` WHERE `shop_book`.`id` = 42"
+    " LIMIT 21 /*view='shop%3Abook',route='books%2F%3Cint%3Abook_id%3E%2F'*/"
+)
+
+
+def script_us(sql: str, n: int = 50000) -> tuple[float, float]:
+    """The Lua side alone: query_log.lua's read_query + read_query_result per statement with logging on, and
+    read_query with logging off (plain lupa, a minimal ``proxy`` table, the log to /dev/null), CPU µs."""
+    import lupa.lua51
+
+    lua = lupa.lua51.LuaRuntime(encoding=None)
+    run = lua.eval(
+        """function(root, n, query)
+      package.path = root .. "/mysql_proxy_lua/?.lua;" .. package.path
+      local getenv = os.getenv
+      os.getenv = function(name) if name == "PROXY_LOG_FILE" then return "/dev/null" end return getenv(name) end
+      local queue = {}
+      proxy = {global = {}, PROXY_SEND_QUERY = 1, PROXY_SEND_RESULT = 2, MYSQLD_PACKET_OK = 0,
+               MYSQLD_PACKET_ERR = 255, COM_QUERY = 3, COM_STMT_PREPARE = 22, COM_STMT_EXECUTE = 23,
+               COM_STMT_CLOSE = 25, MYSQL_TYPE_STRING = 254, MYSQL_TYPE_LONGLONG = 8,
+               connection = {client = {username = "root", default_db = "test", src = {name = "10.1.1.1:1"}},
+                             server = {thread_id = 77}},
+               queries = {append = function(self, id, packet, opts) queue[1] = packet end}}
+      dofile(root .. "/mysql_proxy_lua/query_log.lua")
+      local state = proxy.global.query_log
+      local packet = string.char(3) .. query
+      local res = {row_count = 1, query_status = 0, warning_count = 0}
+      local inj = {id = 1, query = packet, query_time = 5, response_time = 9, resultset = res}
+      local clock = os.clock
+      state.on, state.deadline = true, os.time() + 3600
+      local t0 = clock()
+      for _ = 1, n do
+        read_query(packet)
+        read_query_result(inj)
+      end
+      local on = (clock() - t0) / n * 1e6
+      state.on = false
+      t0 = clock()
+      for _ = 1, n do read_query(packet) end
+      return on, (clock() - t0) / n * 1e6
+    end"""
+    )
+    on, off = run(str(ROOT).encode(), n, sql.encode())
+    return on, off
+
+
+def sql_comment_ns(n: int = 200_000) -> tuple[float, float]:
+    """The SQL_COMMENT wrapper's cost per statement (ns), with a view comment set and without one."""
+    from instrumented.querylog.sqlcomment import comment_for, comment_wrapper, current_comment
+
+    def execute(sql: str, params: object, many: bool, context: object) -> None:
+        return None
+
+    sql, context = DJANGO_SQL.split(" /*")[0], {}
+    out = []
+    for comment in (comment_for("shop:book", "books/<int:book_id>/"), None):
+        current_comment.set(comment)
+        start = time.perf_counter_ns()
+        for _ in range(n):
+            comment_wrapper(execute, sql, (42,), False, context)
+        wrapped = time.perf_counter_ns() - start
+        start = time.perf_counter_ns()
+        for _ in range(n):
+            execute(sql, (42,), False, context)
+        out.append((wrapped - (time.perf_counter_ns() - start)) / n)
+    current_comment.set(None)
+    return out[0], out[1]
+
+
 def normalize_ms(sizes: tuple[int, ...] = (8 << 10, 64 << 10, 1 << 20)) -> dict[int, float]:
     """CPU ms of lib/normalize.lua on a multi-row INSERT of each size (fresh text each run: no cache hit)."""
     import lupa.lua51
@@ -244,8 +317,10 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=100, help="queries per target per round (1000-row: a tenth)")
     parser.add_argument("--seconds", type=float, default=3.0, help="duration of each throughput run")
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--only", choices=["normalize", "flood"], help="run just this part")
+    parser.add_argument("--only", choices=["normalize", "flood", "cpu"], help="run just this part")
     args = parser.parse_args()
+    if args.only == "cpu":
+        return cpu_report([])
     if args.only != "flood":
         print("normaliser CPU per multi-row INSERT: "
               + "   ".join(f"{size >> 10} KB {ms:.2f} ms" for size, ms in normalize_ms().items()))  # fmt: skip
@@ -334,18 +409,38 @@ def main() -> int:
             f"  {target:<10}{value:>10.0f}   {value / med_qps['relay']:.2f} x relay"
             f"   {value / med_qps['direct']:.2f} x direct"
         )
-    tp_ratio = med_qps["host_on"] / med_qps["relay"]
-    verdicts.append(("throughput, logging on >= 0.9 x relay", tp_ratio, tp_ratio >= 0.9))
+    tp_off = med_qps["host_off"] / med_qps["relay"]
+    verdicts.append(("8-client throughput, logging off >= 0.9 x relay", tp_off, tp_off >= 0.9))
+    tp_on = med_qps["host_on"] / med_qps["relay"]
+    print(f"  (logging on: {tp_on:.2f} x relay, no budget)")
     print(f"\nlog lines written while on: {logged}")
+    return cpu_report(verdicts)
+
+
+def cpu_report(verdicts: list[tuple[str, float, bool]], runs: int = 5) -> int:
+    """The host's CPU per statement (in-process, medians of interleaved runs), the script's share, the verdicts."""
     old_log_file = os.environ.get("PROXY_LOG_FILE")
     os.environ["PROXY_LOG_FILE"] = os.devnull
-    print("\nhost code per SELECT 1, CPU µs (in-process, sockets replaced by no-ops; independent of machine load):")
-    print(f"  no script {host_code_us(None, False):.1f}   query_log.lua off {host_code_us(SCRIPT, False):.1f}"
-          f"   query_log.lua on {host_code_us(SCRIPT, True):.1f}")
+    cpu: dict[str, list[float]] = {"none": [], "off": [], "on": []}
+    for _ in range(runs):
+        cpu["none"].append(host_code_us(None, False, 20000))
+        cpu["off"].append(host_code_us(SCRIPT, False, 20000))
+        cpu["on"].append(host_code_us(SCRIPT, True, 20000))
     if old_log_file is None:
         del os.environ["PROXY_LOG_FILE"]
+    med = {k: statistics.median(v) for k, v in cpu.items()}
+    print(f"\nhost code per SELECT 1, CPU µs (in-process, sockets replaced by no-ops; median of {runs} runs):")
+    print(f"  no script {med['none']:.1f}   query_log.lua off {med['off']:.1f}   query_log.lua on {med['on']:.1f}")
+    for label, sql in (("SELECT 1", "SELECT 1"), ("a Django statement with its view comment", DJANGO_SQL)):
+        on, off = script_us(sql)
+        print(f"  of which query_log.lua alone, {label}: on {on:.2f}, off {off:.2f} (plain Lua 5.1)")
+    with_view, without = sql_comment_ns()
+    print(f"SQL_COMMENT wrapper per statement (Django side): {with_view:.0f} ns with a view, {without:.0f} ns without")
+    verdicts.append(("SQL_COMMENT wrapper per statement <= 1 µs", with_view / 1000, with_view <= 1000))
+    verdicts.append(("host CPU per statement, logging on <= 12 µs", med["on"], med["on"] <= 12))
+    verdicts.append(("host CPU per statement, logging off <= 6 µs", med["off"], med["off"] <= 6))
     print(f"machine load average: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
-    print("\nbudget (ARCHITECTURE §7):")
+    print("\nbudget (issue 12, ARCHITECTURE §7):")
     for label, value, ok in verdicts:
         print(f"  {label}: {value:.2f} -> {'OK' if ok else 'OVER BUDGET'}")
     return 0

@@ -1,4 +1,4 @@
-"""Who may see stats and tracebacks, and the headers every such response carries.
+"""Who may see stats, tracebacks and the DBA panel, and the headers every such response carries.
 
 Every check answers False rather than raise; every response that shows stats, SQL or tracebacks is
 private, never cached, never framed.
@@ -15,6 +15,7 @@ from django.utils.cache import add_never_cache_headers, patch_vary_headers
 from django.utils.module_loading import import_string
 
 from .conf import get_config
+from .failopen import fail_open
 
 logger = logging.getLogger("instrumented")
 
@@ -65,24 +66,31 @@ def is_technical_user(request: HttpRequest) -> bool:
     user = get_user(request)
     if user is None:
         return False
-    try:
+    with fail_open("SUPERUSER_CALLBACK failed"):
         callback = _callback(get_config().superuser_callback)
         if callback is not None:
             return bool(callback(user))
         return bool(user.is_active and user.is_superuser)
-    except Exception:
-        logger.warning("django-instrumented: SUPERUSER_CALLBACK failed", exc_info=True)
-        return False
+    return False
 
 
 def can_view_stats(request: HttpRequest) -> bool:
     """May see the dashboard and API: active staff, or whatever PERMISSION_CALLBACK(request) says."""
-    try:
+    with fail_open("PERMISSION_CALLBACK failed"):
         callback = _callback(get_config().permission_callback)
         if callback is not None:
             return bool(callback(request))
         user = get_user(request)
         return bool(user is not None and user.is_active and user.is_staff)
-    except Exception:
-        logger.warning("django-instrumented: PERMISSION_CALLBACK failed", exc_info=True)
-        return False
+    return False
+
+
+#: The permission (app label + codename) that opens the DBA panel to users who are not superusers.
+QUERYLOG_PERMISSION = "instrumented.control_querylog"
+
+
+def can_control_querylog(user: Any) -> bool:
+    """May use the DBA panel: an active superuser, or an active user granted ``instrumented.control_querylog``."""
+    with fail_open(f"checking {QUERYLOG_PERMISSION} failed"):  # a broken auth backend must not open (or crash) it
+        return bool(user is not None and user.is_active and (user.is_superuser or user.has_perm(QUERYLOG_PERMISSION)))
+    return False

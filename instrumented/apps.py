@@ -17,9 +17,13 @@ class InstrumentedConfig(AppConfig):
     def ready(self) -> None:
         from . import checks  # noqa: F401 - registers the system checks
         from .errors.capture import connect_receivers
+        from .querylog import sqlcomment
         from .stats.probe import install_on_existing, on_connection_created, on_request_exception
 
         connection_created.connect(on_connection_created, dispatch_uid="instrumented.sql_hook")
+        # After the stats hook: the view comment is the innermost wrapper (SQL_COMMENT).
+        connection_created.connect(sqlcomment.on_connection_created, dispatch_uid="instrumented.sql_comment")
         got_request_exception.connect(on_request_exception, dispatch_uid="instrumented.exception_class")
         install_on_existing()
+        sqlcomment.install_on_existing()
         connect_receivers()  # error references

@@ -69,6 +69,11 @@ DEFAULTS: dict[str, Any] = {
     "ERROR_LOOKUPS_PER_MINUTE": 60,
     # The DATABASES alias that goes through the MySQL proxy, for instrumented_querylog and the DBA panel.
     "QUERYLOG_DATABASE": "querylog",
+    # Several proxies: their aliases, switched and read together (None = just QUERYLOG_DATABASE).
+    "QUERYLOG_DATABASES": None,
+    # End every statement with /*view='...',route='...'*/ for the proxy's digest: False, True (every alias)
+    # or a list of aliases.
+    "SQL_COMMENT": False,
 }
 
 
@@ -120,6 +125,9 @@ class Config:
     error_pages_per_minute: int
     error_lookups_per_minute: int
     querylog_database: str
+    querylog_databases: tuple[str, ...]
+    #: The aliases whose statements carry the view comment (empty: none; "*" in it: every alias).
+    sql_comment: frozenset[str]
     #: What was wrong with ``INSTRUMENTED`` (each bad value was replaced by its default).
     problems: tuple[str, ...] = ()
 
@@ -190,12 +198,29 @@ def _check_ranges(raw: dict[str, Any], problems: list[str]) -> None:
         _bad(raw, problems, "SAMPLE_RATE", f"SAMPLE_RATE must be between 0 and 1, not {rate!r}.")
     if not isinstance(raw["QUERYLOG_DATABASE"], str) or not raw["QUERYLOG_DATABASE"]:
         _bad(raw, problems, "QUERYLOG_DATABASE", "QUERYLOG_DATABASE must be the name of a DATABASES alias.")
+    _check_querylog(raw, problems)
     ignore = raw["IGNORE_VIEWS"]
     if not isinstance(ignore, list | tuple) or not all(isinstance(p, str) for p in ignore):
         _bad(raw, problems, "IGNORE_VIEWS", "IGNORE_VIEWS must be a list of view names or 'namespace:' prefixes.")
     for key in ("PERMISSION_CALLBACK", "SUPERUSER_CALLBACK"):
         if raw[key] is not None and not isinstance(raw[key], str) and not callable(raw[key]):
             _bad(raw, problems, key, f"{key} must be a dotted path, a callable or None.")
+
+
+def _check_querylog(raw: dict[str, Any], problems: list[str]) -> None:
+    """QUERYLOG_DATABASES and SQL_COMMENT: lists of aliases (or None / a bool)."""
+    aliases = raw["QUERYLOG_DATABASES"]
+    if isinstance(aliases, str):
+        raw["QUERYLOG_DATABASES"] = aliases = [aliases]
+    if aliases is not None and (
+        not isinstance(aliases, list | tuple) or not aliases or not all(isinstance(a, str) and a for a in aliases)
+    ):
+        _bad(raw, problems, "QUERYLOG_DATABASES", "QUERYLOG_DATABASES must be a list of DATABASES aliases (or None).")
+    comment = raw["SQL_COMMENT"]
+    if not isinstance(comment, bool) and (
+        not isinstance(comment, list | tuple) or not all(isinstance(a, str) and a for a in comment)
+    ):
+        _bad(raw, problems, "SQL_COMMENT", "SQL_COMMENT must be True, False or a list of DATABASES aliases.")
 
 
 def load(user: object) -> Config:
@@ -240,8 +265,19 @@ def load(user: object) -> Config:
         error_pages_per_minute=raw["ERROR_PAGES_PER_MINUTE"],
         error_lookups_per_minute=raw["ERROR_LOOKUPS_PER_MINUTE"],
         querylog_database=raw["QUERYLOG_DATABASE"],
+        querylog_databases=tuple(dict.fromkeys(raw["QUERYLOG_DATABASES"] or [raw["QUERYLOG_DATABASE"]])),
+        sql_comment=_sql_comment(raw["SQL_COMMENT"]),
         problems=tuple(problems),
     )
+
+
+def _sql_comment(value: bool | list[str] | tuple[str, ...]) -> frozenset[str]:
+    """SQL_COMMENT as the set of aliases it applies to ("*": all)."""
+    if value is True:
+        return frozenset({"*"})
+    if value is False:
+        return frozenset()
+    return frozenset(value)
 
 
 @functools.cache

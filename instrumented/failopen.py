@@ -4,6 +4,14 @@ Instrumentation never breaks the site it watches: every failure of its own is co
 logged at most once a minute per kind, and swallowed. ``with fail_open("kind"):`` is how code says so
 (sentry-python's ``capture_internal_exceptions()`` is the model); ``BaseException``s that are not
 ``Exception``s (``KeyboardInterrupt``, ``SystemExit``, ``GeneratorExit``) still propagate.
+
+A fallback value is the code after the block: ``return`` the result inside it, the fallback after it.
+Where the fallback says what went wrong, ``with fail_open("kind") as failed:`` keeps the exception in
+``failed.error``::
+
+    with fail_open("reading stats failed") as failed:
+        return read_stats()
+    return no_data(reason=type(failed.error).__name__)
 """
 
 from __future__ import annotations
@@ -45,22 +53,25 @@ failures = FailureLog()
 class fail_open:  # a class named like a function: it is used as ``with fail_open("kind"):``
     """Context manager: an ``Exception`` inside is recorded as a failure of ``kind`` and swallowed.
 
-    A class rather than ``@contextmanager``: it runs once per request in the middleware, where a
-    generator-based manager costs several times more.
+    A class rather than ``@contextmanager``, which costs about twice as much. Still ~0.15-0.25 µs a use
+    against ~0.03 µs for a bare ``try``: the middleware's once-per-request block stays hand-written.
     """
 
-    __slots__ = ("kind",)
+    __slots__ = ("error", "kind")
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
+        #: The exception swallowed, for a fallback that says why (None while nothing failed).
+        self.error: Exception | None = None
 
-    def __enter__(self) -> None:
-        return None
+    def __enter__(self) -> fail_open:
+        return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
         if exc is None or not isinstance(exc, Exception):
             return False
+        self.error = exc
         failures.record(self.kind, exc)
         return True

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.ports import free_port, wait_for_port
-from tests.support.servers import EXAMPLE, Memcached, SiteServer, server_env
+from tests.support.servers import EXAMPLE, Memcached, SiteServer, server_env, start_site
 
 
 @pytest.fixture(scope="session")
@@ -80,18 +79,8 @@ def site_server(site_data_dir: Path, _isolated_stats: str) -> Iterator[Callable[
     servers: list[SiteServer] = []
 
     def start(workers: int = 3, kind: str = "wsgi", **env_extra: str) -> SiteServer:
-        port = free_port()
-        env = server_env(site_data_dir, _isolated_stats, **env_extra)
-        if kind == "wsgi":
-            cmd = [sys.executable, "-m", "gunicorn", "demo.wsgi:application", "--workers", str(workers)]
-            cmd += ["--bind", f"127.0.0.1:{port}", "--log-level", "warning", "--graceful-timeout", "5"]
-        else:
-            cmd = [sys.executable, "-m", "uvicorn", "demo.asgi:application", "--workers", str(workers)]
-            cmd += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-        proc = subprocess.Popen(cmd, cwd=EXAMPLE, env=env)
-        server = SiteServer(proc, port)
+        server = start_site(server_env(site_data_dir, _isolated_stats, **env_extra), kind, workers)
         servers.append(server)
-        wait_for_port(port, timeout=30, proc=proc)
         return server
 
     yield start

@@ -31,3 +31,15 @@ def test_fail_open_lets_interrupts_through():
     with pytest.raises(KeyboardInterrupt), fail_open("test interrupt"):
         raise KeyboardInterrupt
     assert "test interrupt" not in failures.counts
+
+
+def test_fail_open_keeps_the_error_for_a_fallback():
+    def guarded(fail: bool) -> str:
+        with fail_open("test fallback") as failed:
+            if fail:
+                raise LookupError("gone")
+            return "value"
+        return f"fallback: {type(failed.error).__name__}"
+
+    assert guarded(False) == "value"
+    assert guarded(True) == "fallback: LookupError"

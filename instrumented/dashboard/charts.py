@@ -59,33 +59,26 @@ def bars(
     top_value = max(values, default=0) or 1
     slot = plot_w / max(len(values), 1)
     parts: list[SafeString] = []
+
+    def bar(css_class: str, x: float, value: float, min_height: float, title: str) -> SafeString:
+        h = max(plot_h * value / top_value, min_height)
+        return format_html(
+            '<rect class="{}" x="{}" y="{}" width="{}" height="{}"><title>{}</title></rect>',
+            css_class,
+            _f(x + 0.5),
+            _f(TOP + plot_h - h),
+            _f(max(slot - 1.5, 1.0)),
+            _f(h),
+            title,
+        )
+
     for i, value in enumerate(values):
         x = LEFT + i * slot
         if value > 0:
-            h = max(plot_h * value / top_value, 1.0)
-            parts.append(
-                format_html(
-                    '<rect class="ichart-bar" x="{}" y="{}" width="{}" height="{}"><title>{}</title></rect>',
-                    _f(x + 0.5),
-                    _f(TOP + plot_h - h),
-                    _f(max(slot - 1.5, 1.0)),
-                    _f(h),
-                    _number(value, unit),
-                )
-            )
+            parts.append(bar("ichart-bar", x, value, 1.0, _number(value, unit)))
         mark = (marks or [])[i] if marks and i < len(marks) else 0
         if mark > 0:
-            h = max(plot_h * mark / top_value, 1.5)
-            parts.append(
-                format_html(
-                    '<rect class="ichart-err" x="{}" y="{}" width="{}" height="{}"><title>{} error(s)</title></rect>',
-                    _f(x + 0.5),
-                    _f(TOP + plot_h - h),
-                    _f(max(slot - 1.5, 1.0)),
-                    _f(h),
-                    _number(mark),
-                )
-            )
+            parts.append(bar("ichart-err", x, mark, 1.5, f"{_number(mark)} error(s)"))
     axis = format_html(
         '<line class="ichart-axis" x1="{}" y1="{}" x2="{}" y2="{}"/>'
         '<line class="ichart-grid" x1="{}" y1="{}" x2="{}" y2="{}"/>'

@@ -6,7 +6,6 @@ each response carries the stats headers (:func:`instrumented.access.protect`) an
 
 from __future__ import annotations
 
-import logging
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -19,9 +18,8 @@ from django.urls import NoReverseMatch, reverse
 
 from ..access import can_view_stats, get_user, protect
 from ..conf import get_config
+from ..failopen import fail_open
 from ..stats.reader import read_stats
-
-logger = logging.getLogger("instrumented")
 
 
 def page_csp() -> str:
@@ -102,18 +100,17 @@ def api_denied(request: HttpRequest) -> HttpResponseBase | None:
 
 
 def read(window: int | None = None, **kwargs: Any) -> dict[str, Any]:
-    """``read_stats()``; should the reader itself fail, "no data" with the reason (traceback logged), never a 500."""
-    try:
+    """``read_stats()``; should the reader itself fail, "no data" with the reason (failure counted), never a 500."""
+    with fail_open("reading stats failed") as failed:
         return dict(read_stats(window, **kwargs))
-    except Exception as exc:  # logged with its traceback: the page must say why it has no data, not fail
-        logger.exception("django-instrumented: reading stats failed")
-        return {
-            "window_seconds": window or get_config().window_seconds,
-            "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "processes": 0,
-            "views": [],
-            "error": f"reading stats failed: {type(exc).__name__}",
-        }
+    return {
+        "window_seconds": window or get_config().window_seconds,
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "processes": 0,
+        "processes_live": 0,
+        "views": [],
+        "error": f"reading stats failed: {type(failed.error).__name__}",
+    }
 
 
 def detail_url(name: str) -> str:

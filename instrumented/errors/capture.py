@@ -150,7 +150,7 @@ def plain_traceback(exc_info: ExcInfo, masker: Masker) -> str:
 def capture(request: HttpRequest | None, exc_info: ExcInfo | None = None) -> str:
     """Give the exception being handled a reference, note it on the request and probe, store it; never raises."""
     ref = new_reference()
-    try:
+    with fail_open("capturing an error failed"):  # capturing must never turn one error into two
         if request is not None:
             setattr(request, REQUEST_ATTRIBUTE, ref)
         probe = current_probe.get()
@@ -164,8 +164,6 @@ def capture(request: HttpRequest | None, exc_info: ExcInfo | None = None) -> str
         config = get_config()
         if config.enabled:
             _store(get_store(), config, ref, request, exc_info)
-    except Exception as exc:  # noqa: BLE001 - capturing must never turn one error into two
-        failures.record("capturing an error failed", exc)
     return ref
 
 

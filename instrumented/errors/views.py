@@ -8,7 +8,6 @@ reference's existence is never confirmed to someone who may not read it.
 
 from __future__ import annotations
 
-import logging
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -19,14 +18,12 @@ from django.utils.cache import add_never_cache_headers
 
 from ..access import SANDBOX_CSP, get_user, is_technical_user, protect
 from ..conf import get_config
-from ..failopen import failures
+from ..failopen import fail_open
 from ..keys import RATE_LIMIT_SECONDS
 from ..memcached import get_store
 from .capture import PAGE_ATTRIBUTE, REQUEST_ATTRIBUTE, capture
 from .records import load_meta, load_page, new_reference, normalize_reference, recent_errors
 from .reporter import BoundedExceptionReporter
-
-logger = logging.getLogger("instrumented")
 
 #: The live technical page runs no script at all (the package renders Django's template without it): no
 #: ``allow-scripts``, no ``script-src``, so nothing an attacker gets onto the page can run, even as markup.
@@ -58,7 +55,7 @@ def _technical_response(request: HttpRequest, ref: str) -> HttpResponse | None:
     exc_type, exc_value, tb = sys.exc_info()
     if exc_type is None or exc_value is None:
         return None
-    try:
+    with fail_open("rendering the live technical page failed"):  # the public page then, not a second error
         reporter = BoundedExceptionReporter(request, exc_type, exc_value, tb)
         if _wants_html(request):
             stored = getattr(request, PAGE_ATTRIBUTE, None)  # rendered once already, when it was stored
@@ -71,24 +68,20 @@ def _technical_response(request: HttpRequest, ref: str) -> HttpResponse | None:
         response["Referrer-Policy"] = "no-referrer"
         response[HEADER] = ref
         return response
-    except Exception as exc:  # noqa: BLE001 - fall back to the public page rather than raise a second error
-        failures.record("rendering the live technical page failed", exc)
-        return None
+    return None
 
 
 def _public_response(request: HttpRequest, ref: str) -> HttpResponse:
     """The site's 500.html, else the shipped one, else plain text; all with the reference."""
     context = {"error_reference": ref, "request": request}
     for name in ("500.html", "instrumented/500.html"):
-        try:
-            body = loader.get_template(name).render(context)
-        except TemplateDoesNotExist:
-            continue
-        except Exception as exc:  # noqa: BLE001 - a broken template (or a context processor): try the next one
-            failures.record(f"rendering {name} failed", exc)
-            continue
-        response = HttpResponse(body, status=500)
-        break
+        with fail_open(f"rendering {name} failed"):  # a broken template (or a context processor): try the next one
+            try:
+                body = loader.get_template(name).render(context)
+            except TemplateDoesNotExist:
+                continue
+            response = HttpResponse(body, status=500)
+            break
     else:
         response = HttpResponse(
             f"Server Error (500)\nError reference: {ref}\n", status=500, content_type="text/plain; charset=utf-8"

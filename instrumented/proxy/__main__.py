@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--lua-io-path", action="append", default=[],
-        help="a file the script may open with io.open (default: $PROXY_LOG_FILE or ./query_log.jsonl)",
+        help="a file the script may open with io.open (default: $PROXY_LOG_FILE, else query_log.jsonl or"
+             " query_log.slow.log as PROXY_LOG_FORMAT says)",
     )  # fmt: skip
     parser.add_argument(
         "--event-loop", choices=["auto", "uvloop", "asyncio"], default="auto",
@@ -53,11 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def default_log_file() -> str:
+    """query_log.lua's default file name for ``PROXY_LOG_FORMAT`` (json or slowlog)."""
+    slowlog = os.environ.get("PROXY_LOG_FORMAT", "").lower() == "slowlog"
+    return "query_log.slow.log" if slowlog else "query_log.jsonl"
+
+
 async def serve(args: argparse.Namespace) -> int:
     """Run until SIGTERM/SIGINT, then shut down cleanly."""
     listen = parse_address(args.proxy_address, "0.0.0.0", 4040)
     backends = [parse_address(b, "127.0.0.1", 3306) for b in (args.proxy_backend_addresses or ["127.0.0.1:3306"])]
-    io_paths = args.lua_io_path or [os.environ.get("PROXY_LOG_FILE") or "query_log.jsonl"]
+    io_paths = args.lua_io_path or [os.environ.get("PROXY_LOG_FILE") or default_log_file()]
     server = ProxyServer(
         listen, backends, args.proxy_lua_script, io_paths=io_paths, connect_timeout=args.connect_timeout
     )

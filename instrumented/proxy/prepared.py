@@ -7,9 +7,8 @@ bytes of one statement (cut texts end in a marker) and, past ``CONNECTION_BYTES`
 statements still open, only a short placeholder. The host keeps sizes, never texts.
 
 A COM_STMT_CLOSE gives the statement's share back: the script drops its copy there. COM_RESET_CONNECTION
-and COM_CHANGE_USER end every statement on the server, but a script does not see them as closes (the
-shipped query_log.lua keeps its copies until the connection ends), so their shares stay counted until
-the connection ends: memory stays bounded whatever the client does.
+and COM_CHANGE_USER end every statement on the server, and the script drops all its copies (the shipped
+query_log.lua does), so they give every share back.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from .mysql.constants import COM_CHANGE_USER, COM_RESET_CONNECTION, COM_STMT_CLO
 
 #: Bytes of one statement's text the script is handed (enough to log and digest it).
 TEXT_LIMIT = 64 * 1024
-#: Statement text a connection's script may hold in all (open statements, and those a reset ended).
+#: Statement text a connection's script may hold in all (its open statements).
 CONNECTION_BYTES = 1024 * 1024
 #: Statements a connection's script may hold the text of.
 CONNECTION_COUNT = 1000
@@ -30,18 +29,16 @@ _PREFIX = bytes((COM_STMT_PREPARE,))
 class PreparedTexts:
     """One connection's account of the prepared-statement text handed to its script."""
 
-    __slots__ = ("open", "open_bytes", "stale_bytes", "stale_count")
+    __slots__ = ("open", "open_bytes")
 
     def __init__(self) -> None:
         self.open: dict[int, int] = {}  # statement id -> bytes of text handed to the script
         self.open_bytes = 0
-        self.stale_count = 0  # statements a reset or change-user ended, whose text the script may still hold
-        self.stale_bytes = 0
 
     @property
     def held_bytes(self) -> int:
         """Statement text the script may be holding now."""
-        return self.open_bytes + self.stale_bytes
+        return self.open_bytes
 
     def for_script(self, packet: bytes, stmt_id: int | None) -> bytes:
         """The COM_STMT_PREPARE packet as ``inj.query`` shows it; ``stmt_id`` when the server accepted it."""
@@ -52,7 +49,7 @@ class PreparedTexts:
         if stmt_id is None:
             return text  # a failed prepare: nothing is kept
         self.closed(stmt_id)  # an id the server hands out again replaces the script's copy
-        count = len(self.open) + self.stale_count
+        count = len(self.open)
         if count >= CONNECTION_COUNT or self.held_bytes + len(text) > CONNECTION_BYTES:
             text = _PREFIX + b"(text not kept by the proxy: %d bytes; too many prepared statements held)" % size
         self.open[stmt_id] = len(text)
@@ -76,8 +73,6 @@ class PreparedTexts:
         self.open_bytes -= self.open.pop(stmt_id, 0)
 
     def server_forgot_all(self) -> None:
-        """COM_RESET_CONNECTION / COM_CHANGE_USER: the ids end, their shares stay counted (see the module doc)."""
-        self.stale_count += len(self.open)
-        self.stale_bytes += self.open_bytes
+        """COM_RESET_CONNECTION / COM_CHANGE_USER: every id ends and the script drops every copy."""
         self.open.clear()
         self.open_bytes = 0

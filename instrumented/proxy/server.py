@@ -15,6 +15,8 @@ log = logging.getLogger("instrumented.proxy")
 
 #: A backend that refused a connection is skipped for this long (unless it is the only choice).
 DOWN_RETRY_SECONDS = 5.0
+#: How often the files scripts write are flushed (their last line reaches the disk when traffic stops).
+FLUSH_SECONDS = 1.0
 
 
 def parse_address(value: str, default_host: str = "0.0.0.0", default_port: int = 4040) -> tuple[str, int]:
@@ -73,13 +75,25 @@ class ProxyServer:
         self.connections: set[ProxyConnection] = set()
         self._server: asyncio.Server | None = None
         self._last_logged: dict[str, float] = {}
+        self._flusher: asyncio.TimerHandle | None = None
 
     async def start(self) -> asyncio.Server:
         """Bind and start accepting."""
         loop = asyncio.get_running_loop()
         host, port = self.listen
         self._server = await loop.create_server(lambda: ProxyConnection(self), host or None, port, reuse_address=True)
+        if self.lua is not None:
+            self._flusher = loop.call_later(FLUSH_SECONDS, self._flush_files)
         return self._server
+
+    def _flush_files(self) -> None:
+        """Flush the scripts' buffered files, then again in a second (there is no timer in the scripting API)."""
+        assert self.lua is not None
+        try:
+            self.lua.flush_files()
+        except Exception as exc:  # noqa: BLE001 - a failed flush must not stop the proxy
+            self.rate_limited_log("flush", "flushing the script's files failed: %s", exc)
+        self._flusher = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self._flush_files)
 
     @property
     def port(self) -> int:
@@ -109,10 +123,15 @@ class ProxyServer:
         """Stop accepting, give running commands a moment, then close every connection."""
         if self._server is not None:
             self._server.close()
+        if self._flusher is not None:
+            self._flusher.cancel()
+            self._flusher = None
         deadline = time.monotonic() + grace
         while any(c.busy for c in self.connections) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
             conn.shutdown()
+        if self.lua is not None:
+            self.lua.flush_files()
         if self._server is not None:
             await self._server.wait_closed()

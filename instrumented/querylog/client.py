@@ -1,19 +1,27 @@
-"""Control the proxy's query log from Django: PROXY LOG statements over a database alias through the proxy.
+"""Control the proxy's query log from Django: PROXY LOG statements over database aliases through the proxies.
 
-The alias is ``INSTRUMENTED["QUERYLOG_DATABASE"]`` (default ``"querylog"``): a MySQL/MariaDB entry in
-``DATABASES`` whose HOST/PORT point at ``instrumented-proxy`` and whose USER is listed in the proxy's
-``PROXY_LOG_ADMINS``. Every function returns plain dicts/lists, so the dashboard and the management
-command share them; every failure is a ``QueryLogError`` with a message fit for a human.
+The aliases are ``INSTRUMENTED["QUERYLOG_DATABASES"]`` (default: ``[QUERYLOG_DATABASE]``, ``"querylog"``):
+MySQL/MariaDB entries in ``DATABASES`` whose HOST/PORT point at an ``instrumented-proxy`` each and whose
+USER is listed in the proxy's ``PROXY_LOG_ADMINS``. Every function works on all of them (or the one given
+as ``using``) and merges what they answer: one status, one tail, one digest. Each statement goes on a
+connection of its own that sends nothing but the statement (no ``SET NAMES``, no ``SET autocommit``, no
+``init_command``), so the log shows no trace of the panel or the command. Every function returns plain
+dicts/lists; every failure is a ``QueryLogError`` with a message fit for a human.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable
 from typing import Any
 
-from django.db import DatabaseError, connections
+from django.db import connections
 from django.utils.connection import ConnectionDoesNotExist
 
 from ..conf import get_config
+
+#: Orders of ``digest()`` (``PROXY LOG DIGEST ... ORDER BY``).
+ORDERS = ("sum", "count", "max", "rows", "errors")
 
 
 class QueryLogError(RuntimeError):
@@ -21,38 +29,109 @@ class QueryLogError(RuntimeError):
 
 
 def querylog_alias() -> str:
-    """The configured database alias that goes through the proxy."""
-    return get_config().querylog_database
+    """The first configured database alias that goes through a proxy."""
+    return querylog_aliases()[0]
 
 
-def _run(statement: str, using: str | None = None) -> list[dict[str, Any]]:
-    """Send one control statement on its own short-lived connection; rows as dicts."""
-    alias = using or querylog_alias()
+def querylog_aliases(using: str | None = None) -> tuple[str, ...]:
+    """``(using,)``, or every configured alias through a proxy."""
+    return (using,) if using else get_config().querylog_databases
+
+
+def _settings(alias: str) -> dict[str, Any]:
+    """The alias's DATABASES entry, checked to be MySQL/MariaDB."""
     try:
         connection = connections[alias]
     except ConnectionDoesNotExist:
         raise QueryLogError(
             f"No database alias {alias!r}: add one to DATABASES that connects through instrumented-proxy "
-            f"(or set INSTRUMENTED['QUERYLOG_DATABASE'])."
+            f"(or set INSTRUMENTED['QUERYLOG_DATABASES'])."
         ) from None
     if connection.vendor != "mysql":
         raise QueryLogError(f"Database alias {alias!r} is {connection.vendor}, not MySQL/MariaDB through the proxy.")
+    return connection.settings_dict
+
+
+def _params(settings: dict[str, Any]) -> dict[str, Any]:
+    """Connection parameters from a DATABASES entry (only what reaches the proxy; OPTIONS' SQL is not run)."""
+    options = settings.get("OPTIONS") or {}
+    host = str(settings.get("HOST") or options.get("host") or "localhost")
+    params: dict[str, Any] = {
+        "user": str(settings.get("USER") or options.get("user") or ""),
+        "password": str(settings.get("PASSWORD") or options.get("password") or options.get("passwd") or ""),
+        "connect_timeout": int(options.get("connect_timeout") or 5),
+        "charset": "utf8mb4",  # in the handshake: no SET NAMES
+    }
+    if settings.get("NAME"):
+        params["database"] = str(settings["NAME"])
+    if host.startswith("/"):
+        params["unix_socket"] = host
+    else:
+        params["host"] = host
+        params["port"] = int(settings.get("PORT") or options.get("port") or 3306)
+    return params
+
+
+def _query(params: dict[str, Any], statement: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Connect, run one statement, close: with mysqlclient's C layer (which sends nothing of its own), or
+    PyMySQL with its connect-time SET NAMES left out."""
     try:
-        with connection.cursor() as cursor:
+        from MySQLdb import _mysql  # mysqlclient; PyMySQL's install_as_MySQLdb() has no _mysql
+        from MySQLdb.constants import FIELD_TYPE
+    except ImportError:
+        _mysql = None
+    if _mysql is not None:
+        conn = _mysql.connect(**params, conv={FIELD_TYPE.LONGLONG: int, FIELD_TYPE.LONG: int})
+        try:
+            conn.query(statement.encode())
+            result = conn.store_result()
+            if result is None:
+                return [], []
+            columns = [d[0].decode() if isinstance(d[0], bytes) else d[0] for d in result.describe()]
+            return columns, list(result.fetch_row(maxrows=0))
+        finally:
+            conn.close()
+    import pymysql
+
+    conn = pymysql.connections.Connection(**params, autocommit=None, defer_connect=True)
+    conn.set_character_set = lambda *args, **kwargs: None  # only connect() calls it
+    conn.connect()
+    try:
+        with conn.cursor() as cursor:
             cursor.execute(statement)
-            columns = [col[0] for col in cursor.description or ()]
-            rows = cursor.fetchall()
-    except DatabaseError as exc:
+            return [d[0] for d in cursor.description or ()], list(cursor.fetchall())
+    finally:
+        with contextlib.suppress(Exception):
+            conn.close()
+
+
+def _run_one(alias: str, statement: str) -> list[dict[str, Any]]:
+    """One control statement on one alias; rows as dicts with text values."""
+    params = _params(_settings(alias))
+    try:
+        columns, rows = _query(params, statement)
+    except Exception as exc:
         code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
         message = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
         if code == 1064 and "error in your SQL syntax" in message:
             message = "the server does not understand PROXY LOG: is this alias really going through instrumented-proxy?"
-        raise QueryLogError(f"{statement.split()[2] if len(statement.split()) > 2 else statement}: {message}") from exc
-    finally:
-        # Control statements are rare: don't keep a connection to the proxy open in every process.
-        if not connection.in_atomic_block:
-            connection.close()
+        words = statement.split()
+        raise QueryLogError(f"{words[2] if len(words) > 2 else statement} ({alias}): {message}") from exc
     return [{name: _plain(value) for name, value in zip(columns, row, strict=False)} for row in rows]
+
+
+def _run(statement: str, using: str | None = None) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The statement on every alias (all are tried); ``[(alias, rows)]``, or one error naming the failures."""
+    answers, errors = [], []
+    for alias in querylog_aliases(using):
+        try:
+            answers.append((alias, _run_one(alias, statement)))
+        except QueryLogError as exc:
+            errors.append(str(exc))
+    if errors:
+        done = f" (done on {', '.join(a for a, _ in answers)})" if answers else ""
+        raise QueryLogError("; ".join(errors) + done)
+    return answers
 
 
 def _plain(value: Any) -> Any:
@@ -71,39 +150,135 @@ def _count(name: str, n: int | None) -> str:
     return f" {n}"
 
 
-def _first(statement: str, using: str | None) -> dict[str, Any]:
-    """The one row a status-like statement answers; a clear error when the proxy sent none."""
-    rows = _run(statement, using)
-    if not rows:
-        raise QueryLogError(f"{statement}: the proxy answered with no rows (is query_log.lua the proxy's script?)")
-    return rows[0]
+def _status(statement: str, using: str | None) -> dict[str, Any]:
+    """The status rows of every proxy merged into one, with each proxy's own under ``"proxies"``."""
+    proxies = []
+    for alias, rows in _run(statement, using):
+        if not rows:
+            raise QueryLogError(f"{statement} ({alias}): the proxy answered with no rows (is query_log.lua running?)")
+        proxies.append({**rows[0], "alias": alias})
+    states = {p.get("logging") for p in proxies}
+    merged: dict[str, Any] = {
+        "logging": states.pop() if len(states) == 1 else "partly on",
+        "seconds_left": max(int(p.get("seconds_left") or 0) for p in proxies),
+        "logged": sum(int(p.get("logged") or 0) for p in proxies),
+        "digests": sum(int(p.get("digests") or 0) for p in proxies),
+        "evicted": sum(int(p.get("evicted") or 0) for p in proxies),
+        "filters": proxies[0].get("filters") or "",
+        "log_file": "; ".join(str(p.get("log_file") or "") for p in proxies),
+        "proxies": proxies,
+    }
+    return merged
 
 
 def status(using: str | None = None) -> dict[str, Any]:
-    """``{"logging": "on"|"off", "seconds_left": int, "logged": int, "log_file": str}``."""
-    return _first("PROXY LOG STATUS", using)
+    """``{"logging": "on"|"off"|"partly on", "seconds_left", "logged", "digests", "evicted", "filters",
+    "log_file", "proxies": [each proxy's status with its "alias"]}``."""
+    return _status("PROXY LOG STATUS", using)
 
 
-def log_on(seconds: int | None = None, using: str | None = None) -> dict[str, Any]:
-    """Turn logging on for ``seconds`` (proxy default 300, capped by its PROXY_LOG_MAX_SECONDS); new status."""
-    return _first("PROXY LOG ON" + _count("seconds", seconds), using)
+def _word(name: str, value: str) -> str:
+    """A user or schema name for a filter: one word, no quotes or control characters (the proxy splits on blanks)."""
+    if not value or len(value) > 80 or any(c.isspace() or c in "'`\";" or not c.isprintable() for c in value):
+        raise QueryLogError(f"{name} must be one word (a user or database name), not {value[:40]!r}.")
+    return value
+
+
+def switch_on_statement(seconds: int | None = None, slow_ms: float | None = None, user: str | None = None,
+                        db: str | None = None, errors: bool = False, sample: float | None = None) -> str:  # fmt: skip
+    """``PROXY LOG ON [seconds] [SLOW ms] [USER name] [DB name] [ERRORS] [SAMPLE fraction]``, validated."""
+    statement = "PROXY LOG ON" + _count("seconds", seconds)
+    if slow_ms is not None:
+        if isinstance(slow_ms, bool) or not isinstance(slow_ms, int | float) or not 0 <= slow_ms < 1e9:
+            raise QueryLogError(f"slow must be milliseconds >= 0, not {slow_ms!r}.")
+        statement += f" SLOW {slow_ms:g}"
+    if user:
+        statement += " USER " + _word("user", user)
+    if db:
+        statement += " DB " + _word("db", db)
+    if errors:
+        statement += " ERRORS"
+    if sample is not None:
+        if isinstance(sample, bool) or not isinstance(sample, int | float) or not 0 < sample <= 1:
+            raise QueryLogError(f"sample must be a fraction > 0 and <= 1, not {sample!r}.")
+        statement += f" SAMPLE {sample:g}"
+    return statement
+
+
+def log_on(seconds: int | None = None, using: str | None = None, *, slow_ms: float | None = None,
+           user: str | None = None, db: str | None = None, errors: bool = False,
+           sample: float | None = None) -> dict[str, Any]:  # fmt: skip
+    """Turn logging on for ``seconds`` (proxy default 300, capped by its PROXY_LOG_MAX_SECONDS) with the
+    filters (SLOW/USER/DB/ERRORS/SAMPLE) on every proxy; the merged new status."""
+    return _status(switch_on_statement(seconds, slow_ms, user, db, errors, sample), using)
 
 
 def log_off(using: str | None = None) -> dict[str, Any]:
-    """Turn logging off; new status."""
-    return _first("PROXY LOG OFF", using)
+    """Turn logging off everywhere; the merged new status."""
+    return _status("PROXY LOG OFF", using)
 
 
 def reset(using: str | None = None) -> dict[str, Any]:
-    """Clear the recent-entries ring and the digest; new status."""
-    return _first("PROXY LOG RESET", using)
+    """Clear the recent-entries rings and the digests; the merged new status."""
+    return _status("PROXY LOG RESET", using)
 
 
-def tail(n: int | None = None, using: str | None = None) -> list[dict[str, Any]]:
-    """The most recent logged statements, oldest first (ts, thread_id, user, db, timings, rows, status, query)."""
-    return _run("PROXY LOG TAIL" + _count("n", n), using)
+def tail(n: int | None = None, using: str | None = None, view: str | None = None) -> list[dict[str, Any]]:
+    """The ``n`` most recent logged statements of all proxies, oldest first, each with its proxy's ``alias``
+    (ts, thread_id, user, db, view, timings, rows, affected_rows, warnings, status, error_code, query);
+    only ``view``'s when given."""
+    statement = "PROXY LOG TAIL" + _count("n", n)
+    rows = [{**row, "alias": alias} for alias, answer in _run(statement, using) for row in answer]
+    rows.sort(key=lambda row: str(row.get("ts") or ""))  # stable: each proxy's order is kept within a second
+    if view:
+        rows = [row for row in rows if row.get("view") == view]
+    return rows[-n:] if n else rows[-20:]
 
 
-def digest(n: int | None = None, using: str | None = None) -> list[dict[str, Any]]:
-    """Normalised statements, heaviest total time first (digest, count, total_us, max_us, rows)."""
-    return _run("PROXY LOG DIGEST" + _count("n", n), using)
+_SUMMED = ("count", "sum_us", "rows_sent", "rows_affected", "errors", "warnings")
+_SORT = {"sum": "sum_us", "count": "count", "max": "max_us", "rows": "rows_sent", "errors": "errors"}
+
+
+def merge_digests(answers: Iterable[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Digest rows of several proxies as one: per (digest, db, user) summed, min/max kept, avg recomputed,
+    p95 the largest of the proxies' p95s (an upper bound), views joined (busiest first per proxy)."""
+    merged: dict[tuple[Any, Any, Any], dict[str, Any]] = {}
+    for rows in answers:
+        for row in rows:
+            key = (row.get("digest"), row.get("db"), row.get("user"))
+            have = merged.get(key)
+            if have is None:
+                merged[key] = dict(row)
+                continue
+            for name in _SUMMED:
+                have[name] = int(have.get(name) or 0) + int(row.get(name) or 0)
+            have["min_us"] = min(int(have.get("min_us") or 0), int(row.get("min_us") or 0))
+            have["max_us"] = max(int(have.get("max_us") or 0), int(row.get("max_us") or 0))
+            have["p95_us"] = max(int(have.get("p95_us") or 0), int(row.get("p95_us") or 0))
+            have["first_seen"] = min(str(have.get("first_seen") or ""), str(row.get("first_seen") or "")) or None
+            have["last_seen"] = max(str(have.get("last_seen") or ""), str(row.get("last_seen") or "")) or None
+            views = [v for v in (have.get("views") or "").split(", ") if v]
+            views += [v for v in (row.get("views") or "").split(", ") if v and v not in views]
+            have["views"] = ", ".join(views) or None
+    for row in merged.values():
+        count = int(row.get("count") or 0)
+        row["avg_us"] = round(int(row.get("sum_us") or 0) / count) if count else 0
+    return list(merged.values())
+
+
+def digest(n: int | None = None, using: str | None = None, order: str = "sum",
+           view: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """Normalised statements of all proxies merged, the ``n`` top ones by ``order`` (sum, count, max, rows,
+    errors): digest, db, user, count, first/last seen, sum/min/max/avg/p95 µs, rows sent/affected, errors,
+    warnings, views; only those ``view`` sent when given."""
+    if order not in ORDERS:
+        raise QueryLogError(f"order must be one of {', '.join(ORDERS)}, not {order!r}.")
+    limit = int(_count("n", n) or 20)
+    # Each proxy's whole digest when filtering or merging, so that the top n of the union is right.
+    fetch = limit if view is None and len(querylog_aliases(using)) == 1 else 100_000
+    answers = [rows for _, rows in _run(f"PROXY LOG DIGEST {fetch} ORDER BY {order}", using)]
+    rows = merge_digests(answers)
+    if view:
+        rows = [row for row in rows if view in (row.get("views") or "").split(", ")]
+    rows.sort(key=lambda row: (-int(row.get(_SORT[order]) or 0), str(row.get("digest"))))
+    return rows[:limit]

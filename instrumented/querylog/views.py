@@ -19,15 +19,13 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_http_methods
 
-from ..access import get_user, protect
+from ..access import QUERYLOG_PERMISSION, can_control_querylog, get_user, protect
 from ..dashboard.pages import login_url, render_page
 from ..display import duration_us, pretty_sql
 from . import client as querylog
 
 logger = logging.getLogger("instrumented")
 
-#: The permission (app label + codename) that opens the panel to users who are not superusers.
-PERMISSION = "instrumented.control_querylog"
 #: Rows of the digest and of the recent-statements table.
 DIGEST_ROWS = 50
 TAIL_ROWS = 50
@@ -36,15 +34,6 @@ DEFAULT_SECONDS = 300
 #: Longest number accepted before asking the proxy (which caps the value at its PROXY_LOG_MAX_SECONDS).
 MAX_SECONDS_DIGITS = 10
 TEMPLATE = "instrumented/dashboard/dba.html"
-
-
-def can_control_querylog(user: Any) -> bool:
-    """An active superuser, or an active user granted ``instrumented.control_querylog`` (never raises)."""
-    try:
-        return bool(user is not None and user.is_active and (user.is_superuser or user.has_perm(PERMISSION)))
-    except Exception:  # a broken auth backend must not open (or crash) the panel
-        logger.warning("django-instrumented: checking %s failed", PERMISSION, exc_info=True)
-        return False
 
 
 def parse_seconds(raw: str | None) -> int:
@@ -66,7 +55,8 @@ def _denied(request: HttpRequest) -> HttpResponseBase | None:
         return protect(redirect_to_login(request.get_full_path(), login_url()))
     context = {
         "title": "MySQL query log",
-        "forbidden": f"Permission denied: the DBA panel is for superusers and users with the {PERMISSION} permission.",
+        "forbidden": "Permission denied: the DBA panel is for superusers and users with the "
+        f"{QUERYLOG_PERMISSION} permission.",
     }
     return render_page(request, TEMPLATE, context, status=403)
 
@@ -76,27 +66,27 @@ def _flash(request: HttpRequest, level: int, text: str) -> None:
     messages.add_message(request, level, text, fail_silently=True)
 
 
-def _view_data() -> dict[str, Any]:
-    """Status, digest and recent statements from the proxy, or the reason they could not be read."""
+def _view_data(view: str | None = None, order: str = "sum") -> dict[str, Any]:
+    """Status, digest and recent statements of every proxy (only ``view``'s when given), or why not."""
     try:
         status = querylog.status()
-        digest = querylog.digest(DIGEST_ROWS)
-        tail = querylog.tail(TAIL_ROWS)
+        digest = querylog.digest(DIGEST_ROWS, order=order, view=view)
+        tail = querylog.tail(TAIL_ROWS if view is None else 1000, view=view)[-TAIL_ROWS:]
     except querylog.QueryLogError as exc:
         return {"error": str(exc)}
-    digest_rows = []
-    for row in digest:
-        count = row.get("count") or 0
-        total = row.get("total_us") or 0
-        digest_rows.append(
-            {
-                **row,
-                "pretty": pretty_sql(str(row.get("digest") or "")),
-                "total": duration_us(total),
-                "avg": duration_us(total / count if count else None),
-                "max": duration_us(row.get("max_us")),
-            }
-        )
+    digest_rows = [
+        {
+            **row,
+            "pretty": pretty_sql(str(row.get("digest") or "")),
+            "total": duration_us(row.get("sum_us")),
+            "avg": duration_us(row.get("avg_us")),
+            "min": duration_us(row.get("min_us")),
+            "max": duration_us(row.get("max_us")),
+            "p95": duration_us(row.get("p95_us")),
+            "view_list": [v for v in str(row.get("views") or "").split(", ") if v],
+        }
+        for row in digest
+    ]
     tail_rows = [
         {
             **row,
@@ -105,7 +95,24 @@ def _view_data() -> dict[str, Any]:
         }
         for row in reversed(tail)
     ]
-    return {"status": status, "on": status.get("logging") == "on", "digest": digest_rows, "tail": tail_rows}
+    return {"status": status, "on": status.get("logging") != "off", "digest": digest_rows, "tail": tail_rows}
+
+
+def _filters(post: Any) -> dict[str, Any]:
+    """The switch form's optional filters (SLOW ms, USER, DB, ERRORS, SAMPLE); ValueError for the user."""
+    filters: dict[str, Any] = {"errors": post.get("errors") == "on"}
+    for name, field in (("slow_ms", "slow"), ("sample", "sample")):
+        text = (post.get(field) or "").strip()
+        if text:
+            try:
+                filters[name] = float(text)
+            except ValueError:
+                raise ValueError(f"{field} must be a number, not {text[:20]!r}.") from None
+    for name in ("user", "db"):
+        text = (post.get(name) or "").strip()
+        if text:
+            filters[name] = text
+    return filters
 
 
 def _act(request: HttpRequest) -> HttpResponseBase:
@@ -114,19 +121,22 @@ def _act(request: HttpRequest) -> HttpResponseBase:
     user = get_user(request)
     who = user.get_username() if user is not None else "?"
     seconds: int | None = None
+    filters: dict[str, Any] = {}
     if action == "on":
         try:
             seconds = parse_seconds(request.POST.get("seconds"))
+            filters = _filters(request.POST)
         except ValueError as exc:
             return _render(request, form_error=str(exc), seconds_value=request.POST.get("seconds", "")[:20], status=400)
     # For log handlers that keep fields: who switched what, for how long.
-    extra = {"querylog_user": who, "querylog_action": action, "querylog_seconds": seconds}
+    extra = {"querylog_user": who, "querylog_action": action, "querylog_seconds": seconds, "querylog_filters": filters}
     try:
         if action == "on":
-            status = querylog.log_on(seconds)
+            status = querylog.log_on(seconds, **filters)
             left = status.get("seconds_left")
             capped = f" (asked for {seconds} s; the proxy caps it at {left} s)" if left != seconds else ""
-            text = f"Query log turned on for {left} s{capped}."
+            shown = f", {status.get('filters')}" if status.get("filters") else ""
+            text = f"Query log turned on for {left} s{capped}{shown}."
         elif action == "off":
             status = querylog.log_off()
             text = f"Query log turned off; {status.get('logged')} statements logged."
@@ -139,22 +149,31 @@ def _act(request: HttpRequest) -> HttpResponseBase:
         logger.warning("django-instrumented: user %s: query log %s failed: %s", who, action, exc, extra=extra)
         _flash(request, messages.ERROR, f"Query log {action} failed: {exc}")
         return protect(HttpResponseRedirect(reverse("instrumented:dba")))
-    logger.info("django-instrumented: user %s: query log %s (seconds=%s)", who, action, seconds, extra=extra)
+    given = "".join(f", {name}={value}" for name, value in filters.items() if value)
+    logger.info("django-instrumented: user %s: query log %s (seconds=%s%s)", who, action, seconds, given, extra=extra)
     _flash(request, messages.SUCCESS, text)
     return protect(HttpResponseRedirect(reverse("instrumented:dba")))
 
 
 def _render(request: HttpRequest, status: int = 200, **extra: Any) -> HttpResponseBase:
-    """The panel page with fresh data from the proxy."""
+    """The panel page with fresh data from the proxies (``?view=`` one view's statements, ``?order=``)."""
+    view = (request.GET.get("view") or "").strip()[:200] or None
+    order = request.GET.get("order") or "sum"
+    if order not in querylog.ORDERS:
+        order = "sum"
     context: dict[str, Any] = {
         "title": "MySQL query log",
         "seconds_value": DEFAULT_SECONDS,
         "digest_rows": DIGEST_ROWS,
         "tail_rows": TAIL_ROWS,
         "dba_messages": list(messages.get_messages(request)),
-        "alias": querylog.querylog_alias(),
+        "alias": ", ".join(querylog.querylog_aliases()),
+        "several": len(querylog.querylog_aliases()) > 1,
+        "view": view,
+        "order": order,
+        "orders": querylog.ORDERS,
     }
-    context.update(_view_data())
+    context.update(_view_data(view, order))
     context.update(extra)
     return render_page(request, TEMPLATE, context, status=status)
 

@@ -1,8 +1,9 @@
 --[[
 lib/normalize.lua - statement fingerprints for the digest (Lua 5.1, no dependencies).
 
-In the spirit of pt-query-digest: comments dropped, string/number/hex literals become ?, IN (...)
-and multi-row VALUES lists collapse to one group, whitespace collapses, everything is lower-cased.
+In the spirit of pt-query-digest: comments dropped, string/number/hex literals become ?, IN (...) lists
+(any length) and multi-row VALUES lists collapse to one group, savepoint names become ?, whitespace
+collapses, everything is lower-cased.
 Cheap enough to run on every logged statement: every step is one linear pass (a 1 MB VALUES list
 costs no more per byte than a short one); the result is capped in length.
 
@@ -106,11 +107,23 @@ local function normalize(sql)
   end
   if last < #text then text = string_sub(text, 1, last) end
   if string_find(text, "?", 1, true) then
-    -- IN (?, ?, ?) and VALUES (?, ?), (?, ?) collapse to one group.
+    -- IN (?), IN (?, ?, -?) (any length, the same row) and VALUES (?, ?), (?, ?) collapse to one group.
+    if string_find(text, "in", 1, true) then
+      text = string_gsub(text, "%f[%w_$]in %(%s*%-?%?[%s,%?%-]*%)", "in (?+)")
+      text = string_gsub(text, "%f[%w_$]in%(%s*%-?%?[%s,%?%-]*%)", "in(?+)")
+    end
     text = string_gsub(text, "%(%s*%?[%s,%?]*%)", function(group)
       if string_find(group, ",", 1, true) then return "(?+)" end
     end)
     if string_find(text, "values", 1, true) then text = one_values_group(text) end
+  end
+  -- Savepoint names are unique per use (Django: s140234_x1): one row for each kind of statement.
+  local first = string_byte(text, 1)
+  if first == 115 or first == 114 then -- s, r
+    text = string_gsub(text, "^savepoint [^ ]+$", "savepoint ?")
+    text = string_gsub(text, "^release savepoint [^ ]+$", "release savepoint ?")
+    text = string_gsub(text, "^rollback to savepoint [^ ]+$", "rollback to savepoint ?")
+    text = string_gsub(text, "^rollback to [^ ]+$", "rollback to savepoint ?")
   end
   if #text > M.max_length then text = string_sub(text, 1, M.max_length) .. "..." end
   return text

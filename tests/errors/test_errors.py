@@ -1,6 +1,6 @@
 """Error references in-process (Django's test client, real memcached): who sees what, lookups, failures.
 
-The demo's fault injection (``shop.error_settings``: a middleware before the session middleware, one after
+The test-only fault injection (``tests.support.faults``: a middleware before the session middleware, one after
 the auth middleware, a session engine that can break) is switched on with pytest-django's ``settings``.
 """
 
@@ -13,30 +13,30 @@ import zlib
 import pytest
 from django.core.signals import got_request_exception
 from django.test import Client
-from shop.error_settings import with_fault_injection
 
 from instrumented.errors import capture as errors
 from instrumented.errors import records
 from instrumented.errors.records import load_meta, normalize_reference
 from instrumented.failopen import failures
 from instrumented.memcached import MAX_VALUE_BYTES, get_store, unpack
+from tests.support.faults import SESSION_ENGINE, with_fault_injection
 
 USERS = ["anonymous", "user", "staff", "inactive_superuser", "superuser"]
 #: fault -> (path, extra request headers, exception class stored)
 FAULTS = {
     "view": ("/fail/", {}, "ZeroDivisionError"),
-    "early_middleware": ("/fast/", {"HTTP_X_DEMO_FAULT": "early"}, "shop.error_middleware.DemoFault"),
-    "late_middleware": ("/fast/", {"HTTP_X_DEMO_FAULT": "late"}, "shop.error_middleware.DemoFault"),
-    "session_backend": ("/fast/", {"HTTP_X_DEMO_FAULT": "session"}, "shop.error_sessions.SessionBackendDown"),
+    "early_middleware": ("/fast/", {"HTTP_X_TEST_FAULT": "early"}, "tests.support.faults.InjectedFault"),
+    "late_middleware": ("/fast/", {"HTTP_X_TEST_FAULT": "late"}, "tests.support.faults.InjectedFault"),
+    "session_backend": ("/fast/", {"HTTP_X_TEST_FAULT": "session"}, "tests.support.faults.SessionBackendDown"),
 }
 DEMO_500_MARKER = b"The demo shop tripped over something"
 
 
 @pytest.fixture(autouse=True)
 def fault_injection(settings):
-    """The demo's fault-injecting middleware and session engine; a fresh page budget for each test."""
+    """The test-only fault-injecting middleware and session engine; a fresh page budget for each test."""
     settings.MIDDLEWARE = with_fault_injection(settings.MIDDLEWARE)
-    settings.SESSION_ENGINE = "shop.error_sessions"
+    settings.SESSION_ENGINE = SESSION_ENGINE
     errors.page_budget = errors.PageBudget()
 
 

@@ -1,7 +1,7 @@
 """Error references through a real HTTP server (gunicorn, and uvicorn for ASGI) of the demo site.
 
-The server runs ``shop.error_settings`` over ``tests.settings``: the demo plus fault-injecting middleware
-(header ``X-Demo-Fault``) and a session engine that can break. Users and their sessions are created in
+The server runs ``tests.support.fault_settings``: the test settings plus fault-injecting middleware
+(header ``X-Test-Fault``) and a session engine that can break. Users and their sessions are created in
 the server's database with ``manage.py shell``; the superuser also logs in through the admin login form.
 """
 
@@ -23,8 +23,7 @@ import pytest
 
 from instrumented.errors.records import normalize_reference
 from instrumented.memcached import get_store
-from tests.support.ports import free_port, wait_for_port
-from tests.support.servers import EXAMPLE, SiteServer, server_env
+from tests.support.servers import EXAMPLE, SiteServer, server_env, start_site
 
 USERS = ["anonymous", "user", "staff", "inactive_superuser", "superuser"]
 FAULTS = {
@@ -55,9 +54,7 @@ NEEDLES = [
 
 
 def error_env(data_dir: Path, prefix: str, **extra: str) -> dict[str, str]:
-    env = server_env(data_dir, prefix, ERROR_DEMO_BASE_SETTINGS="tests.settings", **extra)
-    env["DJANGO_SETTINGS_MODULE"] = "shop.error_settings"
-    return env
+    return server_env(data_dir, prefix, DJANGO_SETTINGS_MODULE="tests.support.fault_settings", **extra)
 
 
 @pytest.fixture
@@ -66,19 +63,8 @@ def start_error_site(site_data_dir: Path, _isolated_stats: str) -> Iterator:
     servers: list[SiteServer] = []
 
     def start(kind: str = "wsgi", **extra: str) -> SiteServer:
-        port = free_port()
-        if kind == "wsgi":
-            cmd = [sys.executable, "-m", "gunicorn", "demo.wsgi:application", "--workers", "2"]
-            cmd += ["--bind", f"127.0.0.1:{port}", "--log-level", "warning"]
-        else:
-            cmd = [sys.executable, "-m", "uvicorn", "demo.asgi:application", "--workers", "2"]
-            cmd += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-        proc = subprocess.Popen(
-            cmd, cwd=EXAMPLE, env=error_env(site_data_dir, _isolated_stats, **extra), stderr=subprocess.DEVNULL
-        )
-        server = SiteServer(proc, port)
+        server = start_site(error_env(site_data_dir, _isolated_stats, **extra), kind, workers=2, quiet=True)
         servers.append(server)
-        wait_for_port(port, timeout=30, proc=proc)
         return server
 
     yield start
@@ -195,7 +181,7 @@ def test_matrix_and_lookups_over_gunicorn(start_error_site, accounts):
     store = get_store()
     for kind in USERS:
         for fault, (path, header) in FAULTS.items():
-            status, headers, body = browsers[kind].request(path, headers={"X-Demo-Fault": header} if header else {})
+            status, headers, body = browsers[kind].request(path, headers={"X-Test-Fault": header} if header else {})
             ref = headers.get("X-Error-Reference", "")
             assert status == 500 and normalize_reference(ref) == ref, (kind, fault, status)
             if kind == "superuser" and fault in ("view", "late_middleware"):
@@ -240,7 +226,7 @@ def test_asgi_under_uvicorn(start_error_site, accounts):
     assert status == 500 and b"TimeoutError" in body and b"pending_orders" in body, "async view: locals shown"
     status, _, text = root.request(f"/instrumented/errors/{headers['X-Error-Reference']}/traceback.txt")
     assert status == 200 and b"async demo failure with 3 pending orders" in text
-    status, headers, body = root.request("/fast/", headers={"X-Demo-Fault": "session"})
+    status, headers, body = root.request("/fast/", headers={"X-Test-Fault": "session"})
     assert status == 500 and DEMO_500_MARKER in body and headers["X-Error-Reference"].encode() in body
     status, headers, body = browser_for(server, accounts, "staff").request("/fail/")
     assert status == 500 and DEMO_500_MARKER in body and b"Traceback" not in body

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from .conftest import connect
+from tests.support.proxy import connect
 
 pymysql = pytest.importorskip("pymysql")
 pytest.importorskip("lupa")

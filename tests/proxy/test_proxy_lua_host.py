@@ -305,14 +305,15 @@ def test_query_log_script_runs_on_plain_lua51_with_a_mysql_proxy_085_style_api(t
       end})
       read_query_result({id = 1, query = queue[1][2], query_time = 5, response_time = 9, resultset = strict})
       assert(read_query(string.char(3) .. "PROXY LOG TAIL") == 2)
-      out.tail = proxy.response.resultset.rows[1][9]
-      out.status = proxy.response.resultset.rows[1][8]
+      out.tail = proxy.response.resultset.rows[1][13]
+      out.status = proxy.response.resultset.rows[1][11]
       assert(read_query(string.char(3) .. "PROXY LOG OFF") == 2)
       return out.on .. "|" .. out.tail .. "|" .. out.status
     end""")
     assert run(root, str(log_file)) == "on|SELECT 1|error"
     line = json.loads(log_file.read_text())
     assert line["error_code"] is None and line["status"] == "error" and line["thread_id"] == 77
+    assert line["affected_rows"] is None  # a failed statement affected nothing (not 0 rows)
 
 
 def test_print_goes_to_the_host_log_not_stdout(tmp_path, caplog, capsys):

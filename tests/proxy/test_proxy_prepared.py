@@ -12,7 +12,8 @@ import pytest
 
 pytest.importorskip("lupa")
 
-from .conftest import SCRIPT, ThreadedProxy
+from tests.support.proxy import SCRIPT, ThreadedProxy
+
 from .rawclient import RawClient
 
 STATEMENTS = 40
@@ -58,11 +59,31 @@ def test_prepared_texts_the_script_keeps_are_bounded_per_connection(proxy):
         ids = [client.prepare(big_statement(i))[0] for i in range(STATEMENTS)]
         assert client.execute(ids[-1], [2]) == [b"\x00\x00" + (2 + STATEMENTS - 1).to_bytes(8, "little")]
         assert (lua_kib(proxy) - before) * 1024 < 2 * ALLOWANCE
-        client.write_packet(b"\x1f")  # COM_RESET_CONNECTION: the statements end, the script keeps its copies
+        client.write_packet(b"\x1f")  # COM_RESET_CONNECTION: the statements end, the script drops its copies
         assert client.read_packet()[0][:1] == b"\x00"
         for i in range(STATEMENTS):
             client.prepare(big_statement(i))
         assert (lua_kib(proxy) - before) * 1024 < 2 * ALLOWANCE
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("command", ["reset", "change_user"])
+def test_reset_and_change_user_give_every_share_back(proxy, command):
+    client = RawClient(proxy.port)
+    try:
+        client.query(b"PROXY LOG ON 60")
+        ids = [client.prepare(big_statement(i))[0] for i in range(STATEMENTS)]  # the allowance is used up
+        client.execute(ids[-1], [1])
+        assert "text not kept by the proxy" in last_logged_query(client, proxy.log_file)
+        if command == "reset":
+            client.write_packet(b"\x1f")  # COM_RESET_CONNECTION
+            assert client.read_packet()[0][:1] == b"\x00"
+        else:
+            client.change_user(b"root", b"", b"test")
+        again = client.prepare(big_statement(7))[0]
+        client.execute(again, [1])
+        assert last_logged_query(client, proxy.log_file).startswith("SELECT ? + 7 /* xxx")  # kept: shares came back
     finally:
         client.close()
 

@@ -11,7 +11,9 @@ import time
 
 import pytest
 
-from .conftest import connect, control, free_port, start_proxy
+from tests.support.ports import free_port
+from tests.support.proxy import connect, control, start_proxy
+
 from .rawclient import MySQLError, RawClient
 
 pymysql = pytest.importorskip("pymysql")

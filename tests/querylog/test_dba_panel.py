@@ -21,9 +21,9 @@ from django.db.utils import load_backend
 from django.test import Client, override_settings
 from django.urls import reverse
 
-from tests.proxy.conftest import ProxyProcess, control, start_proxy
 from tests.support.mysql import MARIADB
 from tests.support.ports import free_port
+from tests.support.proxy import ProxyProcess, control, start_proxy
 
 pytestmark = pytest.mark.django_db
 
@@ -242,7 +242,7 @@ def test_on_traffic_off_reset(qlog, admin_client, url, caplog):
     # sqlparse re-indents the normalised statement: one line per clause, keywords upper case.
     assert "SELECT count(*)\nFROM information_schema.tables\nWHERE TABLE_NAME = ?" in digest
     row = digest[digest.index("information_schema.tables") :]
-    assert re.search(r"</pre></td><td>3</td>", row)
+    assert re.search(r'</pre></td><td class="instr-left">test / root</td><td>3</td>', row)
 
     page = admin_client.post(url, {"action": "off"}, follow=True)
     assert page.status_code == 200 and "Query log turned off" in text_of(page)
@@ -319,4 +319,4 @@ def test_proxy_down_shows_the_reason(admin_client, url):
         assert response.status_code == 200
         assert "Can't connect" in text_of(response) and 'id="instr-error"' in response.content.decode()
         page = admin_client.post(url, {"action": "off"}, follow=True)
-        assert page.status_code == 200 and "Query log off failed: OFF:" in text_of(page)
+        assert page.status_code == 200 and "Query log off failed: OFF (querylog):" in text_of(page)

@@ -1,7 +1,6 @@
-"""The MariaDB the Django-side tests use: 127.0.0.1:3306, root, empty password (shared: use unique names)."""
+"""The MariaDB the tests use: 127.0.0.1:3306, root, empty password (shared: use unique names)."""
 
 from __future__ import annotations
 
-#: Connection parameters (PyMySQL keywords). The proxy tests keep their own copy in tests/proxy/conftest.py
-#: until the proxy branch moves its helpers here.
+#: Connection parameters (PyMySQL keywords).
 MARIADB = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": "", "database": "test"}

@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.ports import wait_for_port
+from tests.support.ports import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "example"
@@ -75,13 +76,42 @@ def server_env(data_dir: Path, prefix: str, **extra: str) -> dict[str, str]:
     """The environment of a demo-site subprocess: test settings, its data directory, its key prefix."""
     env = dict(os.environ)
     env.update(
-        DJANGO_SETTINGS_MODULE="tests.settings",
-        DEMO_DATA_DIR=str(data_dir),
-        INSTRUMENTED_KEY_PREFIX=prefix,
-        PYTHONPATH=os.pathsep.join([str(ROOT), str(EXAMPLE), env.get("PYTHONPATH", "")]),
-        **extra,
+        {
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "DEMO_DATA_DIR": str(data_dir),
+            "INSTRUMENTED_KEY_PREFIX": prefix,
+            "PYTHONPATH": os.pathsep.join([str(ROOT), str(EXAMPLE), env.get("PYTHONPATH", "")]),
+            **extra,
+        }
     )
     return env
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> int | None:
+    """SIGTERM, wait up to ``timeout`` seconds, then SIGKILL; the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.returncode
+
+
+def start_site(env: dict[str, str], kind: str = "wsgi", workers: int = 3, quiet: bool = False) -> SiteServer:
+    """The demo site under gunicorn (``kind="wsgi"``) or uvicorn (``"asgi"``), listening; ``quiet`` drops stderr."""
+    port = free_port()
+    if kind == "wsgi":
+        cmd = [sys.executable, "-m", "gunicorn", "demo.wsgi:application", "--workers", str(workers)]
+        cmd += ["--bind", f"127.0.0.1:{port}", "--log-level", "warning", "--graceful-timeout", "5"]
+    else:
+        cmd = [sys.executable, "-m", "uvicorn", "demo.asgi:application", "--workers", str(workers)]
+        cmd += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, cwd=EXAMPLE, env=env, stderr=subprocess.DEVNULL if quiet else None)
+    server = SiteServer(proc, port)
+    wait_for_port(port, timeout=30, proc=proc)
+    return server
 
 
 class SiteServer:
@@ -100,10 +130,4 @@ class SiteServer:
             return error.code, error.read()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)

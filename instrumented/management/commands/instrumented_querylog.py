@@ -23,21 +23,29 @@ def sql_cell(sql: Any) -> Syntax:
 class Command(BaseCommand):
     """Turn the proxy's query log on/off and read its status, recent statements and digest."""
 
-    help = "Control the MySQL proxy query log (PROXY LOG statements over the QUERYLOG_DATABASE alias)."
+    help = "Control the MySQL proxy query log (PROXY LOG statements over the QUERYLOG_DATABASES aliases)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         """Sub-commands: on [--seconds N] | off | status | tail [-n N] | digest [-n N] | reset."""
-        parser.add_argument("--database", default=None, help="database alias through the proxy (default: setting)")
+        parser.add_argument("--database", default=None, help="one alias through a proxy (default: all configured)")
         sub = parser.add_subparsers(dest="action", required=True)
         on = sub.add_parser("on", help="log every statement for N seconds")
         on.add_argument("--seconds", type=int, default=None, help="how long (proxy default 300, capped by the proxy)")
+        on.add_argument("--slow", type=float, default=None, metavar="MS", help="only statements slower than MS ms")
+        on.add_argument("--user", default=None, help="only this database user's statements")
+        on.add_argument("--db", default=None, help="only statements on this default database")
+        on.add_argument("--errors", action="store_true", help="only failed statements (file and tail)")
+        on.add_argument("--sample", type=float, default=None, help="only this fraction of statements, e.g. 0.1")
         sub.add_parser("off", help="stop logging now")
         sub.add_parser("status", help="on/off, seconds left, lines logged, log file")
         sub.add_parser("reset", help="clear recent statements and the digest")
         tail = sub.add_parser("tail", help="the most recent statements")
         tail.add_argument("-n", type=int, default=20, help="how many (default 20)")
+        tail.add_argument("--view", default=None, help="only statements this Django view sent")
         digest = sub.add_parser("digest", help="statements grouped by fingerprint, heaviest first")
         digest.add_argument("-n", type=int, default=20, help="how many (default 20)")
+        digest.add_argument("--order", choices=querylog.ORDERS, default="sum", help="sort by (default sum)")
+        digest.add_argument("--view", default=None, help="only statements this Django view sent")
 
     def handle(self, *args: Any, **options: Any) -> None:
         """Run the action and print it with rich."""
@@ -47,7 +55,10 @@ class Command(BaseCommand):
         action = options["action"]
         try:
             if action == "on":
-                self._status(console, querylog.log_on(options.get("seconds"), using=using))
+                filters = {k: options.get(k) for k in ("user", "db", "sample")}
+                status = querylog.log_on(options.get("seconds"), using=using, slow_ms=options.get("slow"),
+                                         errors=bool(options.get("errors")), **filters)  # fmt: skip
+                self._status(console, status)
             elif action == "off":
                 self._status(console, querylog.log_off(using=using))
             elif action == "reset":
@@ -55,9 +66,10 @@ class Command(BaseCommand):
             elif action == "status":
                 self._status(console, querylog.status(using=using))
             elif action == "tail":
-                self._tail(console, querylog.tail(options["n"], using=using))
+                self._tail(console, querylog.tail(options["n"], using=using, view=options.get("view")))
             elif action == "digest":
-                self._digest(console, querylog.digest(options["n"], using=using))
+                rows = querylog.digest(options["n"], using=using, order=options["order"], view=options.get("view"))
+                self._digest(console, rows)
         except querylog.QueryLogError as exc:
             raise CommandError(escape_controls(str(exc))) from exc
 
@@ -68,8 +80,13 @@ class Command(BaseCommand):
         line.append("on" if on else "off", style="bold green" if on else "bold")
         if on:
             line.append(f", {escape_controls(str(status.get('seconds_left')))} s left")
+        if status.get("filters"):
+            line.append(f" ({escape_controls(str(status.get('filters')))})")
         line.append(f"; {escape_controls(str(status.get('logged')))} statements logged to ")
         line.append(escape_controls(str(status.get("log_file"))))
+        proxies = status.get("proxies") or []
+        if len(proxies) > 1:
+            line.append("; " + ", ".join(escape_controls(f"{p.get('alias')}: {p.get('logging')}") for p in proxies))
         console.print(line)
 
     def _tail(self, console: Console, rows: list[dict[str, Any]]) -> None:
@@ -78,7 +95,7 @@ class Command(BaseCommand):
             console.print("no statements logged (is logging on? PROXY LOG ON / instrumented_querylog on)")
             return
         table = Table(show_lines=True)
-        for name in ("ts", "thread", "user@db", "time", "rows", "status", "query"):
+        for name in ("ts", "thread", "user@db", "view", "time", "rows", "status", "query"):
             table.add_column(name, overflow="fold")
         for row in rows:
             status = row.get("status")
@@ -86,6 +103,7 @@ class Command(BaseCommand):
                 plain(row.get("ts") or ""),
                 plain(row.get("thread_id") or ""),
                 plain(f"{row.get('user') or ''}@{row.get('db') or ''}"),
+                plain(row.get("view") or ""),
                 duration_us(row.get("response_time_us")),
                 plain(row.get("rows") if row.get("rows") is not None else ""),
                 Text("error", style="red") if status == "error" else plain(status or ""),
@@ -94,23 +112,24 @@ class Command(BaseCommand):
         console.print(table)
 
     def _digest(self, console: Console, rows: list[dict[str, Any]]) -> None:
-        """Fingerprints with count, total, average and max time, rows."""
+        """Fingerprints with count, total, average, p95 and max time, rows, errors and the views that sent them."""
         if not rows:
             console.print("digest is empty (statements are counted while logging is on)")
             return
         table = Table(show_lines=True)
-        for name, justify in (("count", "right"), ("total", "right"), ("avg", "right"), ("max", "right"),
-                              ("rows", "right"), ("statement", "left")):  # fmt: skip
-            table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+        columns = ("count", "total", "avg", "p95", "max", "rows", "errors", "statement", "views")
+        for name in columns:
+            table.add_column(name, justify="left" if name in ("statement", "views") else "right", overflow="fold")
         for row in rows:
-            count = row.get("count") or 0
-            total = row.get("total_us") or 0
             table.add_row(
-                str(count),
-                duration_us(total),
-                duration_us(total / count if count else 0),
+                str(row.get("count") or 0),
+                duration_us(row.get("sum_us")),
+                duration_us(row.get("avg_us")),
+                duration_us(row.get("p95_us")),
                 duration_us(row.get("max_us")),
-                plain(row.get("rows") or 0),
+                plain(row.get("rows_sent") or 0),
+                plain(row.get("errors") or 0),
                 sql_cell(row.get("digest")),
+                plain(row.get("views") or ""),
             )  # fmt: skip
         console.print(table)

@@ -3,11 +3,14 @@
 -- `py` carries what Python lends: constants, hook names, io/print/require callbacks, the instruction limit.
 local py = ...
 local _G, pairs, ipairs, type, pcall, error, tostring, select = _G, pairs, ipairs, type, pcall, error, tostring, select
-local setfenv, loadstring, setmetatable, rawget = setfenv, loadstring, setmetatable, rawget
+local setfenv, loadstring, setmetatable, rawget, rawset = setfenv, loadstring, setmetatable, rawget, rawset
 local newproxy, getmetatable = newproxy, getmetatable
 local tinsert, tremove, tconcat = table.insert, table.remove, table.concat
 local sethook = debug.sethook
-local real_open = io.open
+local real_open, io_type = io.open, io.type
+-- Files scripts opened for writing (weak: a file the script dropped is collected): the host flushes them
+-- every second, so a buffered last line reaches the disk even when traffic stops.
+local written = setmetatable({}, {__mode = "k"})
 
 local function copy(t) local c = {} for k, v in pairs(t) do c[k] = v end return c end
 
@@ -35,8 +38,11 @@ sandbox.io = {
       return nil, path .. ": not allowed by the proxy sandbox (io is only for the log file)"
     end
     mode = mode or "r"
-    if type(mode) == "string" and mode:find("[wa]") then py.create_private(path) end
-    return real_open(path, mode)
+    local writing = type(mode) == "string" and mode:find("[wa+]") ~= nil
+    if writing then py.create_private(path) end
+    local f, err = real_open(path, mode)
+    if f and writing then written[f] = true end
+    return f, err
   end,
 }
 sandbox.print = function(...)
@@ -181,18 +187,33 @@ function host.pop(conn)
 end
 
 local unavailable = " isn't available if 'resultset_is_needed ~= true'"
+local floor = math.floor
 
-local streamed_mt = {__index = function(_, k)
+-- resultset.flags from the server status, made when a script first reads it (most never do).
+local function status_flags(t)
+  local status = rawget(t, "server_status") or 0
+  local flags = {
+    in_trans = status % 2 == 1,
+    auto_commit = floor(status / 2) % 2 == 1,
+    no_good_index_used = floor(status / 16) % 2 == 1,
+    no_index_used = floor(status / 32) % 2 == 1,
+  }
+  rawset(t, "flags", flags)
+  return flags
+end
+
+local streamed_mt = {__index = function(t, k)
+  if k == "flags" then return status_flags(t) end
   if k == "fields" or k == "rows" or k == "raw" then error("inj.resultset." .. k .. unavailable, 2) end
 end}
 
 local function make_resultset(base, needed, fields, rows, raw, binary)
   if not needed then return setmetatable(base, streamed_mt) end
-  return setmetatable(base, {__index = function(_, k)
-    if k == "fields" or k == "rows" or k == "raw" then
-      if not needed then error("inj.resultset." .. k .. unavailable, 2) end
-      if k == "fields" then return fields end
-      if k == "raw" then return raw end
+  return setmetatable(base, {__index = function(t, k)
+    if k == "flags" then return status_flags(t) end
+    if k == "fields" then return fields end
+    if k == "raw" then return raw end
+    if k == "rows" then
       if binary then error("inj.resultset.rows isn't available for binary (prepared statement) resultsets", 2) end
       local i = 0
       return function()
@@ -206,14 +227,8 @@ end
 function host.read_query_result(conn, id, packet, needed, query_time, response_time, row_count, bytes, status,
                                 warnings, affected_rows, insert_id, server_status, fields, rows, raw, binary,
                                 error_code, error_message)
-  local flags = {
-    in_trans = server_status % 2 == 1,
-    auto_commit = math.floor(server_status / 2) % 2 == 1,
-    no_good_index_used = math.floor(server_status / 16) % 2 == 1,
-    no_index_used = math.floor(server_status / 32) % 2 == 1,
-  }
   local resultset = make_resultset({row_count = row_count, bytes = bytes, query_status = status,
-    warning_count = warnings, affected_rows = affected_rows, insert_id = insert_id, flags = flags,
+    warning_count = warnings, affected_rows = affected_rows, insert_id = insert_id, server_status = server_status,
     error_code = error_code, error_message = error_message},
     needed, fields, rows, raw, binary)
   local inj = {id = id, type = id, query = packet, query_time = query_time, response_time = response_time,
@@ -240,6 +255,12 @@ end
 
 function host.get_connection(conn, key)
   return rawget(conn.ctx.connection, key)
+end
+
+function host.flush_files()
+  for f in pairs(written) do
+    if io_type(f) == "file" then pcall(f.flush, f) else written[f] = nil end
+  end
 end
 
 function host.response(conn)

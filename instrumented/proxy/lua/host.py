@@ -93,6 +93,7 @@ class LuaHost:
         self.set_address: Callable[..., Any] = api[b"set_address"]
         self.get_connection: Callable[..., Any] = api[b"get_connection"]
         self.response: Callable[..., Any] = api[b"response"]
+        self.flush_files: Callable[[], None] = api[b"flush_files"]
         self._chunk: Any = None
         self._stamp: tuple[int, int] | None = None
         self.load_error: str | None = None

@@ -71,7 +71,7 @@ MYSQL_TYPE_STRING = 254
 #: Column types a built result set marks binary (numbers).
 NUMERIC_TYPES = {0, 1, 2, 3, 4, 5, 8, 9, 13, 246}
 
-CHARSET_UTF8 = 33  # utf8_general_ci
+CHARSET_UTF8 = 45  # utf8mb4_general_ci: what the proxy sends is valid UTF-8, 4-byte sequences included
 CHARSET_BINARY = 63
 PRI_KEY_FLAG = 0x2
 BINARY_FLAG = 0x80
