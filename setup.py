@@ -53,6 +53,9 @@ setup(
             "PyMySQL>=1.1",
             "mysqlclient>=2.2",
             "selenium>=4.20",
+            # A real Prometheus/OpenMetrics parser reads /instrumented/metrics; a real Celery worker runs tasks.
+            "prometheus_client>=0.20",
+            "celery>=5.3",
             "lupa>=2.0",
             "ruff>=0.6",
             # Type-checks instrumented/ in ./bin/test (plain mypy: Django's objects are Any, see pyproject.toml).

@@ -18,6 +18,7 @@ class InstrumentedConfig(AppConfig):
         from . import checks  # noqa: F401 - registers the system checks
         from .errors.capture import connect_receivers
         from .querylog import sqlcomment
+        from .recording import connect_celery, install_command_recording
         from .stats.probe import install_on_existing, on_connection_created, on_request_exception
 
         connection_created.connect(on_connection_created, dispatch_uid="instrumented.sql_hook")
@@ -27,3 +28,5 @@ class InstrumentedConfig(AppConfig):
         install_on_existing()
         sqlcomment.install_on_existing()
         connect_receivers()  # error references
+        install_command_recording()  # command:<name>
+        connect_celery()  # task:<name>, when Celery is installed

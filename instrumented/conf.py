@@ -67,6 +67,9 @@ DEFAULTS: dict[str, Any] = {
     "ERROR_PAGES_PER_MINUTE": 10,
     # Error-reference lookups per user and minute (then 429).
     "ERROR_LOOKUPS_PER_MINUTE": 60,
+    # Bearer token that lets a scraper (Prometheus) read /instrumented/metrics without a session; None = only users
+    # who may see the dashboard. At least 16 characters; compare with secrets.compare_digest.
+    "METRICS_TOKEN": None,
     # The DATABASES alias that goes through the MySQL proxy, for instrumented_querylog and the DBA panel.
     "QUERYLOG_DATABASE": "querylog",
     # Several proxies: their aliases, switched and read together (None = just QUERYLOG_DATABASE).
@@ -128,6 +131,7 @@ class Config:
     querylog_databases: tuple[str, ...]
     #: The aliases whose statements carry the view comment (empty: none; "*" in it: every alias).
     sql_comment: frozenset[str]
+    metrics_token: str | None = None
     #: What was wrong with ``INSTRUMENTED`` (each bad value was replaced by its default).
     problems: tuple[str, ...] = ()
 
@@ -202,6 +206,11 @@ def _check_ranges(raw: dict[str, Any], problems: list[str]) -> None:
     ignore = raw["IGNORE_VIEWS"]
     if not isinstance(ignore, list | tuple) or not all(isinstance(p, str) for p in ignore):
         _bad(raw, problems, "IGNORE_VIEWS", "IGNORE_VIEWS must be a list of view names or 'namespace:' prefixes.")
+    token = raw["METRICS_TOKEN"]
+    if token is not None and (
+        not isinstance(token, str) or len(token) < 16 or not token.isascii() or token != token.strip()
+    ):
+        _bad(raw, problems, "METRICS_TOKEN", "METRICS_TOKEN must be None or an ASCII string of at least 16 characters.")
     for key in ("PERMISSION_CALLBACK", "SUPERUSER_CALLBACK"):
         if raw[key] is not None and not isinstance(raw[key], str) and not callable(raw[key]):
             _bad(raw, problems, key, f"{key} must be a dotted path, a callable or None.")
@@ -267,6 +276,7 @@ def load(user: object) -> Config:
         querylog_database=raw["QUERYLOG_DATABASE"],
         querylog_databases=tuple(dict.fromkeys(raw["QUERYLOG_DATABASES"] or [raw["QUERYLOG_DATABASE"]])),
         sql_comment=_sql_comment(raw["SQL_COMMENT"]),
+        metrics_token=raw["METRICS_TOKEN"],
         problems=tuple(problems),
     )
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlparse
+from django.utils import timezone
 from rich.text import Text
 
 # What a terminal acts on instead of showing: C0 (ESC starts OSC 52 clipboard writes, screen clears),
@@ -21,6 +23,42 @@ _JSON_RAW = re.compile(f"[{_INVISIBLE}]")
 def pretty_sql(sql: str) -> str:
     """Re-indented SQL with upper-case keywords (display only: sqlparse never runs on the request path)."""
     return sqlparse.format(sql, reindent=True, keyword_case="upper").strip()
+
+
+#: The MySQL proxy's digests mark values ``?`` and collapsed lists ``(?+)`` (pt-query-digest's habit); MySQL has
+#: no ``?`` operator, so outside a word or a quoted name a ``?`` is always one of these.
+_PROXY_LIST = re.compile(r"\(\?\+\)")
+_PROXY_VALUE = re.compile(r"(?<![\w`'\"])\?(?![\w`'\"])")
+
+
+def proxy_sql(sql: str) -> str:
+    """A proxy digest in the placeholders every other page shows: ``%s``, lists as ``(%s, ...)``."""
+    if "?" not in sql:
+        return sql
+    return _PROXY_VALUE.sub("%s", _PROXY_LIST.sub("(%s, ...)", sql))
+
+
+def zone_name() -> str:
+    """The site's time zone (``settings.TIME_ZONE``), in which every page and command shows times."""
+    return str(timezone.get_default_timezone_name())
+
+
+def local_time(when: Any) -> str:
+    """``when`` (unix time, ISO 8601 text or an aware datetime) in the site's TIME_ZONE, its abbreviation shown;
+    "-" when there is no time. One format for the dashboard, the error pages, the DBA panel and the terminal."""
+    try:
+        if isinstance(when, datetime):
+            moment = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+        elif isinstance(when, int | float) and not isinstance(when, bool):
+            moment = datetime.fromtimestamp(float(when), UTC)
+        elif isinstance(when, str) and when:
+            moment = datetime.fromisoformat(when)
+            moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+        else:
+            return "-"
+        return moment.astimezone(timezone.get_default_timezone()).strftime("%Y-%m-%d %H:%M:%S %Z")
+    except (ValueError, TypeError, OverflowError, OSError):
+        return "-"
 
 
 def duration_us(us: Any) -> str:

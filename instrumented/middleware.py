@@ -18,7 +18,7 @@ from django.http import HttpRequest, HttpResponseBase
 
 from .conf import Config, get_config
 from .failopen import failures
-from .naming import unresolved_name, view_name
+from .naming import is_ignored, unresolved_name, view_name
 from .querylog.sqlcomment import enter_view, leave_view
 from .stats.aggregate import get_aggregator
 from .stats.flusher import ensure_flusher
@@ -127,8 +127,7 @@ class InstrumentedMiddleware:
 
     def _is_ignored(self, view: str) -> bool:
         """Whether ``view`` matches IGNORE_VIEWS (an exact name, or a 'namespace:' prefix); remembered."""
-        patterns = get_config().ignore_views
-        ignored = any(view == p or (p.endswith(":") and view.startswith(p)) for p in patterns)
+        ignored = is_ignored(view, get_config().ignore_views)
         if len(self._ignored) < 10_000:
             self._ignored[view] = ignored
         return ignored

@@ -38,3 +38,13 @@ def shorten(name: str, limit: int) -> str:
 def class_name(cls: type[BaseException]) -> str:
     """``module.Qualname`` (builtins without a module): how the stats and error pages name exceptions."""
     return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+#: Prefixes of work that is not a request, recorded like views (``task:<name>``, ``command:<name>``).
+TASK_PREFIX = "task:"
+COMMAND_PREFIX = "command:"
+
+
+def is_ignored(view: str, patterns: tuple[str, ...]) -> bool:
+    """Whether ``view`` matches IGNORE_VIEWS: an exact name, or a prefix ending in ":" (``task:``, ``command:``)."""
+    return any(view == p or (p.endswith(":") and view.startswith(p)) for p in patterns)

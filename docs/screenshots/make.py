@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def main() -> int:
     """Run the browser tests that save the screenshots; return pytest's exit code."""
     env = {**os.environ, "INSTRUMENTED_SCREENSHOTS": "1"}
-    command = [sys.executable, "-m", "pytest", "tests/test_dashboard_browser.py", "-q", "-k", "not documented"]
+    tests = ["tests/dashboard/test_dashboard_browser.py", "tests/errors/test_traceback_page_browser.py"]
+    command = [sys.executable, "-m", "pytest", *tests, "-q", "-k", "not documented"]
     return subprocess.call(command, cwd=ROOT, env=env)
 
 

@@ -16,8 +16,9 @@ from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from django.shortcuts import render
 from django.urls import NoReverseMatch, reverse
 
-from ..access import can_view_stats, get_user, protect
+from ..access import can_view_stats, get_user, is_technical_user, protect
 from ..conf import get_config
+from ..display import zone_name
 from ..failopen import fail_open
 from ..stats.reader import read_stats
 
@@ -60,6 +61,8 @@ def _base_context(request: HttpRequest) -> dict[str, Any]:
         "dashboard_url": reverse("instrumented:dashboard"),
         "bookmarklet_page_url": reverse("instrumented:bookmarklet"),
         "admin_index_url": None,
+        "time_zone": zone_name(),
+        "errors_url": errors_url() if is_technical_user(request) else None,
     }
     try:
         admin_index_url = reverse("admin:index")
@@ -71,6 +74,15 @@ def _base_context(request: HttpRequest) -> dict[str, Any]:
     # The wide table needs the width the admin's app sidebar would take.
     context.update(base_template="admin/base_site.html", admin_index_url=admin_index_url, is_nav_sidebar_enabled=False)
     return context
+
+
+def errors_url() -> str | None:
+    """The grouped error list, when the error pages are mounted (``instrumented.urls`` mounts both)."""
+    try:
+        reverse("instrumented:error_detail", args=["0" * 14])
+        return reverse("instrumented:error_list")
+    except NoReverseMatch:
+        return None
 
 
 def login_url() -> str:

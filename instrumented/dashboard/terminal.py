@@ -8,7 +8,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from ..display import escape_controls, plain
+from ..display import escape_controls, local_time, plain
 
 #: Sort keys accepted by the terminal commands, mapped to a function of one view dict.
 SORT_KEYS: dict[str, Any] = {
@@ -38,7 +38,7 @@ def render_table(
     so the view names stay readable in an 80-column terminal.
     """
     title = f"django-instrumented — last {stats['window_seconds']} s, {stats['processes']} process(es), ms"
-    caption = stats.get("error") or stats.get("note") or f"generated {stats['generated_at']}"
+    caption = stats.get("error") or stats.get("note") or f"generated {local_time(stats['generated_at'])}"
     table = Table(title=title, caption=plain(caption))
     narrow = width is not None and width < WIDE_COLUMNS
     columns: list[tuple[str, Any]] = [

@@ -13,13 +13,17 @@ Everything is scrubbed by :mod:`instrumented.reporter` before it leaves the proc
 
 from __future__ import annotations
 
+import functools
+import os
 import sys
+import sysconfig
 import threading
 import time
 import traceback
 from types import TracebackType
 from typing import Any
 
+import django
 from django.core.signals import got_request_exception
 from django.http import HttpRequest
 
@@ -70,6 +74,46 @@ page_budget = PageBudget()
 #: failing requests waiting on it). Beyond it, errors are still counted in the stats, with their references.
 STORED_ERRORS_PER_MINUTE = 120
 store_budget = PageBudget()
+
+
+#: Code that is not the site's own: a location inside it says nothing about where the site went wrong.
+_LIBRARY_DIRS = tuple(
+    os.path.join(os.path.realpath(d), "")
+    for d in {
+        *(sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")),
+        os.path.dirname(django.__file__),
+        os.path.dirname(os.path.dirname(__file__)),
+    }
+)
+MAX_LOCATION_CHARS = 300
+
+
+def _short_path(filename: str) -> str:
+    """``filename`` relative to the longest ``sys.path`` entry it is under (``shop/views.py``), as an import reads."""
+    best = ""
+    for entry in sys.path:
+        root = os.path.join(os.path.realpath(entry or "."), "")
+        if filename.startswith(root) and len(root) > len(best):
+            best = root
+    return filename[len(best) :] if best else filename
+
+
+_realpath = functools.lru_cache(maxsize=1024)(os.path.realpath)
+
+
+def raising_location(tb: TracebackType | None) -> str:
+    """Where an exception was raised, as ``file:line``: the innermost frame of the site's own code (the standard
+    library, site-packages, Django and this package skipped), else the innermost frame; "" without a traceback."""
+    innermost = own = None
+    for frame, lineno in traceback.walk_tb(tb):
+        filename = _realpath(frame.f_code.co_filename)
+        innermost = (filename, lineno)
+        if not filename.startswith(_LIBRARY_DIRS):
+            own = innermost
+    chosen = own or innermost
+    if chosen is None:
+        return ""
+    return f"{_short_path(chosen[0])}:{chosen[1]}"[-MAX_LOCATION_CHARS:]
 
 
 def _describe_request(request: HttpRequest | None) -> dict[str, Any]:
@@ -147,8 +191,11 @@ def plain_traceback(exc_info: ExcInfo, masker: Masker) -> str:
     return f"{head}\n[... {len(text) - MAX_TEXT_CHARS} characters omitted ...]\n{tail}"
 
 
-def capture(request: HttpRequest | None, exc_info: ExcInfo | None = None) -> str:
-    """Give the exception being handled a reference, note it on the request and probe, store it; never raises."""
+def capture(request: HttpRequest | None, exc_info: ExcInfo | None = None, *, view: str = "") -> str:
+    """Give the exception being handled a reference, note it on the request and probe, store it; never raises.
+
+    ``view`` names work that is not a request (``task:…``, ``command:…``, :func:`instrumented.record`).
+    """
     ref = new_reference()
     with fail_open("capturing an error failed"):  # capturing must never turn one error into two
         if request is not None:
@@ -163,11 +210,13 @@ def capture(request: HttpRequest | None, exc_info: ExcInfo | None = None) -> str
             exc_info = (current[0], current[1], current[2])
         config = get_config()
         if config.enabled:
-            _store(get_store(), config, ref, request, exc_info)
+            _store(get_store(), config, ref, request, exc_info, view)
     return ref
 
 
-def _store(store: Store, config: Config, ref: str, request: HttpRequest | None, exc_info: ExcInfo) -> None:
+def _store(
+    store: Store, config: Config, ref: str, request: HttpRequest | None, exc_info: ExcInfo, view: str = ""
+) -> None:
     """Render the page (budget permitting), then write the metadata and text, the page, the index entry."""
     if not store.available:
         return
@@ -187,11 +236,14 @@ def _store(store: Store, config: Config, ref: str, request: HttpRequest | None, 
         "time": now,
         **_describe_request(request),
         "exception": class_name(exc_type),
+        "location": masker.head(raising_location(exc_info[2]), MAX_LOCATION_CHARS)[0],
         "message": masker.head(message, MAX_MESSAGE_CHARS)[0],
         "text": plain_traceback(exc_info, masker),
         "page": False,
     }
     meta["path"] = masker.head(meta["path"], MAX_PATH_CHARS)[0]
+    if view:
+        meta["view"] = view[:200]
     page: bytes | None = None
     if page_budget.take(config.error_pages_per_minute, anonymous=anonymous):
         with fail_open("rendering a technical page failed"):  # optional: metadata and text are still stored

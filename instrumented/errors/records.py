@@ -75,3 +75,46 @@ def recent_errors(limit: int = 200) -> tuple[list[dict[str, Any]], str | None]:
             errors.append(meta)
     errors.sort(key=lambda m: -float(m.get("time", 0)))
     return errors, None
+
+
+#: Latest references kept per group, and errors read for the grouped list (each group's count is of these).
+GROUP_REFERENCES = 5
+GROUPED_ERRORS = 1000
+
+
+def group_key(meta: dict[str, Any]) -> tuple[str, str]:
+    """What makes two errors the same problem: the exception class and where it was raised (``file:line``)."""
+    return str(meta.get("exception") or ""), str(meta.get("location") or "")
+
+
+def group_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per exception class and raising location, the most recently seen first: count, views (with
+    their counts), first and last seen, the latest message and references. ``errors`` are newest first."""
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for meta in errors:
+        key = group_key(meta)
+        group = groups.get(key)
+        when = float(meta.get("time") or 0)
+        if group is None:
+            group = groups[key] = {
+                "exception": key[0],
+                "location": key[1],
+                "count": 0,
+                "views": {},
+                "first": when,
+                "last": when,
+                "message": str(meta.get("message") or ""),
+                "references": [],
+            }
+        group["count"] += 1
+        view = str(meta.get("view") or "")
+        group["views"][view] = group["views"].get(view, 0) + 1
+        group["first"] = min(group["first"], when)
+        if when > group["last"]:
+            group["last"], group["message"] = when, str(meta.get("message") or "")
+        if len(group["references"]) < GROUP_REFERENCES:
+            group["references"].append(meta["ref"])
+    ordered = sorted(groups.values(), key=lambda g: -g["last"])
+    for group in ordered:
+        group["views"] = sorted(group["views"].items(), key=lambda item: (-item[1], item[0]))
+    return ordered

@@ -176,6 +176,17 @@ class _RequestView:
 
 
 _TEMPLATE_SCRIPT = re.compile(r"<script>.*?</script>", flags=re.DOTALL)
+#: What only the script drove, dead without it (and each inline handler is a console error in a sandbox): the
+#: context toggles, the copy-and-paste switch, and the form that posts the traceback to a public pastebin.
+_TEMPLATE_DEAD = (
+    (re.compile(r' onclick="[^"]*"'), ""),
+    (re.compile(r'<span class="commands"><a href="#" role="button".*?</a></span>', flags=re.DOTALL), ""),
+    (re.compile(r"<form [^>]*pasteform[^>]*>|</form>"), ""),
+    (re.compile(r'<input type="(?:hidden|submit)"[^>]*>', flags=re.DOTALL), ""),
+    (re.compile(r"(<div id=\"pastebinTraceback\" class=\"pastebin\">)"), r"\1<h3>Copy-and-paste view</h3>"),
+    # No favicon request to the site (a 404 in the console); the contexts are no longer clickable.
+    (re.compile(r"(<head>)"), r'\1<link rel="icon" href="data:,"><style>div.context ol li { cursor: auto; }</style>'),
+)
 _TEMPLATE_EXPLANATION = re.compile(r'(<footer id="explanation">).*?(</footer>)', flags=re.DOTALL)
 _EXPLANATION_TEXT = (
     r"\1<p>You are seeing this page because django-instrumented shows technical error pages to superusers. "
@@ -186,11 +197,14 @@ _EXPLANATION_TEXT = (
 
 @functools.lru_cache(maxsize=4)
 def _html_template(path: str) -> Any:
-    """Django's technical 500 template, compiled from its *source* without the inline script and with a
-    truthful footer (DEBUG is not why it is shown). Edits the trusted template, never a rendered page."""
+    """Django's technical 500 template, compiled from its *source* without the inline script and the controls
+    only it drove, with a truthful footer (DEBUG is not why it is shown). Edits the trusted template, never a
+    rendered page."""
     with open(path, encoding="utf-8") as fh:
         source = fh.read()
     source = _TEMPLATE_SCRIPT.sub("", source, count=1)
+    for pattern, replacement in _TEMPLATE_DEAD:
+        source = pattern.sub(replacement, source)
     source = _TEMPLATE_EXPLANATION.sub(_EXPLANATION_TEXT, source, count=1)
     return DEBUG_ENGINE.from_string(source)
 

@@ -2,14 +2,14 @@
 
 ``server_error`` answers a technical user (``is_technical_user``) with the technical 500 page of the
 exception being handled, and everyone else with the site's ``500.html`` (given ``error_reference``).
-The lookup views show stored errors to technical users and answer 404 to everyone else, so a
+The lookup views (the grouped list is in :mod:`instrumented.dashboard.errors`, in the admin look) show stored
+errors to technical users and answer 404 to everyone else, so a
 reference's existence is never confirmed to someone who may not read it.
 """
 
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
 from typing import Any
 
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
@@ -18,11 +18,12 @@ from django.utils.cache import add_never_cache_headers
 
 from ..access import SANDBOX_CSP, get_user, is_technical_user, protect
 from ..conf import get_config
+from ..display import local_time
 from ..failopen import fail_open
 from ..keys import RATE_LIMIT_SECONDS
 from ..memcached import get_store
 from .capture import PAGE_ATTRIBUTE, REQUEST_ATTRIBUTE, capture
-from .records import load_meta, load_page, new_reference, normalize_reference, recent_errors
+from .records import load_meta, load_page, new_reference, normalize_reference
 from .reporter import BoundedExceptionReporter
 
 #: The live technical page runs no script at all (the package renders Django's template without it): no
@@ -109,13 +110,13 @@ def server_error(request: HttpRequest) -> HttpResponse:
 # -- lookup ------------------------------------------------------------------------------------------------------------
 
 
-def _require_technical(request: HttpRequest) -> None:
+def require_technical(request: HttpRequest) -> None:
     """404 for anyone who may not read tracebacks: never confirm that a reference exists."""
     if not is_technical_user(request):
         raise Http404("Not found")
 
 
-def _rate_limited(request: HttpRequest) -> bool:
+def rate_limited(request: HttpRequest) -> bool:
     """More than ERROR_LOOKUPS_PER_MINUTE lookups by this user this minute (memcached counter; fails open)."""
     config = get_config()
     user = get_user(request)
@@ -131,37 +132,21 @@ def _page(request: HttpRequest, template: str, context: dict[str, Any], status: 
 
 
 def _when(meta: dict[str, Any]) -> str:
-    try:
-        return datetime.fromtimestamp(float(meta["time"]), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    except (KeyError, TypeError, ValueError, OverflowError, OSError):
-        return "?"
+    """When the error happened, in the site's TIME_ZONE."""
+    return local_time(meta.get("time"))
 
 
 def _lookup(request: HttpRequest, ref: str) -> tuple[str | None, HttpResponseBase | None]:
     """Gate, validate and rate-limit one lookup: (canonical ref, None) or (None, the response to send)."""
-    _require_technical(request)
+    require_technical(request)
     canonical = normalize_reference(ref)
     if canonical is None:
         return None, _page(request, "instrumented/errors/missing.html", {"ref": ""}, status=404)
-    if _rate_limited(request):
+    if rate_limited(request):
         response = _page(request, "instrumented/errors/missing.html", {"ref": canonical, "limited": True}, status=429)
         response["Retry-After"] = "60"
         return None, response
     return canonical, None
-
-
-def error_list(request: HttpRequest) -> HttpResponseBase:
-    """The window's errors, newest first, with links to their pages."""
-    _require_technical(request)
-    if _rate_limited(request):
-        response = _page(request, "instrumented/errors/missing.html", {"limited": True}, status=429)
-        response["Retry-After"] = "60"
-        return response
-    errors, problem = recent_errors()
-    for meta in errors:
-        meta["when"] = _when(meta)
-    context = {"errors": errors, "problem": problem, "window": get_config().window_seconds}
-    return _page(request, "instrumented/errors/list.html", context)
 
 
 def error_detail(request: HttpRequest, ref: str) -> HttpResponseBase:

@@ -21,7 +21,7 @@ from django.views.decorators.http import require_http_methods
 
 from ..access import QUERYLOG_PERMISSION, can_control_querylog, get_user, protect
 from ..dashboard.pages import login_url, render_page
-from ..display import duration_us, pretty_sql
+from ..display import duration_us, pretty_sql, proxy_sql
 from . import client as querylog
 
 logger = logging.getLogger("instrumented")
@@ -77,7 +77,7 @@ def _view_data(view: str | None = None, order: str = "sum") -> dict[str, Any]:
     digest_rows = [
         {
             **row,
-            "pretty": pretty_sql(str(row.get("digest") or "")),
+            "pretty": pretty_sql(proxy_sql(str(row.get("digest") or ""))),
             "total": duration_us(row.get("sum_us")),
             "avg": duration_us(row.get("avg_us")),
             "min": duration_us(row.get("min_us")),

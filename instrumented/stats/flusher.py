@@ -30,6 +30,7 @@ from .snapshot import (
     shrink,
     to_columns,
 )
+from .sql import template_of
 
 logger = logging.getLogger("instrumented")
 
@@ -86,7 +87,8 @@ class Flusher:
         if stripped is None:
             if len(self._stripped) >= STRIP_CACHE_SIZE:
                 self._stripped.clear()
-            stripped = self._stripped[key] = strip_literals(sql, vendor)[: self.max_sql]
+            # Stripped values are %s like Django's, so a raw IN list collapses as Django's does.
+            stripped = self._stripped[key] = template_of(strip_literals(sql, vendor))[: self.max_sql]
         return stripped
 
     def start(self) -> None:

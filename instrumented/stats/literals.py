@@ -2,7 +2,8 @@
 
 Django's own SQL carries ``%s`` placeholders; raw SQL carries values. One left-to-right regex pass
 per statement finds each token that decides how the rest reads (comments, quoted identifiers,
-strings in every quoting form the vendor has, numbers) and replaces the values by ``?``. It runs in
+strings in every quoting form the vendor has, numbers) and replaces the values by ``%s``, the placeholder
+Django's own SQL shows. It runs in
 the flusher thread, never on the request path. A literal cut off by truncation still ends at the end
 of the text (an unterminated string is a string to the end), so a prefix of a statement strips as
 safely as the whole of it.
@@ -32,8 +33,10 @@ _NUMBER = (
     r"|(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)(?:[eE][+-]?[0-9]+)?)(?![\w$]))"
 )
 # Strings; each runs to the end of the text when it is not closed (a truncated statement).
-_STANDARD_STRING = r"(?P<str>'(?:[^']|'')*'?)"
-_BACKSLASH_STRING = r"(?P<str>'(?:[^'\\]|\\[\s\S]|'')*\\?'?)"
+# A string's type prefix (X'…', B'…', N'…', U&'…', MySQL's _charset'…') goes with it: the value becomes one %s.
+_PREFIX = r"(?:(?<![\w$])(?:[xXbBnN]|[uU]&|_[A-Za-z0-9]+)(?='))?"
+_STANDARD_STRING = rf"(?P<str>{_PREFIX}'(?:[^']|'')*'?)"
+_BACKSLASH_STRING = rf"(?P<str>{_PREFIX}'(?:[^'\\]|\\[\s\S]|'')*\\?'?)"
 _BACKSLASH_DQ_STRING = r"(?P<dqstr>\"(?:[^\"\\]|\\[\s\S]|\"\")*\\?\"?)"
 _DQ_STRING = r"(?P<dqstr>\"(?:[^\"]|\"\")*\"?)"
 _E_STRING = r"(?P<estr>(?<![\w$])[eE]'(?:[^'\\]|\\[\s\S]|'')*\\?'?)"
@@ -70,21 +73,18 @@ _STATEMENT = {vendor: _compile(_COMMENT_TOKENS[vendor] + body) for vendor, body 
 _COMMENT_BODY = {vendor: _compile(body) for vendor, body in _BODY_TOKENS.items()}
 
 
+#: What a value becomes: Django's own placeholder, so raw SQL and Django's SQL read alike on every page.
+PLACEHOLDER = "%s"
+_VALUE_KINDS = frozenset({"str", "num", "dqstr", "estr", "dollar"})
+
+
 def _replacer(vendor: str) -> Callable[[re.Match[str]], str]:
     """The substitution for one vendor's tokens (a comment's body is stripped with the same rules)."""
 
     def replace(match: re.Match[str]) -> str:
         kind = match.lastgroup
-        if kind == "str":
-            return "'?'"
-        if kind == "num":
-            return "?"
-        if kind == "dqstr":
-            return '"?"'
-        if kind == "estr":
-            return "E'?'"
-        if kind == "dollar":
-            return "$$?$$"
+        if kind in _VALUE_KINDS:
+            return PLACEHOLDER
         if kind == "block":
             text = match.group(0)
             closed = len(text) >= 4 and text.endswith("*/")
@@ -108,6 +108,6 @@ def grammar(vendor: str) -> str:
 
 
 def strip_literals(sql: str, vendor: str = "") -> str:
-    """``sql`` with every string and number literal replaced by ``?``, read as ``vendor`` reads it."""
+    """``sql`` with every string and number literal replaced by ``%s``, read as ``vendor`` reads it."""
     vendor = grammar(vendor)
     return _STATEMENT[vendor].sub(_REPLACE[vendor], sql)

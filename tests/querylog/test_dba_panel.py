@@ -238,9 +238,13 @@ def test_on_traffic_off_reset(qlog, admin_client, url, caplog):
     assert "WHERE table_name = 'dba_mark2'" in tail and "dba_mark0" in tail
     assert tail.index("dba_mark2") < tail.index("dba_mark0")  # newest first
     assert ">root<" in tail and ">test<" in tail and ">ok<" in tail
+    # Times in the site's TIME_ZONE (the demo's America/Chicago), named in the column head.
+    assert re.search(r">\d{4}-\d\d-\d\d \d\d:\d\d:\d\d C[SD]T<", tail) and "Time (America/Chicago)" in tail
     digest = section(page, "instr-digest")
-    # sqlparse re-indents the normalised statement: one line per clause, keywords upper case.
-    assert "SELECT count(*)\nFROM information_schema.tables\nWHERE TABLE_NAME = ?" in digest
+    # sqlparse re-indents the normalised statement: one line per clause, keywords upper case; the proxy's ?
+    # is shown as %s, the placeholder of every other page.
+    assert "SELECT count(*)\nFROM information_schema.tables\nWHERE TABLE_NAME = %s" in digest
+    assert re.search(r"\d\d:\d\d:\d\d C[SD]T<br>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d C[SD]T<", digest), "first/last seen"
     row = digest[digest.index("information_schema.tables") :]
     assert re.search(r'</pre></td><td class="instr-left">test / root</td><td>3</td>', row)
 

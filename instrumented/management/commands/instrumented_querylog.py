@@ -10,7 +10,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from instrumented.display import duration_us, escape_controls, plain, pretty_sql
+from instrumented.display import duration_us, escape_controls, local_time, plain, pretty_sql, proxy_sql, zone_name
 from instrumented.querylog import client as querylog
 
 
@@ -95,12 +95,12 @@ class Command(BaseCommand):
             console.print("no statements logged (is logging on? PROXY LOG ON / instrumented_querylog on)")
             return
         table = Table(show_lines=True)
-        for name in ("ts", "thread", "user@db", "view", "time", "rows", "status", "query"):
+        for name in (f"at ({zone_name()})", "thread", "user@db", "view", "time", "rows", "status", "query"):
             table.add_column(name, overflow="fold")
         for row in rows:
             status = row.get("status")
             table.add_row(
-                plain(row.get("ts") or ""),
+                plain(local_time(row.get("ts"))),
                 plain(row.get("thread_id") or ""),
                 plain(f"{row.get('user') or ''}@{row.get('db') or ''}"),
                 plain(row.get("view") or ""),
@@ -129,7 +129,7 @@ class Command(BaseCommand):
                 duration_us(row.get("max_us")),
                 plain(row.get("rows_sent") or 0),
                 plain(row.get("errors") or 0),
-                sql_cell(row.get("digest")),
+                sql_cell(proxy_sql(str(row.get("digest") or ""))),
                 plain(row.get("views") or ""),
             )  # fmt: skip
         console.print(table)

@@ -147,6 +147,21 @@
     errorBox.textContent = message ? 'No data: ' + message : '';
   }
 
+  // The site's TIME_ZONE, as the server renders times (display.local_time): never the browser's zone.
+  function siteTime(iso) {
+    try {
+      const parts = {};
+      new Intl.DateTimeFormat('en-US', {
+        timeZone: table.dataset.tz || 'UTC', hourCycle: 'h23', timeZoneName: 'short',
+        year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit',
+      }).formatToParts(new Date(iso)).forEach(function (part) { parts[part.type] = part.value; });
+      return parts.year + '-' + parts.month + '-' + parts.day + ' ' + parts.hour + ':' + parts.minute + ':' +
+        parts.second + ' ' + parts.timeZoneName;
+    } catch (error) {
+      return iso;
+    }
+  }
+
   function setStatus(text) {
     if (statusLine) {
       statusLine.textContent = text;
@@ -176,8 +191,7 @@
           : '';
       }
       const processes = body.processes + (body.processes === 1 ? ' process' : ' processes');
-      const time = new Date(body.generated_at).toLocaleTimeString();
-      setStatus('Last ' + body.window_seconds + ' s \u00b7 ' + processes + ' \u00b7 updated ' + time);
+      setStatus('Last ' + body.window_seconds + ' s \u00b7 ' + processes + ' \u00b7 updated ' + siteTime(body.generated_at));
       render();
     } catch (error) {
       setStatus('Update failed (' + error + '); retrying\u2026');

@@ -1,0 +1,190 @@
+"""Work that is not a request, recorded like a view: ``instrumented.record("name")``, management commands
+(``command:<name>``) and Celery tasks (``task:<name>``, through Celery's signals when Celery is installed).
+
+Each piece of work gets its own probe in the same ContextVar the middleware uses, so the SQL hook counts
+its queries; an exception is counted and stored with an error reference, as in a view. Inside a request,
+a ``record`` block is counted apart: its queries go to the block, not to the view. Nothing here raises
+into the work it records.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable
+from contextvars import Token
+from time import perf_counter_ns
+from types import TracebackType
+from typing import Any, TypeVar
+
+from asgiref.sync import iscoroutinefunction
+
+from .conf import get_config
+from .failopen import failures
+from .naming import COMMAND_PREFIX, TASK_PREFIX, class_name, is_ignored
+from .stats.aggregate import get_aggregator
+from .stats.flusher import ensure_flusher
+from .stats.probe import Probe, current_probe
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Commands that serve or wait rather than do a piece of work (and the package's own readers): not recorded.
+LONG_RUNNING_COMMANDS = frozenset(
+    {
+        "runserver", "runserver_plus", "testserver", "test", "shell", "shell_plus", "dbshell", "celery",
+        "runworker", "instrumented_top", "instrumented_stats", "instrumented_querylog",
+    }
+)  # fmt: skip
+
+
+class record:  # used like a function: ``with record("nightly-report"):`` / ``@record("sync")``
+    """Record a block (``with``) or every call of a function (decorator, sync or async) under ``name``: time,
+    SQL inside, errors counted and stored with a reference. Shown on the dashboard like a view."""
+
+    def __init__(self, name: str, *, method: str = "") -> None:
+        self.name = str(name)
+        self.method = method
+        self._probe: Probe | None = None
+        self._token: Token[Probe | None] | None = None
+
+    def __enter__(self) -> record:
+        try:
+            config = get_config()
+            if config.enabled and not is_ignored(self.name, config.ignore_views):
+                self._probe = Probe(perf_counter_ns())
+                self._token = current_probe.set(self._probe)
+        except Exception as exc:  # noqa: BLE001 - fail open: the work runs unrecorded
+            failures.record("recording work failed", exc)
+        return self
+
+    def fail(self, exc_info: tuple[type[BaseException], BaseException, TracebackType | None]) -> None:
+        """Count the work's exception and store it with a reference (once; before the probe is closed)."""
+        probe = self._probe
+        if probe is None or probe.exception_class is not None:
+            return
+        try:
+            from .errors.capture import capture
+
+            probe.exception_class = class_name(exc_info[0])
+            capture(None, exc_info, view=self.name)
+        except Exception as exc:  # noqa: BLE001 - fail open
+            failures.record("recording work failed", exc)
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        probe, self._probe = self._probe, None
+        if probe is None:
+            return
+        if exc_type is not None and exc is not None and not _is_clean_exit(exc):
+            self._probe = probe
+            self.fail((exc_type, exc, tb))
+            self._probe = None
+        duration = perf_counter_ns() - probe.start_ns
+        probe.active = False
+        try:
+            if self._token is not None:
+                current_probe.reset(self._token)
+        except ValueError:  # ended in another context than it began (a signal receiver elsewhere)
+            current_probe.set(None)
+        self._token = None
+        try:
+            config = get_config()
+            aggregator = get_aggregator(config)
+            status = 500 if probe.exception_class is not None else 200
+            aggregator.record(self.name, "", self.method, status, duration, probe)
+            if not aggregator.flushing:
+                ensure_flusher(config)
+        except Exception as exc2:  # noqa: BLE001 - fail open
+            failures.record("recording work failed", exc2)
+
+    def __call__(self, func: F) -> F:
+        """As a decorator: each call is recorded (a fresh ``record`` per call, so calls never share state)."""
+        name, method = self.name, self.method
+        if iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def run_async(*args: Any, **kwargs: Any) -> Any:
+                with record(name, method=method):
+                    return await func(*args, **kwargs)
+
+            return run_async  # type: ignore[return-value]
+
+        @functools.wraps(func)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            with record(name, method=method):
+                return func(*args, **kwargs)
+
+        return run  # type: ignore[return-value]
+
+
+def _is_clean_exit(exc: BaseException) -> bool:
+    """``sys.exit(0)`` / ``sys.exit()`` end a command without an error."""
+    return isinstance(exc, SystemExit) and exc.code in (0, None)
+
+
+# -- management commands -----------------------------------------------------------------------------------------------
+
+
+def install_command_recording() -> None:
+    """Wrap ``BaseCommand.execute`` once, so every command (``manage.py``, ``call_command``) is ``command:<name>``."""
+    from django.core.management.base import BaseCommand
+
+    original = BaseCommand.execute
+    if getattr(original, "_instrumented", False):
+        return
+
+    @functools.wraps(original)
+    def execute(self: BaseCommand, *args: Any, **options: Any) -> Any:
+        name = type(self).__module__.rpartition(".")[2]
+        if name in LONG_RUNNING_COMMANDS:
+            return original(self, *args, **options)
+        with record(COMMAND_PREFIX + name, method="COMMAND"):
+            return original(self, *args, **options)
+
+    execute._instrumented = True  # type: ignore[attr-defined]
+    BaseCommand.execute = execute
+
+
+# -- Celery ------------------------------------------------------------------------------------------------------------
+
+_tasks: dict[str, record] = {}
+_tasks_lock = threading.Lock()
+#: Tasks being recorded at once at most (a lost postrun signal must not grow the map forever).
+MAX_RUNNING_TASKS = 10_000
+
+
+def _task_prerun(sender: Any = None, task_id: str | None = None, task: Any = None, **kwargs: Any) -> None:
+    work = record(TASK_PREFIX + str(getattr(task or sender, "name", "") or "?"), method="TASK")
+    with _tasks_lock:
+        if task_id is None or len(_tasks) >= MAX_RUNNING_TASKS:
+            return
+        _tasks[task_id] = work
+    work.__enter__()
+
+
+def _task_failure(
+    sender: Any = None, task_id: str | None = None, exception: BaseException | None = None, **kwargs: Any
+) -> None:
+    work = _tasks.get(task_id or "")
+    if work is not None and exception is not None:
+        work.fail((type(exception), exception, kwargs.get("traceback")))
+
+
+def _task_postrun(sender: Any = None, task_id: str | None = None, **kwargs: Any) -> None:
+    with _tasks_lock:
+        work = _tasks.pop(task_id or "", None)
+    if work is not None:
+        work.__exit__(None, None, None)
+
+
+def connect_celery() -> bool:
+    """Record Celery tasks through ``task_prerun`` / ``task_failure`` / ``task_postrun``; False without Celery."""
+    try:
+        from celery import signals  # type: ignore[import-untyped,import-not-found,unused-ignore]
+    except ImportError:
+        return False
+    signals.task_prerun.connect(_task_prerun, weak=False, dispatch_uid="instrumented.task_prerun")
+    signals.task_failure.connect(_task_failure, weak=False, dispatch_uid="instrumented.task_failure")
+    signals.task_postrun.connect(_task_postrun, weak=False, dispatch_uid="instrumented.task_postrun")
+    return True
