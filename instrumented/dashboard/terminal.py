@@ -75,7 +75,8 @@ def render_table(
     covered = stats.get("covered_seconds") or 0
     span = f" (data for {covered:.0f} s)" if 0 < covered < stats["window_seconds"] else ""
     title = f"django-instrumented — last {stats['window_seconds']} s{span}, {stats['processes']} process(es), ms"
-    table = Table(title=title, caption=plain(stats.get("error") or f"generated {local_time(stats['generated_at'])}"))
+    caption = stats.get("error") or stats.get("note") or f"generated {local_time(stats['generated_at'])}"
+    table = Table(title=title, caption=plain(caption))
     columns: list[tuple[str, Any]] = [
         ("view", lambda v, lat: plain(v["view"])),
         ("route", lambda v, lat: plain(v["route"])),

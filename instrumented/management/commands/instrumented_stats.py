@@ -24,7 +24,7 @@ class Command(BaseCommand):
         window = options.get("window")
         if window is not None and window <= 0:
             raise CommandError("--window must be a positive number of seconds.")
-        stats = read_stats(window, view=options.get("view"))
+        stats = dict(read_stats(window, view=options.get("view")))
         if options["json"]:
             self.stdout.write(terminal_json(stats))
         else:

@@ -37,7 +37,7 @@ class Command(BaseCommand):
         console = make_console(self.stdout)  # the real stream: rich's in-place redraw needs its own newlines
 
         def frame(live: bool) -> Any:
-            return render_top(read_stats(window), sort, limit, interval if live else None, console.width)
+            return render_top(dict(read_stats(window)), sort, limit, interval if live else None, console.width)
 
         if options["once"]:
             console.print(frame(False))

@@ -19,6 +19,7 @@
   const filterBox = document.getElementById('instr-filter');
   const statusLine = document.getElementById('instr-status');
   const errorBox = document.getElementById('instr-error');
+  const partialBox = document.getElementById('instr-partial');
 
   let doc = null; // the last reader document received
   let sortKey = 'requests';
@@ -192,6 +193,12 @@
       const body = await response.json();
       doc = body;
       showError(body.error || '');
+      if (partialBox) {
+        partialBox.hidden = !body.partial;
+        partialBox.textContent = body.partial
+          ? 'Partial: no answer from memcached ' + (body.missing || []).join(', ') + '; what it holds is missing.'
+          : '';
+      }
       const processes = body.processes + (body.processes === 1 ? ' process' : ' processes');
       setStatus(spanText(body) + ' \u00b7 ' + processes + ' \u00b7 updated ' + siteTime(body.generated_at));
       render();
