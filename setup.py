@@ -54,6 +54,8 @@ setup(
             "PyMySQL>=1.1",
             "mysqlclient>=2.2",
             "selenium>=4.20",
+            # The Quick start test serves a fresh project's static files the way the README says.
+            "whitenoise>=6",
             # A real Prometheus/OpenMetrics parser reads /instrumented/metrics; a real Celery worker runs tasks.
             "prometheus_client>=0.20",
             "celery>=5.3",

@@ -62,6 +62,7 @@ const show = (status, j) => {
   if (status == 403) return el(body, 'p', 'Your account may not see stats.', 'w');
   if (j.error || !s) return el(body, 'p', 'No data: ' + (j.error || 'HTTP ' + status), 'w');
   el(body, 'p', j.view);
+  if (j.partial) el(body, 'p', 'Partial: no answer from memcached ' + j.missing.join(', '), 'w');
   if (j.no_data) el(body, 'p', 'No requests in the last ' + j.window_seconds + ' s.');
   else {
     const t = el(body, 'table'), l = s.latency_ms;

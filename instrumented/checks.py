@@ -1,7 +1,8 @@
 """System checks: bad settings, a missing or ill-placed middleware, memcached unreachable.
 
 Ids: instrumented.E001 (bad setting), instrumented.W001 (middleware missing), instrumented.W002
-(middleware not first), instrumented.W003 (memcached unreachable).
+(middleware not first), instrumented.W003 (memcached unreachable), instrumented.W004 (DEBUG off and the
+dashboard's static files not collected).
 """
 
 from __future__ import annotations
@@ -69,5 +70,65 @@ def check_memcached(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
             f"memcached at {', '.join(config.server_names)} is not answering ({reason}).",
             hint="Start memcached or fix INSTRUMENTED['SERVERS']; the site keeps working but records nothing.",
             id="instrumented.W003",
+        )
+    ]
+
+
+#: A file of the dashboard's own, looked for in STATIC_ROOT.
+STATIC_PROBE = "instrumented/dashboard.js"
+
+
+def static_files_problem() -> str | None:
+    """Why the dashboard's CSS and JavaScript cannot be served from STATIC_ROOT, or None when they are there.
+
+    Only a local storage is looked into; a remote one (S3 and the like) is trusted to have been uploaded.
+    """
+    from django.apps import apps
+
+    if not apps.is_installed("django.contrib.staticfiles"):
+        return "django.contrib.staticfiles is not in INSTALLED_APPS"
+    from django.contrib.staticfiles.storage import staticfiles_storage
+    from django.core.files.storage import FileSystemStorage
+
+    if not isinstance(staticfiles_storage, FileSystemStorage) or _urlconf_serves(STATIC_PROBE):
+        return None
+    if not getattr(settings, "STATIC_ROOT", None):
+        return "STATIC_ROOT is not set"
+    if not staticfiles_storage.exists(STATIC_PROBE):
+        return f"{STATIC_PROBE} is not in STATIC_ROOT ({settings.STATIC_ROOT})"
+    return None
+
+
+def _urlconf_serves(name: str) -> bool:
+    """The site's own URLconf answers for the file under STATIC_URL (as the demo's static view does)."""
+    from urllib.parse import urlsplit
+
+    from django.urls import Resolver404, resolve
+
+    static_url = str(getattr(settings, "STATIC_URL", "") or "")
+    if urlsplit(static_url).netloc:
+        return False  # served by another host: nothing here to look at
+    try:
+        resolve("/" + static_url.lstrip("/") + name)
+    except Resolver404:
+        return False
+    return True
+
+
+@register("instrumented")
+def check_static_files(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """With DEBUG off, Django serves no static files: the dashboard's must have been collected for a server to."""
+    if settings.DEBUG:
+        return []
+    problem = static_files_problem()
+    if problem is None:
+        return []
+    return [
+        Warning(
+            f"DEBUG is False and {problem}: the dashboard would have no CSS and its JavaScript would not run "
+            "(no refresh, no sorting); the page says so.",
+            hint="Set STATIC_ROOT, run `python manage.py collectstatic`, and serve STATIC_URL with WhiteNoise "
+            "(whitenoise.middleware.WhiteNoiseMiddleware) or your web server.",
+            id="instrumented.W004",
         )
     ]

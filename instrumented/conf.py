@@ -19,7 +19,7 @@ from .keys import Keys
 
 #: Every setting, its default, and (in the README's table) what it does.
 DEFAULTS: dict[str, Any] = {
-    # memcached servers, "host:port" strings; several servers are consistent-hashed (pymemcache HashClient).
+    # memcached servers, "host:port" strings; several are rendezvous-hashed over the live ones (memcached.Store).
     "SERVERS": ["127.0.0.1:11211"],
     # Prefix of every memcached key; the schema version is appended by the store.
     "KEY_PREFIX": "instr",

@@ -6,7 +6,10 @@ and a new release never read each other's values.
 
 ``<prefix><version>:<bucket>:<process>``   one process's aggregate of one bucket
 ``<prefix><version>:<bucket>:procs``       the processes that wrote a bucket (``add``, then ``append``)
-``<prefix><version>:roll:<process>``       one process's whole-window roll-up (what readers read first)
+``<prefix><version>:roll:<process>``       one process's whole-window roll-up, columnar (what readers read first)
+``<prefix><version>:ser:<process>``        its per-view series of the finished buckets, one section per view
+``<prefix><version>:mark:<process>``       on every server: it still holds what this process wrote
+``<prefix><version>:live:<slot>``          the processes that flushed in one flush interval (``processes_live``)
 ``<prefix><version>:err:<ref>:m`` / ``:p`` an error's metadata and text traceback / its technical page
 ``<prefix><version>:err:i:<minute>``       the references captured in one minute
 ``<prefix><version>:err:rl:<user hash>``   error lookups of one user this minute
@@ -21,7 +24,7 @@ import socket
 from dataclasses import dataclass
 
 #: Bumped whenever the stored format changes, so old and new processes never read each other's values.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: Seconds covered by one error index key.
 ERROR_INDEX_SECONDS = 60
 #: Seconds covered by one lookup rate-limit counter.
@@ -57,6 +60,18 @@ class Keys:
     def rollup(self, process_id: str) -> str:
         """One process's whole-window aggregate."""
         return f"{self.prefix}:roll:{process_id}"
+
+    def series(self, process_id: str) -> str:
+        """One process's per-view series of its finished buckets (read for one view's charts)."""
+        return f"{self.prefix}:ser:{process_id}"
+
+    def marker(self, process_id: str) -> str:
+        """Written on every server by one process: missing means the server lost its keys (restart, flush_all)."""
+        return f"{self.prefix}:mark:{process_id}"
+
+    def live(self, slot: int) -> str:
+        """The processes that flushed in one flush interval (``slot`` = unix time // FLUSH_INTERVAL)."""
+        return f"{self.prefix}:live:{slot}"
 
     # -- errors ---------------------------------------------------------------------------------
     def error_meta(self, ref: str) -> str:

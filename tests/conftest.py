@@ -15,6 +15,9 @@ import pytest
 
 from tests.support.servers import EXAMPLE, Memcached, SiteServer, server_env, start_site
 
+#: Under CI=true, a skipped test fails: CI runs every test (tests/support/ci.py).
+pytest_plugins = ["tests.support.ci"]
+
 
 @pytest.fixture(scope="session")
 def memcached() -> Iterator[Memcached]:

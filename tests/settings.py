@@ -16,11 +16,15 @@ DATABASES = {
     "analytics": {"ENGINE": "django.db.backends.sqlite3", "NAME": DATA_DIR / "test-analytics.sqlite3"},  # noqa: F405
 }
 
+# Several memcached servers (the scale-out tests): a comma-separated "host:port" list.
+SERVERS = os.environ.get("INSTRUMENTED_TEST_MEMCACHED_SERVERS", f"127.0.0.1:{MEMCACHED_PORT}").split(",")
+# A URLconf of many views for the scale test's servers.
+ROOT_URLCONF = os.environ.get("INSTRUMENTED_TEST_URLCONF", ROOT_URLCONF)  # noqa: F405
 # The cached view's shared cache: the run's memcached, under the per-test prefix (subprocess servers get it by env).
 CACHES["shared"]["LOCATION"] = f"127.0.0.1:{MEMCACHED_PORT}"  # noqa: F405
 
 INSTRUMENTED = {
-    "SERVERS": [f"127.0.0.1:{MEMCACHED_PORT}"],
+    "SERVERS": SERVERS,
     "KEY_PREFIX": KEY_PREFIX,
     "FLUSH_INTERVAL": float(os.environ.get("INSTRUMENTED_TEST_FLUSH_INTERVAL", "0.2")),
     "BREAKER_COOLDOWN": 0.5,

@@ -100,10 +100,13 @@ def api_view(request: HttpRequest) -> HttpResponseBase:
         "window_seconds": stats["window_seconds"],
         "generated_at": stats["generated_at"],
         "processes": stats["processes"],
+        "processes_live": stats.get("processes_live", 0),
         "no_data": view is None,
         "detail_url": detail_url(name),
         "stats": view or zero_view(name, route),
     }
+    if stats.get("partial"):
+        body["partial"], body["missing"] = True, stats["missing"]
     if "error" in stats:
         body["error"] = stats["error"]
         return json_response(body, 503)

@@ -197,14 +197,21 @@ def latency_distribution(
 def _histogram_bars(
     histogram: list[dict[str, float]], lo_exp: int, hi_exp: int, x_of: Any, base: float, plot_h: float
 ) -> list[SafeString]:
-    """The merged histogram's bins summed into 64 columns of the log axis."""
+    """The merged histogram's bins summed into 64 columns of the log axis.
+
+    Each bar's title gives its range; latencies below the axis go into the first bar, whose title then
+    says "< its upper bound" rather than claiming they start at the axis.
+    """
     columns = 64
     counts = [0.0] * columns
+    below_axis = 0.0
     for entry in histogram:
         ms, count = float(entry["le_ms"]), float(entry["count"])
         if ms <= 0 or count <= 0:
             continue
         position = (math.log10(ms) - lo_exp) / (hi_exp - lo_exp)
+        if position < 0:
+            below_axis += count
         counts[min(max(int(position * columns), 0), columns - 1)] += count
     peak = max(counts) or 1.0
     total = sum(counts) or 1.0
@@ -215,15 +222,20 @@ def _histogram_bars(
             continue
         h = max(plot_h * count / peak, 1.5)
         start_ms = 10 ** (lo_exp + (hi_exp - lo_exp) * i / columns)
+        end_ms = 10 ** (lo_exp + (hi_exp - lo_exp) * (i + 1) / columns)
+        if i == 0 and below_axis:
+            span = f"< {_number(end_ms, 'ms')}"
+        else:
+            span = f"{_number(start_ms)} to {_number(end_ms, 'ms')}"
         parts.append(
             format_html(
                 '<rect class="ichart-bar" x="{}" y="{}" width="{}" height="{}">'
-                "<title>from {}: {} requests ({} %)</title></rect>",
+                "<title>{}: {} requests ({} %)</title></rect>",
                 _f(x_of(10.0**lo_exp) + i * column_w + 0.5),
                 _f(base + plot_h - h),
                 _f(max(column_w - 1.0, 1.0)),
                 _f(h),
-                _number(start_ms, "ms"),
+                span,
                 _number(count),
                 _number(100 * count / total),
             )

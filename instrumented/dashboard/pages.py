@@ -114,11 +114,12 @@ def api_denied(request: HttpRequest) -> HttpResponseBase | None:
 def read(window: int | None = None, **kwargs: Any) -> dict[str, Any]:
     """``read_stats()``; should the reader itself fail, "no data" with the reason (failure counted), never a 500."""
     with fail_open("reading stats failed") as failed:
-        return read_stats(window, **kwargs)
+        return dict(read_stats(window, **kwargs))
     return {
         "window_seconds": window or get_config().window_seconds,
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "processes": 0,
+        "processes_live": 0,
         "views": [],
         "error": f"reading stats failed: {type(failed.error).__name__}",
     }

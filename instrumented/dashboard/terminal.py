@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from rich.console import Group
+from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
 from ..display import escape_controls, local_time, plain
+from ..stats.reader import rate_seconds
 
 #: Sort keys accepted by the terminal commands, mapped to a function of one view dict.
 SORT_KEYS: dict[str, Any] = {
@@ -24,9 +26,42 @@ SORT_KEYS: dict[str, Any] = {
 }
 
 
-#: Columns left out when the terminal is narrower than WIDE_COLUMNS characters.
-NARROW_DROPS = frozenset({"route", "p99", "q max"})
+#: Columns left out, in this order, until the longest view name fits whole in the terminal's width;
+#: below WIDE_COLUMNS characters the first three always are.
+DROP_ORDER = ("route", "p99", "q max", "max", "db", "p50", "q/req", "N+1")
+NARROW_DROPS = frozenset(DROP_ORDER[:3])
 WIDE_COLUMNS = 120
+#: Widest the route column gets (cut with an ellipsis beyond).
+ROUTE_MAX_WIDTH = 24
+#: Width of the output when it is not a terminal (a pipe, a file) and COLUMNS is unset: whole view
+#: names for scripts, the same for instrumented_stats and instrumented_top.
+PIPE_WIDTH = 160
+
+
+def make_console(out: Any) -> Console:
+    """A rich Console writing straight to the stream under Django's OutputWrapper, if any.
+
+    The wrapper adds a newline to every write that lacks one, which breaks rich's in-place redraw
+    (every refresh of ``instrumented_top`` left its summary line behind). A terminal gets its own
+    width; anything else COLUMNS, or PIPE_WIDTH.
+    """
+    stream = getattr(out, "_out", out)
+    width = None if Console(file=stream).is_terminal or os.environ.get("COLUMNS") else PIPE_WIDTH
+    return Console(file=stream, width=width, soft_wrap=False)
+
+
+def _fitting_columns(names: list[str], widths: dict[str, int], width: int | None) -> list[str]:
+    """The columns to show in ``width`` characters: DROP_ORDER's left out until every one fits whole."""
+    if width is None:
+        return names
+    if width < WIDE_COLUMNS:
+        names = [name for name in names if name not in NARROW_DROPS]
+    for name in [n for n in DROP_ORDER if n in names]:
+        # a rich box table: one border per column and one more, two characters of padding per column
+        if 1 + sum(widths[kept] + 3 for kept in names) <= width:
+            break
+        names.remove(name)
+    return names
 
 
 def render_table(
@@ -34,12 +69,14 @@ def render_table(
 ) -> Table:
     """A table of every view: requests, errors, latency percentiles (ms), queries, N+1 (names shown escaped).
 
-    Below ``WIDE_COLUMNS`` characters of ``width`` the route, p99 and max-queries columns are left out,
-    so the view names stay readable in an 80-column terminal.
+    View names are never broken over lines: in a narrow ``width`` (80 columns) columns are left out in
+    DROP_ORDER until the longest name fits; a name longer than even that is cut with an ellipsis.
     """
-    title = f"django-instrumented — last {stats['window_seconds']} s, {stats['processes']} process(es), ms"
-    table = Table(title=title, caption=plain(stats.get("error") or f"generated {local_time(stats['generated_at'])}"))
-    narrow = width is not None and width < WIDE_COLUMNS
+    covered = stats.get("covered_seconds") or 0
+    span = f" (data for {covered:.0f} s)" if 0 < covered < stats["window_seconds"] else ""
+    title = f"django-instrumented — last {stats['window_seconds']} s{span}, {stats['processes']} process(es), ms"
+    caption = stats.get("error") or stats.get("note") or f"generated {local_time(stats['generated_at'])}"
+    table = Table(title=title, caption=plain(caption))
     columns: list[tuple[str, Any]] = [
         ("view", lambda v, lat: plain(v["view"])),
         ("route", lambda v, lat: plain(v["route"])),
@@ -54,29 +91,32 @@ def render_table(
         ("db", lambda v, lat: f"{v['db_time_ms']:.1f}"),
         ("N+1", lambda v, lat: str(v["n_plus_one"])),
     ]
-    if narrow:
-        columns = [c for c in columns if c[0] not in NARROW_DROPS]
-    for name, _ in columns:
-        if name == "view":
-            table.add_column(name, overflow="fold", min_width=16, ratio=3)
-        elif name == "route":
-            table.add_column(name, overflow="ellipsis", max_width=24, ratio=1)
-        else:
-            table.add_column(name, justify="right", no_wrap=True)
     views = sorted(stats["views"], key=SORT_KEYS.get(sort, SORT_KEYS["requests"]), reverse=True)
     if limit is not None:
         views = views[:limit]
+    cells = [[cell(v, v["latency_ms"]) for _, cell in columns] for v in views]
+    widths = {name: max([len(name), *(len(row[i]) for row in cells)]) for i, (name, _) in enumerate(columns)}
+    widths["route"] = min(widths["route"], ROUTE_MAX_WIDTH)
+    names = _fitting_columns([name for name, _ in columns], widths, width)
+    index = {name: i for i, (name, _) in enumerate(columns)}
+    for name in names:
+        if name == "view":
+            table.add_column(name, no_wrap=True, overflow="ellipsis", min_width=min(widths["view"], 16))
+        elif name == "route":
+            table.add_column(name, no_wrap=True, overflow="ellipsis", max_width=ROUTE_MAX_WIDTH)
+        else:
+            table.add_column(name, justify="right", no_wrap=True)
     worst_p95 = max((v["latency_ms"]["p95"] for v in views), default=0.0)
-    for v in views:
+    for v, row in zip(views, cells, strict=True):
         lat = v["latency_ms"]
         style = ""
         if v["errors"]:
             style = "red"
         elif v["n_plus_one"] or (worst_p95 and lat["p95"] == worst_p95 and len(views) > 1):
             style = "yellow"
-        table.add_row(*(cell(v, lat) for _, cell in columns), style=style)
+        table.add_row(*(row[index[name]] for name in names), style=style)
     if not views:
-        table.add_row("(no data)", *[""] * (len(columns) - 1))
+        table.add_row("(no data)", *[""] * (len(names) - 1))
     return table
 
 
@@ -85,9 +125,9 @@ def render_summary(stats: dict[str, Any]) -> Text:
     views = stats["views"]
     requests = sum(v["requests"] for v in views)
     errors = sum(v["errors"] for v in views)
-    window = max(int(stats["window_seconds"]), 1)
+    span = rate_seconds(stats)
     line = Text()
-    line.append(f"{len(views)} view(s) · {requests} requests ({requests / window:.2f}/s) · ")
+    line.append(f"{len(views)} view(s) · {requests} requests ({requests / span:.2f}/s) · ")
     line.append(f"{errors} error(s)", style="bold red" if errors else "")
     if requests:
         line.append(f" ({100.0 * errors / requests:.1f} %)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
 from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_safe
@@ -16,6 +17,7 @@ from django.views.decorators.http import require_safe
 from ..access import is_technical_user
 from ..conf import get_config
 from ..display import pretty_sql
+from ..stats.reader import rate_seconds
 from . import bookmarklet, charts
 from .pages import detail_url, page_denied, read, render_page
 
@@ -25,12 +27,15 @@ REFRESH_MS = 3000
 MAX_PARAM_LENGTH = 2048
 
 
-def derived(view: dict[str, Any], window_seconds: int) -> dict[str, Any]:
-    """Numbers the table shows but the reader does not store: rates and shares (the JS computes the same)."""
+def derived(view: dict[str, Any], span_seconds: float) -> dict[str, Any]:
+    """Numbers the table shows but the reader does not store: rates and shares (the JS computes the same).
+
+    ``span_seconds`` is what the data covers (``rate_seconds(stats)``), not the whole window.
+    """
     requests = view["requests"]
     busy_ms = view["latency_ms"]["mean"] * requests
     return {
-        "per_minute": requests * 60.0 / max(window_seconds, 1),
+        "per_minute": requests * 60.0 / max(span_seconds, 1.0),
         "error_rate": view["errors"] / requests if requests else 0.0,
         "db_share": min(view["db_time_ms"] / busy_ms, 1.0) if busy_ms > 0 else 0.0,
         "cache_hit_rate": view["cache"]["hit_rate"],
@@ -60,7 +65,7 @@ def dashboard(request: HttpRequest) -> HttpResponseBase:
     if denied is not None:
         return denied
     stats = read()
-    rows = [{"v": v, "d": derived(v, stats["window_seconds"]), "url": detail_url(v["view"])} for v in stats["views"]]
+    rows = [{"v": v, "d": derived(v, rate_seconds(stats)), "url": detail_url(v["view"])} for v in stats["views"]]
     context = {
         # Columns shown only when some view has data for them (dashboard.js decides again on each refresh).
         "has_cache": any(v["cache"]["calls"] for v in stats["views"]),
@@ -73,6 +78,8 @@ def dashboard(request: HttpRequest) -> HttpResponseBase:
         "refresh_ms": REFRESH_MS,
         "refresh_seconds": f"{REFRESH_MS / 1000:g}",
         "bookmarklet_href": bookmarklet.href(),
+        # The DBA panel only where a DATABASES alias goes through the MySQL proxy (a site without MySQL has none).
+        "querylog_configured": get_config().querylog_database in settings.DATABASES,
     }
     return render_page(request, "instrumented/dashboard/dashboard.html", context)
 
@@ -97,7 +104,7 @@ def view_detail(request: HttpRequest) -> HttpResponseBase:
         queries = [{**q, "pretty": pretty_sql(q["sql"])} for q in view["top_queries"]]
         points = _full_series(view.get("series", []), stats)
         context.update(
-            derived=derived(view, stats["window_seconds"]),
+            derived=derived(view, rate_seconds(stats)),
             queries=queries[:10],
             suspects=view["n_plus_one_suspects"],
             duplicates=view["duplicate_queries"],

@@ -19,11 +19,24 @@ from ..memcached import Store
 from ..naming import OTHER_VIEW
 from .aggregate import Aggregator, get_aggregator
 from .literals import strip_literals
-from .snapshot import ViewTotals, cap_views, merge_views, rewrite_sql, shrink
+from .snapshot import (
+    Rollup,
+    ViewTotals,
+    cap_views,
+    encode_rollup,
+    encode_sections,
+    merge_views,
+    rewrite_sql,
+    shrink,
+    to_columns,
+)
 from .sql import template_of
 
 logger = logging.getLogger("instrumented")
 
+
+#: Bumped by every flush of this process: a reader's cached document older than a local flush is not used.
+generation = 0
 
 #: Stripped texts the flusher remembers (the same templates come back every second); cleared when full.
 STRIP_CACHE_SIZE = 4096
@@ -55,6 +68,14 @@ class Flusher:
         self._final_views: dict[str, dict[str, Any]] = {}
         self._rollup_written: tuple[Any, ...] | None = None
         self._version = 0
+        # The finished buckets' per-view series ([[bucket, requests, errors, histogram slice], ...]) and which
+        # version of them (``fin``) the roll-up names; the series value is written when ``fin`` changes.
+        self._final_series: dict[str, list[list[Any]]] = {}
+        self._fin = 0
+        self._series_written: int | None = None
+        # The servers that were up when everything was last written, and the flush slot last announced.
+        self._servers: frozenset[str] | None = None
+        self._live_slot: int | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="instrumented-flusher", daemon=True)
@@ -92,7 +113,9 @@ class Flusher:
 
         ``now`` (unix time) is the clock seam for tests and benchmarks; the thread passes nothing.
         """
+        global generation
         with self._lock:
+            generation += 1
             changes = self.aggregator.collect_dirty()
             current = int((time.time() if now is None else now) // self.bucket_seconds)
             for bucket, change in changes.items():
@@ -112,6 +135,11 @@ class Flusher:
             self.unwritten &= self.window.keys()
             if not self.window or not self.store.available:
                 return 0  # nothing to write, or the breaker is open: no packing, no waiting
+            at = time.time() if now is None else now
+            with fail_open("checking the memcached servers failed"):
+                self._check_servers(at)
+            with fail_open("announcing a live process failed"):
+                self._announce(at)
             written = 0
             for bucket in sorted(self.unwritten):
                 ok = False
@@ -126,25 +154,60 @@ class Flusher:
                     self.registered.clear()
             if not self.unwritten:
                 with fail_open("writing the roll-up failed"):
-                    self._write_rollup(self.store, current)
+                    self._write_rollup(self.store, current, at)
             return written
 
-    def _write_rollup(self, store: Store, current: int) -> None:
-        """Write the sum of this process's buckets in the window, when it changed or the window slid.
+    def _check_servers(self, at: float) -> None:
+        """Write everything again when the set of live servers changed or a server lost this process's keys.
 
-        Finished buckets rarely change, so their sum is recomputed only when one is added, expires or
-        changes late; each flush then adds just the current bucket's views on top.
+        A server that died takes its keys' share elsewhere (the store re-routes them); one that returns,
+        restarted empty, or was emptied (``flush_all``, eviction) no longer holds this process's marker:
+        each flush asks every live server for it (which also notices a dead server within a flush).
+        """
+        lacking = self.store.check_marker(self.keys.marker(self.process_id), at)
+        servers = self.store.live_servers()
+        if lacking or servers != self._servers:
+            self.unwritten = set(self.window)
+            self.registered.clear()
+            self._rollup_written = None
+            self._series_written = None
+            self._live_slot = None
+            self._servers = servers
+
+    def _announce(self, at: float) -> None:
+        """Add this process to the current flush slot's list (readers count the last ones: ``processes_live``)."""
+        slot = int(at // self.interval)
+        if slot == self._live_slot:
+            return
+        key, entry = self.keys.live(slot), f"{self.process_id} ".encode()
+        ttl = int(3 * self.interval) + 2
+        added = self.store.add(key, entry, ttl)
+        if added or (added is False and self.store.append(key, entry)):
+            self._live_slot = slot
+
+    def _write_rollup(self, store: Store, current: int, at: float) -> None:
+        """Write the sum of this process's buckets in the window (columnar), and the finished buckets'
+        per-view series when they changed.
+
+        Finished buckets rarely change, so their sum and series are recomputed only when one is added,
+        expires or changes late; each flush then adds just the current bucket's views on top.
         """
         final_key = tuple(sorted(b for b in self.window if b < current))
         state = (current, final_key, self._version)
         if state == self._rollup_written:
             return
         if final_key != self._final_key:
-            final = merge_views([(None, self.window[b]) for b in final_key])
+            final = merge_views([(b, self.window[b]) for b in final_key])
             self._final_views = {name: totals.to_snapshot(self.max_queries) for name, totals in final.items()}
+            self._final_series = {
+                name: [[b, n, e, encoded[0] if encoded else ""] for b, (n, e, encoded) in sorted(totals.series.items())]
+                for name, totals in final.items()
+            }
             self._final_key = final_key
+            self._fin += 1
         views = dict(self._final_views)
         current_snapshots = [self.window[b] for b in self.window if b >= current]
+        points = [(s["bucket"], name, view) for s in current_snapshots for name, view in s["views"].items()]
         if current_snapshots:
             for name, totals in merge_views([(None, s) for s in current_snapshots]).items():
                 if name in self._final_views:
@@ -156,9 +219,35 @@ class Flusher:
                 merged[name].add(snap)
             cap_views(merged, self.max_views, OTHER_VIEW)
             views = {name: totals.to_snapshot(self.max_queries) for name, totals in merged.items()}
-        rollup = {"process": self.process_id, "as_of": current, "buckets": sorted(self.window), "views": views}
-        if store.set(self.keys.rollup(self.process_id), shrink(rollup)):
+
+        def encode(snapshot: dict[str, Any]) -> bytes:
+            return self._encode_rollup(snapshot, current, at, points)
+
+        if self._series_written != self._fin:
+            names = list(self._final_series)
+            header = {"process": self.process_id, "fin": self._fin, "names": names}
+            if store.set(self.keys.series(self.process_id), encode_sections(header, list(self._final_series.values()))):
+                self._series_written = self._fin
+        if store.set(self.keys.rollup(self.process_id), shrink({"views": views}, encode=encode)):
             self._rollup_written = state
+
+    def _encode_rollup(self, snapshot: dict[str, Any], current: int, at: float, points: list[Any]) -> bytes:
+        """The roll-up value of ``snapshot``'s views: columnar, with the current bucket's series points."""
+        rows = snapshot["views"]
+        index = {name: i for i, name in enumerate(rows)}
+        columns, blob = to_columns(rows)
+        rollup: Rollup = {
+            "process": self.process_id,
+            "as_of": current,
+            "at": round(at, 3),
+            "buckets": sorted(self.window),
+            "fin": self._fin,
+            "cols": columns,
+            "cur": [[index[n], b, v["n"], v.get("e", 0), v.get("h", "")] for b, n, v in points if n in index],
+        }
+        if snapshot.get("truncated"):
+            rollup["truncated"] = True
+        return encode_rollup(rollup, blob)
 
     def _register(self, store: Store, bucket: int) -> bool:
         """Add this process to the bucket's index once (``add``, else ``append``)."""

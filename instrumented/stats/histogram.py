@@ -77,20 +77,11 @@ def new() -> list[int]:
 
 def merge_encoded(into: list[int], encoded: str) -> None:
     """Add a packed slice to a dense histogram; malformed slices are ignored."""
-    if not encoded:
+    decoded = decode(encoded)
+    if decoded is None:
         return
-    try:
-        offset_text, _, data = encoded.partition(":")
-        offset = int(offset_text)
-        counts = array("I")
-        counts.frombytes(base64.b64decode(data, validate=True))
-    except (ValueError, TypeError, binascii.Error):
-        return
-    if sys.byteorder != "little":
-        counts.byteswap()
+    offset, counts = decoded
     end = offset + len(counts)
-    if offset < 0 or end > SIZE:
-        return
     into[offset:end] = map(_add, into[offset:end], counts)
 
 
@@ -114,3 +105,83 @@ def dense(bins: dict[int, int]) -> list[int]:
     result = new()
     merge_encoded(result, encode(bins))
     return result
+
+
+def decode(encoded: str) -> tuple[int, array] | None:
+    """A packed slice as (offset, counts); None when malformed or out of range."""
+    if not encoded:
+        return None
+    try:
+        offset_text, _, data = encoded.partition(":")
+        offset = int(offset_text)
+        counts = array("I")
+        counts.frombytes(base64.b64decode(data, validate=True))
+    except (ValueError, TypeError, binascii.Error):
+        return None
+    if sys.byteorder != "little":
+        counts.byteswap()
+    if offset < 0 or offset + len(counts) > SIZE:
+        return None
+    return offset, counts
+
+
+def pack_columns(encoded: Iterable[str]) -> tuple[bytes, list[int], list[int]]:
+    """Many packed slices as one blob of uint32 little-endian counts plus each slice's offset and length
+    (a roll-up's histograms: stored beside its JSON, not in it, so a reader neither scans nor base64-decodes
+    them, measured as half the parse time of a roll-up)."""
+    parts: list[array] = []
+    offsets: list[int] = []
+    lengths: list[int] = []
+    for slice_ in encoded:
+        decoded = decode(slice_)
+        if decoded is None:
+            offsets.append(0)
+            lengths.append(0)
+            continue
+        offsets.append(decoded[0])
+        lengths.append(len(decoded[1]))
+        parts.append(decoded[1])
+    blob = array("I")
+    for part in parts:
+        blob.extend(part)
+    if sys.byteorder != "little":
+        blob.byteswap()
+    return blob.tobytes(), offsets, lengths
+
+
+def wide_columns(raw: bytes, offsets: list[int], lengths: list[int], wanted: list[bool] | None = None) -> list[int]:
+    """Each slice of a :func:`pack_columns` blob as one wide integer (bin i in bits 32i..32i+31), 0 when
+    empty: adding wide integers adds whole histograms in one C-level step (see :func:`settle_wide`).
+    Malformed: the slices from where it goes wrong are 0."""
+    wides = []
+    position, available = 0, len(raw) // 4
+    from_bytes = int.from_bytes
+    for i, (offset, length) in enumerate(zip(offsets, lengths, strict=False)):
+        stop = position + length
+        if wanted is not None and not wanted[i] and 0 < length and stop <= available:
+            wides.append(0)
+            position = stop
+            continue
+        if not length or offset < 0 or length < 0 or offset + length > SIZE or stop > available:
+            wides.append(0)
+            if length and stop > available:
+                position = available
+            else:
+                position = stop if length > 0 else position
+            continue
+        wides.append(from_bytes(raw[4 * position : 4 * stop], "little") << (32 * offset))
+        position = stop
+    return wides
+
+
+def settle_wide(into: list[int], wide: int) -> None:
+    """Add a wide integer (a sum of :func:`wide_columns` slices) into a dense histogram."""
+    if wide <= 0:
+        return
+    if wide.bit_length() > 32 * SIZE:
+        wide &= (1 << (32 * SIZE)) - 1
+    counts = array("I")
+    counts.frombytes(wide.to_bytes(4 * SIZE, "little"))
+    if sys.byteorder != "little":
+        counts.byteswap()
+    into[:] = map(_add, into, counts)

@@ -12,17 +12,28 @@ from __future__ import annotations
 import gc
 import json
 import math
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from ..keys import Keys
 from ..memcached import Store, ValueTooLarge, get_store, inflate
 from ..naming import OTHER_VIEW
+from . import flusher as flusher_module
 from . import histogram
-from .snapshot import ViewTotals, cap_views, merge_into
+from .snapshot import (
+    ViewTotals,
+    add_series,
+    cap_views,
+    decode_rollup,
+    merge_columns,
+    merge_into,
+    section,
+    section_header,
+)
 
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
 #: Processes one read asks memcached about (a forged index could list millions); the rest are skipped.
@@ -180,8 +191,8 @@ class ReadBudget:
         self.folded = 0
         self.processes_skipped = 0
 
-    def decode(self, data: bytes | None) -> Any:
-        """One stored value, parsed, or None: missing, unreadable, or over the cap or what is left (counted)."""
+    def inflate(self, data: bytes | None) -> bytes | None:
+        """One stored value's JSON bytes, or None: missing, unreadable, or over the cap or what is left (counted)."""
         if not data:
             return None
         try:
@@ -189,9 +200,26 @@ class ReadBudget:
         except ValueTooLarge:
             self.skipped += 1
             return None
+        if body is not None:
+            self.bytes_left -= len(body)
+        return body
+
+    def decode_rollup(self, data: bytes | None) -> tuple[Any, bytes]:
+        """A roll-up value's parsed JSON and histogram blob, or (None, b"") as for decode()."""
+        body = self.inflate(data)
+        if body is None:
+            return None, b""
+        try:
+            with _no_gc_pauses():
+                return decode_rollup(body)
+        except (ValueError, RecursionError):
+            return None, b""
+
+    def decode(self, data: bytes | None) -> Any:
+        """One stored value, parsed, or None: missing, unreadable, or over the cap or what is left (counted)."""
+        body = self.inflate(data)
         if body is None:
             return None
-        self.bytes_left -= len(body)
         try:
             with _no_gc_pauses():
                 return json.loads(body)
@@ -232,7 +260,24 @@ def _writers(indexes: dict[str, bytes], buckets: list[int], keys: Keys, budget: 
     return wanted
 
 
-def _annotate(result: dict[str, Any], budget: ReadBudget, truncated: bool) -> None:
+def _covered_seconds(wanted: dict[str, list[int]], bucket_seconds: int, window: int, now: float) -> float:
+    """Seconds from the start of the oldest bucket any process wrote up to now, at most the window.
+
+    Rates are over this span, not the whole window: a site that started 40 s ago has 40 s of data, and
+    dividing its requests by 300 s showed a seventh of its real rate. 0.0 when nothing was written.
+    """
+    oldest = min((bucket for buckets in wanted.values() for bucket in buckets), default=None)
+    if oldest is None:
+        return 0.0
+    return round(min(float(window), max(now - oldest * bucket_seconds, 1.0)), 1)
+
+
+def rate_seconds(stats: dict[str, Any]) -> float:
+    """What a reader's document's rates divide by: the covered span, else the window (at least 1 s)."""
+    return max(float(stats.get("covered_seconds") or stats["window_seconds"]), 1.0)
+
+
+def _annotate(result: StatsDocument, budget: ReadBudget, truncated: bool) -> None:
     """Say in the document what the read left out: truncated snapshots, skipped values, folded views."""
     if truncated:
         result["truncated"] = True
@@ -243,6 +288,35 @@ def _annotate(result: dict[str, Any], budget: ReadBudget, truncated: bool) -> No
         result["note"] = note
 
 
+class StatsDocument(TypedDict):
+    """What :func:`read_stats` returns (the JSON API's body): every process's views of the window, merged.
+
+    ``processes`` counts the processes whose data is in the window (stopped ones included),
+    ``processes_live`` those that flushed in the last two flush intervals. ``partial`` and ``missing``
+    (``host:port`` of each server that did not answer) say the document lacks what those servers hold.
+    """
+
+    window_seconds: int
+    generated_at: str
+    processes: int
+    processes_live: int
+    views: list[dict[str, Any]]
+    partial: NotRequired[bool]
+    missing: NotRequired[list[str]]
+    error: NotRequired[str]
+    truncated: NotRequired[bool]
+    skipped: NotRequired[int]
+    note: NotRequired[str]
+    covered_seconds: NotRequired[float]
+
+
+#: How long one merged document serves the process's other readers (ten open dashboards: one read).
+CACHE_SECONDS = 1.0
+_cache: dict[tuple[Any, ...], tuple[float, StatsDocument]] = {}
+_cache_locks: dict[tuple[Any, ...], threading.Lock] = {}
+_cache_lock = threading.Lock()
+
+
 def read_stats(
     window_seconds: int | None = None,
     *,
@@ -251,33 +325,83 @@ def read_stats(
     top_queries: int = 5,
     now: float | None = None,
     store: Store | None = None,
-) -> dict[str, Any]:
+) -> StatsDocument:
     """Merged stats of the last ``window_seconds`` (default: the configured window), every process.
 
     ``view`` limits the result to one view name; ``series`` adds per-10 s points and the latency
     histogram (for charts). When memcached cannot be read the result has no views and ``error``
     says why: readers show "no data" with the reason, never fail.
+
+    Readers of this process asking the same question within CACHE_SECONDS (and no flush of this
+    process in between) share one merge; ``now`` or ``store`` (tests, benchmarks) read afresh.
     """
-    store = store or get_store()
+    if now is not None or store is not None:
+        at = time.time() if now is None else now
+        return _read(window_seconds, view, series, top_queries, at, store or get_store())
+    store = get_store()
+    key = (id(store), window_seconds, view, series, top_queries)
+    with _cache_lock:
+        lock = _cache_locks.get(key)
+        if lock is None:
+            if len(_cache_locks) > 256:
+                _cache_locks.clear()
+                _cache.clear()
+            lock = _cache_locks[key] = threading.Lock()
+    with lock:  # concurrent readers wait for the one merge in flight rather than start their own
+        generation = flusher_module.generation
+        cached = _cache.get(key)
+        clock = time.monotonic()
+        if cached is not None and cached[0] > clock and cached[1].get("_generation") == generation:
+            document = cached[1]
+        else:
+            document = _read(window_seconds, view, series, top_queries, time.time(), store)
+            expires = clock + min(CACHE_SECONDS, store.config.flush_interval)
+            _cache[key] = (expires, {**document, "_generation": generation})  # type: ignore[typeddict-unknown-key]
+            return document
+    result = dict(document)
+    result.pop("_generation", None)
+    return result  # type: ignore[return-value]
+
+
+def _read(  # noqa: C901 - one read, in the order of its round trips
+    window_seconds: int | None, view: str | None, series: bool, top_queries: int, now: float, store: Store
+) -> StatsDocument:
     config = store.config
     keys = config.keys
     bucket_seconds = config.bucket_seconds
     full_window = config.window_seconds
     window = full_window if window_seconds is None else max(bucket_seconds, min(int(window_seconds), full_window))
-    now = time.time() if now is None else now
     current = int(now // bucket_seconds)
     buckets = list(range(current - math.ceil(window / bucket_seconds) + 1, current + 1))
-    result: dict[str, Any] = {"window_seconds": window, "generated_at": _iso(now), "processes": 0, "views": []}
+    result: StatsDocument = {
+        "window_seconds": window,
+        "generated_at": _iso(now),
+        "processes": 0,
+        "processes_live": 0,
+        "views": [],
+    }
+    missing: set[str] = set()
 
-    def unavailable() -> dict[str, Any]:
+    def fetch(wanted_keys: list[str]) -> dict[str, bytes] | None:
+        found = store.fetch(wanted_keys)
+        missing.update(found.missing)
+        return None if len(found.missing) == len(store.servers) else found.values
+
+    def unavailable() -> StatsDocument:
         result["error"] = f"memcached unavailable: {store.last_error or 'circuit breaker open'}"
         return result
 
-    indexes = store.get_many([keys.bucket_index(b) for b in buckets])
+    slot = int(now // config.flush_interval)
+    live_keys = [keys.live(s) for s in range(slot - 2, slot + 1)]
+    indexes = fetch([keys.bucket_index(b) for b in buckets] + live_keys)
     if indexes is None:
         return unavailable()
     budget = ReadBudget(config.read_max_bytes, config.read_max_views)
     wanted = _writers(indexes, buckets, keys, budget)
+    result["covered_seconds"] = _covered_seconds(wanted, bucket_seconds, window, now)
+    live: set[str] = set()
+    for key in live_keys:
+        live.update((indexes.get(key) or b"")[:65536].decode("ascii", "replace").split())
 
     # Parsed and merged one value at a time, smallest first: a forged giant is dropped, not kept, and
     # spends what the budget has left after the genuine values.
@@ -293,22 +417,25 @@ def read_stats(
         truncated = truncated or bool(snapshot.get("truncated"))
 
     per_bucket: list[tuple[int, str]] = []
-    if not series and window == full_window and wanted:
-        rollups = store.get_many([keys.rollup(p) for p in wanted])
+    if window == full_window and wanted:
+        wanted_keys = [keys.rollup(p) for p in wanted] + ([keys.series(p) for p in wanted] if series else [])
+        rollups = fetch(wanted_keys)
         if rollups is None:
             return unavailable()
         by_size = sorted(wanted.items(), key=lambda item: len(rollups.get(keys.rollup(item[0])) or b""))
         for process_id, process_buckets in by_size:
-            rollup = budget.decode(rollups.pop(keys.rollup(process_id), None))
-            if isinstance(rollup, dict) and isinstance(rollup.get("as_of"), int) and rollup["as_of"] >= current:
-                merge(None, process_id, rollup)
+            rollup, blob = budget.decode_rollup(rollups.pop(keys.rollup(process_id), None))
+            sections = rollups.pop(keys.series(process_id), None) if series else None
+            if _merge_rollup(merged, rollup, blob, current, view, series, sections, budget):
+                processes.add(process_id)
+                truncated = truncated or bool(rollup.get("truncated"))
             else:
                 per_bucket.extend((b, process_id) for b in process_buckets)
-            del rollup
+            del rollup, blob, sections
     else:
         per_bucket = [(b, p) for p, process_buckets in wanted.items() for b in process_buckets]
     if per_bucket:
-        raw_snapshots = store.get_many([keys.bucket(b, p) for b, p in per_bucket])
+        raw_snapshots = fetch([keys.bucket(b, p) for b, p in per_bucket])
         if raw_snapshots is None:
             return unavailable()
         per_bucket.sort(key=lambda item: len(raw_snapshots.get(keys.bucket(*item)) or b""))
@@ -318,10 +445,82 @@ def read_stats(
                 merge(bucket, process_id, snapshot)
             del snapshot
 
+    for totals in merged.values():
+        totals.settle()
     cap_views(merged, config.max_views, OTHER_VIEW)
     result["processes"] = len(processes)
+    result["processes_live"] = len(live)
     _annotate(result, budget, truncated)
+    if missing:
+        result["partial"] = True
+        result["missing"] = sorted(missing)
+        gap = f"no answer from memcached {', '.join(result['missing'])}: what it holds is missing"
+        result["note"] = f"{gap}; {result['note']}" if "note" in result else gap
     views = [_view_dict(name, m, top_queries, bucket_seconds, series) for name, m in merged.items()]
     views.sort(key=lambda v: (-v["requests"], v["view"]))
     result["views"] = views
     return result
+
+
+def _merge_rollup(
+    merged: dict[str, ViewTotals],
+    rollup: Any,
+    blob: bytes,
+    current: int,
+    view: str | None,
+    series: bool,
+    sections: bytes | None,
+    budget: ReadBudget,
+) -> bool:
+    """Merge one process's roll-up (and, for ``series``, its series value); False when the caller must read
+    that process's buckets instead: missing, stale (a process that died mid-window), or its series value
+    missing or of another version. A malformed document is skipped (counted), not merged."""
+    if not isinstance(rollup, dict) or not isinstance(rollup.get("as_of"), int) or rollup["as_of"] < current:
+        return False
+    cols = rollup.get("cols")
+    if not isinstance(cols, dict):
+        return False
+    try:
+        points = _series_points(rollup, cols, current, view, sections, budget) if series else {}
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError):
+        points = None
+    if points is None:
+        return False
+    try:
+        with _no_gc_pauses():
+            budget.folded += merge_columns(merged, cols, blob, view, budget.max_views, OTHER_VIEW)  # type: ignore[arg-type]
+            for name, view_points in points.items():
+                if name in merged:
+                    add_series(merged[name], view_points)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError):
+        budget.skipped += 1
+    return True
+
+
+def _series_points(
+    rollup: dict[str, Any],
+    cols: dict[str, Any],
+    current: int,
+    view: str | None,
+    sections: bytes | None,
+    budget: ReadBudget,
+) -> dict[str, list[list[Any]]] | None:
+    """Per view, the series points of one process: its finished buckets from the series value (only the
+    sections of the views asked for are parsed) and the current bucket from the roll-up; None when the
+    series value does not go with the roll-up."""
+    points: dict[str, list[list[Any]]] = {}
+    if any(b < current for b in rollup["buckets"]):
+        parsed = section_header(sections, budget.value_limit) if sections else None
+        if parsed is None or parsed[0].get("fin") != rollup.get("fin"):
+            return None
+        header, start = parsed
+        with _no_gc_pauses():
+            for index, name in enumerate(header["names"]):
+                if view is None or name == view:
+                    points[name] = list(section(sections, header, start, index, budget.value_limit) or ())  # type: ignore[arg-type]
+    names = cols["names"]
+    for index, bucket, requests, errors, encoded in rollup.get("cur", ()):
+        name = names[index]
+        if view is None or name == view:
+            points.setdefault(name, []).append([bucket, requests, errors, encoded])
+    return points

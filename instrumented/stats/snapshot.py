@@ -10,20 +10,111 @@ a ({alias: [count, µs]}), x ({exception class: [count, last reference, last tim
 qx ([[sql, exact duplicates, slow runs, slowest µs, [[call site, requests, hint], ...]], ...]: the templates
 that had any; vendor appended in an aggregator's bucket, like q), c ({cache alias: [calls, µs, hits, misses]}),
 o ({origin: [outgoing HTTP calls, µs, errors, slowest µs]})``.
+
+A process's roll-up (:class:`Rollup`) holds the same numbers *columnar* (:class:`Columns`: one list per
+field across its views, every histogram in one blob), so a reader parses one small document per process
+and merges it with tight per-column loops; its per-view series live in a second, sectioned value
+(:func:`encode_sections`) from which a one-view read parses that view's section only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import json
+import zlib
+from collections.abc import Callable, Iterable
+from typing import Any, NotRequired, TypedDict
 
-from ..memcached import MAX_VALUE_BYTES, pack
+from ..memcached import MAX_UNPACKED_BYTES, MAX_VALUE_BYTES, dumps, inflate, pack, pack_bytes
 from . import histogram
 
 #: Call sites kept per view and template (the most frequent), and origins per view.
 MAX_SITES = 3
 MAX_ORIGINS = 20
 OTHER_ORIGIN = "(other hosts)"
+
+
+class ViewSnapshot(TypedDict, total=False):
+    """One view in a bucket snapshot (row form), as written by the aggregator and read back."""
+
+    route: str
+    n: int
+    e: int
+    s: list[int]
+    lsum: float
+    lmax: float
+    h: str
+    m: dict[str, int]
+    qn: int
+    qmax: int
+    db: int
+    n1: int
+    q: list[list[Any]]
+    a: dict[str, list[int]]
+    x: dict[str, list[Any]]
+    qx: list[list[Any]]
+    c: dict[str, list[int]]
+    o: dict[str, list[int]]
+
+
+class BucketSnapshot(TypedDict):
+    """``<prefix>:<bucket>:<process>``: one process's views of one bucket."""
+
+    bucket: int
+    process: str
+    views: dict[str, ViewSnapshot]
+    truncated: NotRequired[bool]
+
+
+class Columns(TypedDict):
+    """A roll-up's views, one list per field (index i is view ``names[i]``); every histogram slice is in one
+    binary blob stored after the JSON (``ho`` offsets, ``hl`` lengths, see histogram.pack_columns); ``q``
+    is per view a flat list ``[sql index, count, µs, n1, ...]`` into ``sql``."""
+
+    names: list[str]
+    routes: list[str]
+    n: list[int]
+    e: list[int]
+    s: list[int]
+    lsum: list[float]
+    lmax: list[float]
+    ho: list[int]
+    hl: list[int]
+    qn: list[int]
+    qmax: list[int]
+    db: list[int]
+    n1: list[int]
+    m: list[dict[str, int]]
+    sql: list[str]
+    q: list[list[int]]
+    a: list[dict[str, list[int]]]
+    x: list[dict[str, list[Any]]]
+    #: Sparse: view index (as a string) -> that view's findings ``{"qx": ..., "c": ..., "o": ...}`` (row form).
+    fx: NotRequired[dict[str, dict[str, Any]]]
+
+
+class Rollup(TypedDict):
+    """``<prefix>:roll:<process>``: the process's window. ``as_of`` the bucket it was written in, ``at`` the
+    unix time, ``fin`` which finished-bucket series (:class:`SeriesHeader`) goes with it, ``cur`` the current
+    bucket's series points ``[view index, bucket, requests, errors, histogram slice]``."""
+
+    process: str
+    as_of: int
+    at: float
+    buckets: list[int]
+    fin: int
+    cols: Columns
+    cur: list[list[Any]]
+    truncated: NotRequired[bool]
+
+
+class SeriesHeader(TypedDict):
+    """The first line of ``<prefix>:ser:<process>``: its views, where each one's section ends, and ``fin``.
+    Section i is view ``names[i]``: ``[[bucket, requests, errors, histogram slice], ...]``."""
+
+    process: str
+    fin: int
+    names: list[str]
+    ends: list[int]
 
 
 def template_rank(item: tuple[Any, list[Any]]) -> tuple[bool, int]:
@@ -68,6 +159,7 @@ class ViewTotals:
         "series",
         "status",
         "templates",
+        "wide",
     )
 
     def __init__(self, route: str = "") -> None:
@@ -78,6 +170,8 @@ class ViewTotals:
         self.lat_sum = 0.0
         self.lat_max = 0.0
         self.hist: list[int] = histogram.new()
+        # Histogram slices summed as one wide integer (histogram.wide_columns), folded into ``hist`` by settle().
+        self.wide = 0
         self.queries = 0
         self.queries_max = 0
         self.db_us: float = 0
@@ -147,15 +241,8 @@ class ViewTotals:
             self.n_plus_one += snap["n1"]
         if "x" in snap:
             self._add_exceptions(snap["x"].items())
-        if "qx" in snap:
-            for sql, dups, slow, slowest, sites in snap["qx"]:
-                self.add_extras(sql, dups, slow, slowest, sites)
-        if "c" in snap:
-            for alias, (calls, time_us, hits, misses) in snap["c"].items():
-                add_into(self.cache, alias, [calls, time_us, hits, misses])
-        if "o" in snap:
-            for where, values in snap["o"].items():
-                self.add_http(where, values)
+        if "qx" in snap or "c" in snap or "o" in snap:
+            self.add_findings(snap)
         if bucket is not None:
             point = self.series.get(bucket)
             if point is None:
@@ -175,6 +262,21 @@ class ViewTotals:
                 if at >= entry[2]:
                     entry[1] = ref or entry[1]
                     entry[2] = at
+
+    def settle(self) -> None:
+        """Fold the wide-integer histogram sum into ``hist`` (before anything reads ``hist``)."""
+        if self.wide:
+            histogram.settle_wide(self.hist, self.wide)
+            self.wide = 0
+
+    def add_findings(self, snap: dict[str, Any]) -> None:
+        """Add a snapshot's (or a roll-up column's) ``qx``, ``c`` and ``o``: call sites, duplicates, cache, HTTP."""
+        for sql, dups, slow, slowest, sites in snap.get("qx", ()):
+            self.add_extras(sql, dups, slow, slowest, sites)
+        for alias, (calls, time_us, hits, misses) in snap.get("c", {}).items():
+            add_into(self.cache, alias, [calls, time_us, hits, misses])
+        for where, values in snap.get("o", {}).items():
+            self.add_http(where, values)
 
     def add_extras(self, sql: Any, dups: int, slow: int, slowest: float, sites: Any) -> None:
         """Add one template's duplicates, slow runs and call sites (``[[site, requests, hint], ...]``)."""
@@ -226,6 +328,8 @@ class ViewTotals:
 
     def absorb(self, other: ViewTotals) -> None:
         """Fold another view's totals into this one (the "(other)" overflow row)."""
+        self.settle()
+        other.settle()
         self.requests += other.requests
         self.errors += other.errors
         self.status = [a + b for a, b in zip(self.status, other.status, strict=True)]
@@ -261,6 +365,7 @@ class ViewTotals:
 
     def to_snapshot(self, max_queries: int) -> dict[str, Any]:
         """These totals in snapshot form (a process's roll-up is written like a bucket)."""
+        self.settle()
         snap: dict[str, Any] = {
             "route": self.route,
             "n": self.requests,
@@ -368,12 +473,13 @@ def rewrite_sql(views: dict[str, Any], rewrite: Callable[[str, str], str]) -> No
         view["q"] = [[sql, *entry] for sql, entry in merged.items()]
 
 
-def shrink(snapshot: dict[str, Any], limit: int = MAX_VALUE_BYTES) -> bytes:
-    """Pack ``snapshot``; when too large, drop SQL text and then the least-used views until it fits.
-
-    Works on copies: the flusher keeps ``snapshot`` for the roll-up.
+def shrink(
+    snapshot: dict[str, Any], limit: int = MAX_VALUE_BYTES, encode: Callable[[dict[str, Any]], bytes] = pack
+) -> bytes:
+    """Encode ``snapshot`` (``pack`` unless told); when too large, drop SQL text and then the least-used
+    views until it fits. Works on copies: the flusher keeps ``snapshot`` for the roll-up.
     """
-    payload = pack(snapshot)
+    payload = encode(snapshot)
     if len(payload) <= limit:
         return payload
     views = {}
@@ -383,11 +489,240 @@ def shrink(snapshot: dict[str, Any], limit: int = MAX_VALUE_BYTES) -> bytes:
             if view.get(field):
                 view[field] = [[sql[:200], *rest] for sql, *rest in view[field][:3]]
     smaller = {**snapshot, "views": views}
-    payload = pack(smaller)
+    payload = encode(smaller)
     keep = len(views)
     while len(payload) > limit and keep > 1:
         keep //= 2
         ranked = sorted(views.items(), key=lambda item: item[1]["n"], reverse=True)
         smaller = {**snapshot, "views": dict(ranked[:keep]), "truncated": True}
-        payload = pack(smaller)
+        payload = encode(smaller)
     return payload
+
+
+def to_columns(views: dict[str, ViewSnapshot]) -> tuple[Columns, bytes]:
+    """Row-form view snapshots (the flusher's roll-up) in the columnar form readers merge fastest, and
+    the histogram blob that goes with it."""
+    names = list(views)
+    rows = [views[name] for name in names]
+    blob, offsets, lengths = histogram.pack_columns(row.get("h", "") for row in rows)
+    sql_index: dict[str, int] = {}
+    queries: list[list[int]] = []
+    for row in rows:
+        flat: list[int] = []
+        for sql, count, time_us, n1 in row.get("q", ()):
+            flat += [sql_index.setdefault(sql, len(sql_index)), count, time_us, n1]
+        queries.append(flat)
+    columns: Columns = {
+        "names": names,
+        "routes": [row.get("route", "") for row in rows],
+        "n": [row["n"] for row in rows],
+        "e": [row.get("e", 0) for row in rows],
+        "s": [count for row in rows for count in row["s"]],
+        "lsum": [row["lsum"] for row in rows],
+        "lmax": [row["lmax"] for row in rows],
+        "ho": offsets,
+        "hl": lengths,
+        "qn": [row.get("qn", 0) for row in rows],
+        "qmax": [row.get("qmax", 0) for row in rows],
+        "db": [row.get("db", 0) for row in rows],
+        "n1": [row.get("n1", 0) for row in rows],
+        "m": [row.get("m", {}) for row in rows],
+        "sql": list(sql_index),
+        "q": queries,
+        "a": [row.get("a", {}) for row in rows],
+        "x": [row.get("x", {}) for row in rows],
+    }
+    findings: dict[str, dict[str, Any]] = {
+        str(i): {field: row[field] for field in ("qx", "c", "o") if field in row}
+        for i, row in enumerate(rows)
+        if "qx" in row or "c" in row or "o" in row
+    }
+    if findings:
+        columns["fx"] = findings
+    return columns, blob
+
+
+def encode_rollup(rollup: Rollup, blob: bytes) -> bytes:
+    """A roll-up value: the JSON's length (4 bytes), the JSON, then the histogram blob; compressed when large."""
+    text = dumps(rollup)
+    return pack_bytes(len(text).to_bytes(4, "little") + text + blob)
+
+
+def decode_rollup(body: bytes) -> tuple[Any, bytes]:
+    """The parsed JSON of an inflated roll-up value and its histogram blob (ValueError when malformed)."""
+    size = int.from_bytes(body[:4], "little")
+    if len(body) < 4 + size:
+        raise ValueError("short roll-up")
+    return json.loads(body[4 : 4 + size]), body[4 + size :]
+
+
+def _targets(
+    merged: dict[str, ViewTotals], names: list[str], wanted: set[int] | None, max_views: int | None, other_name: str
+) -> tuple[list[ViewTotals | None], int]:
+    """The ViewTotals each column index adds into (None: not wanted), and how many went to ``other_name``."""
+    targets: list[ViewTotals | None] = []
+    folded = 0
+    for i, name in enumerate(names):
+        if wanted is not None and i not in wanted:
+            targets.append(None)
+            continue
+        totals = merged.get(name)
+        if totals is None:
+            if max_views is not None and len(merged) >= max_views:
+                folded += 1
+                name = other_name
+                totals = merged.get(name)
+            if totals is None:
+                totals = merged[name] = ViewTotals()
+        targets.append(totals)
+    return targets, folded
+
+
+#: The columns with one entry per view.
+_PER_VIEW = ("routes", "n", "e", "lsum", "lmax", "ho", "hl", "qn", "qmax", "db", "n1", "m", "q", "a", "x")
+
+
+def merge_columns(  # noqa: C901 - the reader's hot loop: one flat pass per column, unrolled
+    merged: dict[str, ViewTotals],
+    cols: Columns,
+    blob: bytes,
+    view: str | None = None,
+    max_views: int | None = None,
+    other_name: str = "",
+) -> int:
+    """Add a roll-up's columns to ``merged`` (only ``view`` when given); returns views folded into ``other_name``.
+
+    A malformed document (wrong types or lengths) raises TypeError/ValueError/KeyError/IndexError: the
+    caller skips that process rather than failing the whole read.
+    """
+    names = cols["names"]
+    if not isinstance(names, list):
+        raise TypeError("names")
+    count = len(names)
+    lengths = [len(cols[field]) for field in _PER_VIEW]  # type: ignore[literal-required]
+    if any(length != count for length in lengths) or len(cols["s"]) != 4 * count:
+        raise ValueError("column lengths differ")
+    wanted = None if view is None else {i for i, name in enumerate(names) if name == view}
+    if wanted is not None and not wanted:
+        return 0
+    targets, folded = _targets(merged, names, wanted, max_views, other_name)
+    # Per column, one tight loop over (target, value) pairs: far cheaper than one object update per view.
+    live = [(i, t) for i, t in enumerate(targets) if t is not None]
+    for t, v in zip(targets, cols["n"], strict=True):
+        if t is not None:
+            t.requests += v
+    for t, v in zip(targets, cols["e"], strict=True):
+        if t is not None and v:
+            t.errors += v
+    for t, us in zip(targets, cols["lsum"], strict=True):
+        if t is not None:
+            t.lat_sum += us
+    for t, top in zip(targets, cols["lmax"], strict=True):
+        if t is not None and top > t.lat_max:
+            t.lat_max = top
+    s = cols["s"]
+    for i, t in live:
+        status, j = t.status, 4 * i
+        status[0] += s[j]
+        status[1] += s[j + 1]
+        status[2] += s[j + 2]
+        status[3] += s[j + 3]
+        if not t.route:
+            t.route = str(cols["routes"][i])
+    for t, v in zip(targets, cols["n1"], strict=True):
+        if t is not None and v:
+            t.n_plus_one += v
+    for t, methods in zip(targets, cols["m"], strict=True):
+        if t is not None:
+            for method, m_count in methods.items():
+                t.methods[method] = t.methods.get(method, 0) + m_count
+    for t, exceptions in zip(targets, cols["x"], strict=True):
+        if t is not None and exceptions:
+            t._add_exceptions(exceptions.items())
+    _merge_sql_columns(targets, cols)
+    for index, findings in cols.get("fx", {}).items():  # sparse: only the views that had any
+        t = targets[int(index)]
+        if t is not None:
+            t.add_findings(findings)
+    mask = None if wanted is None else [t is not None for t in targets]
+    for t, wide in zip(targets, histogram.wide_columns(blob, cols["ho"], cols["hl"], mask), strict=True):
+        if t is not None and wide:
+            t.wide += wide
+    return folded
+
+
+def _merge_sql_columns(targets: list[ViewTotals | None], cols: Columns) -> None:
+    """The SQL part of :func:`merge_columns`: query counts, DB time, templates and aliases."""
+    sql = cols["sql"]
+    rows = zip(targets, cols["qn"], cols["qmax"], cols["db"], cols["q"], cols["a"], strict=True)
+    for t, qn, qmax, db, flat, aliases in rows:
+        if t is None or not qn:
+            continue
+        t.queries += qn
+        if qmax > t.queries_max:
+            t.queries_max = qmax
+        t.db_us += db
+        templates = t.templates
+        for k in range(0, len(flat) - 3, 4):
+            text = sql[flat[k]]
+            entry = templates.get(text)
+            if entry is None:
+                templates[text] = [flat[k + 1], flat[k + 2], flat[k + 3]]
+            else:
+                entry[0] += flat[k + 1]
+                entry[1] += flat[k + 2]
+                entry[2] += flat[k + 3]
+        for alias, (a_count, a_us) in aliases.items():
+            entry = t.aliases.get(alias)
+            if entry is None:
+                t.aliases[alias] = [a_count, a_us]
+            else:
+                entry[0] += a_count
+                entry[1] += a_us
+
+
+def add_series(totals: ViewTotals, points: Iterable[list[Any]]) -> None:
+    """Record ``[bucket, requests, errors, histogram slice]`` points in one view's per-bucket series."""
+    series = totals.series
+    for bucket, requests, errors, encoded in points:
+        point = series.get(bucket)
+        if point is None:
+            series[int(bucket)] = [int(requests), int(errors), [str(encoded)]]
+        else:
+            point[0] += int(requests)
+            point[1] += int(errors)
+            point[2].append(str(encoded))
+
+
+#: First byte of a sectioned value (memcached.pack uses "j" and "z").
+SECTIONED = b"S"
+
+
+def encode_sections(header: dict[str, Any], sections: list[Any]) -> bytes:
+    """A stored value of a header and sections, each JSON compressed on its own (``header["ends"]`` says
+    where each section ends), so a reader inflates and parses only the sections it needs."""
+    parts = [zlib.compress(dumps(part), 6) for part in sections]
+    ends, total = [], 0
+    for part in parts:
+        total += len(part)
+        ends.append(total)
+    head = zlib.compress(dumps({**header, "ends": ends}), 6)
+    return SECTIONED + len(head).to_bytes(4, "little") + head + b"".join(parts)
+
+
+def section_header(value: bytes, limit: int = MAX_UNPACKED_BYTES) -> tuple[dict[str, Any], int] | None:
+    """The header of an :func:`encode_sections` value and where its sections start (None when malformed)."""
+    if value[:1] != SECTIONED or len(value) < 5:
+        return None
+    start = 5 + int.from_bytes(value[1:5], "little")
+    body = inflate(b"z" + value[5:start], limit)
+    header = None if body is None else json.loads(body)
+    return (header, start) if isinstance(header, dict) and isinstance(header.get("ends"), list) else None
+
+
+def section(value: bytes, header: dict[str, Any], start: int, index: int, limit: int = MAX_UNPACKED_BYTES) -> Any:
+    """Section ``index`` of an :func:`encode_sections` value, parsed (None when malformed)."""
+    ends = header["ends"]
+    begin = start + (ends[index - 1] if index else 0)
+    body = inflate(b"z" + value[begin : start + ends[index]], limit)
+    return None if body is None else json.loads(body)

@@ -12,6 +12,7 @@ from instrumented.dashboard import api, pages, views
 from instrumented.dashboard import urls as dashboard_urls
 from instrumented.failopen import failures
 from tests.support.ports import free_port
+from tests.support.stats import spread_requests
 
 pytestmark = pytest.mark.django_db(databases=["default", "analytics"])
 
@@ -75,6 +76,23 @@ def test_dashboard_lists_every_view(staff_client, flush):
     assert re.search(r'<tr data-view="shop:fail" data-requests="1" class="instr-bad"', html)
     assert re.search(r'<tr data-view="shop:n_plus_one" data-requests="1" class="instr-warn"', html)
     assert 'href="javascript:' in html  # the bookmarklet to drag
+
+
+def test_dashboard_rates_are_over_the_span_the_data_covers(staff_client):
+    """60 requests in the last ~35 s: about 100 a minute on the page, not 60 / 5 min = 12 (and it says so)."""
+    spread_requests("shop:fast", "fast/", 60, 35)
+    page = staff_client.get(reverse("instrumented:dashboard")).content.decode()
+    covered = float(re.search(r"Last 300 s \(data for (\d+) s\)", page).group(1))
+    row = page[page.index('data-view="shop:fast"') :]
+    per_minute = float(re.findall(r"<td>([\d.]+)</td>", row)[1])
+    assert per_minute == pytest.approx(60 * 60 / covered, rel=0.05) and per_minute > 60
+
+
+def test_no_query_log_link_on_a_site_without_a_querylog_alias(superuser_client, settings):
+    """A superuser may use the DBA panel, but with no DATABASES alias through the proxy it has nothing to show."""
+    assert "querylog" not in settings.DATABASES
+    page = superuser_client.get(reverse("instrumented:dashboard")).content.decode()
+    assert "instr-dba-link" not in page and "MySQL query log" not in page
 
 
 def test_dashboard_says_no_data_when_memcached_is_down(staff_client, settings):
@@ -211,3 +229,15 @@ def test_latency_chart_draws_the_merged_histogram():
     assert "50 requests (50 %)" in svg and "5 requests (5 %)" in svg
     # Without a histogram, the percentile bands are drawn instead.
     assert "ichart-band" in str(charts.latency_distribution(latency, 100))
+
+
+def test_latency_chart_says_below_axis_requests_are_below_it():
+    """Requests faster than the axis start land in the first bar, titled "< its end", never "from 10 ms"."""
+    from instrumented.dashboard import charts
+
+    latency = {"mean": 20.0, "p50": 20.0, "p95": 60.0, "p99": 80.0, "max": 80.0}  # the axis starts at 10 ms
+    histogram = [{"le_ms": 2.0, "count": 40}, {"le_ms": 20.0, "count": 50}, {"le_ms": 80.0, "count": 10}]
+    svg = str(charts.latency_distribution(latency, 100, histogram))
+    assert "<title>&lt; 10.4 ms: 40 requests (40 %)</title>" in svg
+    assert "from 10 ms" not in svg
+    assert "<title>19.8 to 20.5 ms: 50 requests (50 %)</title>" in svg

@@ -23,7 +23,9 @@ from tests.support import browser
 pytestmark = pytest.mark.skipif(browser.missing() is not None, reason=str(browser.missing()))
 
 MARK = "PWNED"
-CARRIER = f"x onfocus=document.title=window.name='{MARK}' autofocus tabindex=0 "
+#: The handler builds MARK from two halves: a tab still loading shows its URL as the title, and the URL
+#: must not contain MARK itself (under load that read as "the handler ran").
+CARRIER = "x onfocus=document.title=window.name='PW'+'NED' autofocus tabindex=0 "
 #: Pieces of Django's technical_500.html as values of secret-named parameters, each with the carrier.
 CASES = [
     {"api_token": 'class="code"><pre>', "note": CARRIER},

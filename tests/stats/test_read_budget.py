@@ -11,12 +11,13 @@ import time
 import tracemalloc
 
 from instrumented.conf import get_config
-from instrumented.memcached import get_store, pack
+from instrumented.memcached import get_store
 from instrumented.naming import OTHER_VIEW
 from instrumented.stats.aggregate import Aggregator
 from instrumented.stats.flusher import Flusher
 from instrumented.stats.probe import Probe
 from instrumented.stats.reader import read_stats
+from instrumented.stats.snapshot import encode_rollup, to_columns
 
 READ_MAX_BYTES = 8 * 1024 * 1024
 
@@ -44,8 +45,11 @@ def forge(bucket: int, rollups: dict[str, bytes]) -> None:
         assert store.set(store.config.keys.rollup(process_id), value), process_id
 
 
-def rollup(bucket: int, views: dict) -> dict:
-    return {"process": "forged", "as_of": bucket, "buckets": [bucket], "views": views}
+def rollup(bucket: int, views: dict) -> bytes:
+    """A roll-up value as the flusher writes it (columnar), of forged views."""
+    cols, blob = to_columns(views)
+    doc = {"process": "forged", "as_of": bucket, "at": 0, "buckets": [bucket], "fin": 1, "cols": cols}
+    return encode_rollup(doc, blob)
 
 
 def test_forged_giant_rollups_are_skipped_and_the_read_stays_within_its_byte_budget(settings):
@@ -53,11 +57,11 @@ def test_forged_giant_rollups_are_skipped_and_the_read_stays_within_its_byte_bud
     bucket, now = genuine_process()
     forged: dict[str, bytes] = {}
     for i in range(4):  # ~100 KB each, inflating to 48 MB: far over any one value's cap
-        body = pack(rollup(bucket, {f"bomb{i}": view_snapshot("R" * (48 * 1024 * 1024))}))
+        body = rollup(bucket, {f"bomb{i}": view_snapshot("R" * (48 * 1024 * 1024))})
         assert len(body) < 900 * 1024
         forged[f"bomb{i}"] = body
     for i in range(6):  # each under the per-value cap (2 MiB here), together over the read's 8 MiB
-        raw = pack(rollup(bucket, {f"wide{i}": view_snapshot("W" * (1900 * 1024))}))
+        raw = rollup(bucket, {f"wide{i}": view_snapshot("W" * (1900 * 1024))})
         forged[f"big{i}"] = raw
     forge(bucket, forged)
 
@@ -80,7 +84,7 @@ def test_forged_giant_rollups_are_skipped_and_the_read_stays_within_its_byte_bud
 def test_over_wide_rollups_and_indexes_are_folded_and_counted(settings):
     settings.INSTRUMENTED = {**settings.INSTRUMENTED, "READ_MAX_VIEWS": 50}
     bucket, now = genuine_process()
-    wide = pack(rollup(bucket, {f"forged:{i}": view_snapshot() for i in range(3000)}))
+    wide = rollup(bucket, {f"forged:{i}": view_snapshot() for i in range(3000)})
     forge(bucket, {"wide": wide})
     fake_ids = [f"ghost{i}" for i in range(2500)]  # more than one read asks about (2000)
     store = get_store()

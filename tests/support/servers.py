@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -38,9 +39,33 @@ class Memcached:
 
     def stop(self) -> None:
         if self.proc is not None:
+            self.proc.send_signal(signal.SIGCONT)  # a frozen server cannot act on SIGTERM
             self.proc.terminate()
             self.proc.wait(10)
             self.proc = None
+
+    def freeze(self) -> None:
+        """SIGSTOP: connections are still accepted by the kernel, nothing answers (a hung server)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+        stat = Path(f"/proc/{self.proc.pid}/stat")
+        while stat.read_text().rsplit(")", 1)[1].split()[0] != "T":  # the signal is delivered asynchronously
+            time.sleep(0.01)
+
+    def thaw(self) -> None:
+        """SIGCONT after freeze(): the server answers again, with everything it held."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def flush_all(self) -> None:
+        """Empty the server (``flush_all``), as an operator or a memory-pressure restart would."""
+        from pymemcache.client.base import Client
+
+        client = Client(("127.0.0.1", self.port), connect_timeout=1, timeout=1)
+        try:
+            client.flush_all(noreply=False)
+        finally:
+            client.close()
 
     @property
     def address(self) -> str:

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ...display import terminal_json
+from ...display import escape_controls, terminal_json
 from ...stats.reader import read_stats
 
 
@@ -24,13 +24,14 @@ class Command(BaseCommand):
         window = options.get("window")
         if window is not None and window <= 0:
             raise CommandError("--window must be a positive number of seconds.")
-        stats = read_stats(window, view=options.get("view"))
+        stats = dict(read_stats(window, view=options.get("view")))
         if options["json"]:
             self.stdout.write(terminal_json(stats))
-            return
-        from rich.console import Console
+        else:
+            from ...dashboard.terminal import make_console, render_table
 
-        from ...dashboard.terminal import render_table
-
-        console = Console(file=self.stdout, soft_wrap=False)
-        console.print(render_table(stats, width=console.width))
+            console = make_console(self.stdout)
+            console.print(render_table(stats, width=console.width))
+        if stats.get("error"):
+            # The document (with its "error") is printed all the same; the exit code tells scripts.
+            raise CommandError(f"no data: {escape_controls(str(stats['error']))}")

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ...dashboard.terminal import SORT_KEYS, render_top
+from ...dashboard.terminal import SORT_KEYS, make_console, render_top
 from ...stats.reader import read_stats
 
 
@@ -31,16 +31,13 @@ class Command(BaseCommand):
             raise CommandError("--limit must be a positive number.")
         if window is not None and window <= 0:
             raise CommandError("--window must be a positive number of seconds.")
-        from rich.console import Console
         from rich.live import Live
 
         sort: str = options["sort"]
-        probe = Console(file=self.stdout)
-        # A pipe or a file gets a wide fixed width, so scripts see whole view names.
-        console = Console(file=self.stdout, width=None if probe.is_terminal else 200)
+        console = make_console(self.stdout)  # the real stream: rich's in-place redraw needs its own newlines
 
         def frame(live: bool) -> Any:
-            return render_top(read_stats(window), sort, limit, interval if live else None, console.width)
+            return render_top(dict(read_stats(window)), sort, limit, interval if live else None, console.width)
 
         if options["once"]:
             console.print(frame(False))

@@ -19,6 +19,7 @@
   const filterBox = document.getElementById('instr-filter');
   const statusLine = document.getElementById('instr-status');
   const errorBox = document.getElementById('instr-error');
+  const partialBox = document.getElementById('instr-partial');
 
   let doc = null; // the last reader document received
   let sortKey = 'requests';
@@ -26,11 +27,12 @@
   let timer = null;
   let stopped = false;
 
-  /* Derived numbers, as instrumented/dashboard/views.py:derived() computes them for the first render. */
-  function derive(v, windowSeconds) {
+  /* Derived numbers, as the server's derived() computes them for the first render. Rates are over the
+     span the data covers (covered_seconds), not the whole window: 40 s of data is not 300 s of traffic. */
+  function derive(v, spanSeconds) {
     const busy = v.latency_ms.mean * v.requests;
     return {
-      rpm: (v.requests * 60) / Math.max(windowSeconds, 1),
+      rpm: (v.requests * 60) / Math.max(spanSeconds, 1),
       errorRate: v.requests ? v.errors / v.requests : 0,
       dbShare: busy > 0 ? Math.min(v.db_time_ms / busy, 1) : 0,
       cacheHitRate: v.cache ? v.cache.hit_rate : null,
@@ -75,8 +77,9 @@
       return;
     }
     const windowSeconds = doc.window_seconds;
+    const spanSeconds = doc.covered_seconds || windowSeconds;
     const needle = (filterBox ? filterBox.value : '').trim().toLowerCase();
-    let rows = doc.views.map((v) => ({v: v, d: derive(v, windowSeconds)}));
+    let rows = doc.views.map((v) => ({v: v, d: derive(v, spanSeconds)}));
     if (needle) {
       rows = rows.filter((r) => (r.v.view + ' ' + r.v.route).toLowerCase().includes(needle));
     }
@@ -164,6 +167,13 @@
     errorBox.textContent = message ? 'No data: ' + message : '';
   }
 
+  /* "Last 300 s", or "Last 300 s (data for 42 s)" while the data covers less than the window. */
+  function spanText(body) {
+    const covered = body.covered_seconds;
+    const text = 'Last ' + body.window_seconds + ' s';
+    return covered && covered < body.window_seconds ? text + ' (data for ' + Math.round(covered) + ' s)' : text;
+  }
+
   // The site's TIME_ZONE, as the server renders times (display.local_time): never the browser's zone.
   function siteTime(iso) {
     try {
@@ -201,8 +211,14 @@
       const body = await response.json();
       doc = body;
       showError(body.error || '');
+      if (partialBox) {
+        partialBox.hidden = !body.partial;
+        partialBox.textContent = body.partial
+          ? 'Partial: no answer from memcached ' + (body.missing || []).join(', ') + '; what it holds is missing.'
+          : '';
+      }
       const processes = body.processes + (body.processes === 1 ? ' process' : ' processes');
-      setStatus('Last ' + body.window_seconds + ' s \u00b7 ' + processes + ' \u00b7 updated ' + siteTime(body.generated_at));
+      setStatus(spanText(body) + ' \u00b7 ' + processes + ' \u00b7 updated ' + siteTime(body.generated_at));
       render();
     } catch (error) {
       setStatus('Update failed (' + error + '); retrying\u2026');
