@@ -216,8 +216,11 @@ class Masker:
     def data(self, value: Any, depth: int = 0) -> Any:
         """A copy of ``value`` with strings masked and secret-named dict keys hidden (plain containers, bounded)."""
         if isinstance(value, str):
+            if len(value) > _LONGEST_SHOWN:  # a page shows ~4 KB of any value: mask that, not megabytes
+                return self.clip(value, _LONGEST_SHOWN)
             return self.text(value)
         if isinstance(value, bytes):
+            value = value[:_LONGEST_SHOWN]
             decoded = value.decode("utf-8", "surrogateescape")
             masked = self.text(decoded)
             return value if masked == decoded else masked.encode("utf-8", "surrogateescape")
@@ -233,6 +236,10 @@ class Masker:
             return kind(self.data(v, depth + 1) for v in itertools.islice(value, _MAX_CONTAINER_ITEMS))
         return value
 
+
+#: The longest string masked whole inside data: a page shows at most 4 KB of any value's repr, and masking a
+#: 4 MB local in each of 300 recursive frames cost seconds per error. Longer strings are masked and cut.
+_LONGEST_SHOWN = 2 * _LONGEST_SECRET
 
 #: Items of a container that are masked and shown (the page shows the first 40).
 _MAX_CONTAINER_ITEMS = 200
