@@ -325,7 +325,7 @@ class Session:
             return
         self._injection_done()
 
-    def _injection_done(self) -> None:
+    def _injection_done(self) -> None:  # noqa: C901 - per-statement path while logging: one dispatch on the script's decision, kept inline
         """Run ``read_query_result`` for the finished injection and act on its decision."""
         inj = self.inj
         tracker = self.tracker

@@ -16,9 +16,8 @@ from tests.support.proxy import ProxyProcess, ThreadedProxy, control, start_prox
 
 
 @pytest.fixture(autouse=True)
-def _isolated_stats() -> Iterator[None]:
+def _isolated_stats() -> None:
     """Replaces the suite's autouse fixture: the proxy tests need neither memcached nor Django settings."""
-    yield
 
 
 @pytest.fixture(scope="session")

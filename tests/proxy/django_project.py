@@ -78,9 +78,7 @@ result["off_status"] = querylog.status()
 
 # Logging on: ORM statements appear in tail and digest.
 result["on_status"] = querylog.log_on(seconds=20)
-ContentType.objects.using("viaproxy").bulk_create(
-    [ContentType(app_label="on", model=f"m{i}") for i in range(1, 51)]
-)
+ContentType.objects.using("viaproxy").bulk_create([ContentType(app_label="on", model=f"m{i}") for i in range(1, 51)])
 on_rows = ContentType.objects.using("viaproxy").filter(app_label="on")
 result["on_models"] = sorted(on_rows.values_list("model", flat=True))
 result["on_first"] = ContentType.objects.using("viaproxy").filter(app_label="on", model="m7").first().model

@@ -23,7 +23,9 @@ def host_for(tmp_path, source: str, io_paths=()) -> LuaHost:
 
 
 def test_hooks_found_and_return_values(tmp_path):
-    host = host_for(tmp_path, """
+    host = host_for(
+        tmp_path,
+        """
         function read_query(packet)
           if packet:byte(1) == proxy.COM_QUERY and packet:sub(2) == "a" then
             proxy.queries:append(7, packet, {resultset_is_needed = true})
@@ -35,7 +37,8 @@ def test_hooks_found_and_return_values(tmp_path):
           proxy.queries:append(1, packet)
         end
         function disconnect_client() end
-    """)
+    """,
+    )
     conn = host.new_connection()
     assert conn.hooks == {"read_query", "disconnect_client"}
     res = conn.read_query(b"\x03a")
@@ -53,7 +56,9 @@ def test_hooks_found_and_return_values(tmp_path):
 
 
 def test_queries_length_and_reset(tmp_path):
-    host = host_for(tmp_path, """
+    host = host_for(
+        tmp_path,
+        """
         function read_query(packet)
           proxy.queries:append(1, packet)
           proxy.queries:append(2, packet)
@@ -65,7 +70,8 @@ def test_queries_length_and_reset(tmp_path):
             rows = {{n, #proxy.queries}, {nil, 0}}}}
           return proxy.PROXY_SEND_RESULT
         end
-    """)
+    """,
+    )
     conn = host.new_connection()
     res = conn.read_query(b"\x03q")
     assert res.ret == PROXY_SEND_RESULT
@@ -75,7 +81,9 @@ def test_queries_length_and_reset(tmp_path):
 
 
 def test_response_err_defaults_and_invalid_type(tmp_path):
-    host = host_for(tmp_path, """
+    host = host_for(
+        tmp_path,
+        """
         function read_query(packet)
           local q = packet:sub(2)
           if q == "err" then proxy.response = {type = proxy.MYSQLD_PACKET_ERR} end
@@ -86,7 +94,8 @@ def test_response_err_defaults_and_invalid_type(tmp_path):
           if q == "ok" then proxy.response = {type = proxy.MYSQLD_PACKET_OK, affected_rows = 3, insert_id = 4} end
           return proxy.PROXY_SEND_RESULT
         end
-    """)
+    """,
+    )
     conn = host.new_connection()
     conn.read_query(b"\x03err")
     r = conn.response()
@@ -104,7 +113,9 @@ def test_response_err_defaults_and_invalid_type(tmp_path):
 
 
 def test_globals_per_connection_and_proxy_global_shared(tmp_path):
-    host = host_for(tmp_path, """
+    host = host_for(
+        tmp_path,
+        """
         local calls = 0
         counter = 0
         proxy.global.total = proxy.global.total or 0
@@ -116,7 +127,8 @@ def test_globals_per_connection_and_proxy_global_shared(tmp_path):
             {name = "t"}}, rows = {{calls, counter, proxy.global.total}}}}
           return proxy.PROXY_SEND_RESULT
         end
-    """)
+    """,
+    )
     a, b = host.new_connection(), host.new_connection()
     for _ in range(3):
         a.read_query(b"\x03x")
@@ -127,7 +139,9 @@ def test_globals_per_connection_and_proxy_global_shared(tmp_path):
 
 
 def test_connection_fields_and_renamed_flat_names(tmp_path):
-    host = host_for(tmp_path, """
+    host = host_for(
+        tmp_path,
+        """
         function read_query(packet)
           if packet:sub(2) == "old" then return proxy.connection.thread_id end
           local c = proxy.connection
@@ -136,7 +150,8 @@ def test_connection_fields_and_renamed_flat_names(tmp_path):
                     {c.backend_ndx}}}}
           return proxy.PROXY_SEND_RESULT
         end
-    """)
+    """,
+    )
     conn = host.new_connection()
     conn.set("server", "thread_id", 99)
     conn.set("client", "username", b"alice")
@@ -150,7 +165,9 @@ def test_connection_fields_and_renamed_flat_names(tmp_path):
 
 
 def test_injection_object_and_resultset_availability(tmp_path):
-    host = host_for(tmp_path, """
+    host = host_for(
+        tmp_path,
+        """
         function read_query_result(inj)
           local res = inj.resultset
           local ok_fields = pcall(function() return res.fields end)
@@ -165,7 +182,8 @@ def test_injection_object_and_resultset_availability(tmp_path):
           for i, v in ipairs(out) do proxy.response.resultset.rows[i] = {v} end
           return proxy.PROXY_SEND_RESULT
         end
-    """)
+    """,
+    )
     conn = host.new_connection()
 
     stats = ResultStats(10, 25, 2, 100, 0, 0, None, None, 2)
@@ -182,7 +200,9 @@ def test_injection_object_and_resultset_availability(tmp_path):
 
 def test_sandbox_blocks_escapes(tmp_path, monkeypatch):
     allowed = tmp_path / "allowed.log"
-    host = host_for(tmp_path, """
+    host = host_for(
+        tmp_path,
+        """
         function read_query(packet)
           local checks = {
             os_execute = os.execute == nil, io_popen = io.popen == nil, python = python == nil,
@@ -201,7 +221,9 @@ def test_sandbox_blocks_escapes(tmp_path, monkeypatch):
                             resultset = {fields = {{name = "k"}, {name = "v"}}, rows = rows}}
           return proxy.PROXY_SEND_RESULT
         end
-    """.replace("ALLOWED", repr(str(allowed))), io_paths=[str(allowed)])
+    """.replace("ALLOWED", repr(str(allowed))),
+        io_paths=[str(allowed)],
+    )
     monkeypatch.setenv("PROXY_SANDBOX_TEST", "visible")
     conn = host.new_connection()
     assert conn.read_query(b"\x03x").ok
@@ -237,7 +259,9 @@ def test_load_errors_and_reload_on_change(tmp_path):
 
 
 def test_require_finds_the_shipped_library(tmp_path):
-    host = host_for(tmp_path, """
+    host = host_for(
+        tmp_path,
+        """
         local json = require("lib.json")
         local normalize = require("lib.normalize")
         function read_query(packet)
@@ -248,7 +272,8 @@ def test_require_finds_the_shipped_library(tmp_path):
           }}}
           return proxy.PROXY_SEND_RESULT
         end
-    """)
+    """,
+    )
     conn = host.new_connection()
     conn.read_query(b"\x03x")
     rows = [r[0] for r in conn.response().rows]

@@ -71,9 +71,11 @@ def test_tracker_finds_end_of_result_set_whatever_the_chunking(deprecate_eof, ch
 
 
 def test_tracker_multi_result_and_final_ok():
-    payloads = text_result(3, False, more=True) + text_result(2, False, more=True) + [
-        p.ok_packet(affected_rows=7, insert_id=9, status=0x2)
-    ]
+    payloads = (
+        text_result(3, False, more=True)
+        + text_result(2, False, more=True)
+        + [p.ok_packet(affected_rows=7, insert_id=9, status=0x2)]
+    )
     data = response(payloads)
     tracker = ResponseTracker(c.COM_QUERY, False)
     assert feed_in_chunks(tracker, data, [5] * len(data)) == len(data)
@@ -131,9 +133,9 @@ def test_tracker_local_infile_waits_for_the_client():
 
 def test_tracker_prepare_counts_parameter_and_column_definitions():
     ok = b"\x00" + struct.pack("<IHHBH", 5, 2, 3, 0, 0)
-    payloads = [ok] + [p.column_definition(b"?")] * 3 + [p.eof_packet()] + [p.column_definition(b"c")] * 2 + [
-        p.eof_packet()
-    ]
+    payloads = (
+        [ok] + [p.column_definition(b"?")] * 3 + [p.eof_packet()] + [p.column_definition(b"c")] * 2 + [p.eof_packet()]
+    )
     data = response(payloads)
     tracker = ResponseTracker(c.COM_STMT_PREPARE, False)
     assert tracker.feed(data + b"zz") == len(data) and tracker.done

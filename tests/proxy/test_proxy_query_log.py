@@ -44,8 +44,12 @@ def test_mariadb_cli_logging_off_then_on(qlog):
     off = mariadb_cli(qlog.port, "SELECT 'cli-off' AS v; SELECT COUNT(*) FROM seq_1_to_5")
     assert off.returncode == 0, off.stderr
     assert off.stdout.split() == ["v", "cli-off", "COUNT(*)", "5"]
-    stat = subprocess.run(["mariadb-admin", "-h127.0.0.1", f"-P{qlog.port}", "-uroot", "status", "ping"],
-                          capture_output=True, text=True, timeout=30)  # COM_STATISTICS, COM_PING
+    stat = subprocess.run(
+        ["mariadb-admin", "-h127.0.0.1", f"-P{qlog.port}", "-uroot", "status", "ping"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )  # COM_STATISTICS, COM_PING
     assert stat.returncode == 0 and "Uptime:" in stat.stdout and "is alive" in stat.stdout, stat.stderr
     assert control(qlog.port, "PROXY LOG TAIL") == []
 
@@ -111,8 +115,18 @@ def test_control_statement_syntax_and_errors(qlog):
     assert control(qlog.port, "PROXY LOG STATUS")[0]["log_file"] == str(qlog.log_file)
     import pymysql
 
-    bad = ["PROXY LOG ON 0", "PROXY LOG ON -5", "PROXY LOG ON soon", "PROXY LOG ON 10 20", "PROXY LOG OFF now",
-           "PROXY LOG TAIL x", "PROXY LOG DIGEST 0", "PROXY LOG FROBNICATE", "PROXY LOG", "PROXY LOG STATUS; SELECT 1"]
+    bad = [
+        "PROXY LOG ON 0",
+        "PROXY LOG ON -5",
+        "PROXY LOG ON soon",
+        "PROXY LOG ON 10 20",
+        "PROXY LOG OFF now",
+        "PROXY LOG TAIL x",
+        "PROXY LOG DIGEST 0",
+        "PROXY LOG FROBNICATE",
+        "PROXY LOG",
+        "PROXY LOG STATUS; SELECT 1",
+    ]
     for statement in bad:
         with pytest.raises(pymysql.err.ProgrammingError) as info:
             control(qlog.port, statement)
