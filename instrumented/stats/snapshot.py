@@ -411,6 +411,22 @@ def merge_views(snapshots: list[tuple[int | None, dict[str, Any]]], view: str | 
     return merged
 
 
+def _target(
+    merged: dict[str, ViewTotals], name: str, max_views: int | None, other_name: str
+) -> tuple[ViewTotals, bool]:
+    """The ViewTotals ``name`` adds into: its own, or ``other_name``'s once ``max_views`` are taken (True)."""
+    totals = merged.get(name)
+    if totals is not None:
+        return totals, False
+    folded = max_views is not None and len(merged) >= max_views
+    if folded:
+        name = other_name
+        totals = merged.get(name)
+    if totals is None:
+        totals = merged[name] = ViewTotals()
+    return totals, folded
+
+
 def merge_into(
     merged: dict[str, ViewTotals],
     bucket: int | None,
@@ -429,14 +445,8 @@ def merge_into(
     folded = 0
     items = views.items() if view is None else ((view, views[view]),) if view in views else ()
     for name, snap in items:
-        totals = merged.get(name)
-        if totals is None:
-            if max_views is not None and len(merged) >= max_views:
-                folded += 1
-                name = other_name
-                totals = merged.get(name)
-            if totals is None:
-                totals = merged[name] = ViewTotals()
+        totals, was_folded = _target(merged, name, max_views, other_name)
+        folded += was_folded
         try:
             totals.add(snap, bucket)
         except (TypeError, ValueError, KeyError, AttributeError, IndexError):
@@ -566,14 +576,8 @@ def _targets(
         if wanted is not None and i not in wanted:
             targets.append(None)
             continue
-        totals = merged.get(name)
-        if totals is None:
-            if max_views is not None and len(merged) >= max_views:
-                folded += 1
-                name = other_name
-                totals = merged.get(name)
-            if totals is None:
-                totals = merged[name] = ViewTotals()
+        totals, was_folded = _target(merged, name, max_views, other_name)
+        folded += was_folded
         targets.append(totals)
     return targets, folded
 
