@@ -105,9 +105,12 @@ class InstrumentedMiddleware:
             user = request.__dict__.get("user")
             if user is not None and (not issubclass(type(user), LazyObject) or user._wrapped is not empty):
                 return None
-            # A substring test before parsing: most anonymous requests carry no session cookie at all.
+            # Most anonymous requests carry no cookie at all: no settings read, no parsing.
+            cookies = request.META.get("HTTP_COOKIE")
+            if not cookies:
+                return False
             cookie_name = settings.SESSION_COOKIE_NAME
-            if cookie_name not in request.META.get("HTTP_COOKIE", ""):
+            if cookie_name not in cookies:  # a substring test before parsing
                 return False
             return None if cookie_name in request.COOKIES else False
         except Exception as exc:  # noqa: BLE001 - fail open: no header

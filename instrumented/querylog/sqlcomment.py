@@ -43,7 +43,8 @@ def comment_for(view: str, route: str) -> tuple[str, str]:
 def enter_view(match: ResolverMatch | None) -> None:
     """The request now runs this view: its statements carry its comment (a no-op unless SQL_COMMENT is on)."""
     if match is None or not get_config().sql_comment:
-        current_comment.set(None)
+        if current_comment.get() is not None:  # a ContextVar set only when it changes something
+            current_comment.set(None)
         return
     current_comment.set(comment_for(view_name(match), str(match.route or "")))
 

@@ -47,9 +47,12 @@ def _count(probe: Any, backend: Any, elapsed: int, hits: int, misses: int) -> No
     """Add one finished call to the request's probe, under the backend's alias."""
     try:
         alias = backend.__dict__.get(ALIAS_ATTRIBUTE, UNNAMED_ALIAS)
-        entry = probe.cache.get(alias)
+        calls = probe.cache
+        if calls is None:
+            calls = probe.cache = {}
+        entry = calls.get(alias)
         if entry is None:
-            probe.cache[alias] = [1, elapsed, hits, misses]
+            calls[alias] = [1, elapsed, hits, misses]
         else:
             entry[0] += 1
             entry[1] += elapsed
@@ -81,9 +84,12 @@ def _wrap_get(method: Callable[..., Any]) -> Callable[..., Any]:
         hit = result is not _MISSING
         try:  # _count(), inlined: the most frequent cache call
             alias = self.__dict__.get(ALIAS_ATTRIBUTE, UNNAMED_ALIAS)
-            entry = probe.cache.get(alias)
+            calls = probe.cache
+            if calls is None:
+                calls = probe.cache = {}
+            entry = calls.get(alias)
             if entry is None:
-                probe.cache[alias] = [1, elapsed, int(hit), int(not hit)]
+                calls[alias] = [1, elapsed, int(hit), int(not hit)]
             else:
                 entry[0] += 1
                 entry[1] += elapsed

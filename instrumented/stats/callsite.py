@@ -182,7 +182,10 @@ def capture(frame: FrameType | None, sql: str) -> tuple[str | None, str | None]:
 def locate(probe: Probe, key: tuple[str, str], frame: FrameType | None) -> None:
     """Note the call site of ``key`` (alias, SQL) on ``probe``: known for the view and bucket, else from the stack."""
     with fail_open("finding a call site failed"):
-        if key in probe.sites:
+        sites = probe.sites
+        if sites is None:
+            sites = probe.sites = {}
+        elif key in sites:
             return
         view = probe.view
         if view is None:
@@ -192,14 +195,14 @@ def locate(probe: Probe, key: tuple[str, str], frame: FrameType | None) -> None:
         known_key = (view, key[0], key[1])
         known = _known.get(known_key)
         if known is not None and known[0] == bucket:
-            probe.sites[key] = known[1:]
+            sites[key] = known[1:]
             return
         found = capture(frame, key[1])
         with _lock:
             if len(_known) >= MAX_KNOWN:
                 _known.clear()
             _known[known_key] = (bucket, *found)
-        probe.sites[key] = found
+        sites[key] = found
 
 
 def forget() -> None:

@@ -48,6 +48,9 @@ def _connection_origin(conn: Any) -> str:
 def record(probe: Probe, where: str, elapsed: int, error: bool) -> None:
     """Count one outgoing call on the request's probe."""
     calls = probe.http
+    if calls is None:
+        probe.http = {where: [1, elapsed, int(error), elapsed]}
+        return
     entry = calls.get(where)
     if entry is None:
         if len(calls) >= MAX_ORIGINS:

@@ -26,6 +26,11 @@ vendors: dict[str, str] = {}
 #: Distinct (alias, SQL) pairs kept per request; the rest are counted under OTHER_SQL.
 MAX_DISTINCT_SQL = 200
 OTHER_SQL = "(other SQL statements)"
+#: (alias, SQL) -> (vendor, template cut at max_sql), per max_sql: each statement's template is made once per
+#: process, not once per request. Bounded: cleared when full; statements longer than MAX_MEMO_SQL are not kept.
+_memo: dict[int, dict[tuple[str, Any], tuple[str, str]]] = {}
+MAX_MEMO = 4096
+MAX_MEMO_SQL = 4096
 
 
 #: What a request's probe counts an outgoing call under: cache alias or HTTP origin -> [calls, ns, a, b]
@@ -65,13 +70,14 @@ class Probe:
         self.request = request
         #: The view's name once a call site needed it (callsite.py).
         self.view: str | None = None
+        # The containers below are made when first needed: most requests use few or none of them.
         #: Hashes of (SQL, parameters) run so far: exact duplicates. Only hashes, only in memory.
-        self.seen: set[int] = set()
+        self.seen: set[int] | None = None
         #: (alias, SQL) -> (call site, hint) of the statements that crossed the N+1 threshold or were slow.
-        self.sites: dict[tuple[str, str], tuple[str | None, str | None]] = {}
-        self.cache: Calls = {}
+        self.sites: dict[tuple[str, str], tuple[str | None, str | None]] | None = None
+        self.cache: Calls | None = None
         self.cache_depth = 0
-        self.http: Calls = {}
+        self.http: Calls | None = None
 
     def summarise(
         self, max_sql: int = 16000
@@ -87,6 +93,9 @@ class Probe:
         extras: dict[tuple[str, str], list[Any]] = {}
         vendor_of = vendors.get
         sites = self.sites
+        memo = _memo.get(max_sql)
+        if memo is None or len(memo) >= MAX_MEMO:
+            memo = _memo[max_sql] = {}
         for key, entry in self.queries.items():
             count = entry[0]
             ns = entry[1]
@@ -97,7 +106,11 @@ class Probe:
             else:
                 total[0] += count
                 total[1] += ns
-            template = (vendor_of(alias, ""), template_of(sql if type(sql) is str else str(sql))[:max_sql])
+            template = memo.get(key)
+            if template is None:
+                template = (vendor_of(alias, ""), template_of(sql if type(sql) is str else str(sql))[:max_sql])
+                if type(sql) is str and len(sql) <= MAX_MEMO_SQL:
+                    memo[key] = template
             total = templates.get(template)
             if total is None:
                 templates[template] = [count, ns]
@@ -105,7 +118,7 @@ class Probe:
                 total[0] += count
                 total[1] += ns
             if len(entry) > 2 and (entry[2] or entry[3] or (sites and key in sites)):
-                site, hint = sites.get(key, (None, None))
+                site, hint = sites.get(key, (None, None)) if sites else (None, None)
                 extra = extras.get(template)
                 if extra is None:
                     extras[template] = [entry[2], entry[3], entry[4], site, hint]
@@ -123,17 +136,21 @@ class Probe:
         for entry in self.queries.values():
             queries += entry[0]
             db_ns += entry[1]
-        cache_calls = sum(entry[0] for entry in self.cache.values())
-        cache_ns = sum(entry[1] for entry in self.cache.values())
-        http_calls = sum(entry[0] for entry in self.http.values())
-        http_ns = sum(entry[1] for entry in self.http.values())
+        cache = self.cache or {}
+        http = self.http or {}
+        cache_calls = sum(entry[0] for entry in cache.values())
+        cache_ns = sum(entry[1] for entry in cache.values())
+        http_calls = sum(entry[0] for entry in http.values())
+        http_ns = sum(entry[1] for entry in http.values())
         return queries, db_ns, cache_calls, cache_ns, http_calls, http_ns
 
 
 current_probe: ContextVar[Probe | None] = ContextVar("instrumented_probe", default=None)
 
 
-def sql_wrapper(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
+def sql_wrapper(  # noqa: C901 - the per-query hot path, inlined on purpose (benchmarks/overhead.py)
+    execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]
+) -> Any:
     """Time and count one query for the current request's probe; a no-op outside a recorded request."""
     probe = current_probe.get()
     if probe is None or not probe.active:
@@ -165,7 +182,9 @@ def sql_wrapper(execute: Callable[..., Any], sql: str, params: Any, many: bool, 
                 pass
             else:
                 seen = probe.seen
-                if fingerprint in seen:
+                if seen is None:
+                    probe.seen = {fingerprint}
+                elif fingerprint in seen:
                     entry[2] += 1
                 else:
                     seen.add(fingerprint)
@@ -179,7 +198,9 @@ def sql_wrapper(execute: Callable[..., Any], sql: str, params: Any, many: bool, 
 
 def install_on(connection: BaseDatabaseWrapper) -> None:
     """Put the wrapper first on one connection, once, and note its alias's vendor."""
-    vendors[connection.alias] = connection.vendor
+    if vendors.get(connection.alias) != connection.vendor:
+        vendors[connection.alias] = connection.vendor
+        _memo.clear()  # templates carry their alias's vendor
     if sql_wrapper not in connection.execute_wrappers:
         connection.execute_wrappers.insert(0, sql_wrapper)
 
