@@ -87,9 +87,7 @@ def anonymous_failure(server: Any, query: dict[str, str]) -> str:
 @pytest.fixture
 def attacked(site_server, site_data_dir):
     server = site_server(workers=3)
-    session = browser.create_user(site_data_dir, "xssroot", "xssroot-pw-1", staff=True, superuser=True)
-    with browser.chrome() as driver:
-        browser.use_session(driver, server.url, session)
+    with browser.superuser_chrome(server.url, site_data_dir, "xssroot") as driver:
         yield server, driver
 
 

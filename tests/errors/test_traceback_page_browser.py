@@ -56,9 +56,7 @@ def dead_controls(driver: Any) -> list[str]:
 @pytest.fixture
 def superuser_browser(site_server, site_data_dir):
     server = site_server(workers=2)
-    session = browser.create_user(site_data_dir, "tbroot", "tbroot-pw-1", staff=True, superuser=True)
-    with browser.chrome() as driver:
-        browser.use_session(driver, server.url, session)
+    with browser.superuser_chrome(server.url, site_data_dir, "tbroot") as driver:
         driver.get("about:blank")
         browser.console_messages(driver)  # forget what the demo's page said (its favicon is a 404)
         yield server, driver

@@ -118,6 +118,15 @@ def use_session(driver: Any, base_url: str, session_key: str) -> None:
     driver.add_cookie({"name": "sessionid", "value": session_key, "path": "/"})
 
 
+@contextmanager
+def superuser_chrome(base_url: str, data_dir: Path, username: str) -> Iterator[Any]:
+    """Chromium logged in to the site at ``base_url`` as a new active superuser named ``username``."""
+    session = create_user(data_dir, username, f"{username}-pw-1", staff=True, superuser=True)
+    with chrome() as driver:
+        use_session(driver, base_url, session)
+        yield driver
+
+
 def click_bookmarklet(driver: Any, href: str) -> None:
     """Run a ``javascript:`` URL the way a bookmark-bar click does (browser-initiated, not page script)."""
     driver.execute_cdp_cmd("Page.navigate", {"url": href})
