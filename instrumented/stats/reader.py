@@ -111,6 +111,8 @@ def _cache_entry(calls: int, time_us: float, hits: int, misses: int) -> dict[str
 def findings(m: ViewTotals, top: int) -> dict[str, Any]:
     """Where the time went beyond the view's own code: N+1 suspects and slow SQL with their call sites,
     exact duplicates, cache calls per alias, outgoing HTTP per origin (docs/dashboard.md, "JSON")."""
+    if not (m.extras or m.cache or m.http) and not any(entry[2] for entry in m.templates.values()):
+        return _no_findings()  # most views: the same answer, without sorting and summing empty tables
     empty: list[Any] = [0, 0, 0, {}]
     suspects = [
         {
@@ -155,6 +157,18 @@ def findings(m: ViewTotals, top: int) -> dict[str, Any]:
                 for where, (n, us, errors, mx) in hosts
             ],
         },
+    }
+
+
+def _no_findings() -> dict[str, Any]:
+    """What :func:`findings` says of a view without N+1 suspects, duplicates, slow SQL, cache or HTTP calls."""
+    return {
+        "n_plus_one_suspects": [],
+        "slow_queries": [],
+        "duplicate_queries": [],
+        "duplicates": 0,
+        "cache": {**_cache_entry(0, 0, 0, 0), "aliases": {}},
+        "http": {"calls": 0, "time_ms": 0.0, "errors": 0, "origins": []},
     }
 
 

@@ -8,8 +8,9 @@ where it has one:
 - ``meta`` JSON (:class:`Rollup`): as_of, buckets, fin, ``dims`` and the sparse exceptions and findings;
 - ``layout`` JSON (:class:`Layout`): which views and rows the numbers belong to: view names (sorted) and
   routes, and the tables keyed by (view, string): methods, SQL templates, aliases;
-- the summed numbers, int64: per view ``n e s0 s1 s2 s3 qn db n1 lsum`` then the tables' values
-  ``mc``, ``qc qt q1``, ``ac au``; the maxima, int64: per view ``qmax lmax``; latencies in tenths of µs;
+- the summed numbers, int64, as records: per view ``n e s0 s1 s2 s3 qn db n1 lsum``, then per row of each
+  table its values (``mc``; ``qc qt q1``; ``ac au``); the maxima, int64: ``qmax`` of every view, then
+  ``lmax``; latencies in tenths of µs;
 - the histogram slices' offsets and lengths (int32) and their counts (histogram.pack_columns, narrowed to
   1 or 2 bytes a count when the largest fits: histogram.narrow).
 
@@ -17,7 +18,8 @@ Processes of one site mostly have the same layout (the same views and templates,
 their layout bytes are then identical: the reader maps a layout to its merged views once, and adds the
 numbers of every process of that layout as one wide integer (64-bit lanes; every stored number is below
 2**48, so 2000 processes cannot carry into the next lane). Per process that leaves the maxima and the
-histograms (one wide integer per view); per layout, one ``map(operator.add, ...)`` per column.
+histograms (one wide integer per view); per layout, each record (a view's or a row's numbers) is one wide
+integer added into its merged view or row: one ``map(operator.add, ...)`` per layout and table.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 from functools import partial
 from itertools import accumulate, pairwise, repeat
 from operator import add, itemgetter, lshift, mul, sub
-from typing import Any, NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict, cast
 
 from ..memcached import MAX_UNPACKED_BYTES, dumps, inflate, pack_bytes
 from . import histogram
@@ -156,21 +158,20 @@ def encode_rollup(meta: Rollup, views: dict[str, ViewSnapshot], current: list[li
     }
     if findings:
         doc["fx"] = findings
-    status = [row["s"] for row in rows]
     summed = [
-        [row["n"] for row in rows],
-        [row.get("e", 0) for row in rows],
-        *([s[k] for s in status] for k in range(4)),
-        [row.get("qn", 0) for row in rows],
-        [row.get("db", 0) for row in rows],
-        [row.get("n1", 0) for row in rows],
-        [_tenths(row["lsum"]) for row in rows],
-        *(columns[name] for table in TABLES for name in table.values),
-    ]
+        value
+        for row in rows
+        for value in (
+            row["n"], row.get("e", 0), *row["s"], row.get("qn", 0), row.get("db", 0), row.get("n1", 0),
+            _tenths(row["lsum"]),
+        )
+    ]  # fmt: skip
+    for table in TABLES:  # a record per row, its values side by side
+        summed += [value for values in zip(*(columns[name] for name in table.values), strict=True) for value in values]
     maxima = [[row.get("qmax", 0) for row in rows], [_tenths(row["lmax"]) for row in rows]]
     parts = [dumps(doc), dumps(layout)]
     main = b"".join(len(part).to_bytes(4, "little") + part for part in parts)
-    main += _packed("q", (value for column in summed for value in column))
+    main += _packed("q", summed)
     main += _packed("q", (value for column in maxima for value in column))
     main += _packed("i", offsets + lengths) + blob
     main = pack_bytes(main)
@@ -304,6 +305,24 @@ def _add_column(total: list[Any], values: list[Any], order: list[int], extra: li
         total[slot] = op(total[slot], values[local])
 
 
+def _add_into_slots(
+    total: list[Any],
+    values: list[Any],
+    positions: list[int],
+    ordered: Callable[[], tuple[list[int], list[tuple[int, int]]]],
+    op: Any,
+) -> None:
+    """``total[positions[i]] = op(total[positions[i]], values[i])`` (-1: left out): one by one for a few values,
+    else over every slot in C-level steps (``ordered`` gives :func:`_order`'s result for ``positions``)."""
+    if 2 * len(values) < len(total):
+        for slot, value in zip(positions, values, strict=True):
+            if slot != -1:
+                total[slot] = op(total[slot], value)
+    else:
+        order, extra = ordered()
+        _add_column(total, values, order, extra, op)
+
+
 _times4 = partial(mul, 4)
 _times32 = partial(mul, 32)
 _from_little = partial(int.from_bytes, byteorder="little")
@@ -320,7 +339,7 @@ def _wides(blob: bytes, offsets: Iterable[int], lengths: Iterable[int], starts: 
 
 
 class _Rows:
-    """The merged rows of one table: (slot, string) -> row, with a total per value column."""
+    """The merged rows of one table: (slot, string) -> row, each row's values one wide integer (a record)."""
 
     def __init__(self, table: Table) -> None:
         self.table = table
@@ -328,43 +347,52 @@ class _Rows:
         self.strings: list[str] = []
         self.index: dict[int, int] = {}
         self.keys: list[int] = []
-        self.totals: list[list[Any]] = [[] for _ in table.values]
+        self.totals: list[int] = []
 
     def rows_of(self, layout: Layout, positions: list[int]) -> list[int]:
         """Each row of ``layout``: its merged row (new ones added), -1 where its view is not asked for."""
         table = self.table
-        ids = []
-        for text in layout[table.strings]:  # type: ignore[literal-required]
-            known = self.ids.get(text)
-            if known is None:
-                known = self.ids[text] = len(self.strings)
-                self.strings.append(text)
-            ids.append(known)
+        strings: list[str] = layout[table.strings]  # type: ignore[literal-required]
+        ids = list(map(self.ids.get, strings))
+        if None in ids:
+            for i, known in enumerate(ids):
+                if known is None:
+                    known = ids[i] = self.ids.setdefault(strings[i], len(self.strings))
+                    if known == len(self.strings):
+                        self.strings.append(strings[i])
         slots = _gather(positions, layout[table.view])  # type: ignore[literal-required]
         keys = list(map(add, map(_strided, slots), _gather(ids, layout[table.key])))  # type: ignore[literal-required]
-        rows = []
-        for slot, key in zip(slots, keys, strict=True):
-            row = -1 if slot == -1 else self.index.get(key)
-            if row is None:
-                row = self.index[key] = len(self.keys)
-                self.keys.append(key)
-                for total in self.totals:
-                    total.append(0)
-            rows.append(row)
-        return rows
+        rows = list(map(self.index.get, keys))
+        if None in rows:
+            for i, row in enumerate(rows):
+                if row is None:
+                    rows[i] = -1 if slots[i] == -1 else self._new(keys[i])
+        return rows  # type: ignore[return-value]
 
-    def add(self, columns: list[list[int]], rows: list[int]) -> None:
-        """Add one layout's value columns (a value per row of it)."""
-        order, extra = _order(rows, len(self.keys), len(rows))
-        for total, values in zip(self.totals, columns, strict=True):
-            _add_column(total, values, order, extra, add)
+    def _new(self, key: int) -> int:
+        row = self.index.get(key)
+        if row is None:
+            row = self.index[key] = len(self.keys)
+            self.keys.append(key)
+            self.totals.append(0)
+        return row
 
-    def rows(self) -> Iterable[tuple[int, str, list[Any]]]:
-        """Each merged row's slot, string and totals."""
-        strings = self.strings
-        for key, values in zip(self.keys, zip(*self.totals, strict=True), strict=True):
+    def add(self, records: list[int], rows: list[int]) -> None:
+        """Add one layout's records (one per row of it)."""
+        _add_into_slots(self.totals, records, rows, partial(_order, rows, len(self.keys), len(rows)), add)
+
+    def rows(self) -> Iterable[tuple[int, str, list[int]]]:
+        """Each merged row's slot, string and values."""
+        strings, width = self.strings, 8 * len(self.table.values)
+        for key, record in zip(self.keys, self.totals, strict=True):
             slot, string = divmod(key, _STRIDE)
-            yield slot, strings[string], list(values)
+            yield slot, strings[string], _unpacked("Q", record.to_bytes(width, "little"))
+
+
+def _records(data: bytes, start: int, count: int, width: int) -> list[int]:
+    """``count`` records of ``width`` bytes from ``start``, each as one wide integer."""
+    stops = range(start + width, start + (count + 1) * width, width)
+    return list(map(_from_little, map(data.__getitem__, map(slice, range(start, start + count * width, width), stops))))
 
 
 @dataclass(slots=True)
@@ -379,6 +407,8 @@ class _Group:
     maxima: list[int] | None = None
     processes: int = 0
     order: tuple[int, list[int], list[tuple[int, int]]] | None = None
+    #: Each view has a slot of its own (none folded, none left out): its histograms may be added in place.
+    direct: bool = False
 
 
 class RollupMerge:
@@ -431,12 +461,15 @@ class RollupMerge:
         if self.view is not None:
             positions = [self._slot(name) if name == self.view else -1 for name in names]
         else:
-            positions = [self._slot(name) for name in names]
-        for i, slot in enumerate(positions):
-            if slot != -1 and not self.routes[slot]:
-                self.routes[slot] = layout["routes"][i]
+            found = list(map(self.slots.get, names))
+            positions = [self._slot(name) for name in names] if None in found else cast(list[int], found)
+        if "" in self.routes:
+            for i, slot in enumerate(positions):
+                if slot != -1 and not self.routes[slot]:
+                    self.routes[slot] = layout["routes"][i]
         rows = [table.rows_of(layout, positions) for table in self.tables]
         group = self.groups[parsed.layout] = _Group(parsed.dims, positions, rows, self.folded - folded)
+        group.direct = -1 not in positions and len(set(positions)) == len(positions)
         self.folded = folded  # counted per process, in add()
         return group
 
@@ -479,6 +512,9 @@ class RollupMerge:
             or 4 * starts[-1] > len(parsed.blob)
         ):  # fmt: skip
             return  # not what a flusher writes: the counts stand, the histograms are left out
+        if group.direct and 2 * count < len(self.names):  # a few of the views: each added where it goes
+            self._add_few_histograms(parsed.blob, group.positions, offsets, lengths, starts[:-1])
+            return
         order, extra = self._order(group)
         offsets.append(histogram.SIZE)  # what ``missing`` points at: an empty slice
         lengths.append(0)
@@ -494,35 +530,47 @@ class RollupMerge:
                 self._rebase(slot, offsets[i])
             self.wide[slot] += _wides(parsed.blob, [offsets[i] - self.base[slot]], [lengths[i]], [starts[i]])[0]
 
+    def _add_few_histograms(
+        self, blob: bytes, positions: list[int], offsets: list[int], lengths: list[int], starts: list[int]
+    ) -> None:
+        """The histograms of a process that has a few of the views, one by one into their own slots."""
+        wide = self.wide
+        shifts = list(map(sub, offsets, _gather(self.base, positions)))
+        if shifts and min(shifts) < 0:
+            for i, shift in enumerate(shifts):
+                if shift < 0:
+                    self._rebase(positions[i], offsets[i])
+                    shifts[i] = 0
+        for slot, value in zip(positions, _wides(blob, shifts, lengths, starts), strict=True):
+            if value:
+                wide[slot] += value
+
     def _rebase(self, slot: int, base: int) -> None:
         """Move a slot's bin 0 down to ``base``."""
         self.wide[slot] <<= 32 * (self.base[slot] - base)
         self.base[slot] = base
 
-    def _sums(self) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
-        """Every group's summed numbers and maxima added into the slots, once per group."""
+    def _sums(self) -> tuple[list[int], dict[str, list[Any]]]:
+        """Every group's summed records and maxima added into the slots, once per group."""
         size = len(self.names)
-        sums: dict[str, list[Any]] = {name: [0] * size for name in SUMMED}
+        sums = [0] * size
         maxima: dict[str, list[Any]] = {name: [0] * size for name in MAXIMA}
+        width = 8 * len(SUMMED)
         for group in self.groups.values():
             if not group.processes:
                 continue
             views = group.dims[0]
-            length = _lengths(group.dims)[0]
-            numbers = _unpacked("Q", group.total.to_bytes(length, "little"))
-            order, extra = self._order(group)
-            for k, name in enumerate(SUMMED):
-                _add_column(sums[name], numbers[k * views : (k + 1) * views], order, extra, add)
-            position = len(SUMMED) * views
+            data = group.total.to_bytes(_lengths(group.dims)[0], "little")
+            slots = partial(self._order, group)
+            _add_into_slots(sums, _records(data, 0, views, width), group.positions, slots, add)
+            position = views * width
             for table, rows, count in zip(self.tables, group.rows, group.dims[1:], strict=True):
-                columns = []
-                for _ in table.table.values:
-                    columns.append(numbers[position : position + count])
-                    position += count
-                table.add(columns, rows)
+                row_width = 8 * len(table.table.values)
+                table.add(_records(data, position, count, row_width), rows)
+                position += count * row_width
             group_maxima = group.maxima or []
             for k, name in enumerate(MAXIMA):
-                _add_column(maxima[name], group_maxima[k * views : (k + 1) * views], order, extra, max)
+                _add_into_slots(maxima[name], group_maxima[k * views : (k + 1) * views], group.positions, slots, max)
         return sums, maxima
 
     def into(self, merged: dict[str, ViewTotals], malformed: Callable[[], None]) -> None:
@@ -530,25 +578,27 @@ class RollupMerge:
         (exceptions, findings) that cannot be read."""
         sums, maxima = self._sums()
         totals = []
+        width = 8 * len(SUMMED)
         for slot, name in enumerate(self.names):
             t = merged.get(name)
             if t is None:
                 t = merged[name] = ViewTotals(self.routes[slot])
             totals.append(t)
             t.route = t.route or self.routes[slot]
-            t.requests += sums["n"][slot]
-            t.errors += sums["e"][slot]
+            n, e, s0, s1, s2, s3, qn, db, n1, lsum = _unpacked("Q", sums[slot].to_bytes(width, "little"))
+            t.requests += n
+            t.errors += e
             status = t.status
-            status[0] += sums["s0"][slot]
-            status[1] += sums["s1"][slot]
-            status[2] += sums["s2"][slot]
-            status[3] += sums["s3"][slot]
-            t.lat_sum += sums["lsum"][slot] / 10
+            status[0] += s0
+            status[1] += s1
+            status[2] += s2
+            status[3] += s3
+            t.lat_sum += lsum / 10
             t.lat_max = max(t.lat_max, maxima["lmax"][slot] / 10)
-            t.queries += sums["qn"][slot]
+            t.queries += qn
             t.queries_max = max(t.queries_max, maxima["qmax"][slot])
-            t.db_us += sums["db"][slot]
-            t.n_plus_one += sums["n1"][slot]
+            t.db_us += db
+            t.n_plus_one += n1
             if self.wide[slot]:
                 t.wide += self.wide[slot] << (32 * self.base[slot])
         methods, templates, aliases = self.tables
