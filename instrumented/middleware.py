@@ -24,7 +24,7 @@ from .conf import get_config
 from .failopen import fail_open, failures
 from .naming import unresolved_name
 from .querylog.sqlcomment import enter_view, leave_view
-from .stats.aggregate import MAX_PENDING, get_aggregator
+from .stats.aggregate import get_aggregator
 from .stats.flusher import ensure_flusher
 from .stats.probe import Probe, current_probe
 
@@ -176,7 +176,7 @@ class InstrumentedMiddleware:
             aggregator = get_aggregator(config)
             pending = aggregator.pending
             pending.append((view, route, request.method or "", status, end_ns - probe.start_ns, probe, end_ns))
-            if len(pending) >= MAX_PENDING:  # the flusher is far behind (or gone): count them here
+            if len(pending) >= aggregator.max_pending:  # the flusher is far behind (or gone): count them here
                 aggregator.drain()
             if not aggregator.flushing:
                 ensure_flusher(config)

@@ -25,6 +25,8 @@ from .snapshot import ViewTotals, add_into, template_rank
 RAW_SQL_FACTOR = 4
 #: Finished requests waiting for the flusher; past this the request that hands one over counts them itself.
 MAX_PENDING = 20_000
+#: Requests counted between two chances for the site's threads to take the GIL (a drain of a busy second).
+DRAIN_SLICE = 256
 #: View names whose IGNORE_VIEWS verdict is remembered.
 MAX_IGNORED_MEMO = 10_000
 
@@ -52,6 +54,7 @@ class Aggregator:
         self.flushing = False
         #: Finished requests not yet counted (deque: appends and pops are atomic without a lock).
         self.pending: deque[Finished] = deque()
+        self.max_pending = MAX_PENDING
         self.ignore_views = config.ignore_views
         self._ignored: dict[str, bool] = {}
 
@@ -64,7 +67,11 @@ class Aggregator:
         ignored_memo = self._ignored
         # perf_counter_ns stamps to unix time: one offset per batch (drift within a second is nanoseconds).
         offset = time.time() - time.perf_counter_ns() / 1e9
+        counted = 0
         while True:
+            counted += 1
+            if counted % DRAIN_SLICE == 0:
+                time.sleep(0)  # let a waiting request thread run: a busy second's drain takes milliseconds
             try:
                 view, route, method, status, duration_ns, probe, end_ns = popleft()
             except IndexError:
