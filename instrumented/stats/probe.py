@@ -11,6 +11,7 @@ per request, by ``summarise`` in the flusher thread.
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable
 from contextvars import ContextVar
 from time import perf_counter_ns
@@ -69,7 +70,7 @@ class Probe:
         "view",
     )
 
-    #: The SQL of the first alias the request used (set with ``connection`` on its first statement).
+    #: The first alias the request used and its statements (set on its first statement, with ``connection``).
     alias: str
     counts: Counts
     times: Counts
@@ -109,18 +110,20 @@ class Probe:
     def tables(self, connection: Any) -> tuple[Counts, Counts]:
         """The (counts, times) of ``connection``'s alias; the first one becomes the fast path's."""
         alias = connection.alias
-        if self.connection is None:
-            self.connection, self.alias, self.counts, self.times = connection, alias, {}, {}
-            return self.counts, self.times
-        if alias == self.alias:  # the same alias from another thread's connection
-            return self.counts, self.times
-        others = self.others
-        if others is None:
-            others = self.others = {}
-        found = others.get(alias)
-        if found is None:
-            found = others[alias] = ({}, {})
-        return found
+        with _tables_lock:  # rare (a request's first statement per alias), and threads of one request may race
+            if self.connection is None:
+                self.alias, self.counts, self.times = alias, {}, {}
+                self.connection = connection  # last: the wrapper's fast path tests it, then reads the rest
+                return self.counts, self.times
+            if alias == self.alias:  # the same alias from another thread's connection
+                return self.counts, self.times
+            others = self.others
+            if others is None:
+                others = self.others = {}
+            found = others.get(alias)
+            if found is None:
+                found = others[alias] = ({}, {})
+            return found
 
     def add(self, alias: str, sql: Any, runs: int, ns: int) -> None:
         """Count ``runs`` of a statement taking ``ns`` in all, as the wrapper would have (tests, benchmarks)."""
@@ -240,6 +243,7 @@ def _template(memo: dict[Any, tuple[str, str]], vendor: str, sql: Any, max_sql: 
 current_probe: ContextVar[Probe | None] = ContextVar("instrumented_probe", default=None)
 #: Marks a statement's first run, whose parameters wait in ``Probe.first`` rather than being hashed.
 _FIRST_RUN: Any = object()
+_tables_lock = threading.Lock()
 
 
 def sql_wrapper(  # noqa: C901 - the per-query hot path, inlined on purpose (benchmarks/overhead.py)
