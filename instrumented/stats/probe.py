@@ -22,6 +22,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 from ..naming import class_name
 from .callsite import locate
+from .snapshot import add_into
 from .sql import template_of
 
 #: ``connection.vendor`` per alias, noted when the wrapper is installed: how the flusher reads literals.
@@ -185,12 +186,7 @@ class Probe:
                 else:
                     total[0] += count
                     total[1] += ns
-            total = aliases.get(alias)
-            if total is None:
-                aliases[alias] = [alias_count, alias_ns]
-            else:
-                total[0] += alias_count
-                total[1] += alias_ns
+            add_into(aliases, alias, [alias_count, alias_ns])
         probe_extras = self.extras or {}
         sites = self.sites or {}
         for key in probe_extras.keys() | sites.keys():
