@@ -1,8 +1,8 @@
 """InstrumentedMiddleware: the only per-request code. Put it first in ``MIDDLEWARE``.
 
-It starts a probe, lets the request run, and counts the request into the in-process aggregate when
-the response is *closed* (after a streaming body has been sent). It never talks to memcached and
-never raises into the request: any failure of its own is counted and the response goes out as is.
+It starts a probe, lets the request run, and hands the request to the in-process aggregate when the
+response is *closed* (after a streaming body has been sent); the flusher thread counts it. It never
+talks to memcached and never raises into the request: any failure of its own is counted and the response goes out as is.
 It also adds the ``Server-Timing`` header (app, db, cache, http) for the requests SERVER_TIMING allows.
 """
 
@@ -20,9 +20,9 @@ from django.http import HttpRequest, HttpResponseBase
 from django.utils.functional import LazyObject, empty
 
 from .access import can_view_stats
-from .conf import Config, get_config
+from .conf import get_config
 from .failopen import fail_open, failures
-from .naming import is_ignored, unresolved_name, view_name
+from .naming import unresolved_name
 from .querylog.sqlcomment import enter_view, leave_view
 from .stats.aggregate import get_aggregator
 from .stats.flusher import ensure_flusher
@@ -40,10 +40,10 @@ class InstrumentedMiddleware:
         self.is_async = iscoroutinefunction(get_response)
         if self.is_async:
             markcoroutinefunction(self)
-        self._ignored: dict[str, bool] = {}
-        self._config: Config | None = None
-        # Django adapts a sync process_view to an async chain through a thread: give each mode its own.
-        self.process_view = self._process_view_async if self.is_async else self._process_view
+        # Only with SQL_COMMENT on: Django calls every process_view a middleware has, on every request.
+        # It adapts a sync process_view to an async chain through a thread: give each mode its own.
+        if get_config().sql_comment:
+            self.process_view = self._process_view_async if self.is_async else self._process_view
 
     def _process_view(self, request: HttpRequest, *args: Any) -> None:
         """The view is known: its statements carry the SQL comment that names it (SQL_COMMENT)."""
@@ -160,36 +160,25 @@ class InstrumentedMiddleware:
             self._finish(request, response, probe)
 
     def _finish(self, request: HttpRequest, response: HttpResponseBase | None, probe: Probe) -> None:
-        """Count the request into the aggregate; never raises."""
+        """Hand the finished request to the aggregate, which the flusher thread counts; never raises."""
         if not probe.active:
             return
-        duration = perf_counter_ns() - probe.start_ns
-        probe.active = False
+        end_ns = perf_counter_ns()
+        probe.end()  # nothing of the request waits with it for the flusher
         try:
             status = response.status_code if response is not None else 500
             match = getattr(request, "resolver_match", None)
             if match is not None:
-                view, route = view_name(match), str(match.route or "")
+                view, route = match.view_name or match._func_path, match.route or ""
             else:
                 view, route = unresolved_name(status), ""
             config = get_config()
-            if config is not self._config:  # settings changed (tests): forget what was decided under the old
-                self._config, self._ignored = config, {}
-            ignored = self._ignored.get(view)
-            if ignored is None:
-                ignored = self._is_ignored(view)
-            if ignored:
-                return
             aggregator = get_aggregator(config)
-            aggregator.record(view, route, request.method or "", status, duration, probe)
+            pending = aggregator.pending
+            pending.append((view, route, request.method or "", status, end_ns - probe.start_ns, probe, end_ns))
+            if len(pending) >= aggregator.max_pending:  # the flusher is far behind (or gone): count them here
+                aggregator.drain()
             if not aggregator.flushing:
                 ensure_flusher(config)
         except Exception as exc:  # noqa: BLE001 - fail open; by hand: fail_open() costs ~0.15-0.25 µs a request
             failures.record("recording a request failed", exc)
-
-    def _is_ignored(self, view: str) -> bool:
-        """Whether ``view`` matches IGNORE_VIEWS (an exact name, or a 'namespace:' prefix); remembered."""
-        ignored = is_ignored(view, get_config().ignore_views)
-        if len(self._ignored) < 10_000:
-            self._ignored[view] = ignored
-        return ignored

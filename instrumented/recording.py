@@ -82,7 +82,7 @@ class record:  # used like a function: ``with record("nightly-report"):`` / ``@r
             self.fail((exc_type, exc, tb))
             self._probe = None
         duration = perf_counter_ns() - probe.start_ns
-        probe.active = False
+        probe.end()
         try:
             if self._token is not None:
                 current_probe.reset(self._token)

@@ -1,7 +1,9 @@
 """The in-process window: per 10 s bucket, per view, counters and a mergeable latency histogram.
 
-One lock, O(1) work per request (plus one step per distinct SQL template the request ran).
-Snapshots are plain JSON-able dicts; the reader merges them across processes.
+A finished request is only handed over (``pending``, a deque append: no lock on the request path);
+the flusher thread counts what was handed over in one batch before it collects, under one lock, O(1)
+work per request plus one step per distinct SQL template it ran. Snapshots are plain JSON-able dicts;
+the reader merges them across processes.
 """
 
 from __future__ import annotations
@@ -9,16 +11,25 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections import deque
 from typing import Any
 
 from ..conf import Config
-from ..naming import OTHER_VIEW, shorten
+from ..failopen import failures
+from ..naming import OTHER_VIEW, is_ignored, shorten
 from . import histogram
 from .probe import Probe
 from .snapshot import ViewTotals, add_into, template_rank
 
 #: Raw SQL kept per template, as a multiple of MAX_SQL_LENGTH (literals shrink to ``?`` before the cut).
 RAW_SQL_FACTOR = 4
+#: Finished requests waiting for the flusher; past this the request that hands one over counts them itself.
+MAX_PENDING = 20_000
+#: View names whose IGNORE_VIEWS verdict is remembered.
+MAX_IGNORED_MEMO = 10_000
+
+#: A finished request as handed over: (view, route, method, status, duration ns, probe, perf_counter_ns at the end).
+Finished = tuple[str, str, str, int, int, Probe, int]
 
 
 class Aggregator:
@@ -39,6 +50,37 @@ class Aggregator:
         self.dirty: dict[int, set[str]] = {}
         # Set by the flusher that writes this aggregate, so the request path can skip checking for it.
         self.flushing = False
+        #: Finished requests not yet counted (deque: appends and pops are atomic without a lock).
+        self.pending: deque[Finished] = deque()
+        self.max_pending = MAX_PENDING
+        self.ignore_views = config.ignore_views
+        self._ignored: dict[str, bool] = {}
+
+    def drain(self) -> None:
+        """Count the requests handed over so far (the flusher, before it collects; a request, when far behind)."""
+        pending = self.pending
+        if not pending:
+            return
+        popleft = pending.popleft
+        ignored_memo = self._ignored
+        # perf_counter_ns stamps to unix time: one offset per batch (drift within a second is nanoseconds).
+        offset = time.time() - time.perf_counter_ns() / 1e9
+        # No explicit yielding: the interpreter hands the GIL to a waiting request thread every 5 ms.
+        while True:
+            try:
+                view, route, method, status, duration_ns, probe, end_ns = popleft()
+            except IndexError:
+                return
+            try:
+                ignored = ignored_memo.get(view)
+                if ignored is None:
+                    ignored = is_ignored(view, self.ignore_views)
+                    if len(ignored_memo) < MAX_IGNORED_MEMO:
+                        ignored_memo[view] = ignored
+                if not ignored:
+                    self.record(view, route, method, status, duration_ns, probe, offset + end_ns / 1e9)
+            except Exception as exc:  # noqa: BLE001 - fail open: one bad request is not counted, the rest are
+                failures.record("recording a request failed", exc)
 
     def record(  # noqa: C901 - the per-request hot path, inlined on purpose (benchmarks/overhead.py)
         self,
@@ -58,7 +100,7 @@ class Aggregator:
         queries = 0
         db_ns = 0
         probe_extras = None
-        if probe.queries:
+        if probe.connection is not None:
             probe_aliases, probe_templates, probe_extras = probe.summarise(self.max_raw_sql)
             for count, ns in probe_aliases.values():
                 queries += count
@@ -166,8 +208,9 @@ class Aggregator:
         """Snapshots of the views that changed since the last call, per bucket (each view's full state).
 
         Only changed views are copied, so the lock is held in proportion to the traffic of the last
-        second, not to the number of views.
+        second, not to the number of views. Requests handed over and not yet counted are counted first.
         """
+        self.drain()
         with self.lock:
             dirty, self.dirty = self.dirty, {}
             return {bucket: self._snapshot(bucket, names) for bucket, names in dirty.items() if bucket in self.buckets}

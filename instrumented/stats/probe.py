@@ -2,13 +2,16 @@
 
 The wrapper is installed once on every connection (all aliases, every thread) and costs one
 ContextVar lookup when no request is being recorded. It never reads ``connection.queries``. Per query
-it also hashes the SQL with its parameters (exact duplicates; the hashes stay in memory, on the probe)
-and, when a statement reaches the N+1 threshold or is slow, asks callsite.py where it came from.
+it counts and times the statement as run in two plain dicts of its alias, hashes the SQL with its
+parameters (exact duplicates; the hashes stay in memory, on the probe) and, when a statement reaches
+the N+1 threshold or is slow, asks callsite.py where it came from. Templates are made later, once
+per request, by ``summarise`` in the flusher thread.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable
 from contextvars import ContextVar
 from time import perf_counter_ns
@@ -19,16 +22,17 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 from ..naming import class_name
 from .callsite import locate
+from .snapshot import add_into
 from .sql import template_of
 
 #: ``connection.vendor`` per alias, noted when the wrapper is installed: how the flusher reads literals.
 vendors: dict[str, str] = {}
-#: Distinct (alias, SQL) pairs kept per request; the rest are counted under OTHER_SQL.
+#: Distinct statements kept per alias per request; the rest are counted under OTHER_SQL.
 MAX_DISTINCT_SQL = 200
 OTHER_SQL = "(other SQL statements)"
-#: (alias, SQL) -> (vendor, template cut at max_sql), per max_sql: each statement's template is made once per
-#: process, not once per request. Bounded: cleared when full; statements longer than MAX_MEMO_SQL are not kept.
-_memo: dict[int, dict[tuple[str, Any], tuple[str, str]]] = {}
+#: Per max_sql, per alias: SQL -> (vendor, template cut at max_sql): each statement's template is made once
+#: per process, not once per request. Bounded: cleared when full; statements longer than MAX_MEMO_SQL are not kept.
+_memo: dict[int, dict[str, dict[Any, tuple[str, str]]]] = {}
 MAX_MEMO = 4096
 MAX_MEMO_SQL = 4096
 
@@ -36,33 +40,45 @@ MAX_MEMO_SQL = 4096
 #: What a request's probe counts an outgoing call under: cache alias or HTTP origin -> [calls, ns, a, b]
 #: (cache: hits, misses; HTTP: errors, slowest ns).
 Calls = dict[str, list[int]]
+#: One alias's statements in a request: SQL as run -> runs, and SQL -> ns. Plain str/int dicts, so the
+#: garbage collector never tracks them while the request waits for the flusher.
+Counts = dict[Any, int]
 
 
 class Probe:
-    """What one request did: SQL per alias and per template, cache and HTTP calls, any exception it raised."""
+    """What one request did: SQL per alias and statement, cache and HTTP calls, any exception it raised."""
 
     __slots__ = (
         "active",
+        "alias",
         "cache",
         "cache_depth",
+        "connection",
+        "counts",
         "error_reference",
         "exception_class",
+        "extras",
+        "first",
         "http",
-        "queries",
+        "others",
         "request",
         "seen",
         "sites",
         "slow_ns",
         "start_ns",
         "threshold",
+        "times",
         "view",
     )
+
+    #: The first alias the request used and its statements (set on its first statement, with ``connection``).
+    alias: str
+    counts: Counts
+    times: Counts
 
     def __init__(self, start_ns: int, threshold: int = 5, slow_ms: float = 100.0, request: Any = None) -> None:
         self.start_ns = start_ns
         self.active = True
-        # (alias, SQL as run) -> [count, ns, exact duplicates, slow runs, slowest ns]
-        self.queries: dict[tuple[str, str], list[int]] = {}
         self.exception_class: str | None = None
         self.error_reference: str | None = None
         self.threshold = threshold
@@ -70,14 +86,71 @@ class Probe:
         self.request = request
         #: The view's name once a call site needed it (callsite.py).
         self.view: str | None = None
-        # The containers below are made when first needed: most requests use few or none of them.
-        #: Hashes of (SQL, parameters) run so far: exact duplicates. Only hashes, only in memory.
-        self.seen: set[int] | None = None
+        # What follows is made when first needed: most requests use little or none of it.
+        #: The connection of ``alias`` (None until the first statement): an identity test per statement.
+        self.connection: Any = None
+        #: Other aliases' (counts, times), rarely more than one alias a request.
+        self.others: dict[str, tuple[Counts, Counts]] | None = None
+        #: SQL -> parameters of its first run, until it runs again (then hashed) or the request ends.
+        self.first: dict[Any, Any] | None = None
+        #: Hashes of (SQL, parameters) of the statements run more than once: exact duplicates, only in memory.
+        self.seen: dict[int, None] | None = None
+        #: (alias, SQL) -> [exact duplicates, slow runs, slowest ns], for statements that had any.
+        self.extras: dict[tuple[str, Any], list[int]] | None = None
         #: (alias, SQL) -> (call site, hint) of the statements that crossed the N+1 threshold or were slow.
-        self.sites: dict[tuple[str, str], tuple[str | None, str | None]] | None = None
+        self.sites: dict[tuple[str, Any], tuple[str | None, str | None]] | None = None
         self.cache: Calls | None = None
         self.cache_depth = 0
         self.http: Calls | None = None
+
+    def end(self) -> None:
+        """The request or work is over: nothing more is counted, and what only mattered while it ran is let go."""
+        self.active = False
+        self.request = self.first = self.seen = None
+
+    def tables(self, connection: Any) -> tuple[Counts, Counts]:
+        """The (counts, times) of ``connection``'s alias; the first one becomes the fast path's."""
+        alias = connection.alias
+        with _tables_lock:  # rare (a request's first statement per alias), and threads of one request may race
+            if self.connection is None:
+                self.alias, self.counts, self.times = alias, {}, {}
+                self.connection = connection  # last: the wrapper's fast path tests it, then reads the rest
+                return self.counts, self.times
+            if alias == self.alias:  # the same alias from another thread's connection
+                return self.counts, self.times
+            others = self.others
+            if others is None:
+                others = self.others = {}
+            found = others.get(alias)
+            if found is None:
+                found = others[alias] = ({}, {})
+            return found
+
+    def add(self, alias: str, sql: Any, runs: int, ns: int) -> None:
+        """Count ``runs`` of a statement taking ``ns`` in all, as the wrapper would have (tests, benchmarks)."""
+        connection = self.connection if self.connection is not None and alias == self.alias else _Alias(alias)
+        counts, times = self.tables(connection)
+        counts[sql] = counts.get(sql, 0) + runs
+        times[sql] = times.get(sql, 0) + ns
+
+    def statements(self) -> list[tuple[str, Counts, Counts]]:
+        """(alias, counts, times) of every alias the request used."""
+        if self.connection is None:
+            return []
+        found = [(self.alias, self.counts, self.times)]
+        if self.others:
+            found.extend((alias, counts, times) for alias, (counts, times) in self.others.items())
+        return found
+
+    def extra(self, alias: str, sql: Any) -> list[int]:
+        """The [duplicates, slow runs, slowest ns] of one statement, made when first needed."""
+        extras = self.extras
+        if extras is None:
+            extras = self.extras = {}
+        found = extras.get((alias, sql))
+        if found is None:
+            found = extras[(alias, sql)] = [0, 0, 0]
+        return found
 
     def summarise(
         self, max_sql: int = 16000
@@ -85,57 +158,60 @@ class Probe:
         """Per alias ``{alias: [count, ns]}``, per (vendor, SQL template) ``{(vendor, sql): [count, ns]}``, and
         per template the extras ``[duplicates, slow runs, slowest ns, call site, hint]`` (only where any).
 
-        Once, when the request ends. Templates are raw (literals are stripped by the flusher), cut at
-        ``max_sql`` characters: a literal cut off there still strips, as it runs to the end.
+        Once per request, in the flusher thread. Templates are raw (literals are stripped by the flusher),
+        cut at ``max_sql`` characters: a literal cut off there still strips, as it runs to the end.
         """
         aliases: dict[str, list[int]] = {}
         templates: dict[tuple[str, str], list[int]] = {}
         extras: dict[tuple[str, str], list[Any]] = {}
-        vendor_of = vendors.get
-        sites = self.sites
-        memo = _memo.get(max_sql)
-        if memo is None or len(memo) >= MAX_MEMO:
-            memo = _memo[max_sql] = {}
-        for key, entry in self.queries.items():
-            count = entry[0]
-            ns = entry[1]
-            alias, sql = key
-            total = aliases.get(alias)
-            if total is None:
-                aliases[alias] = [count, ns]
-            else:
-                total[0] += count
-                total[1] += ns
-            template = memo.get(key)
-            if template is None:
-                template = (vendor_of(alias, ""), template_of(sql if type(sql) is str else str(sql))[:max_sql])
-                if type(sql) is str and len(sql) <= MAX_MEMO_SQL:
-                    memo[key] = template
-            total = templates.get(template)
-            if total is None:
-                templates[template] = [count, ns]
-            else:
-                total[0] += count
-                total[1] += ns
-            if len(entry) > 2 and (entry[2] or entry[3] or (sites and key in sites)):
-                site, hint = sites.get(key, (None, None)) if sites else (None, None)
-                extra = extras.get(template)
-                if extra is None:
-                    extras[template] = [entry[2], entry[3], entry[4], site, hint]
+        per_alias = _memo.get(max_sql)
+        if per_alias is None:
+            per_alias = _memo[max_sql] = {}
+        for alias, counts, times in self.statements():
+            memo = per_alias.get(alias)
+            if memo is None or len(memo) >= MAX_MEMO:
+                memo = per_alias[alias] = {}
+            vendor = vendors.get(alias, "")
+            alias_count = alias_ns = 0
+            for sql, count in counts.items():
+                ns = times[sql]
+                alias_count += count
+                alias_ns += ns
+                template = memo.get(sql)
+                if template is None:
+                    template = _template(memo, vendor, sql, max_sql)
+                total = templates.get(template)
+                if total is None:
+                    templates[template] = [count, ns]
                 else:
-                    extra[0] += entry[2]
-                    extra[1] += entry[3]
-                    extra[2] = max(extra[2], entry[4])
-                    extra[3] = extra[3] or site
-                    extra[4] = extra[4] or hint
+                    total[0] += count
+                    total[1] += ns
+            add_into(aliases, alias, [alias_count, alias_ns])
+        probe_extras = self.extras or {}
+        sites = self.sites or {}
+        for key in probe_extras.keys() | sites.keys():
+            alias, sql = key
+            memo = per_alias.setdefault(alias, {})
+            template = memo.get(sql) or _template(memo, vendors.get(alias, ""), sql, max_sql)
+            dups, slow, slowest = probe_extras.get(key, (0, 0, 0))
+            site, hint = sites.get(key, (None, None))
+            extra = extras.get(template)
+            if extra is None:
+                extras[template] = [dups, slow, slowest, site, hint]
+            else:
+                extra[0] += dups
+                extra[1] += slow
+                extra[2] = max(extra[2], slowest)
+                extra[3] = extra[3] or site
+                extra[4] = extra[4] or hint
         return aliases, templates, extras
 
     def totals(self) -> tuple[int, int, int, int, int, int]:
         """(queries, db ns, cache calls, cache ns, HTTP calls, HTTP ns) so far: the Server-Timing header."""
         queries = db_ns = 0
-        for entry in self.queries.values():
-            queries += entry[0]
-            db_ns += entry[1]
+        for _alias, counts, times in self.statements():
+            queries += sum(counts.values())
+            db_ns += sum(times.values())
         cache = self.cache or {}
         http = self.http or {}
         cache_calls = sum(entry[0] for entry in cache.values())
@@ -145,7 +221,25 @@ class Probe:
         return queries, db_ns, cache_calls, cache_ns, http_calls, http_ns
 
 
+class _Alias:
+    """Stands for a connection of ``alias`` where there is none (``Probe.add``)."""
+
+    def __init__(self, alias: str) -> None:
+        self.alias = alias
+
+
+def _template(memo: dict[Any, tuple[str, str]], vendor: str, sql: Any, max_sql: int) -> tuple[str, str]:
+    """(vendor, template cut at ``max_sql``) of one statement, kept in ``memo`` when it is a plain, short string."""
+    template = (vendor, template_of(sql if type(sql) is str else str(sql))[:max_sql])
+    if type(sql) is str and len(sql) <= MAX_MEMO_SQL:
+        memo[sql] = template
+    return template
+
+
 current_probe: ContextVar[Probe | None] = ContextVar("instrumented_probe", default=None)
+#: Marks a statement's first run, whose parameters wait in ``Probe.first`` rather than being hashed.
+_FIRST_RUN: Any = object()
+_tables_lock = threading.Lock()
 
 
 def sql_wrapper(  # noqa: C901 - the per-query hot path, inlined on purpose (benchmarks/overhead.py)
@@ -160,40 +254,61 @@ def sql_wrapper(  # noqa: C901 - the per-query hot path, inlined on purpose (ben
         return execute(sql, params, many, context)
     finally:
         elapsed = perf_counter_ns() - start
-        # One dict lookup per query, keyed by (alias, SQL): per-alias totals are summed when the request ends.
-        key = (context["connection"].alias, sql)
-        queries = probe.queries
-        entry = queries.get(key)
-        if entry is None and len(queries) >= MAX_DISTINCT_SQL:
-            key = (key[0], OTHER_SQL)
-            entry = queries.get(key)
-        if entry is None:
-            entry = queries[key] = [1, elapsed, 0, 0, 0]
+        connection = context["connection"]
+        if connection is probe.connection:
+            counts = probe.counts
+            times = probe.times
         else:
-            entry[0] += 1
-            entry[1] += elapsed
-            if entry[0] == probe.threshold and key[1] is not OTHER_SQL:  # the overflow bucket has no one site
-                locate(probe, key, sys._getframe(1))
-        if not many:
-            # The SQL's hash is cached by the lookup above; parameters are mostly a tuple already.
+            counts, times = probe.tables(connection)
+        statement: Any = sql
+        count = counts.get(statement)
+        if count is None and len(counts) >= MAX_DISTINCT_SQL:
+            statement = OTHER_SQL
+            count = counts.get(statement)
+        if count is None:
+            counts[statement] = 1
+            times[statement] = elapsed
+            if not many and statement is not OTHER_SQL:
+                # Most statements run once a request: their parameters are hashed only if they run again.
+                first = probe.first
+                if first is None:
+                    probe.first = {statement: params if type(params) is not list else tuple(params)}
+                else:
+                    first[statement] = params if type(params) is not list else tuple(params)
+                params = _FIRST_RUN
+        else:
+            count += 1
+            counts[statement] = count
+            times[statement] += elapsed
+            if count == probe.threshold and statement is not OTHER_SQL:  # the overflow bucket has no one site
+                locate(probe, (connection.alias, statement), sys._getframe(1))
+        if not many and params is not _FIRST_RUN:
+            # Exact duplicates: the hashes of (SQL, parameters), only in memory. The SQL's hash is cached.
+            seen = probe.seen
+            if seen is None:
+                seen = probe.seen = {}
+            first = probe.first
+            if count == 2 and first is not None and statement in first:  # its first run, hashed now
+                try:
+                    seen[hash((sql, first.pop(statement)))] = None
+                except TypeError:
+                    pass
             try:
                 fingerprint = hash((sql, params if type(params) is not list else tuple(params)))
             except TypeError:  # unhashable parameters (a dict, an array): not counted
                 pass
             else:
-                seen = probe.seen
-                if seen is None:
-                    probe.seen = {fingerprint}
-                elif fingerprint in seen:
-                    entry[2] += 1
+                if fingerprint in seen:
+                    probe.extra(connection.alias, statement)[0] += 1
                 else:
-                    seen.add(fingerprint)
+                    seen[fingerprint] = None
         if elapsed >= probe.slow_ns:
-            entry[3] += 1
-            if elapsed > entry[4]:
-                entry[4] = elapsed
-            if key[1] is not OTHER_SQL:
-                locate(probe, key, sys._getframe(1))
+            extra = probe.extra(connection.alias, statement)
+            extra[1] += 1
+            if elapsed > extra[2]:
+                extra[2] = elapsed
+            if statement is not OTHER_SQL:
+                locate(probe, (connection.alias, statement), sys._getframe(1))
 
 
 def install_on(connection: BaseDatabaseWrapper) -> None:

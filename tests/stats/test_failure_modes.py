@@ -20,7 +20,7 @@ BUCKET = 10
 def request(aggregator: Aggregator, at: float, view: str = "v", sql: str | None = None, method: str = "GET") -> None:
     probe = Probe(0)
     if sql is not None:
-        probe.queries = {("default", sql): [1, 1000]}
+        probe.add("default", sql, 1, 1000)
     aggregator.record(view, "r/", method, 200, 1_000_000, probe, now=at)
 
 
@@ -88,8 +88,8 @@ def test_distinct_sql_per_request_is_capped():
             sql_wrapper(lambda *args: None, f"INSERT INTO t VALUES ({i})", None, False, context)
     finally:
         current_probe.reset(token)
-    assert len(probe.queries) == MAX_DISTINCT_SQL + 1
-    assert probe.queries[("default", OTHER_SQL)][0] == 500
+    assert len(probe.counts) == MAX_DISTINCT_SQL + 1
+    assert probe.counts[OTHER_SQL] == 500
 
 
 def test_bad_text_and_bad_values_fail_open():

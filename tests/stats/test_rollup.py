@@ -13,7 +13,7 @@ BUCKET = 10
 def simulate(flusher: Flusher, aggregator: Aggregator, at: float, view: str, requests: int, latency_us: int) -> None:
     for _ in range(requests):
         probe = Probe(0)
-        probe.queries = {("default", "SELECT %s"): [2, 2000]}
+        probe.add("default", "SELECT %s", 2, 2000)
         aggregator.record(view, "r/", "GET", 200, latency_us * 1000, probe, now=at)
     flusher.flush(now=at)
 
