@@ -81,30 +81,37 @@ def main() -> None:
     args = parser.parse_args()
 
     memcached, memcached_port = start_memcached()
-    with tempfile.TemporaryDirectory(prefix="http-bench-") as data_dir:
-        env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "http_site",
-            "HTTP_BENCH_DIR": data_dir,
-            "INSTRUMENTED_SERVERS": f"127.0.0.1:{memcached_port}",
-            "INSTRUMENTED_KEY_PREFIX": f"http{os.getpid()}",
-            "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")]),
-        }
-        os.environ.update({key: env[key] for key in ("DJANGO_SETTINGS_MODULE", "HTTP_BENCH_DIR")})
-        port = free_port()
-        # This process's own work (migrate) is recorded under another prefix: only the workers' data is read.
-        os.environ.update(INSTRUMENTED_SERVERS=env["INSTRUMENTED_SERVERS"], INSTRUMENTED_KEY_PREFIX=f"setup{port}")
-        cookie = staff_cookie()
-        cmd = [sys.executable, "-m", "gunicorn", "django.core.wsgi:get_wsgi_application()", "--preload"]
-        cmd += ["--workers", str(args.workers), "--bind", f"127.0.0.1:{port}", "--log-level", "warning"]
-        site = subprocess.Popen(cmd, cwd=HERE, env=env)
-        try:
-            wait_for_port(port, site)
-            run(f"http://127.0.0.1:{port}", cookie, args)
-        finally:
-            site.terminate()
-            site.wait(30)
-            memcached.terminate()
+    try:
+        with tempfile.TemporaryDirectory(prefix="http-bench-") as data_dir:
+            serve(memcached_port, data_dir, args)
+    finally:
+        memcached.terminate()
+
+
+def serve(memcached_port: int, data_dir: str, args: argparse.Namespace) -> None:
+    """Set up the site's database and a staff session, start gunicorn, run the measurement, stop gunicorn."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "http_site",
+        "HTTP_BENCH_DIR": data_dir,
+        "INSTRUMENTED_SERVERS": f"127.0.0.1:{memcached_port}",
+        "INSTRUMENTED_KEY_PREFIX": f"http{os.getpid()}",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")]),
+    }
+    os.environ.update({key: env[key] for key in ("DJANGO_SETTINGS_MODULE", "HTTP_BENCH_DIR")})
+    port = free_port()
+    # This process's own work (migrate) is recorded under another prefix: only the workers' data is read.
+    os.environ.update(INSTRUMENTED_SERVERS=env["INSTRUMENTED_SERVERS"], INSTRUMENTED_KEY_PREFIX=f"setup{port}")
+    cookie = staff_cookie()
+    cmd = [sys.executable, "-m", "gunicorn", "django.core.wsgi:get_wsgi_application()", "--preload"]
+    cmd += ["--workers", str(args.workers), "--bind", f"127.0.0.1:{port}", "--log-level", "warning"]
+    site = subprocess.Popen(cmd, cwd=HERE, env=env)
+    try:
+        wait_for_port(port, site)
+        run(f"http://127.0.0.1:{port}", cookie, args)
+    finally:
+        site.terminate()
+        site.wait(30)
 
 
 def run(url: str, cookie: str, args: argparse.Namespace) -> None:
