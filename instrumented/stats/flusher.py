@@ -19,17 +19,8 @@ from ..memcached import Store
 from ..naming import OTHER_VIEW
 from .aggregate import Aggregator, get_aggregator
 from .literals import strip_literals
-from .snapshot import (
-    Rollup,
-    ViewTotals,
-    cap_views,
-    encode_rollup,
-    encode_sections,
-    merge_views,
-    rewrite_sql,
-    shrink,
-    to_columns,
-)
+from .rollup import Rollup, encode_rollup
+from .snapshot import ViewTotals, cap_views, encode_sections, merge_views, rewrite_sql, shrink
 from .sql import template_of
 
 logger = logging.getLogger("instrumented")
@@ -234,20 +225,17 @@ class Flusher:
     def _encode_rollup(self, snapshot: dict[str, Any], current: int, at: float, points: list[Any]) -> bytes:
         """The roll-up value of ``snapshot``'s views: columnar, with the current bucket's series points."""
         rows = snapshot["views"]
-        index = {name: i for i, name in enumerate(rows)}
-        columns, blob = to_columns(rows)
-        rollup: Rollup = {
+        meta: Rollup = {
             "process": self.process_id,
             "as_of": current,
             "at": round(at, 3),
             "buckets": sorted(self.window),
             "fin": self._fin,
-            "cols": columns,
-            "cur": [[index[n], b, v["n"], v.get("e", 0), v.get("h", "")] for b, n, v in points if n in index],
         }
         if snapshot.get("truncated"):
-            rollup["truncated"] = True
-        return encode_rollup(rollup, blob)
+            meta["truncated"] = True
+        current_points = [[n, b, v["n"], v.get("e", 0), v.get("h", "")] for b, n, v in points if n in rows]
+        return encode_rollup(meta, rows, current_points)
 
     def _register(self, store: Store, bucket: int) -> bool:
         """Add this process to the bucket's index once (``add``, else ``append``)."""

@@ -149,33 +149,36 @@ def pack_columns(encoded: Iterable[str]) -> tuple[bytes, list[int], list[int]]:
     return blob.tobytes(), offsets, lengths
 
 
-def wide_columns(raw: bytes, offsets: list[int], lengths: list[int], wanted: list[bool] | None = None) -> list[int]:
-    """Each slice of a :func:`pack_columns` blob as one wide integer (bin i in bits 32i..32i+31), 0 when
-    empty: adding wide integers adds whole histograms in one C-level step (see :func:`settle_wide`).
-    Malformed: the slices from where it goes wrong are 0."""
-    wides = []
-    position, available = 0, len(raw) // 4
-    from_bytes = int.from_bytes
-    for i, (offset, length) in enumerate(zip(offsets, lengths, strict=False)):
-        stop = position + length
-        if wanted is not None and not wanted[i] and 0 < length and stop <= available:
-            wides.append(0)
-            position = stop
-            continue
-        if not length or offset < 0 or length < 0 or offset + length > SIZE or stop > available:
-            wides.append(0)
-            if length and stop > available:
-                position = available
-            else:
-                position = stop if length > 0 else position
-            continue
-        wides.append(from_bytes(raw[4 * position : 4 * stop], "little") << (32 * offset))
-        position = stop
-    return wides
+def narrow(blob: bytes) -> tuple[int, bytes]:
+    """A :func:`pack_columns` blob in the fewest bytes per count that hold its largest (1, 2 or 4), and that
+    width: most counts of a process's window are small, and a reader inflates every byte."""
+    counts = array("I", blob)
+    if sys.byteorder != "little":
+        counts.byteswap()
+    top = max(counts, default=0)
+    width = 1 if top < 1 << 8 else 2 if top < 1 << 16 else 4
+    if width == 4:
+        return width, blob
+    out = bytearray(len(blob) // 4 * width)
+    for k in range(width):
+        out[k::width] = blob[k::4]
+    return width, bytes(out)
+
+
+def widen(data: bytes, width: int) -> bytes:
+    """Inverse of :func:`narrow`: uint32 little-endian counts again (ValueError for a width it does not make)."""
+    if width == 4:
+        return data
+    if width not in (1, 2) or len(data) % width:
+        raise ValueError("histogram width")
+    out = bytearray(len(data) // width * 4)
+    for k in range(width):
+        out[k::4] = data[k::width]
+    return bytes(out)
 
 
 def settle_wide(into: list[int], wide: int) -> None:
-    """Add a wide integer (a sum of :func:`wide_columns` slices) into a dense histogram."""
+    """Add a wide integer (a sum of slices read as wide integers, rollup.py) into a dense histogram."""
     if wide <= 0:
         return
     if wide.bit_length() > 32 * SIZE:
@@ -184,4 +187,4 @@ def settle_wide(into: list[int], wide: int) -> None:
     counts.frombytes(wide.to_bytes(4 * SIZE, "little"))
     if sys.byteorder != "little":
         counts.byteswap()
-    into[:] = map(_add, into, counts)
+    into[:] = map(_add, into, counts) if any(into) else counts

@@ -24,16 +24,8 @@ from ..memcached import Store, ValueTooLarge, get_store, inflate
 from ..naming import OTHER_VIEW
 from . import flusher as flusher_module
 from . import histogram
-from .snapshot import (
-    ViewTotals,
-    add_series,
-    cap_views,
-    decode_rollup,
-    merge_columns,
-    merge_into,
-    section,
-    section_header,
-)
+from .rollup import Decoded, RollupMerge, parse_rollup, split_rollup
+from .snapshot import ViewTotals, add_series, cap_views, merge_into, section, section_header
 
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
 #: Processes one read asks memcached about (a forged index could list millions); the rest are skipped.
@@ -119,6 +111,8 @@ def _cache_entry(calls: int, time_us: float, hits: int, misses: int) -> dict[str
 def findings(m: ViewTotals, top: int) -> dict[str, Any]:
     """Where the time went beyond the view's own code: N+1 suspects and slow SQL with their call sites,
     exact duplicates, cache calls per alias, outgoing HTTP per origin (docs/dashboard.md, "JSON")."""
+    if not (m.extras or m.cache or m.http) and not any(entry[2] for entry in m.templates.values()):
+        return _no_findings()  # most views: the same answer, without sorting and summing empty tables
     empty: list[Any] = [0, 0, 0, {}]
     suspects = [
         {
@@ -166,6 +160,18 @@ def findings(m: ViewTotals, top: int) -> dict[str, Any]:
     }
 
 
+def _no_findings() -> dict[str, Any]:
+    """What :func:`findings` says of a view without N+1 suspects, duplicates, slow SQL, cache or HTTP calls."""
+    return {
+        "n_plus_one_suspects": [],
+        "slow_queries": [],
+        "duplicate_queries": [],
+        "duplicates": 0,
+        "cache": {**_cache_entry(0, 0, 0, 0), "aliases": {}},
+        "http": {"calls": 0, "time_ms": 0.0, "errors": 0, "origins": []},
+    }
+
+
 @contextmanager
 def _no_gc_pauses() -> Iterator[None]:
     """Parsing thousands of small containers triggers repeated full GC passes in a large heap; none are
@@ -204,16 +210,17 @@ class ReadBudget:
             self.bytes_left -= len(body)
         return body
 
-    def decode_rollup(self, data: bytes | None) -> tuple[Any, bytes]:
-        """A roll-up value's parsed JSON and histogram blob, or (None, b"") as for decode()."""
-        body = self.inflate(data)
-        if body is None:
-            return None, b""
+    def decode_rollup(self, data: bytes | None) -> Decoded | None:
+        """A roll-up value parsed and checked (its current points still packed), or None as for decode()."""
+        parts = split_rollup(data) if data else None
+        body = None if parts is None else self.inflate(parts[0])
+        if parts is None or body is None:
+            return None
         try:
             with _no_gc_pauses():
-                return decode_rollup(body)
+                return parse_rollup(body, parts[1])
         except (ValueError, RecursionError):
-            return None, b""
+            return None
 
     def decode(self, data: bytes | None) -> Any:
         """One stored value, parsed, or None: missing, unreadable, or over the cap or what is left (counted)."""
@@ -225,6 +232,10 @@ class ReadBudget:
                 return json.loads(body)
         except (ValueError, RecursionError):
             return None
+
+    def count_skipped(self) -> None:
+        """One more part of a stored value left out as unreadable."""
+        self.skipped += 1
 
     def note(self) -> str | None:
         """Why the answer is incomplete, for people (None when the whole window was read)."""
@@ -423,15 +434,23 @@ def _read(  # noqa: C901 - one read, in the order of its round trips
         if rollups is None:
             return unavailable()
         by_size = sorted(wanted.items(), key=lambda item: len(rollups.get(keys.rollup(item[0])) or b""))
+        columns = RollupMerge(view, budget.max_views, OTHER_VIEW)
+        points: list[tuple[str, list[list[Any]]]] = []
         for process_id, process_buckets in by_size:
-            rollup, blob = budget.decode_rollup(rollups.pop(keys.rollup(process_id), None))
+            rollup = budget.decode_rollup(rollups.pop(keys.rollup(process_id), None))
             sections = rollups.pop(keys.series(process_id), None) if series else None
-            if _merge_rollup(merged, rollup, blob, current, view, series, sections, budget):
+            if _merge_rollup(columns, points, rollup, current, view, series, sections, budget):
                 processes.add(process_id)
-                truncated = truncated or bool(rollup.get("truncated"))
+                truncated = truncated or bool(rollup and rollup.doc.get("truncated"))
             else:
                 per_bucket.extend((b, process_id) for b in process_buckets)
-            del rollup, blob, sections
+            del rollup, sections
+        columns.into(merged, budget.count_skipped)
+        budget.folded += columns.folded
+        for name, view_points in points:
+            if name in merged:
+                add_series(merged[name], view_points)
+        del columns, points
     else:
         per_bucket = [(b, p) for p, process_buckets in wanted.items() for b in process_buckets]
     if per_bucket:
@@ -463,64 +482,55 @@ def _read(  # noqa: C901 - one read, in the order of its round trips
 
 
 def _merge_rollup(
-    merged: dict[str, ViewTotals],
-    rollup: Any,
-    blob: bytes,
+    columns: RollupMerge,
+    points: list[tuple[str, list[list[Any]]]],
+    rollup: Decoded | None,
     current: int,
     view: str | None,
     series: bool,
     sections: bytes | None,
     budget: ReadBudget,
 ) -> bool:
-    """Merge one process's roll-up (and, for ``series``, its series value); False when the caller must read
-    that process's buckets instead: missing, stale (a process that died mid-window), or its series value
-    missing or of another version. A malformed document is skipped (counted), not merged."""
-    if not isinstance(rollup, dict) or not isinstance(rollup.get("as_of"), int) or rollup["as_of"] < current:
-        return False
-    cols = rollup.get("cols")
-    if not isinstance(cols, dict):
+    """Add one process's roll-up to ``columns`` (and, for ``series``, its series points to ``points``); False
+    when the caller must read that process's buckets instead: missing or malformed, stale (a process that died
+    mid-window), or its series value missing or of another version; or malformed (then nothing of it is added)."""
+    if rollup is None or not isinstance(rollup.doc.get("as_of"), int) or rollup.doc["as_of"] < current:
         return False
     try:
-        points = _series_points(rollup, cols, current, view, sections, budget) if series else {}
-    except (TypeError, ValueError, KeyError, IndexError, AttributeError):
-        points = None
-    if points is None:
+        found = _series_points(rollup, current, view, sections, budget) if series else {}
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, RecursionError):
+        found = None
+    if found is None:
         return False
-    try:
-        with _no_gc_pauses():
-            budget.folded += merge_columns(merged, cols, blob, view, budget.max_views, OTHER_VIEW)  # type: ignore[arg-type]
-            for name, view_points in points.items():
-                if name in merged:
-                    add_series(merged[name], view_points)
-    except (TypeError, ValueError, KeyError, IndexError, AttributeError):
-        budget.skipped += 1
+    with _no_gc_pauses():
+        if not columns.add(rollup):
+            return False
+    points.extend(found.items())
     return True
 
 
 def _series_points(
-    rollup: dict[str, Any],
-    cols: dict[str, Any],
-    current: int,
-    view: str | None,
-    sections: bytes | None,
-    budget: ReadBudget,
+    rollup: Decoded, current: int, view: str | None, sections: bytes | None, budget: ReadBudget
 ) -> dict[str, list[list[Any]]] | None:
     """Per view, the series points of one process: its finished buckets from the series value (only the
-    sections of the views asked for are parsed) and the current bucket from the roll-up; None when the
-    series value does not go with the roll-up."""
+    sections of the views asked for are parsed) and the current bucket from the roll-up's second part; None
+    when the series value does not go with the roll-up."""
     points: dict[str, list[list[Any]]] = {}
-    if any(b < current for b in rollup["buckets"]):
+    doc = rollup.doc
+    if any(b < current for b in doc["buckets"]):
         parsed = section_header(sections, budget.value_limit) if sections else None
-        if parsed is None or parsed[0].get("fin") != rollup.get("fin"):
+        if parsed is None or parsed[0].get("fin") != doc.get("fin"):
             return None
         header, start = parsed
         with _no_gc_pauses():
             for index, name in enumerate(header["names"]):
                 if view is None or name == view:
                     points[name] = list(section(sections, header, start, index, budget.value_limit) or ())  # type: ignore[arg-type]
-    names = cols["names"]
-    for index, bucket, requests, errors, encoded in rollup.get("cur", ()):
-        name = names[index]
-        if view is None or name == view:
-            points.setdefault(name, []).append([bucket, requests, errors, encoded])
+    body = budget.inflate(rollup.current)
+    if body is None:
+        return None
+    with _no_gc_pauses():
+        for name, bucket, requests, errors, encoded in json.loads(body):
+            if view is None or name == view:
+                points.setdefault(name, []).append([bucket, requests, errors, encoded])
     return points

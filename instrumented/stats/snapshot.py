@@ -11,10 +11,8 @@ qx ([[sql, exact duplicates, slow runs, slowest µs, [[call site, requests, hint
 that had any; vendor appended in an aggregator's bucket, like q), c ({cache alias: [calls, µs, hits, misses]}),
 o ({origin: [outgoing HTTP calls, µs, errors, slowest µs]})``.
 
-A process's roll-up (:class:`Rollup`) holds the same numbers *columnar* (:class:`Columns`: one list per
-field across its views, every histogram in one blob), so a reader parses one small document per process
-and merges it with tight per-column loops; its per-view series live in a second, sectioned value
-(:func:`encode_sections`) from which a one-view read parses that view's section only.
+A process's roll-up holds the same numbers *columnar* (rollup.py); its per-view series live in a second,
+sectioned value (:func:`encode_sections`) from which a one-view read parses that view's section only.
 """
 
 from __future__ import annotations
@@ -24,7 +22,7 @@ import zlib
 from collections.abc import Callable, Iterable
 from typing import Any, NotRequired, TypedDict
 
-from ..memcached import MAX_UNPACKED_BYTES, MAX_VALUE_BYTES, dumps, inflate, pack, pack_bytes
+from ..memcached import MAX_UNPACKED_BYTES, MAX_VALUE_BYTES, dumps, inflate, pack
 from . import histogram
 
 #: Call sites kept per view and template (the most frequent), and origins per view.
@@ -62,48 +60,6 @@ class BucketSnapshot(TypedDict):
     bucket: int
     process: str
     views: dict[str, ViewSnapshot]
-    truncated: NotRequired[bool]
-
-
-class Columns(TypedDict):
-    """A roll-up's views, one list per field (index i is view ``names[i]``); every histogram slice is in one
-    binary blob stored after the JSON (``ho`` offsets, ``hl`` lengths, see histogram.pack_columns); ``q``
-    is per view a flat list ``[sql index, count, µs, n1, ...]`` into ``sql``."""
-
-    names: list[str]
-    routes: list[str]
-    n: list[int]
-    e: list[int]
-    s: list[int]
-    lsum: list[float]
-    lmax: list[float]
-    ho: list[int]
-    hl: list[int]
-    qn: list[int]
-    qmax: list[int]
-    db: list[int]
-    n1: list[int]
-    m: list[dict[str, int]]
-    sql: list[str]
-    q: list[list[int]]
-    a: list[dict[str, list[int]]]
-    x: list[dict[str, list[Any]]]
-    #: Sparse: view index (as a string) -> that view's findings ``{"qx": ..., "c": ..., "o": ...}`` (row form).
-    fx: NotRequired[dict[str, dict[str, Any]]]
-
-
-class Rollup(TypedDict):
-    """``<prefix>:roll:<process>``: the process's window. ``as_of`` the bucket it was written in, ``at`` the
-    unix time, ``fin`` which finished-bucket series (:class:`SeriesHeader`) goes with it, ``cur`` the current
-    bucket's series points ``[view index, bucket, requests, errors, histogram slice]``."""
-
-    process: str
-    as_of: int
-    at: float
-    buckets: list[int]
-    fin: int
-    cols: Columns
-    cur: list[list[Any]]
     truncated: NotRequired[bool]
 
 
@@ -170,7 +126,7 @@ class ViewTotals:
         self.lat_sum = 0.0
         self.lat_max = 0.0
         self.hist: list[int] = histogram.new()
-        # Histogram slices summed as one wide integer (histogram.wide_columns), folded into ``hist`` by settle().
+        # Histogram slices summed as one wide integer (rollup.RollupMerge), folded into ``hist`` by settle().
         self.wide = 0
         self.queries = 0
         self.queries_max = 0
@@ -507,182 +463,6 @@ def shrink(
         smaller = {**snapshot, "views": dict(ranked[:keep]), "truncated": True}
         payload = encode(smaller)
     return payload
-
-
-def to_columns(views: dict[str, ViewSnapshot]) -> tuple[Columns, bytes]:
-    """Row-form view snapshots (the flusher's roll-up) in the columnar form readers merge fastest, and
-    the histogram blob that goes with it."""
-    names = list(views)
-    rows = [views[name] for name in names]
-    blob, offsets, lengths = histogram.pack_columns(row.get("h", "") for row in rows)
-    sql_index: dict[str, int] = {}
-    queries: list[list[int]] = []
-    for row in rows:
-        flat: list[int] = []
-        for sql, count, time_us, n1 in row.get("q", ()):
-            flat += [sql_index.setdefault(sql, len(sql_index)), count, time_us, n1]
-        queries.append(flat)
-    columns: Columns = {
-        "names": names,
-        "routes": [row.get("route", "") for row in rows],
-        "n": [row["n"] for row in rows],
-        "e": [row.get("e", 0) for row in rows],
-        "s": [count for row in rows for count in row["s"]],
-        "lsum": [row["lsum"] for row in rows],
-        "lmax": [row["lmax"] for row in rows],
-        "ho": offsets,
-        "hl": lengths,
-        "qn": [row.get("qn", 0) for row in rows],
-        "qmax": [row.get("qmax", 0) for row in rows],
-        "db": [row.get("db", 0) for row in rows],
-        "n1": [row.get("n1", 0) for row in rows],
-        "m": [row.get("m", {}) for row in rows],
-        "sql": list(sql_index),
-        "q": queries,
-        "a": [row.get("a", {}) for row in rows],
-        "x": [row.get("x", {}) for row in rows],
-    }
-    findings: dict[str, dict[str, Any]] = {
-        str(i): {field: row[field] for field in ("qx", "c", "o") if field in row}
-        for i, row in enumerate(rows)
-        if "qx" in row or "c" in row or "o" in row
-    }
-    if findings:
-        columns["fx"] = findings
-    return columns, blob
-
-
-def encode_rollup(rollup: Rollup, blob: bytes) -> bytes:
-    """A roll-up value: the JSON's length (4 bytes), the JSON, then the histogram blob; compressed when large."""
-    text = dumps(rollup)
-    return pack_bytes(len(text).to_bytes(4, "little") + text + blob)
-
-
-def decode_rollup(body: bytes) -> tuple[Any, bytes]:
-    """The parsed JSON of an inflated roll-up value and its histogram blob (ValueError when malformed)."""
-    size = int.from_bytes(body[:4], "little")
-    if len(body) < 4 + size:
-        raise ValueError("short roll-up")
-    return json.loads(body[4 : 4 + size]), body[4 + size :]
-
-
-def _targets(
-    merged: dict[str, ViewTotals], names: list[str], wanted: set[int] | None, max_views: int | None, other_name: str
-) -> tuple[list[ViewTotals | None], int]:
-    """The ViewTotals each column index adds into (None: not wanted), and how many went to ``other_name``."""
-    targets: list[ViewTotals | None] = []
-    folded = 0
-    for i, name in enumerate(names):
-        if wanted is not None and i not in wanted:
-            targets.append(None)
-            continue
-        totals, was_folded = _target(merged, name, max_views, other_name)
-        folded += was_folded
-        targets.append(totals)
-    return targets, folded
-
-
-#: The columns with one entry per view.
-_PER_VIEW = ("routes", "n", "e", "lsum", "lmax", "ho", "hl", "qn", "qmax", "db", "n1", "m", "q", "a", "x")
-
-
-def merge_columns(  # noqa: C901 - the reader's hot loop: one flat pass per column, unrolled
-    merged: dict[str, ViewTotals],
-    cols: Columns,
-    blob: bytes,
-    view: str | None = None,
-    max_views: int | None = None,
-    other_name: str = "",
-) -> int:
-    """Add a roll-up's columns to ``merged`` (only ``view`` when given); returns views folded into ``other_name``.
-
-    A malformed document (wrong types or lengths) raises TypeError/ValueError/KeyError/IndexError: the
-    caller skips that process rather than failing the whole read.
-    """
-    names = cols["names"]
-    if not isinstance(names, list):
-        raise TypeError("names")
-    count = len(names)
-    lengths = [len(cols[field]) for field in _PER_VIEW]  # type: ignore[literal-required]
-    if any(length != count for length in lengths) or len(cols["s"]) != 4 * count:
-        raise ValueError("column lengths differ")
-    wanted = None if view is None else {i for i, name in enumerate(names) if name == view}
-    if wanted is not None and not wanted:
-        return 0
-    targets, folded = _targets(merged, names, wanted, max_views, other_name)
-    # Per column, one tight loop over (target, value) pairs: far cheaper than one object update per view.
-    live = [(i, t) for i, t in enumerate(targets) if t is not None]
-    for t, v in zip(targets, cols["n"], strict=True):
-        if t is not None:
-            t.requests += v
-    for t, v in zip(targets, cols["e"], strict=True):
-        if t is not None and v:
-            t.errors += v
-    for t, us in zip(targets, cols["lsum"], strict=True):
-        if t is not None:
-            t.lat_sum += us
-    for t, top in zip(targets, cols["lmax"], strict=True):
-        if t is not None and top > t.lat_max:
-            t.lat_max = top
-    s = cols["s"]
-    for i, t in live:
-        status, j = t.status, 4 * i
-        status[0] += s[j]
-        status[1] += s[j + 1]
-        status[2] += s[j + 2]
-        status[3] += s[j + 3]
-        if not t.route:
-            t.route = str(cols["routes"][i])
-    for t, v in zip(targets, cols["n1"], strict=True):
-        if t is not None and v:
-            t.n_plus_one += v
-    for t, methods in zip(targets, cols["m"], strict=True):
-        if t is not None:
-            for method, m_count in methods.items():
-                t.methods[method] = t.methods.get(method, 0) + m_count
-    for t, exceptions in zip(targets, cols["x"], strict=True):
-        if t is not None and exceptions:
-            t._add_exceptions(exceptions.items())
-    _merge_sql_columns(targets, cols)
-    for index, findings in cols.get("fx", {}).items():  # sparse: only the views that had any
-        t = targets[int(index)]
-        if t is not None:
-            t.add_findings(findings)
-    mask = None if wanted is None else [t is not None for t in targets]
-    for t, wide in zip(targets, histogram.wide_columns(blob, cols["ho"], cols["hl"], mask), strict=True):
-        if t is not None and wide:
-            t.wide += wide
-    return folded
-
-
-def _merge_sql_columns(targets: list[ViewTotals | None], cols: Columns) -> None:
-    """The SQL part of :func:`merge_columns`: query counts, DB time, templates and aliases."""
-    sql = cols["sql"]
-    rows = zip(targets, cols["qn"], cols["qmax"], cols["db"], cols["q"], cols["a"], strict=True)
-    for t, qn, qmax, db, flat, aliases in rows:
-        if t is None or not qn:
-            continue
-        t.queries += qn
-        if qmax > t.queries_max:
-            t.queries_max = qmax
-        t.db_us += db
-        templates = t.templates
-        for k in range(0, len(flat) - 3, 4):
-            text = sql[flat[k]]
-            entry = templates.get(text)
-            if entry is None:
-                templates[text] = [flat[k + 1], flat[k + 2], flat[k + 3]]
-            else:
-                entry[0] += flat[k + 1]
-                entry[1] += flat[k + 2]
-                entry[2] += flat[k + 3]
-        for alias, (a_count, a_us) in aliases.items():
-            entry = t.aliases.get(alias)
-            if entry is None:
-                t.aliases[alias] = [a_count, a_us]
-            else:
-                entry[0] += a_count
-                entry[1] += a_us
 
 
 def add_series(totals: ViewTotals, points: Iterable[list[Any]]) -> None:

@@ -21,11 +21,11 @@ from django.db.utils import load_backend
 from django.urls import reverse
 
 from instrumented.conf import get_config
-from instrumented.memcached import get_store, inflate, unpack
+from instrumented.memcached import get_store, unpack
 from instrumented.stats.aggregate import Aggregator
 from instrumented.stats.flusher import Flusher
 from instrumented.stats.probe import Probe, current_probe, install_on, sql_wrapper
-from instrumented.stats.snapshot import decode_rollup
+from instrumented.stats.rollup import decode_rollup
 from tests.support.mysql import MARIADB
 
 pytestmark = pytest.mark.django_db
@@ -105,10 +105,12 @@ def run_sql(statements: list[tuple[Any, str]]) -> str:
     stored = store.get_many(keys) or {}
     assert set(stored) == set(keys), "the flusher wrote the bucket and the roll-up"
     bucket_value = unpack(stored[keys[0]])
-    rollup_value, _blob = decode_rollup(inflate(stored[keys[1]]) or b"")
-    values = [bucket_value, rollup_value]
+    rollup = decode_rollup(stored[keys[1]])
+    assert rollup is not None
+    rollup_value = rollup.doc
+    values = [bucket_value, rollup_value, rollup.parse_layout()]
     texts = [q[0] for view in bucket_value["views"].values() for q in view.get("q", ())]
-    texts += rollup_value["cols"]["sql"]  # the roll-up is columnar: each template once
+    texts += rollup.parse_layout()["sql"]  # the roll-up is columnar: each template once
     assert len(texts) >= len(statements) // 2
     return "\n".join(texts) + json.dumps(values, ensure_ascii=False)
 

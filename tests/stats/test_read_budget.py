@@ -17,7 +17,7 @@ from instrumented.stats.aggregate import Aggregator
 from instrumented.stats.flusher import Flusher
 from instrumented.stats.probe import Probe
 from instrumented.stats.reader import read_stats
-from instrumented.stats.snapshot import encode_rollup, to_columns
+from instrumented.stats.rollup import encode_rollup
 
 READ_MAX_BYTES = 8 * 1024 * 1024
 
@@ -47,9 +47,7 @@ def forge(bucket: int, rollups: dict[str, bytes]) -> None:
 
 def rollup(bucket: int, views: dict) -> bytes:
     """A roll-up value as the flusher writes it (columnar), of forged views."""
-    cols, blob = to_columns(views)
-    doc = {"process": "forged", "as_of": bucket, "at": 0, "buckets": [bucket], "fin": 1, "cols": cols}
-    return encode_rollup(doc, blob)
+    return encode_rollup({"process": "forged", "as_of": bucket, "at": 0, "buckets": [bucket], "fin": 1}, views, [])
 
 
 def test_forged_giant_rollups_are_skipped_and_the_read_stays_within_its_byte_budget(settings):

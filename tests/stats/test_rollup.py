@@ -84,3 +84,35 @@ def test_several_processes_merge(memcached):
     assert stats["processes"] == 4
     assert stats["views"][0]["requests"] == 1 + 2 + 3 + 4
     assert stats["views"][0]["latency_ms"]["max"] == 4.0
+
+
+def test_rollup_merge_equals_the_bucket_merge_whatever_the_layouts(memcached):
+    """Processes with different views (one with a few of them, two with the same layout) merged from their
+    roll-ups give the very document their bucket snapshots give."""
+    start = (1_700_000_500 // BUCKET) * BUCKET
+    served = [range(0, 8), range(3, 11), range(3, 11), range(9, 11), range(0, 11, 2)]
+    flushers = []
+    for p, views in enumerate(served):
+        flusher, aggregator = make()
+        for b in range(3):
+            at = start + b * BUCKET + 1
+            for v in views:
+                for r in range(1 + (v + p + b) % 3):
+                    probe = Probe(0)
+                    probe.add("default", f"SELECT * FROM t{v % 4} WHERE id = %s", 1 + r, 1000 * (v + 1))
+                    if v % 3 == 0:
+                        probe.add("other", "SELECT 1", 1, 700)
+                    status = (200, 302, 404, 500)[(v + r) % 4]
+                    latency_ns = (1000 + 997 * v + 313 * r + 71 * p) * 1000
+                    aggregator.record(f"app:v{v}", f"v/{v}/", "POST" if r else "GET", status, latency_ns, probe, now=at)
+            flusher.flush(now=at)
+        flushers.append(flusher)
+    now = start + 2 * BUCKET + 2
+    from_rollups = read_stats(now=now)
+    store = get_store()
+    for flusher in flushers:
+        assert store.delete(store.config.keys.rollup(flusher.process_id))
+    from_buckets = read_stats(now=now)
+    assert from_rollups["processes"] == from_buckets["processes"] == len(served)
+    assert len(from_rollups["views"]) == 11
+    assert from_rollups["views"] == from_buckets["views"]
