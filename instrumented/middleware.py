@@ -2,7 +2,8 @@
 
 It starts a probe, lets the request run, and hands the request to the in-process aggregate when the
 response is *closed* (after a streaming body has been sent); the flusher thread counts it. It never
-talks to memcached and never raises into the request: any failure of its own is counted and the response goes out as is.
+talks to memcached and never raises into the request: any failure of its own is counted and the
+response goes out as is.
 It also adds the ``Server-Timing`` header (app, db, cache, http) for the requests SERVER_TIMING allows.
 """
 
