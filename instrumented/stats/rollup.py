@@ -261,7 +261,9 @@ def parse_rollup(main: bytes, current: bytes = b"") -> Decoded:
     if not _small(decoded.numbers) or not _small(decoded.maxima):
         raise ValueError("numbers out of range")
     for sparse in ("x", "fx"):
-        if not isinstance(doc.get(sparse, {}), dict):
+        entries = doc.get(sparse, {})
+        # Keys are view indexes: ASCII digits only ("²".isdigit() is true, int("²") raises), and short.
+        if not isinstance(entries, dict) or not all(k.isascii() and k.isdecimal() and len(k) < 10 for k in entries):
             raise ValueError(sparse)
     return decoded
 
@@ -488,7 +490,7 @@ class RollupMerge:
         positions, count = group.positions, len(group.positions)
         for kind in ("x", "fx"):
             for index, entry in parsed.doc.get(kind, {}).items():
-                slot = positions[int(index)] if index.isdigit() and int(index) < count else -1
+                slot = positions[int(index)] if int(index) < count else -1  # checked by parse_rollup
                 if slot != -1:
                     self.sparse.append((slot, kind, entry))
         return True

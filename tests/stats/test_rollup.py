@@ -1,11 +1,15 @@
 """Window roll-ups: what readers read first, and the per-bucket fall-back when a roll-up is missing."""
 
+import json
+from typing import Any
+
 from instrumented.conf import get_config
-from instrumented.memcached import get_store
+from instrumented.memcached import get_store, inflate, pack_bytes
 from instrumented.stats.aggregate import Aggregator
 from instrumented.stats.flusher import Flusher
 from instrumented.stats.probe import Probe
 from instrumented.stats.reader import read_stats
+from instrumented.stats.rollup import ROLLUP, decode_rollup, split_rollup
 
 BUCKET = 10
 
@@ -116,3 +120,32 @@ def test_rollup_merge_equals_the_bucket_merge_whatever_the_layouts(memcached):
     assert from_rollups["processes"] == from_buckets["processes"] == len(served)
     assert len(from_rollups["views"]) == 11
     assert from_rollups["views"] == from_buckets["views"]
+
+
+def _with_meta(value: bytes, change: dict[str, Any]) -> bytes:
+    """A stored roll-up with keys of its meta JSON replaced (what a forger could write)."""
+    parts = split_rollup(value)
+    assert parts is not None
+    main = inflate(parts[0])
+    assert main is not None
+    size = int.from_bytes(main[:4], "little")
+    meta = {**json.loads(main[4 : 4 + size]), **change}
+    raw = json.dumps(meta).encode()
+    packed = pack_bytes(len(raw).to_bytes(4, "little") + raw + main[4 + size :])
+    return ROLLUP + len(packed).to_bytes(4, "little") + packed + parts[1]
+
+
+def test_forged_sparse_indexes_are_refused_and_the_read_falls_back(memcached):
+    flusher, aggregator = make()
+    start = (1_700_000_600 // BUCKET) * BUCKET
+    simulate(flusher, aggregator, start + 1, "a", 3, 1000)
+    store = get_store()
+    key = store.config.keys.rollup(flusher.process_id)
+    value = store.fetch([key]).values[key]
+    assert decode_rollup(value) is not None
+    for forged in ({"x": {"²": {}}}, {"fx": {"9" * 5000: {}}}, {"x": {"-1": {}}}):
+        bad = _with_meta(value, forged)
+        assert decode_rollup(bad) is None, forged  # int("²") and 5000-digit ints raise: refused before any merge
+        assert store.set(key, bad)
+        stats = read_stats(now=start + 2)
+        assert "error" not in stats and stats["views"][0]["requests"] == 3  # from the bucket snapshot
