@@ -107,6 +107,8 @@ class Probe:
         """The request or work is over: nothing more is counted, and what only mattered while it ran is let go."""
         self.active = False
         self.request = self.first = self.seen = None
+        if self.connection is not None:
+            self.connection = _ENDED  # not the connection itself: a waiting probe keeps no database wrapper alive
 
     def tables(self, connection: Any) -> tuple[Counts, Counts]:
         """The (counts, times) of ``connection``'s alias; the first one becomes the fast path's."""
@@ -240,6 +242,8 @@ current_probe: ContextVar[Probe | None] = ContextVar("instrumented_probe", defau
 #: Marks a statement's first run, whose parameters wait in ``Probe.first`` rather than being hashed.
 _FIRST_RUN: Any = object()
 _tables_lock = threading.Lock()
+#: ``Probe.connection`` of an ended probe that ran SQL.
+_ENDED: Any = object()
 
 
 def sql_wrapper(  # noqa: C901 - the per-query hot path, inlined on purpose (benchmarks/overhead.py)
@@ -268,8 +272,9 @@ def sql_wrapper(  # noqa: C901 - the per-query hot path, inlined on purpose (ben
         if count is None:
             counts[statement] = 1
             times[statement] = elapsed
-            if not many and statement is not OTHER_SQL:
-                # Most statements run once a request: their parameters are hashed only if they run again.
+            if not many and statement is not OTHER_SQL and counts is probe.counts:
+                # Most statements run once a request: their parameters are hashed only if they run again
+                # (the first alias's statements: ``first`` is keyed by SQL alone; other aliases hash at once).
                 first = probe.first
                 if first is None:
                     probe.first = {statement: params if type(params) is not list else tuple(params)}
@@ -288,7 +293,7 @@ def sql_wrapper(  # noqa: C901 - the per-query hot path, inlined on purpose (ben
             if seen is None:
                 seen = probe.seen = {}
             first = probe.first
-            if count == 2 and first is not None and statement in first:  # its first run, hashed now
+            if first and counts is probe.counts and statement in first:  # its first run, hashed now
                 try:
                     seen[hash((sql, first.pop(statement)))] = None
                 except TypeError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import weakref
+from unittest import mock
 
 import pytest
 from django.db import connection
@@ -89,3 +90,33 @@ def test_a_waiting_requests_statements_are_not_tracked_by_the_garbage_collector(
     assert probe.counts == {"SELECT %s": 3, "SELECT 0 AS n": 1, "SELECT 1 AS n": 1, "SELECT 2 AS n": 1}
     assert not gc.is_tracked(probe.counts) and not gc.is_tracked(probe.times)
     assert sql_wrapper in connection.execute_wrappers
+
+
+def run(probe: Probe, statements: list[tuple[object, str, object, bool]]) -> None:
+    """Statements through the SQL hook as (connection, SQL, parameters, many), with a do-nothing driver."""
+    token = current_probe.set(probe)
+    try:
+        for connection, sql, params, many in statements:
+            sql_wrapper(lambda *args: None, sql, params, many, {"connection": connection})
+    finally:
+        current_probe.reset(token)
+
+
+def test_exact_duplicates_stay_exact_across_aliases_and_executemany():
+    default, replica = mock.Mock(alias="default"), mock.Mock(alias="replica")
+    probe = Probe(0)
+    sql = "SELECT * FROM t WHERE id = %s"
+    run(probe, [(default, sql, (1,), False), (replica, sql, (2,), False), (default, sql, (1,), False)])
+    assert probe.extras == {("default", sql): [1, 0, 0]}, "replica's first run does not stand in for default's"
+    probe = Probe(0)
+    run(probe, [(default, sql, (1,), False), (default, sql, [(3,), (4,)], True), (default, sql, [1], False)])
+    assert probe.extras == {("default", sql): [1, 0, 0]}, "an executemany between the runs"
+    assert probe.first == {}
+
+
+def test_an_ended_probe_keeps_no_connection():
+    probe = Probe(0)
+    run(probe, [(mock.Mock(alias="default"), "SELECT 1", None, False)])
+    probe.end()
+    assert probe.connection is not None and not isinstance(probe.connection, mock.Mock)
+    assert probe.summarise()[0] == {"default": [1, probe.times["SELECT 1"]]}
