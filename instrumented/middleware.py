@@ -25,7 +25,7 @@ from .conf import get_config
 from .failopen import fail_open, failures
 from .naming import unresolved_name
 from .querylog.sqlcomment import enter_view, leave_view
-from .stats.aggregate import get_aggregator
+from .stats.aggregate import REQUEST_DRAIN, get_aggregator
 from .stats.flusher import ensure_flusher
 from .stats.probe import Probe, current_probe
 
@@ -178,7 +178,7 @@ class InstrumentedMiddleware:
             pending = aggregator.pending
             pending.append((view, route, request.method or "", status, end_ns - probe.start_ns, probe, end_ns))
             if len(pending) >= aggregator.max_pending:  # the flusher is far behind (or gone): count them here
-                aggregator.drain()
+                aggregator.drain(REQUEST_DRAIN)
             if not aggregator.flushing:
                 ensure_flusher(config)
         except Exception as exc:  # noqa: BLE001 - fail open; by hand: fail_open() costs ~0.15-0.25 µs a request

@@ -25,6 +25,8 @@ from .snapshot import ViewTotals, add_into, template_rank
 RAW_SQL_FACTOR = 4
 #: Finished requests waiting for the flusher; past this the request that hands one over counts them itself.
 MAX_PENDING = 20_000
+#: Requests a request counts when it finds MAX_PENDING waiting (a short pause for one request in this many).
+REQUEST_DRAIN = 256
 #: View names whose IGNORE_VIEWS verdict is remembered.
 MAX_IGNORED_MEMO = 10_000
 
@@ -53,23 +55,28 @@ class Aggregator:
         #: Finished requests not yet counted (deque: appends and pops are atomic without a lock).
         self.pending: deque[Finished] = deque()
         self.max_pending = MAX_PENDING
+        #: Buckets below this were let go (collected, then expired): a late request is counted in this one.
+        self.expired_below = 0
         self.ignore_views = config.ignore_views
         self._ignored: dict[str, bool] = {}
 
-    def drain(self) -> None:
-        """Count the requests handed over so far (the flusher, before it collects; a request, when far behind)."""
+    def drain(self, limit: int | None = None) -> None:
+        """Count the requests handed over so far, at most ``limit`` of them (the flusher, before it collects:
+        all that wait when it starts, not those that arrive meanwhile; a request, when far behind: a few)."""
         pending = self.pending
         if not pending:
             return
+        left = len(pending) if limit is None else min(limit, len(pending))
         popleft = pending.popleft
         ignored_memo = self._ignored
         # perf_counter_ns stamps to unix time: one offset per batch (drift within a second is nanoseconds).
         offset = time.time() - time.perf_counter_ns() / 1e9
         # No explicit yielding: the interpreter hands the GIL to a waiting request thread every 5 ms.
-        while True:
+        while left > 0:
+            left -= 1
             try:
                 view, route, method, status, duration_ns, probe, end_ns = popleft()
-            except IndexError:
+            except IndexError:  # another thread counted the rest
                 return
             try:
                 ignored = ignored_memo.get(view)
@@ -109,6 +116,11 @@ class Aggregator:
         threshold = self.n_plus_one_threshold
         with self.lock:
             views = self.buckets.get(bucket)
+            if views is None and bucket < self.expired_below:
+                # Counted after its bucket was collected and let go (a drain far behind): into the oldest
+                # bucket kept, so the flushed state of the old one is never replaced by this request alone.
+                bucket = self.expired_below
+                views = self.buckets.get(bucket)
             if views is None:
                 views = self.buckets[bucket] = {}
                 self._expire_old(bucket)
@@ -203,6 +215,7 @@ class Aggregator:
         """Forget buckets older than the previous one once the flusher has collected them (it keeps copies)."""
         for bucket in [b for b in self.buckets if b < current - 1 and b not in self.dirty]:
             del self.buckets[bucket]
+            self.expired_below = max(self.expired_below, bucket + 1)
 
     def collect_dirty(self) -> dict[int, dict[str, Any]]:
         """Snapshots of the views that changed since the last call, per bucket (each view's full state).

@@ -120,3 +120,28 @@ def test_an_ended_probe_keeps_no_connection():
     probe.end()
     assert probe.connection is not None and not isinstance(probe.connection, mock.Mock)
     assert probe.summarise()[0] == {"default": [1, probe.times["SELECT 1"]]}
+
+
+def test_a_drain_counts_what_waits_when_it_starts_and_a_request_counts_a_few():
+    aggregator = get_aggregator(get_config())
+    for _ in range(5):
+        aggregator.pending.append(("v", "v/", "GET", 200, 1000, Probe(0), 0))
+    aggregator.drain(2)
+    assert len(aggregator.pending) == 3
+    aggregator.drain()
+    assert not aggregator.pending
+
+
+def test_a_request_counted_after_its_bucket_was_let_go_is_not_lost(memcached):
+    from instrumented.stats.flusher import Flusher
+
+    config = get_config()
+    aggregator = get_aggregator(config)
+    flusher = Flusher(aggregator, config)
+    start = (1_700_000_800 // 10) * 10
+    aggregator.record("v", "v/", "GET", 200, 1000, Probe(0), now=start + 1)
+    flusher.flush(now=start + 1)
+    aggregator.record("v", "v/", "GET", 200, 1000, Probe(0), now=start + 31)  # lets the first bucket go
+    aggregator.record("v", "v/", "GET", 200, 1000, Probe(0), now=start + 2)  # late: its bucket is gone
+    flusher.flush(now=start + 32)
+    assert sum(v["requests"] for v in read_stats(now=start + 33)["views"]) == 3
