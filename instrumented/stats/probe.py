@@ -175,8 +175,9 @@ class Probe:
                 memo = per_alias[alias] = {}
             vendor = vendors.get(alias, "")
             alias_count = alias_ns = 0
-            for sql, count in counts.items():
-                ns = times[sql]
+            # A copy: a statement that began before the request ended may still be counted from another thread.
+            for sql, count in list(counts.items()):
+                ns = times.get(sql, 0)
                 alias_count += count
                 alias_ns += ns
                 template = memo.get(sql)
