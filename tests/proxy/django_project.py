@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -33,7 +34,7 @@ settings.configure(
         "viaproxy": mysql(PROXY_PORT, "instr_proxy_test"),
         "querylog": mysql(PROXY_PORT),
         "deadproxy": mysql(DEAD_PORT),
-        "direct": mysql(3306),
+        "direct": mysql(int(os.environ.get("MARIADB_PORT", "3306"))),
         "sqlite": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
     },
     USE_TZ=True,

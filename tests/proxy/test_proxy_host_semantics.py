@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from tests.support.mysql import ADDRESS
 from tests.support.proxy import connect
 
 pymysql = pytest.importorskip("pymysql")
@@ -157,7 +158,7 @@ def test_globals_per_connection_proxy_global_shared_and_hooks_see_the_connection
     assert state["mine"] == "2" and state["connects"] == "1" and state["auth_user"] == "root"
     assert state["thread"] == str(thread_id) == state["handshake_thread"]
     assert state["auth_byte"] == "0" and state["db"] == "test" and state["backend"] == "1"
-    assert state["dst"] == "127.0.0.1:3306"
+    assert state["dst"] == ADDRESS
     first.select_db("mysql")  # COM_INIT_DB updates client.default_db
     with first.cursor() as cur:
         cur.execute("SHOW state")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.mysql import ADDRESS
 from tests.support.ports import free_port, wait_for_port
 from tests.support.proxy import SCRIPT, ThreadedProxy, connect, control, start_proxy
 
@@ -114,7 +115,7 @@ def anonymous_account(mariadb: dict) -> Iterator[dict]:
         cur.execute(f"CREATE USER '{dba}'@'{source}' IDENTIFIED BY '{password}'")
     port = free_port()
     relay = subprocess.Popen(["socat", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork",
-                              f"TCP:127.0.0.1:3306,bind={source}"])  # fmt: skip
+                              f"TCP:{ADDRESS},bind={source}"])  # fmt: skip
     try:
         wait_for_port(port, proc=relay)
         yield {"source": source, "relay": f"127.0.0.1:{port}", "ghost": f"instr_ghost_{tag}", "dba": dba,

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from tests.support.mysql import ADDRESS
 from tests.support.ports import free_port
 from tests.support.proxy import connect, control, start_proxy
 
@@ -171,7 +172,7 @@ def test_backend_down_gives_a_clean_mysql_error(mariadb, proxy_tmp):
 
 
 def test_second_backend_used_when_the_first_is_down(mariadb, proxy_tmp):
-    proxy = start_proxy(proxy_tmp, backends=[f"127.0.0.1:{free_port()}", "127.0.0.1:3306"])
+    proxy = start_proxy(proxy_tmp, backends=[f"127.0.0.1:{free_port()}", ADDRESS])
     try:
         assert control(proxy.port, "SELECT 'failover' AS s") == [{"s": "failover"}]
     finally:

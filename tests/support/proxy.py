@@ -13,7 +13,7 @@ import threading
 import uuid
 from pathlib import Path
 
-from tests.support.mysql import MARIADB
+from tests.support.mysql import ADDRESS, MARIADB, PORT
 from tests.support.ports import free_port, wait_for_port
 from tests.support.servers import stop_process
 
@@ -54,7 +54,7 @@ def start_proxy(tmp: Path, script: Path | None = SCRIPT, backends: list[str] | N
     env = dict(os.environ, PROXY_LOG_FILE=str(log_file), PYTHONPATH=str(ROOT))
     env.update(env_extra)
     args = [sys.executable, "-m", "instrumented.proxy", "--proxy-address", f"127.0.0.1:{port}"]
-    for backend in backends or ["127.0.0.1:3306"]:
+    for backend in backends or [ADDRESS]:
         args += ["--proxy-backend-addresses", backend]
     if script is not None:
         args += ["--proxy-lua-script", str(script)]
@@ -65,7 +65,7 @@ def start_proxy(tmp: Path, script: Path | None = SCRIPT, backends: list[str] | N
 
 
 def connect(port: int, **kwargs):
-    """A PyMySQL connection through the proxy (or to MariaDB with port 3306)."""
+    """A PyMySQL connection through the proxy (or to MariaDB with its port)."""
     import pymysql
 
     params = dict(MARIADB, port=port, connect_timeout=5, read_timeout=30)
@@ -108,7 +108,7 @@ class ThreadedProxy:
                  io_paths: list[str] | None = None) -> None:  # fmt: skip
         from instrumented.proxy.server import ProxyServer
 
-        self.server = ProxyServer(("127.0.0.1", 0), backends or [("127.0.0.1", 3306)],
+        self.server = ProxyServer(("127.0.0.1", 0), backends or [("127.0.0.1", PORT)],
                                   str(script) if script else None, io_paths=io_paths or [])  # fmt: skip
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
