@@ -11,7 +11,9 @@ and a second client's SELECT 1 latency while a non-admin floods 12 MB ``PROXY LO
 
     python benchmarks/proxy.py [--rounds 15] [--batch 300] [--seconds 3] [--only normalize|flood|cpu]
 
-Needs MariaDB on 127.0.0.1:3306 (root, no password, database ``test``), socat, mysqlclient, lupa.
+Needs MariaDB on 127.0.0.1:3306 or ``$MARIADB_PORT`` (root, no password, database ``test``; ``bin/with-mariadb``
+starts a private one), socat, mysqlclient, lupa. benchmarks/proxy_concurrency.py measures the proxy under sysbench
+at 1, 8 and 32 clients beside the original mysql-proxy 0.8.5.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "mysql_proxy_lua" / "query_log.lua"
 DB = {"host": "127.0.0.1", "user": "root", "passwd": "", "db": "test"}
+#: The MariaDB port, read as bin/with-mariadb and the tests read it.
+DB_PORT = int(os.environ.get("MARIADB_PORT", "3306"))
 TABLE = "instrumented_bench_proxy"
 
 QUERIES = {
@@ -67,7 +71,7 @@ def connect(port: int) -> MySQLdb.Connection:
 
 
 def setup_table() -> None:
-    conn = connect(3306)
+    conn = connect(DB_PORT)
     cur = conn.cursor()
     cur.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (id INT PRIMARY KEY, v VARCHAR(100))")
     cur.execute(f"SELECT COUNT(*) FROM {TABLE}")
@@ -122,6 +126,35 @@ def throughput(port: int, clients: int, seconds: float) -> float:
     return total / seconds
 
 
+def start_relay(port: int) -> subprocess.Popen:
+    """socat as a plain TCP relay to MariaDB (a process per connection, nodelay on both legs)."""
+    return subprocess.Popen(
+        ["socat", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,nodelay", f"TCP:127.0.0.1:{DB_PORT},nodelay"]
+    )
+
+
+def start_host(port: int, log_file: Path, extra_args: tuple[str, ...] = ()) -> subprocess.Popen:
+    """This project's proxy host (``python -m instrumented.proxy``) with query_log.lua, logging to ``log_file``."""
+    env = dict(os.environ, PROXY_LOG_FILE=str(log_file), PROXY_LOG_MAX_SECONDS="36000")
+    return subprocess.Popen(
+        [sys.executable, "-m", "instrumented.proxy", "--proxy-address", f"127.0.0.1:{port}",
+         "--proxy-backend-addresses", f"127.0.0.1:{DB_PORT}", "--proxy-lua-script", str(SCRIPT),
+         "--log-level", "warning", *extra_args],
+        cwd=ROOT, env=env,
+    )  # fmt: skip
+
+
+def stop(*procs: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL what has not exited within 10 s."""
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def set_logging(port: int, on: bool) -> None:
     conn = connect(port)
     cur = conn.cursor()
@@ -153,7 +186,7 @@ def host_code_us(script: Path | None, logging_on: bool, n: int = 30000) -> float
     from instrumented.proxy.mysql import packets as p
     from instrumented.proxy.server import ProxyServer
 
-    server = ProxyServer(("127.0.0.1", 0), [("127.0.0.1", 3306)], str(script) if script else None,
+    server = ProxyServer(("127.0.0.1", 0), [("127.0.0.1", DB_PORT)], str(script) if script else None,
                          io_paths=[os.devnull])  # fmt: skip
     conn = ProxyConnection(server)  # the client-side glue; its session is the Sans-IO state machine
     session = conn.session
@@ -289,7 +322,7 @@ def flood_latency_ms(port: int, seconds: float = 5.0) -> tuple[float, list[float
     import threading
 
     user, password = "instrumented_bench_flood", "bench-flood-pw"
-    root = connect(3306)
+    root = connect(DB_PORT)
     cur = root.cursor()
     cur.execute(f"CREATE USER IF NOT EXISTS '{user}'@'%' IDENTIFIED BY '{password}'")
     other = connect(port)
@@ -333,15 +366,8 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="proxy-bench-"))
     log_file = tmp / "query_log.jsonl"
     relay_port, host_port = free_port(), free_port()
-    relay = subprocess.Popen(
-        ["socat", f"TCP-LISTEN:{relay_port},bind=127.0.0.1,reuseaddr,fork,nodelay", "TCP:127.0.0.1:3306,nodelay"]
-    )
-    env = dict(os.environ, PROXY_LOG_FILE=str(log_file), PROXY_LOG_MAX_SECONDS="36000")
-    host = subprocess.Popen(
-        [sys.executable, "-m", "instrumented.proxy", "--proxy-address", f"127.0.0.1:{host_port}",
-         "--proxy-backend-addresses", "127.0.0.1:3306", "--proxy-lua-script", str(SCRIPT), "--log-level", "warning"],
-        cwd=ROOT, env=env,
-    )  # fmt: skip
+    relay = start_relay(relay_port)
+    host = start_host(host_port, log_file)
     try:
         wait_port(relay_port)
         wait_port(host_port)
@@ -352,7 +378,7 @@ def main() -> int:
               f" ms, {len(flooded)} answers")  # fmt: skip
         if args.only:
             return 0
-        targets = {"direct": 3306, "relay": relay_port, "host_off": host_port, "host_on": host_port}
+        targets = {"direct": DB_PORT, "relay": relay_port, "host_off": host_port, "host_on": host_port}
         conns = {name: connect(port) for name, port in targets.items()}
         results: dict[str, dict[str, list[float]]] = {q: {t: [] for t in targets} for q in QUERIES}
         for sql, expected in QUERIES.values():  # warm-up
@@ -378,13 +404,7 @@ def main() -> int:
         for conn in conns.values():
             conn.close()
     finally:
-        for proc in (host, relay):
-            proc.send_signal(signal.SIGTERM)
-        for proc in (host, relay):
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(host, relay)
     logged = sum(1 for _ in log_file.open()) if log_file.exists() else 0
     shutil.rmtree(tmp, ignore_errors=True)
 
