@@ -1,8 +1,9 @@
 """Settings of benchmarks/http_read.py's site: 300 named views (http_urls.py), sessions and auth (a staff
 user reads the dashboard).
 
-Configured by the environment the benchmark sets: HTTP_BENCH_DIR (its SQLite database), INSTRUMENTED_SERVERS
-and INSTRUMENTED_KEY_PREFIX. Served by gunicorn as ``django.core.wsgi:get_wsgi_application()``.
+Configured by the environment the benchmark sets: HTTP_BENCH_DIR (its SQLite database), INSTRUMENTED_SERVERS,
+INSTRUMENTED_KEY_PREFIX, INSTRUMENTED_WINDOW_SECONDS and INSTRUMENTED_BUCKET_SECONDS. Served by gunicorn as
+``django.core.wsgi:get_wsgi_application()``.
 """
 
 import os
@@ -39,4 +40,6 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 INSTRUMENTED = {
     "SERVERS": os.environ.get("INSTRUMENTED_SERVERS", "127.0.0.1:11211").split(","),
     "KEY_PREFIX": os.environ.get("INSTRUMENTED_KEY_PREFIX", "httpbench"),
+    "WINDOW_SECONDS": int(os.environ.get("INSTRUMENTED_WINDOW_SECONDS", "300")),
+    "BUCKET_SECONDS": int(os.environ.get("INSTRUMENTED_BUCKET_SECONDS", "10")),
 }
