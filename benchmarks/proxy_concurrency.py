@@ -238,7 +238,12 @@ def run_interleaved(targets: dict[str, Target], cells: list[tuple[str, int]], ar
         for i, (workload, clients) in enumerate(cells):
             shift = (run * len(cells) + i) % len(order)
             for name in order[shift:] + order[:shift]:
-                result = measure(targets[name], workload, clients, args)
+                try:
+                    result = measure(targets[name], workload, clients, args)
+                except RuntimeError as error:  # one lost run costs its cell a sample, not the whole benchmark
+                    print(f"run {run + 1}/{args.runs} {workload} {clients:>2} clients {name:<10} failed: "
+                          f"{str(error).strip().splitlines()[-1]}", flush=True)  # fmt: skip
+                    continue
                 targets[name].runs.setdefault(f"{workload}/{clients}", []).append(result)
                 rate = RATE[workload]
                 extra = f", {result['cpu_us']:.1f} µs CPU/statement" if "cpu_us" in result else ""
