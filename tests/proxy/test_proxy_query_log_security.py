@@ -124,7 +124,8 @@ SECRETS = {
     "= PASSWORD('{s}')": "SET PASSWORD FOR '{u}'@'%' = PASSWORD('{s}')",
     "= '{s}'": "SET PASSWORD FOR '{u}'@'%' = '{s}'",
     "SELECT PASSWORD('{s}')": "SELECT PASSWORD('{s}') IS NOT NULL",
-}'": "ALTER USER '{u}'@'%' IDENTIFIED BY /*x*/ '{s}'",
+    # Comments between the words and the literal (issue 17), one with a quote in it:
+    "IDENTIFIED BY /*x*/ '{s}'": "ALTER USER '{u}'@'%' IDENTIFIED BY /*x*/ '{s}'",
     "IDENTIFIED /*it's*/ BY '{s}'": "ALTER USER '{u}'@'%' IDENTIFIED /*it's*/ BY '{s}'",
     "IDENTIFIED BY -- it's\n'{s}'": "ALTER USER '{u}'@'%' IDENTIFIED BY -- it's\n'{s}'",
 }
@@ -209,6 +210,10 @@ def test_normaliser_and_masking_edge_cases():
         "UPDATE t SET `password`='***', note='password' WHERE id = 'password'"
     )
     assert mask("IDENTIFIED BY 'cut-off") == "IDENTIFIED BY '***"
+    assert mask("ALTER USER u /*!IDENTIFIED BY*/ 'pw'") == "ALTER USER u /*!IDENTIFIED BY*/ '***'"  # executed
+    assert mask("ALTER USER `it's`@'%' IDENTIFIED BY # x\n 'pw'") == "ALTER USER `it's`@'%' IDENTIFIED BY # x\n '***'"
+    assert mask("CREATE USER u IDENTIFIED BY 'p' /**/ 'w', v") == "CREATE USER u IDENTIFIED BY '***' /**/ '***', v"
+    assert mask("SELECT 'a--b' -- identified by\n, 'x'") == "SELECT 'a--b' -- identified by\n, 'x'"
     assert mask("SELECT 'plain', 1") == "SELECT 'plain', 1"
 
 
