@@ -70,11 +70,11 @@ class ProxyServer:
                  io_paths: Iterable[str] = (), connect_timeout: float = 5.0) -> None:  # fmt: skip
         self.listen = listen
         self.backends = [Backend(i + 1, host, port) for i, (host, port) in enumerate(backends)]
-        self.lua = LuaHost(script, io_paths=io_paths) if script else None
+        self._last_logged: dict[str, float] = {}
+        self.lua = LuaHost(script, io_paths=io_paths, report=self.rate_limited_log) if script else None
         self.connect_timeout = connect_timeout
         self.connections: set[ProxyConnection] = set()
         self._server: asyncio.Server | None = None
-        self._last_logged: dict[str, float] = {}
         self._flusher: asyncio.TimerHandle | None = None
 
     async def start(self) -> asyncio.Server:

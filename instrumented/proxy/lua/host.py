@@ -17,6 +17,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
+from . import files
 from .api import HOOKS, HookResult, Injection, ProxyResponse, ResultStats, proxy_constants
 
 log = logging.getLogger("instrumented.proxy.lua")
@@ -53,10 +54,12 @@ class LuaHost:
     """One Lua state for the process: the sandbox, the compiled script (reloaded on change), the API."""
 
     def __init__(self, script: str | os.PathLike[str] | None, io_paths: Iterable[str] = (),
-                 lua_path: Iterable[str] = ()) -> None:  # fmt: skip
+                 lua_path: Iterable[str] = (), report: Callable[..., None] | None = None) -> None:  # fmt: skip
+        """``report(key, message, *args)`` logs a failure (the server's: at most once a minute per key)."""
         lua51 = _load_lupa()
         self.script = Path(script).resolve() if script else None
         self._io_paths = {os.path.abspath(p) for p in io_paths}
+        self._report = report or (lambda _key, message, *args: log.error(message, *args))
         search: list[Traversable] = [Path(p) for p in lua_path]
         if self.script:
             search.append(self.script.parent)
@@ -76,7 +79,8 @@ class LuaHost:
                 b"constants": self.runtime.table_from(proxy_constants()),
                 b"hooks": self.runtime.table_from([h.encode() for h in HOOKS]),
                 b"io_allowed": self._io_allowed,
-                b"create_private": self._create_private,
+                b"open_file": self._open_file,
+                b"close_fd": os.close,
                 b"log_print": self._log_print,
                 b"find_module": self._find_module,
                 b"instruction_limit": INSTRUCTION_LIMIT,
@@ -109,13 +113,22 @@ class LuaHost:
         """io.open is only for the configured log file(s)."""
         return os.path.abspath(os.fsdecode(path)) in self._io_paths
 
-    @staticmethod
-    def _create_private(path: bytes) -> None:
-        """A log file the script is about to create is made 0600 first: it holds every statement's literals."""
+    def _open_file(self, path: bytes, mode: bytes) -> tuple[bytes | None, int | bytes]:
+        """``io.open`` of an allowed file (see ``files``): the name Lua reopens it by and the descriptor to close
+        then, or (None, the reason) as Lua's ``io.open`` gives it; a refusal is logged, with its reason."""
+        name = os.fsdecode(path)
         try:
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
-        except OSError:
-            pass  # io.open reports the reason to the script
+            reopen, fd = files.open_checked(name, mode.decode("ascii", "replace"))
+        except files.RefusedFile as exc:
+            reason = str(exc.strerror)
+            self._report(f"io.open {name}: {reason}", "the script's file was not opened: %s", reason)
+            return None, reason.encode()
+        except (OSError, ValueError) as exc:
+            return None, f"{name}: {getattr(exc, 'strerror', None) or exc}".encode()
+        warning = files.shared_directory(name)
+        if warning:
+            self._report(f"io.open directory {name}", "%s", warning)
+        return os.fsencode(reopen), fd
 
     @staticmethod
     def _log_print(text: bytes) -> None:
