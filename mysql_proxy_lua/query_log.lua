@@ -12,13 +12,21 @@ proxy.queries:append so that read_query_result gets its timings (inj.query_time 
 microseconds). Each such statement is counted in a digest (per normalised statement, schema and user:
 count, first/last seen, sum/min/max/avg and a coarse p95 of the time, rows sent and affected, errors,
 warnings, the Django views that sent it); those that pass SLOW/ERRORS also go to the log file (JSON lines
-or MySQL slow-log format) and a bounded ring of recent entries. All of that lives in proxy.global, shared
-by every connection. There is no timer in MySQL Proxy: the deadline is checked on every query.
-While off, queries are forwarded untouched (read_query returns nothing).
+or MySQL slow-log format, at most PROXY_LOG_MAX_FILE_MB) and a bounded ring of recent entries. All of that
+lives in proxy.global, shared by every connection. There is no timer in MySQL Proxy: the deadline is
+checked on every query. While off, queries are forwarded untouched (read_query returns nothing).
+
+Who and where: the user name a client logs in with is only a claim (an anonymous account takes any name),
+and a USE sent as a query changes the schema without MySQL Proxy seeing it. So before the first statement
+a connection logs after each PROXY LOG ON, and after each USE it sends, the script asks the server
+"SELECT CURRENT_USER(), DATABASE()" (an injected query, buffered and answered before the statement is
+sent on; put off for a statement that reads what the previous one left, such as FOUND_ROWS() or SHOW
+WARNINGS). The log names the authenticated account beside the claimed name.
 
 The Django view: a sqlcommenter-style comment at the end of a statement
 (/*view='shop%3Abook',route='books%2F%3Cint%3Abook_id%3E%2F'*/, URL-encoded values; "controller" is read
-as the view too) is cut off before the statement is logged and normalised, and kept as its view/route.
+as the view too) is cut off before the statement is logged and normalised, and kept as its view/route; only
+from the accounts in PROXY_LOG_VIEW_ACCOUNTS (default: any, so the view is what the client claims).
 
 Security (README.md, "Who may switch logging"): a control statement is recognised from its first bytes
 and answered before anything else is read: a user name that is not in PROXY_LOG_ADMINS is refused at
@@ -28,8 +36,9 @@ authenticated, not the name the client claimed) before it is run; the verdict is
 Password literals are masked in the log file, the ring and the digest.
 
 Environment: PROXY_LOG_FILE (query_log.jsonl, or query_log.slow.log for slowlog), PROXY_LOG_FORMAT (json |
-slowlog), PROXY_LOG_ADMINS (root), PROXY_LOG_MAX_SECONDS (3600), PROXY_LOG_SLOW_US (0 = log everything),
-PROXY_LOG_RING (1000), PROXY_LOG_MAX_DIGESTS (1000), PROXY_LOG_MAX_QUERY_LEN (8192). See README.md.
+slowlog), PROXY_LOG_ADMINS (root), PROXY_LOG_VIEW_ACCOUNTS (*), PROXY_LOG_MAX_SECONDS (3600),
+PROXY_LOG_SLOW_US (0 = log everything), PROXY_LOG_RING (1000), PROXY_LOG_MAX_DIGESTS (1000),
+PROXY_LOG_MAX_QUERY_LEN (8192), PROXY_LOG_MAX_FILE_MB (1024). See README.md.
 ]]
 
 -- Globals are looked up through the script's environment on every use: the hot ones are made locals.
@@ -37,6 +46,7 @@ local proxy, io = proxy, io
 local json = require("lib.json")
 local normalize = require("lib.normalize")
 local resultset = require("lib.resultset")
+local slowlog = require("lib.slowlog")
 
 local os_time, os_date, os_getenv = os.time, os.date, os.getenv
 local string_byte, string_sub, string_lower, string_find, string_gmatch, string_match, string_gsub, string_char =
@@ -45,6 +55,7 @@ local math_floor, math_min, math_max, math_log, math_random = math.floor, math.m
 local tonumber, tostring, pcall, pairs, type = tonumber, tostring, pcall, pairs, type
 local string_format, table_sort, table_concat = string.format, table.sort, table.concat
 local valid_utf8 = json.valid_utf8
+local math_huge = math.huge
 
 local function env_number(name, default)
   local v = tonumber(os_getenv(name) or "")
@@ -58,6 +69,14 @@ local function env_string(name, default)
   return v
 end
 
+-- Megabytes (fractions too): as given, and as bytes (0 = no limit).
+local function env_megabytes(name, default)
+  local v = tonumber(os_getenv(name) or "")
+  if v == nil or v < 0 then v = default end
+  if v == 0 then return v, math_huge end
+  return v, math_floor(v * 1048576)
+end
+
 local SLOWLOG = string_lower(env_string("PROXY_LOG_FORMAT", "json")) == "slowlog"
 local LOG_FILE = env_string("PROXY_LOG_FILE", SLOWLOG and "query_log.slow.log" or "query_log.jsonl")
 local MAX_SECONDS = math_max(1, env_number("PROXY_LOG_MAX_SECONDS", 3600))
@@ -66,6 +85,7 @@ local DEFAULT_SLOW_US = env_number("PROXY_LOG_SLOW_US", 0)
 local RING_SIZE = math_max(1, env_number("PROXY_LOG_RING", 1000))
 local MAX_DIGESTS = math_max(1, env_number("PROXY_LOG_MAX_DIGESTS", 1000))
 local MAX_QUERY = math_max(16, env_number("PROXY_LOG_MAX_QUERY_LEN", 8192))
+local MAX_FILE_MB, MAX_FILE_BYTES = env_megabytes("PROXY_LOG_MAX_FILE_MB", 1024)
 -- Bytes of a statement read: MAX_QUERY and room for the view comment at its end (cut off before MAX_QUERY counts).
 local TAKE = MAX_QUERY + 1025
 local DEFAULT_ROWS = 20
@@ -74,26 +94,38 @@ local CONTROL_MAX = 256
 -- Views remembered per digest row (the busiest first); more are counted, not named.
 local MAX_VIEWS = 16
 
--- PROXY_LOG_ADMINS entries are "user" (that user at any host) or "user@host" (exactly as CURRENT_USER()
--- shows the account, e.g. dba@localhost or dba@%). ADMIN_NAMES: the user parts, the cheap first test.
-local ADMIN_NAMES, ADMIN_USERS, ADMIN_ACCOUNTS = {}, {}, {}
-for entry in string_gmatch(env_string("PROXY_LOG_ADMINS", "root"), "[^,%s]+") do
-  local user = string_match(entry, "^(.*)@[^@]*$")
-  if user then
-    ADMIN_ACCOUNTS[entry] = true
-  else
-    user = entry
-    ADMIN_USERS[entry] = true
+-- A list of accounts (PROXY_LOG_ADMINS, PROXY_LOG_VIEW_ACCOUNTS): entries are "user" (that user at any host)
+-- or "user@host" (exactly as CURRENT_USER() shows the account, e.g. dba@localhost or dba@%); "*" is any
+-- account where any_allowed. names: the user parts, for a cheap first test of a claimed name.
+local function account_list(text, any_allowed)
+  local list = {names = {}, users = {}, accounts = {}, any = false}
+  for entry in string_gmatch(text, "[^,%s]+") do
+    if entry == "*" and any_allowed then
+      list.any = true
+    else
+      local user = string_match(entry, "^(.*)@[^@]*$")
+      if user then
+        list.accounts[entry] = true
+      else
+        user = entry
+        list.users[entry] = true
+      end
+      if user ~= "" then list.names[user] = true end
+    end
   end
-  if user ~= "" then ADMIN_NAMES[user] = true end
+  return list
 end
 
--- The authenticated account (CURRENT_USER(), "user@host") is an admin.
-local function admin_account(account)
-  if ADMIN_ACCOUNTS[account] then return true end
+-- The authenticated account (CURRENT_USER(), "user@host") is in the list.
+local function listed(list, account)
+  if list.any or list.accounts[account] then return true end
   local user = string_match(account, "^(.*)@[^@]*$")
-  return user ~= nil and user ~= "" and ADMIN_USERS[user] == true
+  return user ~= nil and user ~= "" and list.users[user] == true
 end
+
+local ADMINS = account_list(env_string("PROXY_LOG_ADMINS", "root"), false)
+-- Unset: any account ("*"); set but empty: none.
+local VIEW_ACCOUNTS = account_list(os_getenv("PROXY_LOG_VIEW_ACCOUNTS") or "*", true)
 
 local T_STRING = proxy.MYSQL_TYPE_STRING
 local T_NUMBER = proxy.MYSQL_TYPE_LONGLONG
@@ -101,13 +133,14 @@ local PACKET_ERR = proxy.MYSQLD_PACKET_ERR
 
 -- Shared by all connections (script globals and locals are per connection). A state left by an older
 -- version of the script (reloaded in a running proxy) is started afresh.
-local STATE_VERSION = 2
+-- epoch counts PROXY LOG ONs: a connection asks again who and where it is when it changed.
+local STATE_VERSION = 3
 local state = proxy.global.query_log
 if state == nil or state.version ~= STATE_VERSION then
   if state and state.file then pcall(state.file.close, state.file) end
-  state = {version = STATE_VERSION, on = false, deadline = 0, logged = 0, ring = {}, ring_next = 1,
+  state = {version = STATE_VERSION, on = false, deadline = 0, epoch = 0, logged = 0, ring = {}, ring_next = 1,
            ring_count = 0, digests = {}, digest_count = 0, evicted = 0, seq = 0, file = nil, file_error = nil,
-           opened_at = 0, buffered = 0, filter = nil}
+           opened_at = 0, buffered = 0, file_size = 0, full_at = nil, unwritten = 0, filter = nil}
   proxy.global.query_log = state
   math.randomseed(os_time()) -- for SAMPLE; once per process, not per connection
 end
@@ -115,11 +148,17 @@ end
 -- Per connection: prepared statement id -> statement text (ids are per connection in MySQL), cut like
 -- logged statements so that big prepared texts are not kept whole.
 local statements = {}
--- Per connection: the claimed user name whose account was checked, the verdict, and the control statement
--- waiting for the CURRENT_USER() answer.
-local checked_user, checked_admin, pending_control = nil, false, nil
--- Per connection: the JSON of thread_id, user, db and client, and the values it was made from.
-local enc_thread, enc_user, enc_db, enc_src, enc_conn = nil, nil, nil, nil, nil
+-- Per connection: the account the server authenticated (CURRENT_USER(), "user@host"; nil until asked, or
+-- when asking failed), its user part, and what it may do. A new connection's views are trusted only when
+-- any account's are.
+local account, account_user, is_admin, views_trusted = nil, nil, false, VIEW_ACCOUNTS.any
+-- Per connection: the schema in use (DATABASE()) when schema_known, else proxy.connection.client.default_db
+-- (which follows COM_INIT_DB); the state.epoch it was asked in (nil: ask before the next logged statement).
+local schema, schema_known, asked_epoch = nil, false, nil
+-- Per connection: the control statement or the statement waiting for the CURRENT_USER() answer.
+local pending_control, held = nil, nil
+-- Per connection: the JSON of thread_id, user, account, claimed user, db and client, and what it was made from.
+local enc_thread, enc_user, enc_account, enc_claimed, enc_db, enc_src, enc_conn = nil, nil, nil, nil, nil, nil, nil
 
 local function close_file()
   if state.file then
@@ -146,39 +185,54 @@ end
 -- it every second when traffic stops. C stdio gives a file a buffer of the file system's block size,
 -- whatever setvbuf asks (glibc), so the script assumes 4 KB: flushed before a line would not fit, and
 -- at once after a longer line.
+-- The file never grows past MAX_FILE_BYTES: a line that would not fit is not written (counted in
+-- state.unwritten, said by STATUS), and the file is looked at again a second later (rotated: written again).
 local BUFFER = 4096
 
 local function write_line(line, now)
   if state.file and now ~= state.opened_at then close_file() end
-  if not state.file and not state.file_error then
+  if not state.file then
+    if state.file_error or state.full_at == now then
+      state.unwritten = state.unwritten + 1
+      return
+    end
     local f, err = io.open(LOG_FILE, "a")
-    if f then
-      if f.setvbuf then f:setvbuf("full", BUFFER) end
-      state.opened_at = now
-      state.file = f
-      state.buffered = 0
-    else
+    if not f then
       state.file_error = tostring(err)
+      state.unwritten = state.unwritten + 1
+      return
     end
+    if f.setvbuf then f:setvbuf("full", BUFFER) end
+    state.opened_at = now
+    state.file = f
+    state.buffered = 0
+    state.file_size = f:seek("end") or 0
+    state.full_at = nil
   end
+  local size = #line
+  local total = state.file_size + size
+  if total > MAX_FILE_BYTES then
+    state.full_at = now
+    state.unwritten = state.unwritten + 1
+    close_file()
+    return
+  end
+  state.file_size = total
   local f = state.file
-  if f then
-    local size = #line
-    local buffered = state.buffered + size
-    if buffered > BUFFER then
-      f:flush()
-      buffered = size
-    end
-    local ok, err = f:write(line)
-    if ok and buffered >= BUFFER then
-      ok, err = f:flush()
-      buffered = 0
-    end
-    state.buffered = buffered
-    if not ok then
-      state.file_error = tostring(err)
-      close_file()
-    end
+  local buffered = state.buffered + size
+  if buffered > BUFFER then
+    f:flush()
+    buffered = size
+  end
+  local ok, err = f:write(line)
+  if ok and buffered >= BUFFER then
+    ok, err = f:flush()
+    buffered = 0
+  end
+  state.buffered = buffered
+  if not ok then
+    state.file_error = tostring(err)
+    close_file()
   end
 end
 
@@ -194,33 +248,6 @@ local function timestamp(now)
     ts_time, ts_text = now, os_date("!%Y-%m-%dT%H:%M:%SZ", now)
   end
   return ts_text
-end
-
--- The slow-log line of the values in a field: what pt-query-digest splits on (blanks) cannot be in it.
-local function slow_word(v)
-  if v == nil or v == "" then return "" end
-  return (string_gsub(valid_utf8(tostring(v)), "[%s%c%[%]]", "_"))
-end
-
--- MySQL slow-log format (as MariaDB writes it, plus Percona's Rows_affected/Last_errno and a View line that
--- pt-query-digest reads as attributes: --group-by View).
-local function slowlog_entry(now, user, client, thread_id, db, error_code, failed, response_time, rows, affected,
-                             view, route, query)
-  client = client or ""
-  local host = slow_word(string_match(client, "^(.*):%d+$") or client)
-  -- A line of the statement that starts with "#" would read as a header: indent it.
-  local text = string_gsub(valid_utf8(query), "\n#", "\n #")
-  if string_byte(text, -1) ~= 59 then text = text .. ";" end
-  local view_line = ""
-  if view or route then
-    view_line = "# View: " .. slow_word(view or "-") .. "  Route: " .. slow_word(route or "-") .. "\n"
-  end
-  user = slow_word(user)
-  return string_format("# Time: %s\n# User@Host: %s[%s] @ %s [%s]\n# Thread_id: %s  Schema: %s  Last_errno: %d"
-    .. "  Killed: 0\n# Query_time: %.6f  Lock_time: 0.000000  Rows_sent: %d  Rows_examined: 0  Rows_affected: %d\n"
-    .. "%sSET timestamp=%d;\n%s\n",
-    os_date("!%Y-%m-%dT%H:%M:%S.000000Z", now), user, user, host, host, tostring(thread_id or 0), slow_word(db),
-    error_code or (failed and 1 or 0), response_time / 1e6, rows, affected or 0, view_line, now, text)
 end
 
 -- The sqlcommenter comment at the end of a statement: "key='url-encoded value'" pairs.
@@ -330,13 +357,20 @@ local function record(now, command, query, inj)
   local warnings = res.warning_count or 0
   local conn = proxy.connection
   local client = conn.client
-  local query_text, view, route, view_json = split_comment(query)
-  -- Callers pass at most TAKE bytes; the comment off, cut first, mask what is left (a cut literal is masked to the end).
+  local query_text, view, route, view_json = query, nil, nil, nil
+  if views_trusted then query_text, view, route, view_json = split_comment(query) end
+  -- Callers pass at most TAKE bytes; the (trusted) comment off, cut first, mask what is left (a cut literal is
+  -- masked to the end).
   local cut = #query_text > MAX_QUERY
   if cut then query_text = string_sub(query_text, 1, MAX_QUERY) end
   query_text = normalize.mask_secrets(query_text)
   if cut then query_text = query_text .. "..." end
-  local user, db = client.username, client.default_db
+  -- The digest's and TAIL's user: the authenticated one, else (not known yet) the claimed name, marked.
+  local claimed = client.username
+  local user = account_user
+  if user == nil then user = (claimed or "") .. " (claimed)" end
+  local db = schema -- the schema the connection is in
+  if not schema_known then db = client.default_db end
 
   -- Digest: every statement that passed the USER/DB/SAMPLE filters (SLOW and ERRORS only filter the log).
   local key = normalize.normalize(query_text)
@@ -374,19 +408,24 @@ local function record(now, command, query, inj)
   local status = failed and "error" or "ok"
   -- The ring keeps TAIL's columns (an array: cheaper than a table with named fields).
   state.ring[state.ring_next] = {ts, thread_id, user, db, view, inj.query_time, response_time, rows, affected, warnings,
-                                 status, error_code, query_text}
+                                 status, error_code, query_text, account, claimed}
   state.ring_next = state.ring_next % RING_SIZE + 1
   if state.ring_count < RING_SIZE then state.ring_count = state.ring_count + 1 end
   state.logged = state.logged + 1
   if SLOWLOG then
-    write_line(slowlog_entry(now, user, src, thread_id, db, error_code, failed, response_time, rows, affected, view,
-      route, query_text), now)
+    local host = src or ""
+    write_line(slowlog.entry({time = now, user = account_user, claimed_user = claimed,
+      host = string_match(host, "^(.*):%d+$") or host, thread_id = thread_id, db = db,
+      errno = error_code or (failed and 1 or 0), seconds = response_time / 1e6, rows = rows, affected = affected,
+      view = view, route = route, query = query_text}), now)
     return
   end
-  if thread_id ~= enc_thread or user ~= enc_user or db ~= enc_db or src ~= enc_src then
-    enc_thread, enc_user, enc_db, enc_src = thread_id, user, db, src
+  if thread_id ~= enc_thread or user ~= enc_user or account ~= enc_account or claimed ~= enc_claimed or db ~= enc_db
+     or src ~= enc_src then
+    enc_thread, enc_user, enc_account, enc_claimed, enc_db, enc_src = thread_id, user, account, claimed, db, src
     local v = json.value
-    enc_conn = '"thread_id":' .. v(thread_id) .. ',"user":' .. v(user) .. ',"db":' .. v(db) .. ',"client":' .. v(src)
+    enc_conn = '"thread_id":' .. v(thread_id) .. ',"user":' .. v(account_user) .. ',"account":' .. v(account)
+      .. ',"claimed_user":' .. v(claimed) .. ',"db":' .. v(db) .. ',"client":' .. v(src)
   end
   local v = json.value
   write_line(string_format(LINE_FORMAT, ts, enc_conn, view_json or NO_VIEW, command, v(query_text),
@@ -421,7 +460,13 @@ local function status_result(now)
   local left = 0
   if logging_on(now) then left = math_max(0, state.deadline - now) end
   local file = LOG_FILE
-  if state.file_error then file = file .. " (cannot write: " .. state.file_error .. ")" end
+  if state.file_error then
+    file = file .. " (cannot write: " .. state.file_error .. ")"
+  elseif state.full_at then
+    file = file .. string_format(" (full: PROXY_LOG_MAX_FILE_MB = %g reached; written again once it is rotated)",
+      MAX_FILE_MB)
+  end
+  if state.unwritten > 0 then file = file .. "; " .. state.unwritten .. " entries not written" end
   return resultset.send(
     {{"logging", T_STRING}, {"seconds_left", T_NUMBER}, {"logged", T_NUMBER}, {"log_file", T_STRING},
      {"filters", T_STRING}, {"digests", T_NUMBER}, {"evicted", T_NUMBER}},
@@ -435,13 +480,13 @@ local function tail_result(n)
   for i = count, 1, -1 do
     local idx = (state.ring_next - i - 1) % RING_SIZE + 1
     local e = state.ring[idx]
-    rows[#rows + 1] = {e[1], e[2], text(e[3]), text(e[4]), text(e[5]), e[6], e[7], e[8], e[9], e[10], e[11], e[12],
-                       text(e[13])}
+    rows[#rows + 1] = {e[1], e[2], text(e[3]), text(e[14]), text(e[15]), text(e[4]), text(e[5]), e[6], e[7], e[8],
+                       e[9], e[10], e[11], e[12], text(e[13])}
   end
-  return resultset.send({{"ts", T_STRING}, {"thread_id", T_NUMBER}, {"user", T_STRING}, {"db", T_STRING},
-    {"view", T_STRING}, {"query_time_us", T_NUMBER}, {"response_time_us", T_NUMBER}, {"rows", T_NUMBER},
-    {"affected_rows", T_NUMBER}, {"warnings", T_NUMBER}, {"status", T_STRING}, {"error_code", T_NUMBER},
-    {"query", T_STRING}}, rows)
+  return resultset.send({{"ts", T_STRING}, {"thread_id", T_NUMBER}, {"user", T_STRING}, {"account", T_STRING},
+    {"claimed_user", T_STRING}, {"db", T_STRING}, {"view", T_STRING}, {"query_time_us", T_NUMBER},
+    {"response_time_us", T_NUMBER}, {"rows", T_NUMBER}, {"affected_rows", T_NUMBER}, {"warnings", T_NUMBER},
+    {"status", T_STRING}, {"error_code", T_NUMBER}, {"query", T_STRING}}, rows)
 end
 
 local function p95(d)
@@ -529,15 +574,14 @@ local function switch_on(words, now)
       i = i + 1
     elseif word == "slow" or word == "sample" or word == "user" or word == "db" then
       if arg == nil then return usage_error("PROXY LOG ON ... " .. string.upper(word) .. " needs a value") end
+      -- Plain decimals (0.5, .5, 10): no signs, exponents or hex.
+      local decimal = (string_find(arg, "^%d*%.?%d*$") and string_find(arg, "%d")) and tonumber(arg) or nil
       if word == "slow" then
-        local ms = tonumber(arg)
-        if not string_find(arg, "^%d+%.?%d*$") or ms == nil then
-          return usage_error("SLOW takes milliseconds >= 0")
-        end
-        f.slow_us = math_floor(ms * 1000 + 0.5)
+        if decimal == nil then return usage_error("SLOW takes milliseconds >= 0") end
+        f.slow_us = math_floor(decimal * 1000 + 0.5)
       elseif word == "sample" then
-        local fraction = tonumber(arg)
-        if not string_find(arg, "^[%d.]+$") or fraction == nil or fraction <= 0 or fraction > 1 then
+        local fraction = decimal
+        if fraction == nil or fraction <= 0 or fraction > 1 then
           return usage_error("SAMPLE takes a fraction > 0 and <= 1")
         end
         if fraction < 1 then f.sample = fraction end
@@ -553,10 +597,15 @@ local function switch_on(words, now)
   if f.slow_us == 0 then f.slow_us = nil end
   if next(f) == nil then f = nil end
   state.filter = f
-  if not state.on then state.logged = 0 end -- counted per switch-on (again while on: a new deadline only)
+  if not logging_on(now) then -- counted per switch-on (again while on: a new deadline only)
+    state.logged = 0
+    state.unwritten = 0
+  end
   state.on = true
   state.deadline = now + math_min(seconds or DEFAULT_SECONDS, MAX_SECONDS)
+  state.epoch = state.epoch + 1 -- connections not followed meanwhile (off, filtered out) ask who and where again
   state.file_error = nil
+  state.full_at = nil
   return status_result(now)
 end
 
@@ -612,12 +661,12 @@ end
 
 -- Hooks -------------------------------------------------------------------------------------------
 
-local COM_QUERY, COM_STMT_PREPARE, COM_STMT_EXECUTE, COM_STMT_CLOSE, COM_CHANGE_USER =
-  proxy.COM_QUERY, proxy.COM_STMT_PREPARE, proxy.COM_STMT_EXECUTE, proxy.COM_STMT_CLOSE, proxy.COM_CHANGE_USER
+local COM_QUERY, COM_INIT_DB, COM_STMT_PREPARE, COM_STMT_EXECUTE, COM_STMT_CLOSE, COM_CHANGE_USER = proxy.COM_QUERY,
+  proxy.COM_INIT_DB, proxy.COM_STMT_PREPARE, proxy.COM_STMT_EXECUTE, proxy.COM_STMT_CLOSE, proxy.COM_CHANGE_USER
 -- MySQL Proxy 0.8.5 predates COM_RESET_CONNECTION (MySQL 5.7): its number then.
 local COM_RESET_CONNECTION = proxy.COM_RESET_CONNECTION or 31
-local ID_QUERY, ID_PREPARE, ID_EXECUTE, ID_WHOAMI = 1, 2, 3, 4
-local WHOAMI = string_char(COM_QUERY) .. "SELECT CURRENT_USER()"
+local ID_QUERY, ID_PREPARE, ID_EXECUTE, ID_WHOAMI, ID_HELD = 1, 2, 3, 4, 5
+local WHOAMI = string_char(COM_QUERY) .. "SELECT CURRENT_USER(), DATABASE()"
 local STREAMED, BUFFERED = {resultset_is_needed = false}, {resultset_is_needed = true}
 
 -- "PROXY LOG" followed by a blank, ";" or the end, within the first CONTROL_MAX bytes of a COM_QUERY packet.
@@ -631,79 +680,176 @@ local function is_control(packet)
   return c == nil or c == 59 or c <= 32
 end
 
--- Who is asking comes first, then the length, and only then is the statement read: a stranger's
--- statement, of any size, costs a table look-up.
-local function control_statement(packet)
-  local user = proxy.connection.client.username or ""
-  if not ADMIN_NAMES[user] then return denied() end
-  if #packet - 1 > CONTROL_MAX then
-    return usage_error("PROXY LOG statements are at most " .. CONTROL_MAX .. " bytes")
+-- Statements that read what the previous statement left, which a query injected before them would change:
+-- FOUND_ROWS(), ROW_COUNT(), GET DIAGNOSTICS, and (in MySQL) SHOW WARNINGS / ERRORS and their counts.
+local DIAGNOSTICS = {"found_rows", "row_count", "diagnostics", "warning", "error"}
+
+local function reads_diagnostics(text)
+  local lower = string_lower(text)
+  for i = 1, #DIAGNOSTICS do
+    if string_find(lower, DIAGNOSTICS[i], 1, true) then return true end
   end
-  if checked_user == user then
-    if not checked_admin then return denied(" (the account the server authenticated is not one)") end
-    return control(string_sub(packet, 2))
+  return false
+end
+
+-- Does a statement start at i of the lower-cased COM_QUERY packet with USE (blanks and comments skipped;
+-- an executable comment's inside is code)?
+local function use_at(lower, i)
+  while true do
+    local _, e = string_find(lower, "^%s+", i)
+    if e then i = e + 1 end
+    local c, nxt = string_byte(lower, i, i + 1)
+    if c == 47 and nxt == 42 then -- "/*"
+      local third, fourth = string_byte(lower, i + 2, i + 3)
+      if third == 33 or (third == 109 and fourth == 33) then -- "/*!", "/*M!", then a version
+        _, e = string_find(lower, "^!%d*", i + (third == 33 and 2 or 3))
+        i = e + 1
+      else
+        _, e = string_find(lower, "*/", i + 2, true)
+        if not e then return false end
+        i = e + 1
+      end
+    elseif c == 35 or (c == 45 and nxt == 45) then -- "#", "--": to the end of the line
+      e = string_find(lower, "\n", i, true)
+      if not e then return false end
+      i = e + 1
+    else
+      return string_find(lower, "^use%f[^%w_$]", i) ~= nil
+    end
   end
-  -- The name is only what the client claimed: ask the server which account it authenticated.
-  pending_control = string_sub(packet, 2)
+end
+
+-- Could this COM_QUERY change the schema with USE (as its first statement or after a ";")? Over-eager on
+-- purpose (a ";" in a literal counts): a false alarm costs one question to the server, a missed USE would
+-- file statements under the wrong schema, past a DB filter. The caller rules out most statements first: a
+-- first byte that is a letter other than U or a digit, and no ";".
+local function may_use(packet)
+  local lower = string_lower(packet)
+  if not string_find(lower, "use", 2, true) then return false end
+  local i = 2
+  while i do
+    if use_at(lower, i) then return true end
+    local semi = string_find(lower, ";", i, true)
+    i = semi and semi + 1
+  end
+  return false
+end
+
+-- Ask the server who and where this connection is (an injected query; learned() reads the answer).
+local function ask()
   proxy.queries:append(ID_WHOAMI, WHOAMI, BUFFERED)
   return proxy.PROXY_SEND_QUERY
 end
 
--- The CURRENT_USER() answer: keep the verdict for this connection and answer the waiting control statement.
-local function checked(inj)
-  local query = pending_control
-  pending_control = nil
-  local res = inj.resultset
-  local account
-  if res.query_status == proxy.MYSQLD_PACKET_OK then
-    for row in res.rows do
-      if account == nil then account = row[1] end
+-- A statement while logging is on: queued to be logged (PROXY_SEND_QUERY), or let pass (nil). USER filters by
+-- the claimed name, before anything is asked; a connection not asked since the last PROXY LOG ON (or its last
+-- USE) asks the server first and comes back here with the answer (learned()), unless the statement reads what
+-- the previous one left (then the next statement asks); then the DB and SAMPLE filters.
+local function logged(packet, command)
+  local f = state.filter
+  if f and f.user and proxy.connection.client.username ~= f.user then return nil end
+  if asked_epoch ~= state.epoch then
+    local text = packet
+    if command == COM_STMT_EXECUTE then text = statements[resultset.stmt_id(packet)] or "" end
+    if not reads_diagnostics(text) then
+      held = packet
+      return ask()
     end
   end
-  if type(account) ~= "string" then
-    return denied(" (cannot check the account: SELECT CURRENT_USER() failed)")
+  if command == COM_QUERY then
+    local b = string_byte(packet, 2) or 0
+    if (b == 85 or b == 117 or b <= 47 or string_find(packet, ";", 3, true)) and may_use(packet) then
+      asked_epoch = nil -- asked again before the next statement
+    end
   end
-  checked_user = proxy.connection.client.username or ""
-  checked_admin = admin_account(account)
-  if not checked_admin or query == nil then
-    return denied(" (the account the server authenticated is not one)")
+  if f ~= nil then
+    if f.db then
+      local db = schema
+      if not schema_known then db = proxy.connection.client.default_db end
+      if db ~= f.db then return nil end
+    end
+    if f.sample and math_random() >= f.sample then return nil end
   end
-  return control(query)
+  if command == COM_QUERY then
+    proxy.queries:append(ID_QUERY, packet, STREAMED)
+  else
+    proxy.queries:append(ID_EXECUTE, packet, STREAMED)
+  end
+  return proxy.PROXY_SEND_QUERY
 end
 
--- Logging is on and this connection's statements pass the USER/DB/SAMPLE filters.
-local function wanted()
-  local f = state.filter
-  if f == nil then return true end
-  if f.user or f.db then
-    local client = proxy.connection.client
-    if f.user and client.username ~= f.user then return false end
-    if f.db and client.default_db ~= f.db then return false end
+-- Who is asking comes first, then the length, and only then is the statement read: a stranger's
+-- statement, of any size, costs a table look-up.
+local function control_statement(packet)
+  local user = proxy.connection.client.username or ""
+  if not ADMINS.names[user] then return denied() end
+  if #packet - 1 > CONTROL_MAX then
+    return usage_error("PROXY LOG statements are at most " .. CONTROL_MAX .. " bytes")
   end
-  return f.sample == nil or math_random() < f.sample
+  if account ~= nil then
+    if not is_admin then return denied(" (the account the server authenticated is not one)") end
+    return control(string_sub(packet, 2))
+  end
+  -- The name is only what the client claimed: ask the server which account it authenticated.
+  pending_control = string_sub(packet, 2)
+  return ask()
+end
+
+-- The answer to ask(): the account and the schema, kept for this connection; then the control statement or
+-- the statement that waited for it goes on (the answer itself never reaches the client).
+local function learned(inj)
+  local res = inj.resultset
+  local who, db = nil, nil
+  if res.query_status == proxy.MYSQLD_PACKET_OK then
+    for row in res.rows do
+      if who == nil then who, db = row[1], row[2] end
+    end
+  end
+  asked_epoch = state.epoch -- not again before the next PROXY LOG ON or USE, even when asking failed
+  if type(who) == "string" then
+    account, account_user = who, string_match(who, "^(.*)@[^@]*$") or who
+    is_admin, views_trusted = listed(ADMINS, who), listed(VIEW_ACCOUNTS, who)
+    schema, schema_known = db, true
+  end
+  local query, packet = pending_control, held
+  pending_control, held = nil, nil
+  if query then
+    if type(who) ~= "string" then return denied(" (cannot check the account: SELECT CURRENT_USER() failed)") end
+    if not is_admin then return denied(" (the account the server authenticated is not one)") end
+    return control(query)
+  end
+  if packet and logged(packet, string_byte(packet, 1)) == nil then
+    proxy.queries:append(ID_HELD, packet, STREAMED)
+  end
+  return proxy.PROXY_IGNORE_RESULT
+end
+
+-- Forget who and where (COM_CHANGE_USER: another account and schema from now on; check again).
+local function forget_account()
+  account, account_user, is_admin, views_trusted = nil, nil, false, VIEW_ACCOUNTS.any
+  schema, schema_known, asked_epoch = nil, false, nil
 end
 
 function read_query(packet)
   local command = string_byte(packet, 1)
   if command == COM_QUERY then
     if is_control(packet) then return control_statement(packet) end
-    if state.on and logging_on(os_time()) and wanted() then
-      proxy.queries:append(ID_QUERY, packet, STREAMED)
-      return proxy.PROXY_SEND_QUERY
-    end
+    if state.on and logging_on(os_time()) then return logged(packet, command) end
   elseif command == COM_STMT_EXECUTE then
-    if state.on and logging_on(os_time()) and wanted() then
-      proxy.queries:append(ID_EXECUTE, packet, STREAMED)
-      return proxy.PROXY_SEND_QUERY
-    end
+    if state.on and logging_on(os_time()) then return logged(packet, command) end
   elseif command == COM_STMT_PREPARE then
     -- Buffered (small: the statement id and definitions) to learn the id; the text is logged on execute.
     proxy.queries:append(ID_PREPARE, packet, BUFFERED)
     return proxy.PROXY_SEND_QUERY
   elseif command == COM_STMT_CLOSE then
     statements[resultset.stmt_id(packet)] = nil
+  elseif command == COM_INIT_DB then
+    -- client.default_db follows it (set by the host, and MySQL Proxy, when the server says OK); after a
+    -- USE it is asked again too (a failed COM_INIT_DB leaves the USE's schema).
+    if schema_known then asked_epoch = nil end
+    schema_known = false
   elseif command == COM_CHANGE_USER then
-    checked_user, checked_admin = nil, false -- another account from now on: check again
+    forget_account()
     statements = {} -- and the server forgets every prepared statement
   elseif command == COM_RESET_CONNECTION then
     statements = {}
@@ -717,7 +863,7 @@ function read_query_result(inj)
     if logging_on(now) then record(now, "query", string_sub(inj.query, 2, TAKE), inj) end
     return
   end
-  if id == ID_WHOAMI then return checked(inj) end
+  if id == ID_WHOAMI then return learned(inj) end
   if id == ID_PREPARE then
     local res = inj.resultset
     if res.query_status == proxy.MYSQLD_PACKET_OK then
