@@ -466,7 +466,10 @@ local function status_result(now)
     file = file .. string_format(" (full: PROXY_LOG_MAX_FILE_MB = %g reached; written again once it is rotated)",
       MAX_FILE_MB)
   end
-  if state.unwritten > 0 then file = file .. "; " .. state.unwritten .. " entries not written" end
+  local unwritten = state.unwritten
+  if unwritten > 0 then
+    file = file .. "; " .. unwritten .. (unwritten == 1 and " entry" or " entries") .. " not written"
+  end
   return resultset.send(
     {{"logging", T_STRING}, {"seconds_left", T_NUMBER}, {"logged", T_NUMBER}, {"log_file", T_STRING},
      {"filters", T_STRING}, {"digests", T_NUMBER}, {"evicted", T_NUMBER}},
