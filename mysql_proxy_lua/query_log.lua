@@ -153,7 +153,8 @@ local statements = {}
 -- any account's are.
 local account, account_user, is_admin, views_trusted = nil, nil, false, VIEW_ACCOUNTS.any
 -- Per connection: the schema in use (DATABASE()) when schema_known, else proxy.connection.client.default_db
--- (which follows COM_INIT_DB); the state.epoch it was asked in (nil: ask before the next logged statement).
+-- (which follows COM_INIT_DB); the state.epoch it was asked in (nil: not yet; false: after a possible USE, to
+-- be asked before the next logged statement whatever it is).
 local schema, schema_known, asked_epoch = nil, false, nil
 -- Per connection: the control statement or the statement waiting for the CURRENT_USER() answer.
 local pending_control, held = nil, nil
@@ -746,27 +747,31 @@ end
 
 -- A statement while logging is on: queued to be logged (PROXY_SEND_QUERY), or let pass (nil). USER filters by
 -- the claimed name, before anything is asked; a connection not asked since the last PROXY LOG ON (or its last
--- USE) asks the server first and comes back here with the answer (learned()), unless the statement reads what
--- the previous one left (then the next statement asks); then the DB and SAMPLE filters.
+-- USE) asks the server first and comes back here with the answer (learned()). Only the first statements
+-- after a PROXY LOG ON that read what the previous one left go on unasked (the next statement asks): they
+-- are logged with what is known and pass the DB filter (logged rather than missed), so that no statement
+-- can evade the filter by looking like one of them.
 local function logged(packet, command)
   local f = state.filter
   if f and f.user and proxy.connection.client.username ~= f.user then return nil end
+  local unasked = false
   if asked_epoch ~= state.epoch then
     local text = packet
     if command == COM_STMT_EXECUTE then text = statements[resultset.stmt_id(packet)] or "" end
-    if not reads_diagnostics(text) then
+    if asked_epoch == false or not reads_diagnostics(text) then
       held = packet
       return ask()
     end
+    unasked = true
   end
   if command == COM_QUERY then
     local b = string_byte(packet, 2) or 0
     if (b == 85 or b == 117 or b <= 47 or string_find(packet, ";", 3, true)) and may_use(packet) then
-      asked_epoch = nil -- asked again before the next statement
+      asked_epoch = false -- asked before the next statement, whatever it is
     end
   end
   if f ~= nil then
-    if f.db then
+    if f.db and not unasked then
       local db = schema
       if not schema_known then db = proxy.connection.client.default_db end
       if db ~= f.db then return nil end
@@ -849,7 +854,7 @@ function read_query(packet)
   elseif command == COM_INIT_DB then
     -- client.default_db follows it (set by the host, and MySQL Proxy, when the server says OK); after a
     -- USE it is asked again too (a failed COM_INIT_DB leaves the USE's schema).
-    if schema_known then asked_epoch = nil end
+    if schema_known then asked_epoch = false end
     schema_known = false
   elseif command == COM_CHANGE_USER then
     forget_account()

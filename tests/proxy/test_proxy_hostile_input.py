@@ -282,6 +282,25 @@ def test_asking_the_server_leaves_what_the_previous_statement_left(qlog):
     conn.close()
 
 
+def test_statements_that_are_not_preceded_by_the_question_do_not_evade_a_db_filter(qlog, schema):
+    conn = connect(qlog.port, autocommit=True)
+    with conn.cursor() as cur:
+        cur.execute(f"USE {schema}")  # not followed: logging is off
+        control(qlog.port, f"PROXY LOG ON 30 DB {schema}")
+        cur.execute("SELECT 'unasked', FOUND_ROWS() /* error, warning */")  # passes the filter: logged
+        cur.execute("SELECT 'asked'")
+        cur.execute("USE test")
+        cur.execute("SELECT 'after use', FOUND_ROWS() /* error */")  # after a USE the question always comes first
+        cur.execute(f"USE {schema}")
+        cur.execute("SELECT 'back', ROW_COUNT()")
+    tail = control(qlog.port, "PROXY LOG TAIL 10")
+    assert [(row["query"], row["db"]) for row in tail] == [
+        ("SELECT 'unasked', FOUND_ROWS() /* error, warning */", "test"),  # the last schema known, logged anyway
+        ("SELECT 'asked'", schema), ("USE test", schema), ("SELECT 'back', ROW_COUNT()", schema),
+    ]  # fmt: skip
+    conn.close()
+
+
 def test_views_are_taken_only_from_the_named_accounts(mariadb, plain_user, tmp_path):
     user, password = plain_user
     proxy = start_proxy(tmp_path, PROXY_LOG_VIEW_ACCOUNTS="root", PROXY_LOG_FORMAT="slowlog")
