@@ -338,10 +338,18 @@ def test_query_log_script_runs_on_plain_lua51_with_a_mysql_proxy_085_style_api(t
       local row = proxy.response.resultset.rows[1]
       out.tail = row[15]
       out.status = row[13] .. "," .. row[6] .. "," .. row[4]
+      -- The digest (lib/digest.lua) and a filtered switch-on (lib/control.lua) on the same API.
+      assert(read_query(string.char(3) .. "PROXY LOG DIGEST 5 ORDER BY errors") == 2)
+      row = proxy.response.resultset.rows[1]
+      out.digest = table.concat({row[1], row[2], row[3], row[4], row[7], row[14]}, ",")
+      assert(read_query(string.char(3) .. "PROXY LOG ON 60 SLOW 2.5 DB shop") == 2)
+      out.filters = proxy.response.resultset.rows[1][5]
       assert(read_query(string.char(3) .. "PROXY LOG OFF") == 2)
-      return out.on .. "|" .. out.tail .. "|" .. out.status
+      return table.concat({out.on, out.tail, out.status, out.digest, out.filters}, "|")
     end""")
-    assert run(root, str(log_file)) == "on|SELECT 1|error,shop,root@localhost"
+    assert run(root, str(log_file)) == (
+        "on|SELECT 1|error,shop,root@localhost|select ?,shop,root,1,9,1|slow 2.5 ms, db shop"
+    )
 
     line = json.loads(log_file.read_text())
     assert line["error_code"] is None and line["status"] == "error" and line["thread_id"] == 77
