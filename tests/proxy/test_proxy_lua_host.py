@@ -258,6 +258,36 @@ def test_load_errors_and_reload_on_change(tmp_path):
         host.new_connection()
 
 
+def test_a_changed_module_is_read_again_for_new_connections(tmp_path):
+    """An upgrade replaces lib/ beside the script: new connections must not run the new script on old modules."""
+    (tmp_path / "lib").mkdir()
+    module = tmp_path / "lib" / "version.lua"
+    module.write_text('return {name = "old"}')
+    host = host_for(
+        tmp_path,
+        """
+        local version = require("lib.version")
+        function read_query(packet)
+          local rows = {{version.name}}
+          proxy.response = {type = proxy.MYSQLD_PACKET_OK, resultset = {fields = {{name = "v"}}, rows = rows}}
+          return proxy.PROXY_SEND_RESULT
+        end
+    """,
+    )
+
+    def answer(conn):
+        conn.read_query(b"\x03x")
+        return conn.response().rows[0][0]
+
+    before = host.new_connection()
+    module.write_text('return {name = "new"}')
+    os.utime(module, ns=(time.time_ns(), time.time_ns() + 10**9))
+    after = host.new_connection()
+    assert answer(after) == b"new"
+    assert answer(before) == b"old"  # a running connection keeps what it started with
+    assert answer(host.new_connection()) == b"new"
+
+
 def test_require_finds_the_shipped_library(tmp_path):
     host = host_for(
         tmp_path,

@@ -76,6 +76,11 @@ sandbox.require = function(name)
   return result
 end
 
+-- Every module is read again by the next require (the host saw a module's file change).
+local function forget_modules()
+  for name in pairs(loaded) do loaded[name] = nil end
+end
+
 -- proxy: shared constants and proxy.global; per-connection fields through the metatable.
 local proxy = {global = {config = {}}}
 for k, v in pairs(py.constants) do proxy[k] = v end
@@ -121,7 +126,7 @@ local function new_queue()
   return q, items
 end
 
-local host = {}
+local host = {forget_modules = forget_modules}
 
 function host.compile(source, chunkname)
   local fn, err = loadstring(source, "@" .. chunkname)

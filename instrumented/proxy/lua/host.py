@@ -65,6 +65,7 @@ class LuaHost:
             search.append(self.script.parent)
         search.append(importlib.resources.files("mysql_proxy_lua"))  # the shipped scripts' lib/ (package data)
         self._search = list(dict.fromkeys(search))
+        self._modules: dict[str, tuple[int, int]] = {}  # files ``require`` read: path -> (mtime, size) then
         self.runtime = lua51.LuaRuntime(
             encoding=None,
             register_eval=False,
@@ -88,6 +89,7 @@ class LuaHost:
         )
         api = self.runtime.execute(BOOTSTRAP, py)
         self._compile: Callable[..., Any] = api[b"compile"]
+        self._forget_modules: Callable[[], None] = api[b"forget_modules"]
         self._new_connection: Callable[..., Any] = api[b"new_connection"]
         self.call: Callable[..., Any] = api[b"call"]
         self.read_query: Callable[..., Any] = api[b"read_query"]
@@ -143,12 +145,32 @@ class LuaHost:
         for base in self._search:
             candidate = base / relative
             if candidate.is_file():
+                if isinstance(candidate, Path):  # stamped before it is read: a change meanwhile is seen next time
+                    st = candidate.stat()
+                    self._modules[str(candidate)] = (st.st_mtime_ns, st.st_size)
                 return candidate.read_bytes(), os.fsencode(str(candidate))
         return None, None
 
+    def _modules_changed(self) -> bool:
+        """A file ``require`` read has changed (or gone) since."""
+        for path, stamp in self._modules.items():
+            try:
+                st = os.stat(path)
+            except OSError:
+                return True
+            if (st.st_mtime_ns, st.st_size) != stamp:
+                return True
+        return False
+
     def _reload(self) -> None:
-        """(Re)compile the script if its mtime or size changed, as MySQL Proxy does for new connections."""
+        """(Re)compile the script if its mtime or size changed, as MySQL Proxy does for new connections; read the
+        modules it requires again if one of them changed (MySQL Proxy keeps them: an upgraded script would
+        run with the old ``lib/``)."""
         assert self.script is not None
+        if self._modules and self._modules_changed():
+            self._forget_modules()
+            self._modules.clear()
+            log.info("Lua modules changed: read again for new connections")
         try:
             st = self.script.stat()
         except OSError as exc:
