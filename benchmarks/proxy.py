@@ -162,8 +162,8 @@ def host_code_us(script: Path | None, logging_on: bool, n: int = 30000) -> float
     """CPU time of the host's Python + Lua code per SELECT 1 (parse, hooks, tracking), in-process; the log goes
     to the file PROXY_LOG_FILE names (a regular file: the host refuses anything else)."""
     from instrumented.proxy.connection import ProxyConnection
-    from instrumented.proxy.handshake import IDLE
     from instrumented.proxy.mysql import packets as p
+    from instrumented.proxy.phases import IDLE
     from instrumented.proxy.server import ProxyServer
 
     server = ProxyServer(("127.0.0.1", 0), [("127.0.0.1", 3306)], str(script) if script else None,

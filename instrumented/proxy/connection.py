@@ -11,8 +11,8 @@ import asyncio
 import socket
 from typing import TYPE_CHECKING, cast
 
-from .handshake import CLOSED, RESPONSE
 from .lua.host import ScriptLoadError
+from .phases import CLOSED, RESPONSE
 from .session import Session
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ class ProxyConnection(asyncio.Protocol):
     @property
     def busy(self) -> bool:
         """A command's response is on its way (shutdown waits a moment for these)."""
-        return self.session.phase == RESPONSE
+        return self.session.phase is RESPONSE
 
     @property
     def backend_name(self) -> str:
@@ -116,7 +116,7 @@ class ProxyConnection(asyncio.Protocol):
         session = self.session
         errors: list[str] = []
         for backend in self.server.pick_backends(ndx):
-            if session.phase == CLOSED:
+            if session.phase is CLOSED:
                 return
             try:
                 transport, _ = await asyncio.wait_for(
@@ -128,7 +128,7 @@ class ProxyConnection(asyncio.Protocol):
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "timeout"
                 errors.append(f"{backend.name}: {reason}")
                 continue
-            if session.phase == CLOSED:
+            if session.phase is CLOSED:
                 transport.close()
                 return
             backend.mark_up()
