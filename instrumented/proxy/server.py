@@ -6,15 +6,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 
+from .backends import Backend
 from .connection import ProxyConnection
 from .lua.host import LuaHost
 
 log = logging.getLogger("instrumented.proxy")
 
-#: A backend that refused a connection is skipped for this long (unless it is the only choice).
-DOWN_RETRY_SECONDS = 5.0
 #: How often the files scripts write are flushed (their last line reaches the disk when traffic stops).
 FLUSH_SECONDS = 1.0
 
@@ -32,35 +30,6 @@ def parse_address(value: str, default_host: str = "0.0.0.0", default_port: int =
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"bad port in address {value!r}")
     return host or default_host, int(port)
-
-
-@dataclass
-class Backend:
-    """One MySQL server the proxy can send clients to (``proxy.connection.backend_ndx`` is 1-based)."""
-
-    index: int
-    host: str
-    port: int
-    connected_clients: int = 0
-    down_since: float = 0.0
-
-    @property
-    def name(self) -> str:
-        """``host:port``."""
-        return f"{self.host}:{self.port}"
-
-    def mark_down(self) -> None:
-        """Connecting failed: skip for a while."""
-        self.down_since = time.monotonic()
-
-    def mark_up(self) -> None:
-        """Connecting worked."""
-        self.down_since = 0.0
-
-    @property
-    def is_down(self) -> bool:
-        """Down and not yet due for a retry."""
-        return bool(self.down_since) and time.monotonic() - self.down_since < DOWN_RETRY_SECONDS
 
 
 class ProxyServer:
