@@ -199,9 +199,10 @@ DJANGO_SQL = (
 )
 
 
-def script_us(sql: str, n: int = 50000) -> tuple[float, float]:
+def script_us(sql: str, n: int = 50000) -> tuple[float, float, float, float]:
     """The Lua side alone: query_log.lua's read_query + read_query_result per statement with logging on, and
-    read_query with logging off (plain lupa, a minimal ``proxy`` table, the log to /dev/null), CPU µs."""
+    read_query with logging off (plain lupa, a minimal ``proxy`` table, the log to /dev/null), CPU µs; then
+    the Lua VM instructions of each (a count hook: exact, whatever the machine's load, for side-by-side runs)."""
     import lupa.lua51
 
     lua = lupa.lua51.LuaRuntime(encoding=None)
@@ -237,14 +238,28 @@ def script_us(sql: str, n: int = 50000) -> tuple[float, float]:
         read_query_result(inj)
       end
       local on = (clock() - t0) / n * 1e6
+      local count, counted = 0, 1000
+      local function tick() count = count + 1 end
+      debug.sethook(tick, "", 1)
+      for _ = 1, counted do
+        read_query(packet)
+        read_query_result(inj)
+      end
+      debug.sethook()
+      local on_instructions = count / counted
       state.on = false
       t0 = clock()
       for _ = 1, n do read_query(packet) end
-      return on, (clock() - t0) / n * 1e6
+      local off = (clock() - t0) / n * 1e6
+      count = 0
+      debug.sethook(tick, "", 1)
+      for _ = 1, counted do read_query(packet) end
+      debug.sethook()
+      return on, off, on_instructions, count / counted
     end"""
     )
-    on, off = run(str(ROOT).encode(), n, sql.encode())
-    return on, off
+    on, off, on_instructions, off_instructions = run(str(ROOT).encode(), n, sql.encode())
+    return on, off, on_instructions, off_instructions
 
 
 def sql_comment_ns(n: int = 200_000) -> tuple[float, float]:
@@ -458,8 +473,9 @@ def cpu_report(verdicts: list[tuple[str, float, bool]], runs: int = 5) -> int:
     print(f"\nhost code per SELECT 1, CPU µs (in-process, sockets replaced by no-ops; median of {runs} runs):")
     print(f"  no script {med['none']:.1f}   query_log.lua off {med['off']:.1f}   query_log.lua on {med['on']:.1f}")
     for label, sql in (("SELECT 1", "SELECT 1"), ("a Django statement with its view comment", DJANGO_SQL)):
-        on, off = script_us(sql)
-        print(f"  of which query_log.lua alone, {label}: on {on:.2f}, off {off:.2f} (plain Lua 5.1)")
+        on, off, on_instructions, off_instructions = script_us(sql)
+        print(f"  of which query_log.lua alone, {label}: on {on:.2f}, off {off:.2f} (plain Lua 5.1;"
+              f" {on_instructions:.1f} and {off_instructions:.1f} Lua instructions)")  # fmt: skip
     with_view, without = sql_comment_ns()
     print(f"SQL_COMMENT wrapper per statement (Django side): {with_view:.0f} ns with a view, {without:.0f} ns without")
     verdicts.append(("SQL_COMMENT wrapper per statement <= 1 µs", with_view / 1000, with_view <= 1000))
