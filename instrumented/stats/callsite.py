@@ -1,7 +1,8 @@
 """Where a query came from: the line a developer edits, and a fix that works on the queryset they wrote.
 
 Looked up only when a template crosses the N+1 threshold or after a slow query, at most once per
-template per request, and not again once known for the view and bucket (:func:`locate`). The stack is
+template per request, and not again once known for the view, its place and bucket (:func:`locate`; the place is
+the first frame of the site's code or template node, found in a short walk, frames.place). The stack is
 walked with ``sys._getframe`` from the query outwards, up to the view (Django's handler: the middleware and
 server frames past it never issued a view's query); frames are judged once per code object (frames.py).
 What is kept, innermost first (the stored form is in sites.py):
@@ -31,12 +32,12 @@ from .template_lines import template_line
 if TYPE_CHECKING:
     from .probe import Probe
 
-#: Known call sites kept per process: (view, alias, sql) -> (bucket, site, hint); cleared when full.
+#: Known call sites kept per process: (view, alias, sql, place) -> (bucket, site, hint); cleared when full.
 MAX_KNOWN = 4096
 #: How many frames are walked at most before giving up (a deep recursion must not cost much).
 MAX_DEPTH = 200
 
-_known: dict[tuple[str, str, str], tuple[int, str | None, str | None]] = {}
+_known: dict[tuple[str, str, str, Any], tuple[int, str | None, str | None]] = {}
 _lock = threading.Lock()
 _boundary: tuple[CodeType, ...] | None = None
 #: Stack walks done by this process (tests check that a known site is not looked up again).
@@ -152,7 +153,7 @@ def locate(probe: Probe, key: tuple[str, str], frame: FrameType | None) -> None:
             match = getattr(probe.request, "resolver_match", None)
             view = probe.view = view_name(match) if match is not None else ""
         bucket = int(time.time() // get_config().bucket_seconds)
-        known_key = (view, key[0], key[1])
+        known_key = (view, key[0], key[1], frames.place(frame))
         known = _known.get(known_key)
         if known is not None and known[0] == bucket:
             known_sites[key] = known[1:]

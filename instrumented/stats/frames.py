@@ -53,6 +53,9 @@ SERVERS = frozenset(
     }
 )
 
+#: Template engines: their frames sit between a template's line and the query, and are no library to name.
+ENGINES = frozenset({"jinja2", "markupsafe"})
+
 _NAME_SUFFIX = re.compile(r"(?:\.<locals>)?\.<(?:listcomp|dictcomp|setcomp|genexpr|lambda)>$")
 
 
@@ -220,6 +223,8 @@ def _judge(code: CodeType, module: str, rules_: Rules) -> Verdict:
             name = _library_name(module, relative)
             if name in SERVERS:
                 return SKIP
+            if name in ENGINES:
+                return FRAMEWORK
             return Library(name, relative[-MAX_NAME:], _function(code))
     if path.startswith(rules_.installation_dirs):
         return SKIP
@@ -275,3 +280,38 @@ def forget() -> None:
     _codes.clear()
     _class_sites.clear()
     _rules_for = None
+
+
+#: Frames looked at for a query's place before giving up (the view's own frame is rarely deeper).
+MAX_PLACE_DEPTH = 120
+_node_render: CodeType | None = None
+
+
+def place(frame: FrameType | None) -> Any:
+    """A cheap key for where a query was issued: the first frame of the site's code (its code and line), the Django
+    template node or compiled Jinja2 template line being rendered; None when none is within reach.
+
+    Two places in one view (two Wagtail page types served by ``wagtail_serve`` running the same statement) are
+    then known apart, without walking the whole stack each time.
+    """
+    global _node_render
+    if _node_render is None:
+        from django.template.base import Node
+
+        _node_render = Node.render_annotated.__code__
+    node_render = _node_render
+    rules_ = rules()
+    codes = _codes
+    depth = 0
+    while frame is not None and depth < MAX_PLACE_DEPTH:
+        code = frame.f_code
+        if code is node_render:
+            return id(frame.f_locals.get("self"))
+        found = codes.get(code)
+        if found is None:
+            found = verdict(frame, rules_)
+        if found.__class__ is Site or found is JINJA:
+            return code, frame.f_lineno
+        frame = frame.f_back
+        depth += 1
+    return None

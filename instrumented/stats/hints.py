@@ -253,7 +253,7 @@ def _lookup_text(query: Any) -> tuple[list[str], str]:
     return names, ordering
 
 
-def _prefetch_code(lookup: str, manager_queryset: Any) -> str:
+def _prefetch_code(lookup: str, manager_queryset: Any, owner: type) -> str:
     """``prefetch_related(Prefetch(lookup, queryset=Model.objects.filter(…), to_attr="…"))``: the rows the loop
     filters, loaded once into an attribute the loop then reads (``.filter()`` on a manager always queries)."""
     names, ordering = _lookup_text(manager_queryset.query)
@@ -265,6 +265,8 @@ def _prefetch_code(lookup: str, manager_queryset: Any) -> str:
         queryset += ".all()"
     relation = lookup.rsplit("__", 1)[-1]
     attribute = f"{fields[0].split('__')[0]}_{relation}" if fields else f"filtered_{relation}"
+    if hasattr(owner, attribute):  # a property of that name (often the one running the filter): another name
+        attribute += "_list"
     return f'prefetch_related(Prefetch("{lookup}", queryset={queryset}, to_attr="{attribute}"))'
 
 
@@ -322,43 +324,45 @@ def _specific_hint(root: Root, path: list[str], relation: Relation) -> str | Non
     return f'{kind}("{"__".join(path)}", for_specific_subqueries=True)'
 
 
-def hint(stack: list[FrameType], sql: str) -> str | None:
-    """The stored hint for the query ``sql`` run from ``stack`` (innermost frame first), or None."""
-    from django.db.models.query import ModelIterable
-
-    relation = find_relation(stack, sql)
-    if relation is None:
-        return None
+def _choose_root(stack: list[FrameType], target: Any) -> tuple[Root, Any, list[str]] | None:
+    """The innermost queryset whose rows reach ``target`` (with the row and path), else the innermost list or
+    loop variable that does; None when nothing on the stack holds it."""
     rules = frames.rules()
-    proven: tuple[Root, Any, list[str]] | None = None
     loose: tuple[Root, Any, list[str]] | None = None
     for frame in stack:
         for root in _frame_roots(frame, rules):
-            claim = _claim(root, relation.instance)
+            claim = _claim(root, target)
             if claim is None:
                 continue
-            if root.model is not None and proven is None:
-                proven = (root, *claim)
-            elif root.model is None and loose is None:
+            if root.model is not None:
+                return (root, *claim)
+            if loose is None:
                 loose = (root, *claim)
-        if proven is not None:
-            break
-    chosen = proven or loose
+    return loose
+
+
+def hint(stack: list[FrameType], sql: str) -> str | None:
+    """The stored hint for the query ``sql`` run from ``stack`` (innermost frame first), or None."""
+    relation = find_relation(stack, sql)
+    if relation is None:
+        return None
+    chosen = _choose_root(stack, relation.instance)
     if chosen is None:
         return None
     root, row, chain = chosen
     path = [*chain, relation.name]
-    if root.model is not None and not issubclass(root.queryset._iterable_class, ModelIterable):
+    types = {type(r) for r in list(root.rows)[:MAX_ROWS]}
+    if root.model is not None and types != {root.model}:  # polymorphic rows (Wagtail's .specific())
         specific = _specific_hint(root, path, relation)
         return encode_hint(specific, root.model.__name__) if specific else None
     model = root.model or type(row)
-    if root.model is None and (_mti_child(model) or len({type(r) for r in list(root.rows)[:MAX_ROWS]}) != 1):
+    if root.model is None and (_mti_child(model) or len(types) != 1):
         return None  # a list or a loop variable whose rows may come from a polymorphic query: cannot tell
     kind = lookup_kind(model, path)
     if kind is None:
         return None
     if relation.filtered is not None and not reads_own_prefetch(type(relation.instance), relation.name):
-        return encode_hint(_prefetch_code("__".join(path), relation.filtered), model.__name__)
+        return encode_hint(_prefetch_code("__".join(path), relation.filtered, type(relation.instance)), model.__name__)
     return encode_hint(f'{kind}("{"__".join(path)}")', model.__name__)
 
 
