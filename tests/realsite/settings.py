@@ -112,6 +112,8 @@ INSTRUMENTED = {
     "SERVERS": [f"127.0.0.1:{os.environ.get('INSTRUMENTED_TEST_MEMCACHED_PORT', '11211')}"],
     "KEY_PREFIX": os.environ.get("INSTRUMENTED_KEY_PREFIX", "realsite"),
     "FLUSH_INTERVAL": 0.2,
+    # The shelves page has twelve N+1 templates: all are kept, each with its call site.
+    "MAX_QUERIES_PER_VIEW": 16,
 }
 # The tests read the stats through the API in-process; the dashboard's static files do not matter here.
 SILENCED_SYSTEM_CHECKS = ["instrumented.W004"]
