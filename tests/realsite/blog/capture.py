@@ -24,12 +24,17 @@ class CaptureMiddleware:
             statements.append(sql)
             return execute(sql, params, many, context)
 
-        with CaptureQueriesContext(connection) as captured, connection.execute_wrapper(note):
+        with connection.execute_wrapper(note), CaptureQueriesContext(connection) as captured:
+            # A new connection's set-up statements (MySQL's) ran as the capture began: noted, not captured.
+            setup = len(statements)
             response = self.get_response(request)  # a TemplateResponse is rendered by then (in Django's handler)
         match = getattr(request, "resolver_match", None)
-        # Django logs a transaction's COMMIT/ROLLBACK in the capture without running it through a cursor.
-        ends = sum(1 for q in captured.captured_queries if q["sql"] in ("COMMIT", "ROLLBACK"))
-        line = {"view": view_name(match) if match else "", "count": len(captured) - ends, "sql": statements}
+        # Django logs a transaction's BEGIN/COMMIT/ROLLBACK in the capture, through a cursor (SQLite's BEGIN) or
+        # not (the driver's own commit): those that did not run as statements are not counted.
+        control = ("BEGIN", "COMMIT", "ROLLBACK")
+        logged = sum(1 for q in captured.captured_queries if q["sql"] in control)
+        run = sum(1 for sql in statements if sql in control)
+        line = {"view": view_name(match) if match else "", "count": setup + len(captured) - logged + run, "sql": statements}
         with self.path.open("a") as out:
             out.write(json.dumps(line) + "\n")
         return response
