@@ -100,9 +100,11 @@ def text(site_parts: list[dict[str, Any]]) -> str:
 
 
 def describe(site: Any) -> dict[str, Any]:
-    """What readers show of a stored site: ``site`` (one line) and ``where`` (its parts), never raising."""
+    """What readers show of a stored site: ``site`` (one line), ``where`` (its parts) and ``in_site_code`` (a line
+    of the site's own code or template is among them), never raising."""
     found = parts(site)
-    return {"site": text(found) if found else "", "where": found}
+    own = any(part["kind"] in ("code", "template") for part in found)
+    return {"site": text(found) if found else "", "where": found, "in_site_code": own}
 
 
 def hint(stored: Any) -> tuple[str | None, str | None]:

@@ -194,7 +194,7 @@ def _get(opener: urllib.request.OpenerDirector, url: str) -> int:
         return error.code
 
 
-def _log_in(base: str) -> urllib.request.OpenerDirector:
+def _log_in(base: str) -> tuple[urllib.request.OpenerDirector, str]:
     """A logged-in superuser's opener (Wagtail's login form, its CSRF token and session cookie)."""
     jar = http.cookiejar.CookieJar()
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
@@ -205,7 +205,24 @@ def _log_in(base: str) -> urllib.request.OpenerDirector:
     request = urllib.request.Request(f"{base}/admin/login/", data=data, headers={"Referer": f"{base}/admin/login/"})
     with opener.open(request, timeout=30) as response:
         assert "/admin/login/" not in response.geturl(), "logged in"
-    return opener
+    return opener, next(cookie.value for cookie in jar if cookie.name == "sessionid")
+
+
+def _look_at_the_view_page(base: str, session_key: str, shots: Path) -> str:
+    """The Wagtail pages' view page in headless Chromium, as a user sees it: its N+1 call sites' text (and a PNG)."""
+    from selenium.webdriver.common.by import By
+
+    from tests.support.browser import chrome, missing, use_session
+
+    reason = missing()
+    if reason:
+        pytest.skip(reason)
+    with chrome(1280, 2000) as driver:
+        use_session(driver, base, session_key)
+        driver.get(f"{base}/instrumented/view/?name=wagtail_serve")
+        text = driver.find_element(By.ID, "instr-suspects").text
+        driver.save_screenshot(str(shots / "view-detail-wagtail.png"))
+    return text
 
 
 def _n_plus_one_requests(captured: list[dict]) -> Counter:
@@ -386,7 +403,7 @@ def test_real_site_under_gunicorn(engine, real_sites, key_prefix):
         for _ in range(REQUESTS):
             for path in PAGES:
                 assert _get(plain, base + path) == 200, path
-        admin = _log_in(base)
+        admin, session_key = _log_in(base)
         for path in ADMIN:
             assert _get(admin, base + path) == 200, path
         captured = site.captured()
@@ -398,6 +415,12 @@ def test_real_site_under_gunicorn(engine, real_sites, key_prefix):
             return views if got == dict(expected) else None
 
         views = wait_until(merged, timeout=15)
+        if engine == "sqlite":  # the page once: the same on every database
+            shown = _look_at_the_view_page(base, session_key, site.data_dir)
+            assert "template blog/blog_index_page.html:9 {% image post.image fill-80x80 %}" in shown
+            assert 'fix: add .prefetch_related("image__renditions") to the BlogPage queryset the loop iterates' in shown
+            assert "inside wagtail: wagtail/images/models.py:" in shown and "gunicorn" not in shown
+            assert 'add .select_related("author", for_specific_subqueries=True) to the Page queryset' in shown
     finally:
         stop_process(proc)
 
