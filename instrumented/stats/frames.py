@@ -305,8 +305,10 @@ def place(frame: FrameType | None) -> Any:
     depth = 0
     while frame is not None and depth < MAX_PLACE_DEPTH:
         code = frame.f_code
-        if code is node_render:
-            return id(frame.f_locals.get("self"))
+        if code is node_render:  # the node's template and place in it: the same when the template is compiled again
+            node = frame.f_locals.get("self")
+            token = getattr(node, "token", None)
+            return getattr(getattr(node, "origin", None), "name", None), getattr(token, "position", None)
         found = codes.get(code)
         if found is None:
             found = verdict(frame, rules_)

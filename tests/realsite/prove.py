@@ -41,12 +41,17 @@ def main() -> None:
     from tests.realsite.blog import models
     from tests.realsite.blog.tweaks import TWEAKS
 
+    names = {"Prefetch": Prefetch, **{n: getattr(models, n) for n in dir(models) if n[:1].isupper()}}
+
+    def applying(code: str):
+        """The hint as the developer adds it: ``queryset.<code>``."""
+        return lambda queryset: eval(f"queryset.{code}", {**names, "queryset": queryset})
+
     results = []
     for case in json.load(sys.stdin):
         TWEAKS.clear()
         before = _runs(case["path"], case["sql"], connection.vendor)
-        names = {"Prefetch": Prefetch, **{n: getattr(models, n) for n in dir(models) if n[:1].isupper()}}
-        TWEAKS[case["tweak"]] = lambda qs, code=case["hint"]: eval(f"qs.{code}", {**names, "qs": qs})  # noqa: S307
+        TWEAKS[case["tweak"]] = applying(case["hint"])
         after = _runs(case["path"], case["sql"], connection.vendor)
         TWEAKS.clear()
         results.append({**case, "before": before, "after": after})

@@ -248,7 +248,7 @@ def _site_of(views: dict, view: str, sql_part: str, template: str | None = None)
     return found[0]
 
 
-def _check_expected_sites(views: dict) -> list[tuple[str, dict]]:  # noqa: C901 - one table of expectations
+def _check_expected_sites(views: dict) -> list[tuple[str, dict]]:
     """Every N+1 of the site's pages names the line to edit and offers the hint that works; (path, site) back."""
     proofs: list[tuple[str, dict]] = []
 
@@ -266,7 +266,7 @@ def _check_expected_sites(views: dict) -> list[tuple[str, dict]]:  # noqa: C901 
     expect(
         "/",
         "wagtailimages_image",
-        r're:in wagtail/images/templatetags/wagtailimages_tags\.py:\d+ in ImageNode\.\w+, from '
+        r"re:in wagtail/images/templatetags/wagtailimages_tags\.py:\d+ in ImageNode\.\w+, from "
         r"blog/blog_index_page\.html:9 \{% image post\.image fill-80x80 %\}, view wagtail_serve",
         'select_related("image")',
         "BlogPage",
@@ -327,18 +327,26 @@ def _check_expected_sites(views: dict) -> list[tuple[str, dict]]:  # noqa: C901 
         'to_attr="approved_reviews_list"))',
         "Book",
     )
-    expect("/places/", "blog_restaurant", view_line("# N+1 through the child table", "places"), 'select_related("restaurant")', "Place")
+    expect(
+        "/places/",
+        "blog_restaurant",
+        view_line("# N+1 through the child table", "places"),
+        'select_related("restaurant")',
+        "Place",
+    )
     expect(
         "/pages/child/",
         "blog_author",
-        f"blog/pages_child.html:4 {{{{ page.blogpage.author.name }}}}, from {view_line('# renders pages_child', 'pages_child')}",
+        "blog/pages_child.html:4 {{ page.blogpage.author.name }}, from "
+        + view_line("# renders pages_child", "pages_child"),
         'select_related("blogpage__author")',
         "Page",
     )
     expect(
         "/pages/child/",
         "blog_blogpage",
-        f"blog/pages_child.html:4 {{{{ page.blogpage.author.name }}}}, from {view_line('# renders pages_child', 'pages_child')}",
+        "blog/pages_child.html:4 {{ page.blogpage.author.name }}, from "
+        + view_line("# renders pages_child", "pages_child"),
         'select_related("blogpage")',
         "Page",
     )

@@ -1,6 +1,6 @@
 """Ground truth for the tests: every request's statements, counted by Django's own CaptureQueriesContext and
-noted as run (placeholders, no values; a COMMIT that Django logs without a cursor is not counted) by an execute_wrapper of the request's own, one JSON line per request
-in ``$REALSITE_DATA_DIR/capture-<pid>.jsonl``."""
+noted as run (placeholders, no values) by an execute_wrapper of the request's own, one JSON line per request
+in ``$REALSITE_DATA_DIR/capture-<pid>.jsonl``. A COMMIT that Django logs without a cursor is not counted."""
 
 import json
 import os
@@ -34,7 +34,11 @@ class CaptureMiddleware:
         control = ("BEGIN", "COMMIT", "ROLLBACK")
         logged = sum(1 for q in captured.captured_queries if q["sql"] in control)
         run = sum(1 for sql in statements if sql in control)
-        line = {"view": view_name(match) if match else "", "count": setup + len(captured) - logged + run, "sql": statements}
+        line = {
+            "view": view_name(match) if match else "",
+            "count": setup + len(captured) - logged + run,
+            "sql": statements,
+        }
         with self.path.open("a") as out:
             out.write(json.dumps(line) + "\n")
         return response

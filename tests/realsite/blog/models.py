@@ -50,11 +50,17 @@ class BlogPage(Page):
 class Publisher(models.Model):
     name = models.CharField(max_length=100)
 
+    def __str__(self) -> str:
+        return self.name
+
 
 class Book(models.Model):
     title = models.CharField(max_length=100)
     author = models.ForeignKey(Author, on_delete=models.CASCADE, related_name="books")
     publisher = models.ForeignKey(Publisher, on_delete=models.CASCADE, related_name="books")
+
+    def __str__(self) -> str:
+        return self.title
 
     @property
     def approved_reviews(self):
@@ -70,9 +76,15 @@ class Review(models.Model):
     approved = models.BooleanField(default=False)
     text = models.CharField(max_length=200)
 
+    def __str__(self) -> str:
+        return self.text
+
 
 class Place(models.Model):
     name = models.CharField(max_length=100)
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class Restaurant(Place):
@@ -80,7 +92,9 @@ class Restaurant(Place):
 
 
 def _label(number: int) -> type:
-    return type(f"Label{number:02d}", (models.Model,), {"__module__": __name__, "name": models.CharField(max_length=50)})
+    return type(
+        f"Label{number:02d}", (models.Model,), {"__module__": __name__, "name": models.CharField(max_length=50)}
+    )
 
 
 LABELS = [_label(number) for number in range(1, 13)]
@@ -104,3 +118,6 @@ class Shelf(models.Model):
     label10 = models.ForeignKey("Label10", on_delete=models.CASCADE, related_name="+")
     label11 = models.ForeignKey("Label11", on_delete=models.CASCADE, related_name="+")
     label12 = models.ForeignKey("Label12", on_delete=models.CASCADE, related_name="+")
+
+    def __str__(self) -> str:
+        return self.name

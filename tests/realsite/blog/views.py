@@ -8,7 +8,7 @@ from rest_framework.decorators import api_view
 from rest_framework.response import Response
 from wagtail.models import Page
 
-from .models import Book, BlogPage, Place, Restaurant, Shelf
+from .models import BlogPage, Book, Place, Restaurant, Shelf
 from .serializers import BookSerializer
 from .tweaks import tweak
 
@@ -27,7 +27,9 @@ def books_template(request):
 
 def books_response(request):
     """A TemplateResponse: rendered by Django's handler after the view returned."""
-    return TemplateResponse(request, "blog/books_response.html", {"books": tweak("books-response", Book.objects.order_by("id"))})
+    return TemplateResponse(
+        request, "blog/books_response.html", {"books": tweak("books-response", Book.objects.order_by("id"))}
+    )
 
 
 def books_jinja(request):

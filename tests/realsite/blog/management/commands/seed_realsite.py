@@ -13,9 +13,9 @@ from wagtail.models import Page, Site
 from tests.realsite.blog.models import (
     LABELS,
     Author,
-    Book,
     BlogIndexPage,
     BlogPage,
+    Book,
     NewsIndexPage,
     Place,
     Publisher,
@@ -55,7 +55,9 @@ class Command(BaseCommand):
             news.add_child(instance=BlogPage(title=f"News {number}", slug=f"news-{number}", author=authors[number % 4]))
         publishers = [Publisher.objects.create(name=f"publisher {n}") for n in range(4)]
         for number in range(8):
-            book = Book.objects.create(title=f"Book {number}", author=authors[number % 4], publisher=publishers[number % 4])
+            book = Book.objects.create(
+                title=f"Book {number}", author=authors[number % 4], publisher=publishers[number % 4]
+            )
             for review in range(3):
                 Review.objects.create(book=book, approved=review != 1, text=f"review {review} of {number}")
         for number in range(6):
@@ -65,7 +67,5 @@ class Command(BaseCommand):
                 Place.objects.create(name=f"place {number}")
         labels = [[model.objects.create(name=f"{model.__name__} {n}") for n in range(6)] for model in LABELS]
         for number in range(6):
-            Shelf.objects.create(
-                name=f"shelf {number}", **{f"label{i + 1:02d}": labels[i][number] for i in range(12)}
-            )
+            Shelf.objects.create(name=f"shelf {number}", **{f"label{i + 1:02d}": labels[i][number] for i in range(12)})
         get_user_model().objects.create_superuser("admin", "admin@example.com", "pw")

@@ -1,0 +1,165 @@
+"""The rules behind a call site: which frames are never one (launchers, servers, wrappers), a template's line
+found only at the N+1 threshold (once per template per request, never on a request without an N+1), and a
+stored site read back from memcached whatever it holds."""
+
+from __future__ import annotations
+
+import os
+import sys
+from types import CodeType
+
+import pytest
+from django.http import HttpRequest, HttpResponse
+from django.template import engines
+from django.template.loader import render_to_string
+from django.test import Client
+from django.urls import path
+from shop.models import Book
+
+from instrumented.stats import callsite, frames, sites
+from instrumented.stats.reader import read_stats
+
+pytestmark = pytest.mark.django_db(databases=["default", "analytics"])
+
+
+def code_of(source: str, filename: str) -> CodeType:
+    """The code of the first function defined in ``source``, as if it lived in ``filename``."""
+    module = compile(source, filename, "exec")
+    return next(c for c in module.co_consts if isinstance(c, CodeType))
+
+
+@pytest.fixture(autouse=True)
+def _fresh():
+    callsite.forget()
+    yield
+    callsite.forget()
+
+
+def judge(source: str, filename: str, module: str) -> frames.Verdict:
+    return frames._judge(code_of(source, filename), module, frames.rules())
+
+
+def test_launchers_servers_and_wrappers_are_never_a_call_site():
+    scripts = os.path.join(sys.prefix, "bin", "gunicorn")
+    assert judge("def main(): pass", scripts, "__main__") == frames.SKIP, "the virtualenv's bin/ script"
+    assert judge("def _run_module_as_main(): pass", "/usr/lib/python3.11/runpy.py", "runpy") == frames.SKIP
+    library = next(d for d in frames.rules().library_dirs)
+    for server in ("gunicorn.workers.sync", "uvicorn.protocols.http", "celery.app.trace", "daphne.server"):
+        filename = os.path.join(library, *server.split(".")) + ".py"
+        assert judge("def handle(): pass", filename, server) == frames.SKIP, server
+    wrapper = "def app(environ, start_response):\n    return inner(environ, start_response)\n"
+    assert judge(wrapper, "/srv/site/middleware.py", "site.middleware") == frames.SKIP, "a WSGI wrapper"
+    assert judge("def app(scope, receive, send): pass", "/srv/site/asgi.py", "site.asgi") == frames.SKIP
+    assert judge("def make(): pass", "/srv/site/demo/wsgi.py", "demo.wsgi") == frames.SKIP, "WSGI_APPLICATION's"
+
+
+def test_the_sites_own_code_and_libraries():
+    # A site deployed under the interpreter's prefix (sys.prefix /usr, the site in /usr/src/app) is the site's.
+    inside_prefix = os.path.join(sys.prefix, "src", "app", "shop", "views.py")
+    found = judge("def index(request): pass", inside_prefix, "shop.views")
+    assert isinstance(found, frames.Site) and found.function == "index"
+    library = frames.rules().library_dirs[0]
+    found = judge("def to_representation(self): pass", f"{library}rest_framework/serializers.py", "rest_framework.x")
+    assert found == frames.Library("rest_framework", "rest_framework/serializers.py", "to_representation")
+    assert judge("def getattr(self): pass", f"{library}jinja2/environment.py", "jinja2.environment") == frames.FRAMEWORK
+
+
+N_BOOKS = 8
+
+
+def template_loop(request: HttpRequest) -> HttpResponse:
+    template = engines["django"].from_string("{% for b in books %}{{ b.author.name }}{% endfor %}")
+    books = Book.objects.order_by("id")[: int(request.GET.get("n", N_BOOKS))]
+    return HttpResponse(template.render({"books": books}))  # render the loop
+
+
+def two_loops(request: HttpRequest) -> HttpResponse:
+    template = engines["django"].from_string(
+        "{% for b in books %}{{ b.author.name }}{% endfor %}{% for b in books %}{{ b.author.books.count }}{% endfor %}"
+    )
+    return HttpResponse(template.render({"books": Book.objects.order_by("id")[:N_BOOKS]}))
+
+
+urlpatterns = [path("loop/", template_loop, name="loop"), path("two/", two_loops, name="two")]
+
+
+def test_template_line_found_at_the_threshold_only(flush, settings):
+    from shop.views import ensure_catalogue
+
+    ensure_catalogue()
+    settings.ROOT_URLCONF = __name__
+    settings.INSTRUMENTED = {**settings.INSTRUMENTED, "BUCKET_SECONDS": 86400, "WINDOW_SECONDS": 86400}
+    client = Client()
+    before = callsite.walks
+    assert client.get("/loop/?n=4").status_code == 200
+    assert callsite.walks == before, "four runs: below the threshold, no stack is read"
+    for _ in range(3):
+        assert client.get("/loop/").status_code == 200
+    assert callsite.walks == before + 1, "found once, then known for the view, its place and the bucket"
+    assert client.get("/two/").status_code == 200
+    assert callsite.walks == before + 3, "two N+1 templates in one request: once each"
+    flush()
+    views = {v["view"]: v for v in read_stats()["views"]}
+    (suspect,) = views["loop"]["n_plus_one_suspects"]
+    (site,) = suspect["call_sites"]
+    assert site["requests"] == 3 and site["where"][0] == {
+        "kind": "template",
+        "template": "<unknown source>",
+        "line": 1,
+        "node": "{{ b.author.name }}",
+        "engine": "django",
+    }
+    assert site["where"][1]["kind"] == "code" and site["where"][1]["function"] == "template_loop"
+    assert (site["hint"], site["hint_model"]) == ('select_related("author")', "Book")
+
+
+FORGED = [
+    None,
+    42,
+    ["code", "x"],
+    "",
+    "x" * 5000,
+    "\t\t\t",
+    "code\tonly-two\tfields",
+    "code\tf.py\tnot-a-number\tf",
+    "template\t<script>alert(1)</script>\t99999999999999\t{{ x }}\tdjango",
+    "nonsense\ta\tb\nview\t<b>v</b>",
+    "library\tlib\tf.py\t1\tfn\t" + "o" * 500,
+]
+
+
+@pytest.mark.parametrize("stored", FORGED)
+def test_a_forged_site_reads_back_safely(stored):
+    described = sites.describe(stored)
+    assert isinstance(described["site"], str) and isinstance(described["where"], list)
+    for part in described["where"]:
+        assert part["kind"] in sites.ROLES
+        assert all(len(str(v)) <= sites.MAX_FIELD for v in part.values())
+        assert part.get("line") is None or isinstance(part["line"], int)
+    assert sites.hint(stored) in ((None, None),) or all(
+        v is None or len(v) <= sites.MAX_FIELD for v in sites.hint(stored)
+    )
+    html = render_to_string(
+        "instrumented/dashboard/_call_site.html",
+        {"s": {**described, "requests": 1, "hint": "<i>x</i>", "hint_model": "<u>M</u>"}},
+    )
+    assert "<script>" not in html and "<b>v</b>" not in html and "<i>x</i>" not in html and "<u>" not in html
+
+
+def test_stored_site_round_trip():
+    stored = sites.encode(
+        [
+            ("library", "rest_framework", "rest_framework/fields.py", "99", "get_attribute", "A(B), field c"),
+            ("template", "blog/x.html", "3", "{{ a\tb }}\n", "django"),
+            ("view", "api:books"),
+        ]
+    )
+    described = sites.describe(stored)
+    assert described["site"] == (
+        "in rest_framework/fields.py:99 in get_attribute, A(B), field c, from blog/x.html:3 {{ a b }}, view api:books"
+    )
+    assert described["in_site_code"] is True
+    assert sites.describe("shop/views.py:45 in n_plus_one")["where"] == [
+        {"kind": "code", "file": "shop/views.py", "line": 45, "function": "n_plus_one"}
+    ], "a site stored before parts"
+    assert sites.hint(sites.encode_hint('select_related("a")', "Book")) == ('select_related("a")', "Book")
