@@ -90,14 +90,13 @@ def run_batch(app, path: str, n: int, settle=None) -> tuple[float, float]:
 
 def overhead(batches: int, requests: int, only: tuple[str, ...] = ()) -> dict[str, dict[str, float]]:
     from django.core.handlers.wsgi import WSGIHandler
+    from django.core.management import call_command
     from django.db import connection
     from django.test.utils import override_settings
 
     from instrumented.conf import get_config
     from instrumented.stats.aggregate import get_aggregator
     from instrumented.stats.probe import install_on, sql_wrapper
-
-    from django.core.management import call_command
 
     with_app = WSGIHandler()
     with override_settings(MIDDLEWARE=[]):
