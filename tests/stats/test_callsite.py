@@ -54,6 +54,7 @@ def test_n_plus_one_through_a_foreign_key(flush):
     assert site == {
         "site": f"shop/views.py:{line} in n_plus_one",
         "where": [{"kind": "code", "file": "shop/views.py", "line": line, "function": "n_plus_one"}],
+        "in_site_code": True,
         "requests": 3,
         "hint": 'select_related("author")',
         "hint_model": "Book",
