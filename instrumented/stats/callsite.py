@@ -61,10 +61,12 @@ def _class_text(cls: type) -> str:
 
 
 def _object_text(obj: Any) -> str | None:
-    """The site's object a library frame works for: a serializer (and its field), a page, a ModelAdmin."""
-    parent = getattr(obj, "parent", None)
-    field_name = getattr(obj, "field_name", None)
-    if isinstance(field_name, str) and field_name and parent is not None and frames.site_class(type(parent)):
+    """The site's object a library frame works for: a serializer (and its field), a page, a ModelAdmin. Read from
+    the object's own attributes only: none of its code runs (a lazy object is not evaluated by the walk)."""
+    attributes = hints.attributes(obj)
+    parent = attributes.get("parent")
+    field_name = attributes.get("field_name")
+    if type(field_name) is str and field_name and parent is not None and frames.site_class(type(parent)):
         return f"{_class_text(type(parent))}, field {field_name}"
     if frames.site_class(type(obj)):
         return _class_text(type(obj))

@@ -34,6 +34,21 @@ MAX_HOPS = 3
 _WHERE = re.compile(r'\bWHERE\s+\(*\s*[`"\[]?(\w+)[`"\]]?\.[`"\[]?(\w+)[`"\]]?\s*(?:=|IN\b)', re.IGNORECASE)
 
 
+def _is(value: Any, cls: Any) -> bool:
+    """``isinstance`` by the value's real type: a lazy object on the stack (``request.user`` not yet loaded) must
+    not be evaluated by the walk (its ``__class__`` would run its query)."""
+    return issubclass(type(value), cls)
+
+
+def attributes(value: Any) -> dict[str, Any]:
+    """An object's own attributes, read without running any of its code (properties, ``__getattr__``)."""
+    try:
+        found = object.__getattribute__(value, "__dict__")
+    except AttributeError:
+        return {}
+    return found if type(found) is dict else {}
+
+
 class Relation(NamedTuple):
     """The relation whose loading ran the query: on ``instance``, its accessor ``name``; ``filtered`` is the
     manager queryset that ran with filters or an order of its own (None for a plain load)."""
@@ -105,20 +120,20 @@ def find_relation(stack: list[FrameType], sql: str) -> Relation | None:
             break  # past the ORM: the loop's own code
         if "self" not in frame.f_code.co_varnames:
             continue
-        owner = frame.f_locals.get("self")
+        owner: Any = frame.f_locals.get("self")
         instance = frame.f_locals.get("instance")
-        if isinstance(owner, DeferredAttribute):
+        if _is(owner, DeferredAttribute):
             return None  # a deferred field loaded row by row: .only()/.defer() chose it, no relation to follow
-        if isinstance(owner, ForwardManyToOneDescriptor) and isinstance(instance, Model):
+        if _is(owner, ForwardManyToOneDescriptor) and _is(instance, Model):
             return Relation(instance, owner.field.name, None)
-        if isinstance(owner, ReverseOneToOneDescriptor) and isinstance(instance, Model):
+        if _is(owner, ReverseOneToOneDescriptor) and _is(instance, Model):
             return Relation(instance, owner.related.get_accessor_name(), None)
-        if isinstance(owner, GenericForeignKey) and isinstance(instance, Model):
+        if _is(owner, GenericForeignKey) and _is(instance, Model):
             return Relation(instance, owner.name, None)
-        if manager is None and isinstance(owner, QuerySet):
-            hints = getattr(owner, "_hints", None)
-            instance = hints.get("instance") if isinstance(hints, dict) else None
-            if isinstance(instance, Model) and issubclass(owner._iterable_class, ModelIterable):
+        if manager is None and _is(owner, QuerySet):
+            hints = owner._hints
+            instance = hints.get("instance") if type(hints) is dict else None
+            if _is(instance, Model) and issubclass(owner._iterable_class, ModelIterable):
                 name = relation_for_sql(type(instance), sql)
                 if name is not None:
                     manager = Relation(instance, name, owner if _filtered(owner) else None)
@@ -141,16 +156,16 @@ def _roots_of(value: Any, found: list[Root], depth: int = 0) -> None:
     from django.db.models import Model
     from django.db.models.query import QuerySet
 
-    if isinstance(value, QuerySet):
+    if _is(value, QuerySet):
         if value._result_cache is not None:
             found.append(Root(value.model, value._result_cache, value))
-    elif isinstance(value, Model):
+    elif _is(value, Model):
         found.append(Root(None, (value,), None))
-    elif isinstance(value, list | tuple) and value and isinstance(value[0], Model):
+    elif _is(value, list | tuple) and value and _is(value[0], Model):
         found.append(Root(None, value, None))
-    elif isinstance(value, PaginatorPage):
-        _roots_of(value.object_list, found, depth + 1)
-    elif isinstance(value, dict) and depth == 0:
+    elif _is(value, PaginatorPage):
+        _roots_of(attributes(value).get("object_list"), found, depth + 1)
+    elif type(value) is dict and depth == 0:
         for item in list(value.values())[:50]:
             _roots_of(item, found, depth + 1)
 
@@ -169,7 +184,7 @@ def _frame_roots(frame: FrameType, rules: frames.Rules) -> list[Root]:
     if verdict == frames.FRAMEWORK:
         owner = frame.f_locals.get("self") if "self" in code.co_varnames else None
         if owner is not None and frames.site_class(type(owner)):  # a class-based view of the site: object_list
-            for value in list(getattr(owner, "__dict__", {}).values())[:50]:
+            for value in list(attributes(owner).values())[:50]:
                 _roots_of(value, found, 1)
         return found
     for value in list(frame.f_locals.values())[:100]:
@@ -184,18 +199,18 @@ def _path_to(obj: Any, target: Any, hops: int) -> list[str] | None:
         return []
     if hops == 0:
         return None
-    state = getattr(obj, "_state", None)
-    cache = getattr(state, "fields_cache", None)
-    if isinstance(cache, dict):
+    own = attributes(obj)
+    cache = attributes(own.get("_state")).get("fields_cache")
+    if type(cache) is dict:
         for name, value in list(cache.items()):
             if value is not None:
                 rest = _path_to(value, target, hops - 1)
                 if rest is not None:
                     return [str(name), *rest]
-    prefetched = getattr(obj, "_prefetched_objects_cache", None)
-    if isinstance(prefetched, dict):
+    prefetched = own.get("_prefetched_objects_cache")
+    if type(prefetched) is dict:
         for name, queryset in list(prefetched.items()):
-            for row in (getattr(queryset, "_result_cache", None) or ())[:MAX_ROWS]:
+            for row in (attributes(queryset).get("_result_cache") or ())[:MAX_ROWS]:
                 rest = _path_to(row, target, hops - 1)
                 if rest is not None:
                     return [str(name), *rest]

@@ -14,6 +14,7 @@ from django.template import engines
 from django.template.loader import render_to_string
 from django.test import Client
 from django.urls import path
+from django.utils.functional import SimpleLazyObject
 from shop.models import Book
 
 from instrumented.stats import callsite, frames, sites
@@ -80,7 +81,21 @@ def two_loops(request: HttpRequest) -> HttpResponse:
     return HttpResponse(template.render({"books": Book.objects.order_by("id")[:N_BOOKS]}))
 
 
-urlpatterns = [path("loop/", template_loop, name="loop"), path("two/", two_loops, name="two")]
+def lazy_loop(request: HttpRequest) -> HttpResponse:
+    """The N+1 runs while a lazy object is being set up: the walk must not set it up again."""
+
+    def authors() -> list[str]:
+        return [b.author.name for b in Book.objects.order_by("id")[:N_BOOKS]]  # lazy loop
+
+    lazy = SimpleLazyObject(authors)
+    return HttpResponse(", ".join(lazy))
+
+
+urlpatterns = [
+    path("loop/", template_loop, name="loop"),
+    path("two/", two_loops, name="two"),
+    path("lazy/", lazy_loop, name="lazy"),
+]
 
 
 def test_template_line_found_at_the_threshold_only(flush, settings):
@@ -111,6 +126,23 @@ def test_template_line_found_at_the_threshold_only(flush, settings):
     }
     assert site["where"][1]["kind"] == "code" and site["where"][1]["function"] == "template_loop"
     assert (site["hint"], site["hint_model"]) == ('select_related("author")', "Book")
+
+
+def test_the_walk_runs_none_of_the_sites_code(flush, settings):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from shop.views import ensure_catalogue
+
+    ensure_catalogue()
+    settings.ROOT_URLCONF = __name__
+    with CaptureQueriesContext(connection) as captured:
+        assert Client().get("/lazy/").status_code == 200
+    assert len(captured) == 1 + N_BOOKS, "the lazy object was set up once: finding the call site ran no query"
+    flush()
+    (suspect,) = {v["view"]: v for v in read_stats()["views"]}["lazy"]["n_plus_one_suspects"]
+    assert (
+        suspect["count"] == N_BOOKS and suspect["call_sites"][0]["where"][0]["function"] == "lazy_loop.<locals>.authors"
+    )
 
 
 FORGED = [
