@@ -26,9 +26,11 @@ from typing import Any, NamedTuple
 from . import frames
 from .sites import encode_hint
 
-#: Rows of a candidate queryset or list searched for the object, and relation hops followed from each row.
+#: Rows of a candidate queryset or list searched for the object, relation hops followed from each row, and
+#: objects looked at in all for one hint (prefetched rows of prefetched rows must not make a walk slow).
 MAX_ROWS = 1000
 MAX_HOPS = 3
+MAX_VISITS = 20_000
 
 # The first condition of the WHERE clause: Django qualifies every column with its table.
 _WHERE = re.compile(r'\bWHERE\s+\(*\s*[`"\[]?(\w+)[`"\]]?\.[`"\[]?(\w+)[`"\]]?\s*(?:=|IN\b)', re.IGNORECASE)
@@ -192,26 +194,27 @@ def _frame_roots(frame: FrameType, rules: frames.Rules) -> list[Root]:
     return found
 
 
-def _path_to(obj: Any, target: Any, hops: int) -> list[str] | None:
+def _path_to(obj: Any, target: Any, hops: int, visits: list[int]) -> list[str] | None:
     """The relation names from ``obj`` to ``target`` through what ``obj`` has loaded (select_related, earlier
-    attribute access, prefetches); None when ``target`` is not reachable in ``hops``."""
+    attribute access, prefetches); None when ``target`` is not reachable in ``hops`` (or within the visits left)."""
     if obj is target:
         return []
-    if hops == 0:
+    visits[0] -= 1
+    if hops == 0 or visits[0] <= 0:
         return None
     own = attributes(obj)
     cache = attributes(own.get("_state")).get("fields_cache")
     if type(cache) is dict:
         for name, value in list(cache.items()):
             if value is not None:
-                rest = _path_to(value, target, hops - 1)
+                rest = _path_to(value, target, hops - 1, visits)
                 if rest is not None:
                     return [str(name), *rest]
     prefetched = own.get("_prefetched_objects_cache")
     if type(prefetched) is dict:
         for name, queryset in list(prefetched.items()):
             for row in (attributes(queryset).get("_result_cache") or ())[:MAX_ROWS]:
-                rest = _path_to(row, target, hops - 1)
+                rest = _path_to(row, target, hops - 1, visits)
                 if rest is not None:
                     return [str(name), *rest]
     return None
@@ -318,10 +321,10 @@ def _mti_child(model: type) -> bool:
     return any(link is not None for link in model._meta.parents.values())  # type: ignore[attr-defined]
 
 
-def _claim(root: Root, target: Any) -> tuple[Any, list[str]] | None:
+def _claim(root: Root, target: Any, visits: list[int]) -> tuple[Any, list[str]] | None:
     """(the row, path) by which ``root`` reaches ``target``; None when it does not."""
     for row in list(root.rows)[:MAX_ROWS]:
-        path = _path_to(row, target, MAX_HOPS)
+        path = _path_to(row, target, MAX_HOPS, visits)
         if path is not None:
             return row, path
     return None
@@ -344,9 +347,10 @@ def _choose_root(stack: list[FrameType], target: Any) -> tuple[Root, Any, list[s
     loop variable that does; None when nothing on the stack holds it."""
     rules = frames.rules()
     loose: tuple[Root, Any, list[str]] | None = None
+    visits = [MAX_VISITS]
     for frame in stack:
         for root in _frame_roots(frame, rules):
-            claim = _claim(root, target)
+            claim = _claim(root, target, visits)
             if claim is None:
                 continue
             if root.model is not None:

@@ -195,3 +195,22 @@ def test_stored_site_round_trip():
         {"kind": "code", "file": "shop/views.py", "line": 45, "function": "n_plus_one"}
     ], "a site stored before parts"
     assert sites.hint(sites.encode_hint('select_related("a")', "Book")) == ('select_related("a")', "Book")
+
+
+def test_the_search_for_the_loops_rows_is_bounded():
+    from types import SimpleNamespace
+
+    from instrumented.stats import hints
+
+    def rows(n: int, children: list) -> list:
+        return [
+            SimpleNamespace(_prefetched_objects_cache={"c": SimpleNamespace(_result_cache=children)}) for _ in range(n)
+        ]
+
+    # 1000 rows, each prefetching 1000 rows, each prefetching 1000: a billion paths without a bound.
+    deep = rows(1000, rows(1000, rows(1000, [])))
+    root = hints.Root(None, deep, None)
+    visits = [hints.MAX_VISITS]
+    assert hints._claim(root, object(), visits) is None and visits[0] <= 0
+    target = deep[0]._prefetched_objects_cache["c"]._result_cache[3]
+    assert hints._claim(root, target, [hints.MAX_VISITS]) == (deep[0], ["c"])
