@@ -460,6 +460,7 @@ def _prove_hints(site: RealSite, proofs: list[tuple[str, dict]], key_prefix: str
         assert after[0] <= 1 and after[1] < before[1], ("the hint removed the repeats", result)
 
 
+@pytest.mark.timeout(600)  # the first waits for the sites' migrations (Wagtail's ~200), on a loaded machine too
 @pytest.mark.parametrize("engine", ENGINES)
 def test_real_site_under_gunicorn(engine, real_sites, key_prefix):
     """The same pages on each database; the libraries' admins, the view page in Chromium and the hints' proofs on
