@@ -125,7 +125,7 @@ def capture(frame: FrameType | None, sql: str, view: str = "") -> tuple[str | No
     walk = _Walk()
     stack: list[FrameType] = []
     depth = 0
-    while frame is not None and depth < MAX_DEPTH and frame.f_code not in boundary:
+    while frame is not None and depth < MAX_DEPTH and not any(frame.f_code is code for code in boundary):
         stack.append(frame)
         if not walk.done:
             walk.see(frame, frames.verdict(frame, rules), rules)

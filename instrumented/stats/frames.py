@@ -84,7 +84,9 @@ JINJA = "jinja2"
 
 Verdict = Site | Library | str
 
-_codes: dict[CodeType, Verdict] = {}
+#: id(code) -> (code, verdict): keyed by id because hashing a code object hashes its constants and names every
+#: time (microseconds a frame); the code is held, so its id is not reused while its verdict is kept.
+_codes: dict[int, tuple[CodeType, Verdict]] = {}
 _rules_for: tuple[Any, Rules] | None = None
 
 
@@ -235,15 +237,16 @@ def _judge(code: CodeType, module: str, rules_: Rules) -> Verdict:
 def verdict(frame: FrameType, rules_: Rules) -> Verdict:
     """The remembered verdict on ``frame``'s code object."""
     code = frame.f_code
-    found = _codes.get(code)
-    if found is None:
-        if len(_codes) >= MAX_CODES:
-            _codes.clear()
-        if "__jinja_template__" in frame.f_globals:
-            found = JINJA
-        else:
-            found = _judge(code, str(frame.f_globals.get("__name__", "")), rules_)
-        _codes[code] = found
+    entry = _codes.get(id(code))
+    if entry is not None and entry[0] is code:
+        return entry[1]
+    if len(_codes) >= MAX_CODES:
+        _codes.clear()
+    if "__jinja_template__" in frame.f_globals:
+        found: Verdict = JINJA
+    else:
+        found = _judge(code, str(frame.f_globals.get("__name__", "")), rules_)
+    _codes[id(code)] = (code, found)
     return found
 
 
@@ -309,11 +312,10 @@ def place(frame: FrameType | None) -> Any:
             node = frame.f_locals.get("self")
             token = getattr(node, "token", None)
             return getattr(getattr(node, "origin", None), "name", None), getattr(token, "position", None)
-        found = codes.get(code)
-        if found is None:
-            found = verdict(frame, rules_)
+        entry = codes.get(id(code))
+        found = entry[1] if entry is not None and entry[0] is code else verdict(frame, rules_)
         if found.__class__ is Site or found is JINJA:
-            return code, frame.f_lineno
+            return code.co_filename, frame.f_lineno
         frame = frame.f_back
         depth += 1
     return None

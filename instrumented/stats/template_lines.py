@@ -91,6 +91,6 @@ def template_line(frame: FrameType, verdict: frames.Verdict, rules: frames.Rules
     """The template line ``frame`` renders, when it is a Django node's render or a compiled Jinja2 template."""
     if verdict == frames.JINJA:
         return _jinja(frame, rules)
-    if verdict == frames.FRAMEWORK and frame.f_code in _django_render_codes():
+    if verdict == frames.FRAMEWORK and any(frame.f_code is code for code in _django_render_codes()):
         return _django(frame, rules)
     return None
