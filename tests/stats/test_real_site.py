@@ -64,34 +64,34 @@ def view_line(marker: str, function: str) -> str:
     return f"tests/realsite/blog/views.py:{line_of(marker)} in {function}"
 
 
-def _create_database(engine: str, name: str) -> None:
+def _server_statement(engine: str, statement: str) -> None:
+    """Run one statement on the database server itself (not in a database): CREATE or DROP DATABASE."""
     if engine == "postgresql":
         import psycopg
 
         with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+            conn.execute(statement)
     elif engine == "mysql":
         import pymysql
 
         conn = pymysql.connect(**{**mysql.MARIADB, "database": None})
-        with conn.cursor() as cursor:
-            cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-        conn.close()
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(statement)
+        finally:
+            conn.close()
+
+
+def _create_database(engine: str, name: str) -> None:
+    quoted = f"`{name}` CHARACTER SET utf8mb4" if engine == "mysql" else f'"{name}"'
+    _server_statement(engine, f"CREATE DATABASE {quoted}")
 
 
 def _drop_database(engine: str, name: str) -> None:
-    if engine == "postgresql":
-        import psycopg
-
-        with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    elif engine == "mysql":
-        import pymysql
-
-        conn = pymysql.connect(**{**mysql.MARIADB, "database": None})
-        with conn.cursor() as cursor:
-            cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
-        conn.close()
+    _server_statement(
+        engine,
+        f"DROP DATABASE IF EXISTS `{name}`" if engine == "mysql" else f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
+    )
 
 
 def _available(engine: str) -> bool:
