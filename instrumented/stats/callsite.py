@@ -2,7 +2,8 @@
 
 Looked up only when a template crosses the N+1 threshold or after a slow query, at most once per
 template per request, and not again once known for the view, its place and bucket (:func:`locate`; the place is
-the first frame of the site's code or template node, found in a short walk, frames.place). The stack is
+the first frame of the site's code or template node, found in a short walk, frames.place, looked up on every
+crossing only for statements seen at two places of one view). The stack is
 walked with ``sys._getframe`` from the query outwards, up to the view (Django's handler: the middleware and
 server frames past it never issued a view's query); frames are judged once per code object (frames.py).
 What is kept, innermost first (the stored form is in sites.py):
@@ -32,12 +33,18 @@ from .template_lines import template_line
 if TYPE_CHECKING:
     from .probe import Probe
 
-#: Known call sites kept per process: (view, alias, sql, place) -> (bucket, site, hint); cleared when full.
+#: Known call sites kept per process: (view, alias, sql, place or None) -> [bucket, site, hint, place, hits];
+#: cleared when full. The place is part of the key only for the statements seen at two places of one view.
 MAX_KNOWN = 4096
+#: Crossings of a bucket that check that a known site's place is still the same: the first ones, then one in 8.
+PLACE_FIRST = 16
+PLACE_SAMPLE = 8
 #: How many frames are walked at most before giving up (a deep recursion must not cost much).
 MAX_DEPTH = 200
 
-_known: dict[tuple[str, str, str, Any], tuple[int, str | None, str | None]] = {}
+_known: dict[tuple[str, str, str, Any], list[Any]] = {}
+#: (view, alias, sql) seen at two places: their place is looked up on every crossing.
+_multi_place: dict[tuple[str, str, str], None] = {}
 _lock = threading.Lock()
 _boundary: tuple[CodeType, ...] | None = None
 #: Stack walks done by this process (tests check that a known site is not looked up again).
@@ -143,7 +150,14 @@ def capture(frame: FrameType | None, sql: str, view: str = "") -> tuple[str | No
 
 
 def locate(probe: Probe, key: tuple[str, str], frame: FrameType | None) -> None:
-    """Note the call site of ``key`` (alias, SQL) on ``probe``: known for the view and bucket, else from the stack."""
+    """Note the call site of ``key`` (alias, SQL) on ``probe``: known for the view, its place and the bucket, else
+    from the stack.
+
+    The place (frames.place: a short walk) is looked up on every crossing only for statements seen at two places
+    of one view (two Wagtail page types under ``wagtail_serve``); for the others the first PLACE_FIRST crossings
+    of a bucket check it, then one in PLACE_SAMPLE: a busy view's crossing costs a dict lookup, and a second
+    place is found in its first requests.
+    """
     try:  # by hand: fail_open() costs ~0.2 µs, and a known site is the common case (once per template per request)
         known_sites = probe.sites
         if known_sites is None:
@@ -155,25 +169,33 @@ def locate(probe: Probe, key: tuple[str, str], frame: FrameType | None) -> None:
             match = getattr(probe.request, "resolver_match", None)
             view = probe.view = view_name(match) if match is not None else ""
         bucket = int(time.time() // get_config().bucket_seconds)
-        known_key = (view, key[0], key[1], frames.place(frame))
-        known = _known.get(known_key)
+        statement = (view, key[0], key[1])
+        place = frames.place(frame) if statement in _multi_place else None
+        known = _known.get((*statement, place))
         if known is not None and known[0] == bucket:
-            known_sites[key] = known[1:]
-            return
+            hits = known[4] = known[4] + 1
+            if place is not None or (hits > PLACE_FIRST and hits % PLACE_SAMPLE) or frames.place(frame) == known[3]:
+                known_sites[key] = (known[1], known[2])
+                return
+            _multi_place[statement] = None  # a second place: from now on every crossing looks its place up
+            if len(_multi_place) > MAX_KNOWN:
+                _multi_place.clear()
     except Exception as exc:  # noqa: BLE001 - fail open
         failures.record("finding a call site failed", exc)
         return
     with fail_open("finding a call site failed"):
         found = capture(frame, key[1], view)
+        here = frames.place(frame)
         with _lock:
             if len(_known) >= MAX_KNOWN:
                 _known.clear()
-            _known[known_key] = (bucket, *found)
+            _known[(*statement, here if statement in _multi_place else None)] = [bucket, *found, here, 0]
         known_sites[key] = found
 
 
 def forget() -> None:
     """Forget known sites and code verdicts (tests, and settings changes)."""
     _known.clear()
+    _multi_place.clear()
     frames.forget()
     hints.forget()

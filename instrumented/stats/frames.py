@@ -311,7 +311,8 @@ def place(frame: FrameType | None) -> Any:
         if code is node_render:  # the node's template and place in it: the same when the template is compiled again
             node = frame.f_locals.get("self")
             token = getattr(node, "token", None)
-            return getattr(getattr(node, "origin", None), "name", None), getattr(token, "position", None)
+            origin = getattr(getattr(node, "origin", None), "name", None)
+            return origin, getattr(token, "lineno", None), getattr(token, "contents", None)
         entry = codes.get(id(code))
         found = entry[1] if entry is not None and entry[0] is code else verdict(frame, rules_)
         if found.__class__ is Site or found is JINJA:

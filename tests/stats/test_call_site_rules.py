@@ -91,7 +91,17 @@ def lazy_loop(request: HttpRequest) -> HttpResponse:
     return HttpResponse(", ".join(lazy))
 
 
+def one_view_two_templates(request: HttpRequest) -> HttpResponse:
+    """One view, two templates running the same statement (as Wagtail's one view serves every page type)."""
+    source = "{% for b in books %}{{ b.author.name }}{% endfor %}"
+    if request.GET.get("which") == "second":
+        source = "<p>\n" + source
+    books = Book.objects.order_by("id")[:N_BOOKS]
+    return HttpResponse(engines["django"].from_string(source).render({"books": books}))
+
+
 urlpatterns = [
+    path("places/", one_view_two_templates, name="places"),
     path("loop/", template_loop, name="loop"),
     path("two/", two_loops, name="two"),
     path("lazy/", lazy_loop, name="lazy"),
@@ -126,6 +136,21 @@ def test_template_line_found_at_the_threshold_only(flush, settings):
     }
     assert site["where"][1]["kind"] == "code" and site["where"][1]["function"] == "template_loop"
     assert (site["hint"], site["hint_model"]) == ('select_related("author")', "Book")
+
+
+def test_one_view_two_places_each_its_line(flush, settings):
+    from shop.views import ensure_catalogue
+
+    ensure_catalogue()
+    settings.ROOT_URLCONF = __name__
+    settings.INSTRUMENTED = {**settings.INSTRUMENTED, "BUCKET_SECONDS": 86400, "WINDOW_SECONDS": 86400}
+    client = Client()
+    for which in ("first", "second", "first", "second", "second"):
+        assert client.get(f"/places/?which={which}").status_code == 200
+    flush()
+    (suspect,) = {v["view"]: v for v in read_stats()["views"]}["places"]["n_plus_one_suspects"]
+    lines = {site["where"][0]["line"]: site["requests"] for site in suspect["call_sites"]}
+    assert lines == {1: 2, 2: 3}, "each template's line, with its own requests"
 
 
 def test_the_walk_runs_none_of_the_sites_code(flush, settings):
