@@ -146,15 +146,28 @@ class _NullTransport:
         pass
 
 
-def host_code_us(script: Path | None, logging_on: bool, n: int = 30000) -> float:
-    """CPU time of the host's Python + Lua code per SELECT 1 (parse, hooks, tracking), in-process."""
-    from instrumented.proxy.connection import ProxyConnection
-    from instrumented.proxy.handshake import IDLE
+def _answer_questions(session) -> None:
+    """Answer the script's own questions to the server (``SELECT CURRENT_USER()[, DATABASE()]``) as MariaDB would."""
     from instrumented.proxy.mysql import packets as p
+
+    while session.inj is not None and session.inj.packet.startswith(b"\x03SELECT CURRENT_USER()"):
+        columns = [(b"CURRENT_USER()", 253), (b"DATABASE()", 253)]
+        if b"DATABASE()" not in session.inj.packet:
+            columns = columns[:1]
+        row = [b"root@localhost", b"test"][: len(columns)]
+        session.server_data(p.frame_all(p.text_resultset(columns, [row], False), 1)[0])
+
+
+def host_code_us(script: Path | None, logging_on: bool, n: int = 30000) -> float:
+    """CPU time of the host's Python + Lua code per SELECT 1 (parse, hooks, tracking), in-process; the log goes
+    to the file PROXY_LOG_FILE names (a regular file: the host refuses anything else)."""
+    from instrumented.proxy.connection import ProxyConnection
+    from instrumented.proxy.mysql import packets as p
+    from instrumented.proxy.phases import IDLE
     from instrumented.proxy.server import ProxyServer
 
     server = ProxyServer(("127.0.0.1", 0), [("127.0.0.1", 3306)], str(script) if script else None,
-                         io_paths=[os.devnull])  # fmt: skip
+                         io_paths=[os.environ["PROXY_LOG_FILE"]])  # fmt: skip
     conn = ProxyConnection(server)  # the client-side glue; its session is the Sans-IO state machine
     session = conn.session
     conn.client = conn.backend = _NullTransport()
@@ -166,11 +179,12 @@ def host_code_us(script: Path | None, logging_on: bool, n: int = 30000) -> float
         session.lua.set("client", "username", b"root")
     if logging_on:
         conn.data_received(p.frame(b"\x03PROXY LOG ON 3600", 0)[0])
-        # The script first asks the server for CURRENT_USER(): answer as MariaDB would.
-        account = p.text_resultset([(b"CURRENT_USER()", 253)], [[b"root@localhost"]], False)
-        session.server_data(p.frame_all(account, 1)[0])
+        _answer_questions(session)  # who asks: the script asks the server for CURRENT_USER()
     query = p.frame(b"\x03SELECT 1", 0)[0]
     result = p.frame_all(p.text_resultset([(b"1", 8)], [[b"1"]], False), 1)[0]
+    conn.data_received(query)  # the first statement logged: the script may ask who and where first
+    _answer_questions(session)
+    session.server_data(result)
     start = time.process_time()
     for _ in range(n):
         conn.data_received(query)
@@ -185,9 +199,10 @@ DJANGO_SQL = (
 )
 
 
-def script_us(sql: str, n: int = 50000) -> tuple[float, float]:
+def script_us(sql: str, n: int = 50000) -> tuple[float, float, float, float]:
     """The Lua side alone: query_log.lua's read_query + read_query_result per statement with logging on, and
-    read_query with logging off (plain lupa, a minimal ``proxy`` table, the log to /dev/null), CPU µs."""
+    read_query with logging off (plain lupa, a minimal ``proxy`` table, the log to /dev/null), CPU µs; then
+    the Lua VM instructions of each (a count hook: exact, whatever the machine's load, for side-by-side runs)."""
     import lupa.lua51
 
     lua = lupa.lua51.LuaRuntime(encoding=None)
@@ -197,12 +212,12 @@ def script_us(sql: str, n: int = 50000) -> tuple[float, float]:
       local getenv = os.getenv
       os.getenv = function(name) if name == "PROXY_LOG_FILE" then return "/dev/null" end return getenv(name) end
       local queue = {}
-      proxy = {global = {}, PROXY_SEND_QUERY = 1, PROXY_SEND_RESULT = 2, MYSQLD_PACKET_OK = 0,
-               MYSQLD_PACKET_ERR = 255, COM_QUERY = 3, COM_STMT_PREPARE = 22, COM_STMT_EXECUTE = 23,
-               COM_STMT_CLOSE = 25, MYSQL_TYPE_STRING = 254, MYSQL_TYPE_LONGLONG = 8,
+      proxy = {global = {}, PROXY_SEND_QUERY = 1, PROXY_SEND_RESULT = 2, PROXY_IGNORE_RESULT = 4,
+               MYSQLD_PACKET_OK = 0, MYSQLD_PACKET_ERR = 255, COM_QUERY = 3, COM_STMT_PREPARE = 22,
+               COM_STMT_EXECUTE = 23, COM_STMT_CLOSE = 25, MYSQL_TYPE_STRING = 254, MYSQL_TYPE_LONGLONG = 8,
                connection = {client = {username = "root", default_db = "test", src = {name = "10.1.1.1:1"}},
                              server = {thread_id = 77}},
-               queries = {append = function(self, id, packet, opts) queue[1] = packet end}}
+               queries = {append = function(self, id, packet, opts) queue.id, queue.packet = id, packet end}}
       dofile(root .. "/mysql_proxy_lua/query_log.lua")
       local state = proxy.global.query_log
       local packet = string.char(3) .. query
@@ -210,20 +225,41 @@ def script_us(sql: str, n: int = 50000) -> tuple[float, float]:
       local inj = {id = 1, query = packet, query_time = 5, response_time = 9, resultset = res}
       local clock = os.clock
       state.on, state.deadline = true, os.time() + 3600
+      read_query(packet)
+      if queue.id == 4 then -- the script asks the server who and where first: answer as MariaDB would
+        local answered = false
+        read_query_result({id = 4, query = queue.packet, query_time = 1, response_time = 2, resultset = {
+          query_status = 0, row_count = 1,
+          rows = function() if answered then return nil end answered = true return {"root@localhost", "test"} end}})
+      end
       local t0 = clock()
       for _ = 1, n do
         read_query(packet)
         read_query_result(inj)
       end
       local on = (clock() - t0) / n * 1e6
+      local count, counted = 0, 1000
+      local function tick() count = count + 1 end
+      debug.sethook(tick, "", 1)
+      for _ = 1, counted do
+        read_query(packet)
+        read_query_result(inj)
+      end
+      debug.sethook()
+      local on_instructions = count / counted
       state.on = false
       t0 = clock()
       for _ = 1, n do read_query(packet) end
-      return on, (clock() - t0) / n * 1e6
+      local off = (clock() - t0) / n * 1e6
+      count = 0
+      debug.sethook(tick, "", 1)
+      for _ = 1, counted do read_query(packet) end
+      debug.sethook()
+      return on, off, on_instructions, count / counted
     end"""
     )
-    on, off = run(str(ROOT).encode(), n, sql.encode())
-    return on, off
+    on, off, on_instructions, off_instructions = run(str(ROOT).encode(), n, sql.encode())
+    return on, off, on_instructions, off_instructions
 
 
 def sql_comment_ns(n: int = 200_000) -> tuple[float, float]:
@@ -420,20 +456,26 @@ def main() -> int:
 def cpu_report(verdicts: list[tuple[str, float, bool]], runs: int = 5) -> int:
     """The host's CPU per statement (in-process, medians of interleaved runs), the script's share, the verdicts."""
     old_log_file = os.environ.get("PROXY_LOG_FILE")
-    os.environ["PROXY_LOG_FILE"] = os.devnull
+    tmp = Path(tempfile.mkdtemp(prefix="proxy-cpu-"))
+    os.environ["PROXY_LOG_FILE"] = str(tmp / "query_log.jsonl")
     cpu: dict[str, list[float]] = {"none": [], "off": [], "on": []}
     for _ in range(runs):
         cpu["none"].append(host_code_us(None, False, 20000))
         cpu["off"].append(host_code_us(SCRIPT, False, 20000))
         cpu["on"].append(host_code_us(SCRIPT, True, 20000))
+        (tmp / "query_log.jsonl").unlink(missing_ok=True)
+    shutil.rmtree(tmp)
     if old_log_file is None:
         del os.environ["PROXY_LOG_FILE"]
+    else:
+        os.environ["PROXY_LOG_FILE"] = old_log_file
     med = {k: statistics.median(v) for k, v in cpu.items()}
     print(f"\nhost code per SELECT 1, CPU µs (in-process, sockets replaced by no-ops; median of {runs} runs):")
     print(f"  no script {med['none']:.1f}   query_log.lua off {med['off']:.1f}   query_log.lua on {med['on']:.1f}")
     for label, sql in (("SELECT 1", "SELECT 1"), ("a Django statement with its view comment", DJANGO_SQL)):
-        on, off = script_us(sql)
-        print(f"  of which query_log.lua alone, {label}: on {on:.2f}, off {off:.2f} (plain Lua 5.1)")
+        on, off, on_instructions, off_instructions = script_us(sql)
+        print(f"  of which query_log.lua alone, {label}: on {on:.2f}, off {off:.2f} (plain Lua 5.1;"
+              f" {on_instructions:.1f} and {off_instructions:.1f} Lua instructions)")  # fmt: skip
     with_view, without = sql_comment_ns()
     print(f"SQL_COMMENT wrapper per statement (Django side): {with_view:.0f} ns with a view, {without:.0f} ns without")
     verdicts.append(("SQL_COMMENT wrapper per statement <= 1 µs", with_view / 1000, with_view <= 1000))

@@ -9,17 +9,28 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import TYPE_CHECKING, cast
+from collections.abc import Iterator
+from typing import Protocol, cast
 
-from .handshake import CLOSED, RESPONSE
-from .lua.host import ScriptLoadError
+from .backends import Backend
+from .lua.host import LuaHost, ScriptLoadError
+from .mysql import constants as c
+from .phases import CLOSED, RESPONSE
 from .session import Session
 
-if TYPE_CHECKING:
-    from .server import Backend, ProxyServer
 
-ERR_BACKEND_DOWN = 2003
-ERR_UNKNOWN = 1105
+class Server(Protocol):
+    """What a connection uses of the server that accepted it (``server.ProxyServer``, which makes it)."""
+
+    lua: LuaHost | None
+    connect_timeout: float
+    connections: set[ProxyConnection]
+
+    def pick_backends(self, ndx: int) -> Iterator[Backend]:
+        """The backends to try, in order."""
+
+    def rate_limited_log(self, key: str, message: str, *args: object) -> None:
+        """Log a failure at most once a minute per kind."""
 
 
 def set_nodelay(transport: asyncio.BaseTransport) -> None:
@@ -69,7 +80,7 @@ class BackendProtocol(asyncio.Protocol):
 class ProxyConnection(asyncio.Protocol):
     """The client side: connects a backend for the session and carries out what it asks (the ``Wire``)."""
 
-    def __init__(self, server: ProxyServer) -> None:
+    def __init__(self, server: Server) -> None:
         self.server = server
         self.client: asyncio.Transport | None = None
         self.backend: asyncio.Transport | None = None
@@ -81,7 +92,7 @@ class ProxyConnection(asyncio.Protocol):
     @property
     def busy(self) -> bool:
         """A command's response is on its way (shutdown waits a moment for these)."""
-        return self.session.phase == RESPONSE
+        return self.session.phase is RESPONSE
 
     @property
     def backend_name(self) -> str:
@@ -102,7 +113,7 @@ class ProxyConnection(asyncio.Protocol):
             lua = self.server.lua.new_connection() if self.server.lua else None
         except ScriptLoadError as exc:
             self.server.rate_limited_log(f"script load: {exc}", "Lua script failed to load: %s", exc)
-            session.fatal(b"MySQL Proxy Lua script failed to load. Check the error log.", ERR_UNKNOWN)
+            session.fatal(b"MySQL Proxy Lua script failed to load. Check the error log.", c.ER_UNKNOWN_ERROR)
             return
         ndx = session.handshake.start(lua, peer, transport.get_extra_info("sockname"))
         if ndx is None:
@@ -116,7 +127,7 @@ class ProxyConnection(asyncio.Protocol):
         session = self.session
         errors: list[str] = []
         for backend in self.server.pick_backends(ndx):
-            if session.phase == CLOSED:
+            if session.phase is CLOSED:
                 return
             try:
                 transport, _ = await asyncio.wait_for(
@@ -128,7 +139,7 @@ class ProxyConnection(asyncio.Protocol):
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "timeout"
                 errors.append(f"{backend.name}: {reason}")
                 continue
-            if session.phase == CLOSED:
+            if session.phase is CLOSED:
                 transport.close()
                 return
             backend.mark_up()
@@ -143,7 +154,7 @@ class ProxyConnection(asyncio.Protocol):
             return
         detail = "; ".join(errors) if errors else "no backend configured"
         session.log_error(f"all backends are down ({detail})")
-        session.fatal(f"(proxy) all backends are down: {detail}".encode(), ERR_BACKEND_DOWN, b"HY000")
+        session.fatal(f"(proxy) all backends are down: {detail}".encode(), c.CR_CONN_HOST_ERROR, b"HY000")
 
     def data_received(self, data: bytes) -> None:
         """Client bytes go to the session."""

@@ -9,29 +9,51 @@ and ``read_auth_result`` themselves. Auth switch and more-data rounds are relaye
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
-from .lua.api import PROXY_SEND_QUERY, PROXY_SEND_RESULT
+from .lua.api import PROXY_SEND_QUERY, PROXY_SEND_RESULT, HookResult
 from .lua.host import LuaConnection
 from .mysql import auth
 from .mysql import constants as c
 from .mysql import packets as p
-
-if TYPE_CHECKING:
-    from .session import Session
+from .phases import AUTH, CLIENT_AUTH, GREETING, IDLE, Phase
 
 _HEADER = struct.Struct("<I")
-ERR_UNKNOWN = 1105
 
-# A session's phases, in order; the first four are the connection phase, handled here.
-CONNECTING = 0
-GREETING = 1
-CLIENT_AUTH = 2
-AUTH = 3
-IDLE = 4  # waiting for a command
-RESPONSE = 5  # a command's response is being relayed
-RAW = 6  # binlog streaming and the like: bytes relayed both ways until the end
-CLOSED = 7
+
+class HandshakeSession(Protocol):
+    """What the connection phase uses of its session (``session.Session``, which makes the ``Handshake``)."""
+
+    lua: LuaConnection | None
+    hooks: set[str]
+    phase: Phase
+    cbuf: bytearray
+    client_caps: int
+    deprecate_eof: bool
+    to_client: Callable[[bytes], object]
+    to_server: Callable[[bytes], object]
+
+    def hook(self, name: str, arg: Any = None) -> HookResult:
+        """Call a Lua hook (failures logged, "no decision")."""
+
+    def send_response(self, seq: int) -> None:
+        """``proxy.response`` to the client."""
+
+    def send_err(self, message: bytes, code: int, seq: int, sqlstate: bytes = b"07000") -> None:
+        """An ERR packet to the client."""
+
+    def fatal(self, message: bytes, code: int, sqlstate: bytes = b"07000") -> None:
+        """An ERR instead of the greeting, then close."""
+
+    def log_error(self, message: str) -> None:
+        """One log line per connection error."""
+
+    def close(self) -> None:
+        """Close both sides."""
+
+    def process_commands(self) -> None:
+        """Handle the client's commands waiting in ``cbuf``."""
 
 
 class Handshake:
@@ -39,7 +61,7 @@ class Handshake:
 
     __slots__ = ("pending_user", "s", "sbuf", "server_caps")
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: HandshakeSession) -> None:
         self.s = session
         self.sbuf = b""  # server bytes during greeting/auth, where whole packets are parsed
         self.server_caps = 0
@@ -80,9 +102,9 @@ class Handshake:
     def server_data(self, data: bytes) -> None:
         """Server bytes before the command phase (also those that arrive before the backend is set up)."""
         self.sbuf += data
-        if self.s.phase == GREETING:
+        if self.s.phase is GREETING:
             self.greeting()
-        elif self.s.phase == AUTH:
+        elif self.s.phase is AUTH:
             self.server_auth()
 
     def _take_server_packet(self) -> tuple[bytes, int] | None:
@@ -116,7 +138,7 @@ class Handshake:
             greeting = auth.parse_greeting(payload)
         except (ValueError, IndexError, struct.error) as exc:
             s.log_error(f"bad greeting from backend: {exc}")
-            s.fatal(b"(proxy) the backend sent an unknown handshake", ERR_UNKNOWN)
+            s.fatal(b"(proxy) the backend sent an unknown handshake", c.ER_UNKNOWN_ERROR)
             return
         self.server_caps = greeting.capabilities & ~c.STRIPPED_CAPS
         if s.lua is not None:
@@ -151,12 +173,14 @@ class Handshake:
             response = auth.parse_auth_response(payload)
         except (ValueError, IndexError, struct.error) as exc:
             s.log_error(f"bad handshake response from client: {exc}")
-            s.send_err(b"(proxy) malformed handshake response", ERR_UNKNOWN, (seq + 1) & 0xFF, b"08S01")
+            s.send_err(b"(proxy) malformed handshake response", c.ER_UNKNOWN_ERROR, (seq + 1) & 0xFF, b"08S01")
             s.close()
             return
         if response.is_ssl_request:
             s.log_error("client asked for SSL, which the proxy does not relay")
-            s.send_err(b"(proxy) SSL is not supported through this proxy", ERR_UNKNOWN, (seq + 1) & 0xFF, b"08S01")
+            s.send_err(
+                b"(proxy) SSL is not supported through this proxy", c.ER_UNKNOWN_ERROR, (seq + 1) & 0xFF, b"08S01"
+            )
             s.close()
             return
         s.client_caps = response.capabilities
@@ -181,7 +205,7 @@ class Handshake:
     def server_auth(self) -> None:
         """Auth rounds (switch, more data) are relayed; OK/ERR ends them via ``read_auth_result``."""
         s = self.s
-        while s.phase == AUTH:
+        while s.phase is AUTH:
             got = self._take_server_packet()
             if got is None:
                 return

@@ -6,15 +6,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 
+from .backends import Backend
 from .connection import ProxyConnection
 from .lua.host import LuaHost
 
 log = logging.getLogger("instrumented.proxy")
 
-#: A backend that refused a connection is skipped for this long (unless it is the only choice).
-DOWN_RETRY_SECONDS = 5.0
 #: How often the files scripts write are flushed (their last line reaches the disk when traffic stops).
 FLUSH_SECONDS = 1.0
 
@@ -34,35 +32,6 @@ def parse_address(value: str, default_host: str = "0.0.0.0", default_port: int =
     return host or default_host, int(port)
 
 
-@dataclass
-class Backend:
-    """One MySQL server the proxy can send clients to (``proxy.connection.backend_ndx`` is 1-based)."""
-
-    index: int
-    host: str
-    port: int
-    connected_clients: int = 0
-    down_since: float = 0.0
-
-    @property
-    def name(self) -> str:
-        """``host:port``."""
-        return f"{self.host}:{self.port}"
-
-    def mark_down(self) -> None:
-        """Connecting failed: skip for a while."""
-        self.down_since = time.monotonic()
-
-    def mark_up(self) -> None:
-        """Connecting worked."""
-        self.down_since = 0.0
-
-    @property
-    def is_down(self) -> bool:
-        """Down and not yet due for a retry."""
-        return bool(self.down_since) and time.monotonic() - self.down_since < DOWN_RETRY_SECONDS
-
-
 class ProxyServer:
     """Accepts clients and gives each a ``ProxyConnection`` sharing one Lua host."""
 
@@ -70,11 +39,11 @@ class ProxyServer:
                  io_paths: Iterable[str] = (), connect_timeout: float = 5.0) -> None:  # fmt: skip
         self.listen = listen
         self.backends = [Backend(i + 1, host, port) for i, (host, port) in enumerate(backends)]
-        self.lua = LuaHost(script, io_paths=io_paths) if script else None
+        self._last_logged: dict[str, float] = {}
+        self.lua = LuaHost(script, io_paths=io_paths, report=self.rate_limited_log) if script else None
         self.connect_timeout = connect_timeout
         self.connections: set[ProxyConnection] = set()
         self._server: asyncio.Server | None = None
-        self._last_logged: dict[str, float] = {}
         self._flusher: asyncio.TimerHandle | None = None
 
     async def start(self) -> asyncio.Server:

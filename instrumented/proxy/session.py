@@ -19,12 +19,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from .handshake import AUTH, CLIENT_AUTH, CLOSED, CONNECTING, ERR_UNKNOWN, GREETING, IDLE, RAW, RESPONSE, Handshake
+from .handshake import Handshake
 from .lua.api import PROXY_IGNORE_RESULT, PROXY_SEND_QUERY, PROXY_SEND_RESULT, HookResult, Injection, ResultStats
 from .lua.host import LuaConnection
 from .mysql import constants as c
 from .mysql import packets as p
 from .mysql.responses import KIND_RAW, ResponseTracker
+from .phases import AUTH, CLIENT_AUTH, CLOSED, CONNECTING, GREETING, IDLE, RAW, RESPONSE, Phase
 from .prepared import PreparedTexts
 
 log = logging.getLogger("instrumented.proxy")
@@ -64,7 +65,7 @@ class Session:
         self.to_server: Callable[[bytes], object] = _unconnected
         self.lua: LuaConnection | None = None
         self.hooks: set[str] = set()
-        self.phase = CONNECTING
+        self.phase: Phase = CONNECTING
         self.handshake = Handshake(self)
         self.cbuf = bytearray()  # client bytes not yet handled (commands wait while a response is in flight)
         self.deprecate_eof = False
@@ -91,13 +92,13 @@ class Session:
         """The client left: run ``disconnect_client`` and close the backend."""
         if exc is not None and self.phase not in (CLOSED, IDLE):
             self.log_error(f"client connection lost: {exc}")
-        elif self.phase == RESPONSE:
+        elif self.phase is RESPONSE:
             self.log_error("client disconnected mid-result")
         self.close()
 
     def server_lost(self, exc: Exception | None, backend: str) -> None:
         """The backend closed; whatever was relayed stays relayed, then the client is closed too."""
-        if self.phase == CLOSED:
+        if self.phase is CLOSED:
             return
         if self.phase in (RESPONSE, GREETING, AUTH):
             self.log_error(f"backend {backend} closed the connection{': ' + str(exc) if exc else ''}")
@@ -105,7 +106,7 @@ class Session:
 
     def close(self) -> None:
         """Close both sides once; ``disconnect_client`` runs exactly once."""
-        if self.phase == CLOSED:
+        if self.phase is CLOSED:
             return
         self.phase = CLOSED
         if "disconnect_client" in self.hooks:
@@ -120,7 +121,7 @@ class Session:
 
     def fatal(self, message: bytes, code: int, sqlstate: bytes = b"07000") -> None:
         """Send an ERR as the first packet (instead of a greeting) and close."""
-        if self.phase != CLOSED:
+        if self.phase is not CLOSED:
             self.to_client(p.frame(p.err_packet(message, code, sqlstate), 0)[0])
         self.close()
 
@@ -155,7 +156,7 @@ class Session:
     def client_data(self, data: bytes) -> None:
         """Client bytes: commands while idle; relayed as is during auth, LOCAL INFILE and raw mode."""
         phase = self.phase
-        if phase == IDLE and not self.cbuf:
+        if phase is IDLE and not self.cbuf:
             n = len(data)
             if n >= 4:
                 plen = _HEADER.unpack_from(data, 0)[0] & 0xFFFFFF
@@ -165,28 +166,28 @@ class Session:
             self.cbuf += data
             self.process_commands()
             return
-        if phase == RESPONSE and self.tracker is not None and self.tracker.relays_client and not self.cbuf:
+        if phase is RESPONSE and self.tracker is not None and self.tracker.relays_client and not self.cbuf:
             self.to_server(data)
             self.tracker.client_data(data)
             return
-        if phase == AUTH or phase == RAW:
+        if phase is AUTH or phase is RAW:
             self.to_server(data)
             return
-        if phase == CLOSED:
+        if phase is CLOSED:
             return
         self.cbuf += data
-        if phase == CLIENT_AUTH:
+        if phase is CLIENT_AUTH:
             self.handshake.client_auth()
-        elif phase == IDLE:
+        elif phase is IDLE:
             self.process_commands()
-        elif phase == RESPONSE and len(self.cbuf) > CLIENT_BACKLOG and not self.client_held:
+        elif phase is RESPONSE and len(self.cbuf) > CLIENT_BACKLOG and not self.client_held:
             # A client that keeps sending while its previous command runs: stop reading it for now.
             self.client_held = True
             self.wire.hold_client(True)
 
     def process_commands(self) -> None:
         """Handle complete commands in ``cbuf`` one at a time (the protocol allows one in flight)."""
-        while self.phase == IDLE:
+        while self.phase is IDLE:
             command = p.take_command(self.cbuf)
             if command is None:
                 return
@@ -284,7 +285,7 @@ class Session:
 
     def server_data(self, data: bytes) -> None:
         """Server bytes: relayed at once while streaming; parsed whole only during greeting/auth."""
-        if self.phase == RESPONSE:
+        if self.phase is RESPONSE:
             tracker = self.tracker
             assert tracker is not None
             if not tracker.first_ns:
@@ -304,11 +305,11 @@ class Session:
                 self.to_server(pending)
                 tracker.client_data(pending)
             return
-        if self.phase == RAW or self.phase == IDLE:
+        if self.phase is RAW or self.phase is IDLE:
             # Unsolicited (e.g. an ERR before the server closes an idle connection): pass it on.
             self.to_client(data)
             return
-        if self.phase != CLOSED:
+        if self.phase is not CLOSED:
             self.handshake.server_data(data)
 
     def _response_done(self) -> None:
@@ -372,7 +373,7 @@ class Session:
             return
         self.stamps.clear()
         if not self.result_sent:
-            self.send_err(b"(proxy) the script ignored every result of this query", ERR_UNKNOWN,
+            self.send_err(b"(proxy) the script ignored every result of this query", c.ER_UNKNOWN_ERROR,
                           (self.client_seq + 1) & 0xFF)  # fmt: skip
         self._idle()
 

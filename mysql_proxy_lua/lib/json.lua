@@ -3,13 +3,14 @@ lib/json.lua - JSON encoding for log lines (Lua 5.1, no dependencies).
 
 Only what the query log writes: strings (invalid UTF-8 bytes become U+FFFD so every line is valid
 JSON), numbers, booleans, nil (null) and objects with a fixed key order, so lines read well with
-tail -f and parse with any JSON reader.
+tail -f and parse with any JSON reader; and the log's timestamps.
 ]]
 
 local string_format, string_byte, string_char, string_find, string_gsub = string.format, string.byte, string.char,
   string.find, string.gsub
 local table_concat, math_floor, math_huge = table.concat, math.floor, math.huge
 local type, tostring, setmetatable = type, tostring, setmetatable
+local os_date = os.date
 
 local M = {}
 
@@ -83,6 +84,14 @@ function M.value(v)
   if t == "number" then return M.number(v) end
   if t == "boolean" then return v and "true" or "false" end
   return "null"
+end
+
+local time_of, time_text = nil, nil
+
+-- The log's time of second t (os.time()): ISO 8601 in UTC, "2026-11-28T04:01:40Z" (the last one kept).
+function M.timestamp(t)
+  if t ~= time_of then time_of, time_text = t, os_date("!%Y-%m-%dT%H:%M:%SZ", t) end
+  return time_text
 end
 
 -- Encoded '"key":' prefixes, per keys array (the log always uses the same one).

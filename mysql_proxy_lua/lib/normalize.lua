@@ -9,7 +9,7 @@ costs no more per byte than a short one); the result is capped in length.
 
 mask_secrets() replaces the passwords of IDENTIFIED BY '...', IDENTIFIED VIA ... USING '...',
 PASSWORD('...'), SET PASSWORD ... = '...' (and any literal right after a word ending in "password")
-with '***', for the log line and the ring.
+with '***', for the log line and the ring; comments between the words and the literal do not hide it.
 ]]
 
 local string_find, string_sub, string_gsub, string_lower, string_byte = string.find, string.sub, string.gsub,
@@ -129,10 +129,30 @@ local function normalize(sql)
   return text
 end
 
--- A literal is a secret when the text between it and the previous literal ends like one of these
--- (matched on the lower-cased statement; "using" only counts in statements that say "identified").
+-- A literal is a secret when the code before it (since the previous literal, lower-cased, comments as
+-- blanks) ends like one of these ("using" only counts in statements that say "identified"), or when it
+-- directly follows a secret (adjacent literals are one string in SQL).
 local SECRET_BEFORE = {"password`?[%s=(]*$", "identified%s+by%s*$"}
 local USING_BEFORE = "using%s*$"
+
+-- The position after the comment that starts at s, or nil when none does. An executable comment
+-- (/*!...*/, /*M!...*/) is code for the server: only its opener is skipped.
+local function comment_end(sql, s, len)
+  local c, nxt = string_byte(sql, s, s + 1)
+  if c == 47 then -- "/"
+    if nxt ~= 42 then return nil end
+    local third, fourth = string_byte(sql, s + 2, s + 3)
+    if third == 33 then return s + 3 end
+    if (third == 77 or third == 109) and fourth == 33 then return s + 4 end
+    local _, e = string_find(sql, "*/", s + 2, true)
+    return (e or len) + 1
+  end
+  if c == 35 or (c == 45 and nxt == 45 and (string_byte(sql, s + 2) or 32) <= 32) then -- "#", "-- "
+    local e = string_find(sql, "\n", s, true)
+    return (e or len) + 1
+  end
+  return nil
+end
 
 function M.mask_secrets(sql)
   local lower = string_lower(sql)
@@ -140,25 +160,46 @@ function M.mask_secrets(sql)
   if not identified and not string_find(lower, "password", 1, true) then return sql end
   -- SET PASSWORD [FOR 'user'@'host'] = '...': every literal after the first "=".
   local eq_at = string_find(lower, "^%s*set%s+password") and string_find(lower, "=", 1, true) or nil
-  local out, n, pos, copied, prev_end = {}, 0, 1, 1, 0
+  local len = #sql
+  local out, n, copied = {}, 0, 1
+  local code, c, from, pos = {}, 0, 1, 1 -- the code since the previous literal, in pieces of `lower`
+  local follows_secret = false
   while true do
-    local s = string_find(sql, "['\"]", pos)
+    local s = string_find(sql, "['\"`/#%-]", pos)
     if not s then break end
-    local q = string_sub(sql, s, s)
-    local e = quote_end(sql, s, q)
-    local before = string_sub(lower, math_max(prev_end + 1, s - 64), s - 1)
-    local secret = (eq_at ~= nil and s > eq_at) or (identified and string_find(before, USING_BEFORE)) ~= nil
-    for i = 1, #SECRET_BEFORE do
-      if secret then break end
-      secret = string_find(before, SECRET_BEFORE[i]) ~= nil
+    local ch = string_byte(sql, s)
+    local after = comment_end(sql, s, len)
+    if after then
+      c = c + 1 code[c] = string_sub(lower, from, s - 1) .. " "
+      from, pos = after, after
+    elseif ch == 96 then -- an `identifier` is code (`password` = '...'); a quote inside it starts nothing
+      pos = quote_end(sql, s, "`") + 1
+    elseif ch == 39 or ch == 34 then
+      local q = ch == 39 and "'" or '"'
+      local e = quote_end(sql, s, q)
+      c = c + 1 code[c] = string_sub(lower, from, s - 1)
+      local before = table_concat(code, "", 1, c)
+      if #before > 64 then before = string_sub(before, -64) end
+      local secret = (eq_at ~= nil and s > eq_at) or (follows_secret and not string_find(before, "%S"))
+        or (identified ~= nil and string_find(before, USING_BEFORE) ~= nil)
+      for i = 1, #SECRET_BEFORE do
+        if secret then break end
+        secret = string_find(before, SECRET_BEFORE[i]) ~= nil
+      end
+      if secret then
+        n = n + 1 out[n] = string_sub(sql, copied, s) .. "***"
+        if e > s and string_sub(sql, e, e) == q then n = n + 1 out[n] = q end
+        copied = e + 1
+      end
+      follows_secret = secret
+      c, from, pos = 0, e + 1, e + 1
+    else
+      if ch == 47 and string_byte(sql, s - 1) == 42 then -- the "*/" of an executable comment: a blank
+        c = c + 1 code[c] = string_sub(lower, from, s - 2) .. " "
+        from = s + 1
+      end
+      pos = s + 1
     end
-    if secret then
-      n = n + 1 out[n] = string_sub(sql, copied, s) .. "***"
-      if e > s and string_sub(sql, e, e) == q then n = n + 1 out[n] = q end
-      copied = e + 1
-    end
-    prev_end = e
-    pos = e + 1
   end
   if n == 0 then return sql end
   n = n + 1 out[n] = string_sub(sql, copied)

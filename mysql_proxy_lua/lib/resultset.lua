@@ -2,11 +2,13 @@
 lib/resultset.lua - answering the client from Lua (proxy.response) and reading injected packets.
 
 send() builds a text result set, error() a MySQL ERR packet; both return proxy.PROXY_SEND_RESULT so
-a read_query hook can `return resultset.send(...)`. Works with MySQL Proxy 0.8 and the host.
+a read_query hook can `return resultset.send(...)`; text() makes a cell valid UTF-8 (the results declare
+utf8mb4). Works with MySQL Proxy 0.8 and the host.
 ]]
 
 local string_byte = string.byte
 local tostring = tostring
+local valid_utf8 = require("lib.json").valid_utf8
 
 local M = {}
 
@@ -24,6 +26,12 @@ function M.error(message, code, sqlstate)
   proxy.response = {type = proxy.MYSQLD_PACKET_ERR, errmsg = tostring(message), errcode = code or 1105,
                     sqlstate = sqlstate or "HY000"}
   return proxy.PROXY_SEND_RESULT
+end
+
+-- A cell's text: valid UTF-8 whatever the statements held (invalid bytes become U+FFFD); nil stays NULL.
+function M.text(v)
+  if v == nil then return nil end
+  return valid_utf8(tostring(v))
 end
 
 -- Little-endian unsigned integer of `size` bytes at `pos` (1-based) of a packet string.

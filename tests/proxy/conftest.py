@@ -6,12 +6,17 @@ no-op here, and Django-side tests run a Django process of their own (tests/proxy
 
 from __future__ import annotations
 
+import random
+import shutil
+import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.mysql import MARIADB
+from tests.support.mysql import ADDRESS, MARIADB
+from tests.support.ports import free_port, wait_for_port
 from tests.support.proxy import ProxyProcess, ThreadedProxy, control, start_proxy
 
 
@@ -75,3 +80,54 @@ def lua_proxy(mariadb: dict, tmp_path: Path) -> Iterator:
     yield start
     for proxy in started:
         proxy.stop()
+
+
+@pytest.fixture
+def plain_user(mariadb: dict) -> Iterator[tuple[str, str]]:
+    """A MariaDB account that is not a PROXY LOG admin (unique name, dropped afterwards)."""
+    import pymysql
+
+    name, password = f"instr_plain_{uuid.uuid4().hex[:8]}", "pw-" + uuid.uuid4().hex[:8]
+    conn = pymysql.connect(**mariadb, autocommit=True)
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE USER '{name}'@'%' IDENTIFIED BY '{password}'")
+        cur.execute(f"GRANT SELECT ON test.* TO '{name}'@'%'")
+    yield name, password
+    with conn.cursor() as cur:
+        cur.execute(f"DROP USER IF EXISTS '{name}'@'%'")
+    conn.close()
+
+
+@pytest.fixture
+def anonymous_account(mariadb: dict) -> Iterator[dict]:
+    """MariaDB's anonymous-account trap, confined to one loopback source address nobody else uses.
+
+    ``''@'127.0.0.N'`` (like the ``''@'localhost'`` of ``mariadb-install-db``) takes any claimed user name
+    that has no account of its own there; a socat relay connects to MariaDB from 127.0.0.N. Also a real
+    admin account ``instr_dba_…@127.0.0.N`` with a password.
+    """
+    import pymysql
+
+    if not shutil.which("socat"):
+        pytest.skip("socat is needed to reach MariaDB from a dedicated loopback address")
+    source = f"127.0.{random.randint(1, 250)}.{random.randint(2, 250)}"
+    tag = uuid.uuid4().hex[:8]
+    dba, password = f"instr_dba_{tag}", f"pw-{tag}"
+    conn = pymysql.connect(**mariadb, autocommit=True)
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE USER ''@'{source}'")
+        cur.execute(f"CREATE USER '{dba}'@'{source}' IDENTIFIED BY '{password}'")
+    port = free_port()
+    relay = subprocess.Popen(["socat", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork",
+                              f"TCP:{ADDRESS},bind={source}"])  # fmt: skip
+    try:
+        wait_for_port(port, proc=relay)
+        yield {"source": source, "relay": f"127.0.0.1:{port}", "ghost": f"instr_ghost_{tag}", "dba": dba,
+               "password": password}  # fmt: skip
+    finally:
+        relay.terminate()
+        relay.wait(10)
+        with conn.cursor() as cur:
+            cur.execute(f"DROP USER IF EXISTS ''@'{source}'")
+            cur.execute(f"DROP USER IF EXISTS '{dba}'@'{source}'")
+        conn.close()

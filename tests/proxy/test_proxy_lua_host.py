@@ -258,6 +258,36 @@ def test_load_errors_and_reload_on_change(tmp_path):
         host.new_connection()
 
 
+def test_a_changed_module_is_read_again_for_new_connections(tmp_path):
+    """An upgrade replaces lib/ beside the script: new connections must not run the new script on old modules."""
+    (tmp_path / "lib").mkdir()
+    module = tmp_path / "lib" / "version.lua"
+    module.write_text('return {name = "old"}')
+    host = host_for(
+        tmp_path,
+        """
+        local version = require("lib.version")
+        function read_query(packet)
+          local rows = {{version.name}}
+          proxy.response = {type = proxy.MYSQLD_PACKET_OK, resultset = {fields = {{name = "v"}}, rows = rows}}
+          return proxy.PROXY_SEND_RESULT
+        end
+    """,
+    )
+
+    def answer(conn):
+        conn.read_query(b"\x03x")
+        return conn.response().rows[0][0]
+
+    before = host.new_connection()
+    module.write_text('return {name = "new"}')
+    os.utime(module, ns=(time.time_ns(), time.time_ns() + 10**9))
+    after = host.new_connection()
+    assert answer(after) == b"new"
+    assert answer(before) == b"old"  # a running connection keeps what it started with
+    assert answer(host.new_connection()) == b"new"
+
+
 def test_require_finds_the_shipped_library(tmp_path):
     host = host_for(
         tmp_path,
@@ -306,38 +336,55 @@ def test_query_log_script_runs_on_plain_lua51_with_a_mysql_proxy_085_style_api(t
       local getenv = os.getenv
       os.getenv = function(name) if name == "PROXY_LOG_FILE" then return log_file end return getenv(name) end
       local queue = {}
-      proxy = {global = {}, PROXY_SEND_QUERY = 1, PROXY_SEND_RESULT = 2, MYSQLD_PACKET_OK = 0,
-               MYSQLD_PACKET_ERR = 255, COM_QUERY = 3, COM_STMT_PREPARE = 22, COM_STMT_EXECUTE = 23,
-               COM_STMT_CLOSE = 25, MYSQL_TYPE_STRING = 254, MYSQL_TYPE_LONGLONG = 8,
+      proxy = {global = {}, PROXY_SEND_QUERY = 1, PROXY_SEND_RESULT = 2, PROXY_IGNORE_RESULT = 4,
+               MYSQLD_PACKET_OK = 0, MYSQLD_PACKET_ERR = 255, COM_QUERY = 3, COM_INIT_DB = 2, COM_STMT_PREPARE = 22,
+               COM_STMT_EXECUTE = 23, COM_STMT_CLOSE = 25, MYSQL_TYPE_STRING = 254, MYSQL_TYPE_LONGLONG = 8,
                connection = {client = {username = "root", default_db = "test", src = {name = "10.1.1.1:1"}},
                              server = {thread_id = 77}},
                queries = {append = function(self, id, packet, opts) queue[#queue + 1] = {id, packet, opts} end}}
       dofile(root .. "/mysql_proxy_lua/query_log.lua")
       local out = {}
-      -- The first control statement asks the server for CURRENT_USER(), buffered, and is answered from its result.
+      -- Who and where: an injected, buffered query, answered here as MariaDB would.
+      local function answer(ask)
+        assert(ask[2] == string.char(3) .. "SELECT CURRENT_USER(), DATABASE()" and ask[3].resultset_is_needed == true)
+        local answered = false
+        local function rows() if answered then return nil end answered = true return {"root@localhost", "shop"} end
+        return read_query_result({id = ask[1], query = ask[2], query_time = 1, response_time = 2,
+                                  resultset = {query_status = 0, row_count = 1, rows = rows}})
+      end
+      -- The first control statement asks the server for CURRENT_USER() and is answered from its result.
       assert(read_query(string.char(3) .. "PROXY LOG ON 10") == 1)
-      local ask = table.remove(queue, 1)
-      assert(ask[2] == string.char(3) .. "SELECT CURRENT_USER()" and ask[3].resultset_is_needed == true)
-      local answered = false
-      local function rows() if answered then return nil end answered = true return {"root@localhost"} end
-      assert(read_query_result({id = ask[1], query = ask[2], query_time = 1, response_time = 2,
-                                resultset = {query_status = 0, row_count = 1, rows = rows}}) == 2)
+      assert(answer(table.remove(queue, 1)) == 2)
       out.on = proxy.response.resultset.rows[1][1]
-      assert(read_query(string.char(3) .. "SELECT 1") == 1 and queue[1][1] == 1)
+      -- The connection's first statement after PROXY LOG ON asks again, then goes on (the answer is not sent).
+      assert(read_query(string.char(3) .. "SELECT 1") == 1)
+      assert(answer(table.remove(queue, 1)) == 4 and queue[1][1] == 1 and queue[1][2] == string.char(3) .. "SELECT 1")
       local known = {bytes = true, warning_count = true, affected_rows = true, insert_id = true, flags = true}
       local strict = setmetatable({row_count = 1, query_status = 255}, {__index = function(_, k)
         if not known[k] then error("proxy.resultset." .. k .. " is not known") end  -- 0.8.5: no error_code
       end})
       read_query_result({id = 1, query = queue[1][2], query_time = 5, response_time = 9, resultset = strict})
       assert(read_query(string.char(3) .. "PROXY LOG TAIL") == 2)
-      out.tail = proxy.response.resultset.rows[1][13]
-      out.status = proxy.response.resultset.rows[1][11]
+      local row = proxy.response.resultset.rows[1]
+      out.tail = row[15]
+      out.status = row[13] .. "," .. row[6] .. "," .. row[4]
+      -- The digest (lib/digest.lua) and a filtered switch-on (lib/control.lua) on the same API.
+      assert(read_query(string.char(3) .. "PROXY LOG DIGEST 5 ORDER BY errors") == 2)
+      row = proxy.response.resultset.rows[1]
+      out.digest = table.concat({row[1], row[2], row[3], row[4], row[7], row[14]}, ",")
+      assert(read_query(string.char(3) .. "PROXY LOG ON 60 SLOW 2.5 DB shop") == 2)
+      out.filters = proxy.response.resultset.rows[1][5]
       assert(read_query(string.char(3) .. "PROXY LOG OFF") == 2)
-      return out.on .. "|" .. out.tail .. "|" .. out.status
+      return table.concat({out.on, out.tail, out.status, out.digest, out.filters}, "|")
     end""")
-    assert run(root, str(log_file)) == "on|SELECT 1|error"
+    assert run(root, str(log_file)) == (
+        "on|SELECT 1|error,shop,root@localhost|select ?,shop,root,1,9,1|slow 2.5 ms, db shop"
+    )
+
     line = json.loads(log_file.read_text())
     assert line["error_code"] is None and line["status"] == "error" and line["thread_id"] == 77
+    who = (line["user"], line["account"], line["claimed_user"], line["db"])
+    assert who == ("root", "root@localhost", "root", "shop")  # the server's schema, not the handshake's
     assert line["affected_rows"] is None  # a failed statement affected nothing (not 0 rows)
 
 

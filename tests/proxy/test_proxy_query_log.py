@@ -152,7 +152,8 @@ def test_on_off_reset_tail_digest(qlog):
     tail = rows_of(conn, "PROXY LOG TAIL 3")
     assert [row["query"] for row in tail] == ["SELECT SLEEP(0.02)", "SELECT 4 + 1", "SELECT SLEEP(0.02)"]
     assert all(set(row) == {"ts", "thread_id", "user", "db", "view", "query_time_us", "response_time_us", "rows",
-                            "affected_rows", "warnings", "status", "error_code", "query"} for row in tail)  # fmt: skip
+                            "affected_rows", "warnings", "status", "error_code", "query", "account",
+                            "claimed_user"} for row in tail)  # fmt: skip
     assert tail[0]["thread_id"] == conn.thread_id()
     digest = rows_of(conn, "PROXY LOG DIGEST")
     assert digest[0]["digest"] == "select sleep(?)" and digest[0]["count"] == 5

@@ -5,38 +5,16 @@ from __future__ import annotations
 
 import json
 import os
-import random
-import shutil
 import stat
-import subprocess
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.mysql import ADDRESS
-from tests.support.ports import free_port, wait_for_port
 from tests.support.proxy import SCRIPT, ThreadedProxy, connect, control, start_proxy
 
 FLOOD = b"PROXY LOG " + b"x " * 6_000_000  # 12 MB of words: the old script lower-cased and split all of it
-
-
-@pytest.fixture
-def plain_user(mariadb: dict) -> Iterator[tuple[str, str]]:
-    """A MariaDB account that is not a PROXY LOG admin (unique name, dropped afterwards)."""
-    import pymysql
-
-    name, password = f"instr_plain_{uuid.uuid4().hex[:8]}", "pw-" + uuid.uuid4().hex[:8]
-    conn = pymysql.connect(**mariadb, autocommit=True)
-    with conn.cursor() as cur:
-        cur.execute(f"CREATE USER '{name}'@'%' IDENTIFIED BY '{password}'")
-        cur.execute(f"GRANT SELECT ON test.* TO '{name}'@'%'")
-    yield name, password
-    with conn.cursor() as cur:
-        cur.execute(f"DROP USER IF EXISTS '{name}'@'%'")
-    conn.close()
 
 
 def lua_heap_growth(proxy: ThreadedProxy, send) -> int:
@@ -94,41 +72,6 @@ def test_huge_control_statements_are_refused_without_being_read(mariadb, plain_u
         proxy.stop()
 
 
-@pytest.fixture
-def anonymous_account(mariadb: dict) -> Iterator[dict]:
-    """MariaDB's anonymous-account trap, confined to one loopback source address nobody else uses.
-
-    ``''@'127.0.0.N'`` (like the ``''@'localhost'`` of ``mariadb-install-db``) takes any claimed user name
-    that has no account of its own there; a socat relay connects to MariaDB from 127.0.0.N. Also a real
-    admin account ``instr_dba_…@127.0.0.N`` with a password.
-    """
-    import pymysql
-
-    if not shutil.which("socat"):
-        pytest.skip("socat is needed to reach MariaDB from a dedicated loopback address")
-    source = f"127.0.{random.randint(1, 250)}.{random.randint(2, 250)}"
-    tag = uuid.uuid4().hex[:8]
-    dba, password = f"instr_dba_{tag}", f"pw-{tag}"
-    conn = pymysql.connect(**mariadb, autocommit=True)
-    with conn.cursor() as cur:
-        cur.execute(f"CREATE USER ''@'{source}'")
-        cur.execute(f"CREATE USER '{dba}'@'{source}' IDENTIFIED BY '{password}'")
-    port = free_port()
-    relay = subprocess.Popen(["socat", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork",
-                              f"TCP:{ADDRESS},bind={source}"])  # fmt: skip
-    try:
-        wait_for_port(port, proc=relay)
-        yield {"source": source, "relay": f"127.0.0.1:{port}", "ghost": f"instr_ghost_{tag}", "dba": dba,
-               "password": password}  # fmt: skip
-    finally:
-        relay.terminate()
-        relay.wait(10)
-        with conn.cursor() as cur:
-            cur.execute(f"DROP USER IF EXISTS ''@'{source}'")
-            cur.execute(f"DROP USER IF EXISTS '{dba}'@'{source}'")
-        conn.close()
-
-
 def test_a_claimed_admin_name_is_checked_against_the_authenticated_account(anonymous_account, proxy_tmp):
     import pymysql
 
@@ -181,6 +124,10 @@ SECRETS = {
     "= PASSWORD('{s}')": "SET PASSWORD FOR '{u}'@'%' = PASSWORD('{s}')",
     "= '{s}'": "SET PASSWORD FOR '{u}'@'%' = '{s}'",
     "SELECT PASSWORD('{s}')": "SELECT PASSWORD('{s}') IS NOT NULL",
+    # Comments between the words and the literal (issue 17), one with a quote in it:
+    "IDENTIFIED BY /*x*/ '{s}'": "ALTER USER '{u}'@'%' IDENTIFIED BY /*x*/ '{s}'",
+    "IDENTIFIED /*it's*/ BY '{s}'": "ALTER USER '{u}'@'%' IDENTIFIED /*it's*/ BY '{s}'",
+    "IDENTIFIED BY -- it's\n'{s}'": "ALTER USER '{u}'@'%' IDENTIFIED BY -- it's\n'{s}'",
 }
 
 
@@ -263,6 +210,10 @@ def test_normaliser_and_masking_edge_cases():
         "UPDATE t SET `password`='***', note='password' WHERE id = 'password'"
     )
     assert mask("IDENTIFIED BY 'cut-off") == "IDENTIFIED BY '***"
+    assert mask("ALTER USER u /*!IDENTIFIED BY*/ 'pw'") == "ALTER USER u /*!IDENTIFIED BY*/ '***'"  # executed
+    assert mask("ALTER USER `it's`@'%' IDENTIFIED BY # x\n 'pw'") == "ALTER USER `it's`@'%' IDENTIFIED BY # x\n '***'"
+    assert mask("CREATE USER u IDENTIFIED BY 'p' /**/ 'w', v") == "CREATE USER u IDENTIFIED BY '***' /**/ '***', v"
+    assert mask("SELECT 'a--b' -- identified by\n, 'x'") == "SELECT 'a--b' -- identified by\n, 'x'"
     assert mask("SELECT 'plain', 1") == "SELECT 'plain', 1"
 
 

@@ -31,18 +31,25 @@ local function proxy_getenv(name)
   return nil
 end
 sandbox.os = {time = os.time, date = os.date, getenv = proxy_getenv, clock = os.clock, difftime = os.difftime}
+-- io.open: the host opens and checks the file (no link, the proxy's own regular file, created 0600; see
+-- files.py), and C's fopen gets exactly that file through /proc/self/fd/N, close-on-exec ("e").
 sandbox.io = {
   open = function(path, mode)
     if type(path) ~= "string" then error("bad argument #1 to 'open' (string expected)", 2) end
+    mode = mode or "r"
+    if type(mode) ~= "string" or not mode:find("^[rwa][+b]*$") then
+      error("bad argument #2 to 'open' (invalid mode)", 2)
+    end
     if not py.io_allowed(path) then
       return nil, path .. ": not allowed by the proxy sandbox (io is only for the log file)"
     end
-    mode = mode or "r"
-    local writing = type(mode) == "string" and mode:find("[wa+]") ~= nil
-    if writing then py.create_private(path) end
-    local f, err = real_open(path, mode)
-    if f and writing then written[f] = true end
-    return f, err
+    local name, fd = py.open_file(path, mode)
+    if not name then return nil, fd end
+    local f, err = real_open(name, mode .. "e")
+    py.close_fd(fd)
+    if not f then return nil, path .. tostring(err):sub(#name + 1) end -- "name: reason" as io.open says it
+    if mode:find("[wa+]") then written[f] = true end
+    return f
   end,
 }
 sandbox.print = function(...)
@@ -67,6 +74,11 @@ sandbox.require = function(name)
   if result == nil then result = true end
   loaded[name] = result
   return result
+end
+
+-- Every module is read again by the next require (the host saw a module's file change).
+local function forget_modules()
+  for name in pairs(loaded) do loaded[name] = nil end
 end
 
 -- proxy: shared constants and proxy.global; per-connection fields through the metatable.
@@ -114,7 +126,7 @@ local function new_queue()
   return q, items
 end
 
-local host = {}
+local host = {forget_modules = forget_modules}
 
 function host.compile(source, chunkname)
   local fn, err = loadstring(source, "@" .. chunkname)

@@ -17,6 +17,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
+from . import files
 from .api import HOOKS, HookResult, Injection, ProxyResponse, ResultStats, proxy_constants
 
 log = logging.getLogger("instrumented.proxy.lua")
@@ -53,15 +54,18 @@ class LuaHost:
     """One Lua state for the process: the sandbox, the compiled script (reloaded on change), the API."""
 
     def __init__(self, script: str | os.PathLike[str] | None, io_paths: Iterable[str] = (),
-                 lua_path: Iterable[str] = ()) -> None:  # fmt: skip
+                 lua_path: Iterable[str] = (), report: Callable[..., None] | None = None) -> None:  # fmt: skip
+        """``report(key, message, *args)`` logs a failure (the server's: at most once a minute per key)."""
         lua51 = _load_lupa()
         self.script = Path(script).resolve() if script else None
         self._io_paths = {os.path.abspath(p) for p in io_paths}
+        self._report = report or (lambda _key, message, *args: log.error(message, *args))
         search: list[Traversable] = [Path(p) for p in lua_path]
         if self.script:
             search.append(self.script.parent)
         search.append(importlib.resources.files("mysql_proxy_lua"))  # the shipped scripts' lib/ (package data)
         self._search = list(dict.fromkeys(search))
+        self._modules: dict[str, tuple[int, int]] = {}  # files ``require`` read: path -> (mtime, size) then
         self.runtime = lua51.LuaRuntime(
             encoding=None,
             register_eval=False,
@@ -76,7 +80,8 @@ class LuaHost:
                 b"constants": self.runtime.table_from(proxy_constants()),
                 b"hooks": self.runtime.table_from([h.encode() for h in HOOKS]),
                 b"io_allowed": self._io_allowed,
-                b"create_private": self._create_private,
+                b"open_file": self._open_file,
+                b"close_fd": os.close,
                 b"log_print": self._log_print,
                 b"find_module": self._find_module,
                 b"instruction_limit": INSTRUCTION_LIMIT,
@@ -84,6 +89,7 @@ class LuaHost:
         )
         api = self.runtime.execute(BOOTSTRAP, py)
         self._compile: Callable[..., Any] = api[b"compile"]
+        self._forget_modules: Callable[[], None] = api[b"forget_modules"]
         self._new_connection: Callable[..., Any] = api[b"new_connection"]
         self.call: Callable[..., Any] = api[b"call"]
         self.read_query: Callable[..., Any] = api[b"read_query"]
@@ -109,13 +115,22 @@ class LuaHost:
         """io.open is only for the configured log file(s)."""
         return os.path.abspath(os.fsdecode(path)) in self._io_paths
 
-    @staticmethod
-    def _create_private(path: bytes) -> None:
-        """A log file the script is about to create is made 0600 first: it holds every statement's literals."""
+    def _open_file(self, path: bytes, mode: bytes) -> tuple[bytes | None, int | bytes]:
+        """``io.open`` of an allowed file (see ``files``): the name Lua reopens it by and the descriptor to close
+        then, or (None, the reason) as Lua's ``io.open`` gives it; a refusal is logged, with its reason."""
+        name = os.fsdecode(path)
         try:
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
-        except OSError:
-            pass  # io.open reports the reason to the script
+            reopen, fd = files.open_checked(name, mode.decode("ascii", "replace"))
+        except files.RefusedFile as exc:
+            reason = str(exc.strerror)
+            self._report(f"io.open {name}: {reason}", "the script's file was not opened: %s", reason)
+            return None, reason.encode()
+        except (OSError, ValueError) as exc:
+            return None, f"{name}: {getattr(exc, 'strerror', None) or exc}".encode()
+        warning = files.shared_directory(name)
+        if warning:
+            self._report(f"io.open directory {name}", "%s", warning)
+        return os.fsencode(reopen), fd
 
     @staticmethod
     def _log_print(text: bytes) -> None:
@@ -130,12 +145,32 @@ class LuaHost:
         for base in self._search:
             candidate = base / relative
             if candidate.is_file():
+                if isinstance(candidate, Path):  # stamped before it is read: a change meanwhile is seen next time
+                    st = candidate.stat()
+                    self._modules[str(candidate)] = (st.st_mtime_ns, st.st_size)
                 return candidate.read_bytes(), os.fsencode(str(candidate))
         return None, None
 
+    def _modules_changed(self) -> bool:
+        """A file ``require`` read has changed (or gone) since."""
+        for path, stamp in self._modules.items():
+            try:
+                st = os.stat(path)
+            except OSError:
+                return True
+            if (st.st_mtime_ns, st.st_size) != stamp:
+                return True
+        return False
+
     def _reload(self) -> None:
-        """(Re)compile the script if its mtime or size changed, as MySQL Proxy does for new connections."""
+        """(Re)compile the script if its mtime or size changed, as MySQL Proxy does for new connections; read the
+        modules it requires again if one of them changed (MySQL Proxy keeps them: an upgraded script would
+        run with the old ``lib/``)."""
         assert self.script is not None
+        if self._modules and self._modules_changed():
+            self._forget_modules()
+            self._modules.clear()
+            log.info("Lua modules changed: read again for new connections")
         try:
             st = self.script.stat()
         except OSError as exc:

@@ -71,6 +71,10 @@ MYSQL_TYPE_STRING = 254
 #: Column types a built result set marks binary (numbers).
 NUMERIC_TYPES = {0, 1, 2, 3, 4, 5, 8, 9, 13, 246}
 
+# Error codes the proxy answers with itself.
+ER_UNKNOWN_ERROR = 1105  # "(proxy) ..." errors, as MySQL Proxy's
+CR_CONN_HOST_ERROR = 2003  # no backend could be reached: what a client says when it cannot connect
+
 CHARSET_UTF8 = 45  # utf8mb4_general_ci: what the proxy sends is valid UTF-8, 4-byte sequences included
 CHARSET_BINARY = 63
 PRI_KEY_FLAG = 0x2
