@@ -66,6 +66,12 @@ setup(
             # The outgoing-HTTP probe is tested through requests (urllib3 over http.client) and httpx's transport.
             "requests>=2.31",
             "httpx>=0.27",
+            # Call sites and hints are tested on real libraries' code: a Wagtail site (7.x/8.x support Django 5.2
+            # and 6), a DRF API, Jinja2 templates; psycopg runs the same site on PostgreSQL.
+            "wagtail>=7.0",
+            "djangorestframework>=3.15",
+            "Jinja2>=3.1",
+            "psycopg[binary]>=3.1",
         ],
     },
     entry_points={

@@ -1,15 +1,21 @@
 """A minimal in-process Django site for the overhead benchmark: trivial, n-query, N+1 and cache views."""
 
+import functools
+from typing import Any
+
 from django.core.cache import cache
 from django.db import connection
 from django.http import HttpRequest, HttpResponse
+from django.template import engines
 from django.urls import path
 
 SECRET_KEY = "benchmark-only"
 DEBUG = False
 ALLOWED_HOSTS = ["*"]
 ROOT_URLCONF = __name__
-INSTALLED_APPS = ["instrumented"]
+# contenttypes and auth: their tables (migrated when the benchmark starts) give the ORM N+1 views real relations.
+INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "instrumented"]
+TEMPLATES = [{"BACKEND": "django.template.backends.django.DjangoTemplates", "DIRS": [], "APP_DIRS": False}]
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
 MIDDLEWARE = ["instrumented.middleware.InstrumentedMiddleware"]
 USE_TZ = True
@@ -54,10 +60,34 @@ def cache_calls(request: HttpRequest, n: int) -> HttpResponse:
     return HttpResponse("ok")
 
 
+def orm_loop_in_view(request: HttpRequest, n: int) -> HttpResponse:
+    """An ORM N+1 whose loop is in the view: each permission's content type read in Python."""
+    from django.contrib.auth.models import Permission
+
+    names = [p.content_type.app_label for p in Permission.objects.order_by("id")[:n]]  # the loop
+    return HttpResponse(_template("{% for name in names %}{{ name }} {% endfor %}").render({"names": names}))
+
+
+def orm_loop_in_template(request: HttpRequest, n: int) -> HttpResponse:
+    """The same N+1 with its loop in a template: the call site is the template's line, found at the threshold."""
+    from django.contrib.auth.models import Permission
+
+    loop = _template("{% for p in permissions %}{{ p.content_type.app_label }} {% endfor %}")
+    return HttpResponse(loop.render({"permissions": Permission.objects.order_by("id")[:n]}))
+
+
+@functools.cache
+def _template(source: str) -> Any:
+    """A template compiled once (this module is the settings too: engines exist only after setup)."""
+    return engines["django"].from_string(source)
+
+
 urlpatterns = [
     path("trivial/", trivial, name="trivial"),
     path("queries/<int:n>/", queries, name="queries"),
     path("distinct/<int:n>/", distinct_queries, name="distinct"),
     path("n-plus-one/<int:n>/", n_plus_one, name="n_plus_one"),
     path("cache/<int:n>/", cache_calls, name="cache"),
+    path("orm/view/<int:n>/", orm_loop_in_view, name="orm_view"),
+    path("orm/template/<int:n>/", orm_loop_in_template, name="orm_template"),
 ]

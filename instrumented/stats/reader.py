@@ -25,6 +25,8 @@ from ..naming import OTHER_VIEW
 from . import flusher as flusher_module
 from . import histogram
 from .rollup import Decoded, RollupMerge, parse_rollup, split_rollup
+from .sites import describe as describe_site
+from .sites import describe_hint
 from .snapshot import ViewTotals, add_series, cap_views, merge_into, section, section_header
 
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
@@ -99,7 +101,7 @@ def _view_dict(name: str, m: ViewTotals, top: int, bucket_seconds: int, series: 
 
 def _sites(sites: dict[str, list[Any]]) -> list[dict[str, Any]]:
     ranked = sorted(sites.items(), key=lambda item: item[1][0], reverse=True)
-    return [{"site": site, "requests": count, "hint": hint} for site, (count, hint) in ranked]
+    return [{**describe_site(site), "requests": count, **describe_hint(hint)} for site, (count, hint) in ranked]
 
 
 def _cache_entry(calls: int, time_us: float, hits: int, misses: int) -> dict[str, Any]:

@@ -40,7 +40,8 @@ def test_developer_reads_the_line_and_the_fix(site_server, site_data_dir):
                 return found[0].text if found and site in found[0].text else None
 
             text = wait_until(suspects, timeout=10)
-            assert f'from {site} (6 requests) · add .select_related("author") to the queryset' in text
+            fix = 'fix: add .select_related("author") to the Book queryset the loop iterates'
+            assert f"{site}\n6 requests · {fix}" in text
             assert "N+1 in 6 requests" in text
             duplicates = driver.find_element(By.ID, "instr-duplicates").text
             assert "60" in duplicates, "15 books by 5 authors: 10 repeats per request"

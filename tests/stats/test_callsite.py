@@ -50,10 +50,14 @@ def test_n_plus_one_through_a_foreign_key(flush):
     (suspect,) = view["n_plus_one_suspects"]
     assert '"shop_author"' in suspect["sql"] and suspect["requests"] == 3 and suspect["count"] == 45
     (site,) = suspect["call_sites"]
+    line = line_of("# N+1: author")
     assert site == {
-        "site": f"shop/views.py:{line_of('# N+1: author')} in n_plus_one",
+        "site": f"shop/views.py:{line} in n_plus_one",
+        "where": [{"kind": "code", "file": "shop/views.py", "line": line, "function": "n_plus_one"}],
+        "in_site_code": True,
         "requests": 3,
         "hint": 'select_related("author")',
+        "hint_model": "Book",
     }
 
 
@@ -85,11 +89,8 @@ def test_no_hint_when_the_model_graph_cannot_tell(flush, settings):
     view = view_stats(flush, "raw", "/raw/")
     (suspect,) = view["n_plus_one_suspects"]
     (site,) = suspect["call_sites"]
-    assert site == {
-        "site": f"tests/stats/test_callsite.py:{line_of('# raw loop', Path(__file__))} in raw_loop",
-        "requests": 1,
-        "hint": None,
-    }
+    assert site["site"] == f"tests/stats/test_callsite.py:{line_of('# raw loop', Path(__file__))} in raw_loop"
+    assert (site["requests"], site["hint"], site["hint_model"]) == (1, None, None)
 
 
 def test_known_site_is_not_looked_up_again_in_the_bucket(flush, settings):
@@ -107,8 +108,9 @@ def test_call_site_skip_setting(flush, settings):
     settings.ROOT_URLCONF = "tests.stats.test_callsite"
     settings.INSTRUMENTED = {**settings.INSTRUMENTED, "CALL_SITE_SKIP": ["tests.stats.test_callsite"]}
     view = view_stats(flush, "raw", "/raw/")
-    # Past the skipped module only Django, pytest and the standard library are on the stack: no site.
-    assert view["n_plus_one_suspects"][0]["call_sites"] == []
+    # Past the skipped module only Django is on the stack up to the view: no line of the site's, the view named.
+    (site,) = view["n_plus_one_suspects"][0]["call_sites"]
+    assert site["site"] == "view raw" and site["where"] == [{"kind": "view", "view": "raw"}]
 
 
 def test_slow_query_and_its_call_site(flush):
@@ -117,7 +119,7 @@ def test_slow_query_and_its_call_site(flush):
     assert "demo_sleep" in slow["sql"] and slow["slow"] == 2 and slow["max_ms"] >= 100
     (site,) = slow["call_sites"]
     where = f"shop/finding_views.py:{line_of('# slow', FINDING_VIEWS_PY)} in slow_query"
-    assert site == {"site": where, "requests": 2, "hint": None}
+    assert (site["site"], site["requests"], site["hint"]) == (where, 2, None)
     assert view["n_plus_one_suspects"] == []
 
 
@@ -141,14 +143,16 @@ def test_parameters_never_leave_the_process(flush):
     assert "sentinel-author-7d1f" not in str(read_stats())
 
 
-def test_hint_is_read_from_the_model_graph():
+def test_relation_is_read_from_the_model_graph():
+    from instrumented.stats.hints import relation_for_sql
+
     sql = 'SELECT "shop_author"."id" FROM "shop_author" WHERE "shop_author"."id" = %s LIMIT 21'
-    assert callsite.hint_for(sql, {Book}) == 'select_related("author")'
-    assert callsite.hint_for(sql, {Author}) is None, "Author has no relation to its own primary key"
+    assert relation_for_sql(Book, sql) == "author"
+    assert relation_for_sql(Author, sql) is None, "Author has no relation to its own primary key"
     reverse = 'SELECT "shop_book"."id" FROM "shop_book" WHERE "shop_book"."author_id" = %s'
-    assert callsite.hint_for(reverse, {Author}) == 'prefetch_related("books")'
-    assert callsite.hint_for(reverse, {Book}) is None
-    assert callsite.hint_for("SELECT 1", {Book, Author}) is None
+    assert relation_for_sql(Author, reverse) == "books"
+    assert relation_for_sql(Book, reverse) is None
+    assert relation_for_sql(Book, "SELECT 1") is None
 
 
 urlpatterns = [path("raw/", raw_loop, name="raw"), path("helper/", helper_loop, name="helper")]

@@ -1,0 +1,5 @@
+from jinja2 import Environment
+
+
+def environment(**options):
+    return Environment(**options)
