@@ -269,8 +269,10 @@ class Session:
         if not inj.resultset_is_needed:
             self.result_sent = True
         raw = self.raw
-        if len(raw) == len(inj.packet) + 4 and raw[3] == 0 and memoryview(raw)[4:] == inj.packet:
-            data = raw  # the client's own packet re-queued (the usual logging case): no re-framing
+        if inj.own and raw[3] == 0 and len(raw) == len(inj.packet) + 4:
+            data = raw  # the client's own packet re-queued (the usual logging case): no re-framing, no comparing
+        elif len(raw) == len(inj.packet) + 4 and raw[3] == 0 and memoryview(raw)[4:] == inj.packet:
+            data = raw
         else:
             data = p.frame(inj.packet, 0)[0]
         self.to_server(data)

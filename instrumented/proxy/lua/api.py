@@ -64,6 +64,7 @@ class Injection:
     packet: bytes
     resultset_is_needed: bool
     queued_ns: int = 0
+    own: bool = False  # the client's own command packet, re-queued as it came (sent as the client framed it)
 
 
 @dataclass(slots=True)

@@ -2,7 +2,8 @@
 -- Builds the sandbox and the MySQL Proxy 0.8 API; returns the entry points the host calls.
 -- `py` carries what Python lends: constants, hook names, io/print/require callbacks, the instruction limit.
 local py = ...
-local _G, pairs, ipairs, type, pcall, error, tostring, select = _G, pairs, ipairs, type, pcall, error, tostring, select
+local _G, pairs, ipairs, type, pcall, error, tostring, select, next = _G, pairs, ipairs, type, pcall, error, tostring,
+  select, next
 local setfenv, loadstring, setmetatable, rawget, rawset = setfenv, loadstring, setmetatable, rawget, rawset
 local newproxy, getmetatable = newproxy, getmetatable
 local tinsert, tremove, tconcat = table.insert, table.remove, table.concat
@@ -155,15 +156,29 @@ function host.new_connection(chunk)
   return conn, true, hooks
 end
 
+-- The hook's verdict and the next queued injection: ok, ret, id, packet, needed, remaining, close; just ok, ret
+-- when nothing is queued and the connection stays open (the usual case: two values to convert, not seven). The
+-- packet is `true` when it is the very string read_query got (the client's own packet, re-queued to be timed:
+-- Python has it already, so it does not cross back). The injection stays as conn.inflight: read_query_result
+-- reads its packet from there rather than getting it from Python again.
 local function pop(conn, ret, ok)
   local items = conn.items
   local it = items[1]
   local close = rawget(conn.ctx.connection, "connection_close") == true
   if it then
     tremove(items, 1)
-    return ok, ret, it[1], it[2], it[3], #items, close
+    conn.inflight = it
+    local packet = it[2]
+    if packet == conn.packet then packet = true end
+    return ok, ret, it[1], packet, it[3], #items, close
   end
-  return ok, ret, nil, nil, nil, 0, close
+  if close then return ok, ret, nil, nil, nil, 0, true end
+  return ok, ret
+end
+
+-- A fresh proxy.response for a hook; the previous one is kept when the hook left it empty (most do).
+local function fresh_response(ctx)
+  if next(ctx.response) ~= nil then ctx.response = {} end
 end
 
 local function call(conn, name, arg)
@@ -180,7 +195,7 @@ end
 
 -- A hook without queue handling (connect_server, read_handshake, read_auth, read_auth_result, disconnect_client).
 function host.call(conn, name, arg)
-  conn.ctx.response = {}
+  fresh_response(conn.ctx)
   local ok, ret = call(conn, name, arg)
   return pop(conn, ret, ok)
 end
@@ -188,7 +203,8 @@ end
 function host.read_query(conn, packet)
   local items = conn.items
   for i = #items, 1, -1 do items[i] = nil end
-  conn.ctx.response = {}
+  conn.packet = packet
+  fresh_response(conn.ctx)
   local ok, ret = call(conn, "read_query", packet)
   return pop(conn, ret, ok)
 end
@@ -236,16 +252,21 @@ local function make_resultset(base, needed, fields, rows, raw, binary)
   end})
 end
 
+-- packet nil: the injection's own (conn.inflight's), which Python need not send back.
 function host.read_query_result(conn, id, packet, needed, query_time, response_time, row_count, bytes, status,
                                 warnings, affected_rows, insert_id, server_status, fields, rows, raw, binary,
                                 error_code, error_message)
+  if packet == nil then
+    local it = conn.inflight
+    packet = it and it[2] or ""
+  end
   local resultset = make_resultset({row_count = row_count, bytes = bytes, query_status = status,
     warning_count = warnings, affected_rows = affected_rows, insert_id = insert_id, server_status = server_status,
     error_code = error_code, error_message = error_message},
     needed, fields, rows, raw, binary)
   local inj = {id = id, type = id, query = packet, query_time = query_time, response_time = response_time,
                resultset = resultset}
-  conn.ctx.response = {}
+  fresh_response(conn.ctx)
   local ok, ret = call(conn, "read_query_result", inj)
   return pop(conn, ret, ok)
 end

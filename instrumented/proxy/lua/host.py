@@ -214,12 +214,18 @@ class ScriptLoadError(RuntimeError):
     """The script failed to compile or to run its top level for a connection."""
 
 
-def _hook_result(values: tuple[Any, ...]) -> HookResult:
-    """Unpack (ok, ret, id, packet, needed, remaining, close) from the Lua dispatcher."""
-    ok, ret, inj_id, packet, needed, remaining, close = values
+def _hook_result(values: tuple[Any, ...], packet: bytes = b"") -> HookResult:
+    """Unpack (ok, ret[, id, packet, needed, remaining, close]) from the Lua dispatcher; a packet of ``True`` is
+    ``packet``, the one ``read_query`` got (the client's own, re-queued)."""
+    if len(values) == 2:  # nothing queued, the connection stays open
+        ok, ret = values
+        if ok:
+            return HookResult(True, int(ret) if ret is not None else None)
+        return HookResult(False, None, error=ret.decode("utf-8", "replace") if isinstance(ret, bytes) else str(ret))
+    ok, ret, inj_id, queued, needed, remaining, close = values
     injection = None
     if inj_id is not None:
-        injection = Injection(int(inj_id), packet, bool(needed))
+        injection = Injection(int(inj_id), packet if queued is True else queued, bool(needed), own=queued is True)
     if not ok:
         return HookResult(False, None, error=ret.decode("utf-8", "replace") if isinstance(ret, bytes) else str(ret),
                           injection=injection, remaining=int(remaining), close=bool(close))  # fmt: skip
@@ -229,7 +235,8 @@ def _hook_result(values: tuple[Any, ...]) -> HookResult:
 class LuaConnection:
     """A connection's script environment: call hooks, read ``proxy.response``, set ``proxy.connection``."""
 
-    __slots__ = ("_call", "_conn", "_host", "_pop", "_read_query", "_read_query_result", "hooks")
+    __slots__ = ("_call", "_conn", "_host", "_inflight", "_packet", "_pop", "_read_query", "_read_query_result",
+                 "hooks")  # fmt: skip
 
     def __init__(self, host: LuaHost, conn: Any, hooks: set[str]) -> None:
         self._host = host
@@ -239,20 +246,33 @@ class LuaConnection:
         self._read_query = host.read_query  # the per-statement entry points, looked up once
         self._read_query_result = host.read_query_result
         self._pop = host.pop
+        self._packet = b""  # what read_query got last: a queued packet of True is this one
+        self._inflight: Injection | None = None  # the injection handed out last (Lua keeps its packet)
+
+    def _result(self, values: tuple[Any, ...]) -> HookResult:
+        """A hook's verdict; the injection it hands out is remembered as the one in flight."""
+        res = _hook_result(values, self._packet)
+        if res.injection is not None:
+            self._inflight = res.injection
+        return res
 
     def call(self, hook: str, arg: Any = None) -> HookResult:
         """Call a hook that takes no queue (connect_server, read_handshake, read_auth, ...)."""
         if isinstance(arg, dict):
             arg = self._host.runtime.table_from(arg)
-        return _hook_result(self._call(self._conn, hook.encode(), arg))
+        return self._result(self._call(self._conn, hook.encode(), arg))
 
     def read_query(self, packet: bytes) -> HookResult:
         """``read_query(packet)``: clears the queue and ``proxy.response`` first."""
-        return _hook_result(self._read_query(self._conn, packet))
+        self._packet = packet
+        res = _hook_result(self._read_query(self._conn, packet), packet)
+        if res.injection is not None:
+            self._inflight = res.injection
+        return res
 
     def pop(self) -> Injection | None:
         """The next queued injection, if any."""
-        return _hook_result(self._pop(self._conn)).injection
+        return self._result(self._pop(self._conn)).injection
 
     def read_query_result(self, inj: Injection, stats: ResultStats) -> HookResult:
         """``read_query_result(inj)`` with the measured timings and result stats."""
@@ -261,11 +281,11 @@ class LuaConnection:
         if inj.resultset_is_needed:
             fields = rt.table_from([rt.table_from(f) for f in stats.fields or []])
             rows = rt.table_from([rt.table_from(r) for r in stats.rows or []])
-        return _hook_result(
+        return self._result(
             self._read_query_result(
                 self._conn,
                 inj.id,
-                inj.packet,
+                None if inj is self._inflight else inj.packet,  # Lua has the one it handed out
                 inj.resultset_is_needed,
                 stats.query_time_us,
                 stats.response_time_us,
