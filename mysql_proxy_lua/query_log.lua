@@ -265,6 +265,23 @@ local function run_control(query)
   return status_result(now)
 end
 
+-- instrumented-proxy --workers N runs the script in N processes, each with its own proxy.global (proxy.workers is
+-- its extension; nil under mysql-proxy 0.8.5, one process). A control statement an admin ran is marked for every
+-- worker (proxy.response.relay): the host carries it out in the others through worker_control() and answers with
+-- their answers merged, so PROXY LOG ON switches them all and STATUS, TAIL and DIGEST answer for all of them.
+local WORKERS = proxy.workers or 1
+
+local function control_everywhere(query)
+  local ret = run_control(query)
+  if WORKERS > 1 and proxy.response.type == proxy.MYSQLD_PACKET_OK then proxy.response.relay = query end
+  return ret
+end
+
+-- Called by instrumented-proxy for a control statement relayed from another worker (checked there).
+function worker_control(query)
+  return run_control(query)
+end
+
 -- Hooks -------------------------------------------------------------------------------------------
 
 local COM_QUERY, COM_INIT_DB, COM_STMT_PREPARE, COM_STMT_EXECUTE, COM_STMT_CLOSE, COM_CHANGE_USER = proxy.COM_QUERY,
@@ -333,7 +350,7 @@ local function control_statement(packet)
   end
   if account ~= nil then
     if not is_admin then return denied(" (the account the server authenticated is not one)") end
-    return run_control(string_sub(packet, 2))
+    return control_everywhere(string_sub(packet, 2))
   end
   -- The name is only what the client claimed: ask the server which account it authenticated.
   pending_control = string_sub(packet, 2)
@@ -361,7 +378,7 @@ local function learned(inj)
   if query then
     if type(who) ~= "string" then return denied(" (cannot check the account: SELECT CURRENT_USER() failed)") end
     if not is_admin then return denied(" (the account the server authenticated is not one)") end
-    return run_control(query)
+    return control_everywhere(query)
   end
   if packet and logged(packet, string_byte(packet, 1)) == nil then
     proxy.queries:append(ID_HELD, packet, STREAMED)

@@ -32,6 +32,62 @@ local function proxy_getenv(name)
   return nil
 end
 sandbox.os = {time = os.time, date = os.date, getenv = proxy_getenv, clock = os.clock, difftime = os.difftime}
+-- A file opened for appending ("a"): what each write call gets goes to the file whole, in one write(2), never
+-- split at a stdio buffer's edge; with O_APPEND, the lines of several processes appending to one file (--workers)
+-- never mix. The writes are gathered here (a flush, 4 KB or a seek writes them) on an unbuffered C file.
+local APPEND_BATCH = 4096
+local function whole_writes(f)
+  f:setvbuf("no")
+  local parts, n, size = {}, 0, 0
+  local w = {}
+  local function flush()
+    if n > 0 then
+      local data = tconcat(parts, "", 1, n)
+      for i = 1, n do parts[i] = nil end
+      n, size = 0, 0
+      local ok, err = f:write(data)
+      if not ok then return nil, err end
+    end
+    return true
+  end
+  function w.write(self, ...)
+    for i = 1, select("#", ...) do
+      local s = select(i, ...)
+      if type(s) == "number" then s = tostring(s) end
+      if type(s) ~= "string" then error("bad argument #" .. i .. " to 'write' (string expected)", 2) end
+      n = n + 1
+      parts[n] = s
+      size = size + #s
+    end
+    if size >= APPEND_BATCH then
+      local ok, err = flush()
+      if not ok then return nil, err end
+    end
+    return self
+  end
+  function w.flush()
+    local ok, err = flush()
+    if not ok then return nil, err end
+    return f:flush()
+  end
+  function w.close()
+    local ok, err = flush()
+    w.closed = true
+    local closed, cerr = f:close()
+    if not ok then return nil, err end
+    return closed, cerr
+  end
+  function w.seek(_, whence, offset)
+    local ok, err = flush()
+    if not ok then return nil, err end
+    return f:seek(whence, offset)
+  end
+  function w.setvbuf() return true end -- whole writes whatever is asked
+  function w.lines() error("the file is open for appending", 2) end
+  w.read = w.lines
+  return setmetatable(w, {__tostring = function() return tostring(f) end})
+end
+
 -- io.open: the host opens and checks the file (no link, the proxy's own regular file, created 0600; see
 -- files.py), and C's fopen gets exactly that file through /proc/self/fd/N, close-on-exec ("e").
 sandbox.io = {
@@ -49,6 +105,7 @@ sandbox.io = {
     local f, err = real_open(name, mode .. "e")
     py.close_fd(fd)
     if not f then return nil, path .. tostring(err):sub(#name + 1) end -- "name: reason" as io.open says it
+    if mode:sub(1, 1) == "a" then f = whole_writes(f) end
     if mode:find("[wa+]") then written[f] = true end
     return f
   end,
@@ -85,6 +142,7 @@ end
 -- proxy: shared constants and proxy.global; per-connection fields through the metatable.
 local proxy = {global = {config = {}}}
 for k, v in pairs(py.constants) do proxy[k] = v end
+proxy.workers = py.workers -- the host's extension: processes running the script (--workers); nil in mysql-proxy
 local current = nil
 setmetatable(proxy, {
   __index = function(_, k) local c = current if c then return c[k] end end,
@@ -292,7 +350,7 @@ end
 
 function host.flush_files()
   for f in pairs(written) do
-    if io_type(f) == "file" then pcall(f.flush, f) else written[f] = nil end
+    if io_type(f) == "file" or (type(f) == "table" and not f.closed) then pcall(f.flush, f) else written[f] = nil end
   end
 end
 

@@ -54,8 +54,10 @@ class LuaHost:
     """One Lua state for the process: the sandbox, the compiled script (reloaded on change), the API."""
 
     def __init__(self, script: str | os.PathLike[str] | None, io_paths: Iterable[str] = (),
-                 lua_path: Iterable[str] = (), report: Callable[..., None] | None = None) -> None:  # fmt: skip
-        """``report(key, message, *args)`` logs a failure (the server's: at most once a minute per key)."""
+                 lua_path: Iterable[str] = (), report: Callable[..., None] | None = None,
+                 workers: int = 1) -> None:  # fmt: skip
+        """``report(key, message, *args)`` logs a failure (the server's: at most once a minute per key); ``workers``
+        is what scripts find in ``proxy.workers`` (the host's extension: how many processes run them)."""
         lua51 = _load_lupa()
         self.script = Path(script).resolve() if script else None
         self._io_paths = {os.path.abspath(p) for p in io_paths}
@@ -85,6 +87,7 @@ class LuaHost:
                 b"log_print": self._log_print,
                 b"find_module": self._find_module,
                 b"instruction_limit": INSTRUCTION_LIMIT,
+                b"workers": workers,
             }
         )
         api = self.runtime.execute(BOOTSTRAP, py)
