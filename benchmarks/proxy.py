@@ -215,8 +215,8 @@ def _count_crossings(lua) -> dict[str, int]:
 def host_code_us(script: Path | None, logging_on: bool, n: int = 30000, sql: str = "SELECT 1",
                  count_crossings: bool = False) -> tuple[float, float, float]:  # fmt: skip
     """CPU time of the host's Python + Lua code per statement (parse, hooks, tracking), in-process, the
-    Python->Lua crossings per statement and the Python function calls (Python's and C's, the crossings included)
-    per statement (both counted, exact; 0 unless ``count_crossings``: counting costs time).
+    Python->Lua crossings per statement and the Python bytecodes run per statement (both counted, exact; 0 unless
+    ``count_crossings``: counting costs time).
     ``sql`` may hold ``%d``: then every statement has a literal of its own (the digest's normaliser cannot
     reuse an earlier answer, as under sysbench). The log goes to the file PROXY_LOG_FILE names."""
     from instrumented.proxy.connection import ProxyConnection
@@ -248,14 +248,19 @@ def host_code_us(script: Path | None, logging_on: bool, n: int = 30000, sql: str
     session.server_data(result)
     for name in counts:
         counts[name] = 0
-    calls = [0]
+    opcodes = [0]
 
-    def profile(frame, event, arg):
-        if event == "call" or event == "c_call":
-            calls[0] += 1
+    def trace(frame, event, arg):
+        frame.f_trace_opcodes = True
+        return count_opcode
+
+    def count_opcode(frame, event, arg):
+        if event == "opcode":
+            opcodes[0] += 1
+        return count_opcode
 
     if count_crossings:
-        sys.setprofile(profile)
+        sys.settrace(trace)
     start = time.process_time()
     if varying:
         for query in queries:
@@ -267,8 +272,9 @@ def host_code_us(script: Path | None, logging_on: bool, n: int = 30000, sql: str
             conn.data_received(query)
             session.server_data(result)
     elapsed = time.process_time() - start
-    sys.setprofile(None)
-    return elapsed / n * 1e6, sum(counts.values()) / n, (calls[0] - 1) / n - (2 * sum(counts.values()) / n)
+    sys.settrace(None)
+    wrappers = 4 * sum(counts.values())  # the counting wrapper's own bytecodes per crossing
+    return elapsed / n * 1e6, sum(counts.values()) / n, (opcodes[0] - wrappers) / n
 
 
 #: A statement as Django's ORM sends it, with the view comment of SQL_COMMENT.
@@ -575,7 +581,7 @@ def cpu_report(verdicts: list[tuple[str, float, bool]], runs: int = 5) -> int:
         f" {med['on varying'] - med['off varying']:.1f}"
     )
     print(
-        "  Python function calls per statement (counted: exact; the crossings' counting wrappers left out):"
+        "  the host's Python bytecodes per statement (counted: exact; the crossings' counting wrappers left out):"
         f" SELECT 1 {calls['none']:.1f} / {calls['off']:.1f} / {calls['on']:.1f},"
         f" point select {calls['off varying']:.1f} / {calls['on varying']:.1f}"
     )

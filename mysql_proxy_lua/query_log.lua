@@ -131,6 +131,10 @@ end
 local LINE_FORMAT = '{"ts":"%s",%s,%s,"command":"%s","query":%s,"query_time_us":%s,"response_time_us":%d,'
   .. '"rows":%d,"affected_rows":%s,"warnings":%d,"status":"%s","error_code":%s,"error_message":%s}\n'
 local NO_VIEW = '"view":null,"route":null'
+-- The usual line (a statement that worked, whole-number timings): the numbers straight into the format, the
+-- constant members written out; only the statement's text goes through the JSON encoder.
+local OK_FORMAT = '{"ts":"%s",%s,%s,"command":"%s","query":%s,"query_time_us":%d,"response_time_us":%d,'
+  .. '"rows":%d,"affected_rows":%s,"warnings":%d,"status":"ok","error_code":null,"error_message":null}\n'
 
 -- A logged statement's result: counted in the digest, and (past the SLOW/ERRORS filter) kept in the ring and
 -- written to the file.
@@ -201,8 +205,15 @@ local function record(now, command, query, inj)
       .. ',"claimed_user":' .. v(claimed) .. ',"db":' .. v(db) .. ',"client":' .. v(src)
   end
   local v = json_value
+  local query_time = inj.query_time
+  if not failed and type(query_time) == "number" and query_time % 1 == 0 and response_time % 1 == 0
+     and (affected == nil or (affected % 1 == 0 and affected < 1e14)) then
+    write_line(string_format(OK_FORMAT, ts, enc_conn, view_json or NO_VIEW, command, v(query_text), query_time,
+      response_time, rows, affected or "null", warnings), now)
+    return
+  end
   write_line(string_format(LINE_FORMAT, ts, enc_conn, view_json or NO_VIEW, command, v(query_text),
-    v(inj.query_time), response_time, rows, v(affected), warnings, status, v(error_code), v(error_message)), now)
+    v(query_time), response_time, rows, v(affected), warnings, status, v(error_code), v(error_message)), now)
 end
 
 -- Control statements (parsed by lib/control.lua) --------------------------------------------------

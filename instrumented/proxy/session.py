@@ -346,17 +346,19 @@ class Session:
         inj = self.inj
         tracker = self.tracker
         assert inj is not None and tracker is not None and self.lua is not None
-        stats = ResultStats.measured(tracker, inj.queued_ns, _now())
         buffered = self.rbuf
-        if inj.resultset_is_needed and buffered is not None:
-            result = p.parse_resultset(bytes(buffered), stats.binary, self.deprecate_eof)
-            stats.raw, stats.fields, stats.rows = result.raw, result.fields, result.rows
         if "read_query_result" in self.hooks:
             shown = inj
             if self.command == c.COM_STMT_PREPARE:  # what the script may keep of the text is capped
                 shown = self.prepared.shown(inj, tracker.stmt_id if tracker.query_status == 0 else None)
             try:
-                res = self.lua.read_query_result(shown, stats)
+                if inj.resultset_is_needed and buffered is not None:
+                    stats = ResultStats.measured(tracker, inj.queued_ns, _now())
+                    result = p.parse_resultset(bytes(buffered), stats.binary, self.deprecate_eof)
+                    stats.raw, stats.fields, stats.rows = result.raw, result.fields, result.rows
+                    res = self.lua.read_query_result(shown, stats)
+                else:  # streamed (the logging case): no stats object, the tracker's figures go straight to Lua
+                    res = self.lua.streamed_result(shown, tracker, _now())
             except Exception as exc:  # noqa: BLE001 - fail open: the result still reaches the client
                 res = HookResult(False, None, error=f"{type(exc).__name__}: {exc}", injection=self.lua.pop())
             if not res.ok:

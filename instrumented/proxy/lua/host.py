@@ -17,6 +17,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
+from ..mysql.responses import ResponseTracker
 from . import files
 from .api import HOOKS, HookResult, Injection, ProxyResponse, ResultStats, proxy_constants
 
@@ -223,7 +224,7 @@ def _hook_result(values: tuple[Any, ...], packet: bytes = b"") -> HookResult:
     if len(values) == 2:  # nothing queued, the connection stays open
         ok, ret = values
         if ok:
-            return HookResult(True, int(ret) if ret is not None else None)
+            return HookResult(True, int(ret)) if ret is not None else HookResult(True, None)
         return HookResult(False, None, error=ret.decode("utf-8", "replace") if isinstance(ret, bytes) else str(ret))
     ok, ret, inj_id, queued, needed, remaining, close = values
     injection = None
@@ -307,6 +308,41 @@ class LuaConnection:
                 stats.error_message,
             )
         )
+
+    def streamed_result(self, inj: Injection, tracker: ResponseTracker, now: int) -> HookResult:
+        """``read_query_result(inj)`` for a result that was relayed as it came (not ``resultset_is_needed``): what
+        ``ResultStats.measured`` would hold, passed straight from the tracker (the per-statement path while
+        logging)."""
+        first = tracker.first_ns or now
+        queued = inj.queued_ns
+        err = tracker.err
+        res = _hook_result(
+            self._read_query_result(
+                self._conn,
+                inj.id,
+                None if inj is self._inflight else inj.packet,
+                False,
+                max(0, (first - queued) // 1000),
+                max(0, (now - queued) // 1000),
+                tracker.row_count,
+                tracker.bytes,
+                tracker.query_status,
+                tracker.warnings,
+                tracker.affected_rows,
+                tracker.insert_id,
+                tracker.server_status,
+                None,
+                None,
+                None,
+                tracker.binary,
+                err[0] if err is not None else None,
+                err[2] if err is not None else None,
+            ),
+            self._packet,
+        )
+        if res.injection is not None:
+            self._inflight = res.injection
+        return res
 
     def set(self, side: str, key: str, value: Any) -> None:
         """Set ``proxy.connection[.client|.server].key``."""
