@@ -182,10 +182,17 @@ local function record(now, command, query, inj)
   src = src and src.name or nil
   local ts = timestamp(now)
   local status = failed and "error" or "ok"
-  -- The ring keeps TAIL's columns (an array: cheaper than a table with named fields).
+  -- The ring keeps TAIL's columns (an array: cheaper than a table with named fields); once full, the oldest
+  -- entry's table is filled again (no garbage per statement).
   local slot, ring_count = state.ring_next, state.ring_count
-  state.ring[slot] = {ts, thread_id, user, db, view, inj.query_time, response_time, rows, affected, warnings, status,
-                      error_code, query_text, account, claimed}
+  local ring = state.ring
+  local e = ring[slot]
+  if e == nil then
+    e = {}
+    ring[slot] = e
+  end
+  e[1], e[2], e[3], e[4], e[5], e[6], e[7], e[8] = ts, thread_id, user, db, view, inj.query_time, response_time, rows
+  e[9], e[10], e[11], e[12], e[13], e[14], e[15] = affected, warnings, status, error_code, query_text, account, claimed
   state.ring_next = slot % RING_SIZE + 1
   if ring_count < RING_SIZE then state.ring_count = ring_count + 1 end
   state.logged = state.logged + 1

@@ -318,12 +318,30 @@ function host.read_query_result(conn, id, packet, needed, query_time, response_t
     local it = conn.inflight
     packet = it and it[2] or ""
   end
-  local resultset = make_resultset({row_count = row_count, bytes = bytes, query_status = status,
-    warning_count = warnings, affected_rows = affected_rows, insert_id = insert_id, server_status = server_status,
-    error_code = error_code, error_message = error_message},
-    needed, fields, rows, raw, binary)
-  local inj = {id = id, type = id, query = packet, query_time = query_time, response_time = response_time,
-               resultset = resultset}
+  local resultset, inj
+  if needed then
+    resultset = make_resultset({row_count = row_count, bytes = bytes, query_status = status,
+      warning_count = warnings, affected_rows = affected_rows, insert_id = insert_id, server_status = server_status,
+      error_code = error_code, error_message = error_message},
+      needed, fields, rows, raw, binary)
+    inj = {id = id, type = id, query = packet, query_time = query_time, response_time = response_time,
+           resultset = resultset}
+  else
+    -- A streamed result (every logged statement): the connection's inj and resultset tables are filled again rather
+    -- than made (no garbage per statement). They are valid while the hook runs, as MySQL Proxy's injection is.
+    inj = conn.inj
+    if inj == nil then
+      inj = {resultset = setmetatable({}, streamed_mt)}
+      conn.inj = inj
+    end
+    resultset = inj.resultset
+    resultset.row_count, resultset.bytes, resultset.query_status, resultset.warning_count = row_count, bytes, status,
+      warnings
+    resultset.affected_rows, resultset.insert_id, resultset.server_status = affected_rows, insert_id, server_status
+    resultset.error_code, resultset.error_message, resultset.flags = error_code, error_message, nil
+    inj.id, inj.type, inj.query, inj.query_time, inj.response_time = id, id, packet, query_time, response_time
+    inj.resultset = resultset
+  end
   fresh_response(conn.ctx)
   local ok, ret = call(conn, "read_query_result", inj)
   return pop(conn, ret, ok)
