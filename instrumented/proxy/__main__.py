@@ -14,7 +14,7 @@ from typing import Any
 
 from .lua.host import LupaMissingError, _load_lupa
 from .server import ProxyServer, parse_address
-from .workers import WorkerInfo, listening_socket, supervise, worker_count
+from .workers import WorkerInfo, listening_socket, reuse_port_socket, supervise, worker_count
 
 log = logging.getLogger("instrumented.proxy")
 
@@ -52,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", default="1",
         help="processes serving the port, each with its own event loop (default 1; 'auto' = one per CPU); the query"
              " log's control statements reach all of them",
+    )  # fmt: skip
+    parser.add_argument(
+        "--reuseport", action="store_true",
+        help="with --workers: each worker accepts on a socket of its own (SO_REUSEPORT: the kernel hashes connections"
+             " over them) instead of all on one (an idle worker takes the next connection; the default)",
     )  # fmt: skip
     parser.add_argument("--connect-timeout", type=float, default=5.0, help="backend connect timeout in seconds")
     parser.add_argument(
@@ -122,8 +127,13 @@ def main(argv: list[str] | None = None) -> int:
         if workers == 1:
             return run(serve(args), args.event_loop)
         listen = parse_address(args.proxy_address, "0.0.0.0", 4040)
-        sock = listening_socket(*listen)
-        return supervise(workers, lambda info: run(serve(args, sock, info), args.event_loop))
+        sock = listening_socket(*listen, reuse_port=args.reuseport)
+
+        def worker(info: WorkerInfo) -> int:
+            own = reuse_port_socket(sock) if args.reuseport else sock
+            return run(serve(args, own, info), args.event_loop)
+
+        return supervise(workers, worker)
     except LupaMissingError as exc:
         print(f"instrumented-proxy: {exc}", file=sys.stderr)
         return 2

@@ -195,7 +195,9 @@ class Workers:
 
 
 def listening_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
-    """The socket every worker accepts on (bound and listening before they are forked)."""
+    """The socket every worker accepts on (bound and listening before they are forked); with ``reuse_port``, a
+    socket that only holds the port (bound, not listening: it gets no connections) for the workers' own
+    ``SO_REUSEPORT`` sockets, over which the kernel spreads connections by a hash of their addresses."""
     infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     family, type_, proto, _, address = infos[0]
     sock = socket.socket(family, type_, proto)
@@ -203,6 +205,18 @@ def listening_socket(host: str, port: int, reuse_port: bool = False) -> socket.s
     if reuse_port:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind(address)
+    if not reuse_port:
+        sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def reuse_port_socket(held: socket.socket) -> socket.socket:
+    """A worker's own listening socket on the port ``held`` holds (``--reuseport``)."""
+    sock = socket.socket(held.family, held.type, held.proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(held.getsockname())
     sock.listen(128)
     sock.setblocking(False)
     return sock

@@ -19,12 +19,13 @@ import pytest
 from tests.support.proxy import ProxyProcess, connect, control, start_proxy
 
 
-@pytest.fixture(scope="module")
-def workers_proxy(mariadb: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
-    """The host with query_log.lua in two worker processes, writing the slow-log format."""
+@pytest.fixture(scope="module", params=["one socket", "--reuseport"])
+def workers_proxy(request, mariadb: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
+    """The host with query_log.lua in two worker processes (on one socket, or one each), writing the slow log."""
     tmp = tmp_path_factory.mktemp("workers")
     tmp.chmod(0o700)
-    proxy = start_proxy(tmp, args=("--workers", "2"), PROXY_LOG_ADMINS="root", PROXY_LOG_FORMAT="slowlog",
+    args = ("--workers", "2", *(["--reuseport"] if request.param == "--reuseport" else []))
+    proxy = start_proxy(tmp, args=args, PROXY_LOG_ADMINS="root", PROXY_LOG_FORMAT="slowlog",
                         PROXY_LOG_MAX_SECONDS="60")  # fmt: skip
     yield proxy
     assert proxy.stop() == 0, proxy.stderr()
@@ -199,3 +200,30 @@ def test_both_workers_write_one_slow_log_that_pt_query_digest_reads(wlog):
     text = wlog.log_file.read_text()
     assert text.count(long_literal) == 8
     assert text.count("# Time: ") == text.count("SET timestamp=")
+
+
+def test_a_worker_that_dies_is_started_again(mariadb, tmp_path):
+    import signal
+    import time
+
+    tmp_path.chmod(0o700)
+    proxy = start_proxy(tmp_path, args=("--workers", "2"), PROXY_LOG_ADMINS="root")
+    try:
+        before = _children(proxy.proc.pid)
+        assert len(before) == 2
+        os.kill(before[0], signal.SIGKILL)
+        for _ in range(200):  # polled, not timed: the parent starts it again after a pause
+            now = _children(proxy.proc.pid)
+            if len(now) == 2 and before[0] not in now:
+                break
+            time.sleep(0.05)
+        assert len(now) == 2 and before[0] not in now and before[1] in now
+        for _ in range(200):  # the new worker answers the others once its loop runs
+            if "did not answer" not in control(proxy.port, "PROXY LOG STATUS")[0]["log_file"]:
+                break
+            time.sleep(0.05)
+        status = control(proxy.port, "PROXY LOG ON 10")[0]  # reaches both, the new one included
+        assert status["logging"] == "on" and "did not answer" not in status["log_file"], status
+    finally:
+        assert proxy.stop() == 0
+    assert "exited with -9: starting it again" in proxy.stderr()
