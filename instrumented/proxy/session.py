@@ -153,8 +153,11 @@ class Session:
 
     def _stamp_queue(self, res: HookResult) -> None:
         """Start stamps for injections: taken when the hook that queued them returned."""
-        length = res.remaining + (1 if res.injection is not None else 0)
         stamps = self.stamps
+        if not res.remaining and not stamps and res.injection is not None:  # one injection (the logging case)
+            res.injection.queued_ns = _now()
+            return
+        length = res.remaining + (1 if res.injection is not None else 0)
         now = _now()
         while len(stamps) > length:
             stamps.pop()
