@@ -52,7 +52,7 @@ def worker_count(value: str) -> int:
             return max(1, len(os.sched_getaffinity(0)))
         except AttributeError:  # not Linux
             return max(1, os.cpu_count() or 1)
-    count = int(value)
+    count = int(value) if value.isdigit() else 0
     if count < 1:
         raise ValueError("--workers takes a count >= 1 or 'auto'")
     return count
