@@ -111,6 +111,8 @@ class ProxyServer:
         if self._flusher is not None:
             self._flusher.cancel()
             self._flusher = None
+        for task in list(self.tasks):  # answers being gathered from the other workers: their clients are going
+            task.cancel()
         deadline = time.monotonic() + grace
         while any(c.busy for c in self.connections) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)

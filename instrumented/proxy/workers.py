@@ -178,7 +178,9 @@ class Workers:
         elif verb == "digest":
             rows = merge.top_digests(merge.merge_digests(_rows(a) for a in answers), order, limit)
         else:
-            status = merge.merge_status([row for a in answers for row in _rows(a)[:1]])
+            firsts = [row for a in answers for row in _rows(a)[:1]]
+            # A column the merge does not know keeps this worker's value.
+            status = {**(firsts[0] if firsts else {}), **merge.merge_status(firsts)}
             if missing:
                 status["log_file"] += f"; worker{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))}" \
                                       " did not answer"  # fmt: skip
