@@ -79,6 +79,10 @@ async def serve(args: argparse.Namespace, sock: socket.socket | None = None, wor
     io_paths = args.lua_io_path or [os.environ.get("PROXY_LOG_FILE") or default_log_file()]
     server = ProxyServer(listen, backends, args.proxy_lua_script, io_paths=io_paths,
                          connect_timeout=args.connect_timeout, sock=sock, worker=worker)  # fmt: skip
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # before the other workers can reach this one (a stop then is clean)
+        loop.add_signal_handler(sig, stop.set)
     await server.start()
     if worker is None or worker.index == 1:
         log.info(
@@ -86,10 +90,6 @@ async def serve(args: argparse.Namespace, sock: socket.socket | None = None, wor
             listen[0], server.port, ", ".join(b.name for b in server.backends), args.proxy_lua_script or "(none)",
             f", {worker.count} workers" if worker else "",
         )  # fmt: skip
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down (%d connections)", len(server.connections))
     await server.close()

@@ -270,8 +270,8 @@ def supervise(count: int, serve: Callable[[WorkerInfo], int]) -> int:
             pid, status = os.wait()
             index = children.pop(pid, 0)
             code = os.waitstatus_to_exitcode(status)
-            if stopping:
-                failed = failed or code != 0
+            if stopping:  # a worker still starting when the signal came dies of it: stopped too
+                failed = failed or code not in (0, -signal.SIGTERM, -signal.SIGINT)
                 continue
             log.error("worker %d (pid %d) exited with %d: starting it again", index, pid, code)
             time.sleep(RESTART_PAUSE)

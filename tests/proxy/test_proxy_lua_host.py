@@ -489,3 +489,79 @@ def test_appending_processes_never_mix_their_lines(tmp_path):
         tag = line[:2]
         assert line == tag * (len(line) // 2) and len(line) % 2 == 0, line[:20]
     assert {line[:2] for line in lines} == {b"ab", b"cd", b"ef"}
+
+
+def test_a_logged_statement_costs_one_crossing_and_its_result_is_seen_by_the_next_call(tmp_path, monkeypatch):
+    """query_log.lua's results are observe-only: each goes to Lua with the next call into it (one crossing per logged
+    statement), and whatever comes next (another connection's PROXY LOG TAIL, a timer's flush) sees it first."""
+    from instrumented.proxy.connection import ProxyConnection
+    from instrumented.proxy.mysql import packets as p
+    from instrumented.proxy.phases import IDLE
+    from instrumented.proxy.server import ProxyServer
+
+    class Null:
+        def __init__(self):
+            self.sent = []
+
+        def write(self, data):
+            self.sent.append(data)
+
+        def is_closing(self):
+            return False
+
+        def pause_reading(self):
+            pass
+
+        def resume_reading(self):
+            pass
+
+    log_file = tmp_path / "q.jsonl"
+    monkeypatch.setenv("PROXY_LOG_FILE", str(log_file))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    server = ProxyServer(("127.0.0.1", 0), [("127.0.0.1", 1)], os.path.join(root, "mysql_proxy_lua", "query_log.lua"),
+                         io_paths=[str(log_file)])  # fmt: skip
+    calls = []
+    for name in ("read_query", "read_query_result", "call", "pop", "_deliver"):
+        fn = getattr(server.lua, name)
+        setattr(server.lua, name, lambda *a, _fn=fn, _name=name: calls.append(_name) or _fn(*a))
+
+    def session():
+        conn = ProxyConnection(server)
+        s = conn.session
+        conn.client = conn.backend = Null()
+        s.to_client = conn.client.write
+        s.to_server = conn.backend.write
+        s.phase = IDLE
+        s.lua = server.lua.new_connection()
+        s.hooks = s.lua.hooks
+        s.lua.set("client", "username", b"root")
+        return conn, s
+
+    def answer_whoami(s):
+        while s.inj is not None and s.inj.packet.startswith(b"\x03SELECT CURRENT_USER()"):
+            rows = p.text_resultset(
+                [(b"CURRENT_USER()", 253), (b"DATABASE()", 253)], [[b"root@localhost", b"t"]], False
+            )
+            s.server_data(p.frame_all(rows, 1)[0])
+
+    one = p.frame_all(p.text_resultset([(b"1", 8)], [[b"1"]], False), 1)[0]
+    admin, a = session()
+    admin.data_received(p.frame(b"\x03PROXY LOG ON 60", 0)[0])
+    answer_whoami(a)
+    app, s = session()
+    app.data_received(p.frame(b"\x03SELECT 1", 0)[0])
+    answer_whoami(s)
+    s.server_data(one)
+    del calls[:]
+    for i in range(2, 12):
+        app.data_received(p.frame(b"\x03SELECT %d" % i, 0)[0])
+        s.server_data(one)
+    assert calls == ["read_query"] * 10  # one crossing per logged statement
+    assert server.lua.pending  # the last result waits for the next call
+    admin.client.sent.clear()
+    admin.data_received(p.frame(b"\x03PROXY LOG TAIL 1", 0)[0])
+    assert b"SELECT 11" in b"".join(admin.client.sent)  # delivered before TAIL ran
+    app.data_received(p.frame(b"\x03SELECT 12", 0)[0])
+    s.server_data(one)
+    server.lua.flush_files()  # the host's timer: the waiting result first, then the file
+    assert log_file.read_text().count('"query":"SELECT ') == 12

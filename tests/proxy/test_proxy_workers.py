@@ -225,5 +225,5 @@ def test_a_worker_that_dies_is_started_again(mariadb, tmp_path):
         status = control(proxy.port, "PROXY LOG ON 10")[0]  # reaches both, the new one included
         assert status["logging"] == "on" and "did not answer" not in status["log_file"], status
     finally:
-        assert proxy.stop() == 0
+        assert proxy.stop() == 0, proxy.stderr()
     assert "exited with -9: starting it again" in proxy.stderr()
