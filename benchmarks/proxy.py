@@ -192,18 +192,7 @@ def _answer_questions(session) -> None:
 
 
 #: The Lua entry points of the host (``bootstrap.lua``'s), each call one crossing from Python into Lua.
-ENTRY_POINTS = (
-    "call",
-    "read_query",
-    "pop",
-    "read_query_result",
-    "set",
-    "set_address",
-    "get_connection",
-    "response",
-    "_deliver",
-    "_flush_files",
-)
+ENTRY_POINTS = ("call", "read_query", "pop", "read_query_result", "set", "set_address", "get_connection", "response")
 
 
 def _count_crossings(lua) -> dict[str, int]:

@@ -308,9 +308,7 @@ local COM_QUERY, COM_INIT_DB, COM_STMT_PREPARE, COM_STMT_EXECUTE, COM_STMT_CLOSE
 local COM_RESET_CONNECTION = proxy.COM_RESET_CONNECTION or 31
 local ID_QUERY, ID_PREPARE, ID_EXECUTE, ID_WHOAMI, ID_HELD = 1, 2, 3, 4, 5
 local WHOAMI = string_char(COM_QUERY) .. "SELECT CURRENT_USER(), DATABASE()"
--- observe_only (instrumented-proxy's extension; mysql-proxy 0.8.5 ignores it): read_query_result only records these
--- results, so the host may hand them over with its next call into Lua rather than one call each.
-local STREAMED, BUFFERED = {resultset_is_needed = false, observe_only = true}, {resultset_is_needed = true}
+local STREAMED, BUFFERED = {resultset_is_needed = false}, {resultset_is_needed = true}
 local CONTROL_MAX = control.MAX_BYTES
 
 -- Ask the server who and where this connection is (an injected query; learned() reads the answer).

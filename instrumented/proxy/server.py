@@ -17,8 +17,6 @@ log = logging.getLogger("instrumented.proxy")
 
 #: How often the files scripts write are flushed (their last line reaches the disk when traffic stops).
 FLUSH_SECONDS = 1.0
-#: Results of observe-only injections wait at most this long for the next call into Lua (they ride on it).
-DELIVER_SECONDS = 0.05
 
 
 def parse_address(value: str, default_host: str = "0.0.0.0", default_port: int = 4040) -> tuple[str, int]:
@@ -53,9 +51,6 @@ class ProxyServer:
         self.connections: set[ProxyConnection] = set()
         self.workers = Workers(worker, self.lua, self.rate_limited_log) if worker and worker.count > 1 else None
         self.tasks: set[asyncio.Task[None]] = set()
-        self._delivery: asyncio.TimerHandle | None = None
-        if self.lua is not None:
-            self.lua.when_pending = self._deliver_soon
         self._sock = sock
         self._server: asyncio.Server | None = None
         self._flusher: asyncio.TimerHandle | None = None
@@ -75,25 +70,6 @@ class ProxyServer:
         if self.lua is not None:
             self._flusher = loop.call_later(FLUSH_SECONDS, self._flush_files)
         return self._server
-
-    def _deliver_soon(self) -> None:
-        """Results are waiting for the next call into Lua: if none comes within DELIVER_SECONDS, hand them over."""
-        if self._delivery is not None:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # no loop (in-process benchmarks): the next call into Lua takes them
-            return
-        self._delivery = loop.call_later(DELIVER_SECONDS, self._deliver)
-
-    def _deliver(self) -> None:
-        """Hand the waiting results to Lua (the statements' log lines, digest and ring)."""
-        self._delivery = None
-        assert self.lua is not None
-        try:
-            self.lua.deliver()
-        except Exception as exc:  # noqa: BLE001 - a failed delivery must not stop the proxy
-            self.rate_limited_log("deliver", "handing results to the script failed: %s", exc)
 
     def _flush_files(self) -> None:
         """Flush the scripts' buffered files, then again in a second (there is no timer in the scripting API)."""
@@ -135,9 +111,6 @@ class ProxyServer:
         if self._flusher is not None:
             self._flusher.cancel()
             self._flusher = None
-        if self._delivery is not None:
-            self._delivery.cancel()
-            self._delivery = None
         for task in list(self.tasks):  # answers being gathered from the other workers: their clients are going
             task.cancel()
         deadline = time.monotonic() + grace

@@ -43,8 +43,6 @@ _now = time.perf_counter_ns
 
 #: Bytes of further commands accepted from a client while its current command runs (then reading pauses).
 CLIENT_BACKLOG = 1 << 20
-#: What an observe-only injection's read_query_result decides (nothing); never changed by the session.
-_OBSERVED = HookResult(True, None)
 #: Commands whose forwarding changes what the session knows (checked in one set lookup).
 _NOTED = frozenset((c.COM_INIT_DB, c.COM_CHANGE_USER, c.COM_STMT_CLOSE, c.COM_RESET_CONNECTION))
 
@@ -362,10 +360,7 @@ class Session:
                     result = p.parse_resultset(bytes(buffered), stats.binary, self.deprecate_eof)
                     stats.raw, stats.fields, stats.rows = result.raw, result.fields, result.rows
                     res = self.lua.read_query_result(shown, stats)
-                elif inj.observe and shown is inj:  # observe-only (the logging case): with the next call into Lua
-                    self.lua.defer_result(inj, tracker, _now())
-                    res = _OBSERVED
-                else:  # streamed: no stats object, the tracker's figures go straight to Lua
+                else:  # streamed (the logging case): no stats object, the tracker's figures go straight to Lua
                     res = self.lua.streamed_result(shown, tracker, _now())
             except Exception as exc:  # noqa: BLE001 - fail open: the result still reaches the client
                 res = HookResult(False, None, error=f"{type(exc).__name__}: {exc}", injection=self.lua.pop())

@@ -65,7 +65,6 @@ class Injection:
     resultset_is_needed: bool
     queued_ns: int = 0
     own: bool = False  # the client's own command packet, re-queued as it came (sent as the client framed it)
-    observe: bool = False  # host extension: read_query_result only observes its result (may run later, batched)
 
 
 @dataclass(slots=True)

@@ -173,10 +173,7 @@ local function new_queue()
     if type(id) ~= "number" then error("proxy.queries: id must be a number", 3) end
     if type(packet) ~= "string" then error("proxy.queries: packet must be a string", 3) end
     local needed = opts == true or (type(opts) == "table" and opts.resultset_is_needed == true)
-    -- The host's extension: read_query_result only observes this (streamed) result: it returns nothing that matters
-    -- and queues nothing, so the host may run it with its next call into Lua (one crossing for several).
-    local observe = not needed and type(opts) == "table" and opts.observe_only == true
-    return {id, packet, needed, observe}
+    return {id, packet, needed}
   end
   mt.__index = {
     append = function(self, id, packet, opts) items[#items + 1] = entry(self, id, packet, opts) end,
@@ -231,9 +228,9 @@ local function pop(conn, ret, ok)
     conn.inflight = it
     local packet = it[2]
     if packet == conn.packet then packet = true end
-    return ok, ret, it[1], packet, it[3], #items, close, it[4]
+    return ok, ret, it[1], packet, it[3], #items, close
   end
-  if close then return ok, ret, nil, nil, nil, 0, true, nil end
+  if close then return ok, ret, nil, nil, nil, 0, true end
   return ok, ret
 end
 
@@ -261,11 +258,7 @@ function host.call(conn, name, arg)
   return pop(conn, ret, ok)
 end
 
-local result_hook, deliver -- read_query_result's work, deferred results: below
-
-function host.read_query(conn, packet, ...)
-  local n = select("#", ...)
-  if n > 0 then deliver(n, ...) end -- results of earlier statements first (observe-only ones, deferred)
+function host.read_query(conn, packet)
   local items = conn.items
   for i = #items, 1, -1 do items[i] = nil end
   conn.packet = packet
@@ -321,37 +314,6 @@ end
 function host.read_query_result(conn, id, packet, needed, query_time, response_time, row_count, bytes, status,
                                 warnings, affected_rows, insert_id, server_status, fields, rows, raw, binary,
                                 error_code, error_message)
-  local ok, ret = result_hook(conn, id, packet, needed, query_time, response_time, row_count, bytes, status,
-                              warnings, affected_rows, insert_id, server_status, fields, rows, raw, binary,
-                              error_code, error_message)
-  return pop(conn, ret, ok)
-end
-
--- Deferred results of observe-only injections, 14 values each (conn, id, packet or nil, query_time, response_time,
--- row_count, bytes, status, warnings, affected_rows, insert_id, server_status, error_code, error_message), handed
--- over with the next call into Lua: each connection's read_query_result runs as it would have, in order, before
--- whatever that call does. A failure is reported; anything such a hook queued is dropped.
-local DEFERRED = 14
-deliver = function(n, ...)
-  local a = {...}
-  for i = 1, n, DEFERRED do
-    local conn = a[i]
-    local ok, err = result_hook(conn, a[i + 1], a[i + 2], false, a[i + 3], a[i + 4], a[i + 5], a[i + 6], a[i + 7],
-                                a[i + 8], a[i + 9], a[i + 10], a[i + 11], nil, nil, nil, false, a[i + 12], a[i + 13])
-    local items = conn.items
-    for j = #items, 1, -1 do items[j] = nil end
-    if not ok then py.report_deferred(err) end
-  end
-end
-
-function host.deliver(...)
-  local n = select("#", ...)
-  if n > 0 then deliver(n, ...) end
-end
-
-result_hook = function(conn, id, packet, needed, query_time, response_time, row_count, bytes, status,
-                       warnings, affected_rows, insert_id, server_status, fields, rows, raw, binary,
-                       error_code, error_message)
   if packet == nil then
     local it = conn.inflight
     packet = it and it[2] or ""
@@ -381,7 +343,8 @@ result_hook = function(conn, id, packet, needed, query_time, response_time, row_
     inj.resultset = resultset
   end
   fresh_response(conn.ctx)
-  return call(conn, "read_query_result", inj)
+  local ok, ret = call(conn, "read_query_result", inj)
+  return pop(conn, ret, ok)
 end
 
 function host.set(conn, side, key, value)

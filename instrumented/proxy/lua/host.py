@@ -89,7 +89,6 @@ class LuaHost:
                 b"find_module": self._find_module,
                 b"instruction_limit": INSTRUCTION_LIMIT,
                 b"workers": workers,
-                b"report_deferred": self._report_deferred,
             }
         )
         api = self.runtime.execute(BOOTSTRAP, py)
@@ -104,33 +103,12 @@ class LuaHost:
         self.set_address: Callable[..., Any] = api[b"set_address"]
         self.get_connection: Callable[..., Any] = api[b"get_connection"]
         self.response: Callable[..., Any] = api[b"response"]
-        self._flush_files: Callable[[], None] = api[b"flush_files"]
-        self._deliver: Callable[..., None] = api[b"deliver"]
-        #: Results of observe-only injections not handed to Lua yet (``LuaConnection.defer_result``), flat.
-        self.pending: list[Any] = []
-        #: Called when ``pending`` stops being empty (the server delivers them if no other call into Lua comes).
-        self.when_pending: Callable[[], None] | None = None
+        self.flush_files: Callable[[], None] = api[b"flush_files"]
         self._chunk: Any = None
         self._stamp: tuple[int, int] | None = None
         self.load_error: str | None = None
         if self.script:
             self._reload()
-
-    def deliver(self) -> None:
-        """Hand the deferred results to Lua now (one crossing for all of them)."""
-        if self.pending:
-            pending, self.pending = self.pending, []
-            self._deliver(*pending)
-
-    def flush_files(self) -> None:
-        """Flush the files scripts write (deferred results first: their lines belong in them)."""
-        self.deliver()
-        self._flush_files()
-
-    def _report_deferred(self, error: bytes) -> None:
-        """A deferred read_query_result failed (its result had reached the client already)."""
-        text = error.decode("utf-8", "replace") if isinstance(error, bytes) else str(error)
-        self._report(f"read_query_result: {text}", "Lua error in read_query_result: %s", text)
 
     @staticmethod
     def _deny_attributes(_obj: Any, _name: Any, _is_setting: bool) -> Any:
@@ -248,11 +226,10 @@ def _hook_result(values: tuple[Any, ...], packet: bytes = b"") -> HookResult:
         if ok:
             return HookResult(True, int(ret)) if ret is not None else HookResult(True, None)
         return HookResult(False, None, error=ret.decode("utf-8", "replace") if isinstance(ret, bytes) else str(ret))
-    ok, ret, inj_id, queued, needed, remaining, close, observe = values
+    ok, ret, inj_id, queued, needed, remaining, close = values
     injection = None
     if inj_id is not None:
-        injection = Injection(int(inj_id), packet if queued is True else queued, bool(needed), own=queued is True,
-                              observe=observe is True)  # fmt: skip
+        injection = Injection(int(inj_id), packet if queued is True else queued, bool(needed), own=queued is True)
     if not ok:
         return HookResult(False, None, error=ret.decode("utf-8", "replace") if isinstance(ret, bytes) else str(ret),
                           injection=injection, remaining=int(remaining), close=bool(close))  # fmt: skip
@@ -285,8 +262,6 @@ class LuaConnection:
 
     def call(self, hook: str, arg: Any = None) -> HookResult:
         """Call a hook that takes no queue (connect_server, read_handshake, read_auth, ...)."""
-        if self._host.pending:
-            self._host.deliver()
         if isinstance(arg, dict):
             arg = self._host.runtime.table_from(arg)
         return self._result(self._call(self._conn, hook.encode(), arg))
@@ -294,26 +269,17 @@ class LuaConnection:
     def read_query(self, packet: bytes) -> HookResult:
         """``read_query(packet)``: clears the queue and ``proxy.response`` first."""
         self._packet = packet
-        host = self._host
-        if host.pending:  # the deferred results go first, in the same crossing
-            pending, host.pending = host.pending, []
-            res = _hook_result(self._read_query(self._conn, packet, *pending), packet)
-        else:
-            res = _hook_result(self._read_query(self._conn, packet), packet)
+        res = _hook_result(self._read_query(self._conn, packet), packet)
         if res.injection is not None:
             self._inflight = res.injection
         return res
 
     def pop(self) -> Injection | None:
         """The next queued injection, if any."""
-        if self._host.pending:
-            self._host.deliver()
         return self._result(self._pop(self._conn)).injection
 
     def read_query_result(self, inj: Injection, stats: ResultStats) -> HookResult:
         """``read_query_result(inj)`` with the measured timings and result stats."""
-        if self._host.pending:
-            self._host.deliver()
         rt = self._host.runtime
         fields = rows = None
         if inj.resultset_is_needed:
@@ -347,8 +313,6 @@ class LuaConnection:
         """``read_query_result(inj)`` for a result that was relayed as it came (not ``resultset_is_needed``): what
         ``ResultStats.measured`` would hold, passed straight from the tracker (the per-statement path while
         logging)."""
-        if self._host.pending:
-            self._host.deliver()
         first = tracker.first_ns or now
         queued = inj.queued_ns
         err = tracker.err
@@ -380,36 +344,8 @@ class LuaConnection:
             self._inflight = res.injection
         return res
 
-    def defer_result(self, inj: Injection, tracker: ResponseTracker, now: int) -> None:
-        """``read_query_result(inj)`` of an observe-only injection, kept to go with the next call into Lua (nothing
-        it decides matters: its result was relayed, it queues nothing), so that one crossing carries several."""
-        host = self._host
-        if not host.pending and host.when_pending is not None:
-            host.when_pending()
-        first = tracker.first_ns or now
-        queued = inj.queued_ns
-        err = tracker.err
-        host.pending += (
-            self._conn,
-            inj.id,
-            None if inj is self._inflight else inj.packet,
-            max(0, (first - queued) // 1000),
-            max(0, (now - queued) // 1000),
-            tracker.row_count,
-            tracker.bytes,
-            tracker.query_status,
-            tracker.warnings,
-            tracker.affected_rows,
-            tracker.insert_id,
-            tracker.server_status,
-            err[0] if err is not None else None,
-            err[2] if err is not None else None,
-        )
-
     def set(self, side: str, key: str, value: Any) -> None:
         """Set ``proxy.connection[.client|.server].key``."""
-        if self._host.pending:
-            self._host.deliver()
         self._host.set(self._conn, side.encode(), key.encode(), value)
 
     def update(self, side: str, **values: Any) -> None:
@@ -420,14 +356,10 @@ class LuaConnection:
     def set_address(self, side: str, which: str, host: str, port: int) -> None:
         """Set an address object (``src``/``dst``) of the client or server socket."""
         name = f"{host}:{port}".encode()
-        if self._host.pending:
-            self._host.deliver()
         self._host.set_address(self._conn, side.encode(), which.encode(), name, host.encode(), port)
 
     def get_connection(self, key: str) -> Any:
         """Read ``proxy.connection.key`` (e.g. ``backend_ndx``)."""
-        if self._host.pending:
-            self._host.deliver()
         return self._host.get_connection(self._conn, key.encode())
 
     def response(self) -> ProxyResponse:
