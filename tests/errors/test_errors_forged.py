@@ -17,6 +17,7 @@ from instrumented.errors import capture
 from instrumented.errors.records import load_meta, new_reference, recent_errors
 from instrumented.keys import ERROR_INDEX_SECONDS
 from instrumented.memcached import get_store, pack
+from tests.errors.test_errors_grouped import rows
 
 pytestmark = pytest.mark.django_db
 
@@ -81,3 +82,41 @@ def test_forged_error_metadata_is_skipped_by_the_list_and_the_pages(root):
         assert root.get(f"/instrumented/errors/{ref}/").status_code == 404
         assert root.get(f"/instrumented/errors/{ref}/traceback.txt").status_code == 404
     assert root.get(f"/instrumented/errors/{genuine}/traceback.txt").status_code == 200
+
+
+def test_a_secret_named_field_cannot_blank_file_names_lines_or_the_group(root):
+    """The probe's reproduction: ``/fail/?password=shop/views.py`` stored ``File "…/********************", line 65``
+    and filed the error under a new group ``********************:65``."""
+    stranger = Client(raise_request_exception=False)
+    genuine = stranger.get("/fail/")["X-Error-Reference"]
+    aimed = stranger.get("/fail/?password=shop/views.py")["X-Error-Reference"]
+    source = stranger.get("/fail/", {"token": 'raise ZeroDivisionError(f"cannot split order total'})
+    for ref, masked in ((aimed, []), (source["X-Error-Reference"], ["GET token"])):
+        meta = load_meta(ref)
+        assert meta["location"] == FAIL_AT
+        assert 'shop/views.py", line 65, in fail' in meta["text"], meta["text"]
+        assert 'raise ZeroDivisionError(f"cannot split order total' in meta["text"]  # the source line stays
+        assert "*" * 20 not in meta["text"], meta["text"]
+        # A value that is no plain word, name or path is still a secret: masked in the query string the page
+        # shows, and the page says so.
+        assert meta["masked_fields"] == masked
+        page = root.get(f"/instrumented/errors/{ref}/").content.decode()
+        assert "shop/views.py" in page and "*" * 20 + ", line" not in page
+        assert "ZeroDivisionError(f&quot;cannot split order total {order_total}" in page  # the source line
+        assert ("instrumented-masked" in page) == bool(masked)
+    groups = [row for row in rows(root.get("/instrumented/errors/").content.decode(), "instr-groups")]
+    assert len(groups) == 1 and FAIL_AT in groups[0] and genuine in groups[0], "one group: the code's file and line"
+    assert " 3 " in groups[0], groups
+
+
+def test_the_pages_say_which_request_field_caused_a_mask(root):
+    """A real secret is still masked wherever it appears (here in the message), and every page says whose it is."""
+    live = root.post("/errors-demo/credentials/", {"password": "the-password-4711", "seed": "Zq7seed"})
+    ref = live["X-Error-Reference"]
+    meta = load_meta(ref)
+    assert "the-password-4711" not in meta["text"] and "POST password" in meta["masked_fields"]
+    page = root.get(f"/instrumented/errors/{ref}/").content.decode()
+    assert 'id="instrumented-masked"' in page and "POST password" in page.split('id="instrumented-masked"')[1][:300]
+    assert "the-password-4711" not in page
+    text = root.get(f"/instrumented/errors/{ref}/traceback.txt").content.decode()
+    assert "Masked: ******************** is the value of " in text and "POST password" in text
