@@ -48,15 +48,6 @@ def _is_text(value: object) -> bool:
     return type(value) is str
 
 
-def _is_time(value: object) -> bool:
-    return (type(value) is int or type(value) is float) and 0 <= value <= LATEST_TIME
-
-
-def _is_reference(value: object) -> bool:
-    """An error reference, or none (``""`` or null): never text a page would turn into a link of its own."""
-    return value is None or value == "" or (type(value) is str and REFERENCE.match(value) is not None)
-
-
 def _is_hint(value: object) -> bool:
     return value is None or type(value) is str
 
@@ -83,31 +74,74 @@ def _entries(value: Any) -> Iterable[tuple[str, Any]]:
     return value.items() if type(value) is dict else [("", None)]
 
 
-#: What each part of a stored view holds, checked before anything of it is added (issue 17: a forged value
-#: with a string count or a time of Infinity made every reader raise).
-Q_ROW = (_is_text, is_count, is_amount, is_count)  # [sql, count, µs, N+1 requests]
-A_ENTRY = (is_count, is_amount)  # alias: [count, µs]
-X_ENTRY = (is_count, _is_reference, _is_time)  # exception class: [count, last reference, last unix time]
+#: What each rare part of a stored view holds, checked before anything of it is added (issue 17: a forged value
+#: with a string count or a time of Infinity made every reader raise). The frequent parts have checks of their
+#: own below, written out: a reader checks thousands of them.
 QX_ROW = (_is_text, is_count, is_count, is_amount, _is_list)  # [sql, duplicates, slow runs, slowest µs, sites]
 SITE_ROW = (_is_text, is_count, _is_hint)  # [call site, requests, hint]
 C_ENTRY = (is_count, is_amount, is_count, is_count)  # cache alias: [calls, µs, hits, misses]
 O_ENTRY = (is_count, is_amount, is_count, is_amount)  # origin: [calls, µs, errors, slowest µs]
-POINT = (is_count, is_count, is_count, _is_text)  # series: [bucket, requests, errors, histogram slice]
+_NUMBERS = (int, float)  # ``type(x) in _NUMBERS``: never a bool
+_LIMIT = NUMBER_LIMIT
 
 
-def view_ok(snap: object) -> bool:
+def view_ok(snap: Any) -> bool:
     """The numbers of one stored view (a bucket's or a roll-up's row form) are what a writer stores: counts are
     ints in range, times finite and non-negative, texts text. Its tables and sparse parts are checked per entry."""
     if type(snap) is not dict:
         return False
-    s = snap.get("s")
+    get: Any = snap.get
+    s, n, e, n1 = get("s"), get("n"), get("e", 0), get("n1", 0)
+    lsum, lmax = get("lsum"), get("lmax")
     if not (
-        is_count(snap.get("n")) and is_count(snap.get("e", 0)) and type(s) is list and len(s) == 4
-        and all(map(is_count, s)) and is_amount(snap.get("lsum")) and is_amount(snap.get("lmax"))
-        and type(snap.get("h", "")) is str and type(snap.get("route", "")) is str and is_count(snap.get("n1", 0))
+        type(s) is list and len(s) == 4
+        and type(n) is type(e) is type(n1) is type(s[0]) is type(s[1]) is type(s[2]) is type(s[3]) is int
+        and 0 <= min(n, e, n1, *s) and max(n, e, n1, *s) < _LIMIT
+        and type(lsum) in _NUMBERS and type(lmax) in _NUMBERS and 0 <= lsum < _LIMIT and 0 <= lmax < _LIMIT
+        and type(snap.get("h", "")) is str and type(snap.get("route", "")) is str
     ):  # fmt: skip
         return False
-    return "qn" not in snap or (is_count(snap["qn"]) and is_count(snap.get("qmax")) and is_amount(snap.get("db")))
+    if "qn" not in snap:
+        return True
+    qn, qmax, db = get("qn"), get("qmax"), get("db")
+    return type(qn) is type(qmax) is int and 0 <= min(qn, qmax) and max(qn, qmax) < _LIMIT and type(db) in _NUMBERS \
+        and 0 <= db < _LIMIT  # fmt: skip
+
+
+def q_row_ok(row: Any) -> bool:
+    """``[sql, count, µs, N+1 requests]``."""
+    return (
+        type(row) is list and len(row) == 4 and type(row[0]) is str and type(row[1]) is type(row[3]) is int
+        and type(row[2]) in _NUMBERS and 0 <= row[1] < _LIMIT and 0 <= row[2] < _LIMIT and 0 <= row[3] < _LIMIT
+    )  # fmt: skip
+
+
+def alias_ok(entry: Any) -> bool:
+    """An alias's ``[count, µs]``."""
+    return (
+        type(entry) is list and len(entry) == 2 and type(entry[0]) is int and type(entry[1]) in _NUMBERS
+        and 0 <= entry[0] < _LIMIT and 0 <= entry[1] < _LIMIT
+    )  # fmt: skip
+
+
+def exception_ok(entry: Any) -> bool:
+    """An exception class's ``[count, last reference, last unix time]``: the reference in its own format or none
+    (never text a page would turn into a link of its own), the time one a date can show."""
+    if type(entry) is not list or len(entry) != 3:
+        return False
+    count, ref, at = entry
+    return (
+        type(count) is int and 0 <= count < _LIMIT and type(at) in _NUMBERS and 0 <= at <= LATEST_TIME
+        and (ref is None or ref == "" or (type(ref) is str and REFERENCE.match(ref) is not None))
+    )  # fmt: skip
+
+
+def point_ok(row: Any) -> bool:
+    """A series point ``[bucket, requests, errors, histogram slice]``."""
+    return (
+        type(row) is list and len(row) == 4 and type(row[0]) is type(row[1]) is type(row[2]) is int
+        and type(row[3]) is str and 0 <= min(row[0], row[1], row[2]) and max(row[0], row[1], row[2]) < _LIMIT
+    )  # fmt: skip
 
 
 #: Call sites kept per view and template (the most frequent), and origins per view.
@@ -263,7 +297,7 @@ class ViewTotals:
         histogram.merge_encoded(self.hist, encoded)
         skipped = 0
         for method, count in _entries(snap.get("m", {})):
-            if is_count(count):
+            if type(count) is int and 0 <= count < _LIMIT:
                 self.methods[method] = self.methods.get(method, 0) + count
             else:
                 skipped += 1
@@ -275,7 +309,7 @@ class ViewTotals:
             # Inlined rather than add_into(): this runs for every template of thousands of snapshots per read.
             templates = self.templates
             for row in _rows(snap.get("q", [])):
-                if not _row_ok(row, Q_ROW):
+                if not q_row_ok(row):
                     skipped += 1
                     continue
                 sql, count, time_us, n1 = row
@@ -288,7 +322,7 @@ class ViewTotals:
                     entry[2] += n1
             aliases = self.aliases
             for alias, values in _entries(snap.get("a", {})):
-                if not _row_ok(values, A_ENTRY):
+                if not alias_ok(values):
                     skipped += 1
                     continue
                 entry = aliases.get(alias)
@@ -319,11 +353,19 @@ class ViewTotals:
         if type(found) is not dict:
             return 1
         skipped = 0
+        exceptions = self.exceptions
         for cls, entry in found.items():
-            if _row_ok(entry, X_ENTRY):
-                self._add_exceptions(((cls, entry),))
-            else:
+            if not exception_ok(entry):
                 skipped += 1
+                continue
+            known = exceptions.get(cls)
+            if known is None:
+                exceptions[cls] = list(entry)
+            else:
+                known[0] += entry[0]
+                if entry[2] >= known[2]:
+                    known[1] = entry[1] or known[1]
+                    known[2] = entry[2]
         return skipped
 
     def _add_exceptions(self, items: Any) -> None:
@@ -609,7 +651,7 @@ def add_series(totals: ViewTotals, points: Iterable[Any], buckets: range | None 
     series = totals.series
     skipped = 0
     for row in points:
-        if not _row_ok(row, POINT):
+        if not point_ok(row):
             skipped += 1
             continue
         bucket, requests, errors, encoded = row
