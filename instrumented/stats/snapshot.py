@@ -296,11 +296,14 @@ class ViewTotals:
         encoded = snap.get("h") or ""
         histogram.merge_encoded(self.hist, encoded)
         skipped = 0
-        for method, count in _entries(snap.get("m", {})):
-            if type(count) is int and 0 <= count < _LIMIT:
-                self.methods[method] = self.methods.get(method, 0) + count
-            else:
-                skipped += 1
+        found = snap.get("m")
+        if found:  # the containers' checks inlined too: this runs for each of thousands of snapshots
+            methods = self.methods
+            for method, count in found.items() if type(found) is dict else _entries(found):
+                if type(count) is int and 0 <= count < _LIMIT:
+                    methods[method] = methods.get(method, 0) + count
+                else:
+                    skipped += 1
         if "qn" in snap:
             self.queries += snap["qn"]
             if snap["qmax"] > self.queries_max:
@@ -308,7 +311,8 @@ class ViewTotals:
             self.db_us += snap["db"]
             # Inlined rather than add_into(): this runs for every template of thousands of snapshots per read.
             templates = self.templates
-            for row in _rows(snap.get("q", [])):
+            rows = snap.get("q", [])
+            for row in rows if type(rows) is list else _rows(rows):
                 if not q_row_ok(row):
                     skipped += 1
                     continue
@@ -321,7 +325,8 @@ class ViewTotals:
                     entry[1] += time_us
                     entry[2] += n1
             aliases = self.aliases
-            for alias, values in _entries(snap.get("a", {})):
+            found = snap.get("a", {})
+            for alias, values in found.items() if type(found) is dict else _entries(found):
                 if not alias_ok(values):
                     skipped += 1
                     continue
