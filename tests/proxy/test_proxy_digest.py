@@ -92,8 +92,14 @@ def test_every_digest_column(qlog):
     assert before <= first <= last <= after
     assert rows["select cast(? as signed) as x"]["warnings"] == 1
     expected = {"digest", "db", "user", "count", "first_seen", "last_seen", "sum_us", "min_us", "max_us", "avg_us",
-                "p95_us", "rows_sent", "rows_affected", "errors", "warnings", "views"}  # fmt: skip
+                "p95_us", "rows_sent", "rows_affected", "errors", "warnings", "views", "p50_us", "p99_us", "load",
+                "share_pct", "histogram", "hosts", "id", "explain"}  # fmt: skip
     assert all(set(row) == expected for row in rows.values())
+    assert sleep["min_us"] <= sleep["p50_us"] <= sleep["p95_us"] <= sleep["p99_us"] <= sleep["max_us"]
+    assert sleep["hosts"] == "127.0.0.1 (3)" and sleep["explain"] == "yes" and insert["explain"] == "yes"
+    decades = [int(c) for c in sleep["histogram"].split()]  # 1 us, 10 us, ... 1 s, 10 s and more
+    assert len(decades) == 8 and decades[4] + decades[5] == 3  # 10 ms .. 1 s
+    assert len({row["id"] for row in rows.values()}) == len(rows)
     by = {order: [row["digest"] for row in control(qlog.port, f"PROXY LOG DIGEST 3 ORDER BY {order}")]
           for order in ("sum", "count", "max", "rows", "errors")}  # fmt: skip
     assert by["count"][0] == insert["digest"] and by["errors"][0] == insert["digest"]
