@@ -18,6 +18,7 @@ from typing import Any
 from django.db import connections
 from django.utils.connection import ConnectionDoesNotExist
 
+from .. import plans
 from ..conf import get_config
 
 #: Orders of ``digest()`` (``PROXY LOG DIGEST ... ORDER BY``).
@@ -164,6 +165,9 @@ def _status(statement: str, using: str | None) -> dict[str, Any]:
         "logged": sum(int(p.get("logged") or 0) for p in proxies),
         "digests": sum(int(p.get("digests") or 0) for p in proxies),
         "evicted": sum(int(p.get("evicted") or 0) for p in proxies),
+        "total_us": sum(_int(p.get("total_us")) for p in proxies),
+        "span_seconds": max(_int(p.get("span_seconds")) for p in proxies),
+        "load": sum(_float(p.get("load")) for p in proxies),
         "filters": proxies[0].get("filters") or "",
         "log_file": "; ".join(str(p.get("log_file") or "") for p in proxies),
         "proxies": proxies,
@@ -172,8 +176,9 @@ def _status(statement: str, using: str | None) -> dict[str, Any]:
 
 
 def status(using: str | None = None) -> dict[str, Any]:
-    """``{"logging": "on"|"off"|"partly on", "seconds_left", "logged", "digests", "evicted", "filters",
-    "log_file", "proxies": [each proxy's status with its "alias"]}``."""
+    """``{"logging": "on"|"off"|"partly on", "seconds_left", "logged", "digests", "evicted", "total_us",
+    "span_seconds", "load", "filters", "log_file", "proxies": [each proxy's status with its "alias"]}`` (loads are
+    added up, the span is the longest)."""
     return _status("PROXY LOG STATUS", using)
 
 
@@ -223,26 +228,65 @@ def reset(using: str | None = None) -> dict[str, Any]:
     return _status("PROXY LOG RESET", using)
 
 
-def tail(n: int | None = None, using: str | None = None, view: str | None = None) -> list[dict[str, Any]]:
+def tail(n: int | None = None, using: str | None = None, view: str | None = None,
+         host: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """The ``n`` most recent logged statements of all proxies, oldest first, each with its proxy's ``alias``
-    (ts, thread_id, user, db, view, timings, rows, affected_rows, warnings, status, error_code, query);
-    only ``view``'s when given."""
+    (ts, thread_id, user, db, view, timings, rows, affected_rows, warnings, status, error_code, client, digest_id,
+    query); only ``view``'s or client ``host``'s when given."""
     statement = "PROXY LOG TAIL" + _count("n", n)
     rows = [{**row, "alias": alias} for alias, answer in _run(statement, using) for row in answer]
     rows.sort(key=lambda row: str(row.get("ts") or ""))  # stable: each proxy's order is kept within a second
     if view:
         rows = [row for row in rows if row.get("view") == view]
+    if host:
+        rows = [row for row in rows if row.get("client") == host]
     return rows[-n:] if n else rows[-20:]
 
 
 _SUMMED = ("count", "sum_us", "rows_sent", "rows_affected", "errors", "warnings")
+_UPPER = ("p50_us", "p95_us", "p99_us")
 _SORT = {"sum": "sum_us", "count": "count", "max": "max_us", "rows": "rows_sent", "errors": "errors"}
+
+
+def _int(value: Any) -> int:
+    """A number from a proxy's answer (untrusted: anything else counts 0)."""
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _float(value: Any) -> float:
+    """A decimal from a proxy's answer (untrusted: anything else counts 0)."""
+    try:
+        return float(value or 0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def histogram(value: Any) -> list[int]:
+    """A digest row's distribution: eight counts (1 µs, 10 µs, … 1 s, 10 s and more), zeros when unreadable."""
+    counts = [_int(c) for c in str(value or "").split()[:8]]
+    return counts + [0] * (8 - len(counts))
+
+
+def hosts(value: Any) -> dict[str, int]:
+    """``"10.0.0.7 (12), 10.0.0.8 (3)"`` as a dict (``...``, the unnamed rest, left out)."""
+    found: dict[str, int] = {}
+    for part in str(value or "").split(", "):
+        name, _, count = part.rpartition(" (")
+        if name and count.endswith(")"):
+            found[name] = found.get(name, 0) + _int(count[:-1])
+    return found
 
 
 def merge_digests(answers: Iterable[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """Digest rows of several proxies as one: per (digest, db, user) summed, min/max kept, avg recomputed,
-    p95 the largest of the proxies' p95s (an upper bound), views joined (busiest first per proxy)."""
+    p50/p95/p99 the largest of the proxies' (an upper bound), loads added, shares recomputed from the merged
+    times, distributions and hosts added, views joined (busiest first per proxy); ``alias`` and ``id`` are those of
+    the proxy whose sample is the slowest (what Explain asks for)."""
     merged: dict[tuple[Any, Any, Any], dict[str, Any]] = {}
+    answers = list(answers)
     for rows in answers:
         for row in rows:
             key = (row.get("digest"), row.get("db"), row.get("user"))
@@ -251,34 +295,75 @@ def merge_digests(answers: Iterable[list[dict[str, Any]]]) -> list[dict[str, Any
                 merged[key] = dict(row)
                 continue
             for name in _SUMMED:
-                have[name] = int(have.get(name) or 0) + int(row.get(name) or 0)
-            have["min_us"] = min(int(have.get("min_us") or 0), int(row.get("min_us") or 0))
-            have["max_us"] = max(int(have.get("max_us") or 0), int(row.get("max_us") or 0))
-            have["p95_us"] = max(int(have.get("p95_us") or 0), int(row.get("p95_us") or 0))
+                have[name] = _int(have.get(name)) + _int(row.get(name))
+            have["min_us"] = min(_int(have.get("min_us")), _int(row.get("min_us")))
+            if _int(row.get("max_us")) > _int(have.get("max_us")) and row.get("explain"):
+                have["alias"], have["id"], have["explain"] = row.get("alias"), row.get("id"), row.get("explain")
+            have["max_us"] = max(_int(have.get("max_us")), _int(row.get("max_us")))
+            for name in _UPPER:
+                have[name] = max(_int(have.get(name)), _int(row.get(name)))
+            have["load"] = _float(have.get("load")) + _float(row.get("load"))
+            added = zip(histogram(have.get("histogram")), histogram(row.get("histogram")), strict=True)
+            have["histogram"] = " ".join(str(a + b) for a, b in added)
+            seen = hosts(have.get("hosts"))
+            for name, count in hosts(row.get("hosts")).items():
+                seen[name] = seen.get(name, 0) + count
+            have["hosts"] = ", ".join(f"{h} ({c})" for h, c in sorted(seen.items(), key=lambda i: (-i[1], i[0])))
             have["first_seen"] = min(str(have.get("first_seen") or ""), str(row.get("first_seen") or "")) or None
             have["last_seen"] = max(str(have.get("last_seen") or ""), str(row.get("last_seen") or "")) or None
             views = [v for v in (have.get("views") or "").split(", ") if v]
             views += [v for v in (row.get("views") or "").split(", ") if v and v not in views]
             have["views"] = ", ".join(views) or None
+    total = sum(_int(row.get("sum_us")) for row in merged.values())
     for row in merged.values():
-        count = int(row.get("count") or 0)
-        row["avg_us"] = round(int(row.get("sum_us") or 0) / count) if count else 0
+        count = _int(row.get("count"))
+        row["avg_us"] = round(_int(row.get("sum_us")) / count) if count else 0
+        row["load"] = _float(row.get("load"))
+        if len(answers) > 1:  # each proxy's share is of its own total: of the merged one
+            row["share_pct"] = round(_int(row.get("sum_us")) * 100 / total, 4) if total else 0.0
+        row["share_pct"] = _float(row.get("share_pct"))
     return list(merged.values())
 
 
-def digest(n: int | None = None, using: str | None = None, order: str = "sum",
-           view: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
+def digest(n: int | None = None, using: str | None = None, order: str = "sum", view: str | None = None,
+           host: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """Normalised statements of all proxies merged, the ``n`` top ones by ``order`` (sum, count, max, rows,
-    errors): digest, db, user, count, first/last seen, sum/min/max/avg/p95 µs, rows sent/affected, errors,
-    warnings, views; only those ``view`` sent when given."""
+    errors): digest, db, user, count, first/last seen, sum/min/max/avg/p50/p95/p99 µs, load, share_pct,
+    histogram, hosts, rows sent/affected, errors, warnings, views, and the ``alias`` and ``id`` Explain asks for;
+    only those ``view`` sent, or client ``host``'s, when given."""
     if order not in ORDERS:
         raise QueryLogError(f"order must be one of {', '.join(ORDERS)}, not {order!r}.")
     limit = int(_count("n", n) or 20)
     # Each proxy's whole digest when filtering or merging, so that the top n of the union is right.
     fetch = limit if view is None and len(querylog_aliases(using)) == 1 else 100_000
-    answers = [rows for _, rows in _run(f"PROXY LOG DIGEST {fetch} ORDER BY {order}", using)]
+    statement = f"PROXY LOG DIGEST {fetch} ORDER BY {order}" + (f" HOST {_word('host', host)}" if host else "")
+    answers = [[{**row, "alias": alias} for row in rows] for alias, rows in _run(statement, using)]
     rows = merge_digests(answers)
     if view:
         rows = [row for row in rows if view in (row.get("views") or "").split(", ")]
-    rows.sort(key=lambda row: (-int(row.get(_SORT[order]) or 0), str(row.get("digest"))))
+    rows.sort(key=lambda row: (-_int(row.get(_SORT[order])), str(row.get("digest"))))
     return rows[:limit]
+
+
+def explain(rank: int | None = None, *, digest_id: int | None = None, using: str | None = None) -> dict[str, Any]:
+    """``PROXY LOG EXPLAIN [rank]`` (default 1, the heaviest) or ``PROXY LOG EXPLAIN ID digest_id`` on one proxy
+    (``using``, default the first alias): the proxy runs EXPLAIN FORMAT=JSON of the digest row's slowest statement
+    on this connection, with this alias's privileges. ``{"alias", "rank", "id", "db", "digest", "statement",
+    "sample_us", "note", "plan_json", "plan"}``; ``plan`` is an :class:`instrumented.plans.Plan` (None with
+    ``plan_error`` when the proxy's JSON cannot be read)."""
+    if digest_id is not None:
+        statement = "PROXY LOG EXPLAIN ID" + _count("id", digest_id)
+    else:
+        statement = "PROXY LOG EXPLAIN" + _count("rank", rank)
+    alias = using or querylog_alias()
+    if alias not in querylog_aliases():
+        raise QueryLogError(f"{alias!r} is not one of the query log's database aliases.")
+    rows = _run_one(alias, statement)
+    if len(rows) != 1:
+        raise QueryLogError(f"{statement} ({alias}): the proxy answered {len(rows)} rows, not one plan")
+    answer: dict[str, Any] = {**rows[0], "alias": alias, "plan_json": rows[0].get("plan"), "plan": None}
+    try:
+        answer["plan"] = plans.from_mysql(str(answer["plan_json"] or ""))
+    except plans.PlanError as exc:
+        answer["plan_error"] = str(exc)
+    return answer
