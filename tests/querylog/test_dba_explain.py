@@ -110,9 +110,8 @@ def test_explain_from_a_recent_row_and_an_index(qlog, books, admin_client, url):
     page = admin_client.get(url)
     tail = section(page, "instr-tail")
     assert ">127.0.0.1<" in tail  # the client column
-    (form,) = [
-        f for f in explain_forms(page) if f["id"] == str(control(qlog.port, "PROXY LOG TAIL 1")[0]["digest_id"])
-    ][:1]
+    latest = str(control(qlog.port, "PROXY LOG TAIL 1")[0]["digest_id"])  # the recent row's digest row
+    form = [f for f in explain_forms(page) if f["id"] == latest][-1]  # the tail's button (after the digest's)
     response = admin_client.post(url, form)
     plan = section(response, "instr-plan")
     assert "key <code>author</code> (author_id)" in plan and "full table scan" not in plan
