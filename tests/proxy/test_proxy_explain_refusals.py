@@ -80,3 +80,85 @@ def test_the_injected_statements(explain):
     assert explain.packet("SELECT 1", False, 2) == "\x03EXPLAIN FORMAT=JSON SELECT 1"  # MySQL: no SET STATEMENT
     assert explain.packet("SELECT 1", True, 0) == "\x03EXPLAIN FORMAT=JSON SELECT 1"  # 0: no timeout
     assert explain.use("we`ird") == "\x03USE `we``ird`"
+
+
+def test_explain_runs_on_a_mysql_proxy_085_style_api(tmp_path):
+    """PROXY LOG EXPLAIN's injections, step by step, as mysql-proxy 0.8.5 runs them: standard require, only 0.8.5's
+    resultset fields (a failure's message read from the raw ERR packet), rows as an iterator."""
+    import lupa.lua51
+
+    lua = lupa.lua51.LuaRuntime()
+    run = lua.eval("""function(root, log_file)
+      package.path = root .. "/mysql_proxy_lua/?.lua;" .. package.path
+      local getenv = os.getenv
+      os.getenv = function(name) if name == "PROXY_LOG_FILE" then return log_file end return getenv(name) end
+      local queue = {}
+      proxy = {global = {}, PROXY_SEND_QUERY = 1, PROXY_SEND_RESULT = 2, PROXY_IGNORE_RESULT = 4,
+               MYSQLD_PACKET_OK = 0, MYSQLD_PACKET_ERR = 255, COM_QUERY = 3, COM_INIT_DB = 2, COM_STMT_PREPARE = 22,
+               COM_STMT_EXECUTE = 23, COM_STMT_CLOSE = 25, MYSQL_TYPE_STRING = 254, MYSQL_TYPE_LONGLONG = 8,
+               MYSQL_TYPE_DOUBLE = 5,
+               connection = {client = {username = "root", default_db = "shop", src = {name = "10.1.1.1:1"}},
+                             server = {thread_id = 77}},
+               queries = {append = function(self, id, packet, opts) queue[#queue + 1] = {id, packet, opts} end}}
+      dofile(root .. "/mysql_proxy_lua/query_log.lua")
+      local known = {bytes = true, warning_count = true, affected_rows = true, insert_id = true, flags = true,
+                     rows = true, raw = true}
+      local function strict(fields)
+        return setmetatable(fields, {__index = function(_, k)
+          if not known[k] then error("proxy.resultset." .. k .. " is not known") end
+        end})
+      end
+      local function rows_of(list)
+        local i = 0
+        return function() i = i + 1 return list[i] end
+      end
+      -- The next injection answered: OK with rows, or ERR (0.8.5: the message only in the raw packet).
+      local function answer(rows, err)
+        local inj = table.remove(queue, 1)
+        assert(inj[3].resultset_is_needed == true, "every EXPLAIN injection is buffered")
+        local res
+        if err then
+          res = strict({query_status = 255, row_count = 0, raw = string.char(255, 0x7a, 0x04) .. "#42000" .. err})
+        else
+          res = strict({query_status = 0, row_count = #rows, rows = rows_of(rows)})
+        end
+        return read_query_result({id = inj[1], query = inj[2], query_time = 1, response_time = 2, resultset = res}),
+          inj[2]
+      end
+      local out = {}
+      assert(read_query(string.char(3) .. "PROXY LOG ON 10") == 1)
+      assert(answer({{"root@localhost", "shop"}}) == 2)
+      -- The application's statement, logged (asked who and where first).
+      assert(read_query(string.char(3) .. "SELECT * FROM book WHERE title = 'x'") == 1)
+      assert(answer({{"root@localhost", "shop"}}) == 4)
+      local inj = table.remove(queue, 1)
+      read_query_result({id = inj[1], query = inj[2], query_time = 5, response_time = 9,
+                         resultset = strict({query_status = 0, row_count = 0})})
+      -- An admin's EXPLAIN from another schema: where, USE shop, EXPLAIN, USE back; the answer replaces the last.
+      proxy.connection.client.default_db = "other"
+      assert(read_query(string.char(3) .. "PROXY LOG EXPLAIN 1") == 1)
+      local decision, sent = answer({{"other", "10.11.6-MariaDB"}})
+      assert(decision == 4 and sent == string.char(3) .. "SELECT DATABASE(), VERSION()")
+      decision, sent = answer({})
+      assert(decision == 4 and sent == string.char(3) .. "USE `shop`")
+      decision, sent = answer({{'{"query_block": {}}'}})
+      assert(decision == 4)
+      out.explain = sent
+      decision, sent = answer({})
+      assert(decision == 2 and sent == string.char(3) .. "USE `other`")
+      local row = proxy.response.resultset.rows[1]
+      out.answer = table.concat({row[1], row[2], row[3], row[5], row[7]}, "|")
+      -- The server refuses: its message from the raw packet, the schema given back first.
+      assert(read_query(string.char(3) .. "PROXY LOG EXPLAIN") == 1)
+      answer({{"other", "10.11.6-MariaDB"}})
+      answer({})
+      assert(answer(nil, "SELECT command denied") == 4)
+      assert(answer({}) == 2)
+      out.refused = proxy.response.errmsg
+      return out.explain .. "\\n" .. out.answer .. "\\n" .. out.refused
+    end""")
+    explain, answer, refused = run(str(ROOT), str(tmp_path / "plain.jsonl")).split("\n")
+    sample = "SELECT * FROM book WHERE title = 'x'"
+    assert explain == "\x03SET STATEMENT max_statement_time=2 FOR EXPLAIN FORMAT=JSON " + sample
+    assert answer == "1|1|shop|SELECT * FROM book WHERE title = 'x'|{\"query_block\": {}}"
+    assert refused == "PROXY LOG EXPLAIN: the server refused the EXPLAIN: SELECT command denied"
