@@ -46,13 +46,14 @@ the plan in place of the control statement.
 Environment: PROXY_LOG_FILE (query_log.jsonl, or query_log.slow.log for slowlog), PROXY_LOG_FORMAT (json |
 slowlog), PROXY_LOG_ADMINS (root), PROXY_LOG_VIEW_ACCOUNTS (*), PROXY_LOG_MAX_SECONDS (3600),
 PROXY_LOG_SLOW_US (0 = log everything), PROXY_LOG_RING (1000), PROXY_LOG_MAX_DIGESTS (1000),
-PROXY_LOG_MAX_QUERY_LEN (8192), PROXY_LOG_MAX_FILE_MB (1024). See README.md.
+PROXY_LOG_MAX_QUERY_LEN (8192), PROXY_LOG_MAX_FILE_MB (1024), PROXY_LOG_EXPLAIN_SECONDS (2). See README.md.
 
 This file holds the hooks, the per-connection who and where, the ring and the carrying out of control
 statements; the rest is in lib/ (found with --lua-path=".../mysql_proxy_lua/?.lua;;" under mysql-proxy 0.8.5):
 settings.lua and accounts.lua (the environment), control.lua (the control statements' text), statements.lua
 (a possible USE, a read of diagnostics), sqlcomment.lua (the view comment), normalize.lua (fingerprints, masked
-passwords), digest.lua, logfile.lua, json.lua and slowlog.lua (the two line formats), resultset.lua (answers).
+passwords), digest.lua, explain.lua (which samples EXPLAIN may run), logfile.lua, json.lua and slowlog.lua (the
+two line formats), resultset.lua (answers).
 A module is loaded once per process and shared by every connection: per-connection state stays here.
 ]]
 
