@@ -218,3 +218,49 @@ def test_mariadb_client_reads_the_plan(qlog, books):
                          capture_output=True, text=True, timeout=30)  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[-2:] == ["db", "test"]
+
+
+def test_a_plan_past_the_timeout_is_cut_and_the_schema_given_back(qlog, books, mariadb):
+    control(qlog.port, "PROXY LOG ON 30")
+    run_app(qlog.port, [f"SELECT title FROM {BOOK} WHERE title = 'late'"])
+    (row,) = [r for r in control(qlog.port, "PROXY LOG DIGEST 10") if "late" not in r["digest"] and BOOK in r["digest"]]
+    locker = pymysql.connect(**mariadb)  # EXPLAIN waits for the table: MariaDB's max_statement_time (2 s) cuts it
+    with locker.cursor() as cur:
+        cur.execute(f"LOCK TABLES {BOOK} WRITE")
+    try:
+        admin = quiet_connect(qlog.port, database=OTHER_DB)
+        with admin.cursor() as cur:
+            with pytest.raises(pymysql.err.OperationalError) as cut:
+                cur.execute(f"PROXY LOG EXPLAIN ID {row['id']}")
+            assert cut.value.args[1] == ("PROXY LOG EXPLAIN: the server refused the EXPLAIN: Query execution was"
+                                         " interrupted (max_statement_time exceeded)")  # fmt: skip
+            cur.execute("SELECT DATABASE()")
+            assert cur.fetchone() == (OTHER_DB,)
+        admin.close()
+    finally:
+        locker.close()
+
+
+def test_prepared_and_cut_statements_keep_no_sample(mariadb, proxy_tmp, books):
+    from tests.support.proxy import start_proxy
+
+    from .rawclient import RawClient
+
+    proxy = start_proxy(proxy_tmp, PROXY_LOG_MAX_QUERY_LEN="64")
+    try:
+        control(proxy.port, "PROXY LOG ON 30")
+        client = RawClient(proxy.port)
+        stmt, _, _ = client.prepare(f"SELECT title FROM {BOOK} WHERE id = ?".encode())
+        client.execute(stmt, [5])
+        client.query(f"SELECT title FROM {BOOK} WHERE title = '{'x' * 80}'".encode())  # longer than 64 bytes
+        client.close()
+        rows = {row["digest"]: row for row in control(proxy.port, "PROXY LOG DIGEST 10")}
+        prepared = rows[f"select title from {BOOK} where id = ?"]
+        cut = rows[f"select title from {BOOK} where title = ?"]  # the literal cut, to the end
+        assert prepared["explain"] is None and cut["explain"] is None
+        for row in (prepared, cut):
+            with pytest.raises(pymysql.err.OperationalError) as refused:
+                control(proxy.port, f"PROXY LOG EXPLAIN ID {row['id']}")
+            assert "no statement of this digest row can be explained" in refused.value.args[1]
+    finally:
+        assert proxy.stop() == 0
