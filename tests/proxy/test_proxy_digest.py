@@ -388,3 +388,26 @@ def test_load_and_share_add_up_and_match_pt_query_digest(mariadb, proxy_tmp):
         assert abs(profile[cls["checksum"].lower()] - row["share_pct"]) <= 0.051  # "Response time" %, one decimal
         assert abs(pt_sum / span - row["load"]) < 1e-5  # pt's concurrency of the class, over the whole span
         assert int(cls["metrics"]["Bytes_sent"]["sum"]) > 0
+
+
+def test_rows_per_client_host_merged_when_read_and_filtered_exactly(qlog):
+    import pymysql
+
+    control(qlog.port, "PROXY LOG ON 20")
+    for host, times in (("127.0.0.1", 2), ("127.0.0.2", 3)):  # a second loopback address: another client host
+        conn = quiet_connect(qlog.port, bind_address=host)
+        with conn.cursor() as cur:
+            for i in range(times):
+                cur.execute(f"SELECT {i} AS instr_hosts")
+        conn.close()
+    (merged,) = [r for r in control(qlog.port, "PROXY LOG DIGEST 100") if "instr_hosts" in r["digest"]]
+    assert merged["count"] == 5 and merged["hosts"] == "127.0.0.2 (3), 127.0.0.1 (2)"
+    (one,) = [r for r in control(qlog.port, "PROXY LOG DIGEST 100 HOST 127.0.0.2") if "instr_hosts" in r["digest"]]
+    assert one["count"] == 3 and one["hosts"] == "127.0.0.2 (3)" and one["sum_us"] < merged["sum_us"]
+    assert control(qlog.port, "PROXY LOG DIGEST HOST '10.9.9.9' ORDER BY count") == []
+    tail = [r for r in control(qlog.port, "PROXY LOG TAIL 10") if "instr_hosts" in r["query"]]
+    assert [r["client"] for r in tail] == ["127.0.0.1"] * 2 + ["127.0.0.2"] * 3
+    assert len({r["digest_id"] for r in tail}) == 2  # one row per host
+    for bad in ("PROXY LOG DIGEST HOST", "PROXY LOG DIGEST 5 HOST a HOST b", "PROXY LOG DIGEST 5 HOST a extra"):
+        with pytest.raises(pymysql.err.ProgrammingError):
+            control(qlog.port, bad)
