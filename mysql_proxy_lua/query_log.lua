@@ -291,9 +291,9 @@ local function start_explain(command)
     return explain_error("no statement of this digest row can be explained: it keeps none that was cut"
       .. " (PROXY_LOG_MAX_QUERY_LEN), held a password or ran as a prepared statement (no values)")
   end
-  local why = explain.refusal(line.sample)
+  local why, statement = explain.refusal(line.sample)
   if why then return explain_error("refused: " .. why .. "; only one plain SELECT is explained") end
-  explaining = {line = line, rank = rank, sql = line.sample, db = line.db}
+  explaining = {line = line, rank = rank, sql = statement, db = line.db}
   proxy.queries:append(ID_EXPLAIN_WHERE, WHERE, NEEDED)
   return proxy.PROXY_SEND_QUERY
 end

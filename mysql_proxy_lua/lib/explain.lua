@@ -45,7 +45,7 @@ end
 
 local function refusal(sql, backslash)
   local len = #sql
-  local i, first, previous = 1, nil, nil
+  local i, first, previous, ended = 1, nil, nil, nil
   while i <= len do
     local c = string_byte(sql, i)
     if c <= 32 then
@@ -64,15 +64,14 @@ local function refusal(sql, backslash)
     elseif c == 39 or c == 34 or c == 96 then -- 'literal', "literal", `name`
       local e = quoted_end(sql, i, c, backslash)
       if not e then return "it holds an unterminated literal" end
+      if ended then return "it is more than one statement" end
       previous = nil
       i = e + 1
-    elseif c == 59 then -- ";": only blanks and comments may follow
-      local rest = string_sub(sql, i + 1)
-      rest = string_gsub(rest, "/%*.-%*/", " ")
-      rest = string_gsub(rest, "%-%-%s[^\n]*", " ")
-      rest = string_gsub(rest, "#[^\n]*", " ")
-      if string_find(rest, "[^%s;]") then return "it is more than one statement" end
-      break
+    elseif c == 59 then -- ";": the statement ends; only blanks, comments and ";" may follow
+      ended = ended or i
+      i = i + 1
+    elseif ended then
+      return "it is more than one statement"
     else
       local s, e = string_find(sql, "^[%w_$@]+", i)
       if s then
@@ -99,19 +98,24 @@ local function refusal(sql, backslash)
     end
   end
   if first == nil then return "it is empty" end
-  return nil
+  return nil, ended
 end
 
 -- Why the statement may not be explained, or nil: one SELECT (or WITH ... SELECT, or a parenthesised one), no
 -- write, INTO, locking clause, executable comment or second statement. Read twice: with backslash escapes and
 -- without (the sample ran in the application's sql_mode, the EXPLAIN runs in the admin's): 'a\'; DROP ...' is
 -- one literal in one mode and a second statement in the other.
+-- Also returns the statement as it is explained: cut at its first ";" (what follows is blanks and comments, but
+-- the admin's connection may run several statements: nothing after the statement is sent).
 function M.refusal(sql)
-  local why = refusal(sql, true)
-  if why then return why end
-  why = refusal(sql, false)
-  if why then return why .. " when read without backslash escapes (as under NO_BACKSLASH_ESCAPES)" end
-  return nil
+  local why, ended = refusal(sql, true)
+  if why then return why, nil end
+  local other
+  why, other = refusal(sql, false)
+  if why then return why .. " when read without backslash escapes (as under NO_BACKSLASH_ESCAPES)", nil end
+  if other and (ended == nil or other < ended) then ended = other end
+  if ended then sql = string_sub(sql, 1, ended - 1) end
+  return nil, M.body(sql)
 end
 
 -- The statement without the blanks and ";" at its end (EXPLAIN ...; would be fine, EXPLAIN ... ; -- x too, but

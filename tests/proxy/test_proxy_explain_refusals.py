@@ -50,6 +50,9 @@ REFUSED = [
     ("SELECT * FROM book INTO OUTFILE '/tmp/x'", "SELECT ... INTO writes"),
     ("SELECT 1; DROP TABLE book", "it is more than one statement"),
     ("SELECT 1 ; SELECT 2", "it is more than one statement"),
+    ("SELECT 1; /*!50000 DROP TABLE book */", "it holds an executable comment (/*! ... */), which is code"),
+    ("SELECT 1; 'x'", "it is more than one statement"),
+    ("SELECT 1; -- c\nDROP TABLE book", "it is more than one statement"),
     ("WITH a AS (SELECT 1) UPDATE book SET x = 1", "it writes (UPDATE)"),
     ("WITH a AS (SELECT 1) DELETE FROM book", "it writes (DELETE)"),
     ("SELECT /*!50000 1 */ FROM book", "it holds an executable comment (/*! ... */), which is code"),
@@ -66,12 +69,26 @@ REFUSED = [
 
 @pytest.mark.parametrize("sql", ALLOWED)
 def test_one_plain_select_is_explained(explain, sql):
-    assert explain.refusal(sql) is None
+    assert explain.refusal(sql)[0] is None
+
+
+@pytest.mark.parametrize(
+    ("sql", "explained"),
+    [
+        ("SELECT 1; -- done", "SELECT 1"),
+        ("SELECT 1 ;; /* and */ ;", "SELECT 1"),
+        ("SELECT ';' AS s;  ", "SELECT ';' AS s"),
+        ("SELECT 1 -- done", "SELECT 1 -- done"),
+        ("  SELECT 1\n", "  SELECT 1"),
+    ],
+)
+def test_nothing_after_the_statement_is_sent(explain, sql, explained):
+    assert explain.refusal(sql) == (None, explained)
 
 
 @pytest.mark.parametrize(("sql", "reason"), REFUSED)
 def test_anything_else_is_refused_with_its_reason(explain, sql, reason):
-    assert explain.refusal(sql) == reason
+    assert explain.refusal(sql)[0] == reason
 
 
 def test_the_injected_statements(explain):
