@@ -49,7 +49,8 @@ class Command(BaseCommand):
         digest.add_argument("--order", choices=querylog.ORDERS, default="sum", help="sort by (default sum)")
         digest.add_argument("--view", default=None, help="only statements this Django view sent")
         digest.add_argument("--host", default=None, help="only statements from this client host")
-        explain = sub.add_parser("explain", help="the plan of a digest row's slowest statement (plain SELECTs only)")
+        explain = sub.add_parser("explain", help="the plan of a digest row's slowest statement (plain SELECTs only),"
+                                 " on --database's proxy (default: the first alias's)")  # fmt: skip
         explain.add_argument("rank", nargs="?", type=int, default=None, help="the digest row (default 1: the heaviest)")
         explain.add_argument("--id", type=int, default=None, help="the digest row by its id (the digest's id column)")
         explain.add_argument("--json", action="store_true", help="the plan as the server gave it (JSON)")
