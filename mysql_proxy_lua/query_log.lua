@@ -5,13 +5,14 @@ Off by default. An admin turns it on for N seconds with a SQL statement sent thr
 
   PROXY LOG ON [seconds] [SLOW ms] [USER name] [DB name] [ERRORS] [SAMPLE fraction]
   PROXY LOG OFF   PROXY LOG STATUS   PROXY LOG TAIL [n]   PROXY LOG RESET
-  PROXY LOG DIGEST [n] [ORDER BY sum|count|max|rows|errors]
+  PROXY LOG DIGEST [n] [ORDER BY sum|count|max|rows|errors] [HOST client-host]
+  PROXY LOG EXPLAIN [n | ID id]
 
 While on, every COM_QUERY and COM_STMT_EXECUTE that passes the USER/DB/SAMPLE filters is re-queued with
 proxy.queries:append so that read_query_result gets its timings (inj.query_time / inj.response_time,
-microseconds). Each such statement is counted in a digest (per normalised statement, schema and user:
-count, first/last seen, sum/min/max/avg and a coarse p95 of the time, rows sent and affected, errors,
-warnings, the Django views that sent it); those that pass SLOW/ERRORS also go to the log file (JSON lines
+microseconds). Each such statement is counted in a digest (per normalised statement, schema, user and client
+host: count, first/last seen, sum/min/max/avg, coarse p50/p95/p99 and the distribution of the time, load and
+share of the total, rows sent and affected, errors, warnings, the Django views that sent it); those that pass SLOW/ERRORS also go to the log file (JSON lines
 or MySQL slow-log format, at most PROXY_LOG_MAX_FILE_MB) and a bounded ring of recent entries. All of that
 lives in proxy.global, shared by every connection. There is no timer in MySQL Proxy: the deadline is
 checked on every query. While off, queries are forwarded untouched (read_query returns nothing).
@@ -35,16 +36,24 @@ of a claimed admin on a connection asks the server for CURRENT_USER() (the accou
 authenticated, not the name the client claimed) before it is run; the verdict is kept per connection.
 Password literals are masked in the log file, the ring and the digest.
 
+PROXY LOG EXPLAIN: the digest keeps each row's slowest statement as it ran (in memory only; none holding a
+password literal, cut, or prepared); EXPLAIN [n] (or ID id) checks that it is one plain SELECT (lib/explain.lua),
+then runs EXPLAIN FORMAT=JSON of it on the admin's own connection, with the admin's privileges: injected
+statements ask the connection's schema (SELECT DATABASE(), VERSION()), USE the sample's schema, explain (under
+MariaDB's max_statement_time, PROXY_LOG_EXPLAIN_SECONDS), USE the connection's schema again, and answer with
+the plan in place of the control statement.
+
 Environment: PROXY_LOG_FILE (query_log.jsonl, or query_log.slow.log for slowlog), PROXY_LOG_FORMAT (json |
 slowlog), PROXY_LOG_ADMINS (root), PROXY_LOG_VIEW_ACCOUNTS (*), PROXY_LOG_MAX_SECONDS (3600),
 PROXY_LOG_SLOW_US (0 = log everything), PROXY_LOG_RING (1000), PROXY_LOG_MAX_DIGESTS (1000),
-PROXY_LOG_MAX_QUERY_LEN (8192), PROXY_LOG_MAX_FILE_MB (1024). See README.md.
+PROXY_LOG_MAX_QUERY_LEN (8192), PROXY_LOG_MAX_FILE_MB (1024), PROXY_LOG_EXPLAIN_SECONDS (2). See README.md.
 
 This file holds the hooks, the per-connection who and where, the ring and the carrying out of control
 statements; the rest is in lib/ (found with --lua-path=".../mysql_proxy_lua/?.lua;;" under mysql-proxy 0.8.5):
 settings.lua and accounts.lua (the environment), control.lua (the control statements' text), statements.lua
 (a possible USE, a read of diagnostics), sqlcomment.lua (the view comment), normalize.lua (fingerprints, masked
-passwords), digest.lua, logfile.lua, json.lua and slowlog.lua (the two line formats), resultset.lua (answers).
+passwords), digest.lua, explain.lua (which samples EXPLAIN may run), logfile.lua, json.lua and slowlog.lua (the
+two line formats), resultset.lua (answers).
 A module is loaded once per process and shared by every connection: per-connection state stays here.
 ]]
 
@@ -53,6 +62,7 @@ local proxy = proxy
 local accounts = require("lib.accounts")
 local control = require("lib.control")
 local digest = require("lib.digest")
+local explain = require("lib.explain")
 local json = require("lib.json")
 local logfile = require("lib.logfile")
 local resultset = require("lib.resultset")
@@ -113,6 +123,10 @@ local account, account_user, is_admin, views_trusted = nil, nil, false, VIEW_ACC
 local schema, schema_known, asked_epoch = nil, false, nil
 -- Per connection: the control statement or the statement waiting for the CURRENT_USER() answer.
 local pending_control, held = nil, nil
+-- Per connection: the PROXY LOG EXPLAIN being carried out (its sample, schemas and plan), nil between them.
+local explaining = nil
+-- Per connection: the client's host (its address without the port) and the address it was cut from.
+local client_host, client_src = nil, nil
 -- Per connection: the JSON of thread_id, user, account, claimed user, db and client, and what it was made from.
 local enc_thread, enc_user, enc_account, enc_claimed, enc_db, enc_src, enc_conn = nil, nil, nil, nil, nil, nil, nil
 
@@ -162,7 +176,11 @@ local function record(now, command, query, inj)
   -- masked to the end).
   local cut = #query_text > MAX_QUERY
   if cut then query_text = string_sub(query_text, 1, MAX_QUERY) end
+  local as_sent = query_text
   query_text = mask_secrets(query_text)
+  -- The digest may keep it for EXPLAIN when it is whole, holds no secret and has its values (not a template).
+  local sample = nil
+  if not cut and query_text == as_sent and command == "query" then sample = as_sent end
   if cut then query_text = query_text .. "..." end
   -- The digest's and TAIL's user: the authenticated one, else (not known yet) the claimed name, marked.
   local claimed = client.username
@@ -171,15 +189,22 @@ local function record(now, command, query, inj)
   local db = schema -- the schema the connection is in
   if not schema_known then db = client.default_db end
 
+  local src = client.src
+  src = src and src.name or nil
+  if src ~= client_src then
+    client_src = src
+    client_host = src and (string_match(src, "^(.*):%d+$") or src) or nil
+  end
+
   -- Digest: every statement that passed the USER/DB/SAMPLE filters (SLOW and ERRORS only filter the log).
-  digest_add(digests, query_text, db, user, now, response_time, rows, affected, failed, warnings, view)
+  local digest_id = digest_add(digests, query_text, db, user, now, response_time, rows, affected, failed, warnings,
+    view, client_host, sample)
 
   local f = state.filter
   if f ~= nil and ((f.errors and not failed) or (f.slow_us and response_time < f.slow_us)) then return end
 
-  local server, src = conn.server, client.src
+  local server = conn.server
   local thread_id = server and server.thread_id or nil
-  src = src and src.name or nil
   local ts = timestamp(now)
   local status = failed and "error" or "ok"
   -- The ring keeps TAIL's columns (an array: cheaper than a table with named fields); once full, the oldest
@@ -193,15 +218,14 @@ local function record(now, command, query, inj)
   end
   e[1], e[2], e[3], e[4], e[5], e[6], e[7], e[8] = ts, thread_id, user, db, view, inj.query_time, response_time, rows
   e[9], e[10], e[11], e[12], e[13], e[14], e[15] = affected, warnings, status, error_code, query_text, account, claimed
+  e[16], e[17] = digest_id, client_host
   state.ring_next = slot % RING_SIZE + 1
   if ring_count < RING_SIZE then state.ring_count = ring_count + 1 end
   state.logged = state.logged + 1
   if SLOWLOG then
-    local host = src or ""
-    write_line(slowlog.entry({time = now, user = account_user, claimed_user = claimed,
-      host = string_match(host, "^(.*):%d+$") or host, thread_id = thread_id, db = db,
-      errno = error_code or (failed and 1 or 0), seconds = response_time / 1e6, rows = rows, affected = affected,
-      view = view, route = route, query = query_text}), now)
+    write_line(slowlog.entry({time = now, user = account_user, claimed_user = claimed, host = client_host or "",
+      thread_id = thread_id, db = db, errno = error_code or (failed and 1 or 0), seconds = response_time / 1e6,
+      rows = rows, affected = affected, bytes = res.bytes, view = view, route = route, query = query_text}), now)
     return
   end
   if thread_id ~= enc_thread or user ~= enc_user or account ~= enc_account or claimed ~= enc_claimed or db ~= enc_db
@@ -228,11 +252,13 @@ end
 local function status_result(now)
   local left = 0
   if logging_on(now) then left = math_max(0, state.deadline - now) end
+  local total_us, span, load = digest.totals(digests)
   return resultset.send(
     {{"logging", T_STRING}, {"seconds_left", T_NUMBER}, {"logged", T_NUMBER}, {"log_file", T_STRING},
-     {"filters", T_STRING}, {"digests", T_NUMBER}, {"evicted", T_NUMBER}},
+     {"filters", T_STRING}, {"digests", T_NUMBER}, {"evicted", T_NUMBER}, {"total_us", T_NUMBER},
+     {"span_seconds", T_NUMBER}, {"load", proxy.MYSQL_TYPE_DOUBLE}},
     {{state.on and "on" or "off", left, state.logged, text(logfile.describe(log, LOG_FILE, settings.max_file_mb)),
-      text(control.filter_text(state.filter)), digests.count, digests.evicted}})
+      text(control.filter_text(state.filter)), digests.count, digests.evicted, total_us, span, load}})
 end
 
 local function tail_result(n)
@@ -242,12 +268,117 @@ local function tail_result(n)
     local idx = (state.ring_next - i - 1) % RING_SIZE + 1
     local e = state.ring[idx]
     rows[#rows + 1] = {e[1], e[2], text(e[3]), text(e[14]), text(e[15]), text(e[4]), text(e[5]), e[6], e[7], e[8],
-                       e[9], e[10], e[11], e[12], text(e[13])}
+                       e[9], e[10], e[11], e[12], text(e[17]), e[16], text(e[13])}
   end
   return resultset.send({{"ts", T_STRING}, {"thread_id", T_NUMBER}, {"user", T_STRING}, {"account", T_STRING},
     {"claimed_user", T_STRING}, {"db", T_STRING}, {"view", T_STRING}, {"query_time_us", T_NUMBER},
     {"response_time_us", T_NUMBER}, {"rows", T_NUMBER}, {"affected_rows", T_NUMBER}, {"warnings", T_NUMBER},
-    {"status", T_STRING}, {"error_code", T_NUMBER}, {"query", T_STRING}}, rows)
+    {"status", T_STRING}, {"error_code", T_NUMBER}, {"client", T_STRING}, {"digest_id", T_NUMBER},
+    {"query", T_STRING}}, rows)
+end
+
+-- PROXY LOG EXPLAIN (lib/explain.lua) -------------------------------------------------------------
+
+-- Injections of an EXPLAIN, in the order they go: the connection's schema and the server, USE the sample's
+-- schema, the EXPLAIN, USE the connection's schema again. All buffered: only the last answers the client.
+local ID_EXPLAIN_WHERE, ID_EXPLAIN_USE, ID_EXPLAIN, ID_EXPLAIN_BACK = 6, 7, 8, 9
+local NEEDED = {resultset_is_needed = true}
+local WHERE = string_char(proxy.COM_QUERY) .. "SELECT DATABASE(), VERSION()"
+local EXPLAIN_SECONDS = settings.explain_seconds
+
+local function explain_error(message)
+  return resultset.error("PROXY LOG EXPLAIN: " .. message, 1105, "HY000")
+end
+
+-- The digest line asked for, checked, and the first injection queued (PROXY_SEND_QUERY); or the refusal.
+local function start_explain(command)
+  local line, rank
+  if command.id then
+    line, rank = digest.line_of(digests, command.id)
+    if line == nil then
+      return explain_error("no digest row has the id " .. command.id .. " (any more: RESET or eviction); see the id"
+        .. " column of PROXY LOG DIGEST")
+    end
+  else
+    rank = command.rank
+    line = digest.lines(digests)[rank]
+    if line == nil then
+      return explain_error("the digest has no row " .. rank .. " (it has " .. #digest.lines(digests) .. ")")
+    end
+  end
+  if line.sample == nil then
+    return explain_error("no statement of this digest row can be explained: it keeps none that was cut"
+      .. " (PROXY_LOG_MAX_QUERY_LEN), held a password or ran as a prepared statement (no values)")
+  end
+  local why, statement = explain.refusal(line.sample)
+  if why then return explain_error("refused: " .. why .. "; only one plain SELECT is explained") end
+  explaining = {line = line, rank = rank, sql = statement, db = line.db}
+  proxy.queries:append(ID_EXPLAIN_WHERE, WHERE, NEEDED)
+  return proxy.PROXY_SEND_QUERY
+end
+
+-- The plan (or what went wrong) as the answer to the control statement.
+local function answer_explain(e, problem)
+  explaining = nil
+  if problem then return explain_error(problem) end
+  local line = e.line
+  return resultset.send({{"rank", T_NUMBER}, {"id", T_NUMBER}, {"db", T_STRING}, {"digest", T_STRING},
+    {"statement", T_STRING}, {"sample_us", T_NUMBER}, {"plan", T_STRING}, {"note", T_STRING}},
+    {{e.rank, line.sample_id, text(line.db), text(line.text), text(e.sql), line.sample_us, text(e.plan),
+      text(e.note)}})
+end
+
+-- The result of one of the EXPLAIN's injections: the next one queued (PROXY_IGNORE_RESULT), or the answer.
+local function explain_step(id, inj)
+  local e = explaining
+  if e == nil then return proxy.PROXY_IGNORE_RESULT end
+  local res = inj.resultset
+  local ok = res.query_status == proxy.MYSQLD_PACKET_OK
+  if id == ID_EXPLAIN_WHERE then
+    if not ok then return answer_explain(e, "cannot ask the connection's schema: " .. explain.error_of(res)) end
+    local seen = false
+    for row in res.rows do
+      if not seen then e.back, e.server, seen = row[1], row[2], true end
+    end
+    e.mariadb = string_find(tostring(e.server or ""), "MariaDB", 1, true) ~= nil
+    if e.db ~= nil and e.db ~= e.back then
+      proxy.queries:append(ID_EXPLAIN_USE, explain.use(e.db), NEEDED)
+    else
+      proxy.queries:append(ID_EXPLAIN, explain.packet(e.sql, e.mariadb, EXPLAIN_SECONDS), NEEDED)
+    end
+    return proxy.PROXY_IGNORE_RESULT
+  end
+  if id == ID_EXPLAIN_USE then
+    if not ok then
+      return answer_explain(e, "cannot use the schema " .. e.db .. " the statement ran in: " .. explain.error_of(res))
+    end
+    e.switched = true
+    proxy.queries:append(ID_EXPLAIN, explain.packet(e.sql, e.mariadb, EXPLAIN_SECONDS), NEEDED)
+    return proxy.PROXY_IGNORE_RESULT
+  end
+  if id == ID_EXPLAIN then
+    if ok then
+      e.plan = explain.first_cell(res)
+    else
+      e.problem = "the server refused the EXPLAIN: " .. explain.error_of(res)
+    end
+    if e.switched then
+      if e.back ~= nil then
+        proxy.queries:append(ID_EXPLAIN_BACK, explain.use(e.back), NEEDED)
+        return proxy.PROXY_IGNORE_RESULT
+      end
+      -- No schema to go back to (there is no USE of none): said, and asked again before the next logged statement.
+      e.note = "this connection had no schema: it is now in " .. e.db
+      schema_known, asked_epoch = false, false
+    end
+    return answer_explain(e, e.problem)
+  end
+  if not ok then -- ID_EXPLAIN_BACK failed: the connection stays in the sample's schema
+    e.note = "could not go back to the schema " .. tostring(e.back) .. " (" .. explain.error_of(res) .. "): this"
+      .. " connection is now in " .. e.db
+    schema_known, asked_epoch = false, false
+  end
+  return answer_explain(e, e.problem)
 end
 
 -- A control statement of a verified admin (at most control.MAX_BYTES bytes: the caller checked), carried out.
@@ -270,8 +401,9 @@ local function run_control(query)
   if verb == "tail" or verb == "digest" then
     logging_on(now)
     if verb == "tail" then return tail_result(command.rows) end
-    return digest.result(digests, command.rows, command.order)
+    return digest.result(digests, command.rows, command.order, command.host)
   end
+  if verb == "explain" then return start_explain(command) end
   if verb == "off" then turn_off() end
   if verb == "reset" then
     state.ring = {}
@@ -396,7 +528,10 @@ local function learned(inj)
   if query then
     if type(who) ~= "string" then return denied(" (cannot check the account: SELECT CURRENT_USER() failed)") end
     if not is_admin then return denied(" (the account the server authenticated is not one)") end
-    return control_everywhere(query)
+    -- From here a control statement that injects statements of its own (EXPLAIN) has queued them already.
+    local decision = control_everywhere(query)
+    if decision == proxy.PROXY_SEND_QUERY then return proxy.PROXY_IGNORE_RESULT end
+    return decision
   end
   if packet and logged(packet, string_byte(packet, 1)) == nil then
     proxy.queries:append(ID_HELD, packet, STREAMED)
@@ -459,5 +594,7 @@ function read_query_result(inj)
     if not logging_on(now) then return end
     local stmt = resultset.stmt_id(inj.query)
     record(now, "execute", statements[stmt] or ("(prepared statement " .. stmt .. ")"), inj)
+    return
   end
+  if id >= ID_EXPLAIN_WHERE and id <= ID_EXPLAIN_BACK then return explain_step(id, inj) end
 end

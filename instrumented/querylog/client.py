@@ -17,6 +17,7 @@ from typing import Any
 from django.db import connections
 from django.utils.connection import ConnectionDoesNotExist
 
+from .. import plans
 from ..conf import get_config
 from ..proxy.merge import merge_digests, merge_status, merge_tail, top_digests
 
@@ -161,8 +162,9 @@ def _status(statement: str, using: str | None) -> dict[str, Any]:
 
 
 def status(using: str | None = None) -> dict[str, Any]:
-    """``{"logging": "on"|"off"|"partly on", "seconds_left", "logged", "digests", "evicted", "filters",
-    "log_file", "proxies": [each proxy's status with its "alias"]}``."""
+    """``{"logging": "on"|"off"|"partly on", "seconds_left", "logged", "digests", "evicted", "total_us",
+    "span_seconds", "load", "filters", "log_file", "proxies": [each proxy's status with its "alias"]}`` (loads are
+    added up, the span is the longest)."""
     return _status("PROXY LOG STATUS", using)
 
 
@@ -227,29 +229,58 @@ def reset(using: str | None = None) -> dict[str, Any]:
     return _status("PROXY LOG RESET", using)
 
 
-def tail(n: int | None = None, using: str | None = None, view: str | None = None) -> list[dict[str, Any]]:
+def tail(n: int | None = None, using: str | None = None, view: str | None = None,
+         host: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """The ``n`` most recent logged statements of all proxies, oldest first, each with its proxy's ``alias``
-    (ts, thread_id, user, db, view, timings, rows, affected_rows, warnings, status, error_code, query);
-    only ``view``'s when given."""
+    (ts, thread_id, user, db, view, timings, rows, affected_rows, warnings, status, error_code, client, digest_id,
+    query); only ``view``'s or client ``host``'s when given."""
     statement = "PROXY LOG TAIL" + _count("n", n)
     rows = merge_tail([{**row, "alias": alias} for row in answer] for alias, answer in _run(statement, using))
     if view:
         rows = [row for row in rows if row.get("view") == view]
+    if host:
+        rows = [row for row in rows if row.get("client") == host]
     return rows[-n:] if n else rows[-20:]
 
 
-def digest(n: int | None = None, using: str | None = None, order: str = "sum",
-           view: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
+def digest(n: int | None = None, using: str | None = None, order: str = "sum", view: str | None = None,
+           host: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """Normalised statements of all proxies merged, the ``n`` top ones by ``order`` (sum, count, max, rows,
-    errors): digest, db, user, count, first/last seen, sum/min/max/avg/p95 µs, rows sent/affected, errors,
-    warnings, views; only those ``view`` sent when given."""
+    errors): digest, db, user, count, first/last seen, sum/min/max/avg/p50/p95/p99 µs, load, share_pct,
+    histogram, hosts, rows sent/affected, errors, warnings, views, and the ``alias`` and ``id`` Explain asks for;
+    only those ``view`` sent, or client ``host``'s, when given."""
     if order not in ORDERS:
         raise QueryLogError(f"order must be one of {', '.join(ORDERS)}, not {order!r}.")
     limit = int(_count("n", n) or 20)
     # Each proxy's whole digest when filtering or merging, so that the top n of the union is right.
     fetch = limit if view is None and len(querylog_aliases(using)) == 1 else 100_000
-    answers = [rows for _, rows in _run(f"PROXY LOG DIGEST {fetch} ORDER BY {order}", using)]
+    statement = f"PROXY LOG DIGEST {fetch} ORDER BY {order}" + (f" HOST {_word('host', host)}" if host else "")
+    answers = [[{**row, "alias": alias} for row in rows] for alias, rows in _run(statement, using)]
     rows = merge_digests(answers)
     if view:
         rows = [row for row in rows if view in (row.get("views") or "").split(", ")]
     return top_digests(rows, order, limit)
+
+
+def explain(rank: int | None = None, *, digest_id: int | None = None, using: str | None = None) -> dict[str, Any]:
+    """``PROXY LOG EXPLAIN [rank]`` (default 1, the heaviest) or ``PROXY LOG EXPLAIN ID digest_id`` on one proxy
+    (``using``, default the first alias): the proxy runs EXPLAIN FORMAT=JSON of the digest row's slowest statement
+    on this connection, with this alias's privileges. ``{"alias", "rank", "id", "db", "digest", "statement",
+    "sample_us", "note", "plan_json", "plan"}``; ``plan`` is an :class:`instrumented.plans.Plan` (None with
+    ``plan_error`` when the proxy's JSON cannot be read)."""
+    if digest_id is not None:
+        statement = "PROXY LOG EXPLAIN ID" + _count("id", digest_id)
+    else:
+        statement = "PROXY LOG EXPLAIN" + _count("rank", rank)
+    alias = using or querylog_alias()
+    if alias not in querylog_aliases():
+        raise QueryLogError(f"{alias!r} is not one of the query log's database aliases.")
+    rows = _run_one(alias, statement)
+    if len(rows) != 1:
+        raise QueryLogError(f"{statement} ({alias}): the proxy answered {len(rows)} rows, not one plan")
+    answer: dict[str, Any] = {**rows[0], "alias": alias, "plan_json": rows[0].get("plan"), "plan": None}
+    try:
+        answer["plan"] = plans.from_mysql(str(answer["plan_json"] or ""))
+    except plans.PlanError as exc:
+        answer["plan_error"] = str(exc)
+    return answer

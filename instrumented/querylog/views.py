@@ -1,7 +1,9 @@
-"""The DBA panel: the MySQL proxy's query log (status, digest, recent statements) and its on/off switch.
+"""The DBA panel: the MySQL proxy's query log (status, digest, recent statements), its on/off switch, and the
+plan of a digest row's statement (``PROXY LOG EXPLAIN``).
 
 Reading is a GET; switching is a POST through Django's CSRF protection, answered with a redirect back
-(post/redirect/get), so a link or a reload never changes anything. Only active superusers and users
+(post/redirect/get), so a link or a reload never changes anything. Explain is a POST too (it runs a statement
+on the database with the alias's privileges), answered with the page and the plan. Only active superusers and users
 with ``instrumented.control_querylog`` get in: the page shows other people's SQL and changes what the
 proxy writes to disk. It talks to the proxy through :mod:`instrumented.querylog`, whose errors are shown
 on the page instead of becoming a 500.
@@ -22,7 +24,13 @@ from django.views.decorators.http import require_http_methods
 from ..access import QUERYLOG_PERMISSION, can_control_querylog, get_user, protect
 from ..dashboard.pages import login_url, render_page
 from ..display import duration_us, pretty_sql, proxy_sql
+from ..proxy import merge
 from . import client as querylog
+
+#: The distribution's decades, as pt-query-digest labels them.
+DECADES = ("1us", "10us", "100us", "1ms", "10ms", "100ms", "1s", "10s+")
+#: Height of the tallest bar of a distribution, in SVG units (pixels).
+BAR_HEIGHT = 16
 
 logger = logging.getLogger("instrumented")
 
@@ -66,12 +74,29 @@ def _flash(request: HttpRequest, level: int, text: str) -> None:
     messages.add_message(request, level, text, fail_silently=True)
 
 
-def _view_data(view: str | None = None, order: str = "sum") -> dict[str, Any]:
-    """Status, digest and recent statements of every proxy (only ``view``'s when given), or why not."""
+def bars(value: Any) -> list[dict[str, Any]]:
+    """A digest row's distribution as SVG bars: per decade its x, height (the tallest ``BAR_HEIGHT``) and label."""
+    counts = merge.histogram(value)
+    top = max(counts) or 1
+    return [
+        {"x": i * 6, "y": BAR_HEIGHT - h, "height": h, "label": f"{label}: {count}"}
+        for i, (label, count) in enumerate(zip(DECADES, counts, strict=True))
+        for h in [max(1, round(BAR_HEIGHT * count / top)) if count else 0]
+    ]
+
+
+def _explainable(row: dict[str, Any]) -> bool:
+    """Whether the row's proxy keeps a statement to explain (and says which row it is)."""
+    return row.get("explain") == "yes" and str(row.get("id") or "").isdigit()
+
+
+def _view_data(view: str | None = None, order: str = "sum", host: str | None = None) -> dict[str, Any]:
+    """Status, digest and recent statements of every proxy (only ``view``'s or client ``host``'s when given), or
+    why not."""
     try:
         status = querylog.status()
-        digest = querylog.digest(DIGEST_ROWS, order=order, view=view)
-        tail = querylog.tail(TAIL_ROWS if view is None else 1000, view=view)[-TAIL_ROWS:]
+        digest = querylog.digest(DIGEST_ROWS, order=order, view=view, host=host)
+        tail = querylog.tail(TAIL_ROWS if view is None and host is None else 1000, view=view, host=host)[-TAIL_ROWS:]
     except querylog.QueryLogError as exc:
         return {"error": str(exc)}
     digest_rows = [
@@ -83,6 +108,13 @@ def _view_data(view: str | None = None, order: str = "sum") -> dict[str, Any]:
             "min": duration_us(row.get("min_us")),
             "max": duration_us(row.get("max_us")),
             "p95": duration_us(row.get("p95_us")),
+            "p50": duration_us(row.get("p50_us")),
+            "p99": duration_us(row.get("p99_us")),
+            "load_text": f"{row.get('load') or 0:.3f}",
+            "share_text": f"{row.get('share_pct') or 0:.1f} %",
+            "bars": bars(row.get("histogram")),
+            "host_list": [{"name": h, "count": c} for h, c in merge.hosts(row.get("hosts")).items()],
+            "explainable": _explainable(row),
             "view_list": [v for v in str(row.get("views") or "").split(", ") if v],
         }
         for row in digest
@@ -92,9 +124,11 @@ def _view_data(view: str | None = None, order: str = "sum") -> dict[str, Any]:
             **row,
             "query_time": duration_us(row.get("query_time_us")),
             "response_time": duration_us(row.get("response_time_us")),
+            "explainable": str(row.get("digest_id") or "").isdigit(),
         }
         for row in reversed(tail)
     ]
+    status["load_text"] = f"{status.get('load') or 0:.3f}"
     return {"status": status, "on": status.get("logging") != "off", "digest": digest_rows, "tail": tail_rows}
 
 
@@ -115,11 +149,34 @@ def _filters(post: Any) -> dict[str, Any]:
     return filters
 
 
+def _explain(request: HttpRequest, who: str) -> HttpResponseBase:
+    """``PROXY LOG EXPLAIN ID id`` on the posted alias's proxy: the page with the plan, or with why not (400 for bad
+    input, the proxy's refusal shown as it gave it)."""
+    alias = request.POST.get("alias", "")
+    raw_id = (request.POST.get("id") or "").strip()
+    if alias not in querylog.querylog_aliases():
+        return _render(request, form_error="Explain: unknown database alias; use the buttons on this page.", status=400)
+    if not (raw_id.isascii() and raw_id.isdigit()) or not 0 < len(raw_id) <= 12 or int(raw_id) < 1:
+        return _render(request, form_error="Explain: the digest row id must be a whole number.", status=400)
+    extra = {"querylog_user": who, "querylog_action": "explain", "querylog_alias": alias, "querylog_id": int(raw_id)}
+    try:
+        explained = querylog.explain(digest_id=int(raw_id), using=alias)
+    except querylog.QueryLogError as exc:
+        logger.warning("django-instrumented: user %s: explain of digest row %s on %s failed: %s", who, raw_id, alias,
+                       exc, extra=extra)  # fmt: skip
+        return _render(request, explain_error=str(exc))
+    logger.info("django-instrumented: user %s: explain of digest row %s on %s", who, raw_id, alias, extra=extra)
+    explained["pretty"] = pretty_sql(str(explained.get("statement") or ""))
+    return _render(request, explained=explained)
+
+
 def _act(request: HttpRequest) -> HttpResponseBase:
     """Run the posted action, log who did it, and redirect back with what happened (bad input: 400 page)."""
     action = request.POST.get("action", "")
     user = get_user(request)
     who = user.get_username() if user is not None else "?"
+    if action == "explain":
+        return _explain(request, who)
     seconds: int | None = None
     filters: dict[str, Any] = {}
     if action == "on":
@@ -158,6 +215,9 @@ def _act(request: HttpRequest) -> HttpResponseBase:
 def _render(request: HttpRequest, status: int = 200, **extra: Any) -> HttpResponseBase:
     """The panel page with fresh data from the proxies (``?view=`` one view's statements, ``?order=``)."""
     view = (request.GET.get("view") or "").strip()[:200] or None
+    host = (request.GET.get("host") or "").strip()[:80] or None
+    if host and any(c.isspace() or c in "'`\";" or not c.isprintable() for c in host):
+        host = None  # one word, as the proxy takes it (querylog._word)
     order = request.GET.get("order") or "sum"
     if order not in querylog.ORDERS:
         order = "sum"
@@ -170,10 +230,11 @@ def _render(request: HttpRequest, status: int = 200, **extra: Any) -> HttpRespon
         "alias": ", ".join(querylog.querylog_aliases()),
         "several": len(querylog.querylog_aliases()) > 1,
         "view": view,
+        "host": host,
         "order": order,
         "orders": querylog.ORDERS,
     }
-    context.update(_view_data(view, order))
+    context.update(_view_data(view, order, host))
     context.update(extra)
     return render_page(request, TEMPLATE, context, status=status)
 

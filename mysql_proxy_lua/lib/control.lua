@@ -3,7 +3,8 @@ lib/control.lua - the PROXY LOG control statements: recognised, parsed, refused 
 
   PROXY LOG ON [seconds] [SLOW ms] [USER name] [DB name] [ERRORS] [SAMPLE fraction]
   PROXY LOG OFF   PROXY LOG STATUS   PROXY LOG TAIL [n]   PROXY LOG RESET
-  PROXY LOG DIGEST [n] [ORDER BY sum|count|max|rows|errors]
+  PROXY LOG DIGEST [n] [ORDER BY sum|count|max|rows|errors] [HOST client-host]
+  PROXY LOG EXPLAIN [n | ID id]
 
 is() tells a control statement from the first bytes of a COM_QUERY packet (every statement goes through it:
 one byte compared for most); parse() reads one into a command table, or says what is wrong with it, for
@@ -28,7 +29,7 @@ local MAX_BYTES = M.MAX_BYTES
 local DEFAULT_ROWS = 20
 
 local USAGE = "PROXY LOG ON [seconds] [SLOW ms] [USER name] [DB name] [ERRORS] [SAMPLE fraction] | OFF | STATUS"
-  .. " | TAIL [n] | DIGEST [n] [ORDER BY sum|count|max|rows|errors] | RESET"
+  .. " | TAIL [n] | DIGEST [n] [ORDER BY sum|count|max|rows|errors] [HOST name] | EXPLAIN [n | ID id] | RESET"
 
 -- "PROXY LOG" followed by a blank, ";" or the end, within the first MAX_BYTES bytes of a COM_QUERY packet.
 function M.is(packet)
@@ -59,6 +60,11 @@ local function positive_int(word)
   return v
 end
 
+-- A name as typed: bare, or in `back quotes` or 'quotes'.
+local function unquoted(word)
+  return string_match(word, "^`(.*)`$") or string_match(word, "^'(.*)'$") or word
+end
+
 -- PROXY LOG ON's arguments (words[4..], as typed): seconds, then filters in any order.
 local function switch_on(words, settings)
   local i, seconds = 4, nil
@@ -87,7 +93,7 @@ local function switch_on(words, settings)
         if fraction == nil or fraction <= 0 or fraction > 1 then return nil, "SAMPLE takes a fraction > 0 and <= 1" end
         if fraction < 1 then f.sample = fraction end
       else
-        f[word] = string_match(arg, "^`(.*)`$") or string_match(arg, "^'(.*)'$") or arg
+        f[word] = unquoted(arg)
       end
       i = i + 2
     else
@@ -100,10 +106,31 @@ local function switch_on(words, settings)
   return {verb = "on", seconds = math_min(seconds or settings.default_seconds, settings.max_seconds), filter = f}
 end
 
+-- DIGEST's arguments after the row count (words[i..]): ORDER BY and HOST, in any order.
+local function digest_options(words, i, command)
+  while words[i] do
+    local word = string_lower(words[i])
+    if word == "order" then
+      if command.order or string_lower(words[i + 1] or "") ~= "by" or not orders[string_lower(words[i + 2] or "")] then
+        return nil, "PROXY LOG DIGEST [n] ORDER BY takes sum, count, max, rows or errors"
+      end
+      command.order = string_lower(words[i + 2])
+      i = i + 3
+    elseif word == "host" then
+      if command.host or words[i + 1] == nil then return nil, "PROXY LOG DIGEST [n] HOST takes a client host" end
+      command.host = unquoted(words[i + 1])
+      i = i + 2
+    else
+      return nil, "too many arguments"
+    end
+  end
+  return command
+end
+
 -- A control statement (at most MAX_BYTES bytes: the caller checked) -> a command, or nil and what is wrong:
 -- {verb = "on", seconds, filter = {slow_us, user, db, errors, sample} or nil}, {verb = "tail", rows},
--- {verb = "digest", rows, order}, {verb = "off" | "status" | "reset"}. Row counts are capped by the ring's
--- and the digest's sizes (settings, see lib/settings.lua).
+-- {verb = "digest", rows, order, host}, {verb = "explain", rank or id}, {verb = "off" | "status" | "reset"}.
+-- Row counts are capped by the ring's and the digest's sizes (settings, see lib/settings.lua).
 function M.parse(query, settings)
   local words = {}
   for w in string_gmatch(query, "[^%s;]+") do words[#words + 1] = w end
@@ -114,21 +141,25 @@ function M.parse(query, settings)
   if verb == "on" then return switch_on(words, settings) end
   if verb == "tail" or verb == "digest" then
     local n = positive_int(arg)
-    local order
     if verb == "digest" and arg and not string_find(arg, "^%d") then n = nil end
-    local rest = n and 5 or 4
-    if verb == "digest" and words[rest] then
-      if string_lower(words[rest]) ~= "order" or string_lower(words[rest + 1] or "") ~= "by"
-         or not orders[string_lower(words[rest + 2] or "")] then
-        return nil, "PROXY LOG DIGEST [n] ORDER BY takes sum, count, max, rows or errors"
-      end
-      order = string_lower(words[rest + 2])
-      rest = rest + 3
-    end
     if n == false then return nil, "PROXY LOG " .. string_upper(verb) .. " takes a row count >= 1" end
-    if words[rest] then return nil, "too many arguments" end
-    local cap = verb == "tail" and settings.ring_size or settings.max_digests
-    return {verb = verb, rows = math_min(n or DEFAULT_ROWS, cap), order = order}
+    local rest = n and 5 or 4
+    if verb == "tail" then
+      if words[rest] then return nil, "too many arguments" end
+      return {verb = verb, rows = math_min(n or DEFAULT_ROWS, settings.ring_size)}
+    end
+    return digest_options(words, rest, {verb = verb, rows = math_min(n or DEFAULT_ROWS, settings.max_digests)})
+  end
+  if verb == "explain" then
+    local by_id = arg and string_lower(arg) == "id"
+    local n = positive_int(by_id and words[5] or arg)
+    if n == false or (by_id and n == nil) then
+      return nil, by_id and "PROXY LOG EXPLAIN ID takes a digest row id (DIGEST's id column)"
+        or "PROXY LOG EXPLAIN takes the rank of a digest row >= 1 (1: the heaviest)"
+    end
+    if words[by_id and 6 or 5] then return nil, "too many arguments" end
+    if by_id then return {verb = verb, id = n} end
+    return {verb = verb, rank = n or 1}
   end
   if arg ~= nil then return nil, "PROXY LOG " .. string_upper(verb) .. " takes no argument" end
   if verb == "off" or verb == "status" or verb == "reset" then return {verb = verb} end

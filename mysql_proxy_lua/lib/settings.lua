@@ -49,6 +49,7 @@ function M.read()
   s.ring_size = math_max(1, number("PROXY_LOG_RING", 1000))
   s.max_digests = math_max(1, number("PROXY_LOG_MAX_DIGESTS", 1000))
   s.max_query = math_max(16, number("PROXY_LOG_MAX_QUERY_LEN", 8192))
+  s.explain_seconds = number("PROXY_LOG_EXPLAIN_SECONDS", 2) -- 0: no statement timeout for PROXY LOG EXPLAIN
   s.max_file_mb, s.max_file_bytes = megabytes("PROXY_LOG_MAX_FILE_MB", 1024)
   s.admins = accounts.parse(text("PROXY_LOG_ADMINS", "root"), false)
   -- Unset: any account ("*"); set but empty: none.

@@ -79,7 +79,8 @@ local word = M.word
 local time_of, time_text = nil, nil
 
 -- An entry: e = {time (os.time), user (authenticated; nil: unknown), claimed_user, host, thread_id, db,
--- errno, seconds, rows, affected, view, route, query}.
+-- errno, seconds, rows, affected, bytes (the result's size as the proxy relayed it; nil: not known), view, route,
+-- query}.
 function M.entry(e)
   local view_line = ""
   if e.view or e.route then
@@ -90,10 +91,11 @@ function M.entry(e)
   if user == nil then user = "?" end
   if e.time ~= time_of then time_of, time_text = e.time, os_date("!%Y-%m-%dT%H:%M:%S.000000Z", e.time) end
   return string_format("# Time: %s\n# User@Host: %s[%s] @ %s [%s]\n# Thread_id: %s  Schema: %s  Last_errno: %d"
-    .. "  Killed: 0\n# Query_time: %.6f  Lock_time: 0.000000  Rows_sent: %d  Rows_examined: 0  Rows_affected: %d\n"
+    .. "  Killed: 0\n# Query_time: %.6f  Lock_time: 0.000000  Rows_sent: %d  Rows_examined: 0  Rows_affected: %d%s\n"
     .. "%sSET timestamp=%d;\n%s\n",
     time_text, word(user), word(e.claimed_user), host, host,
-    tostring(e.thread_id or 0), word(e.db), e.errno, e.seconds, e.rows, e.affected or 0, view_line, e.time,
+    tostring(e.thread_id or 0), word(e.db), e.errno, e.seconds, e.rows, e.affected or 0,
+    e.bytes and string_format("  Bytes_sent: %d", e.bytes) or "", view_line, e.time,
     M.statement(e.query))
 end
 

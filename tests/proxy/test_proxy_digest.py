@@ -92,8 +92,14 @@ def test_every_digest_column(qlog):
     assert before <= first <= last <= after
     assert rows["select cast(? as signed) as x"]["warnings"] == 1
     expected = {"digest", "db", "user", "count", "first_seen", "last_seen", "sum_us", "min_us", "max_us", "avg_us",
-                "p95_us", "rows_sent", "rows_affected", "errors", "warnings", "views"}  # fmt: skip
+                "p95_us", "rows_sent", "rows_affected", "errors", "warnings", "views", "p50_us", "p99_us", "load",
+                "share_pct", "histogram", "hosts", "id", "explain"}  # fmt: skip
     assert all(set(row) == expected for row in rows.values())
+    assert sleep["min_us"] <= sleep["p50_us"] <= sleep["p95_us"] <= sleep["p99_us"] <= sleep["max_us"]
+    assert sleep["hosts"] == "127.0.0.1 (3)" and sleep["explain"] == "yes" and insert["explain"] == "yes"
+    decades = [int(c) for c in sleep["histogram"].split()]  # 1 us, 10 us, ... 1 s, 10 s and more
+    assert len(decades) == 8 and decades[4] + decades[5] == 3  # 10 ms .. 1 s
+    assert len({row["id"] for row in rows.values()}) == len(rows)
     by = {order: [row["digest"] for row in control(qlog.port, f"PROXY LOG DIGEST 3 ORDER BY {order}")]
           for order in ("sum", "count", "max", "rows", "errors")}  # fmt: skip
     assert by["count"][0] == insert["digest"] and by["errors"][0] == insert["digest"]
@@ -326,3 +332,82 @@ def test_log_file_is_followed_after_rotation(qlog):
     cur.close()
     conn.close()
     rotated.unlink()
+
+
+@pytest.mark.skipif(not shutil.which("pt-query-digest"), reason="percona-toolkit is not installed")
+def test_load_and_share_add_up_and_match_pt_query_digest(mariadb, proxy_tmp):
+    """Load (time ÷ the span the digest covers) and share of the total time: they add up to STATUS's totals, and
+    pt-query-digest reads the same figures from the slow log the proxy wrote of the same statements."""
+    proxy = start_proxy(proxy_tmp, PROXY_LOG_FORMAT="slowlog")
+    try:
+        control(proxy.port, "PROXY LOG ON 60")
+        conn = quiet_connect(proxy.port)
+        with conn.cursor() as cur:
+            start = int(time.time())
+            for i in range(4):
+                cur.execute(f"SELECT SLEEP(0.01), {i} AS n")
+            cur.execute("SELECT seq FROM seq_1_to_200")
+            while int(time.time()) < start + 2:  # a span of two seconds or more (timestamps are whole seconds)
+                time.sleep(0.05)
+            for i in range(2):
+                cur.execute(f"SELECT SLEEP(0.02), {i} AS n")
+            cur.execute("SELECT COUNT(*) FROM seq_1_to_1000")
+        conn.close()
+        status = control(proxy.port, "PROXY LOG STATUS")[0]
+        rows = control(proxy.port, "PROXY LOG DIGEST 100")
+        control(proxy.port, "PROXY LOG OFF")  # flushes the file
+    finally:
+        assert proxy.stop() == 0
+    assert status["span_seconds"] >= 2 and status["total_us"] == sum(row["sum_us"] for row in rows)
+    assert abs(sum(row["share_pct"] for row in rows) - 100) < 0.001 * len(rows)
+    assert abs(sum(row["load"] for row in rows) - status["load"]) < 1e-6 * len(rows) + 1e-9
+    assert abs(status["load"] - status["total_us"] / 1e6 / status["span_seconds"]) < 1e-6
+
+    text = proxy.log_file.read_text()
+    assert re.search(r"Rows_affected: 0  Bytes_sent: \d+\n", text)
+    digest = ["pt-query-digest", "--limit", "100%", str(proxy.log_file)]
+    report = subprocess.run([*digest, "--output", "json"], capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr
+    classes = json.loads(report.stdout[report.stdout.index("{") :])["classes"]
+    assert len(classes) == len(rows) == 3
+    seconds = [calendar.timegm(time.strptime(c[k], "%Y-%m-%dT%H:%M:%S")) for c in classes for k in ("ts_min", "ts_max")]
+    span = max(seconds) - min(seconds)
+    assert span == status["span_seconds"]
+    total = sum(float(c["metrics"]["Query_time"]["sum"]) for c in classes)
+    assert abs(total - status["total_us"] / 1e6) < 1e-5
+    text_report = subprocess.run(digest, capture_output=True, text=True, timeout=120).stdout
+    concurrency = float(re.search(r"# Overall: .* ([\d.]+)x concurrency", text_report).group(1))
+    assert abs(concurrency - status["load"]) <= 0.006, text_report  # pt prints it to two decimals
+    profile = {m.group(1).lower(): float(m.group(2))
+               for m in re.finditer(r"^#\s+\d+ 0x([0-9A-F]+)\s+[\d.]+\s+([\d.]+)%", text_report, re.M)}  # fmt: skip
+    for cls in classes:
+        pt_sum = float(cls["metrics"]["Query_time"]["sum"])
+        row = min(rows, key=lambda r: abs(r["sum_us"] / 1e6 - pt_sum))  # pt's fingerprints are not the proxy's
+        assert abs(pt_sum - row["sum_us"] / 1e6) < 1e-5 and int(cls["query_count"]) == row["count"]
+        assert abs(pt_sum * 100 / total - row["share_pct"]) < 1e-3
+        assert abs(profile[cls["checksum"].lower()] - row["share_pct"]) <= 0.051  # "Response time" %, one decimal
+        assert abs(pt_sum / span - row["load"]) < 1e-5  # pt's concurrency of the class, over the whole span
+        assert int(cls["metrics"]["Bytes_sent"]["sum"]) > 0
+
+
+def test_rows_per_client_host_merged_when_read_and_filtered_exactly(qlog):
+    import pymysql
+
+    control(qlog.port, "PROXY LOG ON 20")
+    for host, times in (("127.0.0.1", 2), ("127.0.0.2", 3)):  # a second loopback address: another client host
+        conn = quiet_connect(qlog.port, bind_address=host)
+        with conn.cursor() as cur:
+            for i in range(times):
+                cur.execute(f"SELECT {i} AS instr_hosts")
+        conn.close()
+    (merged,) = [r for r in control(qlog.port, "PROXY LOG DIGEST 100") if "instr_hosts" in r["digest"]]
+    assert merged["count"] == 5 and merged["hosts"] == "127.0.0.2 (3), 127.0.0.1 (2)"
+    (one,) = [r for r in control(qlog.port, "PROXY LOG DIGEST 100 HOST 127.0.0.2") if "instr_hosts" in r["digest"]]
+    assert one["count"] == 3 and one["hosts"] == "127.0.0.2 (3)" and one["sum_us"] < merged["sum_us"]
+    assert control(qlog.port, "PROXY LOG DIGEST HOST '10.9.9.9' ORDER BY count") == []
+    tail = [r for r in control(qlog.port, "PROXY LOG TAIL 10") if "instr_hosts" in r["query"]]
+    assert [r["client"] for r in tail] == ["127.0.0.1"] * 2 + ["127.0.0.2"] * 3
+    assert len({r["digest_id"] for r in tail}) == 2  # one row per host
+    for bad in ("PROXY LOG DIGEST HOST", "PROXY LOG DIGEST 5 HOST a HOST b", "PROXY LOG DIGEST 5 HOST a extra"):
+        with pytest.raises(pymysql.err.ProgrammingError):
+            control(qlog.port, bad)

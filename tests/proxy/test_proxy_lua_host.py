@@ -366,7 +366,7 @@ def test_query_log_script_runs_on_plain_lua51_with_a_mysql_proxy_085_style_api(t
       read_query_result({id = 1, query = queue[1][2], query_time = 5, response_time = 9, resultset = strict})
       assert(read_query(string.char(3) .. "PROXY LOG TAIL") == 2)
       local row = proxy.response.resultset.rows[1]
-      out.tail = row[15]
+      out.tail = row[17]
       out.status = row[13] .. "," .. row[6] .. "," .. row[4]
       -- The digest (lib/digest.lua) and a filtered switch-on (lib/control.lua) on the same API.
       assert(read_query(string.char(3) .. "PROXY LOG DIGEST 5 ORDER BY errors") == 2)

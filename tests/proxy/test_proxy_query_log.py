@@ -13,7 +13,8 @@ from tests.support.proxy import connect, control
 
 from .rawclient import MySQLError, RawClient
 
-STATUS_COLUMNS = ["logging", "seconds_left", "logged", "log_file", "filters", "digests", "evicted"]
+STATUS_COLUMNS = ["logging", "seconds_left", "logged", "log_file", "filters", "digests", "evicted", "total_us",
+                  "span_seconds", "load"]  # fmt: skip
 
 
 def log_lines(proxy) -> list[dict]:
@@ -153,7 +154,9 @@ def test_on_off_reset_tail_digest(qlog):
     assert [row["query"] for row in tail] == ["SELECT SLEEP(0.02)", "SELECT 4 + 1", "SELECT SLEEP(0.02)"]
     assert all(set(row) == {"ts", "thread_id", "user", "db", "view", "query_time_us", "response_time_us", "rows",
                             "affected_rows", "warnings", "status", "error_code", "query", "account",
-                            "claimed_user"} for row in tail)  # fmt: skip
+                            "claimed_user", "client", "digest_id"} for row in tail)  # fmt: skip
+    assert all(row["client"] == "127.0.0.1" and row["digest_id"] for row in tail)
+    assert tail[0]["digest_id"] == tail[2]["digest_id"] != tail[1]["digest_id"]  # the digest row of each
     assert tail[0]["thread_id"] == conn.thread_id()
     digest = rows_of(conn, "PROXY LOG DIGEST")
     assert digest[0]["digest"] == "select sleep(?)" and digest[0]["count"] == 5

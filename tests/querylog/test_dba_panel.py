@@ -246,7 +246,9 @@ def test_on_traffic_off_reset(qlog, admin_client, url, caplog):
     assert "SELECT count(*)\nFROM information_schema.tables\nWHERE TABLE_NAME = %s" in digest
     assert re.search(r"\d\d:\d\d:\d\d C[SD]T<br>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d C[SD]T<", digest), "first/last seen"
     row = digest[digest.index("information_schema.tables") :]
-    assert re.search(r'</pre></td><td class="instr-left">test / root</td><td>3</td>', row)
+    host = r'<a class="instr-host" href="\?host=127.0.0.1">127.0.0.1</a> \(3\)'
+    assert re.search(r'</pre><form method="post" action="" class="instr-explain-form">.*?</form></td>'
+                     rf'<td class="instr-left">test / root<br>{host}</td><td>3</td>', row)  # fmt: skip
 
     page = admin_client.post(url, {"action": "off"}, follow=True)
     assert page.status_code == 200 and "Query log turned off" in text_of(page)

@@ -121,7 +121,8 @@ def test_two_proxies_are_switched_and_read_together(two_proxies, admin_client, u
     page = admin_client.get(url)
     assert 'id="instr-proxies"' in page.content.decode() and "querylog2" in section(page, "instr-proxies")
     digest = section(page, "instr-digest")
-    assert "two_proxies" in digest and '<td class="instr-left">test / root</td><td>3</td>' in digest  # merged
+    merged = '<td class="instr-left">test / root<br><a class="instr-host" href="?host=127.0.0.1">127.0.0.1</a> (3)</td>'
+    assert "two_proxies" in digest and merged + "<td>3</td>" in digest  # merged, the host's counts added
     tail = section(page, "instr-tail")
     assert all(f"SELECT {n} AS two_proxies" in tail for n in (1, 2, 3))
     out = io.StringIO()

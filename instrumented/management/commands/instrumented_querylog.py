@@ -1,4 +1,4 @@
-"""``manage.py instrumented_querylog on|off|status|tail|digest``: the proxy's query log from a terminal."""
+"""``manage.py instrumented_querylog on|off|status|tail|digest|explain``: the proxy's query log from a terminal."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
+from rich.tree import Tree
 
 from instrumented.display import duration_us, escape_controls, local_time, plain, pretty_sql, proxy_sql, zone_name
+from instrumented.plans import Plan, PlanNode
 from instrumented.querylog import client as querylog
 
 
@@ -26,7 +28,7 @@ class Command(BaseCommand):
     help = "Control the MySQL proxy query log (PROXY LOG statements over the QUERYLOG_DATABASES aliases)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        """Sub-commands: on [--seconds N] | off | status | tail [-n N] | digest [-n N] | reset."""
+        """Sub-commands: on [--seconds N] | off | status | tail [-n N] | digest [-n N] | explain [N] | reset."""
         parser.add_argument("--database", default=None, help="one alias through a proxy (default: all configured)")
         sub = parser.add_subparsers(dest="action", required=True)
         on = sub.add_parser("on", help="log every statement for N seconds")
@@ -46,6 +48,12 @@ class Command(BaseCommand):
         digest.add_argument("-n", type=int, default=20, help="how many (default 20)")
         digest.add_argument("--order", choices=querylog.ORDERS, default="sum", help="sort by (default sum)")
         digest.add_argument("--view", default=None, help="only statements this Django view sent")
+        digest.add_argument("--host", default=None, help="only statements from this client host")
+        explain = sub.add_parser("explain", help="the plan of a digest row's slowest statement (plain SELECTs only),"
+                                 " on --database's proxy (default: the first alias's)")  # fmt: skip
+        explain.add_argument("rank", nargs="?", type=int, default=None, help="the digest row (default 1: the heaviest)")
+        explain.add_argument("--id", type=int, default=None, help="the digest row by its id (the digest's id column)")
+        explain.add_argument("--json", action="store_true", help="the plan as the server gave it (JSON)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         """Run the action and print it with rich."""
@@ -68,8 +76,12 @@ class Command(BaseCommand):
             elif action == "tail":
                 self._tail(console, querylog.tail(options["n"], using=using, view=options.get("view")))
             elif action == "digest":
-                rows = querylog.digest(options["n"], using=using, order=options["order"], view=options.get("view"))
+                rows = querylog.digest(options["n"], using=using, order=options["order"], view=options.get("view"),
+                                       host=options.get("host"))  # fmt: skip
                 self._digest(console, rows)
+            elif action == "explain":
+                self._explain(console, querylog.explain(options.get("rank"), digest_id=options.get("id"), using=using),
+                              as_json=bool(options.get("json")))  # fmt: skip
         except querylog.QueryLogError as exc:
             raise CommandError(escape_controls(str(exc))) from exc
 
@@ -117,15 +129,20 @@ class Command(BaseCommand):
             console.print("digest is empty (statements are counted while logging is on)")
             return
         table = Table(show_lines=True)
-        columns = ("count", "total", "avg", "p95", "max", "rows", "errors", "statement", "views")
+        columns = ("id", "count", "total", "share", "load", "p50", "p95", "p99", "max", "rows", "errors", "statement",
+                   "views")  # fmt: skip
         for name in columns:
             table.add_column(name, justify="left" if name in ("statement", "views") else "right", overflow="fold")
         for row in rows:
             table.add_row(
+                plain(row.get("id") or ""),
                 str(row.get("count") or 0),
                 duration_us(row.get("sum_us")),
-                duration_us(row.get("avg_us")),
+                f"{row.get('share_pct') or 0:.1f}%",
+                f"{row.get('load') or 0:.3f}",
+                duration_us(row.get("p50_us")),
                 duration_us(row.get("p95_us")),
+                duration_us(row.get("p99_us")),
                 duration_us(row.get("max_us")),
                 plain(row.get("rows_sent") or 0),
                 plain(row.get("errors") or 0),
@@ -133,3 +150,40 @@ class Command(BaseCommand):
                 plain(row.get("views") or ""),
             )  # fmt: skip
         console.print(table)
+
+    def _explain(self, console: Console, explained: dict[str, Any], as_json: bool = False) -> None:
+        """The statement explained, then its plan as a tree (full scans in red), or the server's JSON."""
+        head = Text(f"digest row {escape_controls(str(explained.get('id')))}")
+        if explained.get("rank"):
+            head.append(f" (rank {escape_controls(str(explained.get('rank')))})")
+        head.append(f" on {escape_controls(str(explained.get('alias')))}")
+        if explained.get("db"):
+            head.append(f", schema {escape_controls(str(explained.get('db')))}")
+        console.print(head)
+        console.print(sql_cell(explained.get("statement")))
+        if explained.get("note"):
+            console.print(Text(escape_controls(str(explained["note"])), style="yellow"))
+        plan = explained.get("plan")
+        if as_json or plan is None:
+            if plan is None:
+                console.print(Text(f"the plan could not be read: {escape_controls(str(explained.get('plan_error')))}",
+                                   style="red"))  # fmt: skip
+            console.print(plain(explained.get("plan_json") or ""))
+            return
+        assert isinstance(plan, Plan)
+        tree = Tree(self._node_label(plan.root))
+        stack: list[tuple[Tree, PlanNode]] = [(tree, plan.root)]
+        while stack:
+            branch, node = stack.pop()
+            for child in node.children:
+                sub = branch.add(self._node_label(child))
+                stack.append((sub, child))
+        console.print(tree)
+        scans = plan.full_scans()
+        if scans:
+            console.print(Text("full scans: " + ", ".join(escape_controls(str(t.table)) for t in scans), style="red"))
+
+    @staticmethod
+    def _node_label(node: PlanNode) -> Text:
+        """One step of the plan, its control characters escaped; a full scan in red."""
+        return Text(escape_controls(node.summary()), style="red" if node.full_scan else "")
