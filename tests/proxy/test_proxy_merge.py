@@ -11,13 +11,15 @@ from instrumented.proxy.merge import merge_digests, merge_status, merge_tail, to
 def test_status_sums_counts_and_says_partly_on():
     rows = [
         {"logging": "on", "seconds_left": "30", "logged": "5", "log_file": "/l", "filters": "slow 1 ms", "digests": 2,
-         "evicted": 0},
+         "evicted": 0, "total_us": "1500", "span_seconds": 20, "load": "0.25"},
         {"logging": "off", "seconds_left": 0, "logged": 7, "log_file": "/l", "filters": "", "digests": "3",
-         "evicted": "1"},
+         "evicted": "1", "total_us": 500, "span_seconds": "10", "load": 0.5},
     ]  # fmt: skip
     merged = merge_status(rows)
     assert merged == {"logging": "partly on", "seconds_left": 30, "logged": 12, "log_file": "/l",
-                      "filters": "slow 1 ms", "digests": 5, "evicted": 1}  # fmt: skip
+                      "filters": "slow 1 ms", "digests": 5, "evicted": 1, "total_us": 2000, "span_seconds": 20,
+                      "load": 0.75}  # fmt: skip
+    assert merge_status([{**rows[0], "logged": "many", "load": "nan?"}])["logged"] == 0  # an answer is untrusted
     assert merge_status([rows[0], {**rows[0], "log_file": "/m"}])["log_file"] == "/l; /m"
 
 
