@@ -403,7 +403,15 @@ local function run_control(query)
     if verb == "tail" then return tail_result(command.rows) end
     return digest.result(digests, command.rows, command.order, command.host)
   end
-  if verb == "explain" then return start_explain(command) end
+  if verb == "explain" then
+    -- Each worker of `instrumented-proxy --workers N` keeps its own digest rows, ids and samples, while DIGEST
+    -- answers for all of them merged: a rank or id could name another worker's row. Refused until they share them.
+    if (proxy.workers or 1) > 1 then
+      return explain_error("PROXY LOG EXPLAIN is not available with --workers above 1 (each worker keeps its own"
+        .. " samples); run a single-worker proxy to explain")
+    end
+    return start_explain(command)
+  end
   if verb == "off" then turn_off() end
   if verb == "reset" then
     state.ring = {}

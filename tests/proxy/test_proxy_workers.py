@@ -173,6 +173,16 @@ def test_a_non_admin_is_refused_and_switches_nothing(wlog, plain_user):
     assert control(wlog.port, "PROXY LOG STATUS")[0]["logging"] == "off"
 
 
+def test_explain_is_refused_with_a_reason_while_each_worker_keeps_its_own_samples(wlog):
+    control(wlog.port, "PROXY LOG ON 30")
+    for conn in one_per_worker(wlog).values():
+        run(conn, "SELECT 1 + 1")
+        conn.close()
+    assert control(wlog.port, "PROXY LOG DIGEST 5")  # the merged digest has rows...
+    with pytest.raises(Exception, match="not available with --workers"):  # ...but no worker holds all samples
+        control(wlog.port, "PROXY LOG EXPLAIN 1")
+
+
 @pytest.mark.skipif(not shutil.which("pt-query-digest"), reason="pt-query-digest (percona-toolkit) is not installed")
 def test_both_workers_write_one_slow_log_that_pt_query_digest_reads(wlog):
     conns = one_per_worker(wlog)
