@@ -48,3 +48,21 @@ COMMAND_PREFIX = "command:"
 def is_ignored(view: str, patterns: tuple[str, ...]) -> bool:
     """Whether ``view`` matches IGNORE_VIEWS: an exact name, or a prefix ending in ":" (``task:``, ``command:``)."""
     return any(view == p or (p.endswith(":") and view.startswith(p)) for p in patterns)
+
+
+#: What a name in the stats stands for: a request's view, or work that is not a request.
+REQUEST, COMMAND, TASK, WORK = "request", "command", "task", "work"
+#: The ``method`` that work which is not a request is recorded with (``record(name)`` has none).
+WORK_METHODS = frozenset({"", "COMMAND", "TASK"})
+
+
+def work_kind(name: str, methods: dict[str, int]) -> str:
+    """``request`` for a view; ``command`` / ``task`` for ``command:`` / ``task:`` names, ``work`` for an
+    ``instrumented.record`` block (recorded with no HTTP method): these are shown apart from the views."""
+    if name.startswith(COMMAND_PREFIX):
+        return COMMAND
+    if name.startswith(TASK_PREFIX):
+        return TASK
+    if methods and all(method in WORK_METHODS for method in methods):
+        return WORK
+    return REQUEST

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from asgiref.sync import iscoroutinefunction
 
+from . import keys
 from .conf import get_config
 from .failopen import failures
 from .naming import COMMAND_PREFIX, TASK_PREFIX, class_name, is_ignored
@@ -33,6 +34,8 @@ LONG_RUNNING_COMMANDS = frozenset(
     {
         "runserver", "runserver_plus", "testserver", "test", "shell", "shell_plus", "dbshell", "celery",
         "runworker", "instrumented_top", "instrumented_stats", "instrumented_querylog",
+        # task queues' workers, run as commands: they serve, and their tasks are recorded one by one
+        "rqworker", "rqscheduler", "db_worker", "qcluster", "process_tasks",
     }
 )  # fmt: skip
 
@@ -145,6 +148,18 @@ def install_command_recording() -> None:
 
     execute._instrumented = True  # type: ignore[attr-defined]
     BaseCommand.execute = execute
+
+    original_run = BaseCommand.run_from_argv
+
+    @functools.wraps(original_run)
+    def run_from_argv(self: BaseCommand, argv: list[str]) -> None:
+        # Only manage.py / django-admin come through here (never call_command in a worker): this process runs
+        # one command and ends; its id says so, and readers do not count it among the site's processes.
+        if type(self).__module__.rpartition(".")[2] not in LONG_RUNNING_COMMANDS:
+            keys.command_process = True
+        original_run(self, argv)
+
+    BaseCommand.run_from_argv = run_from_argv
 
 
 # -- Celery ------------------------------------------------------------------------------------------------------------

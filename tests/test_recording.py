@@ -131,3 +131,31 @@ def test_celery_tasks_run_by_a_real_worker_are_recorded(flush):
     assert bad["requests"] == 1 and bad["errors"] == 1
     assert [e["class"] for e in bad["exceptions"]] == ["ConnectionError"]
     assert any(m["view"] == "task:shop.send_invoice" for m in recent_errors()[0])
+
+
+def test_a_commands_process_is_not_one_of_the_sites_processes(request):
+    # After a Quick start (migrate, createsuperuser, collectstatic) the dashboard said "6 processes" for 3 workers.
+    prefix = request.getfixturevalue("_isolated_stats")
+    assert manage("check", prefix=prefix).returncode == 0
+    stats = read_stats()
+    command = next(v for v in stats["views"] if v["view"] == "command:check")
+    assert command["kind"] == "command"
+    assert (stats["processes"], stats["processes_live"], stats["command_processes"]) == (0, 0, 1)
+
+
+def test_each_name_says_what_kind_of_work_it_is(flush, client):
+    with instrumented.record("nightly-report"):
+        pass
+    with instrumented.record("command:import_prices", method="COMMAND"):
+        pass
+    with instrumented.record("task:shop.refresh", method="TASK"):
+        pass
+    client.get("/fast/")
+    flush()
+    kinds = {v["view"]: v["kind"] for v in read_stats()["views"]}
+    assert kinds == {
+        "nightly-report": "work",
+        "command:import_prices": "command",
+        "task:shop.refresh": "task",
+        "shop:fast": "request",
+    }

@@ -120,6 +120,7 @@ def read(window: int | None = None, **kwargs: Any) -> dict[str, Any]:
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "processes": 0,
         "processes_live": 0,
+        "command_processes": 0,
         "views": [],
         "error": f"reading stats failed: {type(failed.error).__name__}",
     }

@@ -19,9 +19,9 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, NotRequired, TypedDict
 
-from ..keys import Keys
+from ..keys import Keys, is_command_process
 from ..memcached import Store, ValueTooLarge, get_store, inflate
-from ..naming import OTHER_VIEW
+from ..naming import OTHER_VIEW, work_kind
 from . import flusher as flusher_module
 from . import histogram
 from .rollup import Decoded, RollupMerge, parse_rollup, split_rollup
@@ -54,6 +54,7 @@ def _view_dict(name: str, m: ViewTotals, top: int, bucket_seconds: int, series: 
     requests = max(m.requests, 1)
     view: dict[str, Any] = {
         "view": name,
+        "kind": work_kind(name, m.methods),
         "route": m.route,
         "requests": m.requests,
         "errors": m.errors,
@@ -304,8 +305,9 @@ def _annotate(result: StatsDocument, budget: ReadBudget, truncated: bool) -> Non
 class StatsDocument(TypedDict):
     """What :func:`read_stats` returns (the JSON API's body): every process's views of the window, merged.
 
-    ``processes`` counts the processes whose data is in the window (stopped ones included),
-    ``processes_live`` those that flushed in the last two flush intervals. ``partial`` and ``missing``
+    ``processes`` counts the site's processes whose data is in the window (stopped ones included),
+    ``processes_live`` those that flushed in the last two flush intervals; the processes of one-off management
+    commands (``manage.py migrate``) are neither, but ``command_processes``. ``partial`` and ``missing``
     (``host:port`` of each server that did not answer) say the document lacks what those servers hold.
     """
 
@@ -313,6 +315,7 @@ class StatsDocument(TypedDict):
     generated_at: str
     processes: int
     processes_live: int
+    command_processes: int
     views: list[dict[str, Any]]
     partial: NotRequired[bool]
     missing: NotRequired[list[str]]
@@ -391,6 +394,7 @@ def _read(  # noqa: C901 - one read, in the order of its round trips
         "generated_at": _iso(now),
         "processes": 0,
         "processes_live": 0,
+        "command_processes": 0,
         "views": [],
     }
     missing: set[str] = set()
@@ -469,8 +473,10 @@ def _read(  # noqa: C901 - one read, in the order of its round trips
     for totals in merged.values():
         totals.settle()
     cap_views(merged, config.max_views, OTHER_VIEW)
-    result["processes"] = len(processes)
-    result["processes_live"] = len(live)
+    commands = {p for p in processes if is_command_process(p)}
+    result["processes"] = len(processes) - len(commands)
+    result["processes_live"] = sum(1 for p in live if not is_command_process(p))
+    result["command_processes"] = len(commands)
     _annotate(result, budget, truncated)
     if missing:
         result["partial"] = True

@@ -241,3 +241,40 @@ def test_latency_chart_says_below_axis_requests_are_below_it():
     assert "<title>&lt; 10.4 ms: 40 requests (40 %)</title>" in svg
     assert "from 10 ms" not in svg
     assert "<title>19.8 to 20.5 ms: 50 requests (50 %)</title>" in svg
+
+
+def quick_start_document() -> dict:
+    """A site just set up: two views, and the one-off commands of its Quick start (slow, with repeated SQL)."""
+
+    def entry(name: str, requests: int, p95: float, n_plus_one: int = 0) -> dict:
+        view = {**api.zero_view(name, ""), "requests": requests, "n_plus_one": n_plus_one}
+        view["latency_ms"] = {**view["latency_ms"], "p50": p95 / 2, "p95": p95, "p99": p95, "max": p95}
+        return view
+
+    views = [
+        entry("shop:fast", 40, 3.0),
+        entry("shop:catalogue", 12, 41.0),
+        entry("command:migrate", 1, 701.9, n_plus_one=1),
+        entry("command:createsuperuser", 1, 912.0),
+    ]
+    return {
+        "window_seconds": 300,
+        "generated_at": "2026-01-01T00:00:05+00:00",
+        "processes": 4,
+        "processes_live": 3,
+        "command_processes": 2,
+        "views": views,
+    }
+
+
+def test_commands_are_apart_from_the_views(staff_client, monkeypatch):
+    monkeypatch.setattr(pages, "read_stats", lambda *a, **k: quick_start_document())
+    html = staff_client.get(reverse("instrumented:dashboard")).content.decode()
+    views_table, work_table = html.split('id="instr-table"')[1].split("</table>")[0], html.split('id="instr-work"')[1]
+    assert "command:" not in views_table and "instr-flag" not in views_table
+    assert "command:migrate" in work_table and "command:createsuperuser" in work_table
+    assert "instr-worst" not in work_table and "instr-flag" not in work_table
+    # The worst p95 is the worst view's, not a one-off command's.
+    assert re.search(r'<td class="instr-worst">41\.0</td>', views_table)
+    # The live workers, and every process with data in the window (commands not among them).
+    assert "3 live processes (4 in the window)" in html

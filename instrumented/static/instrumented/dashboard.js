@@ -20,6 +20,8 @@
   const statusLine = document.getElementById('instr-status');
   const errorBox = document.getElementById('instr-error');
   const partialBox = document.getElementById('instr-partial');
+  const workTable = document.getElementById('instr-work');
+  const workSection = document.getElementById('instr-work-section');
 
   let doc = null; // the last reader document received
   let sortKey = 'requests';
@@ -83,6 +85,10 @@
     if (needle) {
       rows = rows.filter((r) => (r.v.view + ' ' + r.v.route).toLowerCase().includes(needle));
     }
+    // Commands, tasks and record() blocks go to their own table: never a view's worst p95 or N+1 badge.
+    const work = rows.filter((r) => (r.v.kind || 'request') !== 'request');
+    rows = rows.filter((r) => (r.v.kind || 'request') === 'request');
+    renderWork(work);
     const key = SORTS[sortKey] || SORTS.requests;
     rows.sort((a, b) => {
       const x = key(a.v, a.d);
@@ -91,9 +97,10 @@
       return descending ? -order : order;
     });
     // The cache and HTTP columns show only when some view of the document has such calls.
+    const views = doc.views.filter((v) => (v.kind || 'request') === 'request');
     const optional = {
-      cache: doc.views.some((v) => v.cache && v.cache.calls),
-      http: doc.views.some((v) => v.http && v.http.calls),
+      cache: views.some((v) => v.cache && v.cache.calls),
+      http: views.some((v) => v.http && v.http.calls),
     };
     for (const th of table.tHead.querySelectorAll('th[data-optional]')) {
       th.hidden = !optional[th.dataset.optional];
@@ -159,6 +166,49 @@
     }
   }
 
+  /* The commands and tasks table: by runs, then name; errors in red, repeated SQL as a plain count. */
+  function renderWork(rows) {
+    if (!workTable) {
+      return;
+    }
+    rows.sort((a, b) => b.v.requests - a.v.requests || (a.v.view < b.v.view ? -1 : 1));
+    const fragment = document.createDocumentFragment();
+    for (const {v, d} of rows) {
+      const tr = document.createElement('tr');
+      tr.dataset.view = v.view;
+      tr.dataset.kind = v.kind;
+      if (v.errors) {
+        tr.className = 'instr-bad';
+      }
+      const first = cell(tr, null, 'instr-left');
+      const link = document.createElement('a');
+      link.href = detailBase + encodeURIComponent(v.view);
+      link.textContent = v.view;
+      first.appendChild(link);
+      cell(tr, String(v.requests));
+      cell(tr, String(v.errors));
+      cell(tr, fixed1(v.latency_ms.p50));
+      cell(tr, fixed1(v.latency_ms.p95));
+      cell(tr, fixed1(v.latency_ms.max));
+      cell(tr, fixed1(v.queries.mean));
+      cell(tr, String(v.queries.max));
+      cell(tr, percent(d.dbShare));
+      cell(tr, v.n_plus_one ? v.n_plus_one + (v.n_plus_one === 1 ? ' run' : ' runs') : '');
+      fragment.appendChild(tr);
+    }
+    workTable.tBodies[0].replaceChildren(fragment);
+    if (workSection) {
+      workSection.hidden = !rows.length;
+    }
+  }
+
+  /* "3 live processes (5 in the window)": the workers sending stats now, and every process with data. */
+  function processesText(body) {
+    const live = body.processes_live || 0;
+    const text = live + (live === 1 ? ' live process' : ' live processes');
+    return body.processes !== live ? text + ' (' + body.processes + ' in the window)' : text;
+  }
+
   function showError(message) {
     if (!errorBox) {
       return;
@@ -217,8 +267,7 @@
           ? 'Partial: no answer from memcached ' + (body.missing || []).join(', ') + '; what it holds is missing.'
           : '';
       }
-      const processes = body.processes + (body.processes === 1 ? ' process' : ' processes');
-      setStatus(spanText(body) + ' \u00b7 ' + processes + ' \u00b7 updated ' + siteTime(body.generated_at));
+      setStatus(spanText(body) + ' \u00b7 ' + processesText(body) + ' \u00b7 updated ' + siteTime(body.generated_at));
       render();
     } catch (error) {
       setStatus('Update failed (' + error + '); retrying\u2026');
