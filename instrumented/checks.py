@@ -2,7 +2,8 @@
 
 Ids: instrumented.E001 (bad setting), instrumented.W001 (middleware missing), instrumented.W002
 (middleware not first), instrumented.W003 (memcached unreachable), instrumented.W004 (DEBUG off and the
-dashboard's static files not collected).
+dashboard's static files not collected), instrumented.W005 (the URLs mounted, the app not installed: run
+through Django's URL check, as no check of an app that is not installed is registered).
 """
 
 from __future__ import annotations
@@ -15,6 +16,20 @@ from django.core.checks import CheckMessage, Error, Warning, register
 from .conf import get_config
 
 MIDDLEWARE_PATH = "instrumented.middleware.InstrumentedMiddleware"
+NOT_INSTALLED_PROBLEM = (
+    "'instrumented' is not in INSTALLED_APPS: its pages have no templates, and no SQL, cache or outgoing HTTP "
+    "is counted, no error gets a reference."
+)
+NOT_INSTALLED_HINT = 'Add it in settings.py: INSTALLED_APPS += ["instrumented"]'
+
+
+def not_installed() -> list[CheckMessage]:
+    """W005 when the app's URLs are mounted (this runs from their URL check) but the app is not installed."""
+    from django.apps import apps
+
+    if apps.is_installed("instrumented"):
+        return []
+    return [Warning(NOT_INSTALLED_PROBLEM, hint=NOT_INSTALLED_HINT, id="instrumented.W005")]
 
 
 @register("instrumented")

@@ -54,7 +54,7 @@ def test_the_readme_names_the_static_files_step() -> None:
 class FreshSite:
     """A ``startproject`` site with the Quick start applied, its database migrated and a staff user."""
 
-    def __init__(self, directory: Path, memcached: Memcached) -> None:
+    def __init__(self, directory: Path, memcached: Memcached, urls_before: str = "") -> None:
         self.directory = directory
         self.name = "site_" + uuid.uuid4().hex[:8]
         self.env = {**os.environ, "DJANGO_SETTINGS_MODULE": f"{self.name}.settings", "PYTHONPATH": str(ROOT)}
@@ -77,6 +77,8 @@ class FreshSite:
                 'INSTRUMENTED["FLUSH_INTERVAL"] = 0.2\n'
             )
         with (package / "urls.py").open("a") as urls:
+            # A site's own patterns come first (a CMS's catch-all, say); the README's lines are added after.
+            urls.write(urls_before)
             urls.write("\n# -- the README's Quick start --\n" + lines["urls.py"])
         self.manage(["migrate", "-v0"])
         self.manage(["shell", "-c", "from django.contrib.auth.models import User; "
@@ -88,6 +90,16 @@ class FreshSite:
         done = subprocess.run(cmd, cwd=self.directory, env=self.env, capture_output=True, text=True)
         assert done.returncode == 0, f"{cmd} failed:\n{done.stdout}\n{done.stderr}"
         return done.stdout + done.stderr
+
+    def get_as_staff(self, path: str) -> tuple[int, str]:
+        """GET ``path`` in-process (Django's test client, logged in as the staff user): status and body."""
+        code = (
+            "from django.contrib.auth.models import User; from django.test import Client; c = Client(); "
+            f"c.force_login(User.objects.get(username={STAFF[0]!r})); r = c.get({path!r}, HTTP_HOST='127.0.0.1'); "
+            "print('STATUS', r.status_code); print(r.content.decode())"
+        )
+        status, _, body = self.manage(["shell", "-c", code]).partition("STATUS ")[2].partition("\n")
+        return int(status), body
 
     def append_settings(self, text: str) -> None:
         with (self.directory / self.name / "settings.py").open("a") as settings:
@@ -150,3 +162,12 @@ def test_quick_start_with_collectstatic_and_whitenoise_works(fresh_site: FreshSi
     for base_url in fresh_site.gunicorn():
         state = dashboard_state(base_url)
         assert state["banner"] is False and state["styled"] == "none" and state["refreshed"]
+
+
+def test_the_app_left_out_of_installed_apps_is_reported_with_the_line_to_add(fresh_site: FreshSite) -> None:
+    # Issue 23: `check` said "no issues" and /instrumented/ answered a bare 500 (TemplateDoesNotExist).
+    fresh_site.append_settings('INSTALLED_APPS.remove("instrumented")\n')
+    check = fresh_site.manage(["check"])
+    assert "instrumented.W005" in check and 'INSTALLED_APPS += ["instrumented"]' in check
+    status, body = fresh_site.get_as_staff("/instrumented/")
+    assert status == 503 and 'INSTALLED_APPS += ["instrumented"]' in body
