@@ -3,7 +3,8 @@
 Ids: instrumented.E001 (bad setting), instrumented.W001 (middleware missing), instrumented.W002
 (middleware not first), instrumented.W003 (memcached unreachable), instrumented.W004 (DEBUG off and the
 dashboard's static files not collected), instrumented.W005 (the URLs mounted, the app not installed: run
-through Django's URL check, as no check of an app that is not installed is registered).
+through Django's URL check, as no check of an app that is not installed is registered), instrumented.W006
+(the dashboard's URL answered by another view: a catch-all pattern before it, as a CMS has).
 """
 
 from __future__ import annotations
@@ -145,5 +146,35 @@ def check_static_files(app_configs: Any = None, **kwargs: Any) -> list[CheckMess
             hint="Set STATIC_ROOT, run `python manage.py collectstatic`, and serve STATIC_URL with WhiteNoise "
             "(whitenoise.middleware.WhiteNoiseMiddleware) or your web server.",
             id="instrumented.W004",
+        )
+    ]
+
+
+@register("instrumented", "urls")
+def check_dashboard_reachable(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """The dashboard's URL leads to the dashboard: a catch-all pattern listed before the package's URLs (Wagtail's
+    ``wagtail_serve``, most CMSs) answers ``/instrumented/`` itself, while ``/instrumented/api/views`` still works."""
+    from django.urls import NoReverseMatch, Resolver404, resolve, reverse
+
+    from .dashboard.views import dashboard
+
+    try:
+        url = reverse("instrumented:dashboard")
+    except NoReverseMatch:
+        return []  # not mounted: the site wants the stats without the pages
+    try:
+        match = resolve(url)
+    except Resolver404:
+        return []
+    if match.func is dashboard:
+        return []
+    other = f"{match.view_name or match._func_path} (route {match.route!r})"
+    return [
+        Warning(
+            f"{url} is answered by {other}, not by the dashboard: a pattern listed before the package's URLs "
+            "catches it (a CMS's catch-all, such as Wagtail's).",
+            hint='Put the package\'s URLs first: urlpatterns = [path("instrumented/", include("instrumented.urls")), '
+            "*urlpatterns]",
+            id="instrumented.W006",
         )
     ]

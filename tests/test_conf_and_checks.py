@@ -75,3 +75,12 @@ def test_memcached_reachable_is_quiet_and_unreachable_warns(settings, memcached)
     assert ids(run_checks(tags=["instrumented"])) == set()
     settings.INSTRUMENTED = {**settings.INSTRUMENTED, "SERVERS": ["127.0.0.1:1"]}
     assert "instrumented.W003" in ids(run_checks(tags=["instrumented"]))
+
+
+def test_a_catch_all_before_the_dashboard_is_reported(settings):
+    # Issue 23: on a Wagtail site /instrumented/ was the CMS's 404 and `check` was silent.
+    assert "instrumented.W006" not in ids(run_checks(tags=["instrumented"]))
+    settings.ROOT_URLCONF = "tests.urls_catch_all"
+    messages = [m for m in run_checks(tags=["instrumented"]) if m.id == "instrumented.W006"]
+    assert len(messages) == 1 and "/instrumented/ is answered by cms_serve" in messages[0].msg
+    assert 'urlpatterns = [path("instrumented/", include("instrumented.urls")), *urlpatterns]' in messages[0].hint

@@ -171,3 +171,24 @@ def test_the_app_left_out_of_installed_apps_is_reported_with_the_line_to_add(fre
     assert "instrumented.W005" in check and 'INSTALLED_APPS += ["instrumented"]' in check
     status, body = fresh_site.get_as_staff("/instrumented/")
     assert status == 503 and 'INSTALLED_APPS += ["instrumented"]' in body
+
+
+#: A CMS's URLconf ends with a catch-all (Wagtail's own pattern) before the README's lines are added.
+CMS_CATCH_ALL = """
+from django.http import HttpResponseNotFound
+from django.urls import re_path
+
+def cms_page(request, path):
+    return HttpResponseNotFound("no such page in the CMS")
+
+urlpatterns += [re_path(r"^((?:[\\w\\-]+/)*)$", cms_page, name="cms_serve")]
+"""
+
+
+def test_the_readme_urls_line_works_on_a_cms_site(tmp_path: Path, memcached: Memcached) -> None:
+    # Issue 23: `urlpatterns += [...]` put the dashboard after Wagtail's catch-all: /instrumented/ was its 404.
+    site = FreshSite(tmp_path / "cms", memcached, urls_before=CMS_CATCH_ALL)
+    assert "instrumented.W006" not in site.manage(["check"])
+    status, body = site.get_as_staff("/instrumented/")
+    assert status == 200 and "Live view stats" in body
+    assert site.get_as_staff("/some/cms/page/")[0] == 404
