@@ -47,6 +47,9 @@ DEFAULTS: dict[str, Any] = {
     "CALL_SITE_SKIP": [],
     # Server-Timing response header (app, db, cache, http): "staff" (whoever PERMISSION_CALLBACK allows), "all", "off".
     "SERVER_TIMING": "staff",
+    # Headers in which the front server stamps when it received the request (nginx `t=${msec}`, Heroku, Thruster):
+    # the request's queue time is the wait between that stamp and Django. [] switches it off.
+    "QUEUE_TIME_HEADERS": ["X-Request-Start", "X-Queue-Start"],
     # Fraction of requests recorded (1.0 = all).
     "SAMPLE_RATE": 1.0,
     # Distinct views per process and bucket; the rest are counted under "(other)".
@@ -133,6 +136,8 @@ class Config:
     slow_query_ms: float
     call_site_skip: tuple[str, ...]
     server_timing: str
+    #: QUEUE_TIME_HEADERS as ``request.META`` keys (``HTTP_X_REQUEST_START``), looked up in this order.
+    queue_time_meta: tuple[str, ...]
     sample_rate: float
     max_views: int
     max_queries_per_view: int
@@ -241,6 +246,14 @@ def _check_call_sites_and_timing(raw: dict[str, Any], problems: list[str]) -> No
     skip = raw["CALL_SITE_SKIP"]
     if not isinstance(skip, list | tuple) or not all(isinstance(p, str) and p for p in skip):
         _bad(raw, problems, "CALL_SITE_SKIP", "CALL_SITE_SKIP must be a list of module names or path prefixes.")
+    headers = raw["QUEUE_TIME_HEADERS"]
+    if isinstance(headers, str):
+        raw["QUEUE_TIME_HEADERS"] = headers = [headers]
+    if not isinstance(headers, list | tuple) or not all(
+        isinstance(h, str) and h.strip() and h.isascii() and all(c.isalnum() or c in "-_" for c in h.strip())
+        for h in headers
+    ):
+        _bad(raw, problems, "QUEUE_TIME_HEADERS", "QUEUE_TIME_HEADERS must be a list of header names.")
     if raw["SERVER_TIMING"] not in SERVER_TIMING_CHOICES:
         choices = ", ".join(repr(c) for c in SERVER_TIMING_CHOICES)
         _bad(raw, problems, "SERVER_TIMING", f"SERVER_TIMING must be one of {choices}, not {raw['SERVER_TIMING']!r}.")
@@ -293,6 +306,7 @@ def load(user: object) -> Config:
         slow_query_ms=float(raw["SLOW_QUERY_MS"]),
         call_site_skip=tuple(raw["CALL_SITE_SKIP"]),
         server_timing=raw["SERVER_TIMING"],
+        queue_time_meta=tuple(header_meta_key(h) for h in raw["QUEUE_TIME_HEADERS"]),
         sample_rate=float(raw["SAMPLE_RATE"]),
         max_views=raw["MAX_VIEWS"],
         max_queries_per_view=raw["MAX_QUERIES_PER_VIEW"],
@@ -312,6 +326,11 @@ def load(user: object) -> Config:
         metrics_token=raw["METRICS_TOKEN"],
         problems=tuple(problems),
     )
+
+
+def header_meta_key(header: str) -> str:
+    """``X-Request-Start`` as Django's ``request.META`` names it: ``HTTP_X_REQUEST_START``."""
+    return "HTTP_" + header.strip().upper().replace("-", "_")
 
 
 def _sql_comment(value: bool | list[str] | tuple[str, ...]) -> frozenset[str]:

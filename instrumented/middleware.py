@@ -151,6 +151,12 @@ class InstrumentedMiddleware:
             return None
         probe = Probe(perf_counter_ns(), config.n_plus_one_threshold, config.slow_query_ms, request)
         current_probe.set(probe)
+        meta = request.META
+        for key in config.queue_time_meta:  # X-Request-Start: kept raw, parsed in the flusher thread
+            stamp = meta.get(key)
+            if stamp is not None:
+                probe.queue_stamp = stamp
+                break
         return probe
 
     def _defer_finish(self, request: HttpRequest, response: HttpResponseBase, probe: Probe) -> None:

@@ -11,6 +11,7 @@ from django.views.decorators.http import require_safe
 
 from ..conf import get_config
 from ..naming import shorten, view_name, work_kind
+from ..stats import queue
 from ..stats.reader import STATUS_CLASSES, findings
 from ..stats.snapshot import ViewTotals
 from .pages import api_denied, detail_url, json_response, read
@@ -46,6 +47,7 @@ def zero_view(name: str, route: str) -> dict[str, Any]:
         "methods": {},
         "databases": {},
         "exceptions": [],
+        "queue": queue.describe(None),
         **findings(ViewTotals(route), 0),
     }
 

@@ -74,6 +74,7 @@ def dashboard(request: HttpRequest) -> HttpResponseBase:
         # Columns shown only when some view has data for them (dashboard.js decides again on each refresh).
         "has_cache": any(row["v"]["cache"]["calls"] for row in views),
         "has_http": any(row["v"]["http"]["calls"] for row in views),
+        "has_queue": any(row["v"].get("queue", {}).get("requests") for row in views),
         "title": "Live view stats",
         "stats": stats,
         "rows": views,

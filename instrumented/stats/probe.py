@@ -61,6 +61,7 @@ class Probe:
         "first",
         "http",
         "others",
+        "queue_stamp",
         "request",
         "seen",
         "sites",
@@ -84,6 +85,8 @@ class Probe:
         self.threshold = threshold
         self.slow_ns = int(slow_ms * 1_000_000)
         self.request = request
+        #: The raw value of the front server's queue header (X-Request-Start), parsed by the flusher thread.
+        self.queue_stamp: str | None = None
         #: The view's name once a call site needed it (callsite.py).
         self.view: str | None = None
         # What follows is made when first needed: most requests use little or none of it.

@@ -23,7 +23,7 @@ from ..keys import Keys, is_command_process
 from ..memcached import Store, ValueTooLarge, get_store, inflate
 from ..naming import OTHER_VIEW, work_kind
 from . import flusher as flusher_module
-from . import histogram
+from . import histogram, queue
 from .rollup import Decoded, RollupMerge, parse_rollup, split_rollup
 from .sites import describe as describe_site
 from .sites import describe_hint
@@ -82,6 +82,7 @@ def _view_dict(name: str, m: ViewTotals, top: int, bucket_seconds: int, series: 
             {"class": cls, "count": count, "last_reference": ref or None, "last_at": _iso(at) if at else None}
             for cls, (count, ref, at) in sorted(m.exceptions.items(), key=lambda item: -item[1][0])
         ],
+        "queue": queue.describe(m.queue),
     }
     view.update(findings(m, top))
     if series:
@@ -317,6 +318,7 @@ class StatsDocument(TypedDict):
     processes_live: int
     command_processes: int
     views: list[dict[str, Any]]
+    queue: dict[str, Any]
     partial: NotRequired[bool]
     missing: NotRequired[list[str]]
     error: NotRequired[str]
@@ -396,8 +398,10 @@ def _read(  # noqa: C901 - one read, in the order of its round trips
         "processes_live": 0,
         "command_processes": 0,
         "views": [],
+        "queue": _queue_document({}, set()),
     }
     missing: set[str] = set()
+    waits: dict[str, list[Any]] = {}  # process -> its requests' queue time, summed over its views
 
     def fetch(wanted_keys: list[str]) -> dict[str, bytes] | None:
         found = store.fetch(wanted_keys)
@@ -431,6 +435,9 @@ def _read(  # noqa: C901 - one read, in the order of its round trips
         with _no_gc_pauses():
             budget.folded += merge_into(merged, bucket, snapshot, view, budget.max_views, OTHER_VIEW)
         processes.add(process_id)
+        views = snapshot.get("views")
+        if isinstance(views, dict):
+            _add_waits(waits, process_id, views.values())
         truncated = truncated or bool(snapshot.get("truncated"))
 
     per_bucket: list[tuple[int, str]] = []
@@ -447,6 +454,10 @@ def _read(  # noqa: C901 - one read, in the order of its round trips
             sections = rollups.pop(keys.series(process_id), None) if series else None
             if _merge_rollup(columns, points, rollup, current, view, series, sections, budget):
                 processes.add(process_id)
+                assert rollup is not None  # merged
+                findings = rollup.doc.get("fx")
+                if isinstance(findings, dict):
+                    _add_waits(waits, process_id, findings.values())
                 truncated = truncated or bool(rollup and rollup.doc.get("truncated"))
             else:
                 per_bucket.extend((b, process_id) for b in process_buckets)
@@ -477,6 +488,7 @@ def _read(  # noqa: C901 - one read, in the order of its round trips
     result["processes"] = len(processes) - len(commands)
     result["processes_live"] = sum(1 for p in live if not is_command_process(p))
     result["command_processes"] = len(commands)
+    result["queue"] = _queue_document(waits, live)
     _annotate(result, budget, truncated)
     if missing:
         result["partial"] = True
@@ -487,6 +499,30 @@ def _read(  # noqa: C901 - one read, in the order of its round trips
     views.sort(key=lambda v: (-v["requests"], v["view"]))
     result["views"] = views
     return result
+
+
+def _add_waits(waits: dict[str, list[Any]], process_id: str, entries: Any) -> None:
+    """Sum the queue time (``qt``) of one process's views (snapshot or roll-up findings) into ``waits``."""
+    for entry in entries:
+        wire = entry.get("qt") if isinstance(entry, dict) else None
+        if wire is None:
+            continue
+        total = waits.get(process_id) or queue.new()
+        try:
+            queue.add_wire(total, wire)
+        except (TypeError, ValueError):
+            continue  # malformed: that view's part is left out (the view's merge skips it too)
+        waits[process_id] = total
+
+
+def _queue_document(waits: dict[str, list[Any]], live: set[str]) -> dict[str, Any]:
+    """The window's request queue time, every process together and each process apart (slowest p95 first)."""
+    total = queue.new()
+    for entry in waits.values():
+        queue.merge(total, entry)
+    per_process = [{"process": p, "live": p in live, **queue.describe(e)} for p, e in waits.items()]
+    per_process.sort(key=lambda item: (-item["p95_ms"], item["process"]))
+    return {**queue.describe(total), "processes": per_process[: queue.MAX_PROCESSES]}
 
 
 def _merge_rollup(

@@ -9,7 +9,8 @@ a bucket written by the aggregator adds the vendor: [raw sql, count, µs, n1, ve
 a ({alias: [count, µs]}), x ({exception class: [count, last reference, last time]}),
 qx ([[sql, exact duplicates, slow runs, slowest µs, [[call site, requests, hint], ...]], ...]: the templates
 that had any; vendor appended in an aggregator's bucket, like q), c ({cache alias: [calls, µs, hits, misses]}),
-o ({origin: [outgoing HTTP calls, µs, errors, slowest µs]})``.
+o ({origin: [outgoing HTTP calls, µs, errors, slowest µs]}), qt (request queue time, queue.py:
+[stamped requests, µs, largest µs, ignored stamps, histogram slice])``.
 
 A process's roll-up holds the same numbers *columnar* (rollup.py); its per-view series live in a second,
 sectioned value (:func:`encode_sections`) from which a one-view read parses that view's section only.
@@ -23,7 +24,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, NotRequired, TypedDict
 
 from ..memcached import MAX_UNPACKED_BYTES, MAX_VALUE_BYTES, dumps, inflate, pack
-from . import histogram
+from . import histogram, queue
 
 #: Call sites kept per view and template (the most frequent), and origins per view.
 MAX_SITES = 3
@@ -52,6 +53,7 @@ class ViewSnapshot(TypedDict, total=False):
     qx: list[list[Any]]
     c: dict[str, list[int]]
     o: dict[str, list[int]]
+    qt: list[Any]
 
 
 class BucketSnapshot(TypedDict):
@@ -110,6 +112,7 @@ class ViewTotals:
         "n_plus_one",
         "queries",
         "queries_max",
+        "queue",
         "requests",
         "route",
         "series",
@@ -147,6 +150,8 @@ class ViewTotals:
         self.cache: dict[str, list[Any]] = {}
         # origin -> [outgoing HTTP calls, µs, errors, slowest µs]
         self.http: dict[str, list[Any]] = {}
+        # request queue time (queue.py), None until a request of this view carried a stamp
+        self.queue: list[Any] | None = None
 
     def add(self, snap: dict[str, Any], bucket: int | None = None) -> None:  # noqa: C901 - reader hot loop, one flat pass
         """Add one snapshot of this view; ``bucket`` also records it in the per-bucket series."""
@@ -197,7 +202,7 @@ class ViewTotals:
             self.n_plus_one += snap["n1"]
         if "x" in snap:
             self._add_exceptions(snap["x"].items())
-        if "qx" in snap or "c" in snap or "o" in snap:
+        if "qx" in snap or "c" in snap or "o" in snap or "qt" in snap:
             self.add_findings(snap)
         if bucket is not None:
             point = self.series.get(bucket)
@@ -226,7 +231,15 @@ class ViewTotals:
             self.wide = 0
 
     def add_findings(self, snap: dict[str, Any]) -> None:
-        """Add a snapshot's (or a roll-up column's) ``qx``, ``c`` and ``o``: call sites, duplicates, cache, HTTP."""
+        """Add a snapshot's (or a roll-up column's) ``qx``, ``c``, ``o`` and ``qt``: call sites, duplicates, cache,
+        HTTP, queue time."""
+        if "qt" in snap:
+            entry = queue.new()
+            queue.add_wire(entry, snap["qt"])  # whole or not at all: a malformed value raises before it counts
+            if self.queue is None:
+                self.queue = entry
+            else:
+                queue.merge(self.queue, entry)
         for sql, dups, slow, slowest, sites in snap.get("qx", ()):
             self.add_extras(sql, dups, slow, slowest, sites)
         for alias, (calls, time_us, hits, misses) in snap.get("c", {}).items():
@@ -309,6 +322,10 @@ class ViewTotals:
             add_into(self.cache, alias, counts)
         for where, values in other.http.items():
             self.add_http(where, values)
+        if other.queue is not None:
+            if self.queue is None:
+                self.queue = queue.new()
+            queue.merge(self.queue, other.queue)
         for bucket, (requests, errors, encoded) in other.series.items():
             point = self.series.setdefault(bucket, [0, 0, []])
             point[0] += requests
@@ -353,6 +370,8 @@ class ViewTotals:
             snap["c"] = {alias: [n, int(us), hits, misses] for alias, (n, us, hits, misses) in self.cache.items()}
         if self.http:
             snap["o"] = {where: [n, int(us), errors, int(mx)] for where, (n, us, errors, mx) in self.http.items()}
+        if self.queue is not None:
+            snap["qt"] = queue.to_wire(self.queue)
         return snap
 
 

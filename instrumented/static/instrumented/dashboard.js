@@ -22,6 +22,8 @@
   const partialBox = document.getElementById('instr-partial');
   const workTable = document.getElementById('instr-work');
   const workSection = document.getElementById('instr-work-section');
+  const queueTable = document.getElementById('instr-queue');
+  const queueSection = document.getElementById('instr-queue-section');
 
   let doc = null; // the last reader document received
   let sortKey = 'requests';
@@ -56,6 +58,7 @@
     db: (v, d) => d.dbShare,
     cache: (v, d) => (d.cacheHitRate === null ? -1 : d.cacheHitRate),
     http: (v, d) => d.httpMs,
+    queue: (v) => (v.queue && v.queue.requests ? v.queue.p95_ms : -1),
     n1: (v) => v.n_plus_one,
   };
 
@@ -89,6 +92,7 @@
     const work = rows.filter((r) => (r.v.kind || 'request') !== 'request');
     rows = rows.filter((r) => (r.v.kind || 'request') === 'request');
     renderWork(work);
+    renderQueue(doc.queue);
     const key = SORTS[sortKey] || SORTS.requests;
     rows.sort((a, b) => {
       const x = key(a.v, a.d);
@@ -101,6 +105,7 @@
     const optional = {
       cache: views.some((v) => v.cache && v.cache.calls),
       http: views.some((v) => v.http && v.http.calls),
+      queue: views.some((v) => v.queue && v.queue.requests),
     };
     for (const th of table.tHead.querySelectorAll('th[data-optional]')) {
       th.hidden = !optional[th.dataset.optional];
@@ -140,6 +145,9 @@
       const httpCell = cell(tr, v.http && v.http.calls ? fixed1(d.httpMs) : '');
       httpCell.dataset.optional = 'http';
       httpCell.hidden = !optional.http;
+      const queueCell = cell(tr, v.queue && v.queue.requests ? fixed1(v.queue.p95_ms) : '');
+      queueCell.dataset.optional = 'queue';
+      queueCell.hidden = !optional.queue;
       const flag = cell(tr, null);
       if (v.n_plus_one) {
         const badge = document.createElement('span');
@@ -153,7 +161,7 @@
       const tr = document.createElement('tr');
       tr.className = 'instr-empty';
       const td = cell(tr, needle ? 'No view matches \u201c' + needle + '\u201d.' : 'No requests recorded in the last ' + windowSeconds + ' s.');
-      td.colSpan = 14;
+      td.colSpan = 15;
       fragment.appendChild(tr);
     }
     tbody.replaceChildren(fragment);
@@ -200,6 +208,50 @@
     if (workSection) {
       workSection.hidden = !rows.length;
     }
+  }
+
+  /* Request queue time: every process together, then each process (the reader sorts them, slowest p95 first). */
+  function renderQueue(queue) {
+    if (!queueTable) {
+      return;
+    }
+    const stamped = queue && (queue.requests || queue.ignored);
+    if (queueSection) {
+      queueSection.hidden = !stamped;
+    }
+    if (!stamped) {
+      return;
+    }
+    const fragment = document.createDocumentFragment();
+    const row = (label, q, live) => {
+      const tr = document.createElement('tr');
+      const first = cell(tr, null, 'instr-left');
+      if (label === null) {
+        first.textContent = 'every process';
+        tr.className = 'instr-total';
+      } else {
+        const code = document.createElement('code');
+        code.textContent = label;
+        first.appendChild(code);
+        if (!live) {
+          const note = document.createElement('span');
+          note.className = 'instr-sub';
+          note.textContent = ' (stopped)';
+          first.appendChild(note);
+        }
+      }
+      cell(tr, String(q.requests));
+      cell(tr, String(q.ignored));
+      cell(tr, fixed1(q.p50_ms));
+      cell(tr, fixed1(q.p95_ms));
+      cell(tr, fixed1(q.max_ms));
+      fragment.appendChild(tr);
+    };
+    row(null, queue, true);
+    for (const q of queue.processes || []) {
+      row(q.process, q, q.live);
+    }
+    queueTable.tBodies[0].replaceChildren(fragment);
   }
 
   /* "3 live processes (5 in the window)": the workers sending stats now, and every process with data. */
