@@ -159,3 +159,31 @@ def test_each_name_says_what_kind_of_work_it_is(flush, client):
         "task:shop.refresh": "task",
         "shop:fast": "request",
     }
+
+
+@pytest.mark.django_db
+def test_django_tasks_are_recorded_like_celery_tasks(flush, client):
+    import django
+
+    from instrumented.recording import connect_django_tasks
+
+    if django.VERSION < (6,):  # Django 5.2 has no django.tasks: nothing is connected, nothing happens
+        assert connect_django_tasks() is False
+        return
+    from tests import django_tasks
+
+    assert connect_django_tasks() is True  # again: connected once (dispatch_uid)
+    assert django_tasks.refresh_prices.enqueue().status == "SUCCESSFUL"  # ImmediateBackend: runs here, now
+    assert django_tasks.refresh_prices.enqueue().status == "SUCCESSFUL"
+    assert django_tasks.send_invoice.enqueue().status == "FAILED"
+    client.get("/fast/")  # a request around them is counted as a request, apart
+    flush()
+    ok = view_stats("task:tests.django_tasks.refresh_prices")
+    assert ok is not None and ok["kind"] == "task" and ok["methods"] == {"TASK": 2}
+    assert ok["requests"] == 2 and ok["errors"] == 0 and ok["queries"]["total"] == 4
+    bad = view_stats("task:tests.django_tasks.send_invoice")
+    assert bad["requests"] == 1 and bad["errors"] == 1
+    assert [e["class"] for e in bad["exceptions"]] == ["ConnectionError"]
+    stored = [m for m in recent_errors()[0] if m["view"] == "task:tests.django_tasks.send_invoice"]
+    assert len(stored) == 1 and stored[0]["ref"] == bad["exceptions"][0]["last_reference"]
+    assert view_stats("shop:fast")["queries"]["total"] == 0
