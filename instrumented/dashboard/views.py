@@ -59,6 +59,13 @@ def _error_link(reference: str | None) -> str | None:
         return None
 
 
+def querylog_configured() -> bool:
+    """The DBA panel is linked only where a DATABASES alias goes through the MySQL proxy (a site on SQLite or
+    PostgreSQL has none: the panel would only say so)."""
+    config = get_config()
+    return any(alias in settings.DATABASES for alias in config.querylog_databases)
+
+
 @require_safe
 def dashboard(request: HttpRequest) -> HttpResponseBase:
     """All views of the window in one table; ``dashboard.js`` keeps it fresh from the API."""
@@ -85,8 +92,7 @@ def dashboard(request: HttpRequest) -> HttpResponseBase:
         "refresh_ms": REFRESH_MS,
         "refresh_seconds": f"{REFRESH_MS / 1000:g}",
         "bookmarklet_href": bookmarklet.href(),
-        # The DBA panel only where a DATABASES alias goes through the MySQL proxy (a site without MySQL has none).
-        "querylog_configured": get_config().querylog_database in settings.DATABASES,
+        "querylog_configured": querylog_configured(),
     }
     return render_page(request, "instrumented/dashboard/dashboard.html", context)
 
@@ -105,7 +111,13 @@ def view_detail(request: HttpRequest) -> HttpResponseBase:
         )
     stats = read(view=name, series=True, top_queries=20)
     view = next((v for v in stats["views"] if v["view"] == name), None)
-    context: dict[str, Any] = {"title": name, "name": name, "stats": stats, "view": view}
+    context: dict[str, Any] = {
+        "title": name,
+        "name": name,
+        "stats": stats,
+        "view": view,
+        "querylog_configured": querylog_configured(),
+    }
     if view is not None:
         technical = is_technical_user(request)
         queries = [{**q, "pretty": pretty_sql(q["sql"])} for q in view["top_queries"]]

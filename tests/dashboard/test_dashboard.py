@@ -88,11 +88,15 @@ def test_dashboard_rates_are_over_the_span_the_data_covers(staff_client):
     assert per_minute == pytest.approx(60 * 60 / covered, rel=0.05) and per_minute > 60
 
 
-def test_no_query_log_link_on_a_site_without_a_querylog_alias(superuser_client, settings):
+def test_no_query_log_link_on_a_site_without_a_querylog_alias(superuser_client, settings, flush):
     """A superuser may use the DBA panel, but with no DATABASES alias through the proxy it has nothing to show."""
     assert "querylog" not in settings.DATABASES
     page = superuser_client.get(reverse("instrumented:dashboard")).content.decode()
     assert "instr-dba-link" not in page and "MySQL query log" not in page
+    # Nor on a view's page (issue 23: it linked "its statements at the MySQL proxy", leading to an error).
+    traffic(flush, "/fast/")
+    view_page = superuser_client.get(reverse("instrumented:view_detail"), {"name": "shop:fast"}).content.decode()
+    assert "instr-dba-view-link" not in view_page and "MySQL proxy" not in view_page
 
 
 def test_dashboard_says_no_data_when_memcached_is_down(staff_client, settings):

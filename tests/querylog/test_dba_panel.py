@@ -205,9 +205,13 @@ def test_staff_with_permission_may_switch(qlog, login, url, caplog):
                for r in caplog.records if r.name == "instrumented" and r.levelno == logging.INFO)  # fmt: skip
 
 
-def test_superuser_sees_the_dashboard_link(qlog, admin_client, url):
+def test_superuser_sees_the_dashboard_link(qlog, admin_client, url, flush):
+    admin_client.get("/fast/")
+    flush()
     dashboard = admin_client.get(reverse("instrumented:dashboard"))
     assert 'id="instr-dba-link"' in dashboard.content.decode() and f'href="{url}"' in dashboard.content.decode()
+    view_page = admin_client.get(reverse("instrumented:view_detail"), {"name": "shop:fast"}).content.decode()
+    assert 'id="instr-dba-view-link"' in view_page and f'href="{url}?view=shop%3Afast"' in view_page
 
 
 # -- what ---------------------------------------------------------------------------------------
