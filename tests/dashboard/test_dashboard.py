@@ -282,3 +282,14 @@ def test_commands_are_apart_from_the_views(staff_client, monkeypatch):
     assert re.search(r'<td class="instr-worst">41\.0</td>', views_table)
     # The live workers, and every process with data in the window (commands not among them).
     assert "3 live processes (4 in the window)" in html
+
+
+def test_names_break_after_separators_never_mid_word(staff_client, monkeypatch):
+    # Issue 23: a narrow column showed "command:collectst|atic".
+    from instrumented.templatetags.instrumented_display import breakable
+
+    assert breakable("command:collectstatic") == "command:<wbr>collectstatic"
+    assert breakable("<b>x.y</b>") == "&lt;b&gt;x.<wbr>y&lt;/<wbr>b&gt;"
+    monkeypatch.setattr(pages, "read_stats", lambda *a, **k: quick_start_document())
+    html = staff_client.get(reverse("instrumented:dashboard")).content.decode()
+    assert ">shop:<wbr>catalogue</a>" in html and ">command:<wbr>createsuperuser</a>" in html

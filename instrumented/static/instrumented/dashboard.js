@@ -74,6 +74,19 @@
     return td;
   }
 
+  /* A view name or route as text with a line-break opportunity after each ": . / _ -" (the server's
+     |breakable filter): a narrow column wraps "command:collectstatic" after the colon, never mid-word. */
+  function breakable(element, text) {
+    const parts = String(text).split(/(?<=[:./_-])/);
+    parts.forEach((part, i) => {
+      if (i) {
+        element.appendChild(document.createElement('wbr'));
+      }
+      element.appendChild(document.createTextNode(part));
+    });
+    return element;
+  }
+
   const fixed1 = (n) => n.toFixed(1);
   const percent = (n) => Math.round(n * 100) + ' %';
 
@@ -124,10 +137,10 @@
       const first = cell(tr, null, 'instr-left');
       const link = document.createElement('a');
       link.href = detailBase + encodeURIComponent(v.view);
-      link.textContent = v.view;
+      breakable(link, v.view);
       const route = document.createElement('span');
       route.className = 'instr-route';
-      route.textContent = v.route;
+      breakable(route, v.route);
       first.append(link, route);
       cell(tr, String(v.requests));
       cell(tr, fixed1(d.rpm));
@@ -191,7 +204,7 @@
       const first = cell(tr, null, 'instr-left');
       const link = document.createElement('a');
       link.href = detailBase + encodeURIComponent(v.view);
-      link.textContent = v.view;
+      breakable(link, v.view);
       first.appendChild(link);
       cell(tr, String(v.requests));
       cell(tr, String(v.errors));
