@@ -132,6 +132,10 @@ def _is_clean_exit(exc: BaseException) -> bool:
 # -- management commands -----------------------------------------------------------------------------------------------
 
 
+#: The management command this process was started to run (``manage.py test``), or None.
+command_line: str | None = None
+
+
 def install_command_recording() -> None:
     """Wrap ``BaseCommand.execute`` once, so every command (``manage.py``, ``call_command``) is ``command:<name>``."""
     from django.core.management.base import BaseCommand
@@ -157,7 +161,9 @@ def install_command_recording() -> None:
     def run_from_argv(self: BaseCommand, argv: list[str]) -> None:
         # Only manage.py / django-admin come through here (never call_command in a worker): this process runs
         # one command and ends; its id says so, and readers do not count it among the site's processes.
-        if type(self).__module__.rpartition(".")[2] not in LONG_RUNNING_COMMANDS:
+        global command_line
+        command_line = type(self).__module__.rpartition(".")[2]
+        if command_line not in LONG_RUNNING_COMMANDS:
             keys.command_process = True
         original_run(self, argv)
 

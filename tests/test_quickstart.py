@@ -154,6 +154,9 @@ def stats_views(site: FreshSite) -> dict[str, int]:
 def test_quick_start_without_static_files_says_so_on_the_page_and_in_check(fresh_site: FreshSite) -> None:
     check = fresh_site.manage(["check"])
     assert "instrumented.W004" in check and "collectstatic" in check and "WhiteNoise" in check
+    # Not in the site's test runs (issue 23: printed in every one): tests serve no static files.
+    test_run = fresh_site.manage(["test"])
+    assert "Found 0 test(s)" in test_run and "instrumented.W004" not in test_run
     for base_url in fresh_site.gunicorn():
         state = dashboard_state(base_url)
         assert "Live view stats" in str(state["title"]) and state["banner"] is True
