@@ -249,6 +249,8 @@ def test_on_traffic_off_reset(qlog, admin_client, url, caplog):
     # is shown as %s, the placeholder of every other page.
     assert "SELECT count(*)\nFROM information_schema.tables\nWHERE TABLE_NAME = %s" in digest
     assert re.search(r"\d\d:\d\d:\d\d C[SD]T<br>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d C[SD]T<", digest), "first/last seen"
+    # ... under a head that names that zone (issue 23: it said "(UTC)" over Chicago times).
+    assert "First / last seen (America/Chicago)" in digest and "(UTC)" not in digest
     row = digest[digest.index("information_schema.tables") :]
     assert re.search(r'</pre></td><td class="instr-left">test / root</td><td>3</td>', row)
 
