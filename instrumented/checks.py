@@ -4,7 +4,8 @@ Ids: instrumented.E001 (bad setting), instrumented.W001 (middleware missing), in
 (middleware not first), instrumented.W003 (memcached unreachable), instrumented.W004 (DEBUG off and the
 dashboard's static files not collected), instrumented.W005 (the URLs mounted, the app not installed: run
 through Django's URL check, as no check of an app that is not installed is registered), instrumented.W006
-(the dashboard's URL answered by another view: a catch-all pattern before it, as a CMS has).
+(the dashboard's URL answered by another view: a catch-all pattern before it, as a CMS has), instrumented.W007
+(the middleware listed more than once).
 """
 
 from __future__ import annotations
@@ -54,6 +55,15 @@ def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[CheckMessag
                 id="instrumented.W001",
             )
         ]
+    if middleware.count(MIDDLEWARE_PATH) > 1:
+        return [
+            Warning(
+                f"InstrumentedMiddleware is in MIDDLEWARE {middleware.count(MIDDLEWARE_PATH)} times: every request "
+                "would be counted once per entry, the outer entries timing the inner ones.",
+                hint=f'Keep one "{MIDDLEWARE_PATH}", the first entry of MIDDLEWARE.',
+                id="instrumented.W007",
+            )
+        ]
     if middleware[0] != MIDDLEWARE_PATH:
         return [
             Warning(
@@ -81,6 +91,13 @@ def check_memcached(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
         store.close()
     if reason is None:
         return []
+    from .failopen import failures
+    from .recording import LONG_RUNNING_COMMANDS, command_line
+
+    if command_line is not None and command_line not in LONG_RUNNING_COMMANDS:
+        # A one-off command (check, migrate): this warning says it all; its own recording's failed writes, at
+        # exit, would only repeat it as "memcached get failed" lines.
+        failures.quiet = ("memcached ",)
     return [
         Warning(
             f"memcached at {', '.join(config.server_names)} is not answering ({reason}).",

@@ -186,16 +186,31 @@ def _bad(raw: dict[str, Any], problems: list[str], key: str, message: str) -> No
     raw[key] = DEFAULTS[key]
 
 
+#: What SERVERS looks like, for the messages of a value that does not.
+SERVERS_EXAMPLE = 'a list of "host:port" strings, e.g. ["127.0.0.1:11211"] or ["10.0.0.1:11211", "10.0.0.2:11211"]'
+
+
 def _servers(raw: dict[str, Any], problems: list[str]) -> list[str]:
-    """The valid ``host:port`` entries of SERVERS (the default when none is valid)."""
+    """The valid ``host:port`` entries of SERVERS (the default when none is valid). One ``host:port`` string is
+    taken as a list of one; several in one string, or a ``memcached://`` URL, are reported with the form expected."""
     servers = raw["SERVERS"]
     if isinstance(servers, str):
-        servers = [servers]
+        parts = servers.replace(",", " ").replace(";", " ").split()
+        if len(parts) > 1:
+            problems.append(f"SERVERS is one string, {servers!r}: it must be {SERVERS_EXAMPLE}.")
+        servers = parts or [servers]
     if not isinstance(servers, list | tuple) or not servers:
-        problems.append("SERVERS must be a non-empty list of 'host:port' strings.")
+        problems.append(f"SERVERS must be {SERVERS_EXAMPLE}, not {servers!r}.")
         return list(DEFAULTS["SERVERS"])
     wrong = [s for s in servers if not isinstance(s, str) or not parse_server(s)]
-    problems.extend(f"SERVERS entry {s!r} is not 'host:port'." for s in wrong)
+    for entry in wrong:
+        if isinstance(entry, str) and "://" in entry:
+            address = entry.split("://", 1)[1].split("/", 1)[0]
+            problems.append(
+                f"SERVERS entry {entry!r} is a URL: give its 'host:port' ({address!r}); SERVERS is {SERVERS_EXAMPLE}."
+            )
+        else:
+            problems.append(f"SERVERS entry {entry!r} is not 'host:port': SERVERS is {SERVERS_EXAMPLE}.")
     return [s for s in servers if s not in wrong] or list(DEFAULTS["SERVERS"])
 
 
@@ -351,7 +366,7 @@ def get_config() -> Config:
 def parse_server(server: str) -> tuple[str, int] | None:
     """``"host:port"`` (or ``"[v6]:port"``) to a tuple, or None when it is not one."""
     host, sep, port = server.strip().rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or "/" in host or " " in host:
         return None
     return host.strip("[]"), int(port)
 

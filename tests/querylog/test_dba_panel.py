@@ -330,3 +330,11 @@ def test_proxy_down_shows_the_reason(admin_client, url):
         assert "Can't connect" in text_of(response) and 'id="instr-error"' in response.content.decode()
         page = admin_client.post(url, {"action": "off"}, follow=True)
         assert page.status_code == 200 and "Query log off failed: OFF (querylog):" in text_of(page)
+
+
+def test_counts_agree_with_their_nouns():
+    from instrumented.display import count_of
+
+    assert [count_of(n, "statement") for n in (0, 1, 2, "1", None)] == [
+        "0 statements", "1 statement", "2 statements", "1 statement", "None statements",
+    ]  # fmt: skip

@@ -170,7 +170,7 @@
       }
       fragment.appendChild(tr);
     }
-    if (!rows.length) {
+    if (!rows.length && (needle || !doc.error)) {  // "No data: why" is said above the table already
       const tr = document.createElement('tr');
       tr.className = 'instr-empty';
       const td = cell(tr, needle ? 'No view matches \u201c' + needle + '\u201d.' : 'No requests recorded in the last ' + windowSeconds + ' s.');
