@@ -22,6 +22,7 @@ from ..display import local_time
 from ..failopen import fail_open
 from ..keys import RATE_LIMIT_SECONDS
 from ..memcached import get_store
+from ..stats.probe import paused
 from .capture import PAGE_ATTRIBUTE, REQUEST_ATTRIBUTE, capture
 from .records import load_meta, load_page, new_reference, normalize_reference
 from .reporter import BoundedExceptionReporter
@@ -95,7 +96,9 @@ def _public_response(request: HttpRequest, ref: str) -> HttpResponse:
 def server_error(request: HttpRequest) -> HttpResponse:
     """``handler500``: the technical page for a technical user, the site's 500 page with a reference otherwise."""
     ref = _reference(request)
-    if is_technical_user(request):
+    with paused():  # the session and user queries of this check are ours, not the failing view's
+        technical = is_technical_user(request)
+    if technical:
         response = _technical_response(request, ref)
         if response is not None:
             return response

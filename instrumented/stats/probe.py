@@ -320,6 +320,23 @@ def sql_wrapper(  # noqa: C901 - the per-query hot path, inlined on purpose (ben
                 locate(probe, (connection.alias, statement), sys._getframe(1))
 
 
+class paused:  # used like a function: ``with paused():``
+    """The current probe counts nothing inside (SQL, cache, HTTP): the package's own work in a request, such as
+    loading the user to decide who sees a traceback, is not the view's."""
+
+    __slots__ = ("probe",)
+
+    def __enter__(self) -> None:
+        probe = current_probe.get()
+        self.probe = probe if probe is not None and probe.active else None
+        if self.probe is not None:
+            self.probe.active = False
+
+    def __exit__(self, *exc: object) -> None:
+        if self.probe is not None:
+            self.probe.active = True
+
+
 def install_on(connection: BaseDatabaseWrapper) -> None:
     """Put the wrapper first on one connection, once, and note its alias's vendor."""
     if vendors.get(connection.alias) != connection.vendor:

@@ -421,3 +421,15 @@ def test_reporter_bounds_locals_and_survives_broken_reprs(rf):
     deep_item = str(50_000 + 4_321)  # computed: this frame's source lines are on the page too
     assert deep_item not in html and "x" * 600 not in html, "huge locals are cut"
     assert "ValueError" in html and "bounded" in html
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("kind", ["user", "superuser"])
+def test_the_500_pages_own_queries_are_not_the_failing_views(users, flush, kind):
+    # Issue 23: handler500's superuser check loaded the session and the user, counted as /fail/'s SQL.
+    from instrumented.stats.reader import read_stats
+
+    assert client_for(users, kind).get("/fail/").status_code == 500
+    flush()
+    view = next(v for v in read_stats()["views"] if v["view"] == "shop:fail")
+    assert view["queries"]["total"] == 0 and view["top_queries"] == [], view["top_queries"]
