@@ -299,3 +299,39 @@ def test_names_break_after_separators_never_mid_word(staff_client, monkeypatch):
     monkeypatch.setattr(pages, "read_stats", lambda *a, **k: quick_start_document())
     html = staff_client.get(reverse("instrumented:dashboard")).content.decode()
     assert ">shop:<wbr>catalogue</a>" in html and ">command:<wbr>createsuperuser</a>" in html
+
+
+@pytest.mark.parametrize(
+    "latency",
+    [
+        {"p50": 9.5, "p95": 10.2, "p99": 10.9, "max": 11.3, "mean": 10.0},
+        {"p50": 0.4, "p95": 0.45, "p99": 120.0, "max": 130.0, "mean": 3.0},
+        {"p50": 1500.0, "p95": 1600.0, "p99": 1700.0, "max": 1800.0, "mean": 1550.0},
+        {"p50": 0.011, "p95": 0.012, "p99": 0.013, "max": 0.014, "mean": 0.012},
+    ],
+)
+def test_percentile_labels_never_collide(latency):
+    # Issue 23: close percentiles put their labels over each other and their lines through the labels.
+    from instrumented.dashboard import charts
+
+    svg = str(charts.latency_distribution(latency, 100))
+    labels = []
+    for x, y, anchor, text in re.findall(
+        r'<text class="ichart-marker-label" x="([\d.]+)" y="([\d.]+)" text-anchor="(\w+)">([^<]+)</text>', svg
+    ):
+        width = 6.8 * len(text)
+        left = float(x) - {"end": width, "middle": width / 2}.get(anchor, 0)
+        labels.append((left, left + width, float(y) - 10, float(y)))
+    lines = [
+        (float(x), float(y1), float(y2))
+        for x, y1, y2 in re.findall(
+            r'<line class="ichart-marker" x1="([\d.]+)" y1="([\d.]+)" x2="[\d.]+" y2="([\d.]+)"', svg
+        )
+    ]
+    assert len(labels) == len(lines) == 4
+    for i, (l1, r1, t1, b1) in enumerate(labels):
+        assert l1 >= 0 and r1 <= charts.WIDTH, labels
+        for l2, r2, t2, b2 in labels[i + 1 :]:
+            assert r1 <= l2 or r2 <= l1 or b1 <= t2 or b2 <= t1, labels  # no two labels overlap
+        for x, y1, y2 in lines:
+            assert not (l1 < x < r1 and y1 < b1 and y2 > t1), (labels, lines)  # no line through a label
