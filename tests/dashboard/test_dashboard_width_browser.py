@@ -2,7 +2,7 @@
 
 The demo site under gunicorn, with traffic on every kind of view (cache and outgoing HTTP columns shown,
 queue time stamped) and a management command, in headless Chromium. Set INSTRUMENTED_SHOTS_DIR to keep the
-screenshots (docs/screenshots/make.py does, for the README).
+screenshots, or INSTRUMENTED_SCREENSHOTS=1 to write them to docs/screenshots (docs/screenshots/make.py does).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 
 from tests.support import browser
 from tests.support.ports import wait_until
-from tests.support.servers import EXAMPLE, server_env
+from tests.support.servers import EXAMPLE, ROOT, server_env
 
 pytestmark = pytest.mark.skipif(browser.missing() is not None, reason=str(browser.missing()))
 
@@ -50,7 +50,9 @@ def measure(driver) -> dict:
 
 
 def shot(driver, name: str) -> None:
-    directory = os.environ.get("INSTRUMENTED_SHOTS_DIR")
+    directory = os.environ.get("INSTRUMENTED_SHOTS_DIR") or (
+        str(ROOT / "docs" / "screenshots") if os.environ.get("INSTRUMENTED_SCREENSHOTS") == "1" else None
+    )
     if directory:
         Path(directory).mkdir(parents=True, exist_ok=True)
         height = driver.execute_script("return document.documentElement.scrollHeight;")
