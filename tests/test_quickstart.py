@@ -177,6 +177,13 @@ def test_quick_start_with_collectstatic_and_whitenoise_works(fresh_site: FreshSi
         # (issue 23: they were "(unresolved)", a row no doc explained).
         names = wait_until(lambda: set(stats_views(fresh_site)) >= {"(static files)"} and stats_views(fresh_site))
         assert names["(static files)"] >= 2 and "(unresolved)" not in names
+        # The Quick start's own commands (migrate, collectstatic) are there, apart; their processes are not workers.
+        import json
+
+        document = json.loads(fresh_site.manage(["instrumented_stats", "--json"]))
+        kinds = {view["view"]: view["kind"] for view in document["views"]}
+        assert kinds["command:migrate"] == kinds["command:collectstatic"] == "command"
+        assert document["processes"] <= 2 and document["command_processes"] >= 2, document
 
 
 def test_the_app_left_out_of_installed_apps_is_reported_with_the_line_to_add(fresh_site: FreshSite) -> None:
