@@ -79,13 +79,20 @@ def count(entry: list[Any], waited: float | None) -> None:
 
 def add_wire(entry: list[Any], wire: Any) -> None:
     """Add a stored ``qt`` value (untrusted: a malformed one raises TypeError/ValueError, the caller skips it)."""
+    if type(wire) is not list or len(wire) != 5:
+        raise ValueError("qt")
     stamped, summed, largest, ignored, encoded = wire
-    stamped, ignored = int(stamped), int(ignored)
-    if stamped < 0 or ignored < 0 or not isinstance(encoded, str):
+    if not all(type(n) is int for n in (stamped, ignored)) or not all(
+        type(n) in (int, float) for n in (summed, largest)
+    ):
+        raise TypeError("qt")
+    if min(stamped, ignored, summed, largest) < 0 or not (math.isfinite(summed) and math.isfinite(largest)):
+        raise ValueError("qt")
+    if not isinstance(encoded, str):
         raise ValueError("qt")
     entry[0] += stamped
-    entry[1] += float(summed)
-    entry[2] = max(entry[2], float(largest))
+    entry[1] += summed
+    entry[2] = max(entry[2], largest)
     entry[3] += ignored
     histogram.merge_encoded(entry[4], encoded)
 

@@ -98,10 +98,12 @@ def test_a_forged_queue_value_in_memcached_is_skipped():
     from instrumented.stats.snapshot import ViewTotals
 
     totals = ViewTotals()
-    for bad in (["x", 0, 0, 0, ""], [1, 2, 3], [-1, 0, 0, 0, ""], [1, 0, 0, 0, 5]):
-        with pytest.raises((TypeError, ValueError)):
-            totals.add_findings({"qt": bad})
+    forged = (["x", 0, 0, 0, ""], [1, 2, 3], [-1, 0, 0, 0, ""], [1, 0, 0, 0, 5], [1, float("nan"), 0, 0, ""],
+              {"n": 1}, [1, 0, float("inf"), 0, ""], [True, 0, 0, 0, ""])  # fmt: skip
+    for bad in forged:
+        assert totals.add_findings({"qt": bad}) == 1, bad  # left out, counted in the reader's skipped
     assert totals.queue is None
+    assert totals.add_findings({"qt": [2, 3000, 2000, 1, ""]}) == 0 and totals.queue[:4] == [2, 3000, 2000, 1]
 
 
 @pytest.mark.django_db(databases=["default", "analytics"])
