@@ -18,7 +18,7 @@ class InstrumentedConfig(AppConfig):
         from . import checks  # noqa: F401 - registers the system checks
         from .errors.capture import connect_receivers
         from .querylog import sqlcomment
-        from .recording import connect_celery, install_command_recording
+        from .recording import connect_celery, connect_django_tasks, install_command_recording
         from .stats import cache, http
         from .stats.probe import install_on_existing, on_connection_created, on_request_exception
 
@@ -33,3 +33,4 @@ class InstrumentedConfig(AppConfig):
         connect_receivers()  # error references
         install_command_recording()  # command:<name>
         connect_celery()  # task:<name>, when Celery is installed
+        connect_django_tasks()  # task:<module.function>, Django 6's django.tasks

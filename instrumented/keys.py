@@ -31,10 +31,24 @@ ERROR_INDEX_SECONDS = 60
 RATE_LIMIT_SECONDS = 60
 
 
+#: Ends the id of a process that runs a one-off management command (``manage.py migrate``): readers count
+#: such processes apart from the site's workers. ``+`` never occurs in a host name as kept below.
+COMMAND_PROCESS_SUFFIX = "+cmd"
+#: Set (by the command wrapper) before the process's flusher starts, when the process runs a one-off command.
+command_process = False
+
+
 def make_process_id() -> str:
-    """An ASCII id unique to this process across servers and restarts (host, pid, random)."""
+    """An ASCII id unique to this process across servers and restarts (host, pid, random; a marker for the
+    process of a one-off management command)."""
     host = "".join(c for c in socket.gethostname() if c.isascii() and (c.isalnum() or c in "-_."))[:32]
-    return f"{host or 'host'}.{os.getpid()}.{secrets.token_hex(3)}"
+    suffix = COMMAND_PROCESS_SUFFIX if command_process else ""
+    return f"{host or 'host'}.{os.getpid()}.{secrets.token_hex(3)}{suffix}"
+
+
+def is_command_process(process_id: str) -> bool:
+    """Whether ``process_id`` is the process of a one-off management command (not one of the site's workers)."""
+    return process_id.endswith(COMMAND_PROCESS_SUFFIX)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from django.utils.functional import LazyObject, empty
 from .access import can_view_stats
 from .conf import get_config
 from .failopen import fail_open, failures
-from .naming import unresolved_name
+from .naming import static_prefix, unresolved_name
 from .querylog.sqlcomment import enter_view, leave_view
 from .stats.aggregate import REQUEST_DRAIN, get_aggregator
 from .stats.flusher import ensure_flusher
@@ -46,6 +46,8 @@ class InstrumentedMiddleware:
         # It adapts a sync process_view to an async chain through a thread: give each mode its own.
         if get_config().sql_comment:
             self.process_view = self._process_view_async if self.is_async else self._process_view
+        #: STATIC_URL's path: what WhiteNoise answers before any URL resolves is "(static files)".
+        self.static_prefix = static_prefix()
 
     def _process_view(self, request: HttpRequest, *args: Any) -> None:
         """The view is known: its statements carry the SQL comment that names it (SQL_COMMENT)."""
@@ -156,6 +158,12 @@ class InstrumentedMiddleware:
             return None
         probe = Probe(perf_counter_ns(), config.n_plus_one_threshold, config.slow_query_ms, request)
         current_probe.set(probe)
+        meta = request.META
+        for key in config.queue_time_meta:  # X-Request-Start: kept raw, parsed in the flusher thread
+            stamp = meta.get(key)
+            if stamp is not None:
+                probe.queue_stamp = stamp
+                break
         return probe
 
     def _defer_finish(self, request: HttpRequest, response: HttpResponseBase, probe: Probe) -> None:
@@ -177,7 +185,7 @@ class InstrumentedMiddleware:
             if match is not None:
                 view, route = match.view_name or match._func_path, match.route or ""
             else:
-                view, route = unresolved_name(status), ""
+                view, route = unresolved_name(status, request.path, self.static_prefix), ""
             config = get_config()
             aggregator = get_aggregator(config)
             pending = aggregator.pending

@@ -23,7 +23,7 @@ from django.views.decorators.http import require_http_methods
 
 from ..access import QUERYLOG_PERMISSION, can_control_querylog, get_user, protect
 from ..dashboard.pages import login_url, render_page
-from ..display import duration_us, pretty_sql, proxy_sql
+from ..display import count_of, duration_us, pretty_sql, proxy_sql
 from ..proxy import merge
 from . import client as querylog
 
@@ -196,7 +196,7 @@ def _act(request: HttpRequest) -> HttpResponseBase:
             text = f"Query log turned on for {left} s{capped}{shown}."
         elif action == "off":
             status = querylog.log_off()
-            text = f"Query log turned off; {status.get('logged')} statements logged."
+            text = f"Query log turned off; {count_of(status.get('logged'), 'statement')} logged."
         elif action == "reset":
             querylog.reset()
             text = "Recent statements and digest cleared."
