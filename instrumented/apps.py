@@ -17,6 +17,7 @@ class InstrumentedConfig(AppConfig):
     def ready(self) -> None:
         from . import checks  # noqa: F401 - registers the system checks
         from .errors.capture import connect_receivers
+        from .profiling.store import install as install_profiling
         from .querylog import sqlcomment
         from .recording import connect_celery, install_command_recording
         from .stats import cache, http
@@ -33,3 +34,4 @@ class InstrumentedConfig(AppConfig):
         connect_receivers()  # error references
         install_command_recording()  # command:<name>
         connect_celery()  # task:<name>, when Celery is installed
+        install_profiling()  # arms learnt and armed profiles written at each flush

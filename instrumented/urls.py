@@ -6,6 +6,7 @@ app_name = "instrumented"
 
 urlpatterns = [
     path("errors/", include("instrumented.errors.urls")),
+    path("profiles/", include("instrumented.profiling.urls")),
     path("", include("instrumented.querylog.urls")),
     path("", include("instrumented.dashboard.urls")),
 ]
