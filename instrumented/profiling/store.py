@@ -168,6 +168,12 @@ def arm_profiles(arm: dict[str, Any], store: Store | None = None) -> list[dict[s
 # -- this process: what it learnt at its last flush, and what it has to write ------------------------------------------
 
 
+#: For this long after an arm is learnt a process takes only its share of the N (N / live processes, rounded
+#: up), so the profiles come from every process that serves the view; then up to N, so a view that only some
+#: processes serve still gets its N.
+SHARE_SECONDS = 5.0
+
+
 @dataclass
 class LocalArm:
     """One arm as this process knows it: how many requests it profiled for it, whether all N are in."""
@@ -176,11 +182,14 @@ class LocalArm:
     view: str
     n: int
     until: float
+    share: int = 0
+    learnt: float = 0.0
     taken: int = 0
     full: bool = False
 
     def wanted(self, now: float) -> bool:
-        return not self.full and self.taken < self.n and now < self.until
+        limit = self.share if self.share and now < self.learnt + SHARE_SECONDS else self.n
+        return not self.full and self.taken < limit and now < self.until
 
 
 @dataclass
@@ -236,17 +245,21 @@ def _learn(store: Store) -> None:
     """Read the arms and the claims of the ones this process knows (one multi-get); update ``watch``."""
     keys = store.config.keys
     known: list[str] = [arm.id for arm in watch.arms.values()]
-    values = store.get_many([keys.profile_arms()] + [keys.profile_claims(a) for a in known])
+    now = time.time()
+    slot = int(now // store.config.flush_interval)
+    live = [keys.live(s) for s in range(slot - 3, slot + 1)]  # the processes of the last flush intervals
+    values = store.get_many([keys.profile_arms(), *live] + [keys.profile_claims(a) for a in known])
     if values is None:
         return  # memcached unreachable: keep what we knew (arms expire by their own time)
-    now = time.time()
     arms = _live_arms(unpack(values.get(keys.profile_arms())), store.config, now)
+    processes = max(1, len({p for key in live for p in (values.get(key) or b"").split()}))
     with watch.lock:
         fresh: dict[str, LocalArm] = {}
         for arm in arms:
             local = watch.arms.get(arm["view"])
             if local is None or local.id != arm["id"]:
-                local = LocalArm(arm["id"], arm["view"], arm["n"], arm["until"])
+                share = -(-arm["n"] // processes)
+                local = LocalArm(arm["id"], arm["view"], arm["n"], arm["until"], share=share, learnt=now)
             claims = values.get(keys.profile_claims(str(arm["id"])))
             if claims is not None and claims.strip().isdigit() and int(claims) >= local.n:
                 local.full = True
