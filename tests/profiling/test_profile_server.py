@@ -191,3 +191,23 @@ def test_arming_n_across_three_workers_yields_n_merged(site_server, sessions, si
     assert f"{n} of {n} stored".encode() in page
     merged = re.search(rb'id="pf-merged">Merged call tree of (\d+) requests on (\d+) process', page)
     assert merged is not None and int(merged[1]) == n and int(merged[2]) == processes
+
+
+@pytest.mark.parametrize("engine", ["auto", "builtin"])
+def test_asgi_async_view_is_profiled_and_a_sync_view_refused(site_server, sessions, engine: str) -> None:
+    server = site_server(workers=1, kind="asgi", INSTRUMENTED_TEST_PROFILE_ENGINE=engine)
+    su = sessions["superuser"]
+    _, _, plain = fetch(server, "/async-burn/", su)
+    status, headers, body = fetch(server, "/async-burn/", su, profile=True)
+    assert status == 200 and body == plain
+    status, _, raw = fetch(server, f"/instrumented/profiles/{headers['X-Instrumented-Profile']}.json", su)
+    own = own_times(json.loads(raw))
+    assert {"async_burn", "crunch_numbers"} <= set(own)
+    assert max((name for name in own if name != "(await)"), key=own.__getitem__) == "crunch_numbers"
+
+    status, headers, body = fetch(server, "/burn/?rounds=1000", su, profile=True)
+    assert status == 200 and body.startswith(b"burnt")
+    assert headers.get("X-Instrumented-Profile") is None
+    assert "sync view under ASGI" in headers["X-Instrumented-Profile-Refused"]
+    status, headers, _ = fetch(server, "/burn/?rounds=1000", sessions["staff"], profile=True)
+    assert headers.get("X-Instrumented-Profile-Refused") is None
