@@ -91,8 +91,8 @@ def plan(request: HttpRequest, in_loop: bool) -> Plan | None:
 
 
 def _engine(config: Config, plan: Plan, in_loop: bool) -> str:
-    """pyinstrument when installed and able (it samples only its own thread), else the built-in sampler."""
-    if config.profile_engine == "builtin" or not engines.pyinstrument_available():
+    """pyinstrument when chosen, installed and able (it samples only its own thread), else the built-in sampler."""
+    if config.profile_engine != "pyinstrument" or not engines.pyinstrument_available():
         return "builtin"
     if plan.is_async_view and not in_loop:
         return "builtin"  # the view runs in asgiref's loop thread: only the built-in sampler follows it there
