@@ -26,6 +26,29 @@ from .tree import AWAIT, Frame, Node, add_stack
 _ASGIREF_FILES = ("asgiref/current_thread_executor.py", "asgiref/sync.py")
 
 
+#: Profiles running in this process, and the switch interval to put back when the last one ends.
+_switch_lock = threading.Lock()
+_running = 0
+_saved_switch = 0.005
+
+
+def _shorten_switch_interval(interval: float) -> None:
+    global _running, _saved_switch
+    with _switch_lock:
+        if _running == 0:
+            _saved_switch = sys.getswitchinterval()
+        _running += 1
+        sys.setswitchinterval(min(_saved_switch, interval))
+
+
+def _restore_switch_interval() -> None:
+    global _running
+    with _switch_lock:
+        _running -= 1
+        if _running == 0:
+            sys.setswitchinterval(_saved_switch)
+
+
 def _frame_of(code: CodeType, memo: dict[CodeType, Frame]) -> Frame:
     frame = memo.get(code)
     if frame is None:
@@ -56,15 +79,20 @@ class Sampler:
         self._started = self._last
         # A thread holding the GIL keeps it for the switch interval (5 ms) before another may run: shorten it
         # while the profile runs, or a busy request would be sampled every 5 ms at best, late.
-        self._switch = sys.getswitchinterval()
-        sys.setswitchinterval(min(self._switch, self.interval))
-        self._thread.start()
+        _shorten_switch_interval(self.interval)
+        try:
+            self._thread.start()
+        except BaseException:
+            _restore_switch_interval()
+            raise
 
     def stop(self) -> Node:
         """End sampling (the thread is joined: it exists only while a profile runs); the tree so far."""
+        if self._stop.is_set():
+            return self.root
         self._stop.set()
         self._thread.join()
-        sys.setswitchinterval(self._switch)
+        _restore_switch_interval()
         return self.root
 
     def _run(self) -> None:

@@ -197,6 +197,9 @@ def test_builtin_sampler_sees_the_busy_function_and_its_thread_ends() -> None:
         spin_in_named_function(stop)
         sampler_box.append(sampler.stop())  # type: ignore[arg-type]
 
+    import sys
+
+    switch = sys.getswitchinterval()
     worker = threading.Thread(target=run)
     before = {t.name for t in threading.enumerate()}
     worker.start()
@@ -207,6 +210,7 @@ def test_builtin_sampler_sees_the_busy_function_and_its_thread_ends() -> None:
     stop.set()
     worker.join()
     assert "instrumented-profiler" not in {t.name for t in threading.enumerate()}
+    assert sys.getswitchinterval() == switch  # shortened only while the profile ran
     tree = encode(sampler_box[0].root, 100)
     assert check_tree(tree, 100) is not None
     names = [tree["frames"][n[0]][0] for n in tree["nodes"]]
