@@ -75,7 +75,7 @@ def _resolve(request: HttpRequest) -> tuple[str, str, bool] | None:
 def plan(request: HttpRequest, in_loop: bool) -> Plan | None:
     """The profile this request gets, if any (cheap for requests that get none)."""
     asked = request.META.get(REQUEST_META) == "1" and _has_session_cookie(request)
-    if not asked and not watch.armed:
+    if (not asked and not watch.armed) or not get_config().enabled:
         return None
     resolved = _resolve(request)
     if resolved is None:

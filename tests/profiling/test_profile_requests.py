@@ -132,3 +132,21 @@ def test_arming_needs_a_superuser_and_csrf(django_user_model) -> None:
     assert other.post("/instrumented/profiles/arm/", {"view": "shop:burn", "n": "5"}).status_code == 404
     assert b"pf-arm-form" not in other.get("/instrumented/view/?name=shop%3Aburn").content
     assert not watch.armed  # learnt at the next flush, not here
+
+
+def test_other_requests_never_enter_the_profiler(client, monkeypatch) -> None:
+    """Without the header and with nothing armed, the middleware does not call into profiling at all."""
+
+    def entered(*args, **kwargs):
+        raise AssertionError("profiling entered")
+
+    monkeypatch.setattr("instrumented.middleware.profile_sync", entered)
+    monkeypatch.setattr("instrumented.middleware.profile_async", entered)
+    assert client.get("/fast/").status_code == 200
+    assert client.get("/async/").status_code == 200
+
+
+def test_disabled_instrumentation_profiles_nothing(superuser_client, settings) -> None:
+    settings.INSTRUMENTED = {**settings.INSTRUMENTED, "ENABLED": False}
+    response = superuser_client.get("/burn/?rounds=1000", **HEADER)
+    assert REFERENCE_HEADER not in response.headers and REFUSED_HEADER not in response.headers
