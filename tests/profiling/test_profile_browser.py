@@ -70,7 +70,10 @@ def test_profile_this_page_from_the_overlay(site_server, site_data_dir, key_pref
 
         def traffic() -> None:
             while not stop.is_set():
-                urllib.request.urlopen(server.url + "/burn/?rounds=30000", timeout=10).read()
+                try:
+                    urllib.request.urlopen(server.url + "/burn/?rounds=30000", timeout=30).read()
+                except OSError:  # a busy machine: the next one
+                    pass
 
         threads = [threading.Thread(target=traffic) for _ in range(4)]
         for thread in threads:
@@ -117,7 +120,10 @@ def test_command_prints_the_merged_tree(site_server, site_data_dir, key_prefix) 
         text=True,
     )
     while command.poll() is None:
-        urllib.request.urlopen(server.url + "/fast/", timeout=10).read()
+        try:
+            urllib.request.urlopen(server.url + "/fast/", timeout=30).read()
+        except OSError:  # a busy machine: the next one
+            pass
         time.sleep(0.05)
     out = command.stdout.read() if command.stdout else ""
     assert command.returncode == 0 and '"exporter": "django-instrumented"' in out
