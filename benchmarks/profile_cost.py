@@ -142,7 +142,25 @@ def run(variant: str, requests: int) -> None:
     serve(app, "/trivial/", requests)
 
 
-def instructions(variant: str, requests: int) -> int:
+def check_loop(variant: str, n: int) -> None:
+    """The measured process of ``count``'s second figure: the middleware's test alone, ``n`` times."""
+    from instrumented.profiling.runner import REQUEST_META as PROFILE_META
+    from instrumented.profiling.store import watch
+
+    class Request:
+        META = environ("/trivial/")
+
+    request = Request()
+    if variant == "with":
+        for _ in range(n):
+            if watch.armed or PROFILE_META in request.META:
+                raise AssertionError("not armed, no header")
+    else:
+        for _ in range(n):
+            pass
+
+
+def instructions(variant: str, requests: int, mode: str = "_run") -> int:
     out = subprocess.run(
         [
             "valgrind",
@@ -150,7 +168,7 @@ def instructions(variant: str, requests: int) -> int:
             "--callgrind-out-file=/dev/null",
             sys.executable,
             __file__,
-            "_run",
+            mode,
             variant,
             str(requests),
         ],
@@ -175,6 +193,13 @@ def count(requests: int) -> None:
     added = per["with"] - per["without"]
     print(f"\n  added by the check: {added:.1f} instructions a request (~8 200 instructions a µs on this machine's")
     print(f"  benchmark site, docs/architecture.md §7: {added / 8200:.3f} µs); budget +0 µs")
+    loops = 200_000
+    alone = {v: instructions(v, loops, "_check") - instructions(v, 0, "_check") for v in ("without", "with")}
+    check = (alone["with"] - alone["without"]) / loops
+    print(
+        f"\n  the test alone (armed? header?), {loops} times in a loop, minus the empty loop: {check:.1f} instructions"
+    )
+    print(f"  a request ({check / 8200 * 1000:.1f} ns)")
 
 
 def timing(rounds: int) -> None:
@@ -217,8 +242,12 @@ def timing(rounds: int) -> None:
 
 
 def main() -> None:
-    if len(sys.argv) == 4 and sys.argv[1] == "_run":
-        run(sys.argv[2], int(sys.argv[3]))
+    if len(sys.argv) == 4 and sys.argv[1] in ("_run", "_check"):
+        if sys.argv[1] == "_run":
+            run(sys.argv[2], int(sys.argv[3]))
+        else:
+            setup(None)
+            check_loop(sys.argv[2], int(sys.argv[3]))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("mode", choices=["count", "time"])
