@@ -238,8 +238,12 @@ def _finish(
         profile = _profile(found, result, request, response, probe, started, given, note, get_config())
         if found.arm is not None:
             queue(found.arm.id, profile)
-        if allowed and save_profile(get_store(), profile) and ref is None:
-            response[REFERENCE_HEADER] = given
+        if allowed:
+            if not save_profile(get_store(), profile):
+                if ref is None:  # a streamed body's headers are gone by now
+                    response[REFUSED_HEADER] = "memcached did not store the profile"
+            elif ref is None:
+                response[REFERENCE_HEADER] = given
     return response
 
 

@@ -150,3 +150,10 @@ def test_disabled_instrumentation_profiles_nothing(superuser_client, settings) -
     settings.INSTRUMENTED = {**settings.INSTRUMENTED, "ENABLED": False}
     response = superuser_client.get("/burn/?rounds=1000", **HEADER)
     assert REFERENCE_HEADER not in response.headers and REFUSED_HEADER not in response.headers
+
+
+def test_a_profile_memcached_does_not_take_says_so(superuser_client, monkeypatch) -> None:
+    monkeypatch.setattr(runner, "save_profile", lambda store, profile: False)
+    response = superuser_client.get("/burn/?rounds=1000", **HEADER)
+    assert response.status_code == 200 and REFERENCE_HEADER not in response.headers
+    assert response.headers[REFUSED_HEADER] == "memcached did not store the profile"
