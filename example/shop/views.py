@@ -102,6 +102,6 @@ def burn(request: HttpRequest) -> HttpResponse:
 
 async def async_burn(request: HttpRequest) -> HttpResponse:
     """An async view that awaits, runs SQL through the async ORM, then burns CPU in the event loop."""
-    await asyncio.sleep(0.005)
+    await asyncio.sleep(0.03)
     count = await Book.objects.acount()
-    return HttpResponse(f"{count} books, burnt {crunch_numbers(200_000)}\n", content_type="text/plain")
+    return HttpResponse(f"{count} books, burnt {crunch_numbers(300_000)}\n", content_type="text/plain")
