@@ -85,6 +85,7 @@ class PyinstrumentSession:
                 super()._sampler_saw_call_stack(call_stack, time_since_last_sample, async_state)
 
         self.elapsed = 0.0
+        self.in_loop = in_loop
         self.truncated: str | None = None
         self.profiler = Capped(interval=interval, async_mode="enabled" if in_loop else "disabled")
         self.profiler.start(caller_frame=anchor)
@@ -106,8 +107,11 @@ class PyinstrumentSession:
                 if mine != theirs:
                     break
                 common += 1
-            ids = ids[common:]
-            add_stack(root, [_frame(i, memo) for i in ids], int(seconds * 1_000_000))
+            if self.in_loop and common < len(start):  # the loop ran something else, or nothing: this task waited
+                frames = [AWAIT]
+            else:
+                frames = [_frame(i, memo) for i in ids[common:]]
+            add_stack(root, frames, int(seconds * 1_000_000))
         return Result(root, len(session.frame_records), self.truncated, self.engine)
 
 

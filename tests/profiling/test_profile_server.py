@@ -207,6 +207,7 @@ def test_asgi_async_view_is_profiled_and_a_sync_view_refused(site_server, sessio
     own = own_times(json.loads(raw))
     assert {"async_burn", "crunch_numbers"} <= set(own)
     assert max((name for name in own if name != "(await)"), key=own.__getitem__) == "crunch_numbers"
+    assert own["(await)"] > 0 and own.get("(request)", 0) < own["crunch_numbers"]
 
     status, headers, body = fetch(server, "/burn/?rounds=1000", su, profile=True)
     assert status == 200 and body.startswith(b"burnt")
