@@ -14,6 +14,7 @@ follow the request where it goes:
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -25,6 +26,9 @@ from .tree import AWAIT, Frame, Node, add_stack
 #: asgiref's functions the sampler recognises (by code name and file), see the module docstring.
 _ASGIREF_FILES = ("asgiref/current_thread_executor.py", "asgiref/sync.py")
 
+
+#: The profiler's own code below the anchor (starting, stopping): never a sample of the request.
+_OWN_FILE = os.path.join("instrumented", "profiling", "runner.py")
 
 #: Profiles running in this process, and the switch interval to put back when the last one ends.
 _switch_lock = threading.Lock()
@@ -96,6 +100,7 @@ class Sampler:
         return self.root
 
     def _run(self) -> None:
+        self._last = time.perf_counter()  # the thread's start-up is the profiler's time, not the request's
         try:
             while not self._stop.wait(self.interval):
                 self._sample()
@@ -132,6 +137,8 @@ class Sampler:
             frame = frame.f_back
         if frame is None:  # the anchor is not on this stack
             return [AWAIT] if self.in_loop else None
+        if codes and codes[-1].co_filename.endswith(_OWN_FILE):  # the request is still starting this profiler
+            return None
         memo = self._memo
         if waiting_at == 0 or (waiting_at > 0 and codes[waiting_at - 1].co_name != "run"):
             # The request's thread waits for asgiref's event loop thread: sample that one under this frame.

@@ -157,3 +157,13 @@ def test_a_profile_memcached_does_not_take_says_so(superuser_client, monkeypatch
     response = superuser_client.get("/burn/?rounds=1000", **HEADER)
     assert response.status_code == 200 and REFERENCE_HEADER not in response.headers
     assert response.headers[REFUSED_HEADER] == "memcached did not store the profile"
+
+
+def test_the_profiler_starting_is_not_in_the_profile(superuser_client, settings) -> None:
+    settings.INSTRUMENTED = {**settings.INSTRUMENTED, "PROFILE_ENGINE": "builtin"}
+    for _ in range(3):
+        ref = superuser_client.get("/burn/?rounds=100000", **HEADER).headers[REFERENCE_HEADER]
+        profile = load_profile(ref)
+        assert profile is not None
+        files = {frame[1] for frame in profile["tree"]["frames"]}
+        assert not any("instrumented/profiling" in f for f in files), files
