@@ -12,13 +12,13 @@ dicts/lists; every failure is a ``QueryLogError`` with a message fit for a human
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
 from typing import Any
 
 from django.db import connections
 from django.utils.connection import ConnectionDoesNotExist
 
 from ..conf import get_config
+from ..proxy.merge import merge_digests, merge_status, merge_tail, top_digests
 
 #: Orders of ``digest()`` (``PROXY LOG DIGEST ... ORDER BY``).
 ORDERS = ("sum", "count", "max", "rows", "errors")
@@ -157,18 +157,7 @@ def _status(statement: str, using: str | None) -> dict[str, Any]:
         if not rows:
             raise QueryLogError(f"{statement} ({alias}): the proxy answered with no rows (is query_log.lua running?)")
         proxies.append({**rows[0], "alias": alias})
-    states = {p.get("logging") for p in proxies}
-    merged: dict[str, Any] = {
-        "logging": states.pop() if len(states) == 1 else "partly on",
-        "seconds_left": max(int(p.get("seconds_left") or 0) for p in proxies),
-        "logged": sum(int(p.get("logged") or 0) for p in proxies),
-        "digests": sum(int(p.get("digests") or 0) for p in proxies),
-        "evicted": sum(int(p.get("evicted") or 0) for p in proxies),
-        "filters": proxies[0].get("filters") or "",
-        "log_file": "; ".join(str(p.get("log_file") or "") for p in proxies),
-        "proxies": proxies,
-    }
-    return merged
+    return {**merge_status(proxies), "proxies": proxies}
 
 
 def status(using: str | None = None) -> dict[str, Any]:
@@ -243,42 +232,10 @@ def tail(n: int | None = None, using: str | None = None, view: str | None = None
     (ts, thread_id, user, db, view, timings, rows, affected_rows, warnings, status, error_code, query);
     only ``view``'s when given."""
     statement = "PROXY LOG TAIL" + _count("n", n)
-    rows = [{**row, "alias": alias} for alias, answer in _run(statement, using) for row in answer]
-    rows.sort(key=lambda row: str(row.get("ts") or ""))  # stable: each proxy's order is kept within a second
+    rows = merge_tail([{**row, "alias": alias} for row in answer] for alias, answer in _run(statement, using))
     if view:
         rows = [row for row in rows if row.get("view") == view]
     return rows[-n:] if n else rows[-20:]
-
-
-_SUMMED = ("count", "sum_us", "rows_sent", "rows_affected", "errors", "warnings")
-_SORT = {"sum": "sum_us", "count": "count", "max": "max_us", "rows": "rows_sent", "errors": "errors"}
-
-
-def merge_digests(answers: Iterable[list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Digest rows of several proxies as one: per (digest, db, user) summed, min/max kept, avg recomputed,
-    p95 the largest of the proxies' p95s (an upper bound), views joined (busiest first per proxy)."""
-    merged: dict[tuple[Any, Any, Any], dict[str, Any]] = {}
-    for rows in answers:
-        for row in rows:
-            key = (row.get("digest"), row.get("db"), row.get("user"))
-            have = merged.get(key)
-            if have is None:
-                merged[key] = dict(row)
-                continue
-            for name in _SUMMED:
-                have[name] = int(have.get(name) or 0) + int(row.get(name) or 0)
-            have["min_us"] = min(int(have.get("min_us") or 0), int(row.get("min_us") or 0))
-            have["max_us"] = max(int(have.get("max_us") or 0), int(row.get("max_us") or 0))
-            have["p95_us"] = max(int(have.get("p95_us") or 0), int(row.get("p95_us") or 0))
-            have["first_seen"] = min(str(have.get("first_seen") or ""), str(row.get("first_seen") or "")) or None
-            have["last_seen"] = max(str(have.get("last_seen") or ""), str(row.get("last_seen") or "")) or None
-            views = [v for v in (have.get("views") or "").split(", ") if v]
-            views += [v for v in (row.get("views") or "").split(", ") if v and v not in views]
-            have["views"] = ", ".join(views) or None
-    for row in merged.values():
-        count = int(row.get("count") or 0)
-        row["avg_us"] = round(int(row.get("sum_us") or 0) / count) if count else 0
-    return list(merged.values())
 
 
 def digest(n: int | None = None, using: str | None = None, order: str = "sum",
@@ -295,5 +252,4 @@ def digest(n: int | None = None, using: str | None = None, order: str = "sum",
     rows = merge_digests(answers)
     if view:
         rows = [row for row in rows if view in (row.get("views") or "").split(", ")]
-    rows.sort(key=lambda row: (-int(row.get(_SORT[order]) or 0), str(row.get("digest"))))
-    return rows[:limit]
+    return top_digests(rows, order, limit)
