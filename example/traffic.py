@@ -25,6 +25,7 @@ PAGES = {
     "/fail/": 1,
     "/stream/": 2,
     "/async/": 6,
+    "/burn/?rounds=100000": 3,
     "/missing-page/": 2,
 }
 

@@ -17,6 +17,7 @@ class InstrumentedConfig(AppConfig):
     def ready(self) -> None:
         from . import checks  # noqa: F401 - registers the system checks
         from .errors.capture import connect_receivers
+        from .profiling.store import install as install_profiling
         from .querylog import sqlcomment
         from .recording import connect_celery, connect_django_tasks, install_command_recording
         from .stats import cache, http
@@ -34,3 +35,4 @@ class InstrumentedConfig(AppConfig):
         install_command_recording()  # command:<name>
         connect_celery()  # task:<name>, when Celery is installed
         connect_django_tasks()  # task:<module.function>, Django 6's django.tasks
+        install_profiling()  # arms learnt and armed profiles written at each flush

@@ -13,6 +13,9 @@ and a new release never read each other's values.
 ``<prefix><version>:err:<ref>:m`` / ``:p`` an error's metadata and text traceback / its technical page
 ``<prefix><version>:err:i:<minute>``       the references captured in one minute
 ``<prefix><version>:err:rl:<user hash>``   error lookups of one user this minute
+``<prefix><version>:prof:<ref>``           one stored profile (call tree and the request's totals)
+``<prefix><version>:prof:arms``            the views armed for "profile the next N requests"
+``<prefix><version>:prof:<arm>:n`` / ``:r`` an arm's claimed profiles (counter) / their references
 """
 
 from __future__ import annotations
@@ -104,6 +107,23 @@ class Keys:
         """The lookup counter of one user (the primary key is hashed: it may be any string)."""
         who = hashlib.sha256(str(user_pk).encode()).hexdigest()[:16]
         return f"{self.prefix}:err:rl:{who}"
+
+    # -- profiles -------------------------------------------------------------------------------
+    def profile(self, ref: str) -> str:
+        """One stored profile."""
+        return f"{self.prefix}:prof:{ref}"
+
+    def profile_arms(self) -> str:
+        """The armed views (read by every process at each flush)."""
+        return f"{self.prefix}:prof:arms"
+
+    def profile_claims(self, arm: str) -> str:
+        """How many profiles processes have stored for one arm (``incr``: the N is for all processes)."""
+        return f"{self.prefix}:prof:{arm}:n"
+
+    def profile_refs(self, arm: str) -> str:
+        """The references of one arm's profiles, space-separated (``add``, then ``append``)."""
+        return f"{self.prefix}:prof:{arm}:r"
 
     # -- health ---------------------------------------------------------------------------------
     def ping(self) -> str:

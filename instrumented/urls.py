@@ -20,6 +20,7 @@ class _CheckedResolver(URLResolver):
 
 urlpatterns = [
     path("errors/", include("instrumented.errors.urls")),
+    path("profiles/", include("instrumented.profiling.urls")),
     path("", include("instrumented.querylog.urls")),
     _CheckedResolver(RoutePattern("", is_endpoint=False), "instrumented.dashboard.urls"),
 ]

@@ -118,6 +118,7 @@ def view_detail(request: HttpRequest) -> HttpResponseBase:
         "view": view,
         "querylog_configured": querylog_configured(),
     }
+    context["profiling"] = _profiling_section(request, name)
     if view is not None:
         technical = is_technical_user(request)
         queries = [{**q, "pretty": pretty_sql(q["sql"])} for q in view["top_queries"]]
@@ -145,6 +146,13 @@ def view_detail(request: HttpRequest) -> HttpResponseBase:
             ),
         )
     return render_page(request, "instrumented/dashboard/view_detail.html", context)
+
+
+def _profiling_section(request: HttpRequest, name: str) -> dict[str, Any] | None:
+    """The profiles part of the view page (superusers only; it lives in the profiling package)."""
+    from ..profiling.views import view_section
+
+    return view_section(request, name)
 
 
 def _full_series(series: list[dict[str, Any]], stats: dict[str, Any]) -> list[dict[str, Any]]:
