@@ -69,7 +69,7 @@ const show = (status, j) => {
     [
       ['requests (' + j.window_seconds + ' s)', s.requests],
       ['errors', s.errors, s.errors],
-      ['p50 / p95', ms(l.p50) + ' / ' + ms(l.p95)],
+      ['p50 / p95', ms(l.p50) + ' / ' + ms(l.p95) + (l.samples < 20 ? ' (n=' + l.samples + ')' : '')],
       ['p99 / max', ms(l.p99) + ' / ' + ms(l.max)],
       ['queries / request', s.queries.mean + ' (max ' + s.queries.max + ')'],
       ['DB time', ms(s.db_time_ms)],

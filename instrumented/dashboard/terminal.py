@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..display import escape_controls, local_time, plain
-from ..stats.reader import rate_seconds
+from ..stats.reader import FEW_SAMPLES, rate_seconds
 
 #: Sort keys accepted by the terminal commands, mapped to a function of one view dict.
 SORT_KEYS: dict[str, Any] = {
@@ -64,6 +64,12 @@ def _fitting_columns(names: list[str], widths: dict[str, int], width: int | None
     return names
 
 
+def _p95_cell(view: dict[str, Any], lat: dict[str, Any]) -> str:
+    """p95, and the requests it rests on when they are few (FEW_SAMPLES): ``300.0 n=3``."""
+    samples = lat.get("samples", FEW_SAMPLES)
+    return f"{lat['p95']:.1f}" + (f" n={samples}" if samples < FEW_SAMPLES else "")
+
+
 def render_table(
     stats: dict[str, Any], sort: str = "requests", limit: int | None = None, width: int | None = None
 ) -> Table:
@@ -83,7 +89,7 @@ def render_table(
         ("req", lambda v, lat: str(v["requests"])),
         ("err", lambda v, lat: str(v["errors"])),
         ("p50", lambda v, lat: f"{lat['p50']:.1f}"),
-        ("p95", lambda v, lat: f"{lat['p95']:.1f}"),
+        ("p95", _p95_cell),
         ("p99", lambda v, lat: f"{lat['p99']:.1f}"),
         ("max", lambda v, lat: f"{lat['max']:.1f}"),
         ("q/req", lambda v, lat: f"{v['queries']['mean']:.1f}"),

@@ -32,6 +32,8 @@ from .snapshot import ViewTotals, add_series, cap_views, merge_into, section, se
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
 #: Processes one read asks memcached about (a forged index could list millions); the rest are skipped.
 MAX_PROCESSES_PER_READ = 2000
+#: Percentiles resting on fewer requests than this are shown with their count (nearest rank: p95 of 3 is the max).
+FEW_SAMPLES = 20
 
 
 def _ms(us: float) -> float:
@@ -65,6 +67,8 @@ def _view_dict(name: str, m: ViewTotals, top: int, bucket_seconds: int, series: 
             "p95": _ms(min(p95, m.lat_max)),
             "p99": _ms(min(p99, m.lat_max)),
             "max": _ms(m.lat_max),
+            # What the percentiles rest on: below FEW_SAMPLES, pages say so beside them.
+            "samples": sum(m.hist),
         },
         "queries": {"total": m.queries, "mean": round(m.queries / requests, 2), "max": m.queries_max},
         "db_time_ms": _ms(m.db_us),
