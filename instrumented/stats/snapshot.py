@@ -4,12 +4,16 @@ The aggregator counts requests into a ViewTotals per view and bucket and encodes
 flusher rewrites its SQL and sums buckets into the roll-up here; the reader merges every process's
 snapshots here. Snapshot fields, per view:
 ``route, n (requests), e (errors), s ([2xx, 3xx, 4xx, 5xx]), lsum/lmax (latency µs), h (histogram
-slice, see histogram.py), m (methods), qn/qmax (queries), db (µs), n1 (N+1 requests), q ([[sql, count, µs, n1], ...];
-a bucket written by the aggregator adds the vendor: [raw sql, count, µs, n1, vendor], which the flusher strips),
-a ({alias: [count, µs]}), x ({exception class: [count, last reference, last time]}),
-qx ([[sql, exact duplicates, slow runs, slowest µs, [[call site, requests, hint], ...]], ...]: the templates
-that had any; vendor appended in an aggregator's bucket, like q), c ({cache alias: [calls, µs, hits, misses]}),
-o ({origin: [outgoing HTTP calls, µs, errors, slowest µs]})``.
+slice, see histogram.py), m (methods), qn/qmax (queries), db (µs), n1 (requests with a read N+1), q ([[sql, count,
+µs, n1], ...], n1 the requests in which the template repeated, a read or a write; a bucket written by the aggregator
+adds the vendor: [raw sql, count, µs, n1, vendor], which the flusher strips), a ({alias: [count, µs]}), x ({exception
+class: [count, last reference, last time]}), qx ([[sql, exact duplicates, slow runs, slowest µs, [[N+1 call site,
+requests, hint], ...], [[slow-query call site, requests, hint], ...]], ...]: the templates that had any; vendor
+appended in an aggregator's bucket, like q), c ({cache alias: [calls, µs, hits, misses]}), o ({origin: [outgoing
+HTTP calls, µs, errors, slowest µs]})``; and the view's totals of its findings, counted per request apart from the
+templates kept (so they stay exact through the merge), each only when not zero: n1s/n1q (read N+1s: one per request
+and repeated template / the statements they ran), dup (exact duplicates), w1/w1s/w1q (writes per row: requests /
+one per request and repeated template / statements), cm (statement runs whose SQL comments were removed).
 
 A process's roll-up holds the same numbers *columnar* (rollup.py); its per-view series live in a second,
 sectioned value (:func:`encode_sections`) from which a one-view read parses that view's section only.
@@ -25,6 +29,16 @@ from typing import Any, NotRequired, TypedDict
 from ..memcached import MAX_UNPACKED_BYTES, MAX_VALUE_BYTES, dumps, inflate, pack
 from . import histogram
 
+#: The view totals counted apart from the templates (see above), in stored order: (snapshot field, ViewTotals slot).
+TOTALS = (
+    ("n1s", "n1_runs"),
+    ("n1q", "n1_queries"),
+    ("dup", "duplicates"),
+    ("w1", "writes"),
+    ("w1s", "write_runs"),
+    ("w1q", "write_queries"),
+    ("cm", "comments"),
+)
 #: Call sites kept per view and template (the most frequent), and origins per view.
 MAX_SITES = 3
 MAX_ORIGINS = 20
@@ -50,6 +64,13 @@ class ViewSnapshot(TypedDict, total=False):
     a: dict[str, list[int]]
     x: dict[str, list[Any]]
     qx: list[list[Any]]
+    n1s: int
+    n1q: int
+    dup: int
+    w1: int
+    w1s: int
+    w1q: int
+    cm: int
     c: dict[str, list[int]]
     o: dict[str, list[int]]
 
@@ -98,7 +119,9 @@ class ViewTotals:
     __slots__ = (
         "aliases",
         "cache",
+        "comments",
         "db_us",
+        "duplicates",
         "errors",
         "exceptions",
         "extras",
@@ -107,6 +130,8 @@ class ViewTotals:
         "lat_max",
         "lat_sum",
         "methods",
+        "n1_queries",
+        "n1_runs",
         "n_plus_one",
         "queries",
         "queries_max",
@@ -116,6 +141,9 @@ class ViewTotals:
         "status",
         "templates",
         "wide",
+        "write_queries",
+        "write_runs",
+        "writes",
     )
 
     def __init__(self, route: str = "") -> None:
@@ -132,6 +160,14 @@ class ViewTotals:
         self.queries_max = 0
         self.db_us: float = 0
         self.n_plus_one = 0
+        # Totals of the findings, counted per request apart from the templates kept (TOTALS).
+        self.n1_runs = 0
+        self.n1_queries = 0
+        self.duplicates = 0
+        self.writes = 0
+        self.write_runs = 0
+        self.write_queries = 0
+        self.comments = 0
         self.methods: dict[str, int] = {}
         # sql (or (vendor, raw sql)) -> [count, µs, N+1 requests]
         self.templates: dict[Any, list[Any]] = {}
@@ -141,7 +177,8 @@ class ViewTotals:
         self.exceptions: dict[str, list[Any]] = {}
         # bucket -> [requests, errors, [packed histogram slices]]; merged only when a chart asks for it
         self.series: dict[int, list[Any]] = {}
-        # sql (as in templates) -> [exact duplicates, slow runs, slowest µs, {call site: [requests, hint]}]
+        # sql (as in templates) -> [exact duplicates, slow runs, slowest µs, {N+1 call site: [requests, hint]},
+        # {slow-query call site: [requests, hint]}]: a site's requests never exceed its own finding's
         self.extras: dict[Any, list[Any]] = {}
         # cache alias -> [calls, µs, hits, misses]
         self.cache: dict[str, list[Any]] = {}
@@ -195,6 +232,9 @@ class ViewTotals:
                     entry[1] += time_us
         if "n1" in snap:
             self.n_plus_one += snap["n1"]
+        for field, slot in TOTALS:
+            if field in snap:
+                setattr(self, slot, getattr(self, slot) + int(snap[field]))
         if "x" in snap:
             self._add_exceptions(snap["x"].items())
         if "qx" in snap or "c" in snap or "o" in snap:
@@ -227,30 +267,32 @@ class ViewTotals:
 
     def add_findings(self, snap: dict[str, Any]) -> None:
         """Add a snapshot's (or a roll-up column's) ``qx``, ``c`` and ``o``: call sites, duplicates, cache, HTTP."""
-        for sql, dups, slow, slowest, sites in snap.get("qx", ()):
-            self.add_extras(sql, dups, slow, slowest, sites)
+        for sql, dups, slow, slowest, sites, slow_sites in snap.get("qx", ()):
+            self.add_extras(sql, dups, slow, slowest, sites, slow_sites)
         for alias, (calls, time_us, hits, misses) in snap.get("c", {}).items():
             add_into(self.cache, alias, [calls, time_us, hits, misses])
         for where, values in snap.get("o", {}).items():
             self.add_http(where, values)
 
-    def add_extras(self, sql: Any, dups: int, slow: int, slowest: float, sites: Any) -> None:
-        """Add one template's duplicates, slow runs and call sites (``[[site, requests, hint], ...]``)."""
+    def add_extras(self, sql: Any, dups: int, slow: int, slowest: float, sites: Any, slow_sites: Any = ()) -> None:
+        """Add one template's duplicates, slow runs and call sites (``[[site, requests, hint], ...]``: those found at
+        its N+1 threshold crossings, and those found after its slow runs, kept apart)."""
         entry = self.extras.get(sql)
         if entry is None:
-            entry = self.extras[sql] = [0, 0, 0, {}]
+            entry = self.extras[sql] = [0, 0, 0, {}, {}]
         entry[0] += dups
         entry[1] += slow
         if slowest > entry[2]:
             entry[2] = slowest
-        known = entry[3]
-        for site, count, hint in sites:
-            found = known.get(site)
-            if found is None:
-                known[str(site)] = [count, hint or None]
-            else:
-                found[0] += count
-                found[1] = found[1] or hint or None
+        for index, rows in ((3, sites), (4, slow_sites)):
+            known = entry[index]
+            for site, count, hint in rows:
+                found = known.get(site)
+                if found is None:
+                    known[str(site)] = [count, hint or None]
+                else:
+                    found[0] += count
+                    found[1] = found[1] or hint or None
 
     def add_http(self, where: str, values: list[Any]) -> None:
         """Add ``[calls, µs, errors, slowest µs]`` to one origin (past MAX_ORIGINS, to OTHER_ORIGIN)."""
@@ -272,14 +314,19 @@ class ViewTotals:
         def rank(item: tuple[Any, list[Any]]) -> tuple[int, int, int]:
             return sum(count for count, _hint in item[1][3].values()), item[1][1], item[1][0]
 
+        def top(sites: dict[str, list[Any]]) -> list[list[Any]]:
+            ranked = sorted(sites.items(), key=lambda site: site[1][0], reverse=True)[:MAX_SITES]
+            return [[site, count, hint] for site, (count, hint) in ranked]
+
         rows = []
-        for sql, (dups, slow, slowest, sites) in sorted(self.extras.items(), key=rank, reverse=True)[:max_queries]:
-            top = sorted(sites.items(), key=lambda site: site[1][0], reverse=True)[:MAX_SITES]
-            site_rows = [[site, count, hint] for site, (count, hint) in top]
+        for sql, (dups, slow, slowest, sites, slow_sites) in sorted(self.extras.items(), key=rank, reverse=True)[
+            :max_queries
+        ]:
+            row = [sql, dups, slow, int(slowest), top(sites), top(slow_sites)]
             if type(sql) is tuple:
-                rows.append([sql[1], dups, slow, int(slowest), site_rows, sql[0]])
-            else:
-                rows.append([sql, dups, slow, int(slowest), site_rows])
+                row[0] = sql[1]
+                row.append(sql[0])
+            rows.append(row)
         return rows
 
     def absorb(self, other: ViewTotals) -> None:
@@ -296,6 +343,8 @@ class ViewTotals:
         self.queries_max = max(self.queries_max, other.queries_max)
         self.db_us += other.db_us
         self.n_plus_one += other.n_plus_one
+        for _field, slot in TOTALS:
+            setattr(self, slot, getattr(self, slot) + getattr(other, slot))
         for method, count in other.methods.items():
             self.methods[method] = self.methods.get(method, 0) + count
         for sql, counts in other.templates.items():
@@ -303,8 +352,15 @@ class ViewTotals:
         for alias, counts in other.aliases.items():
             add_into(self.aliases, alias, counts)
         self._add_exceptions(other.exceptions.items())
-        for sql, (dups, slow, slowest, sites) in other.extras.items():
-            self.add_extras(sql, dups, slow, slowest, [[site, count, hint] for site, (count, hint) in sites.items()])
+        for sql, (dups, slow, slowest, sites, slow_sites) in other.extras.items():
+            self.add_extras(
+                sql,
+                dups,
+                slow,
+                slowest,
+                [[site, count, hint] for site, (count, hint) in sites.items()],
+                [[site, count, hint] for site, (count, hint) in slow_sites.items()],
+            )
         for alias, counts in other.cache.items():
             add_into(self.cache, alias, counts)
         for where, values in other.http.items():
@@ -345,6 +401,10 @@ class ViewTotals:
             snap["a"] = {alias: [count, int(time_us)] for alias, (count, time_us) in self.aliases.items()}
         if self.n_plus_one:
             snap["n1"] = self.n_plus_one
+        for field, slot in TOTALS:
+            value = getattr(self, slot)
+            if value:
+                snap[field] = value
         if self.exceptions:
             snap["x"] = {cls: list(entry) for cls, entry in self.exceptions.items()}
         if self.extras:
@@ -422,21 +482,28 @@ def cap_views(merged: dict[str, ViewTotals], limit: int, other_name: str) -> Non
     merged[other_name] = other
 
 
-def rewrite_sql(views: dict[str, Any], rewrite: Callable[[str, str], str]) -> None:
-    """Replace each raw ``[sql, count, µs, n1, vendor]`` by ``[rewrite(sql, vendor), count, µs, n1]``, summing
-    the templates that then read the same (the flusher strips literals this way)."""
+def rewrite_sql(views: dict[str, Any], rewrite: Callable[[str, str], tuple[str, int]]) -> None:
+    """Replace each raw ``[sql, count, µs, n1, vendor]`` by ``[text, count, µs, n1]`` where ``rewrite(sql, vendor)``
+    is ``(text, comments removed)``, summing the templates that then read the same (the flusher strips literals and
+    comments this way); the runs of statements that had comments are the view's ``cm``."""
     for view in views.values():
         if view.get("qx"):
             extras = ViewTotals()
-            for sql, dups, slow, slowest, sites, vendor in view["qx"]:
-                extras.add_extras(rewrite(sql, vendor), dups, slow, slowest, sites)
+            for sql, dups, slow, slowest, sites, slow_sites, vendor in view["qx"]:
+                extras.add_extras(rewrite(sql, vendor)[0], dups, slow, slowest, sites, slow_sites)
             view["qx"] = extras._extras_rows(len(view["qx"]))
         if not view.get("q"):
             continue
         merged: dict[str, list[Any]] = {}
+        commented = 0
         for sql, count, time_us, n1, vendor in view["q"]:
-            add_into(merged, rewrite(sql, vendor), [count, time_us, n1])
+            text, comments = rewrite(sql, vendor)
+            if comments:
+                commented += count
+            add_into(merged, text, [count, time_us, n1])
         view["q"] = [[sql, *entry] for sql, entry in merged.items()]
+        if commented:
+            view["cm"] = commented
 
 
 def shrink(
