@@ -95,7 +95,7 @@ def render_table(
         ("q/req", lambda v, lat: f"{v['queries']['mean']:.1f}"),
         ("q max", lambda v, lat: str(v["queries"]["max"])),
         ("db", lambda v, lat: f"{v['db_time_ms']:.1f}"),
-        ("N+1", lambda v, lat: str(v["n_plus_one"])),
+        ("N+1", lambda v, lat: str(v["n_plus_one"]) + (f" w{v['writes_per_row']}" if v.get("writes_per_row") else "")),
     ]
     views = sorted(stats["views"], key=SORT_KEYS.get(sort, SORT_KEYS["requests"]), reverse=True)
     if limit is not None:
@@ -124,6 +124,37 @@ def render_table(
     if not views:
         table.add_row("(no data)", *[""] * (len(names) - 1))
     return table
+
+
+def render_findings(view: dict[str, Any]) -> Text:
+    """One view's N+1 suspects and writes per row, every one the reader lists, each with its call sites and fix,
+    and how many more there are (``instrumented_stats --view``)."""
+    out = Text()
+    out.append(f"{escape_controls(view['view'])}: ", style="bold")
+    out.append(f"N+1 in {view['n_plus_one']} request(s), {view.get('n_plus_one_runs', 0)} run(s)")
+    out.append(f" · writes per row in {view.get('writes_per_row', 0)} request(s)")
+    out.append(f" · {view.get('duplicates', 0)} exact duplicate(s)\n")
+    for label, key, style in (("N+1", "n_plus_one_suspects", "red"), ("writes per row", "write_suspects", "yellow")):
+        for found in view.get(key, ()):
+            out.append(f"{label}", style=f"bold {style}")
+            out.append(f" in {found['requests']} request(s), {found['count']} runs: {escape_controls(found['sql'])}\n")
+            if found.get("hint") and key == "write_suspects":
+                model = f"{found['hint_model']}.objects." if found.get("hint_model") else ""
+                out.append(f"  fix: one {escape_controls(model + found['hint'])}\n")
+            for site in found["call_sites"]:
+                out.append(f"  at {escape_controls(site['site'])} ({site['requests']} request(s))")
+                if site.get("hint"):
+                    out.append(f", fix: add .{escape_controls(site['hint'])}")
+                    if site.get("hint_model"):
+                        out.append(f" to the {escape_controls(site['hint_model'])} queryset")
+                out.append("\n")
+        more = view.get(f"{key}_more", 0)
+        if more:
+            out.append(f"and {more} more {label} suspect(s)\n", style=style)
+    unlisted = view.get("n_plus_one_unlisted_runs", 0)
+    if unlisted:
+        out.append(f"{unlisted} more N+1 run(s) in templates not kept by the processes\n", style="red")
+    return out
 
 
 def render_summary(stats: dict[str, Any]) -> Text:

@@ -10,7 +10,10 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
+from django.core.management import call_command
 from django.test import Client
 
 from instrumented.conf import get_config
@@ -167,3 +170,32 @@ def test_n_plus_one_and_slow_call_sites_are_kept_apart():
     assert suspect["requests"] == 2 and [s["requests"] for s in suspect["call_sites"]] == [2]
     (slow_query,) = view["slow_queries"]
     assert slow_query["slow"] == 3 and [s["requests"] for s in slow_query["call_sites"]] == [3]
+
+
+@pytest.mark.django_db(databases=["default", "analytics"])
+def test_pages_and_cli_show_writes_apart_and_every_suspect(staff_client, flush):
+    """The demo's N+1 page (its first request seeds the catalogue): only the read N+1, no BEGIN, no seeding
+    INSERTs; the writes page's amber badge and bulk_create fix on the dashboard, the view page and the CLI."""
+    client = Client()
+    assert client.get("/n-plus-one/").status_code == 200
+    assert client.get("/page-views/").status_code == 200
+    flush()
+    views = {v["view"]: v for v in read_stats()["views"]}
+    (suspect,) = views["shop:n_plus_one"]["n_plus_one_suspects"]
+    assert "shop_author" in suspect["sql"] and views["shop:n_plus_one"]["writes_per_row"] == 0
+    page = staff_client.get("/instrumented/view/?name=shop%3An_plus_one").content.decode()
+    assert "BEGIN" not in page and "writes per row in" not in page
+
+    dashboard = staff_client.get("/instrumented/").content.decode()
+    assert '<span class="instr-flag instr-flag-write">writes per row \u00d71</span>' in dashboard
+    page = staff_client.get("/instrumented/view/?name=shop%3Apage_views").content.decode()
+    assert 'id="instr-writes"' in page and "PageView.objects.bulk_create(objs)" in page
+    assert '<span class="instr-flag instr-flag-write">writes per row in 1 request</span>' in page
+    assert "SAVEPOINT" not in page.split('id="instr-writes"')[0].split("<h2>N+1 suspects</h2>")[1]
+
+    out = io.StringIO()
+    call_command("instrumented_stats", "--view", "shop:page_views", stdout=out)
+    printed = out.getvalue()
+    assert "writes per row in 1 request(s), 6 runs: INSERT INTO" in printed
+    assert "fix: one PageView.objects.bulk_create(objs)" in printed
+    assert f"finding_views.py:{line_of('# write per row', FINDING_VIEWS_PY)} in page_views" in printed

@@ -28,10 +28,13 @@ class Command(BaseCommand):
         if options["json"]:
             self.stdout.write(terminal_json(stats))
         else:
-            from ...dashboard.terminal import make_console, render_table
+            from ...dashboard.terminal import make_console, render_findings, render_table
 
             console = make_console(self.stdout)
             console.print(render_table(stats, width=console.width))
+            if options.get("view"):  # one view: every finding the reader lists, with call sites and fixes
+                for view in stats["views"]:
+                    console.print(render_findings(view))
         if stats.get("error"):
             # The document (with its "error") is printed all the same; the exit code tells scripts.
             raise CommandError(f"no data: {escape_controls(str(stats['error']))}")

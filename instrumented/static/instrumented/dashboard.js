@@ -151,6 +151,13 @@
         badge.textContent = 'N+1 \u00d7' + v.n_plus_one;
         flag.appendChild(badge);
       }
+      if (v.writes_per_row) {
+        /* A write per row in a loop: its own (amber) finding, fixed by bulk_create / bulk_update. */
+        const writes = document.createElement('span');
+        writes.className = 'instr-flag instr-flag-write';
+        writes.textContent = 'writes per row \u00d7' + v.writes_per_row;
+        flag.append(flag.childNodes.length ? ' ' : '', writes);
+      }
       fragment.appendChild(tr);
     }
     if (!rows.length) {
