@@ -48,11 +48,11 @@ def child(path: str, requests: int, instrumented: bool) -> float:
     from django.core.management import call_command
     from django.db import connection
     from django.test.utils import override_settings
+    from overhead import environ
 
     from instrumented.conf import get_config
     from instrumented.stats.aggregate import get_aggregator
     from instrumented.stats.probe import install_on, sql_wrapper
-    from overhead import environ
 
     connection.ensure_connection()
     call_command("migrate", verbosity=0)
