@@ -33,7 +33,8 @@ class Command(BaseCommand):
             console = make_console(self.stdout)
             console.print(render_table(stats, width=console.width))
             if options.get("view"):  # one view: every finding the reader lists, with call sites and fixes
-                for view in stats["views"]:
+                views: list[dict[str, Any]] = stats["views"]
+                for view in views:
                     console.print(render_findings(view))
         if stats.get("error"):
             # The document (with its "error") is printed all the same; the exit code tells scripts.
