@@ -24,7 +24,8 @@ class Command(BaseCommand):
         window = options.get("window")
         if window is not None and window <= 0:
             raise CommandError("--window must be a positive number of seconds.")
-        stats = dict(read_stats(window, view=options.get("view")))
+        document = read_stats(window, view=options.get("view"))
+        stats = dict(document)
         if options["json"]:
             self.stdout.write(terminal_json(stats))
         else:
@@ -33,8 +34,7 @@ class Command(BaseCommand):
             console = make_console(self.stdout)
             console.print(render_table(stats, width=console.width))
             if options.get("view"):  # one view: every finding the reader lists, with call sites and fixes
-                views: list[dict[str, Any]] = stats["views"]
-                for view in views:
+                for view in document["views"]:
                     console.print(render_findings(view))
         if stats.get("error"):
             # The document (with its "error") is printed all the same; the exit code tells scripts.
