@@ -196,7 +196,7 @@ class Probe:
             add_into(aliases, alias, [alias_count, alias_ns])
         probe_extras = self.extras or {}
         sites = self.sites or {}
-        tables = {alias: counts for alias, counts, _times in self.statements()}
+        tables = {alias: counts for alias, counts, _times in self.statements()} if sites else {}
         for key in probe_extras.keys() | sites.keys():
             alias, sql = key
             memo = per_alias.setdefault(alias, {})

@@ -159,7 +159,9 @@ def findings(m: ViewTotals, top: int) -> dict[str, Any]:
     The totals (``n_plus_one_runs``, ``duplicates``, ``writes_per_row``…) are counted per request apart from the
     templates each process keeps, so they are exact through the merge; the lists hold every finding the merge
     kept (up to MAX_LISTED, then ``…_more``), and ``…_unlisted_runs`` says how many runs fell outside them."""
-    if not (m.extras or m.cache or m.http or m.comments) and not any(entry[2] for entry in m.templates.values()):
+    if not (m.extras or m.cache or m.http or m.comments or m.duplicates or m.n1_runs or m.write_runs) and not any(
+        entry[2] for entry in m.templates.values()
+    ):
         return _no_findings()  # most views: the same answer, without sorting and summing empty tables
     empty: list[Any] = [0, 0, 0, {}, {}]
     document: dict[str, Any] = {}
