@@ -23,7 +23,6 @@ _ROWS = re.compile(r"(\((?:[^()]|\([^()]*\))*\))(?:, \1)+")
 _ARMS = re.compile(r"(\bWHEN \([^()]*\) THEN %s)(?: \1)+")
 #: Savepoint names are per transaction (``s140…_x1``): one template for every name.
 _SAVEPOINT = re.compile(r"^((?:RELEASE |ROLLBACK TO )?SAVEPOINT )\S+", re.IGNORECASE)
-_MARKERS = ("%s, %s", "IN (%s)", "in (%s)", "), (", ") THEN %s WHEN", "SAVEPOINT")
 
 #: What a statement is, for findings: a read, a write (a write per row in a loop is its own finding) or
 #: transaction control (never an N+1, never a duplicate).
@@ -43,7 +42,8 @@ _kinds: dict[str, str] = {}
 
 def template_of(sql: str) -> str:
     """The query's fingerprint: Django's SQL already has %s placeholders; IN lists and VALUES rows collapse to one."""
-    if not any(marker in sql for marker in _MARKERS):
+    # Three C-level searches for most statements: every list collapsed here starts with "(%s", but the arms.
+    if "(%s" not in sql and ") THEN %s WHEN" not in sql and "SAVEPOINT" not in sql:
         return sql
     if "%s, %s" in sql:
         sql = _LIST.sub("(%s, ...)", sql)
