@@ -199,3 +199,24 @@ def test_pages_and_cli_show_writes_apart_and_every_suspect(staff_client, flush):
     assert "writes per row in 1 request(s), 6 runs: INSERT INTO" in printed
     assert "fix: one PageView.objects.bulk_create(objs)" in printed
     assert f"finding_views.py:{line_of('# write per row', FINDING_VIEWS_PY)} in page_views" in printed
+
+
+@pytest.mark.parametrize(
+    ("vendor", "sql", "expected", "comments"),
+    [
+        ("postgresql", "SELECT a /* user 42 */ FROM t WHERE b = 7 -- note\n", "SELECT a FROM t WHERE b = %s", 2),
+        ("mysql", "SELECT a FROM t # user 42\nWHERE b = 'x'", "SELECT a FROM t \nWHERE b = %s", 1),
+        ("sqlite", "SELECT a FROM t WHERE b = '/* not a comment */'", "SELECT a FROM t WHERE b = %s", 0),
+        ("mysql", "SELECT /*!40001 SQL_NO_CACHE */ a FROM t /* x */", "SELECT /*!%s SQL_NO_CACHE */ a FROM t", 1),
+        (
+            "mysql",
+            "SELECT /*+ MAX_EXECUTION_TIME(1000) */ a FROM t",
+            "SELECT /*+ MAX_EXECUTION_TIME(%s) */ a FROM t",
+            0,
+        ),
+    ],
+)
+def test_comments_removed_values_stripped(vendor, sql, expected, comments):
+    from instrumented.stats.literals import strip_for_stats
+
+    assert strip_for_stats(sql, vendor) == (expected, comments)
