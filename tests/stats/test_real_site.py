@@ -415,7 +415,7 @@ def _check_no_launcher(views: dict) -> None:
     """No call site anywhere is a launcher, server, WSGI wrapper or the site's own middleware; each names a line
     of the site's code or template, or a library and the view."""
     for name, view in views.items():
-        for suspect in view["n_plus_one_suspects"] + view["slow_queries"]:
+        for suspect in view["n_plus_one_suspects"] + view["write_suspects"] + view["slow_queries"]:
             for site in suspect["call_sites"]:
                 text = site["site"]
                 for wrong in ("gunicorn", "/bin/", "wsgi.py", "capture.py", "runpy", "site-packages", "__main__"):
