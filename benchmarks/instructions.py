@@ -1,20 +1,21 @@
 """Instructions per request of InstrumentedMiddleware, counted by callgrind: exact whatever the machine's load.
 
-Usage: python benchmarks/instructions.py [--requests 300] [--only WORD,...] [--calibrate]
+Usage: python benchmarks/instructions.py [--requests 100] [--only WORD,...] [--calibrate]
 
 The wall-clock figures of overhead.py mean little on a loaded machine; instruction counts do not move with
 the load. Each case of overhead.py's site (benchmarks/bench_site.py) runs in a child process under
-``valgrind --tool=callgrind`` twice, with N and with 2N requests after a warm-up, with the middleware and
-SQL hook and without: per request = (instructions(2N) - instructions(N)) / N, start-up and warm-up cancel
-out. The instrumented runs count their requests in the aggregate as the flusher thread would (drained in
-the loop; no flusher thread, no memcached). ``--calibrate`` also times the uninstrumented 10-query view
-outside valgrind (fastest of 15 batches) to turn instructions into microseconds on this machine.
-Needs valgrind (``apt-get install valgrind``).
+``valgrind --tool=callgrind``, with the middleware and SQL hook and without: callgrind's counters are
+zeroed after start-up and a warm-up (and a full garbage collection: none runs while measuring), dumped
+after N requests; per request = the dump's total / N. The instrumented runs count their requests in the
+aggregate as the flusher thread would (drained in the loop; no flusher thread, no memcached).
+``--calibrate`` also times the uninstrumented 10-query view outside valgrind (fastest of 15 batches) to
+turn instructions into microseconds on this machine. Needs valgrind (``apt-get install valgrind``).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import re
 import shutil
@@ -38,8 +39,10 @@ CASES = (
 WARM_UP = 50
 
 
-def child(path: str, requests: int, instrumented: bool) -> float:
-    """Serve ``path`` ``requests`` times in this process (after a warm-up); seconds per request."""
+def child(path: str, requests: int, instrumented: bool, pause: bool = False) -> float:
+    """Serve ``path`` ``requests`` times in this process (after a warm-up); seconds per request. With ``pause``,
+    say "ready" and wait for a line on stdin before the requests and "done" after them (callgrind's counters
+    are zeroed and dumped meanwhile)."""
     os.environ["DJANGO_SETTINGS_MODULE"] = "bench_site"
     import django
 
@@ -83,35 +86,60 @@ def child(path: str, requests: int, instrumented: bool) -> float:
         return (time.perf_counter_ns() - start) / n / 1e9
 
     serve(WARM_UP)
-    return serve(requests)
-
-
-def instructions(path: str, requests: int, instrumented: bool) -> int:
-    """Instructions callgrind counts for one child run."""
-    with tempfile.TemporaryDirectory() as out:
-        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/cg.out", sys.executable, __file__]
-        cmd += ["--child", path, str(requests), "on" if instrumented else "off"]
-        done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
-        found = re.search(r"Collected\s*:\s*(\d+)", done.stderr)
-        if done.returncode or not found:
-            sys.exit(f"callgrind run failed: {done.stderr[-2000:]}")
-        return int(found.group(1))
+    # A full collection now and none while measuring: one would cost as much as dozens of requests.
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    if pause:
+        print("ready", flush=True)
+        sys.stdin.readline()
+    seconds = serve(requests)
+    if pause:
+        print("done", flush=True)
+        sys.stdin.readline()
+    return seconds
 
 
 def per_request(path: str, requests: int, instrumented: bool) -> float:
-    return (instructions(path, 2 * requests, instrumented) - instructions(path, requests, instrumented)) / requests
+    """Instructions per request, counted by callgrind between the child's "ready" and "done" (zeroed, dumped)."""
+    with tempfile.TemporaryDirectory() as out:
+        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/cg.out", sys.executable, __file__]
+        cmd += ["--child", path, str(requests), "on" if instrumented else "off", "--pause"]
+        env = {**os.environ, "PYTHONHASHSEED": "0"}
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+        for expected in ("ready", "done"):
+            while (line := proc.stdout.readline()) and line.strip() != expected:
+                pass
+            if not line:
+                sys.exit(f"callgrind run failed: {proc.communicate()[1][-2000:]}")
+            subprocess.run(["callgrind_control", "-z" if expected == "ready" else "-d", str(proc.pid)], check=True,
+                           capture_output=True)  # fmt: skip
+            if expected == "done":
+                dumps = sorted(Path(out).glob("cg.out*"), key=lambda p: p.stat().st_mtime)
+                text = dumps[-1].read_text(errors="replace")
+            proc.stdin.write("\n")
+            proc.stdin.flush()
+        proc.communicate()
+        found = re.search(r"^(?:summary|totals):\s*(\d+)", text, re.MULTILINE)
+        if not found:
+            sys.exit("no totals in callgrind's dump")
+        return int(found.group(1)) / requests
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--only", default="", help="comma-separated words: only the cases whose label has one")
     parser.add_argument("--calibrate", action="store_true", help="also time instructions outside valgrind")
     parser.add_argument("--child", nargs=3, metavar=("PATH", "N", "ON"), help=argparse.SUPPRESS)
+    parser.add_argument("--pause", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         path, n, on = args.child
-        print(child(path, int(n), on == "on"))
+        print(child(path, int(n), on == "on", args.pause))
         return
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed (apt-get install valgrind)")
