@@ -59,6 +59,11 @@ def child(path: str, requests: int, instrumented: bool, pause: bool = False) -> 
 
     connection.ensure_connection()
     call_command("migrate", verbosity=0)
+    # migrate ran as a recorded command and started the flusher thread: stopped, or its flushes (to no
+    # memcached) would land in the counts at random.
+    from instrumented.stats.flusher import shutdown
+
+    shutdown()
     if instrumented:
         app = WSGIHandler()
         install_on(connection)
