@@ -90,6 +90,10 @@ def child(path: str, requests: int, instrumented: bool, pause: bool = False) -> 
         aggregator.drain()
         return (time.perf_counter_ns() - start) / n / 1e9
 
+    # The clock stands still: under valgrind a request takes ~50 times longer, and every new 10 s bucket would
+    # count into a new aggregate and look its call sites up again, at moments that differ from run to run.
+    frozen = time.time()
+    time.time = lambda: frozen
     serve(WARM_UP)
     # A full collection now and none while measuring: one would cost as much as dozens of requests.
     gc.collect()
