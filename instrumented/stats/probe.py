@@ -196,7 +196,6 @@ class Probe:
             add_into(aliases, alias, [alias_count, alias_ns])
         probe_extras = self.extras or {}
         sites = self.sites or {}
-        tables = {alias: counts for alias, counts, _times in self.statements()} if sites else {}
         for key in probe_extras.keys() | sites.keys():
             alias, sql = key
             memo = per_alias.setdefault(alias, {})
@@ -205,7 +204,10 @@ class Probe:
             if dups and kind_of(template[1]) is CONTROL:
                 dups = 0  # BEGIN after BEGIN is no cache that is missing
             site, hint = sites.get(key, (None, None))
-            n1_site = site if site is not None and tables.get(alias, {}).get(sql, 0) >= self.threshold else None
+            n1_site = None
+            if site is not None:  # found at the threshold crossing, or only after a slow run?
+                counts = self.counts if alias == self.alias else (self.others or {}).get(alias, ({},))[0]
+                n1_site = site if counts.get(sql, 0) >= self.threshold else None
             slow_site = site if slow else None
             extra = extras.get(template)
             if extra is None:

@@ -109,6 +109,17 @@ def add_into(table: dict[Any, list[Any]], key: Any, values: list[Any]) -> None:
             entry[i] += value
 
 
+def _add_sites(known: dict[str, list[Any]], rows: Any) -> None:
+    """Add ``[[site, requests, hint], ...]`` to a template's ``{site: [requests, hint]}``."""
+    for site, count, hint in rows:
+        found = known.get(site)
+        if found is None:
+            known[str(site)] = [count, hint or None]
+        else:
+            found[0] += count
+            found[1] = found[1] or hint or None
+
+
 class ViewTotals:
     """One view's numbers: counted per request by the aggregator, summed over snapshots by flusher and reader.
 
@@ -284,15 +295,10 @@ class ViewTotals:
         entry[1] += slow
         if slowest > entry[2]:
             entry[2] = slowest
-        for index, rows in ((3, sites), (4, slow_sites)):
-            known = entry[index]
-            for site, count, hint in rows:
-                found = known.get(site)
-                if found is None:
-                    known[str(site)] = [count, hint or None]
-                else:
-                    found[0] += count
-                    found[1] = found[1] or hint or None
+        if sites:
+            _add_sites(entry[3], sites)
+        if slow_sites:
+            _add_sites(entry[4], slow_sites)
 
     def add_http(self, where: str, values: list[Any]) -> None:
         """Add ``[calls, µs, errors, slowest µs]`` to one origin (past MAX_ORIGINS, to OTHER_ORIGIN)."""
