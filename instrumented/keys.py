@@ -27,7 +27,7 @@ import socket
 from dataclasses import dataclass
 
 #: Bumped whenever the stored format changes, so old and new processes never read each other's values.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: Seconds covered by one error index key.
 ERROR_INDEX_SECONDS = 60
 #: Seconds covered by one lookup rate-limit counter.

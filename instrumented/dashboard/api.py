@@ -39,7 +39,7 @@ def zero_view(name: str, route: str) -> dict[str, Any]:
         "requests": 0,
         "errors": 0,
         "status": dict.fromkeys(STATUS_CLASSES, 0),
-        "latency_ms": {"mean": 0.0, "p50": 0.0, "p95": 0.0, "p99": 0.0, "max": 0.0},
+        "latency_ms": {"mean": 0.0, "p50": 0.0, "p95": 0.0, "p99": 0.0, "max": 0.0, "samples": 0},
         "queries": {"total": 0, "mean": 0.0, "max": 0},
         "db_time_ms": 0.0,
         "n_plus_one": 0,

@@ -11,7 +11,7 @@ from rich.text import Text
 
 from ..display import escape_controls, local_time, plain
 from ..naming import REQUEST
-from ..stats.reader import rate_seconds
+from ..stats.reader import FEW_SAMPLES, rate_seconds
 
 #: Sort keys accepted by the terminal commands, mapped to a function of one view dict.
 SORT_KEYS: dict[str, Any] = {
@@ -76,6 +76,12 @@ def processes_text(stats: dict[str, Any]) -> str:
     return f"{live} live process(es)" + (f", {total} in the window" if total != live else "")
 
 
+def _p95_cell(view: dict[str, Any], lat: dict[str, Any]) -> str:
+    """p95, and the requests it rests on when they are few (FEW_SAMPLES): ``300.0 n=3``."""
+    samples = lat.get("samples", FEW_SAMPLES)
+    return f"{lat['p95']:.1f}" + (f" n={samples}" if samples < FEW_SAMPLES else "")
+
+
 def render_table(
     stats: dict[str, Any], sort: str = "requests", limit: int | None = None, width: int | None = None
 ) -> Table:
@@ -96,13 +102,13 @@ def render_table(
         ("req", lambda v, lat: str(v["requests"])),
         ("err", lambda v, lat: str(v["errors"])),
         ("p50", lambda v, lat: f"{lat['p50']:.1f}"),
-        ("p95", lambda v, lat: f"{lat['p95']:.1f}"),
+        ("p95", _p95_cell),
         ("p99", lambda v, lat: f"{lat['p99']:.1f}"),
         ("max", lambda v, lat: f"{lat['max']:.1f}"),
         ("q/req", lambda v, lat: f"{v['queries']['mean']:.1f}"),
         ("q max", lambda v, lat: str(v["queries"]["max"])),
         ("db", lambda v, lat: f"{v['db_time_ms']:.1f}"),
-        ("N+1", lambda v, lat: str(v["n_plus_one"])),
+        ("N+1", lambda v, lat: str(v["n_plus_one"]) + (f" w{v['writes_per_row']}" if v.get("writes_per_row") else "")),
     ]
     views = sorted(filter(is_request, stats["views"]), key=SORT_KEYS.get(sort, SORT_KEYS["requests"]), reverse=True)
     if limit is not None:
@@ -150,6 +156,37 @@ def render_work(stats: dict[str, Any]) -> Table | None:
             style="red" if v["errors"] else "",
         )  # fmt: skip
     return table
+
+
+def render_findings(view: dict[str, Any]) -> Text:
+    """One view's N+1 suspects and writes per row, every one the reader lists, each with its call sites and fix,
+    and how many more there are (``instrumented_stats --view``)."""
+    out = Text()
+    out.append(f"{escape_controls(view['view'])}: ", style="bold")
+    out.append(f"N+1 in {view['n_plus_one']} request(s), {view.get('n_plus_one_runs', 0)} run(s)")
+    out.append(f" · writes per row in {view.get('writes_per_row', 0)} request(s)")
+    out.append(f" · {view.get('duplicates', 0)} exact duplicate(s)\n")
+    for label, key, style in (("N+1", "n_plus_one_suspects", "red"), ("writes per row", "write_suspects", "yellow")):
+        for found in view.get(key, ()):
+            out.append(f"{label}", style=f"bold {style}")
+            out.append(f" in {found['requests']} request(s), {found['count']} runs: {escape_controls(found['sql'])}\n")
+            if found.get("hint") and key == "write_suspects":
+                model = f"{found['hint_model']}.objects." if found.get("hint_model") else ""
+                out.append(f"  fix: one {escape_controls(model + found['hint'])}\n")
+            for site in found["call_sites"]:
+                out.append(f"  at {escape_controls(site['site'])} ({site['requests']} request(s))")
+                if site.get("hint"):
+                    out.append(f", fix: add .{escape_controls(site['hint'])}")
+                    if site.get("hint_model"):
+                        out.append(f" to the {escape_controls(site['hint_model'])} queryset")
+                out.append("\n")
+        more = view.get(f"{key}_more", 0)
+        if more:
+            out.append(f"and {more} more {label} suspect(s)\n", style=style)
+    unlisted = view.get("n_plus_one_unlisted_runs", 0)
+    if unlisted:
+        out.append(f"{unlisted} more N+1 run(s) in templates not kept by the processes\n", style="red")
+    return out
 
 
 def render_summary(stats: dict[str, Any]) -> Text:

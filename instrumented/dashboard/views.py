@@ -19,6 +19,7 @@ from ..conf import get_config
 from ..display import pretty_sql
 from ..naming import REQUEST
 from ..stats.reader import rate_seconds
+from ..stats.sql import kind_of
 from . import bookmarklet, charts
 from .pages import detail_url, page_denied, read, render_page
 
@@ -121,12 +122,13 @@ def view_detail(request: HttpRequest) -> HttpResponseBase:
     context["profiling"] = _profiling_section(request, name)
     if view is not None:
         technical = is_technical_user(request)
-        queries = [{**q, "pretty": pretty_sql(q["sql"])} for q in view["top_queries"]]
+        queries = [{**q, "pretty": pretty_sql(q["sql"]), "kind": kind_of(q["sql"])} for q in view["top_queries"]]
         points = _full_series(view.get("series", []), stats)
         context.update(
             derived=derived(view, rate_seconds(stats)),
             queries=queries[:10],
             suspects=view["n_plus_one_suspects"],
+            writes=view["write_suspects"],
             duplicates=view["duplicate_queries"],
             slow=view["slow_queries"],
             slow_query_ms=get_config().slow_query_ms,

@@ -20,6 +20,7 @@ from ..naming import OTHER_VIEW, is_ignored, shorten
 from . import histogram, queue
 from .probe import Probe
 from .snapshot import ViewTotals, add_into, template_rank
+from .sql import CONTROL, WRITE, kind_of
 
 #: Raw SQL kept per template, as a multiple of MAX_SQL_LENGTH (literals shrink to ``?`` before the cut).
 RAW_SQL_FACTOR = 4
@@ -168,11 +169,22 @@ class Aggregator:
                 if queries > stats.queries_max:
                     stats.queries_max = queries
                 stats.db_us += db_ns / 1000
-                flagged = False
+                flagged = writes = False
                 templates = stats.templates
                 for sql, (count, ns) in probe_templates.items():
                     suspect = count >= threshold
-                    flagged = flagged or suspect
+                    if suspect:  # a read N+1, a write per row, or transaction control (neither)
+                        kind = kind_of(sql[1])
+                        if kind is CONTROL:
+                            suspect = False
+                        elif kind is WRITE:
+                            writes = True
+                            stats.write_runs += 1
+                            stats.write_queries += count
+                        else:
+                            flagged = True
+                            stats.n1_runs += 1
+                            stats.n1_queries += count
                     entry = templates.get(sql)
                     if entry is None:
                         templates[sql] = [count, ns / 1000, 1 if suspect else 0]
@@ -183,6 +195,8 @@ class Aggregator:
                             entry[2] += 1
                 if flagged:
                     stats.n_plus_one += 1
+                if writes:
+                    stats.writes += 1
                 if len(templates) > 4 * self.max_queries:
                     self._prune_templates(stats)
                 aliases = stats.aliases
@@ -194,8 +208,16 @@ class Aggregator:
                         entry[0] += count
                         entry[1] += ns / 1000
                 if probe_extras:
-                    for sql, (dups, slow, slowest_ns, site, hint) in probe_extras.items():
-                        stats.add_extras(sql, dups, slow, slowest_ns / 1000, [[site, 1, hint]] if site else ())
+                    for sql, (dups, slow, slowest_ns, site, hint, slow_site) in probe_extras.items():
+                        stats.duplicates += dups
+                        stats.add_extras(
+                            sql,
+                            dups,
+                            slow,
+                            slowest_ns / 1000,
+                            [[site, 1, hint]] if site else (),
+                            [[slow_site, 1, hint]] if slow_site else (),
+                        )
             if probe.cache:
                 for alias, (calls, ns, hits, misses) in probe.cache.items():
                     add_into(stats.cache, alias, [calls, ns / 1000, hits, misses])

@@ -19,7 +19,7 @@ from ..keys import make_process_id
 from ..memcached import Store
 from ..naming import OTHER_VIEW
 from .aggregate import Aggregator, get_aggregator
-from .literals import strip_literals
+from .literals import strip_for_stats
 from .rollup import Rollup, encode_rollup
 from .snapshot import ViewTotals, cap_views, encode_sections, merge_views, rewrite_sql, shrink
 from .sql import template_of
@@ -50,7 +50,7 @@ class Flusher:
         self.max_queries = config.max_queries_per_view
         self.max_sql = config.max_sql_length
         self.keys = config.keys
-        self._stripped: dict[tuple[str, str], str] = {}
+        self._stripped: dict[tuple[str, str], tuple[str, int]] = {}
         self.process_id = make_process_id()
         # Its own client and breaker, bound to the settings it was started with.
         self.store = Store(config)
@@ -76,15 +76,17 @@ class Flusher:
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="instrumented-flusher", daemon=True)
 
-    def _strip(self, sql: str, vendor: str) -> str:
-        """``sql`` without its literals, cut to MAX_SQL_LENGTH (remembered: the same SQL comes back every second)."""
+    def _strip(self, sql: str, vendor: str) -> tuple[str, int]:
+        """``sql`` without its literals and comments, cut to MAX_SQL_LENGTH, and how many comments it had (remembered:
+        the same SQL comes back every second)."""
         key = (vendor, sql)
         stripped = self._stripped.get(key)
         if stripped is None:
             if len(self._stripped) >= STRIP_CACHE_SIZE:
                 self._stripped.clear()
             # Stripped values are %s like Django's, so a raw IN list collapses as Django's does.
-            stripped = self._stripped[key] = template_of(strip_literals(sql, vendor))[: self.max_sql]
+            text, comments = strip_for_stats(sql, vendor)
+            stripped = self._stripped[key] = (template_of(text)[: self.max_sql], comments)
         return stripped
 
     def start(self) -> None:

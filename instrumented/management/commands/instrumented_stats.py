@@ -24,17 +24,21 @@ class Command(BaseCommand):
         window = options.get("window")
         if window is not None and window <= 0:
             raise CommandError("--window must be a positive number of seconds.")
-        stats = dict(read_stats(window, view=options.get("view")))
+        document = read_stats(window, view=options.get("view"))
+        stats = dict(document)
         if options["json"]:
             self.stdout.write(terminal_json(stats))
         else:
-            from ...dashboard.terminal import make_console, render_table, render_work
+            from ...dashboard.terminal import make_console, render_findings, render_table, render_work
 
             console = make_console(self.stdout)
             console.print(render_table(stats, width=console.width))
             work = render_work(stats)
             if work is not None:
                 console.print(work)
+            if options.get("view"):  # one view: every finding the reader lists, with call sites and fixes
+                for view in document["views"]:
+                    console.print(render_findings(view))
         if stats.get("error"):
             # The document (with its "error") is printed all the same; the exit code tells scripts.
             raise CommandError(f"no data: {escape_controls(str(stats['error']))}")

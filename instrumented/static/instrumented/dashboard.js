@@ -88,6 +88,8 @@
   }
 
   const fixed1 = (n) => n.toFixed(1);
+  /* Percentiles resting on fewer requests than this show their count (reader.FEW_SAMPLES). */
+  const FEW_SAMPLES = 20;
   const percent = (n) => Math.round(n * 100) + ' %';
 
   function render() {
@@ -146,7 +148,16 @@
       cell(tr, fixed1(d.rpm));
       cell(tr, percent(d.errorRate));
       cell(tr, fixed1(v.latency_ms.p50));
-      cell(tr, fixed1(v.latency_ms.p95), v.latency_ms.p95 === worstP95 && worstP95 > 0 ? 'instr-worst' : '');
+      const p95 = cell(tr, fixed1(v.latency_ms.p95), v.latency_ms.p95 === worstP95 && worstP95 > 0 ? 'instr-worst' : '');
+      const samples = v.latency_ms.samples;
+      if (samples < FEW_SAMPLES) {
+        /* Percentiles of few requests (nearest rank: p95 of 3 is the slowest): say how many. */
+        const few = document.createElement('span');
+        few.className = 'instr-few';
+        few.title = 'percentiles of ' + samples + ' request' + (samples === 1 ? '' : 's') + ' (nearest rank)';
+        few.textContent = 'n=' + samples;
+        p95.append(' ', few);
+      }
       cell(tr, fixed1(v.latency_ms.p99));
       cell(tr, fixed1(v.latency_ms.max));
       cell(tr, fixed1(v.queries.mean));
@@ -167,6 +178,13 @@
         badge.className = 'instr-flag';
         badge.textContent = 'N+1 \u00d7' + v.n_plus_one;
         flag.appendChild(badge);
+      }
+      if (v.writes_per_row) {
+        /* A write per row in a loop: its own (amber) finding, fixed by bulk_create / bulk_update. */
+        const writes = document.createElement('span');
+        writes.className = 'instr-flag instr-flag-write';
+        writes.textContent = 'writes per row \u00d7' + v.writes_per_row;
+        flag.append(flag.childNodes.length ? ' ' : '', writes);
       }
       fragment.appendChild(tr);
     }
