@@ -9,12 +9,14 @@ from django.http import Http404, HttpRequest, HttpResponseBase
 from django.urls import get_script_prefix, resolve
 from django.views.decorators.http import require_safe
 
+from ..access import stats_api
 from ..conf import get_config
 from ..naming import shorten, view_name, work_kind
+from ..pages import detail_url, json_response
 from ..stats import queue
 from ..stats.reader import STATUS_CLASSES, findings
 from ..stats.snapshot import ViewTotals
-from .pages import api_denied, detail_url, json_response, read
+from .reading import read
 
 #: Longest ``?path=`` accepted: far above any real path, far below abuse.
 MAX_PARAM_LENGTH = 2048
@@ -53,11 +55,9 @@ def zero_view(name: str, route: str) -> dict[str, Any]:
 
 
 @require_safe
+@stats_api
 def api_views(request: HttpRequest) -> HttpResponseBase:
     """Exactly the reader's document; 503 (with its ``error``) when memcached cannot be read."""
-    denied = api_denied(request)
-    if denied is not None:
-        return denied
     try:
         window = _parse_window(request.GET.get("window"))
     except ValueError as exc:
@@ -67,11 +67,9 @@ def api_views(request: HttpRequest) -> HttpResponseBase:
 
 
 @require_safe
+@stats_api
 def api_view(request: HttpRequest) -> HttpResponseBase:
     """The stats of the view that serves ``?path=`` (resolved with ``resolve()``, never fetched)."""
-    denied = api_denied(request)
-    if denied is not None:
-        return denied
     raw = request.GET.get("path")
     if raw is None:
         return json_response({"error": "missing ?path=, e.g. ?path=/shop/"}, 400)

@@ -9,19 +9,16 @@ no token. Never cached (``Cache-Control: private, no-store``).
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterable
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
-from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_safe
 
-from ..access import can_view_stats, get_user, protect
-from ..conf import get_config
+from ..access import metrics_access, metrics_headers
 from ..display import escape_controls
 from ..stats.reader import STATUS_CLASSES
-from .pages import read
+from .reading import read
 
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -121,34 +118,14 @@ def exposition(stats: dict[str, Any], *, openmetrics: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _authorised(request: HttpRequest) -> bool:
-    """The configured bearer token (compared in constant time), or a user who may see the dashboard."""
-    token = get_config().metrics_token
-    header = request.headers.get("Authorization", "")
-    if token and header[:7].lower() == "bearer ":
-        return secrets.compare_digest(header[7:].strip().encode(), token.encode())
-    return can_view_stats(request)
-
-
 @require_safe
+@metrics_access
 def metrics(request: HttpRequest) -> HttpResponseBase:
     """Gauges of the merged window; 401 without a token or a session that may see stats (403 when logged in)."""
-    if not _authorised(request):
-        user = get_user(request)
-        logged_in = user is not None and user.is_authenticated
-        response: HttpResponseBase = HttpResponse(
-            "permission denied\n" if logged_in else "authentication required: a bearer token or a staff session\n",
-            status=403 if logged_in else 401,
-            content_type="text/plain; charset=utf-8",
-        )
-        if not logged_in:
-            response["WWW-Authenticate"] = 'Bearer realm="instrumented"'
-    else:
-        openmetrics = "application/openmetrics-text" in request.headers.get("Accept", "")
-        stats = read()
-        body = exposition(stats, openmetrics=openmetrics)
-        response = HttpResponse(body, content_type=OPENMETRICS_TYPE if openmetrics else PROMETHEUS_TYPE)
-        if "error" in stats:
-            response["X-Instrumented-Error"] = escape_controls(str(stats["error"]))[:200]
-    patch_vary_headers(response, ("Authorization", "Accept"))
-    return protect(response)
+    openmetrics = "application/openmetrics-text" in request.headers.get("Accept", "")
+    stats = read()
+    body = exposition(stats, openmetrics=openmetrics)
+    response = HttpResponse(body, content_type=OPENMETRICS_TYPE if openmetrics else PROMETHEUS_TYPE)
+    if "error" in stats:
+        response["X-Instrumented-Error"] = escape_controls(str(stats["error"]))[:200]
+    return metrics_headers(response)

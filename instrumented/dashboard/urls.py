@@ -2,7 +2,7 @@
 
 from django.urls import URLPattern, path
 
-from . import api, errors, metrics, views
+from . import api, metrics, views
 
 urlpatterns: list[URLPattern] = [
     path("", views.dashboard, name="dashboard"),
@@ -10,6 +10,5 @@ urlpatterns: list[URLPattern] = [
     path("bookmarklet/", views.bookmarklet_page, name="bookmarklet"),
     path("api/views", api.api_views, name="api_views"),
     path("api/view", api.api_view, name="api_view"),
-    path("errors/", errors.error_list, name="error_list"),
     path("metrics", metrics.metrics, name="metrics"),
 ]

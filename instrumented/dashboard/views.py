@@ -1,6 +1,6 @@
 """Dashboard pages: the table of every view, one view's detail with charts, the bookmarklet page.
 
-All numbers come from :func:`instrumented.stats.reader.read_stats` (through :func:`.pages.read`); these
+All numbers come from :func:`instrumented.stats.reader.read_stats` (through :func:`.reading.read`); these
 views only check who is asking, validate input, and present the reader's document.
 """
 
@@ -14,14 +14,15 @@ from django.http import HttpRequest, HttpResponseBase
 from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_safe
 
-from ..access import is_technical_user
+from ..access import is_technical_user, stats_page
 from ..conf import get_config
 from ..display import pretty_sql
 from ..naming import REQUEST
+from ..pages import detail_url, render_page
 from ..stats.reader import rate_seconds
 from ..stats.sql import kind_of
 from . import bookmarklet, charts
-from .pages import detail_url, page_denied, read, render_page
+from .reading import read
 
 #: How often the dashboard table refreshes itself (milliseconds).
 REFRESH_MS = 3000
@@ -68,11 +69,9 @@ def querylog_configured() -> bool:
 
 
 @require_safe
+@stats_page
 def dashboard(request: HttpRequest) -> HttpResponseBase:
     """All views of the window in one table; ``dashboard.js`` keeps it fresh from the API."""
-    denied = page_denied(request)
-    if denied is not None:
-        return denied
     stats = read()
     rows = [{"v": v, "d": derived(v, rate_seconds(stats)), "url": detail_url(v["view"])} for v in stats["views"]]
     # Commands, tasks and record() blocks have their own table: a one-off `migrate` is no view's worst p95.
@@ -99,11 +98,9 @@ def dashboard(request: HttpRequest) -> HttpResponseBase:
 
 
 @require_safe
+@stats_page
 def view_detail(request: HttpRequest) -> HttpResponseBase:
     """One view: latency distribution, throughput and p95 over time, its SQL, N+1 suspects and errors."""
-    denied = page_denied(request)
-    if denied is not None:
-        return denied
     name = request.GET.get("name", "")
     if not name or len(name) > MAX_PARAM_LENGTH:
         problem = "Give the view's name as ?name=… (follow a link on the dashboard)."
@@ -169,11 +166,9 @@ def _full_series(series: list[dict[str, Any]], stats: dict[str, Any]) -> list[di
 
 
 @require_safe
+@stats_page
 def bookmarklet_page(request: HttpRequest) -> HttpResponseBase:
     """The drag-me link and what it does."""
-    denied = page_denied(request)
-    if denied is not None:
-        return denied
     href = bookmarklet.href()
     context = {"title": "Stats bookmarklet", "bookmarklet_href": href, "bookmarklet_size": len(href)}
     return render_page(request, "instrumented/dashboard/bookmarklet.html", context)

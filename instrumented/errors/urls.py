@@ -1,13 +1,12 @@
-"""URLs of the error reference pages, mounted at ``<mount>/errors/`` in the ``instrumented`` namespace.
-
-The list itself (``<mount>/errors/``) is a dashboard page: see :mod:`instrumented.dashboard.urls`.
-"""
+"""URLs of the error pages, mounted at ``<mount>/errors/`` in the ``instrumented`` namespace: the grouped list
+and the reference lookups."""
 
 from django.urls import URLPattern, path
 
-from . import views
+from . import grouped, views
 
 urlpatterns: list[URLPattern] = [
+    path("", grouped.error_list, name="error_list"),
     path("<str:ref>/", views.error_detail, name="error_detail"),
     path("<str:ref>/traceback.txt", views.error_text, name="error_text"),
 ]

@@ -2,8 +2,8 @@
 
 ``server_error`` answers a technical user (``is_technical_user``) with the technical 500 page of the
 exception being handled, and everyone else with the site's ``500.html`` (given ``error_reference``).
-The lookup views (the grouped list is in :mod:`instrumented.dashboard.errors`, in the admin look) show stored
-errors to technical users and answer 404 to everyone else, so a
+The lookup views (the grouped list is in :mod:`instrumented.errors.grouped`, in the admin look) show stored
+errors to technical users and answer 404 to everyone else (the :func:`instrumented.access.technical` gate), so a
 reference's existence is never confirmed to someone who may not read it.
 """
 
@@ -12,11 +12,11 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.template import TemplateDoesNotExist, loader
 from django.utils.cache import add_never_cache_headers
 
-from ..access import SANDBOX_CSP, get_user, is_technical_user, protect
+from ..access import SANDBOX_CSP, get_user, is_technical_user, protect, technical
 from ..conf import get_config
 from ..display import local_time
 from ..failopen import fail_open
@@ -138,12 +138,6 @@ def server_error(request: HttpRequest) -> HttpResponse:
 # -- lookup ------------------------------------------------------------------------------------------------------------
 
 
-def require_technical(request: HttpRequest) -> None:
-    """404 for anyone who may not read tracebacks: never confirm that a reference exists."""
-    if not is_technical_user(request):
-        raise Http404("Not found")
-
-
 def rate_limited(request: HttpRequest) -> bool:
     """More than ERROR_LOOKUPS_PER_MINUTE lookups by this user this minute (memcached counter; fails open)."""
     config = get_config()
@@ -165,8 +159,7 @@ def _when(meta: dict[str, Any]) -> str:
 
 
 def _lookup(request: HttpRequest, ref: str) -> tuple[str | None, HttpResponseBase | None]:
-    """Gate, validate and rate-limit one lookup: (canonical ref, None) or (None, the response to send)."""
-    require_technical(request)
+    """Validate and rate-limit one lookup (the view's gate has run): (canonical ref, None) or (None, the response)."""
     canonical = normalize_reference(ref)
     if canonical is None:
         return None, _page(request, "instrumented/errors/missing.html", {"ref": ""}, status=404)
@@ -177,6 +170,7 @@ def _lookup(request: HttpRequest, ref: str) -> tuple[str | None, HttpResponseBas
     return canonical, None
 
 
+@technical
 def error_detail(request: HttpRequest, ref: str) -> HttpResponseBase:
     """The stored technical page; the metadata and text traceback when no page was stored."""
     canonical, response = _lookup(request, ref)
@@ -209,6 +203,7 @@ def _list_url() -> str | None:
         return None
 
 
+@technical
 def error_text(request: HttpRequest, ref: str) -> HttpResponseBase:
     """The stored plain-text traceback with its metadata."""
     canonical, response = _lookup(request, ref)

@@ -1,8 +1,9 @@
 """Profile pages: one profile (flame graph, call tree, the request's totals), its speedscope JSON, arming a view.
 
 Only technical users (superusers, or SUPERUSER_CALLBACK) see them; everyone else gets 404, so a reference's
-existence is never confirmed. Pages go through the dashboard's frame (admin look, strict CSP, private and
-uncacheable); the view page shows :func:`view_section` under its stats.
+existence is never confirmed (the :func:`instrumented.access.technical` gate). Pages go through the frame of
+:mod:`instrumented.pages` (admin look, strict CSP, private and uncacheable); the view page shows
+:func:`view_section` under its stats.
 """
 
 from __future__ import annotations
@@ -15,24 +16,18 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_POST, require_safe
 
-from ..access import get_user, is_technical_user, protect
+from ..access import get_user, is_technical_user, protect, technical
 from ..conf import get_config
-from ..dashboard.pages import detail_url, json_response, render_page
 from ..display import local_time
 from ..failopen import fail_open
 from ..memcached import get_store
+from ..pages import detail_url, json_response, render_page
 from . import render
 from .store import MAX_ARMED, arm_profiles, arm_view, load_profile, normalize_reference, read_arms
 from .tree import hot_functions, merge, speedscope
 
 
-def _require_technical(request: HttpRequest) -> None:
-    if not is_technical_user(request):
-        raise Http404("Not found")
-
-
-def _load(request: HttpRequest, ref: str) -> tuple[str, dict[str, Any] | None]:
-    _require_technical(request)
+def _load(ref: str) -> tuple[str, dict[str, Any] | None]:
     canonical = normalize_reference(ref)
     if canonical is None:
         raise Http404("Not found")
@@ -49,9 +44,10 @@ def _drawn(tree: dict[str, Any]) -> dict[str, Any]:
 
 
 @require_safe
+@technical
 def profile_page(request: HttpRequest, ref: str) -> HttpResponseBase:
     """One stored profile, with the SQL, cache and HTTP totals of its request."""
-    canonical, profile = _load(request, ref)
+    canonical, profile = _load(ref)
     context: dict[str, Any] = {"title": f"Profile {canonical}", "ref": canonical, "profile": profile}
     if profile is None:
         return render_page(request, "instrumented/profiling/profile.html", context, status=404)
@@ -65,9 +61,10 @@ def profile_page(request: HttpRequest, ref: str) -> HttpResponseBase:
 
 
 @require_safe
+@technical
 def profile_json(request: HttpRequest, ref: str) -> HttpResponseBase:
     """The profile in speedscope's file format."""
-    canonical, profile = _load(request, ref)
+    canonical, profile = _load(ref)
     if profile is None:
         return json_response({"error": "no such profile in the window"}, 404)
     name = f"{profile['method']} {profile['path']} ({profile['view']}) {canonical}"
@@ -78,9 +75,9 @@ def profile_json(request: HttpRequest, ref: str) -> HttpResponseBase:
 
 @require_POST
 @csrf_protect
+@technical
 def arm(request: HttpRequest) -> HttpResponseBase:
     """Arm a view: its next N requests are profiled by every process (POST, CSRF, superusers only)."""
-    _require_technical(request)
     view = request.POST.get("view", "")
     try:
         n = int(request.POST.get("n", "10"))

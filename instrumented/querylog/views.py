@@ -15,15 +15,14 @@ import logging
 from typing import Any
 
 from django.contrib import messages
-from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponseBase, HttpResponseRedirect
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_http_methods
 
-from ..access import QUERYLOG_PERMISSION, can_control_querylog, get_user, protect
-from ..dashboard.pages import login_url, render_page
+from ..access import QUERYLOG_TEMPLATE, get_user, protect, querylog_control
 from ..display import count_of, duration_us, pretty_sql, proxy_sql
+from ..pages import render_page
 from ..proxy import merge
 from . import client as querylog
 
@@ -41,7 +40,7 @@ TAIL_ROWS = 50
 DEFAULT_SECONDS = 300
 #: Longest number accepted before asking the proxy (which caps the value at its PROXY_LOG_MAX_SECONDS).
 MAX_SECONDS_DIGITS = 10
-TEMPLATE = "instrumented/dashboard/dba.html"
+TEMPLATE = QUERYLOG_TEMPLATE
 
 
 def parse_seconds(raw: str | None) -> int:
@@ -52,21 +51,6 @@ def parse_seconds(raw: str | None) -> int:
     if len(text) > MAX_SECONDS_DIGITS:
         raise ValueError(f"Seconds must have at most {MAX_SECONDS_DIGITS} digits (the proxy caps the time anyway).")
     return int(text)
-
-
-def _denied(request: HttpRequest) -> HttpResponseBase | None:
-    """None when the user may use the panel; else the login redirect (anonymous) or a 403 page."""
-    user = get_user(request)
-    if can_control_querylog(user):
-        return None
-    if user is None or not user.is_authenticated:
-        return protect(redirect_to_login(request.get_full_path(), login_url()))
-    context = {
-        "title": "MySQL query log",
-        "forbidden": "Permission denied: the DBA panel is for superusers and users with the "
-        f"{QUERYLOG_PERMISSION} permission.",
-    }
-    return render_page(request, TEMPLATE, context, status=403)
 
 
 def _flash(request: HttpRequest, level: int, text: str) -> None:
@@ -241,11 +225,9 @@ def _render(request: HttpRequest, status: int = 200, **extra: Any) -> HttpRespon
 
 @require_http_methods(["GET", "HEAD", "POST"])
 @csrf_protect
+@querylog_control
 def dba_panel(request: HttpRequest) -> HttpResponseBase:
     """GET shows the query log; POST (CSRF-checked) switches it on/off or clears it, then redirects here."""
-    denied = _denied(request)
-    if denied is not None:
-        return denied
     if request.method == "POST":
         return _act(request)
     return _render(request)

@@ -209,7 +209,7 @@ def test_memcached_down_gives_reason_never_500(staff_client, settings):
 
 @override_settings(STATIC_URL="https://cdn.example.com/static/")
 def test_page_csp_allows_a_static_origin():
-    from instrumented.dashboard.pages import page_csp
+    from instrumented.pages import page_csp
 
     csp = page_csp()
     assert "script-src 'self' https://cdn.example.com;" in csp

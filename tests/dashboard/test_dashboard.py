@@ -8,7 +8,8 @@ import pytest
 from django.test import Client
 from django.urls import include, path, reverse
 
-from instrumented.dashboard import api, pages, views
+from instrumented import pages
+from instrumented.dashboard import api, reading, views
 from instrumented.dashboard import urls as dashboard_urls
 from instrumented.failopen import failures
 from tests.support.ports import free_port
@@ -139,7 +140,7 @@ def fake_errors_document() -> dict:
 
 
 def test_error_references_link_to_tracebacks_for_superusers_only(staff_client, superuser_client, monkeypatch):
-    monkeypatch.setattr(pages, "read_stats", lambda *a, **k: fake_errors_document())
+    monkeypatch.setattr(reading, "read_stats", lambda *a, **k: fake_errors_document())
     url = reverse("instrumented:view_detail")
     traceback_url = reverse("instrumented:error_detail", kwargs={"ref": "Ab3-x_9"})
     super_html = superuser_client.get(url, {"name": "shop:fail"}).content.decode()
@@ -151,7 +152,7 @@ def test_error_references_link_to_tracebacks_for_superusers_only(staff_client, s
 
 def test_error_references_without_the_error_pages(superuser_client, monkeypatch, settings):
     # Sites (or versions) without instrumented:error_detail: the reference is shown, not linked, and no 500.
-    monkeypatch.setattr(pages, "read_stats", lambda *a, **k: fake_errors_document())
+    monkeypatch.setattr(reading, "read_stats", lambda *a, **k: fake_errors_document())
     settings.ROOT_URLCONF = "tests.dashboard.test_dashboard"
     response = superuser_client.get("/instrumented/view/", {"name": "shop:fail"})
     assert response.status_code == 200
@@ -213,7 +214,7 @@ def test_a_failing_reader_is_no_data_not_a_500(staff_client, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("reader bug")
 
-    monkeypatch.setattr(pages, "read_stats", broken)
+    monkeypatch.setattr(reading, "read_stats", broken)
     before = failures.counts.get("reading stats failed", 0)
     response = staff_client.get(reverse("instrumented:dashboard"))
     assert response.status_code == 200
@@ -278,7 +279,7 @@ def quick_start_document() -> dict:
 
 
 def test_commands_are_apart_from_the_views(staff_client, monkeypatch):
-    monkeypatch.setattr(pages, "read_stats", lambda *a, **k: quick_start_document())
+    monkeypatch.setattr(reading, "read_stats", lambda *a, **k: quick_start_document())
     html = staff_client.get(reverse("instrumented:dashboard")).content.decode()
     views_table, work_table = html.split('id="instr-table"')[1].split("</table>")[0], html.split('id="instr-work"')[1]
     assert "command:" not in views_table and "instr-flag" not in views_table
@@ -296,7 +297,7 @@ def test_names_break_after_separators_never_mid_word(staff_client, monkeypatch):
 
     assert breakable("command:collectstatic") == "command:<wbr>collectstatic"
     assert breakable("<b>x.y</b>") == "&lt;b&gt;x.<wbr>y&lt;/<wbr>b&gt;"
-    monkeypatch.setattr(pages, "read_stats", lambda *a, **k: quick_start_document())
+    monkeypatch.setattr(reading, "read_stats", lambda *a, **k: quick_start_document())
     html = staff_client.get(reverse("instrumented:dashboard")).content.decode()
     assert ">shop:<wbr>catalogue</a>" in html and ">command:<wbr>createsuperuser</a>" in html
 

@@ -1,5 +1,6 @@
 """The window's errors in the admin look: one row per exception class and raising location, filters by view
-and class, and every single occurrence one click away. For technical users only (404 for everyone else).
+and class, and every single occurrence one click away. For technical users only (the
+:func:`instrumented.access.technical` gate: 404 for everyone else), rate-limited like the lookups.
 
 The errors come from :mod:`instrumented.errors.records`; the traceback pages themselves stay in
 :mod:`instrumented.errors.views` (sandboxed, no script).
@@ -14,11 +15,12 @@ from django.urls import reverse
 from django.utils.http import urlencode
 from django.views.decorators.http import require_safe
 
+from ..access import technical
 from ..conf import get_config
 from ..display import local_time
-from ..errors.records import GROUPED_ERRORS, group_errors, group_key, recent_errors
-from ..errors.views import rate_limited, require_technical
-from .pages import detail_url, render_page
+from ..pages import detail_url, render_page
+from .records import GROUPED_ERRORS, group_errors, group_key, recent_errors
+from .views import rate_limited
 
 TEMPLATE = "instrumented/errors/list.html"
 #: Filters accepted from the query string (longer values cannot be a view name or a class).
@@ -71,9 +73,9 @@ def _group(group: dict[str, Any], filters: dict[str, str]) -> dict[str, Any]:
 
 
 @require_safe
+@technical
 def error_list(request: HttpRequest) -> HttpResponseBase:
     """Grouped by exception class and raising location (``?show=all``: every occurrence), newest first."""
-    require_technical(request)
     if rate_limited(request):
         response = render_page(request, TEMPLATE, {"title": "Too many lookups", "limited": True}, status=429)
         response["Retry-After"] = "60"

@@ -1,27 +1,23 @@
-"""What every page of the package shares: the admin look, the strict CSP, the access gates, the reader call.
+"""The one page frame every feature's pages use: the admin look, the strict CSP, JSON responses, shared URLs.
 
-The dashboard, the API and the DBA panel render through :func:`render_page` / :func:`json_response`, so
-each response carries the stats headers (:func:`instrumented.access.protect`) and the page CSP.
+The dashboard, the API, the error list, the profile pages and the DBA panel render through :func:`render_page` /
+:func:`json_response`, so each response carries the stats headers (:func:`instrumented.access.protect`) and the
+page CSP. Who may see a page is not decided here: the gates are the decorators of :mod:`instrumented.access`.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 from django.apps import apps
 from django.conf import settings
-from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.shortcuts import render
 from django.urls import NoReverseMatch, reverse
 
-from ..access import can_view_stats, get_user, is_technical_user, protect
-from ..conf import get_config
-from ..display import zone_name
-from ..failopen import fail_open
-from ..stats.reader import read_stats
+from .access import is_technical_user, protect
+from .display import zone_name
 
 
 def page_csp() -> str:
@@ -60,7 +56,7 @@ def render_page(request: HttpRequest, template: str, context: dict[str, Any], st
 def not_installed_response() -> HttpResponseBase:
     """What a page says when its URLs are mounted but the app is not in INSTALLED_APPS (its templates are not
     found): the fix, in plain text, rather than a bare 500 of ``TemplateDoesNotExist``."""
-    from ..checks import NOT_INSTALLED_HINT, NOT_INSTALLED_PROBLEM
+    from .checks import NOT_INSTALLED_HINT, NOT_INSTALLED_PROBLEM
 
     text = f"django-instrumented: {NOT_INSTALLED_PROBLEM}\n\n{NOT_INSTALLED_HINT}\n"
     response = HttpResponse(text, status=503, content_type="text/plain; charset=utf-8")
@@ -104,39 +100,6 @@ def login_url() -> str:
         return reverse("admin:login")
     except NoReverseMatch:
         return str(settings.LOGIN_URL)
-
-
-def page_denied(request: HttpRequest) -> HttpResponseBase | None:
-    """None when the user may see stats; else a redirect to the login page that comes back here."""
-    if can_view_stats(request):
-        return None
-    return protect(redirect_to_login(request.get_full_path(), login_url()))
-
-
-def api_denied(request: HttpRequest) -> HttpResponseBase | None:
-    """None when the user may see stats; else 401 (not logged in) or 403 (logged in, not allowed) as JSON."""
-    if can_view_stats(request):
-        return None
-    user = get_user(request)
-    if user is None or not user.is_authenticated:
-        body = {"error": "authentication required: log in as a staff user", "login_url": login_url()}
-        return json_response(body, 401)
-    return json_response({"error": "permission denied: your account may not see stats"}, 403)
-
-
-def read(window: int | None = None, **kwargs: Any) -> dict[str, Any]:
-    """``read_stats()``; should the reader itself fail, "no data" with the reason (failure counted), never a 500."""
-    with fail_open("reading stats failed") as failed:
-        return dict(read_stats(window, **kwargs))
-    return {
-        "window_seconds": window or get_config().window_seconds,
-        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "processes": 0,
-        "processes_live": 0,
-        "command_processes": 0,
-        "views": [],
-        "error": f"reading stats failed: {type(failed.error).__name__}",
-    }
 
 
 def detail_url(name: str) -> str:
