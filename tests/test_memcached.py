@@ -3,8 +3,9 @@
 import dataclasses
 import time
 
+from instrumented.codec import pack, unpack
 from instrumented.conf import get_config
-from instrumented.memcached import CircuitBreaker, Store, get_store, pack, unpack
+from instrumented.memcached import CircuitBreaker, Store, get_store
 
 
 def test_pack_roundtrip_and_compression():

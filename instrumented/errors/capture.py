@@ -28,10 +28,11 @@ from django.core.signals import got_request_exception
 from django.http import HttpRequest
 
 from ..access import get_user
+from ..codec import MAX_VALUE_BYTES, pack
 from ..conf import Config, get_config
 from ..failopen import fail_open, failures
 from ..keys import ERROR_INDEX_SECONDS
-from ..memcached import MAX_VALUE_BYTES, Store, get_store, pack
+from ..memcached import Store, get_store
 from ..naming import class_name, view_name
 from ..stats.probe import current_probe, paused
 from .records import new_reference

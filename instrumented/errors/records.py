@@ -6,8 +6,9 @@ import secrets
 import time
 from typing import Any
 
+from ..codec import unpack
 from ..keys import ERROR_INDEX_SECONDS
-from ..memcached import get_store, unpack
+from ..memcached import get_store
 
 #: Crockford's base32 alphabet: no i, l, o, u, so a reference survives being read over the phone.
 ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"

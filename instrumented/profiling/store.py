@@ -14,9 +14,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..codec import pack, unpack
 from ..conf import Config
 from ..failopen import fail_open
-from ..memcached import Store, get_store, pack, unpack
+from ..memcached import Store, get_store
 from .tree import MAX_TEXT, check_tree
 
 #: Crockford's base32 (no i, l, o, u), 14 characters: 70 random bits, as error references.

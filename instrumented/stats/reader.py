@@ -20,9 +20,10 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, NotRequired, TypedDict
 
+from ..codec import ValueTooLarge, inflate
 from ..failopen import fail_open, failures
 from ..keys import Keys, is_command_process
-from ..memcached import Store, ValueTooLarge, get_store, inflate
+from ..memcached import Store, get_store
 from ..naming import OTHER_VIEW, work_kind
 from . import flusher as flusher_module
 from . import histogram, queue

@@ -1,7 +1,7 @@
 """A process's window roll-up on the wire, and the reader's merge of many of them in C-level steps.
 
 A stored roll-up (schema 4) is ``b"R"``, the length of its main part (4 bytes), the main part, then the
-current bucket's series points, each packed on its own (memcached.pack_bytes): a full read inflates and
+current bucket's series points, each packed on its own (codec.pack_bytes): a full read inflates and
 parses only the main part, a chart's read the points too. The main part, each piece after its length
 where it has one:
 
@@ -35,11 +35,11 @@ from itertools import accumulate, pairwise, repeat
 from operator import add, itemgetter, lshift, mul, sub
 from typing import Any, NotRequired, TypedDict, cast
 
-from ..memcached import MAX_UNPACKED_BYTES, dumps, inflate, pack_bytes
+from ..codec import MAX_UNPACKED_BYTES, dumps, inflate, pack_bytes
 from . import histogram
 from .snapshot import TOTALS, ViewSnapshot, ViewTotals, add_into
 
-#: First byte of a roll-up value (memcached.pack uses "j" and "z", snapshot.encode_sections "S").
+#: First byte of a roll-up value (codec.pack uses "j" and "z", snapshot.encode_sections "S").
 ROLLUP = b"R"
 #: Per-view summed numbers, in stored order (``lsum`` in tenths of µs).
 SUMMED = ("n", "e", "s0", "s1", "s2", "s3", "qn", "db", "n1", "lsum", *(field for field, _slot in TOTALS))

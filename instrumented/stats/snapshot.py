@@ -28,7 +28,7 @@ import zlib
 from collections.abc import Callable, Iterable
 from typing import Any, NotRequired, TypedDict
 
-from ..memcached import MAX_UNPACKED_BYTES, MAX_VALUE_BYTES, dumps, inflate, pack
+from ..codec import MAX_UNPACKED_BYTES, MAX_VALUE_BYTES, dumps, inflate, pack
 from . import histogram, queue
 
 #: The view totals counted apart from the templates (see above), in stored order: (snapshot field, ViewTotals slot).
@@ -773,7 +773,7 @@ def add_series(totals: ViewTotals, points: Iterable[Any], buckets: range | None 
     return skipped
 
 
-#: First byte of a sectioned value (memcached.pack uses "j" and "z").
+#: First byte of a sectioned value (codec.pack uses "j" and "z").
 SECTIONED = b"S"
 
 

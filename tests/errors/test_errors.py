@@ -14,11 +14,12 @@ import pytest
 from django.core.signals import got_request_exception
 from django.test import Client
 
+from instrumented.codec import MAX_VALUE_BYTES, unpack
 from instrumented.errors import capture as errors
 from instrumented.errors import records
 from instrumented.errors.records import load_meta, normalize_reference
 from instrumented.failopen import failures
-from instrumented.memcached import MAX_VALUE_BYTES, get_store, unpack
+from instrumented.memcached import get_store
 from tests.support.faults import SESSION_ENGINE, with_fault_injection
 
 USERS = ["anonymous", "user", "staff", "inactive_superuser", "superuser"]

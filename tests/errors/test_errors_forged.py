@@ -13,10 +13,11 @@ import time
 import pytest
 from django.test import Client
 
+from instrumented.codec import pack
 from instrumented.errors import capture
 from instrumented.errors.records import load_meta, new_reference, recent_errors
 from instrumented.keys import ERROR_INDEX_SECONDS
-from instrumented.memcached import get_store, pack
+from instrumented.memcached import get_store
 from tests.errors.test_errors_grouped import rows
 
 pytestmark = pytest.mark.django_db

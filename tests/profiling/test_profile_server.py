@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from instrumented.memcached import get_store, pack
+from instrumented.codec import pack
+from instrumented.memcached import get_store
 from instrumented.profiling.store import new_reference
 from instrumented.stats.reader import read_stats
 from tests.support.servers import EXAMPLE, SiteServer, server_env

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from instrumented.memcached import get_store, pack
+from instrumented.codec import pack
+from instrumented.memcached import get_store
 from instrumented.profiling import store as profile_store
 from instrumented.profiling.sampler import Sampler
 from instrumented.profiling.store import check_arm, check_profile, load_profile, new_reference

@@ -3,7 +3,8 @@
 import pytest
 from django.test import Client, override_settings
 
-from instrumented.memcached import MAX_VALUE_BYTES, get_store
+from instrumented.codec import MAX_VALUE_BYTES
+from instrumented.memcached import get_store
 from instrumented.naming import OTHER_VIEW
 from instrumented.stats.reader import read_stats
 from tests.urls_many import LONG_NAME, UNICODE_NAME

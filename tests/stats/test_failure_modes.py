@@ -3,8 +3,8 @@
 import zlib
 from unittest import mock
 
+from instrumented.codec import pack, unpack
 from instrumented.conf import get_config
-from instrumented.memcached import pack, unpack
 from instrumented.naming import OTHER_VIEW
 from instrumented.stats import flusher as flusher_module
 from instrumented.stats.aggregate import Aggregator

@@ -20,8 +20,9 @@ from django.db import connections
 from django.db.utils import load_backend
 from django.urls import reverse
 
+from instrumented.codec import unpack
 from instrumented.conf import get_config
-from instrumented.memcached import get_store, unpack
+from instrumented.memcached import get_store
 from instrumented.stats.aggregate import Aggregator
 from instrumented.stats.flusher import Flusher
 from instrumented.stats.probe import Probe, current_probe, install_on, sql_wrapper

@@ -3,8 +3,9 @@
 import json
 from typing import Any
 
+from instrumented.codec import inflate, pack_bytes
 from instrumented.conf import get_config
-from instrumented.memcached import get_store, inflate, pack_bytes
+from instrumented.memcached import get_store
 from instrumented.stats.aggregate import Aggregator
 from instrumented.stats.flusher import Flusher
 from instrumented.stats.probe import Probe
