@@ -1,10 +1,8 @@
-"""App configuration: install the SQL hook and the exception receiver, register the checks."""
+"""App configuration: register the checks and call each feature's ``install()``."""
 
 from __future__ import annotations
 
 from django.apps import AppConfig
-from django.core.signals import got_request_exception
-from django.db.backends.signals import connection_created
 
 
 class InstrumentedConfig(AppConfig):
@@ -15,24 +13,18 @@ class InstrumentedConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401 - registers the system checks
-        from .errors.capture import connect_receivers
-        from .profiling.store import install as install_profiling
-        from .querylog import sqlcomment
-        from .recording import connect_celery, connect_django_tasks, install_command_recording
-        from .stats import cache, http
-        from .stats.probe import install_on_existing, on_connection_created, on_request_exception
+        """One ``install()`` per feature, each idempotent; the order matters only where said."""
+        from . import (
+            checks,  # noqa: F401 - registers the system checks
+            errors,
+            profiling,
+            querylog,
+            recording,
+            stats,
+        )
 
-        connection_created.connect(on_connection_created, dispatch_uid="instrumented.sql_hook")
-        # After the stats hook: the view comment is the innermost wrapper (SQL_COMMENT).
-        connection_created.connect(sqlcomment.on_connection_created, dispatch_uid="instrumented.sql_comment")
-        got_request_exception.connect(on_request_exception, dispatch_uid="instrumented.exception_class")
-        install_on_existing()
-        sqlcomment.install_on_existing()
-        cache.install()  # cache calls per view and alias
-        http.install()  # outgoing HTTP per view and origin
-        connect_receivers()  # error references
-        install_command_recording()  # command:<name>
-        connect_celery()  # task:<name>, when Celery is installed
-        connect_django_tasks()  # task:<module.function>, Django 6's django.tasks
-        install_profiling()  # arms learnt and armed profiles written at each flush
+        stats.install()  # SQL hook, exception class, cache and HTTP probes
+        querylog.install()  # the view comment, after the stats hook: the innermost wrapper (SQL_COMMENT)
+        errors.install()  # error references
+        recording.install()  # commands, Celery and django.tasks tasks
+        profiling.install()  # arms learnt and armed profiles written at each flush

@@ -283,3 +283,10 @@ def connect_django_tasks() -> bool:
     signals.task_started.connect(_django_task_started, weak=False, dispatch_uid="instrumented.django_task_started")
     signals.task_finished.connect(_django_task_finished, weak=False, dispatch_uid="instrumented.django_task_finished")
     return True
+
+
+def install() -> None:
+    """Work that is not a request (from ``AppConfig.ready``): commands, Celery tasks, ``django.tasks`` tasks."""
+    install_command_recording()  # command:<name>
+    connect_celery()  # task:<name>, when Celery is installed
+    connect_django_tasks()  # task:<module.function>, Django 6's django.tasks

@@ -3,3 +3,10 @@
 ``runner`` decides and runs a profile on the request path, ``engines``/``sampler`` are the profilers,
 ``tree`` the stored call tree, ``store`` memcached (profiles, arms, the flusher's share), ``views`` the pages.
 """
+
+
+def install() -> None:
+    """Profiles (from ``AppConfig.ready``): arms learnt and armed profiles written at each flush."""
+    from . import store
+
+    store.install()
