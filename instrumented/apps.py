@@ -19,7 +19,7 @@ class InstrumentedConfig(AppConfig):
         from .errors.capture import connect_receivers
         from .querylog import sqlcomment
         from .recording import connect_celery, install_command_recording
-        from .stats import cache, http
+        from .stats import cache, http, templates
         from .stats.probe import install_on_existing, on_connection_created, on_request_exception
 
         connection_created.connect(on_connection_created, dispatch_uid="instrumented.sql_hook")
@@ -30,6 +30,7 @@ class InstrumentedConfig(AppConfig):
         sqlcomment.install_on_existing()
         cache.install()  # cache calls per view and alias
         http.install()  # outgoing HTTP per view and origin
+        templates.install()  # template renders: the slowest requests' timelines, template time per view
         connect_receivers()  # error references
         install_command_recording()  # command:<name>
         connect_celery()  # task:<name>, when Celery is installed

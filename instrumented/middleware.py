@@ -28,6 +28,7 @@ from .querylog.sqlcomment import enter_view, leave_view
 from .stats.aggregate import REQUEST_DRAIN, get_aggregator
 from .stats.flusher import ensure_flusher
 from .stats.probe import Probe, current_probe
+from .stats.samples import admit
 
 
 class InstrumentedMiddleware:
@@ -149,7 +150,9 @@ class InstrumentedMiddleware:
         if rate < 1.0 and random.random() >= rate:
             current_probe.set(None)
             return None
-        probe = Probe(perf_counter_ns(), config.n_plus_one_threshold, config.slow_query_ms, request)
+        probe = Probe(
+            perf_counter_ns(), config.n_plus_one_threshold, config.slow_query_ms, request, config.samples_per_view > 0
+        )
         current_probe.set(probe)
         return probe
 
@@ -173,6 +176,8 @@ class InstrumentedMiddleware:
                 view, route = match.view_name or match._func_path, match.route or ""
             else:
                 view, route = unresolved_name(status), ""
+            if probe.timeline is not None and not admit(probe, view, end_ns - probe.start_ns, end_ns, request):
+                probe.timeline = None  # not among its view's slowest so far: nothing of it is built
             config = get_config()
             aggregator = get_aggregator(config)
             pending = aggregator.pending

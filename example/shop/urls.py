@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import finding_views, views
+from . import finding_views, sample_views, views
 
 app_name = "shop"
 
@@ -21,4 +21,6 @@ urlpatterns = [
     path("fail/", views.fail, name="fail"),
     path("stream/", views.stream, name="stream"),
     path("async/", views.async_view, name="async"),
+    path("planted/", sample_views.planted, name="planted"),
+    path("many-statements/", sample_views.many_statements, name="many_statements"),
 ]

@@ -17,6 +17,7 @@ from ..failopen import fail_open
 from ..keys import make_process_id
 from ..memcached import Store
 from ..naming import OTHER_VIEW
+from . import samples
 from .aggregate import Aggregator, get_aggregator
 from .literals import strip_literals
 from .rollup import Rollup, encode_rollup
@@ -146,7 +147,15 @@ class Flusher:
             if not self.unwritten:
                 with fail_open("writing the roll-up failed"):
                     self._write_rollup(self.store, current, at)
+            with fail_open("writing samples failed"):
+                self._write_samples(current)
             return written
+
+    def _write_samples(self, current: int) -> None:
+        """The slowest requests that changed since the last flush: one value per view and bucket (samples.py)."""
+        for bucket, view, found in self.aggregator.samples.collect(current):
+            value = samples.encode(view, bucket, found, self._strip, self.max_sql)
+            self.store.set(self.keys.samples(bucket, samples.view_hash(view), self.process_id), value)
 
     def _check_servers(self, at: float) -> None:
         """Write everything again when the set of live servers changed or a server lost this process's keys.
