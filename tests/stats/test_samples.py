@@ -28,6 +28,9 @@ def samples(view: str, **kwargs) -> dict:
 
 @pytest.mark.django_db(databases=["default", "analytics"])
 def test_the_five_slowest_with_their_statements_in_order(flush):
+    from shop.views import ensure_catalogue
+
+    ensure_catalogue()  # its inserts would make the first request one of the slowest
     client = Client()
     slowest = [320, 290, 260, 230, 200]  # far apart: their order survives a loaded machine's noise
     planted = list(range(60)) + slowest  # 65 requests
@@ -81,3 +84,118 @@ def test_nothing_is_built_for_a_request_not_among_the_slowest(flush):
     flush()
     assert keeper.built == 6
     assert min(s["duration_ms"] for s in samples("shop:planted")["samples"]) >= 41
+
+
+@pytest.mark.django_db(databases=["default", "analytics"])
+def test_bounds_under_a_flood_of_statements(flush):
+    from instrumented.stats import events
+    from instrumented.stats import samples as samples_module
+
+    client = Client()
+    assert client.get("/many-statements/?n=100000&big=1").status_code == 200
+    flush()
+    (sample,) = samples("shop:many_statements")["samples"]
+    statements = [e for e in sample["timeline"] if e["kind"] == "sql"]
+    assert len(sample["timeline"]) <= events.MAX_EVENTS
+    assert sample["queries"] == 100_001
+    assert sample["truncated"] and sample["cut"]["sql"] == 100_001 - len(statements)
+    assert {e["sql"] for e in statements} == {"SELECT %s"}, "the 1 MB statement came last: cut off with the rest"
+    # The 1 MB statement alone: its text is cut to MAX_SQL_LENGTH, and its literal never stored.
+    assert client.get("/many-statements/?n=0&big=1").status_code == 200
+    flush()
+    store = get_store()
+    config = get_config()
+    found = samples("shop:many_statements", limit=10)["samples"]
+    big = next(s for s in found if s["queries"] == 1)
+    (statement,) = [e["sql"] for e in big["timeline"] if e["kind"] == "sql"]
+    assert len(statement) <= config.max_sql_length and "xxxx" not in statement
+    hashed = samples_module.view_hash("shop:many_statements")
+    values = store.fetch([config.keys.samples(b, hashed, p) for b, p in _written(store, config)]).values.values()
+    assert values and all(len(value) <= samples_module.MAX_VALUE_BYTES for value in values)
+
+
+def _written(store, config) -> list[tuple[int, str]]:
+    """(bucket, process) pairs of the window, from the bucket indexes."""
+    import time
+
+    current = int(time.time() // config.bucket_seconds)
+    buckets = list(range(current - config.window_buckets + 1, current + 1))
+    found = store.fetch([config.keys.bucket_index(b) for b in buckets]).values
+    return [(b, p) for b in buckets for p in (found.get(config.keys.bucket_index(b)) or b"").decode().split()]
+
+
+FORGED_PROCESS = "forged.1.abcdef"
+
+
+def _forge(store, config, view: str, values: list[bytes]) -> None:
+    """Stored values under forged processes, each registered in the current bucket's index."""
+    import time
+
+    from instrumented.stats.samples import view_hash
+
+    bucket = int(time.time() // config.bucket_seconds)
+    for i, value in enumerate(values):
+        process = f"{FORGED_PROCESS}{i}"
+        assert store.append(config.keys.bucket_index(bucket), f"{process} ".encode())
+        assert store.set(config.keys.samples(bucket, view_hash(view), process), value)
+
+
+@pytest.mark.django_db(databases=["default", "analytics"])
+def test_forged_values_are_refused_and_counted(flush):
+    import json
+    import time
+    import zlib
+
+    from instrumented.memcached import pack
+
+    client = Client()
+    for ms in (30, 31, 32):
+        client.get(f"/planted/?ms={ms}")
+    flush()
+    genuine = samples("shop:planted")["samples"]
+    assert len(genuine) == 3
+    config = get_config()
+    store = get_store()
+    bucket = int(time.time() // config.bucket_seconds)
+    good = {
+        "at": time.time(),
+        "ms": 5000.0,
+        "status": 200,
+        "method": "GET",
+        "error": None,
+        "user": "anonymous",
+        "q": 1,
+        "db": 1.0,
+        "sql": [["default", "SELECT 1", None]],
+        "ev": [["q", 0, 10, 0, 0]],
+        "cut": {},
+    }
+
+    def value(*found, **fields) -> bytes:
+        return pack({"v": 1, "view": "shop:planted", "bucket": bucket, "samples": list(found), **fields})
+
+    forged = [
+        b"garbage",
+        b"z" + zlib.compress(b"[" * 10_000_000),  # a bomb: inflated past the per-value limit
+        pack([1, 2, 3]),
+        value(good, view="shop:other"),  # another view's value under this view's key
+        value(good, bucket=bucket - 1),
+        value({**good, "ms": float("inf")}),
+        value({**good, "ms": 1e300}),
+        value({**good, "ev": [["q", 0, 10, 5, 0]]}),  # a statement that is not in the table
+        value({**good, "ev": [["x", 0, 10, 0, 0]]}),
+        value({**good, "ev": [["q", -1, 10, 0, 0]]}),
+        value({**good, "user": "alice@example.com"}),
+        value({**good, "error": "<script>alert(1)</script>"}),
+        value({**good, "sql": [["default", "S" * 100_000, None]]}),
+        value({**good, "ev": [["q", 0, 10, 0, 0]] * 100_000}),
+        value(*[good] * 100),
+        json.dumps({"v": 1}).encode(),
+    ]
+    _forge(store, config, "shop:planted", forged)
+    found = samples("shop:planted")
+    assert found["samples"] == genuine, "nothing forged is shown"
+    assert found["skipped"] == len(forged) and "skipped" in found["note"]
+    # A well-formed forged sample is shown as a sample (memcached is shared state), escaped by every page.
+    _forge(store, config, "shop:planted", [value(good)])
+    assert samples("shop:planted")["samples"][0]["duration_ms"] == 5000.0
