@@ -18,8 +18,9 @@ from ..access import is_technical_user
 from ..conf import get_config
 from ..display import pretty_sql
 from ..stats.reader import rate_seconds
-from . import bookmarklet, charts
+from . import bookmarklet, charts, samples
 from .pages import detail_url, page_denied, read, render_page
+from .waterfall import waterfall
 
 #: How often the dashboard table refreshes itself (milliseconds).
 REFRESH_MS = 3000
@@ -101,6 +102,7 @@ def view_detail(request: HttpRequest) -> HttpResponseBase:
     context: dict[str, Any] = {"title": name, "name": name, "stats": stats, "view": view}
     if view is not None:
         technical = is_technical_user(request)
+        context.update(slowest_requests(request, name, view, technical))
         queries = [{**q, "pretty": pretty_sql(q["sql"])} for q in view["top_queries"]]
         points = _full_series(view.get("series", []), stats)
         context.update(
@@ -126,6 +128,39 @@ def view_detail(request: HttpRequest) -> HttpResponseBase:
             ),
         )
     return render_page(request, "instrumented/dashboard/view_detail.html", context)
+
+
+def slowest_requests(request: HttpRequest, name: str, view: dict[str, Any], technical: bool) -> dict[str, Any]:
+    """The "Slowest requests" section: the worst samples (of a latency range, ``?min_ms=&max_ms=``), each
+    with its waterfall; links to the tail of the distribution (p95 and up, p99 and up)."""
+    try:
+        min_ms, max_ms, limit = samples.parse_range(request)
+    except ValueError as exc:
+        return {"samples_problem": str(exc)}
+    found = samples.read(name, min_ms, max_ms, limit)
+    shown = [
+        {
+            **sample,
+            "svg": waterfall(sample),
+            "error_link": _error_link(sample["error_reference"]) if technical else None,
+        }
+        for sample in found["samples"]
+    ]
+    base = detail_url(name)
+    latency = view["latency_ms"]
+    ranges = [
+        ("all", base),
+        (f"p95 and up (≥ {latency['p95']:.1f} ms)", f"{base}&min_ms={latency['p95']}"),
+        (f"p99 and up (≥ {latency['p99']:.1f} ms)", f"{base}&min_ms={latency['p99']}"),
+    ]
+    return {
+        "samples": shown,
+        "samples_doc": found,
+        "samples_range": (min_ms, max_ms),
+        "samples_ranges": ranges,
+        "samples_per_view": get_config().samples_per_view,
+        "p99_samples_url": f"{base}&min_ms={latency['p99']}#samples",
+    }
 
 
 def _full_series(series: list[dict[str, Any]], stats: dict[str, Any]) -> list[dict[str, Any]]:
