@@ -13,7 +13,7 @@ from django.test import Client
 
 from instrumented.conf import get_config
 from instrumented.memcached import get_store, pack
-from tests.stats.test_samples import _forge
+from tests.support.samples import forge
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ def test_a_forged_sample_is_escaped(planted, staff_client):
         "ev": [["q", 0, 10, 0, 1], ["t", 0, 10, evil, 0], ["h", 1, 2, evil, True], ["c", 1, 2, evil, evil]],
         "cut": {},
     }
-    _forge(
+    forge(
         get_store(),
         get_config(),
         "shop:planted",

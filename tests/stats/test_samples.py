@@ -10,14 +10,8 @@ from django.test import Client
 from instrumented.conf import get_config
 from instrumented.memcached import get_store
 from instrumented.stats.aggregate import get_aggregator
-from instrumented.stats.literals import strip_literals
 from instrumented.stats.samples import read_samples
-from instrumented.stats.sql import template_of
-
-
-def normalised(sql: str) -> str:
-    """What the flusher stores of a statement (literals stripped, IN lists collapsed, cut)."""
-    return template_of(strip_literals(sql, "sqlite"))[: get_config().max_sql_length]
+from tests.support.samples import forge, lookups, normalised, written
 
 
 def samples(view: str, **kwargs) -> dict:
@@ -45,7 +39,10 @@ def test_the_five_slowest_with_their_statements_in_order(flush):
     got = found["samples"]
     assert len(got) == 5 and found["matching"] >= 5 and found["processes"] == 1
     assert got == sorted(got, key=lambda s: -s["duration_ms"])
-    for sample, ms in zip(got, slowest, strict=True):
+    by_lookups = {ms % 7 + 1: ms for ms in slowest}  # one each: a sample is matched by it, not by its rank
+    assert {by_lookups[lookups(sample)] for sample in got} == set(slowest)
+    for sample in got:
+        ms = by_lookups[lookups(sample)]
         assert sample["duration_ms"] >= ms
         statements = [e["sql"] for e in sample["timeline"] if e["kind"] == "sql"]
         assert statements == [normalised(sql) for sql in captured[ms]], ms
@@ -60,11 +57,11 @@ def test_the_five_slowest_with_their_statements_in_order(flush):
         templates = [e for e in sample["timeline"] if e["kind"] == "template"]
         expected = {("shop/planted.html", 0), ("shop/planted_footer.html", 1)}
         assert {(t["name"], t["depth"]) for t in templates} == expected
-        lookups = [e for e in sample["timeline"] if e["kind"] == "sql" and '"shop_book"."id" = %s' in e["sql"]]
-        assert len(lookups) == ms % 7 + 1
-        assert all(e["n_plus_one"] == (len(lookups) >= 5) for e in lookups)
-        if len(lookups) >= 5:
-            assert any(e["call_site"] and "sample_views.py" in e["call_site"]["site"] for e in lookups)
+        books = [e for e in sample["timeline"] if e["kind"] == "sql" and '"shop_book"."id" = %s' in e["sql"]]
+        assert len(books) == ms % 7 + 1
+        assert all(e["n_plus_one"] == (len(books) >= 5) for e in books)
+        if len(books) >= 5:
+            assert any(e["call_site"] and "sample_views.py" in e["call_site"]["site"] for e in books)
         assert not sample["truncated"]
 
 
@@ -110,34 +107,8 @@ def test_bounds_under_a_flood_of_statements(flush):
     (statement,) = [e["sql"] for e in big["timeline"] if e["kind"] == "sql"]
     assert len(statement) <= config.max_sql_length and "xxxx" not in statement
     hashed = samples_module.view_hash("shop:many_statements")
-    values = store.fetch([config.keys.samples(b, hashed, p) for b, p in _written(store, config)]).values.values()
+    values = store.fetch([config.keys.samples(b, hashed, p) for b, p in written(store, config)]).values.values()
     assert values and all(len(value) <= samples_module.MAX_VALUE_BYTES for value in values)
-
-
-def _written(store, config) -> list[tuple[int, str]]:
-    """(bucket, process) pairs of the window, from the bucket indexes."""
-    import time
-
-    current = int(time.time() // config.bucket_seconds)
-    buckets = list(range(current - config.window_buckets + 1, current + 1))
-    found = store.fetch([config.keys.bucket_index(b) for b in buckets]).values
-    return [(b, p) for b in buckets for p in (found.get(config.keys.bucket_index(b)) or b"").decode().split()]
-
-
-FORGED_PROCESS = "forged.1.abcdef"
-
-
-def _forge(store, config, view: str, values: list[bytes]) -> None:
-    """Stored values under forged processes, each registered in the current bucket's index."""
-    import time
-
-    from instrumented.stats.samples import view_hash
-
-    bucket = int(time.time() // config.bucket_seconds)
-    for i, value in enumerate(values):
-        process = f"{FORGED_PROCESS}{i}"
-        assert store.append(config.keys.bucket_index(bucket), f"{process} ".encode())
-        assert store.set(config.keys.samples(bucket, view_hash(view), process), value)
 
 
 @pytest.mark.django_db(databases=["default", "analytics"])
@@ -192,10 +163,10 @@ def test_forged_values_are_refused_and_counted(flush):
         value(*[good] * 100),
         json.dumps({"v": 1}).encode(),
     ]
-    _forge(store, config, "shop:planted", forged)
+    forge(store, config, "shop:planted", forged)
     found = samples("shop:planted")
     assert found["samples"] == genuine, "nothing forged is shown"
     assert found["skipped"] == len(forged) and "skipped" in found["note"]
     # A well-formed forged sample is shown as a sample (memcached is shared state), escaped by every page.
-    _forge(store, config, "shop:planted", [value(good)])
+    forge(store, config, "shop:planted", [value(good)])
     assert samples("shop:planted")["samples"][0]["duration_ms"] == 5000.0
