@@ -206,6 +206,9 @@ class Aggregator:
             if probe.http:
                 for where, (calls, ns, errors, slowest_ns) in probe.http.items():
                     stats.add_http(where, [calls, ns / 1000, errors, slowest_ns / 1000])
+            if probe.renders:
+                for name, (renders, ns, sql_ns) in probe.renders.items():
+                    stats.add_render(name, [renders, ns / 1000, sql_ns / 1000])
             changed = self.dirty.get(bucket)
             if changed is None:
                 self.dirty[bucket] = {view}

@@ -64,14 +64,13 @@ class Probe:
         "first",
         "http",
         "others",
+        "renders",
         "request",
         "seen",
         "sites",
         "slow_ns",
         "start_ns",
         "template_depth",
-        "template_ns",
-        "template_sql_ns",
         "threshold",
         "timeline",
         "times",
@@ -118,10 +117,9 @@ class Probe:
         #: Start (ns) of the statements that repeated an earlier one exactly; events past the cap, per kind.
         self.duplicates: set[int] | None = None
         self.cut: dict[str, int] | None = None
-        #: Template renders in progress, and the outermost renders' time and the SQL time inside them (templates.py).
+        #: Template renders in progress; per outermost template, [renders, ns, SQL ns inside] (templates.py).
         self.template_depth = 0
-        self.template_ns = 0
-        self.template_sql_ns = 0
+        self.renders: dict[str, list[int]] | None = None
         #: "anonymous", "authenticated", "staff" or "unknown", set only when the request may become a sample.
         self.user_kind: str | None = None
 

@@ -113,7 +113,7 @@ def _cache_entry(calls: int, time_us: float, hits: int, misses: int) -> dict[str
 def findings(m: ViewTotals, top: int) -> dict[str, Any]:
     """Where the time went beyond the view's own code: N+1 suspects and slow SQL with their call sites,
     exact duplicates, cache calls per alias, outgoing HTTP per origin (docs/dashboard.md, "JSON")."""
-    if not (m.extras or m.cache or m.http) and not any(entry[2] for entry in m.templates.values()):
+    if not (m.extras or m.cache or m.http or m.renders) and not any(entry[2] for entry in m.templates.values()):
         return _no_findings()  # most views: the same answer, without sorting and summing empty tables
     empty: list[Any] = [0, 0, 0, {}]
     suspects = [
@@ -159,6 +159,23 @@ def findings(m: ViewTotals, top: int) -> dict[str, Any]:
                 for where, (n, us, errors, mx) in hosts
             ],
         },
+        "templates": template_time(m),
+    }
+
+
+def template_time(m: ViewTotals) -> dict[str, Any]:
+    """Time in the outermost Django and Jinja2 renders (SQL run inside them apart), and per template, heaviest first."""
+    ranked = sorted(m.renders.items(), key=lambda item: item[1][1], reverse=True)
+    total_us = sum(entry[1] for entry in m.renders.values())
+    sql_us = sum(entry[2] for entry in m.renders.values())
+    return {
+        "time_ms": _ms(total_us),
+        "sql_ms": _ms(sql_us),
+        "mean_ms": _ms(total_us / m.requests) if m.requests else 0.0,
+        "renders": sum(entry[0] for entry in m.renders.values()),
+        "names": [
+            {"name": name, "renders": n, "time_ms": _ms(us), "sql_ms": _ms(sql)} for name, (n, us, sql) in ranked
+        ],
     }
 
 
@@ -171,6 +188,7 @@ def _no_findings() -> dict[str, Any]:
         "duplicates": 0,
         "cache": {**_cache_entry(0, 0, 0, 0), "aliases": {}},
         "http": {"calls": 0, "time_ms": 0.0, "errors": 0, "origins": []},
+        "templates": {"time_ms": 0.0, "sql_ms": 0.0, "mean_ms": 0.0, "renders": 0, "names": []},
     }
 
 

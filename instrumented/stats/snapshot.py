@@ -29,6 +29,9 @@ from . import histogram
 MAX_SITES = 3
 MAX_ORIGINS = 20
 OTHER_ORIGIN = "(other hosts)"
+#: Outermost templates kept per request and per view (by name); the rest are counted under OTHER_TEMPLATES.
+MAX_TEMPLATES = 20
+OTHER_TEMPLATES = "(other templates)"
 
 
 class ViewSnapshot(TypedDict, total=False):
@@ -52,6 +55,8 @@ class ViewSnapshot(TypedDict, total=False):
     qx: list[list[Any]]
     c: dict[str, list[int]]
     o: dict[str, list[int]]
+    #: outermost template -> [renders, µs, SQL µs inside]
+    t: dict[str, list[int]]
 
 
 class BucketSnapshot(TypedDict):
@@ -110,6 +115,7 @@ class ViewTotals:
         "n_plus_one",
         "queries",
         "queries_max",
+        "renders",
         "requests",
         "route",
         "series",
@@ -147,6 +153,8 @@ class ViewTotals:
         self.cache: dict[str, list[Any]] = {}
         # origin -> [outgoing HTTP calls, µs, errors, slowest µs]
         self.http: dict[str, list[Any]] = {}
+        # outermost template -> [renders, µs, SQL µs inside] (templates.py)
+        self.renders: dict[str, list[Any]] = {}
 
     def add(self, snap: dict[str, Any], bucket: int | None = None) -> None:  # noqa: C901 - reader hot loop, one flat pass
         """Add one snapshot of this view; ``bucket`` also records it in the per-bucket series."""
@@ -197,7 +205,7 @@ class ViewTotals:
             self.n_plus_one += snap["n1"]
         if "x" in snap:
             self._add_exceptions(snap["x"].items())
-        if "qx" in snap or "c" in snap or "o" in snap:
+        if "qx" in snap or "c" in snap or "o" in snap or "t" in snap:
             self.add_findings(snap)
         if bucket is not None:
             point = self.series.get(bucket)
@@ -233,6 +241,14 @@ class ViewTotals:
             add_into(self.cache, alias, [calls, time_us, hits, misses])
         for where, values in snap.get("o", {}).items():
             self.add_http(where, values)
+        for name, (renders, time_us, sql_us) in snap.get("t", {}).items():
+            self.add_render(name, [renders, time_us, sql_us])
+
+    def add_render(self, name: str, values: list[Any]) -> None:
+        """Add ``[renders, µs, SQL µs]`` to one outermost template (past MAX_TEMPLATES, to OTHER_TEMPLATES)."""
+        if name not in self.renders and len(self.renders) >= MAX_TEMPLATES:
+            name = OTHER_TEMPLATES
+        add_into(self.renders, name, values)
 
     def add_extras(self, sql: Any, dups: int, slow: int, slowest: float, sites: Any) -> None:
         """Add one template's duplicates, slow runs and call sites (``[[site, requests, hint], ...]``)."""
@@ -309,6 +325,8 @@ class ViewTotals:
             add_into(self.cache, alias, counts)
         for where, values in other.http.items():
             self.add_http(where, values)
+        for name, values in other.renders.items():
+            self.add_render(name, list(values))
         for bucket, (requests, errors, encoded) in other.series.items():
             point = self.series.setdefault(bucket, [0, 0, []])
             point[0] += requests
@@ -353,6 +371,8 @@ class ViewTotals:
             snap["c"] = {alias: [n, int(us), hits, misses] for alias, (n, us, hits, misses) in self.cache.items()}
         if self.http:
             snap["o"] = {where: [n, int(us), errors, int(mx)] for where, (n, us, errors, mx) in self.http.items()}
+        if self.renders:
+            snap["t"] = {name: [n, int(us), int(sql)] for name, (n, us, sql) in self.renders.items()}
         return snap
 
 

@@ -18,6 +18,8 @@ from typing import Any
 from ..failopen import failures
 from . import events
 from .probe import current_probe
+from .snapshot import MAX_TEMPLATES as MAX_NAMES
+from .snapshot import OTHER_TEMPLATES
 
 MARK = "_instrumented_wrapped"
 #: What a template made from a string (no file) is called.
@@ -29,6 +31,25 @@ def _sql_ns_since(timeline: list[tuple[Any, ...]] | None, index: int) -> int:
     if not timeline:
         return 0
     return sum(event[1] for event in timeline[index:] if len(event) == 4)
+
+
+def _count(probe: Any, name: str, elapsed: int, sql_ns: int) -> None:
+    """One outermost render of ``name`` on the request's probe (at most MAX_NAMES names; the rest together)."""
+    renders = probe.renders
+    if renders is None:
+        probe.renders = {name: [1, elapsed, sql_ns]}
+        return
+    entry = renders.get(name)
+    if entry is None:
+        if len(renders) >= MAX_NAMES:
+            name = OTHER_TEMPLATES
+            entry = renders.get(name)
+        if entry is None:
+            renders[name] = [1, elapsed, sql_ns]
+            return
+    entry[0] += 1
+    entry[1] += elapsed
+    entry[2] += sql_ns
 
 
 def _wrap(render: Callable[..., Any], name_of: Callable[[Any], str]) -> Callable[..., Any]:
@@ -53,8 +74,7 @@ def _wrap(render: Callable[..., Any], name_of: Callable[[Any], str]) -> Callable
                 if timeline is not None:
                     events.add(probe, start, elapsed, events.TEMPLATE, name_of(self), depth)
                 if depth == 0:
-                    probe.template_ns += elapsed
-                    probe.template_sql_ns += _sql_ns_since(timeline, index)
+                    _count(probe, name_of(self), elapsed, _sql_ns_since(timeline, index))
             except Exception as exc:  # noqa: BLE001 - fail open: the render's result goes back as it is
                 failures.record("the template probe failed", exc)
 
