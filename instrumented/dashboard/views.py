@@ -71,6 +71,7 @@ def dashboard(request: HttpRequest) -> HttpResponseBase:
         # Columns shown only when some view has data for them (dashboard.js decides again on each refresh).
         "has_cache": any(v["cache"]["calls"] for v in stats["views"]),
         "has_http": any(v["http"]["calls"] for v in stats["views"]),
+        "has_templates": any(v["templates"]["renders"] for v in stats["views"]),
         "title": "Live view stats",
         "stats": stats,
         "rows": rows,

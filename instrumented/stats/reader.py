@@ -174,7 +174,8 @@ def template_time(m: ViewTotals) -> dict[str, Any]:
         "mean_ms": _ms(total_us / m.requests) if m.requests else 0.0,
         "renders": sum(entry[0] for entry in m.renders.values()),
         "names": [
-            {"name": name, "renders": n, "time_ms": _ms(us), "sql_ms": _ms(sql)} for name, (n, us, sql) in ranked
+            {"name": name, "renders": n, "time_ms": _ms(us), "sql_ms": _ms(sql), "per_render_ms": _ms(us / max(n, 1))}
+            for name, (n, us, sql) in ranked
         ],
     }
 

@@ -93,3 +93,16 @@ def test_an_async_view_is_sampled(flush):
     found = read_samples("shop:async", store=get_store())
     assert len(found["samples"]) == 3
     assert all([e["kind"] for e in s["timeline"]] == ["sql"] for s in found["samples"]), "its ORM query, in a thread"
+
+
+@pytest.mark.django_db(databases=["default", "analytics"])
+def test_dashboard_column_and_view_page(flush, staff_client):
+    client = Client()
+    for ms in (1, 2):
+        client.get(f"/planted/?ms={ms}")
+    flush()
+    table = staff_client.get("/instrumented/").content.decode()
+    assert "Template ms/req" in table and 'data-optional="template">' in table, "shown: a view rendered templates"
+    page = staff_client.get("/instrumented/view/?name=shop:planted").content.decode()
+    assert 'id="instr-template-time"' in page and 'id="instr-templates"' in page
+    assert "<code>shop/planted.html</code></td><td>2</td>" in page

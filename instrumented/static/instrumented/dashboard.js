@@ -37,6 +37,7 @@
       dbShare: busy > 0 ? Math.min(v.db_time_ms / busy, 1) : 0,
       cacheHitRate: v.cache ? v.cache.hit_rate : null,
       httpMs: v.http && v.requests ? v.http.time_ms / v.requests : 0,
+      templateMs: v.templates ? v.templates.mean_ms : 0,
     };
   }
 
@@ -54,6 +55,7 @@
     db: (v, d) => d.dbShare,
     cache: (v, d) => (d.cacheHitRate === null ? -1 : d.cacheHitRate),
     http: (v, d) => d.httpMs,
+    template: (v, d) => d.templateMs,
     n1: (v) => v.n_plus_one,
   };
 
@@ -94,6 +96,7 @@
     const optional = {
       cache: doc.views.some((v) => v.cache && v.cache.calls),
       http: doc.views.some((v) => v.http && v.http.calls),
+      template: doc.views.some((v) => v.templates && v.templates.renders),
     };
     for (const th of table.tHead.querySelectorAll('th[data-optional]')) {
       th.hidden = !optional[th.dataset.optional];
@@ -133,6 +136,9 @@
       const httpCell = cell(tr, v.http && v.http.calls ? fixed1(d.httpMs) : '');
       httpCell.dataset.optional = 'http';
       httpCell.hidden = !optional.http;
+      const templateCell = cell(tr, v.templates && v.templates.renders ? fixed1(d.templateMs) : '');
+      templateCell.dataset.optional = 'template';
+      templateCell.hidden = !optional.template;
       const flag = cell(tr, null);
       if (v.n_plus_one) {
         const badge = document.createElement('span');
