@@ -116,7 +116,7 @@ def api_view(request: HttpRequest) -> HttpResponseBase:
 
 @require_safe
 def api_samples(request: HttpRequest) -> HttpResponseBase:
-    """The slowest requests of the view ``?name=`` with their timelines (``?min_ms=&max_ms=&limit=``);
+    """The slowest requests of the view ``?name=`` with their timelines (``?min_ms=&max_ms=&limit=&error=``);
     503 (with its ``error``) when memcached cannot be read. Schema: docs/dashboard.md, "Slowest requests"."""
     denied = api_denied(request)
     if denied is not None:
@@ -126,7 +126,8 @@ def api_samples(request: HttpRequest) -> HttpResponseBase:
         return json_response({"error": "missing ?name=, the view's name (e.g. shop:catalogue)"}, 400)
     try:
         min_ms, max_ms, limit = samples.parse_range(request)
+        error = samples.parse_error(request)
     except ValueError as exc:
         return json_response({"error": str(exc)}, 400)
-    found = samples.read(name, min_ms, max_ms, limit)
+    found = samples.read(name, min_ms, max_ms, limit, error)
     return json_response(found, 503 if "error" in found else 200)

@@ -13,10 +13,21 @@ from django.http import HttpRequest
 from ..conf import get_config
 from ..failopen import fail_open
 from ..memcached import get_store
-from ..stats.samples import read_samples
+from ..stats.samples import MAX_REFERENCE, REFERENCE_ALPHABET, read_samples
 
 #: Samples one page or API answer shows at most (``?limit=``).
 MAX_LIMIT = 50
+
+
+def parse_error(request: HttpRequest) -> str | None:
+    """``?error=`` as an error reference (lower case), None when absent; raises ValueError when it cannot be one."""
+    raw = request.GET.get("error", "")
+    if not raw:
+        return None
+    ref = raw.lower()
+    if len(ref) != MAX_REFERENCE or not all(c in REFERENCE_ALPHABET for c in ref):
+        raise ValueError("error must be an error reference")
+    return ref
 
 
 def parse_range(request: HttpRequest) -> tuple[float | None, float | None, int | None]:
@@ -41,11 +52,15 @@ def parse_range(request: HttpRequest) -> tuple[float | None, float | None, int |
 
 
 def read(
-    view: str, min_ms: float | None = None, max_ms: float | None = None, limit: int | None = None
+    view: str,
+    min_ms: float | None = None,
+    max_ms: float | None = None,
+    limit: int | None = None,
+    error: str | None = None,
 ) -> dict[str, Any]:
     """``read_samples`` for one view; should it fail, no samples and the reason (failure counted), never a 500."""
     with fail_open("reading samples failed") as failed:
-        return read_samples(view, store=get_store(), limit=limit, min_ms=min_ms, max_ms=max_ms)
+        return read_samples(view, store=get_store(), limit=limit, min_ms=min_ms, max_ms=max_ms, error=error)
     return {
         "view": view,
         "window_seconds": get_config().window_seconds,

@@ -136,9 +136,10 @@ def slowest_requests(request: HttpRequest, name: str, view: dict[str, Any], tech
     with its waterfall; links to the tail of the distribution (p95 and up, p99 and up)."""
     try:
         min_ms, max_ms, limit = samples.parse_range(request)
+        error = samples.parse_error(request)
     except ValueError as exc:
         return {"samples_problem": str(exc)}
-    found = samples.read(name, min_ms, max_ms, limit)
+    found = samples.read(name, min_ms, max_ms, limit, error)
     shown = [
         {
             **sample,
@@ -158,6 +159,7 @@ def slowest_requests(request: HttpRequest, name: str, view: dict[str, Any], tech
         "samples": shown,
         "samples_doc": found,
         "samples_range": (min_ms, max_ms),
+        "samples_error": error,
         "samples_ranges": ranges,
         "samples_per_view": get_config().samples_per_view,
         "p99_samples_url": f"{base}&min_ms={latency['p99']}#samples",

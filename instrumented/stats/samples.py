@@ -398,11 +398,13 @@ def read_samples(
     limit: int | None = None,
     min_ms: float | None = None,
     max_ms: float | None = None,
+    error: str | None = None,
     now: float | None = None,
 ) -> dict[str, Any]:
     """The worst ``limit`` (default SAMPLES_PER_VIEW) samples of ``view`` over every process and server of
-    the window, optionally only those with ``min_ms <= duration < max_ms``. Two round trips: the bucket
-    indexes, then every (bucket, process) sample value of the view. Never raises for what memcached holds."""
+    the window, optionally only those with ``min_ms <= duration < max_ms``, or of the error ``error``. Two
+    round trips: the bucket indexes, then every (bucket, process) sample value of the view. Never raises
+    for what memcached holds."""
     config = store.config
     current = int((time.time() if now is None else now) // config.bucket_seconds)
     buckets = list(range(current - config.window_buckets + 1, current + 1))
@@ -418,6 +420,7 @@ def read_samples(
     if values is not None:
         missing.update(values.missing)
     merge = _Merge(view, config.samples_per_view, config.max_sql_length, config.read_max_bytes, min_ms, max_ms)
+    merge.error = error
     for (bucket, process_id), key in zip(wanted, sample_keys, strict=True):
         merge.add(bucket, process_id, values.values.get(key) if values is not None else None)
     limit = config.samples_per_view if limit is None else limit
@@ -464,6 +467,7 @@ class _Merge:
         self.max_sql = max_sql
         self.bytes_left = max(max_bytes // 4, 1)
         self.min_ms, self.max_ms = min_ms, max_ms
+        self.error: str | None = None
         self.kept: list[dict[str, Any]] = []
         self.processes: set[str] = set()
         self.skipped = 0
@@ -495,7 +499,12 @@ class _Merge:
             sample = validate(raw, self.max_sql)
             if sample is None:
                 self.skipped += 1
-            elif (self.min_ms is None or sample["ms"] >= self.min_ms) and (
-                self.max_ms is None or sample["ms"] < self.max_ms
-            ):
+            elif self.wanted(sample):
                 self.kept.append(sample)
+
+    def wanted(self, sample: dict[str, Any]) -> bool:
+        """``min_ms <= ms < max_ms`` (either end open when not given), and of error ``error`` when given."""
+        ms = sample["ms"]
+        if (self.min_ms is not None and ms < self.min_ms) or (self.max_ms is not None and ms >= self.max_ms):
+            return False
+        return self.error is None or sample["error"] == self.error

@@ -109,3 +109,21 @@ def test_command_prints_the_samples(planted):
     call_command("instrumented_stats", "--view", "shop:planted", "--samples", stdout=out)
     text = out.getvalue()
     assert "Slowest requests of shop:planted" in text and "[N+1]" in text and "template shop/planted.html" in text
+
+
+@pytest.mark.django_db(databases=["default", "analytics"])
+def test_the_error_list_links_a_500s_sample(flush, superuser_client):
+    client = Client(raise_request_exception=False)
+    response = client.get("/fail/")
+    assert response.status_code == 500
+    ref = response["X-Error-Reference"]
+    flush()
+    listing = superuser_client.get("/instrumented/errors/?show=all").content.decode()
+    link = f"/instrumented/view/?name=shop%3Afail&amp;error={ref}#samples"
+    assert link in listing
+    page = superuser_client.get(link.replace("&amp;", "&")).content.decode()
+    assert page.count('<svg class="iwf"') == 1 and "· 500 ·" in page
+    assert f'<a href="/instrumented/errors/{ref}/">{ref}</a>' in page or f">{ref}</a>" in page
+    other = superuser_client.get(f"/instrumented/view/?name=shop:fail&error={'0' * 14}").content.decode()
+    assert 'id="instr-no-samples"' in other and "not among the view" in other
+    assert superuser_client.get("/instrumented/api/samples?name=shop:fail&error=nope").status_code == 400
