@@ -114,7 +114,12 @@ def view_detail(request: HttpRequest) -> HttpResponseBase:
             slow=view["slow_queries"],
             slow_query_ms=get_config().slow_query_ms,
             errors=[{**e, "link": _error_link(e["last_reference"]) if technical else None} for e in view["exceptions"]],
-            latency_svg=charts.latency_distribution(view["latency_ms"], view["requests"], view.get("histogram")),
+            latency_svg=charts.latency_distribution(
+                view["latency_ms"],
+                view["requests"],
+                view.get("histogram"),
+                link=lambda low, high: f"{detail_url(name)}&min_ms={low:.3f}&max_ms={high:.3f}#samples",
+            ),
             throughput_svg=charts.bars(
                 [p["requests"] for p in points],
                 label="requests per 10 s",

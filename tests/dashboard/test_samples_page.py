@@ -45,6 +45,11 @@ def test_view_page_shows_a_waterfall_per_slow_request(planted, staff_client):
     above = (durations[0] + durations[1]) / 2  # a loaded machine may slow any request: a range from what was seen
     tail = staff_client.get(f"/instrumented/view/?name=shop:planted&min_ms={above}").content.decode()
     assert re.findall(r"<strong>([\d.]+) ms</strong>", tail) == [f"{durations[0]:.1f}"], "that latency range only"
+    # The histogram's bars link to the samples of their range: the rightmost, to the slowest request.
+    bars = re.findall(r'<a class="ichart-link" href="([^"]+)">', html)
+    assert bars, "the latency histogram's bars are links"
+    tail = staff_client.get(bars[-1].replace("&amp;", "&")).content.decode()
+    assert re.findall(r"<strong>([\d.]+) ms</strong>", tail)[0] == f"{durations[0]:.1f}"
     bad = staff_client.get("/instrumented/view/?name=shop:planted&min_ms=abc")
     assert bad.status_code == 200 and b"min_ms must be a number" in bad.content
 
