@@ -31,12 +31,12 @@ from typing import Any
 from django.utils.functional import LazyObject, empty
 
 from ..failopen import failures
-from ..memcached import Store, ValueTooLarge, inflate, pack
+from ..memcached import Store, ValueTooLarge, dumps, inflate, pack_bytes
 from . import events
 from .probe import Probe, _memo, _template, vendors
 
 #: Wire-format version of a stored sample value (inside the key prefix's schema version).
-VERSION = 1
+VERSION = 2
 #: Distinct statements kept in one sample's table (the events refer to them by index).
 MAX_STATEMENTS = 200
 #: One stored value (one view, one bucket, one process), packed: the fastest samples are dropped to fit.
@@ -259,13 +259,16 @@ class SampleKeeper:
 def encode(
     view: str, bucket: int, samples: list[dict[str, Any]], strip: Callable[[str, str], str], max_sql: int
 ) -> bytes:
-    """One stored value: the view's samples of one bucket (slowest first), literals stripped, within MAX_VALUE_BYTES."""
+    """One stored value: the view's samples of one bucket (slowest first), literals stripped, within MAX_VALUE_BYTES.
+
+    Two JSON documents on two lines: a small header (the view, the bucket, each sample's duration and error
+    reference) that a reader parses for every value, and the samples, parsed only for those it shows.
+    """
     wire = []
     for sample in samples:
         table = [[alias, strip(text, vendor)[:max_sql], site] for alias, vendor, text, site in sample["sql"]]
         wire.append({**sample, "sql": table})
-    value = {"v": VERSION, "view": view, "bucket": bucket, "samples": wire}
-    payload = pack(value)
+    payload = _pack(view, bucket, wire)
     while len(payload) > MAX_VALUE_BYTES and wire:
         if len(wire) > 1:
             wire.pop()  # the fastest goes first
@@ -279,8 +282,19 @@ def encode(
             wire[0] = {**one, "ev": one["ev"][:kept], "cut": cut, "sql": [[a, t[:200], s] for a, t, s in one["sql"]]}
             if not one["ev"]:
                 wire.clear()
-        payload = pack(value)
+        payload = _pack(view, bucket, wire)
     return payload
+
+
+def _pack(view: str, bucket: int, wire: list[dict[str, Any]]) -> bytes:
+    header = {
+        "v": VERSION,
+        "view": view,
+        "bucket": bucket,
+        "ms": [s["ms"] for s in wire],
+        "err": [s["error"] for s in wire],
+    }
+    return pack_bytes(dumps(header) + b"\n" + dumps(wire))
 
 
 # -- reading --------------------------------------------------------------------------------------------
@@ -424,14 +438,13 @@ def read_samples(
     for (bucket, process_id), key in zip(wanted, sample_keys, strict=True):
         merge.add(bucket, process_id, values.values.get(key) if values is not None else None)
     limit = config.samples_per_view if limit is None else limit
-    merge.kept.sort(key=lambda sample: sample["ms"], reverse=True)
     try:
-        result["samples"] = [describe(sample) for sample in merge.kept[:limit]]
+        result["samples"] = [describe(sample) for sample in merge.worst(limit)]
     except Exception as exc:  # noqa: BLE001 - fail open: validated, but a reader never 500s on stored values
         failures.record("reading samples failed", exc)
         merge.skipped += 1
     result["processes"] = len(merge.processes)
-    result["matching"] = len(merge.kept)
+    result["matching"] = len(merge.candidates)
     if merge.skipped:
         result["skipped"] = merge.skipped
         result["note"] = (
@@ -457,7 +470,12 @@ def _writers(indexes: dict[str, bytes], buckets: list[int], keys: Any) -> list[t
 
 
 class _Merge:
-    """The samples of one view read so far, within a byte budget; what was refused is counted."""
+    """The samples of one view read so far, within a byte budget; what was refused is counted.
+
+    Every value's header is parsed (durations and error references); a value's samples are parsed and
+    validated only when one of them may be shown, slowest first, so a read of 48 processes x 30 buckets
+    parses a handful of sample lists, not thousands.
+    """
 
     def __init__(
         self, view: str, per_view: int, max_sql: int, max_bytes: int, min_ms: float | None, max_ms: float | None
@@ -468,43 +486,72 @@ class _Merge:
         self.bytes_left = max(max_bytes // 4, 1)
         self.min_ms, self.max_ms = min_ms, max_ms
         self.error: str | None = None
-        self.kept: list[dict[str, Any]] = []
+        #: (duration ms, order, value's index in ``bodies``, sample's index in it, error) of the samples wanted.
+        self.candidates: list[tuple[float, int, int, int, str | None]] = []
+        self.bodies: list[Any] = []
         self.processes: set[str] = set()
         self.skipped = 0
 
     def add(self, bucket: int, process_id: str, data: bytes | None) -> None:
-        """One stored value: parsed within the budget, checked whole, then each sample validated."""
+        """One stored value: inflated within the budget, its header checked whole; its samples wait."""
         if not data:
             return
-        value = None
+        header: Any = None
+        body = b""
         try:
-            body = inflate(data, min(MAX_INFLATED, self.bytes_left))
-            if body is not None:
-                self.bytes_left -= len(body)
-                value = json.loads(body)
+            raw = inflate(data, min(MAX_INFLATED, self.bytes_left))
+            if raw is not None:
+                self.bytes_left -= len(raw)
+                head, _, body = raw.partition(b"\n")
+                header = json.loads(head)
         except (ValueTooLarge, ValueError, RecursionError):
-            value = None
-        if (
-            type(value) is not dict
-            or value.get("v") != VERSION
-            or value.get("view") != self.view
-            or value.get("bucket") != bucket
-            or type(value.get("samples")) is not list
-            or len(value["samples"]) > self.most
-        ):
+            header = None
+        if not self._valid_header(header, bucket):
             self.skipped += 1
             return
         self.processes.add(process_id)
-        for raw in value["samples"]:
-            sample = validate(raw, self.max_sql)
-            if sample is None:
-                self.skipped += 1
-            elif self.wanted(sample):
-                self.kept.append(sample)
+        index = len(self.bodies)
+        self.bodies.append(body)
+        for i, (ms, error) in enumerate(zip(header["ms"], header["err"], strict=True)):
+            if self.wanted(ms, error):
+                self.candidates.append((ms, len(self.candidates), index, i, error))
 
-    def wanted(self, sample: dict[str, Any]) -> bool:
+    def _valid_header(self, header: Any, bucket: int) -> bool:
+        if type(header) is not dict or header.get("v") != VERSION or header.get("view") != self.view:
+            return False
+        durations, errors = header.get("ms"), header.get("err")
+        return (
+            header.get("bucket") == bucket
+            and type(durations) is list
+            and type(errors) is list
+            and len(durations) == len(errors) <= self.most
+            and all(_number(ms, 0, 1e9) for ms in durations)
+            and all(error is None or _text(error, MAX_REFERENCE) for error in errors)
+        )
+
+    def wanted(self, ms: float, error: str | None) -> bool:
         """``min_ms <= ms < max_ms`` (either end open when not given), and of error ``error`` when given."""
-        ms = sample["ms"]
         if (self.min_ms is not None and ms < self.min_ms) or (self.max_ms is not None and ms >= self.max_ms):
             return False
-        return self.error is None or sample["error"] == self.error
+        return self.error is None or error == self.error
+
+    def worst(self, limit: int) -> list[dict[str, Any]]:
+        """The ``limit`` slowest wanted samples, each validated (its value's samples parsed on first need)."""
+        found: list[dict[str, Any]] = []
+        parsed: dict[int, Any] = {}
+        for ms, _order, index, i, error in sorted(self.candidates, key=lambda c: (-c[0], c[1])):
+            if len(found) >= limit:
+                break
+            samples = parsed.get(index)
+            if samples is None:
+                try:
+                    samples = json.loads(self.bodies[index])
+                except (ValueError, RecursionError):
+                    samples = False
+                parsed[index] = samples
+            sample = validate(samples[i], self.max_sql) if type(samples) is list and i < len(samples) else None
+            if sample is None or sample["ms"] != ms or sample["error"] != error:
+                self.skipped += 1  # a sample that does not match its header, or is not valid: refused
+                continue
+            found.append(sample)
+        return found

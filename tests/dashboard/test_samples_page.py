@@ -12,8 +12,8 @@ from django.core.management import call_command
 from django.test import Client
 
 from instrumented.conf import get_config
-from instrumented.memcached import get_store, pack
-from tests.support.samples import forge
+from instrumented.memcached import get_store
+from tests.support.samples import forge, stored
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ def test_a_forged_sample_is_escaped(planted, staff_client):
         get_store(),
         get_config(),
         "shop:planted",
-        [pack({"v": 1, "view": "shop:planted", "bucket": bucket, "samples": [sample]})],
+        [stored("shop:planted", bucket, [sample])],
     )
     html = staff_client.get("/instrumented/view/?name=shop:planted").content.decode()
     assert "9000" in html.replace(",", "")

@@ -11,7 +11,7 @@ from instrumented.conf import get_config
 from instrumented.memcached import get_store
 from instrumented.stats.aggregate import get_aggregator
 from instrumented.stats.samples import read_samples
-from tests.support.samples import forge, lookups, normalised, written
+from tests.support.samples import forge, lookups, normalised, stored, written
 
 
 def samples(view: str, **kwargs) -> dict:
@@ -142,8 +142,8 @@ def test_forged_values_are_refused_and_counted(flush):
         "cut": {},
     }
 
-    def value(*found, **fields) -> bytes:
-        return pack({"v": 1, "view": "shop:planted", "bucket": bucket, "samples": list(found), **fields})
+    def value(*found, **header) -> bytes:
+        return stored("shop:planted", bucket, list(found), **header)
 
     forged = [
         b"garbage",
@@ -153,6 +153,10 @@ def test_forged_values_are_refused_and_counted(flush):
         value(good, bucket=bucket - 1),
         value({**good, "ms": float("inf")}),
         value({**good, "ms": 1e300}),
+        value({**good, "ms": 6000.0}, ms=[5000.0]),  # a header that does not say what its sample is
+        value(good, err=["<script>"]),
+        value(good, v=1),
+        b"j" + b"{}\n[]",
         value({**good, "ev": [["q", 0, 10, 5, 0]]}),  # a statement that is not in the table
         value({**good, "ev": [["x", 0, 10, 0, 0]]}),
         value({**good, "ev": [["q", -1, 10, 0, 0]]}),

@@ -37,3 +37,15 @@ def forge(store, config, view: str, values: list[bytes]) -> None:
         process = f"{FORGED_PROCESS}{i}"
         assert store.append(config.keys.bucket_index(bucket), f"{process} ".encode())
         assert store.set(config.keys.samples(bucket, view_hash(view), process), value)
+
+
+def stored(for_view: str, for_bucket: int, samples: list, **header) -> bytes:
+    """A stored value of ``samples`` as the flusher writes one (a header line, then the samples), forged at will:
+    ``header`` replaces fields of the header (by default, what the samples say)."""
+    from instrumented.memcached import dumps, pack_bytes
+    from instrumented.stats.samples import VERSION
+
+    head = {"v": VERSION, "view": for_view, "bucket": for_bucket, "ms": [s.get("ms") for s in samples]}
+    head["err"] = [s.get("error") for s in samples]
+    head.update(header)
+    return pack_bytes(dumps(head) + b"\n" + dumps(samples))
