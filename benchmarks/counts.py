@@ -1,6 +1,6 @@
 """Exact per-request costs on a loaded machine: CPU instructions counted by valgrind (callgrind), and Python calls.
 
-Usage: python benchmarks/instructions.py [--tree PATH ...] [--only WORD,...] [--requests 100,400]
+Usage: python benchmarks/counts.py [--tree PATH ...] [--only WORD,...] [--requests 100,400]
 
 Wall-clock timings mean little on a shared machine; instruction counts do not depend on the load. For each
 tree (a checkout or ``git archive`` export of the package: compare a branch with the tree before it) and each
