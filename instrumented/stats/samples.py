@@ -59,6 +59,8 @@ MAX_INFLATED = 8 * 1024 * 1024
 #: Request path: view name as the middleware names it -> (end of its bucket, perf_counter ns; K-th duration ns).
 thresholds: dict[str, tuple[int, int]] = {}
 MAX_THRESHOLDS = 10_000
+#: Buckets a process holds samples of when the flusher cannot write them (memcached down): memory stays bounded.
+KEEP_BUCKETS = 3
 
 
 def admit(probe: Probe, view: str, duration_ns: int, end_ns: int, request: Any) -> bool:
@@ -210,6 +212,7 @@ class SampleKeeper:
             if views is None:
                 views = self.held[bucket] = {}
                 self.latest = max(self.latest, bucket)
+                self._forget(self.latest - KEEP_BUCKETS)
             held = views.get(view)
             if held is None:
                 if len(views) >= self.max_views:
@@ -250,10 +253,15 @@ class SampleKeeper:
                 for bucket, view in sorted(dirty)
                 if bucket in self.held and view in self.held[bucket]
             ]
-            for bucket in [b for b in self.held if b < current - 1]:
-                del self.held[bucket]
-                self.dropped_below = max(self.dropped_below, bucket + 1)
+            self._forget(current - 1)
             return found
+
+    def _forget(self, below: int) -> None:
+        """Let go of the buckets below ``below`` (written, or memcached was down for that long); under the lock."""
+        for bucket in [b for b in self.held if b < below]:
+            del self.held[bucket]
+            self.dropped_below = max(self.dropped_below, bucket + 1)
+        self.dirty = {(b, view) for b, view in self.dirty if b >= below}
 
 
 def encode(

@@ -174,3 +174,23 @@ def test_forged_values_are_refused_and_counted(flush):
     # A well-formed forged sample is shown as a sample (memcached is shared state), escaped by every page.
     forge(store, config, "shop:planted", [value(good)])
     assert samples("shop:planted")["samples"][0]["duration_ms"] == 5000.0
+
+
+def test_memory_stays_bounded_when_nothing_is_written():
+    """memcached down for long: the keeper holds a few buckets, K samples per view each, never more."""
+    from time import perf_counter_ns
+
+    from instrumented.stats.probe import Probe
+    from instrumented.stats.samples import KEEP_BUCKETS, SampleKeeper
+
+    keeper = SampleKeeper(per_view=5, max_views=3, bucket_seconds=10, threshold=5, max_raw_sql=8000)
+    for bucket in range(1000, 1200):
+        for view in ("a", "b", "c", "d"):
+            for duration in range(10):
+                probe = Probe(perf_counter_ns())
+                probe.user_kind = "anonymous"
+                probe.timeline = [(probe.start_ns, 1000, "SELECT 1", {})]
+                keeper.offer(bucket, view, view, "GET", 200, duration, bucket * 10.0 + 5, probe, {})
+    assert len(keeper.held) <= KEEP_BUCKETS + 1
+    assert all(len(views) <= 3 and all(len(h) <= 5 for h in views.values()) for views in keeper.held.values())
+    assert {b for b, _view in keeper.dirty} <= set(keeper.held)
