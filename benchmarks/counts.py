@@ -2,8 +2,9 @@
 
 Usage: python benchmarks/counts.py [--tree PATH ...] [--only WORD,...] [--requests 100,400]
 
-Wall-clock timings mean little on a shared machine; instruction counts do not depend on the load. For each
-tree (a checkout or ``git archive`` export of the package: compare a branch with the tree before it) and each
+Wall-clock timings mean little on a shared machine; instruction counts do not depend on the load. Only the
+requests are counted (callgrind's instrumentation is switched on after the warm-up and off after them). For
+each tree (a checkout or ``git archive`` export of the package: compare a branch with the tree before it) and each
 case, the in-process benchmark site (bench_site.py) serves the case's path ``a`` then ``b`` times in two
 processes run under ``valgrind --tool=callgrind``; (count(b) - count(a)) / (b - a) is the cost of one request,
 start-up excluded. The flusher thread is not started: each request is counted (``Aggregator.drain``) in the
@@ -127,7 +128,13 @@ def inner(tree: str, path: str, requests: int, instrumented: bool, calls: bool, 
         sys.setprofile(None)
         print(f"CALLS {counted[0]}")
     else:
+        # Counted from here only: the parent switches callgrind's instrumentation on while this waits, and off
+        # after the requests (start-up and interpreter exit vary from run to run by millions of instructions).
+        print("READY", flush=True)
+        sys.stdin.readline()
         serve(requests)
+        print("DONE", flush=True)
+        sys.stdin.readline()
 
 
 def build_cost(tree: str, path: str = "/queries/10/", a: int = 100, b: int = 400) -> str:
@@ -144,16 +151,34 @@ def count(tree: str, path: str, requests: int, instrumented: bool, builds: bool 
     """Instructions of one process serving ``path`` ``requests`` times (valgrind's total)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
-        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, __file__, "--inner"]
-        cmd += ["--tree", tree, "--path", path, "--requests", str(requests)]
+        cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
+        cmd += [sys.executable, __file__, "--inner", "--tree", tree, "--path", path, "--requests", str(requests)]
         if not instrumented:
             cmd.append("--bare")
         if builds:
             cmd.append("--builds")
         env = {**os.environ, "PYTHONHASHSEED": "0"}
-        subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        child = subprocess.Popen(
+            cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
+        assert child.stdin is not None and child.stdout is not None
+        for line in child.stdout:  # Django's own output, then READY
+            if line.strip() == "READY":
+                break
+        control = ["callgrind_control", "--instr=on", str(child.pid)]
+        subprocess.run(control, check=True, stdout=subprocess.DEVNULL)
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        for line in child.stdout:
+            if line.strip() == "DONE":
+                break
+        control[1] = "--instr=off"
+        subprocess.run(control, check=True, stdout=subprocess.DEVNULL)
+        child.stdin.write("exit\n")
+        child.stdin.close()
+        assert child.wait() == 0
         text = out.read_text()
-    match = re.search(r"^(?:summary|totals): (\d+)", text, re.MULTILINE)
+    match = re.search(r"^totals: (\d+)", text, re.MULTILINE)
     assert match, "no total in callgrind's output"
     return int(match.group(1))
 
