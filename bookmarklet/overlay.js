@@ -82,10 +82,10 @@ const show = (status, j) => {
     /* The top N+1 suspect's call site, and the fix the model graph tells. */
     const n = (s.n_plus_one_suspects || [])[0], c = n && n.call_sites[0];
     if (c) el(body, 'p', 'N+1 at ' + c.site + (c.hint ? ': add .' + c.hint : ''), 'w');
-    /* The view page's waterfalls of its slowest requests. */
-    link(j.detail_url + '#samples', 'Slowest requests');
   }
   link(j.detail_url, 'Full view page');
+  /* The view page's waterfalls of its slowest requests. */
+  if (!j.no_data) link(j.detail_url + '#samples', 'Slowest requests');
 };
 /* Same-origin request with the session cookie; the server resolves the path, it never fetches the page. */
 fetch(M + 'api/view?path=' + encodeURIComponent(location.pathname))
