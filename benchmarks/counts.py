@@ -10,13 +10,15 @@ processes run under ``valgrind --tool=callgrind``; (count(b) - count(a)) / (b - 
 start-up excluded. The flusher thread is not started: each request is counted (``Aggregator.drain``) in the
 same thread right after it, so the count includes that deferred work and is deterministic (PYTHONHASHSEED=0).
 The instrumented site and the same site without the middleware and SQL hook are both counted. Calls: the
-Python function calls per request (``sys.setprofile``), the same way.
+Python function calls per request (``sys.setprofile``), the same way. ``COUNTS_INSTRUMENTED`` (JSON) overrides
+settings of the benchmark site, e.g. ``{"SAMPLES_PER_VIEW": 0}``.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import re
 import subprocess
@@ -71,6 +73,7 @@ def inner(tree: str, path: str, requests: int, instrumented: bool, calls: bool, 
 
     if not instrumented:
         bench_site.MIDDLEWARE = []
+    bench_site.INSTRUMENTED.update(json.loads(os.environ.get("COUNTS_INSTRUMENTED", "{}")))
     django.setup()
     from django.core.handlers.wsgi import WSGIHandler
     from django.core.management import call_command

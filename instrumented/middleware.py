@@ -28,7 +28,7 @@ from .querylog.sqlcomment import enter_view, leave_view
 from .stats.aggregate import REQUEST_DRAIN, get_aggregator
 from .stats.flusher import ensure_flusher
 from .stats.probe import Probe, current_probe
-from .stats.samples import admit
+from .stats.samples import thresholds, user_kind
 
 
 class InstrumentedMiddleware:
@@ -176,8 +176,14 @@ class InstrumentedMiddleware:
                 view, route = match.view_name or match._func_path, match.route or ""
             else:
                 view, route = unresolved_name(status), ""
-            if probe.timeline is not None and not admit(probe, view, end_ns - probe.start_ns, end_ns, request):
-                probe.timeline = None  # not among its view's slowest so far: nothing of it is built
+            if probe.timeline is not None:
+                # samples.admit(), inlined (a call costs more than the test): not slower than the view's K-th
+                # slowest of the bucket so far, its timeline is let go and nothing of it is built.
+                entry = thresholds.get(view)
+                if entry is not None and end_ns < entry[0] and end_ns - probe.start_ns <= entry[1]:
+                    probe.timeline = None
+                else:
+                    probe.user_kind = user_kind(request)
             config = get_config()
             aggregator = get_aggregator(config)
             pending = aggregator.pending

@@ -31,6 +31,8 @@ REQUEST_DRAIN = 256
 #: View names whose IGNORE_VIEWS verdict is remembered.
 MAX_IGNORED_MEMO = 10_000
 
+#: The templates of a request without SQL (never changed).
+NO_TEMPLATES: dict[tuple[str, str], list[int]] = {}
 #: A finished request as handed over: (view, route, method, status, duration ns, probe, perf_counter_ns at the end).
 Finished = tuple[str, str, str, int, int, Probe, int]
 
@@ -112,7 +114,7 @@ class Aggregator:
         queries = 0
         db_ns = 0
         probe_extras = None
-        probe_templates: dict[tuple[str, str], list[int]] = {}
+        probe_templates = NO_TEMPLATES
         raw_view = view
         if probe.connection is not None:
             probe_aliases, probe_templates, probe_extras = probe.summarise(self.max_raw_sql)

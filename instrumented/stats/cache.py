@@ -87,8 +87,14 @@ def _wrap_get(method: Callable[..., Any]) -> Callable[..., Any]:
         hit = result is not _MISSING
         try:  # _count(), inlined: the most frequent cache call
             alias = self.__dict__.get(ALIAS_ATTRIBUTE, UNNAMED_ALIAS)
-            if probe.timeline is not None:
-                events.add(probe, start, elapsed, events.CACHE, alias, "get hit" if hit else "get miss")
+            timeline = probe.timeline
+            if timeline is not None:  # events.add(), inlined: the most frequent cache call
+                if timeline is events.EMPTY:
+                    timeline = probe.timeline = []
+                if len(timeline) < events.MAX_EVENTS:
+                    timeline.append((start, elapsed, events.CACHE, alias, "get hit" if hit else "get miss"))
+                else:
+                    events.add(probe, start, elapsed, events.CACHE, alias, "get hit" if hit else "get miss")
             calls = probe.cache
             if calls is None:
                 calls = probe.cache = {}

@@ -10,7 +10,7 @@ unless the request is among its view's slowest (samples.py decides, after the re
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from .probe import Probe
@@ -20,6 +20,9 @@ MAX_EVENTS = 400
 CACHE = "cache"
 HTTP = "http"
 TEMPLATE = "template"
+#: A recorded request's timeline before its first event (shared, never appended to: whoever adds the first event
+#: puts a list of the request's own in its place), so a request without SQL, cache, HTTP or templates makes none.
+EMPTY = cast(list[tuple[Any, ...]], ())
 
 
 def mark_duplicate(probe: Probe, start: int) -> None:
@@ -36,6 +39,8 @@ def add(probe: Probe, start: int, elapsed: int, kind: str, name: str, detail: An
     timeline = probe.timeline
     if timeline is None:
         return
+    if timeline is EMPTY:
+        timeline = probe.timeline = []
     if len(timeline) < MAX_EVENTS:
         timeline.append((start, elapsed, kind, name, detail))
         return

@@ -22,7 +22,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 from ..naming import class_name
 from .callsite import locate
-from .events import MAX_EVENTS, mark_duplicate
+from .events import EMPTY, MAX_EVENTS, mark_duplicate
 from .snapshot import add_into
 from .sql import template_of
 
@@ -113,7 +113,7 @@ class Probe:
         self.http: Calls | None = None
         #: What the request did, in order (samples.py): one append per statement, cache call, HTTP call and
         #: template render, up to samples.MAX_EVENTS; None when slowest-request samples are off or it was dropped.
-        self.timeline: list[tuple[Any, ...]] | None = [] if timeline else None
+        self.timeline: list[tuple[Any, ...]] | None = EMPTY if timeline else None
         #: Start (ns) of the statements that repeated an earlier one exactly; events past the cap, per kind.
         self.duplicates: set[int] | None = None
         self.cut: dict[str, int] | None = None
@@ -286,8 +286,11 @@ def sql_wrapper(  # noqa: C901 - the per-query hot path, inlined on purpose (ben
         else:
             counts, times = probe.tables(connection)
         timeline = probe.timeline
-        if timeline is not None and len(timeline) < MAX_EVENTS:  # the request's order, for samples.py
-            timeline.append((start, elapsed, sql, counts))
+        if timeline is not None:  # the request's order, for samples.py
+            if timeline is EMPTY:
+                timeline = probe.timeline = []
+            if len(timeline) < MAX_EVENTS:
+                timeline.append((start, elapsed, sql, counts))
         statement: Any = sql
         count = counts.get(statement)
         if count is None and len(counts) >= MAX_DISTINCT_SQL:

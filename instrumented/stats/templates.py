@@ -62,8 +62,7 @@ def _wrap(render: Callable[..., Any], name_of: Callable[[Any], str]) -> Callable
             return render(self, *args, **kwargs)
         depth = probe.template_depth
         probe.template_depth = depth + 1
-        timeline = probe.timeline
-        index = len(timeline) if timeline is not None else 0
+        index = len(probe.timeline or ())
         start = perf_counter_ns()
         try:
             return render(self, *args, **kwargs)
@@ -71,10 +70,9 @@ def _wrap(render: Callable[..., Any], name_of: Callable[[Any], str]) -> Callable
             elapsed = perf_counter_ns() - start
             probe.template_depth = depth
             try:
-                if timeline is not None:
-                    events.add(probe, start, elapsed, events.TEMPLATE, name_of(self), depth)
+                events.add(probe, start, elapsed, events.TEMPLATE, name_of(self), depth)
                 if depth == 0:
-                    _count(probe, name_of(self), elapsed, _sql_ns_since(timeline, index))
+                    _count(probe, name_of(self), elapsed, _sql_ns_since(probe.timeline, index))
             except Exception as exc:  # noqa: BLE001 - fail open: the render's result goes back as it is
                 failures.record("the template probe failed", exc)
 
