@@ -13,6 +13,7 @@ from django.test import Client
 
 from instrumented.conf import get_config
 from instrumented.memcached import get_store
+from instrumented.stats.samples import read_samples
 from tests.support.samples import forge, stored
 
 
@@ -132,3 +133,13 @@ def test_the_error_list_links_a_500s_sample(flush, superuser_client):
     other = superuser_client.get(f"/instrumented/view/?name=shop:fail&error={'0' * 14}").content.decode()
     assert 'id="instr-no-samples"' in other and "not among the view" in other
     assert superuser_client.get("/instrumented/api/samples?name=shop:fail&error=nope").status_code == 400
+
+
+@pytest.mark.django_db(databases=["default", "analytics"])
+def test_samples_off(flush, staff_client, settings):
+    settings.INSTRUMENTED = {**settings.INSTRUMENTED, "SAMPLES_PER_VIEW": 0}
+    Client().get("/planted/?ms=1")
+    flush()
+    page = staff_client.get("/instrumented/view/?name=shop:planted").content.decode()
+    assert 'id="instr-samples-off"' in page and '<svg class="iwf"' not in page
+    assert read_samples("shop:planted", store=get_store())["samples"] == []
