@@ -27,6 +27,11 @@ def _f(value: float) -> str:
     return f"{value:.1f}"
 
 
+def _tick(ms: float) -> str:
+    """An axis label: ``0 ms``, ``336 ms``, ``1.34 s``."""
+    return f"{ms / 1000:.3g} s" if ms >= 1000 else f"{ms:.3g} ms"
+
+
 def _label(event: dict[str, Any]) -> str:
     kind = event["kind"]
     if kind == "sql":
@@ -83,13 +88,13 @@ def waterfall(sample: dict[str, Any]) -> SafeString:
         parts.append(
             format_html(
                 '<line class="iwf-grid" x1="{}" x2="{}" y1="{}" y2="{}"></line>'
-                '<text class="iwf-axis" x="{}" y="12" text-anchor="middle">{} ms</text>',
+                '<text class="iwf-axis" x="{}" y="12" text-anchor="middle">{}</text>',
                 _f(x_of(ms)),
                 _f(x_of(ms)),
                 AXIS - 6,
                 height,
                 _f(min(max(x_of(ms), LABEL + 12), WIDTH - RIGHT - 12)),
-                f"{ms:.3g}",
+                _tick(ms),
             )
         )
     for i, (first, group) in enumerate(grouped):

@@ -17,7 +17,8 @@ def test_developer_opens_the_p99_and_reads_the_waterfall(site_server, site_data_
     server = site_server(workers=2)
     browser.create_user(site_data_dir, "staff", "staff-pw", staff=True)
     hit(server, "/catalogue/")
-    for ms in (3, 8, 13, 20, 27, 33, 40, 61, 600):  # 600 % 7 + 1 = 6 book lookups: an N+1 in the slowest
+    hit(server, "/planted/?ms=0", 6)  # both workers warm (a cold one's first request is slow on a loaded machine)
+    for ms in (3, 8, 13, 20, 27, 33, 40, 61, 1300):  # 1300 % 7 + 1 = 6 book lookups: an N+1 in the slowest
         hit(server, f"/planted/?ms={ms}")
     with browser.chrome(width=1300, height=900) as driver:
         from selenium.webdriver.common.by import By
@@ -34,9 +35,9 @@ def test_developer_opens_the_p99_and_reads_the_waterfall(site_server, site_data_
         wait_until(p99_link, timeout=10).click()
         assert "min_ms=" in driver.current_url and driver.current_url.endswith("#samples")
         samples = driver.find_elements(By.CSS_SELECTOR, ".instr-sample")
-        assert len(samples) == 1, "the p99 of 10 requests: the slowest"
+        assert len(samples) == 1, "the p99 of 16 requests: the slowest"
         head = samples[0].find_element(By.CSS_SELECTOR, ".instr-sample-head").text
-        assert "GET · 200" in head and "anonymous" in head and float(head.split(" ms")[0]) >= 600
+        assert "GET · 200" in head and "anonymous" in head and float(head.split(" ms")[0]) >= 1300
         rows = [row.text for row in samples[0].find_elements(By.CSS_SELECTOR, "g.iwf-row text.iwf-label")]
         assert any(r.startswith("6\N{MULTIPLICATION SIGN} default: SELECT") for r in rows), rows
         assert any("demo_sleep" in r for r in rows) and any("template shop/planted.html" in r for r in rows)
