@@ -35,7 +35,7 @@ def test_developer_opens_the_p99_and_reads_the_waterfall(site_server, site_data_
         wait_until(p99_link, timeout=10).click()
         assert "min_ms=" in driver.current_url and driver.current_url.endswith("#samples")
         samples = driver.find_elements(By.CSS_SELECTOR, ".instr-sample")
-        assert len(samples) == 1, "the p99 of 16 requests: the slowest"
+        assert samples, "the p99 of 16 requests and above: the slowest first"
         head = samples[0].find_element(By.CSS_SELECTOR, ".instr-sample-head").text
         assert "GET · 200" in head and "anonymous" in head and float(head.split(" ms")[0]) >= 1300
         rows = [row.text for row in samples[0].find_elements(By.CSS_SELECTOR, "g.iwf-row text.iwf-label")]
