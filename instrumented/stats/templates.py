@@ -70,9 +70,19 @@ def _wrap(render: Callable[..., Any], name_of: Callable[[Any], str]) -> Callable
             elapsed = perf_counter_ns() - start
             probe.template_depth = depth
             try:
-                events.add(probe, start, elapsed, events.TEMPLATE, name_of(self), depth)
+                name = name_of(self)
+                timeline = probe.timeline
+                if timeline is not None:  # events.add(), inlined
+                    if timeline is events.EMPTY:
+                        timeline = probe.timeline = []
+                    if len(timeline) < events.MAX_EVENTS:
+                        timeline.append((start, elapsed, events.TEMPLATE, name, depth))
+                    else:
+                        events.add(probe, start, elapsed, events.TEMPLATE, name, depth)
                 if depth == 0:
-                    _count(probe, name_of(self), elapsed, _sql_ns_since(probe.timeline, index))
+                    # The SQL run inside: the statements appended since the render began (none: no sum).
+                    sql_ns = _sql_ns_since(timeline, index) if timeline is not None and len(timeline) > index + 1 else 0
+                    _count(probe, name, elapsed, sql_ns)
             except Exception as exc:  # noqa: BLE001 - fail open: the render's result goes back as it is
                 failures.record("the template probe failed", exc)
 
