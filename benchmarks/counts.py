@@ -35,6 +35,8 @@ CASES = {
     "10 distinct queries": "/distinct/10/",
     "20 cache calls": "/cache/20/",
     "10 template renders": "/templates/10/",
+    "ORM N+1, loop in view": "/orm/view/10/",
+    "ORM N+1, loop in template": "/orm/template/10/",
 }
 
 
