@@ -88,6 +88,8 @@ const show = (status, j) => {
     if (more > 0) el(body, 'p', 'and ' + more + ' more N+1 suspects', 'w');
   }
   link(j.detail_url, 'Full view page');
+  /* The view page's waterfalls of its slowest requests. */
+  if (!j.no_data) link(j.detail_url + '#samples', 'Slowest requests');
 };
 /* Profile this page: ask for it again with the profile header; only a superuser gets a profile reference back
  * (or the reason it was refused), which becomes a link to the profile. */

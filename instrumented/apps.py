@@ -23,7 +23,7 @@ class InstrumentedConfig(AppConfig):
             stats,
         )
 
-        stats.install()  # SQL hook, exception class, cache and HTTP probes
+        stats.install()  # SQL hook, exception class, cache, HTTP and template probes
         querylog.install()  # the view comment, after the stats hook: the innermost wrapper (SQL_COMMENT)
         errors.install()  # error references
         recording.install()  # commands, Celery and django.tasks tasks

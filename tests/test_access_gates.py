@@ -55,6 +55,7 @@ def test_every_page_of_the_package_has_its_gate():
         "bookmarklet": "stats_page",
         "api_views": "stats_api",
         "api_view": "stats_api",
+        "api_samples": "stats_api",
         "metrics": "metrics_access",
         "error_list": "technical",
         "error_detail": "technical",

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import finding_views, views
+from . import finding_views, sample_views, views
 
 app_name = "shop"
 
@@ -26,4 +26,6 @@ urlpatterns = [
     path("async/", views.async_view, name="async"),
     path("burn/", views.burn, name="burn"),
     path("async-burn/", views.async_burn, name="async_burn"),
+    path("planted/", sample_views.planted, name="planted"),
+    path("many-statements/", sample_views.many_statements, name="many_statements"),
 ]

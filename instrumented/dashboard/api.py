@@ -16,6 +16,7 @@ from ..pages import detail_url, json_response
 from ..stats import queue
 from ..stats.reader import STATUS_CLASSES, findings
 from ..stats.snapshot import ViewTotals
+from . import samples
 from .reading import read
 
 #: Longest ``?path=`` accepted: far above any real path, far below abuse.
@@ -112,3 +113,20 @@ def api_view(request: HttpRequest) -> HttpResponseBase:
         body["error"] = stats["error"]
         return json_response(body, 503)
     return json_response(body)
+
+
+@require_safe
+@stats_api
+def api_samples(request: HttpRequest) -> HttpResponseBase:
+    """The slowest requests of the view ``?name=`` with their timelines (``?min_ms=&max_ms=&limit=&error=``);
+    503 (with its ``error``) when memcached cannot be read. Schema: docs/dashboard.md, "Slowest requests"."""
+    name = request.GET.get("name", "")
+    if not name or len(name) > MAX_PARAM_LENGTH:
+        return json_response({"error": "missing ?name=, the view's name (e.g. shop:catalogue)"}, 400)
+    try:
+        min_ms, max_ms, limit = samples.parse_range(request)
+        error = samples.parse_error(request)
+    except ValueError as exc:
+        return json_response({"error": str(exc)}, 400)
+    found = samples.read(name, min_ms, max_ms, limit, error)
+    return json_response(found, 503 if "error" in found else 200)

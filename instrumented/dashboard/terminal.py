@@ -231,3 +231,35 @@ def render_top(
     if work is None:
         return Group(render_summary(stats), render_table(stats, sort, limit, width), Text(hint, style="dim"))
     return Group(render_summary(stats), render_table(stats, sort, limit, width), work, Text(hint, style="dim"))
+
+
+def render_samples(found: dict[str, Any]) -> str:
+    """A view's slowest requests as plain text: one line per request, then its timeline (``--samples``)."""
+    lines = [f"Slowest requests of {found['view']}, last {found['window_seconds']} s"]
+    if found.get("note"):
+        lines.append(f"  ({found['note']})")
+    for sample in found["samples"]:
+        lines.append("")
+        error = f" error {sample['error_reference']}" if sample["error_reference"] else ""
+        lines.append(
+            f"{sample['duration_ms']:.1f} ms {sample['method']} {sample['status']} at {sample['start']} "
+            f"{sample['user']}, {sample['queries']} queries ({sample['db_time_ms']:.1f} ms){error}"
+        )
+        for event in sample["timeline"]:
+            what = {
+                "sql": lambda e: (
+                    f"{e['alias']}: {e['sql']}"
+                    + (" [N+1]" if e["n_plus_one"] else "")
+                    + (" [duplicate]" if e["duplicate"] else "")
+                ),
+                "cache": lambda e: f"cache {e['alias']} {e['call']}",
+                "http": lambda e: f"HTTP {e['origin']}" + (" [error]" if e["error"] else ""),
+                "template": lambda e: "  " * e["depth"] + f"template {e['name']}",
+            }[event["kind"]](event)
+            lines.append(f"  +{event['offset_ms']:9.2f} ms {event['duration_ms']:9.2f} ms  {what}")
+        if sample["truncated"]:
+            cut = ", ".join(f"{n} {kind}" for kind, n in sample["cut"].items() if n)
+            lines.append(f"  ... not shown: {cut}")
+    if not found["samples"]:
+        lines.append("No sampled request in the window.")
+    return escape_controls("\n".join(lines), keep_newlines=True) + "\n"

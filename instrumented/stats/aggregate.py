@@ -19,6 +19,7 @@ from ..failopen import failures
 from ..naming import OTHER_VIEW, is_ignored, shorten
 from . import histogram, queue
 from .probe import Probe
+from .samples import SampleKeeper, thresholds
 from .snapshot import ViewTotals, add_into, template_rank
 from .sql import CONTROL, WRITE, kind_of
 
@@ -31,6 +32,8 @@ REQUEST_DRAIN = 256
 #: View names whose IGNORE_VIEWS verdict is remembered.
 MAX_IGNORED_MEMO = 10_000
 
+#: The templates of a request without SQL (never changed).
+NO_TEMPLATES: dict[tuple[str, str], list[int]] = {}
 #: A finished request as handed over: (view, route, method, status, duration ns, probe, perf_counter_ns at the end).
 Finished = tuple[str, str, str, int, int, Probe, int]
 
@@ -60,6 +63,10 @@ class Aggregator:
         self.expired_below = 0
         self.ignore_views = config.ignore_views
         self._ignored: dict[str, bool] = {}
+        #: The slowest requests of each view and bucket (samples.py), built from the probes the request path admitted.
+        self.samples = SampleKeeper(
+            config.samples_per_view, self.max_views, self.bucket_seconds, self.n_plus_one_threshold, self.max_raw_sql
+        )
 
     def drain(self, limit: int | None = None) -> None:
         """Count the requests handed over so far, at most ``limit`` of them (the flusher, before it collects:
@@ -108,6 +115,8 @@ class Aggregator:
         queries = 0
         db_ns = 0
         probe_extras = None
+        probe_templates = NO_TEMPLATES
+        raw_view = view
         if probe.connection is not None:
             probe_aliases, probe_templates, probe_extras = probe.summarise(self.max_raw_sql)
             for count, ns in probe_aliases.values():
@@ -228,11 +237,16 @@ class Aggregator:
                 if stats.queue is None:
                     stats.queue = queue.new()
                 queue.count(stats.queue, waited)
+            if probe.renders:
+                for name, (renders, ns, sql_ns) in probe.renders.items():
+                    stats.add_render(name, [renders, ns / 1000, sql_ns / 1000])
             changed = self.dirty.get(bucket)
             if changed is None:
                 self.dirty[bucket] = {view}
             else:
                 changed.add(view)
+        if probe.user_kind is not None and probe.timeline is not None:  # admitted on the request path
+            self.samples.offer(bucket, view, raw_view, method, status, duration_ns, now, probe, probe_templates)
 
     def _prune_templates(self, stats: ViewTotals) -> None:
         """Keep the heaviest templates (by time, N+1 suspects first) so memory stays bounded."""
@@ -287,6 +301,7 @@ def reset_aggregator() -> None:
     _aggregator = None
     _aggregator_config = None
     _aggregator_lock = threading.Lock()
+    thresholds.clear()  # the request path's sample thresholds belong to the aggregate let go
 
 
 os.register_at_fork(after_in_child=reset_aggregator)

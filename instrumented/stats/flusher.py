@@ -18,6 +18,7 @@ from ..failopen import fail_open
 from ..keys import make_process_id
 from ..memcached import Store
 from ..naming import OTHER_VIEW
+from . import samples
 from .aggregate import Aggregator, get_aggregator
 from .literals import strip_for_stats
 from .rollup import Rollup, encode_rollup
@@ -89,6 +90,10 @@ class Flusher:
             stripped = self._stripped[key] = (template_of(text)[: self.max_sql], comments)
         return stripped
 
+    def _template(self, sql: str, vendor: str) -> str:
+        """:meth:`_strip`'s template alone (what a sample's timeline shows; its comments are counted with the view)."""
+        return self._strip(sql, vendor)[0]
+
     def start(self) -> None:
         """Start the daemon thread (the current flusher flushes once more at interpreter exit)."""
         self._thread.start()
@@ -156,7 +161,15 @@ class Flusher:
             if not self.unwritten:
                 with fail_open("writing the roll-up failed"):
                     self._write_rollup(self.store, current, at)
+            with fail_open("writing samples failed"):
+                self._write_samples(current)
             return written
+
+    def _write_samples(self, current: int) -> None:
+        """The slowest requests that changed since the last flush: one value per view and bucket (samples.py)."""
+        for bucket, view, found in self.aggregator.samples.collect(current):
+            value = samples.encode(view, bucket, found, self._template, self.max_sql)
+            self.store.set(self.keys.samples(bucket, samples.view_hash(view), self.process_id), value)
 
     def _check_servers(self, at: float) -> None:
         """Write everything again when the set of live servers changed or a server lost this process's keys.

@@ -24,6 +24,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 from ..naming import class_name
 from .callsite import locate
+from .events import EMPTY, MAX_EVENTS, mark_duplicate
 from .snapshot import add_into
 from .sql import CONTROL, _keys, kind_of, request_key, template_of
 
@@ -57,6 +58,8 @@ class Probe:
         "cache_depth",
         "connection",
         "counts",
+        "cut",
+        "duplicates",
         "error_reference",
         "exception_class",
         "extras",
@@ -64,13 +67,17 @@ class Probe:
         "http",
         "others",
         "queue_stamp",
+        "renders",
         "request",
         "seen",
         "sites",
         "slow_ns",
         "start_ns",
+        "template_depth",
         "threshold",
+        "timeline",
         "times",
+        "user_kind",
         "view",
     )
 
@@ -79,7 +86,9 @@ class Probe:
     counts: Counts
     times: Counts
 
-    def __init__(self, start_ns: int, threshold: int = 5, slow_ms: float = 100.0, request: Any = None) -> None:
+    def __init__(
+        self, start_ns: int, threshold: int = 5, slow_ms: float = 100.0, request: Any = None, timeline: bool = True
+    ) -> None:
         self.start_ns = start_ns
         self.active = True
         self.exception_class: str | None = None
@@ -107,6 +116,17 @@ class Probe:
         self.cache: Calls | None = None
         self.cache_depth = 0
         self.http: Calls | None = None
+        #: What the request did, in order (samples.py): one append per statement, cache call, HTTP call and
+        #: template render, up to samples.MAX_EVENTS; None when slowest-request samples are off or it was dropped.
+        self.timeline: list[tuple[Any, ...]] | None = EMPTY if timeline else None
+        #: Start (ns) of the statements that repeated an earlier one exactly; events past the cap, per kind.
+        self.duplicates: set[int] | None = None
+        self.cut: dict[str, int] | None = None
+        #: Template renders in progress; per outermost template, [renders, ns, SQL ns inside] (templates.py).
+        self.template_depth = 0
+        self.renders: dict[str, list[int]] | None = None
+        #: "anonymous", "authenticated", "staff" or "unknown", set only when the request may become a sample.
+        self.user_kind: str | None = None
 
     def end(self) -> None:
         """The request or work is over: nothing more is counted, and what only mattered while it ran is let go."""
@@ -280,6 +300,12 @@ def sql_wrapper(  # noqa: C901 - the per-query hot path, inlined on purpose (ben
             times = probe.times
         else:
             counts, times = probe.tables(connection)
+        timeline = probe.timeline
+        if timeline is not None:  # the request's order, for samples.py
+            if timeline is EMPTY:
+                timeline = probe.timeline = []
+            if len(timeline) < MAX_EVENTS:
+                timeline.append((start, elapsed, sql, counts))
         statement: Any = sql
         count = counts.get(statement)
         if count is None:
@@ -330,6 +356,8 @@ def sql_wrapper(  # noqa: C901 - the per-query hot path, inlined on purpose (ben
             else:
                 if fingerprint in seen:
                     probe.extra(connection.alias, statement)[0] += 1
+                    if timeline is not None:
+                        mark_duplicate(probe, start)
                 else:
                     seen[fingerprint] = None
         if elapsed >= probe.slow_ns:

@@ -163,9 +163,9 @@ def findings(m: ViewTotals, top: int) -> dict[str, Any]:
     The totals (``n_plus_one_runs``, ``duplicates``, ``writes_per_row``…) are counted per request apart from the
     templates each process keeps, so they are exact through the merge; the lists hold every finding the merge
     kept (up to MAX_LISTED, then ``…_more``), and ``…_unlisted_runs`` says how many runs fell outside them."""
-    if not (m.extras or m.cache or m.http or m.comments or m.duplicates or m.n1_runs or m.writes) and not any(
-        entry[2] for entry in m.templates.values()
-    ):
+    if not (
+        m.extras or m.cache or m.http or m.comments or m.duplicates or m.n1_runs or m.writes or m.renders
+    ) and not any(entry[2] for entry in m.templates.values()):
         return _no_findings()  # most views: the same answer, without sorting and summing empty tables
     empty: list[Any] = [0, 0, 0, {}, {}]
     document: dict[str, Any] = {}
@@ -232,7 +232,25 @@ def findings(m: ViewTotals, top: int) -> dict[str, Any]:
             for where, (n, us, errors, mx) in hosts
         ],
     }
+    document["templates"] = template_time(m)
     return document
+
+
+def template_time(m: ViewTotals) -> dict[str, Any]:
+    """Time in the outermost Django and Jinja2 renders (SQL run inside them apart), and per template, heaviest first."""
+    ranked = sorted(m.renders.items(), key=lambda item: item[1][1], reverse=True)
+    total_us = sum(entry[1] for entry in m.renders.values())
+    sql_us = sum(entry[2] for entry in m.renders.values())
+    return {
+        "time_ms": _ms(total_us),
+        "sql_ms": _ms(sql_us),
+        "mean_ms": _ms(total_us / m.requests) if m.requests else 0.0,
+        "renders": sum(entry[0] for entry in m.renders.values()),
+        "names": [
+            {"name": name, "renders": n, "time_ms": _ms(us), "sql_ms": _ms(sql), "per_render_ms": _ms(us / max(n, 1))}
+            for name, (n, us, sql) in ranked
+        ],
+    }
 
 
 def _no_findings() -> dict[str, Any]:
@@ -257,6 +275,7 @@ def _no_findings() -> dict[str, Any]:
         "sql_comments": 0,
         "cache": {**_cache_entry(0, 0, 0, 0), "aliases": {}},
         "http": {"calls": 0, "time_ms": 0.0, "errors": 0, "origins": []},
+        "templates": {"time_ms": 0.0, "sql_ms": 0.0, "mean_ms": 0.0, "renders": 0, "names": []},
     }
 
 

@@ -97,6 +97,7 @@ QX_ROW = (_is_text, is_count, is_count, is_amount, _is_list, _is_list)
 SITE_ROW = (_is_text, is_count, _is_hint)  # [call site, requests, hint]
 C_ENTRY = (is_count, is_amount, is_count, is_count)  # cache alias: [calls, µs, hits, misses]
 O_ENTRY = (is_count, is_amount, is_count, is_amount)  # origin: [calls, µs, errors, slowest µs]
+T_ENTRY = (is_count, is_amount, is_amount)  # outermost template: [renders, µs, SQL µs inside]
 _NUMBERS = (int, float)  # ``type(x) in _NUMBERS``: never a bool
 _LIMIT = NUMBER_LIMIT
 
@@ -164,6 +165,9 @@ def point_ok(row: Any) -> bool:
 MAX_SITES = 3
 MAX_ORIGINS = 20
 OTHER_ORIGIN = "(other hosts)"
+#: Outermost templates kept per request and per view (by name); the rest are counted under OTHER_TEMPLATES.
+MAX_TEMPLATES = 20
+OTHER_TEMPLATES = "(other templates)"
 
 
 class ViewSnapshot(TypedDict, total=False):
@@ -195,6 +199,8 @@ class ViewSnapshot(TypedDict, total=False):
     c: dict[str, list[int]]
     o: dict[str, list[int]]
     qt: list[Any]
+    #: outermost template -> [renders, µs, SQL µs inside]
+    t: dict[str, list[int]]
 
 
 class BucketSnapshot(TypedDict):
@@ -269,6 +275,7 @@ class ViewTotals:
         "queries",
         "queries_max",
         "queue",
+        "renders",
         "requests",
         "route",
         "series",
@@ -320,6 +327,8 @@ class ViewTotals:
         self.http: dict[str, list[Any]] = {}
         # request queue time (queue.py), None until a request of this view carried a stamp
         self.queue: list[Any] | None = None
+        # outermost template -> [renders, µs, SQL µs inside] (templates.py)
+        self.renders: dict[str, list[Any]] = {}
 
     def add(self, snap: Any, bucket: int | None = None) -> int:
         """Add one snapshot of this view; ``bucket`` also records it in the per-bucket series. Returns how many
@@ -401,7 +410,7 @@ class ViewTotals:
                     skipped += 1
         if "x" in snap:
             skipped += self.add_exceptions(snap["x"])
-        if "qx" in snap or "c" in snap or "o" in snap or "qt" in snap:
+        if "qx" in snap or "c" in snap or "o" in snap or "qt" in snap or "t" in snap:
             skipped += self.add_findings(snap)
         if bucket is not None:
             point = self.series.get(bucket)
@@ -452,8 +461,9 @@ class ViewTotals:
             self.wide = 0
 
     def add_findings(self, snap: Any) -> int:
-        """Add a snapshot's (or a roll-up column's) ``qx``, ``c``, ``o`` and ``qt``: call sites, duplicates, cache,
-        HTTP, queue time. Returns how many entries were left out as malformed (nothing of them is added)."""
+        """Add a snapshot's (or a roll-up column's) ``qx``, ``c``, ``o``, ``qt`` and ``t``: call sites,
+        duplicates, cache, HTTP, queue time, template time. Returns how many entries were left out as malformed
+        (nothing of them is added)."""
         if type(snap) is not dict:
             return 1
         skipped = 0
@@ -476,17 +486,32 @@ class ViewTotals:
             else:
                 skipped += 1
         if "qt" in snap:
-            entry = queue.new()
-            try:
-                queue.add_wire(entry, snap["qt"])  # whole or not at all: a malformed value raises before it counts
-            except (TypeError, ValueError, OverflowError):
-                skipped += 1
+            skipped += self.add_queue_wire(snap["qt"])
+        for name, values in _entries(snap.get("t", {})):
+            if _row_ok(values, T_ENTRY):
+                self.add_render(name, list(values))
             else:
-                if self.queue is None:
-                    self.queue = entry
-                else:
-                    queue.merge(self.queue, entry)
+                skipped += 1
         return skipped
+
+    def add_queue_wire(self, wire: Any) -> int:
+        """Add a stored queue-time entry (queue.py), whole or not at all; 1 when it was malformed, else 0."""
+        entry = queue.new()
+        try:
+            queue.add_wire(entry, wire)  # a malformed value raises before anything counts
+        except (TypeError, ValueError, OverflowError):
+            return 1
+        if self.queue is None:
+            self.queue = entry
+        else:
+            queue.merge(self.queue, entry)
+        return 0
+
+    def add_render(self, name: str, values: list[Any]) -> None:
+        """Add ``[renders, µs, SQL µs]`` to one outermost template (past MAX_TEMPLATES, to OTHER_TEMPLATES)."""
+        if name not in self.renders and len(self.renders) >= MAX_TEMPLATES:
+            name = OTHER_TEMPLATES
+        add_into(self.renders, name, values)
 
     def add_extras(self, sql: Any, dups: int, slow: int, slowest: float, sites: Any, slow_sites: Any = ()) -> None:
         """Add one template's duplicates, slow runs and call sites (``[[site, requests, hint], ...]``: those found at
@@ -578,6 +603,8 @@ class ViewTotals:
             if self.queue is None:
                 self.queue = queue.new()
             queue.merge(self.queue, other.queue)
+        for name, values in other.renders.items():
+            self.add_render(name, list(values))
         for bucket, (requests, errors, encoded) in other.series.items():
             point = self.series.setdefault(bucket, [0, 0, []])
             point[0] += requests
@@ -622,13 +649,19 @@ class ViewTotals:
             snap["x"] = {cls: list(entry) for cls, entry in self.exceptions.items()}
         if self.extras:
             snap["qx"] = self._extras_rows(max_queries)
+        self._findings_into(snap)
+        return snap
+
+    def _findings_into(self, snap: dict[str, Any]) -> None:
+        """The sparse findings of :meth:`to_snapshot`: cache, outgoing HTTP, queue time, template time."""
         if self.cache:
             snap["c"] = {alias: [n, int(us), hits, misses] for alias, (n, us, hits, misses) in self.cache.items()}
         if self.http:
             snap["o"] = {where: [n, int(us), errors, int(mx)] for where, (n, us, errors, mx) in self.http.items()}
         if self.queue is not None:
             snap["qt"] = queue.to_wire(self.queue)
-        return snap
+        if self.renders:
+            snap["t"] = {name: [n, int(us), int(sql)] for name, (n, us, sql) in self.renders.items()}
 
 
 def merge_views(snapshots: list[tuple[int | None, dict[str, Any]]], view: str | None = None) -> dict[str, ViewTotals]:

@@ -49,6 +49,7 @@ def forged_rollup(bucket: int) -> bytes:
             ],
             c={"default": ["1", 0, 0, 0], "other": [1, 2, 1, 0]},
             o={"https://x.example": [1, -5, 0, 0], "https://y.example": [1, 2, 0, 2]},
+            t={"bad.html": [1, INF, 0], "worse.html": ["1", 2, 0], "page.html": [2, 300, 100]},  # template time
         ),
     }
     # Far in the future: the roll-up stays current however long the test takes (no series value is needed).
@@ -108,6 +109,7 @@ def test_read_stats_keeps_the_good_parts_and_counts_the_bad(planted):
     assert [s["requests"] for s in findings["slow_queries"][0]["call_sites"]] == [1]  # "²": a site without a line
     assert list(findings["cache"]["aliases"]) == ["other"]
     assert [o["origin"] for o in findings["http"]["origins"]] == ["https://y.example"]
+    assert [t["name"] for t in findings["templates"]["names"]] == ["page.html"]
     assert [p["requests"] for p in views["forged:string-count"]["series"]] == [1]
     assert "forged:bucket-ok" in views  # the bucket snapshot of a process without a roll-up
     for bad in ("forged:bucket-bad-count", "forged:bucket-nan", "forged:bucket-huge"):

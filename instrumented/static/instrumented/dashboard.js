@@ -41,6 +41,7 @@
       dbShare: busy > 0 ? Math.min(v.db_time_ms / busy, 1) : 0,
       cacheHitRate: v.cache ? v.cache.hit_rate : null,
       httpMs: v.http && v.requests ? v.http.time_ms / v.requests : 0,
+      templateMs: v.templates ? v.templates.mean_ms : 0,
     };
   }
 
@@ -59,6 +60,7 @@
     cache: (v, d) => (d.cacheHitRate === null ? -1 : d.cacheHitRate),
     http: (v, d) => d.httpMs,
     queue: (v) => (v.queue && v.queue.requests ? v.queue.p95_ms : -1),
+    template: (v, d) => d.templateMs,
     n1: (v) => v.n_plus_one,
   };
 
@@ -121,6 +123,7 @@
       cache: views.some((v) => v.cache && v.cache.calls),
       http: views.some((v) => v.http && v.http.calls),
       queue: views.some((v) => v.queue && v.queue.requests),
+      template: views.some((v) => v.templates && v.templates.renders),
     };
     for (const th of table.tHead.querySelectorAll('th[data-optional]')) {
       th.hidden = !optional[th.dataset.optional];
@@ -172,6 +175,9 @@
       const queueCell = cell(tr, v.queue && v.queue.requests ? fixed1(v.queue.p95_ms) : '');
       queueCell.dataset.optional = 'queue';
       queueCell.hidden = !optional.queue;
+      const templateCell = cell(tr, v.templates && v.templates.renders ? fixed1(d.templateMs) : '');
+      templateCell.dataset.optional = 'template';
+      templateCell.hidden = !optional.template;
       const flag = cell(tr, null);
       if (v.n_plus_one) {
         const badge = document.createElement('span');
