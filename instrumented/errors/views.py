@@ -22,6 +22,7 @@ from ..display import local_time
 from ..failopen import fail_open
 from ..keys import RATE_LIMIT_SECONDS
 from ..memcached import get_store
+from ..pages import errors_url
 from ..stats.probe import paused
 from .capture import PAGE_ATTRIBUTE, REQUEST_ATTRIBUTE, capture
 from .records import load_meta, load_page, new_reference, normalize_reference
@@ -182,7 +183,7 @@ def error_detail(request: HttpRequest, ref: str) -> HttpResponseBase:
         about = load_meta(canonical) or {}
         who = f"user {about.get('user', '?')}" + (f" (id {about['user_id']})" if about.get("user_id") else "")
         response = HttpResponse(
-            framed(page, canonical, _when(about) if about else "", who if about else "", _list_url())
+            framed(page, canonical, _when(about) if about else "", who if about else "", errors_url())
         )
         response[HEADER] = canonical
         return protect(response, sandbox=True)
@@ -191,16 +192,6 @@ def error_detail(request: HttpRequest, ref: str) -> HttpResponseBase:
         return _page(request, "instrumented/errors/missing.html", {"ref": canonical}, status=404)
     meta["when"] = _when(meta)
     return _page(request, "instrumented/errors/detail.html", {"error": meta})
-
-
-def _list_url() -> str | None:
-    """The grouped error list, when it is mounted."""
-    from django.urls import NoReverseMatch, reverse
-
-    try:
-        return reverse("instrumented:error_list")
-    except NoReverseMatch:
-        return None
 
 
 @technical
