@@ -82,7 +82,8 @@ def _answer(request: HttpRequest, context: dict[str, Any], status: int = 200) ->
         body["plan_text"] = plan.text() if plan is not None else None
         body["tables"] = [t.as_dict() for t in context.get("tables") or []]
         return json_response({k: v for k, v in body.items() if v is not None or k in ("plan", "error")}, status)
-    return render_page(request, TEMPLATE, {"title": "Explain", **context}, status=status)
+    title = f"Explain · {context['view']}" if context.get("view") else "Explain"
+    return render_page(request, TEMPLATE, {"title": title, **context}, status=status)
 
 
 @csrf_protect

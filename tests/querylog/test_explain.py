@@ -399,6 +399,15 @@ def test_the_view_page_offers_explain_to_superusers_only(recorded, superuser_cli
     assert "/instrumented/explain/" not in page
 
 
+def test_the_view_page_offers_explain_on_selects_only(flush, superuser_client):
+    from instrumented.dashboard.pages import detail_url
+
+    view = stats_of(flush, "/writes/", "explain_writes")
+    assert {q["sql"].split()[0] for q in view["top_queries"]} >= {"UPDATE", "DELETE"}
+    page = superuser_client.get(detail_url("explain_writes")).content.decode()
+    assert "/instrumented/explain/" not in page
+
+
 def test_a_failing_database_is_an_answer_not_a_500(recorded, superuser_client, monkeypatch):
     def broken(*args, **kwargs):
         raise explain.Failed("The database refused the EXPLAIN: gone")
