@@ -60,6 +60,18 @@ def allowed_aliases(view: dict[str, Any] | None) -> list[str]:
     return [a for a in dict.fromkeys(names) if a in settings.DATABASES]
 
 
+#: Why a statement as long as MAX_SQL_LENGTH is not explained.
+CUT = (
+    "The stats keep statements up to MAX_SQL_LENGTH characters and this one reaches it: it was probably cut, "
+    "so its plan would be another statement's. Raise MAX_SQL_LENGTH to explain it."
+)
+
+
+def is_cut(sql: str) -> bool:
+    """Whether the stats probably cut the statement (it is as long as they keep)."""
+    return len(sql) >= get_config().max_sql_length
+
+
 def form_value(text: str) -> Any:
     """One form input: JSON when it reads as JSON (42, "42", null, [1, 2]), else the text itself."""
     try:
@@ -75,7 +87,8 @@ def _wants_json(request: HttpRequest) -> bool:
 def _answer(request: HttpRequest, context: dict[str, Any], status: int = 200) -> HttpResponseBase:
     """The page or its JSON (``error`` and the plan's tables in both)."""
     if _wants_json(request):
-        body = {k: context.get(k) for k in ("view", "sql", "alias", "params", "engine", "analyze", "error")}
+        keys = ("view", "sql", "alias", "params", "engine", "analyze", "error", "raw_plan")
+        body = {k: context.get(k) for k in keys}
         body["timed_out"] = context.get("timed_out", False)
         plan = context.get("plan")
         body["plan"] = plan.as_dict() if plan is not None else None
@@ -84,6 +97,38 @@ def _answer(request: HttpRequest, context: dict[str, Any], status: int = 200) ->
         return json_response({k: v for k, v in body.items() if v is not None or k in ("plan", "error")}, status)
     title = f"Explain · {context['view']}" if context.get("view") else "Explain"
     return render_page(request, TEMPLATE, {"title": title, **context}, status=status)
+
+
+def _checked(request: HttpRequest, name: str, sql: str) -> tuple[str, list[Any], str]:
+    """The statement (the stats' text), values and alias of an Explain the rules allow (see the module), or
+    :class:`explain.Refused`."""
+    stats = read(view=name, top_queries=TOP_QUERIES)
+    view = next((v for v in stats.get("views", []) if isinstance(v, dict) and v.get("view") == name), None)
+    if "error" in stats:
+        raise explain.Refused(
+            f"The stats could not be read ({stats['error']}): nothing to check the statement against."
+        )
+    shown = view_statements(view) if view is not None else set()
+    if sql not in shown:
+        # A form sends line breaks as CRLF (HTML's form encoding): the stats' own text is what runs.
+        sql = next((s for s in shown if s.replace("\r\n", "\n") == sql.replace("\r\n", "\n")), sql)
+    if sql not in shown:
+        raise explain.Refused(
+            f"This is not a statement the stats show for this view (in the last {stats.get('window_seconds')} s):"
+            " only those can be explained, exactly as shown."
+        )
+    if is_cut(sql):
+        raise explain.Refused(CUT)
+    explain.check_select(sql)
+    kinds = explain.placeholders(sql)
+    raw = request.POST.get("params")
+    if raw is None:
+        raw = [form_value(text) for text in request.POST.getlist("param")]
+    values = explain.read_params(raw, kinds)
+    alias = request.POST.get("alias") or default_alias(view)
+    if alias not in allowed_aliases(view):
+        raise explain.Refused("Unknown database alias: use the view's own aliases or EXPLAIN_DATABASE.")
+    return sql, values, alias
 
 
 @csrf_protect
@@ -104,34 +149,16 @@ def explain_view(request: HttpRequest) -> HttpResponseBase:
     context: dict[str, Any] = {"view": name, "sql": sql, "view_url": detail_url(name) if name else None}
     if not name or len(name) > MAX_NAME or len(sql) > explain.MAX_SQL:
         return _answer(request, {**context, "error": "Give the view's name and one of its statements."}, 400)
-    stats = read(view=name, top_queries=TOP_QUERIES)
-    view = next((v for v in stats.get("views", []) if isinstance(v, dict) and v.get("view") == name), None)
     extra = {"explain_user": who, "explain_view": name, "explain_sql": sql[:2000]}
     try:
-        if "error" in stats:
-            raise explain.Refused(f"The stats could not be read ({stats['error']}): nothing to check the statement "
-                                  "against.")  # fmt: skip
-        if view is None or sql not in view_statements(view):
-            raise explain.Refused(
-                f"This is not a statement the stats show for this view (in the last {stats.get('window_seconds')} s):"
-                " only those can be explained, exactly as shown."
-            )
-        explain.check_select(sql)
-        kinds = explain.placeholders(sql)
-        raw = request.POST.get("params")
-        if raw is None:
-            raw = [form_value(text) for text in request.POST.getlist("param")]
-        values = explain.read_params(raw, kinds)
-        alias = request.POST.get("alias") or default_alias(view)
-        if alias not in allowed_aliases(view):
-            raise explain.Refused("Unknown database alias: use the view's own aliases or EXPLAIN_DATABASE.")
+        sql, values, alias = _checked(request, name, sql)
     except explain.Refused as exc:
         logger.warning("django-instrumented: user %s: Explain of a statement of %s refused: %s", who, name, exc,
                        extra=extra)  # fmt: skip
         return _answer(request, {**context, "error": str(exc)}, 400)
     config = get_config()
     bound, flat = explain.bind(sql, values)
-    context.update(alias=alias, params=values, analyze=config.explain_analyze, pretty=pretty_sql(sql))
+    context.update(sql=sql, alias=alias, params=values, analyze=config.explain_analyze, pretty=pretty_sql(sql))
     extra.update(explain_alias=alias)
     logger.info("django-instrumented: user %s: Explain of a statement of %s on %s", who, name, alias, extra=extra)
     try:

@@ -14,7 +14,7 @@ from django.urls import NoReverseMatch, reverse
 from ..access import can_explain
 from ..conf import get_config
 from ..querylog import explain
-from ..querylog.explain_views import allowed_aliases, default_alias
+from ..querylog.explain_views import allowed_aliases, default_alias, is_cut
 
 register = template.Library()
 
@@ -25,16 +25,18 @@ def explain_form(context: template.Context, sql: Any) -> dict[str, Any]:
     request = context.get("request")
     if request is None or not isinstance(sql, str):
         return {"show": False}
-    try:
-        explain.check_select(sql)  # BEGIN, INSERT, a locking read: nothing to offer
-    except explain.Refused:
-        return {"show": False}
     allowed = getattr(request, "_instrumented_can_explain", None)
     if allowed is None:
         allowed = can_explain(request)
         request._instrumented_can_explain = allowed
     if not allowed:
         return {"show": False}
+    try:
+        explain.check_select(sql)  # BEGIN, INSERT, a locking read: nothing to offer
+    except explain.Refused:
+        return {"show": False}
+    if is_cut(sql):
+        return {"show": False, "note": "Explain: not for this statement, cut at MAX_SQL_LENGTH."}
     try:
         url = reverse("instrumented:explain")
     except NoReverseMatch:

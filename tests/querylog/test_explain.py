@@ -271,6 +271,16 @@ def test_statements_that_are_not_the_views_are_refused(recorded, superuser_clien
     assert Book.objects.count() == 1
 
 
+def test_a_form_s_crlf_line_breaks_match_the_statement(flush, superuser_client):
+    view = stats_of(flush, "/multiline/", "explain_multiline")
+    (sql,) = [q["sql"] for q in view["top_queries"] if q["sql"].startswith("SELECT")]
+    assert sql == "SELECT id\nFROM shop_book\nWHERE title = %s"
+    status, body = ask(superuser_client, "explain_multiline", sql.replace("\n", "\r\n"), ["t7"])
+    assert status == 200 and body["sql"] == sql and body["plan"]["full_scans"] == ["shop_book"]
+    status, body = ask(superuser_client, "explain_multiline", sql.replace("\n", " "), ["t7"])
+    assert status == 400
+
+
 def test_bad_parameters_are_refused(recorded, superuser_client):
     for params, reason in [
         ([], "1 placeholder(s); 0 value(s)"),
@@ -406,6 +416,33 @@ def test_the_view_page_offers_explain_on_selects_only(flush, superuser_client):
     assert {q["sql"].split()[0] for q in view["top_queries"]} >= {"UPDATE", "DELETE"}
     page = superuser_client.get(detail_url("explain_writes")).content.decode()
     assert "/instrumented/explain/" not in page
+
+
+def test_a_statement_the_stats_cut_is_not_explained(flush, superuser_client, settings):
+    settings.INSTRUMENTED = {**settings.INSTRUMENTED, "MAX_SQL_LENGTH": 60}
+    view = stats_of(flush, "/by-title/", "explain_by_title")
+    sql = select_of(view)
+    assert len(sql) == 60
+    status, body = ask(superuser_client, "explain_by_title", sql, [])
+    assert status == 400 and "MAX_SQL_LENGTH" in body["error"]
+    from instrumented.dashboard.pages import detail_url
+
+    page = superuser_client.get(detail_url("explain_by_title")).content.decode()
+    assert "not for this statement, cut at MAX_SQL_LENGTH" in page and "/instrumented/explain/" not in page
+
+
+@pytest.mark.parametrize("engine", ["mysql", "postgresql"], indirect=True)
+def test_explain_analyze_only_when_allowed_and_still_read_only(engine, flush, superuser_client, settings):
+    kind, alias = engine
+    sql = select_of(stats_of(flush, "/by-title/", "explain_by_title", alias))
+    status, body = ask(superuser_client, "explain_by_title", sql, ["t7"], alias=alias)
+    measured = "r_rows" if kind == "mysql" else "Actual Rows"
+    assert status == 200 and body["analyze"] is False and measured not in body["raw_plan"]
+    settings.INSTRUMENTED = {**settings.INSTRUMENTED, "EXPLAIN_ANALYZE": True}
+    status, body = ask(superuser_client, "explain_by_title", sql, ["t7"], alias=alias)
+    assert status == 200 and body["analyze"] is True and body["plan"]["full_scans"] == ["shop_book"]
+    assert measured in body["raw_plan"]
+    assert book_count(alias) == BOOKS[kind]
 
 
 def test_a_failing_database_is_an_answer_not_a_500(recorded, superuser_client, monkeypatch):

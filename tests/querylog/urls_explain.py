@@ -1,7 +1,7 @@
 """Views whose statements the Explain tests read back from the stats: a filter without an index, one with, a
 locking read and writes; each on the alias given as ``?alias=``."""
 
-from django.db import transaction
+from django.db import connections, transaction
 from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
 from shop.models import Book
@@ -23,6 +23,12 @@ def by_authors(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"n": len(Book.objects.using(_alias(request)).filter(author_id__in=[3, 4, 5]))})
 
 
+def multiline(request: HttpRequest) -> JsonResponse:
+    with connections[_alias(request)].cursor() as cursor:
+        cursor.execute("SELECT id\nFROM shop_book\nWHERE title = %s", ["t7"])
+        return JsonResponse({"n": len(cursor.fetchall())})
+
+
 def locking(request: HttpRequest) -> JsonResponse:
     alias = _alias(request)
     with transaction.atomic(using=alias):
@@ -41,6 +47,7 @@ urlpatterns = [
     path("by-title/", by_title, name="explain_by_title"),
     path("by-author/", by_author, name="explain_by_author"),
     path("by-authors/", by_authors, name="explain_by_authors"),
+    path("multiline/", multiline, name="explain_multiline"),
     path("locking/", locking, name="explain_locking"),
     path("writes/", writes, name="explain_writes"),
 ]
