@@ -18,6 +18,7 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
+from django.utils.cache import patch_cache_control, patch_vary_headers
 from django.utils.functional import LazyObject, empty
 
 from .access import can_view_stats
@@ -139,6 +140,10 @@ class InstrumentedMiddleware:
             if http_calls:
                 parts.append(f'http;dur={http_ns / 1e6:.2f};desc="{http_calls} calls"')
             response["Server-Timing"] = ", ".join(parts)
+            if get_config().server_timing == "staff":
+                # Only some users get it: a shared cache must not serve one staff member's variant to everyone.
+                patch_vary_headers(response, ("Cookie",))
+                patch_cache_control(response, private=True)
 
     def _begin(self, request: HttpRequest) -> Probe | None:
         """A new probe for this request, or None when recording is off or the request is not sampled."""

@@ -39,7 +39,10 @@ LONG_RUNNING_COMMANDS = frozenset(
 
 class record:  # used like a function: ``with record("nightly-report"):`` / ``@record("sync")``
     """Record a block (``with``) or every call of a function (decorator, sync or async) under ``name``: time,
-    SQL inside, errors counted and stored with a reference. Shown on the dashboard like a view."""
+    SQL inside, errors counted and stored with a reference. Shown on the dashboard like a view.
+
+    Each distinct ``name`` is a view (a dashboard row, memcached keys, a series of every metric): give a fixed
+    name per kind of work, never one built from request data (past MAX_VIEWS, names fold into ``(other)``)."""
 
     def __init__(self, name: str, *, method: str = "") -> None:
         self.name = str(name)
@@ -153,15 +156,36 @@ _tasks: dict[str, record] = {}
 _tasks_lock = threading.Lock()
 #: Tasks being recorded at once at most (a lost postrun signal must not grow the map forever).
 MAX_RUNNING_TASKS = 10_000
+#: Where the tasks that found the map full are counted (one request each): the dashboard shows the gap.
+UNRECORDED_TASKS = TASK_PREFIX + "(not recorded: 10 000 tasks open)"
+#: Tasks of this process not recorded because the map was full.
+unrecorded_tasks = 0
 
 
 def _task_prerun(sender: Any = None, task_id: str | None = None, task: Any = None, **kwargs: Any) -> None:
+    global unrecorded_tasks
     work = record(TASK_PREFIX + str(getattr(task or sender, "name", "") or "?"), method="TASK")
     with _tasks_lock:
-        if task_id is None or len(_tasks) >= MAX_RUNNING_TASKS:
-            return
-        _tasks[task_id] = work
-    work.__enter__()
+        full = task_id is not None and len(_tasks) >= MAX_RUNNING_TASKS
+        if full:
+            unrecorded_tasks += 1
+        elif task_id is not None:
+            _tasks[task_id] = work
+    if full:
+        _count_unrecorded(work.name)
+    elif task_id is not None:
+        work.__enter__()
+
+
+def _count_unrecorded(name: str) -> None:
+    """Say that a task was not recorded (the map is full: MAX_RUNNING_TASKS ``task_postrun`` signals were lost):
+    a log line (at most once a minute, with the count so far) and a request of UNRECORDED_TASKS in the stats."""
+    failures.record(
+        f"Celery tasks not recorded: {MAX_RUNNING_TASKS} are open (task_postrun lost?), counted as {UNRECORDED_TASKS}",
+        None,
+    )
+    with record(UNRECORDED_TASKS, method="TASK"):
+        pass
 
 
 def _task_failure(

@@ -131,3 +131,43 @@ def test_celery_tasks_run_by_a_real_worker_are_recorded(flush):
     assert bad["requests"] == 1 and bad["errors"] == 1
     assert [e["class"] for e in bad["exceptions"]] == ["ConnectionError"]
     assert any(m["view"] == "task:shop.send_invoice" for m in recent_errors()[0])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_full_celery_task_map_says_so_in_the_log_and_the_stats(flush, monkeypatch, caplog):
+    """Issue 17: after MAX_RUNNING_TASKS lost ``task_postrun`` signals the map stopped recording, silently."""
+    celery = pytest.importorskip("celery")
+    from celery import signals
+    from celery.contrib.testing.worker import start_worker
+
+    from instrumented import recording
+
+    monkeypatch.setattr(recording, "MAX_RUNNING_TASKS", 2)
+    monkeypatch.setattr(recording, "_tasks", {})
+    app = celery.Celery("instrumented_test_full", broker="memory://", backend="cache+memory://")
+    app.conf.update(task_default_queue=f"q-{id(app)}", worker_hijack_root_logger=False)
+
+    @app.task(name="shop.lost_postrun")
+    def lost_postrun() -> str:
+        return "done"
+
+    @app.task(name="shop.after_the_map_filled")
+    def after() -> str:
+        return "done"
+
+    with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
+        assert signals.task_postrun.disconnect(dispatch_uid="instrumented.task_postrun")
+        try:  # two tasks whose postrun signal is lost: the map holds them for ever
+            assert lost_postrun.delay().get(timeout=20) == "done"
+            assert lost_postrun.delay().get(timeout=20) == "done"
+        finally:
+            assert recording.connect_celery()
+        for _ in range(3):
+            assert after.delay().get(timeout=20) == "done"
+    flush()
+    assert view_stats("task:shop.after_the_map_filled") is None  # not recorded: the map is full
+    gap = view_stats(recording.UNRECORDED_TASKS)
+    assert gap is not None and gap["requests"] == 3
+    assert recording.unrecorded_tasks >= 3
+    logged = [r.getMessage() for r in caplog.records if "Celery tasks not recorded" in r.getMessage()]
+    assert len(logged) == 1, logged  # once, not once per task

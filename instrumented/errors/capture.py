@@ -181,14 +181,77 @@ def render_page(request: HttpRequest | None, exc_info: ExcInfo) -> bytes | None:
     return None
 
 
+def _frame_lines(top: traceback.TracebackException) -> tuple[set[str], set[str]]:
+    """The lines of every frame of ``top`` and of the exceptions chained to it: the ``File "…", line N, in f``
+    headers, and the source and caret lines under them."""
+    headers: set[str] = set()
+    code: set[str] = set()
+    seen: set[int] = set()
+    pending = [top]
+    while pending:
+        exc = pending.pop()
+        if id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        for chunk in exc.stack.format():
+            first, *rest = chunk.splitlines(keepends=True) or [""]
+            headers.add(first)
+            code.update(rest)
+        pending.extend(e for e in (exc.__cause__, exc.__context__, *(getattr(exc, "exceptions", None) or ())) if e)
+    return headers, code
+
+
+def _segments(summary: traceback.TracebackException) -> list[tuple[str, str]]:
+    """The traceback's text as runs of lines of one kind: ``header`` (a frame's file, line and function),
+    ``code`` (its source lines) and ``text`` (messages, notes, the lines between chained exceptions)."""
+    headers, code = _frame_lines(summary)
+    runs: list[tuple[str, list[str]]] = []
+    for chunk in summary.format():  # a frame, a message, or one line of them (Python 3.11+)
+        for line in chunk.splitlines(keepends=True):
+            kind = "header" if line in headers else "code" if line in code else "text"
+            if runs and runs[-1][0] == kind:
+                runs[-1][1].append(line)
+            else:
+                runs.append((kind, [line]))
+    return [(kind, "".join(lines)) for kind, lines in runs]
+
+
+def _mask(kind: str, text: str, masker: Masker) -> str:
+    """One run of :func:`_segments` masked as what it is (see :func:`plain_traceback`)."""
+    return text if kind == "header" else masker.code(text) if kind == "code" else masker.text(text)
+
+
+def _masked(segments: list[tuple[str, str]], masker: Masker, limit: int, from_end: bool) -> str:
+    """Up to ``limit`` characters of the traceback from its start (or end), each run masked as what it is: a
+    frame's file, line and function never, its source lines only for the settings' secrets, the rest whole."""
+    parts: list[str] = []
+    left = limit
+    for kind, text in reversed(segments) if from_end else segments:
+        if left <= 0:
+            break
+        if kind == "text" and len(text) > left:
+            piece = masker.tail(text, left) if from_end else masker.head(text, left)[0]
+        else:
+            piece = _mask(kind, text, masker)
+            piece = piece[-left:] if from_end else piece[:left]
+        parts.append(piece)
+        left -= len(piece)
+    return "".join(reversed(parts) if from_end else parts)
+
+
 def plain_traceback(exc_info: ExcInfo, masker: Masker) -> str:
-    """Python's own traceback text (no locals), masked, bounded: the head and the tail when it is very long."""
-    text = "".join(traceback.format_exception(exc_info[0], exc_info[1], exc_info[2]))
-    if len(text) <= MAX_TEXT_CHARS:
-        return masker.text(text)
+    """Python's own traceback text (no locals), masked, bounded: the head and the tail when it is very long.
+
+    A request's secret-named value is masked in messages, never in a frame's file name, line number or
+    function, nor in its source lines (only the settings' secrets are): whoever sends a request must not be
+    able to blank the evidence (issue 17)."""
+    segments = _segments(traceback.TracebackException(exc_info[0], exc_info[1], exc_info[2]))
+    total = sum(len(text) for _kind, text in segments)
+    if total <= MAX_TEXT_CHARS:
+        return "".join(_mask(kind, text, masker) for kind, text in segments)
     half = MAX_TEXT_CHARS // 2
-    head, tail = masker.head(text, half)[0], masker.tail(text, half)
-    return f"{head}\n[... {len(text) - MAX_TEXT_CHARS} characters omitted ...]\n{tail}"
+    head, tail = _masked(segments, masker, half, False), _masked(segments, masker, half, True)
+    return f"{head}\n[... {total - MAX_TEXT_CHARS} characters omitted ...]\n{tail}"
 
 
 def capture(request: HttpRequest | None, exc_info: ExcInfo | None = None, *, view: str = "") -> str:
@@ -236,7 +299,8 @@ def _store(
         "time": now,
         **_describe_request(request),
         "exception": class_name(exc_type),
-        "location": masker.head(raising_location(exc_info[2]), MAX_LOCATION_CHARS)[0],
+        # Never masked: it is the group's key, and where the code raised is no request's secret (issue 17).
+        "location": raising_location(exc_info[2]),
         "message": masker.head(message, MAX_MESSAGE_CHARS)[0],
         "text": plain_traceback(exc_info, masker),
         "page": False,
@@ -249,6 +313,8 @@ def _store(
         with fail_open("rendering a technical page failed"):  # optional: metadata and text are still stored
             page = render_page(request, exc_info)
     meta["page"] = page is not None
+    # Which request fields' values were masked (the pages say so: a mask is evidence too).
+    meta["masked_fields"] = sorted(masker.masked)
     # Metadata first: when memcached is down this is the only call that waits for it.
     keys = config.keys
     if not store.set(keys.error_meta(ref), pack(meta)):

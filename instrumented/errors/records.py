@@ -30,11 +30,38 @@ def normalize_reference(value: object) -> str | None:
     return None
 
 
+#: Metadata fields that pages show as text (each must be a string when present), and the optional ones.
+_TEXT_FIELDS = ("exception", "location", "message", "view", "route", "method", "path", "user", "text")
+#: Latest unix time an error may carry (year 9999): beyond it no page can show the date.
+_LATEST_TIME = 253_402_300_799
+
+
+def valid_meta(meta: object, ref: str) -> dict[str, Any] | None:
+    """``meta`` when it is metadata a capture could have written under ``ref``, else None.
+
+    Values read back from memcached are untrusted (issue 17): a forged entry without ``ref``, with a ``ref``
+    that is not a reference (``javascript:…``) or another error's, a time that is not a finite number, or a
+    field of the wrong type is left out rather than turned into a 500 of the error list.
+    """
+    if not isinstance(meta, dict) or meta.get("ref") != ref or normalize_reference(ref) != ref:
+        return None
+    when = meta.get("time")
+    if not isinstance(when, int | float) or isinstance(when, bool) or not 0 <= when <= _LATEST_TIME:
+        return None
+    if any(not isinstance(meta.get(name, ""), str) for name in _TEXT_FIELDS):
+        return None
+    if meta.get("user_id") is not None and not isinstance(meta["user_id"], str):
+        return None
+    masked = meta.get("masked_fields", [])
+    if not isinstance(masked, list) or not all(isinstance(field, str) for field in masked):
+        return None
+    return meta
+
+
 def load_meta(ref: str) -> dict[str, Any] | None:
-    """An error's metadata and text traceback, or None when expired, unknown or unreachable."""
+    """An error's metadata and text traceback, or None when expired, unknown, unreachable or malformed."""
     store = get_store()
-    meta = unpack(store.get(store.config.keys.error_meta(ref)))
-    return meta if isinstance(meta, dict) else None
+    return valid_meta(unpack(store.get(store.config.keys.error_meta(ref))), ref)
 
 
 def load_page(ref: str) -> str | None:
@@ -70,10 +97,10 @@ def recent_errors(limit: int = 200) -> tuple[list[dict[str, Any]], str | None]:
         return [], store.last_error or "memcached is unavailable"
     errors = []
     for ref in refs:
-        meta = unpack(metas.get(keys.error_meta(ref)))
-        if isinstance(meta, dict) and isinstance(meta.get("time"), int | float) and now - meta["time"] <= window:
+        meta = valid_meta(unpack(metas.get(keys.error_meta(ref))), ref)
+        if meta is not None and now - meta["time"] <= window:
             errors.append(meta)
-    errors.sort(key=lambda m: -float(m.get("time", 0)))
+    errors.sort(key=lambda m: -float(m["time"]))
     return errors, None
 
 

@@ -12,7 +12,7 @@ import itertools
 import os
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote, quote_plus
 
@@ -46,6 +46,20 @@ _SECRET_SUFFIXES = ("password", "passwd", "token", "secret", "apikey", "webhook"
 #: Values that are never treated as secrets when scrubbing by value: dotted paths and plain words.
 _HARMLESS_VALUE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+|[a-z_]{1,32}|[A-Z_]{1,32}")
 _MIN_SECRET_LENGTH = 8
+#: Request values that are not masked by value (issue 17: anyone could send ``?password=shop/views.py`` and
+#: blank that text in every stored traceback): a plain word, a name made of words (``get_object``,
+#: ``shop.views``: no digits; ``correct-horse-battery`` stays a secret), a path (``shop/views.py``,
+#: ``/srv/site/app.py``). The field itself is still hidden by its name; these values are only not searched
+#: for elsewhere.
+_PLAIN_REQUEST_VALUE = re.compile(
+    r"[A-Za-z]+(?:[._][A-Za-z]+)*|/?(?:[A-Za-z_.][\w.-]*/)+[A-Za-z_.][\w.-]*/?|/[A-Za-z_.][\w.-]*/?"
+)
+
+
+def is_plain_value(value: str) -> bool:
+    """A request value that cannot be a secret worth searching every text for: short, a plain word, a name or a
+    path. Masking such values by value would let whoever sends them blank that text in a traceback."""
+    return len(value) < _MIN_SECRET_LENGTH or _PLAIN_REQUEST_VALUE.fullmatch(value) is not None
 
 
 def is_secret_name(name: object) -> bool:
@@ -60,13 +74,20 @@ def is_secret_name(name: object) -> bool:
     return len(parts) > 1 and parts[-1] in ("key", "keys")
 
 
-def route_secrets(request: HttpRequest | None) -> list[str]:
-    """Values captured from the URL path by secret-named route parameters (``reset/<uidb64>/<token>/``)."""
+def _label(kind: str, name: object) -> str:
+    """How a page names a request field that caused a mask (``GET password``): its name cut and printable."""
+    text = "".join(c if c.isprintable() else "?" for c in str(name)[:100])
+    return f"{kind} {text}"
+
+
+def route_secrets(request: HttpRequest | None) -> list[tuple[str, str]]:
+    """(field, value) of the values captured from the URL path by secret-named route parameters
+    (``reset/<uidb64>/<token>/``)."""
     match = getattr(request, "resolver_match", None) if request is not None else None
     if match is None:
         return []
     try:
-        return [str(value) for name, value in match.kwargs.items() if is_secret_name(name)]
+        return [(_label("URL", name), str(value)) for name, value in match.kwargs.items() if is_secret_name(name)]
     except Exception:  # noqa: BLE001 - an odd resolver match hides nothing more
         return []
 
@@ -175,26 +196,50 @@ class Masker:
     environment variables, credentials in their URLs, and the request's own (:func:`request_secrets`).
     """
 
-    __slots__ = ("_long", "_pattern")
+    __slots__ = ("_code", "_labels", "_long", "_pattern", "masked")
 
-    def __init__(self, values: Iterable[str] = ()) -> None:
-        variants = set(_known_variants())
+    def __init__(self, values: Iterable[str] = (), labels: Mapping[str, str] | None = None) -> None:
+        known = _known_variants()
+        variants = set(known)
         long: set[str] = set()
+        #: Each variant of a request's value -> the request field it came from (``GET password``).
+        self._labels: dict[str, str] = {}
         for value in values:
+            label = labels.get(value) if labels else None
             for variant in _variants(value[:_LONGEST_SECRET]):
                 (variants if len(variant) <= _LONGEST_PATTERN else long).add(variant)
+                if label:
+                    self._labels.setdefault(variant, label)
         self._pattern = _compile(frozenset(variants))
+        self._code = _compile(known)
         self._long = sorted(long, key=len, reverse=True)
+        #: The request fields whose values were masked so far (the error's pages say which).
+        self.masked: set[str] = set()
+
+    def _substitute(self, match: re.Match[str]) -> str:
+        label = self._labels.get(match.group())
+        if label:
+            self.masked.add(label)
+        return SUBSTITUTE
 
     def text(self, text: str) -> str:
         """``text`` with URL credentials and every secret value replaced by stars."""
         text = mask_credentials(text)
         if self._pattern is not None:
-            text = self._pattern.sub(SUBSTITUTE, text)
+            text = self._pattern.sub(self._substitute if self._labels else SUBSTITUTE, text)
         for value in self._long:
             if value in text:
                 text = text.replace(value, SUBSTITUTE)
+                label = self._labels.get(value)
+                if label:
+                    self.masked.add(label)
         return text
+
+    def code(self, text: str) -> str:
+        """Text that comes from the site's code (a source line): URL credentials and the settings' and
+        environment's secrets masked, never a request's values, which whoever sends them chooses (issue 17)."""
+        text = mask_credentials(text)
+        return text if self._code is None else self._code.sub(SUBSTITUTE, text)
 
     def head(self, text: str, limit: int) -> tuple[str, bool]:
         """The masked first ``limit`` characters of ``text`` (masked before cutting), and whether it was cut."""
@@ -277,49 +322,60 @@ def _authorization_parts(value: str) -> list[str]:
     return parts
 
 
-def _secret_headers(request: HttpRequest) -> Iterable[str]:
+def _secret_headers(request: HttpRequest) -> Iterable[tuple[str, str]]:
     """Values of secret-named request headers (the parts of an ``Authorization`` header)."""
     for name, value in request.META.items():
         if isinstance(name, str) and name.startswith("HTTP_") and isinstance(value, str) and is_secret_key(name):
-            yield from _authorization_parts(value) if name.endswith("AUTHORIZATION") else [value]
+            label = _label("header", name[5:].replace("_", "-").title())
+            for part in _authorization_parts(value) if name.endswith("AUTHORIZATION") else [value]:
+                yield label, part
 
 
-def _secret_cookies(request: HttpRequest) -> Iterable[str]:
+def _secret_cookies(request: HttpRequest) -> Iterable[tuple[str, str]]:
     """Values of the session and CSRF cookies and of secret-named cookies."""
     own = {getattr(settings, "SESSION_COOKIE_NAME", "sessionid"), getattr(settings, "CSRF_COOKIE_NAME", "")}
-    return (str(v) for k, v in request.COOKIES.items() if k in own or is_secret_key(k))
+    return ((_label("cookie", k), str(v)) for k, v in request.COOKIES.items() if k in own or is_secret_key(k))
 
 
-def _secret_params(request: HttpRequest) -> Iterable[str]:
+def _secret_params(request: HttpRequest) -> Iterable[tuple[str, str]]:
     """Values of secret-named GET/POST fields, and of the POST fields the view marked sensitive."""
     sensitive = getattr(request, "sensitive_post_parameters", None) or ()
     for query, is_post in ((request.GET, False), (request.POST, True)):
         for name, values in query.lists():
             if is_secret_key(name) or (is_post and (sensitive == "__ALL__" or name in sensitive)):
-                yield from (str(v) for v in values)
+                yield from ((_label("POST" if is_post else "GET", name), str(v)) for v in values)
 
 
-def _session_key(request: HttpRequest) -> Iterable[str]:
+def _session_key(request: HttpRequest) -> Iterable[tuple[str, str]]:
     """The session's key, when there is a session."""
-    return [str(getattr(request.session, "session_key", "") or "")]
+    return [("the session key", str(getattr(request.session, "session_key", "") or ""))]
 
 
-def request_secrets(request: HttpRequest | None) -> list[str]:
-    """The request's own secret values: credential headers, secret-named cookies (and the session cookie),
-    secret-named route parameters, GET and POST fields (and the POST fields the view marked sensitive).
+def request_secret_fields(request: HttpRequest | None) -> dict[str, str]:
+    """The request's own secret values, each with the field it came from (``GET password``): credential headers,
+    secret-named cookies (and the session cookie), secret-named route parameters, GET and POST fields (and the
+    POST fields the view marked sensitive). Plain words, names and paths (:func:`is_plain_value`) are left out:
+    whoever sends a request chooses them, and masking them by value would blank that text in the traceback.
 
     The raw POST is read, not the filtered copy: the filtered copy already shows stars, which would teach
     the masker nothing about the real values. At most ``MAX_REQUEST_SECRETS`` distinct values.
     """
     if request is None:
-        return []
-    found: list[str] = route_secrets(request)
-    for read in (_secret_headers, _secret_cookies, _session_key, _secret_params):
+        return {}
+    found: dict[str, str] = {}
+    for read in (route_secrets, _secret_headers, _secret_cookies, _session_key, _secret_params):
         try:
-            found.extend(read(request))
+            for label, value in read(request):
+                if value and not is_plain_value(value) and len(found) < MAX_REQUEST_SECRETS:
+                    found.setdefault(value, label)
         except Exception:  # noqa: BLE001 - an unreadable part (body, cookies) has nothing more to hide
             continue
-    return list(dict.fromkeys(v for v in found if v))[:MAX_REQUEST_SECRETS]
+    return found
+
+
+def request_secrets(request: HttpRequest | None) -> list[str]:
+    """The values of :func:`request_secret_fields`."""
+    return list(request_secret_fields(request))
 
 
 _MASKER_ATTRIBUTE = "_instrumented_masker"
@@ -332,7 +388,8 @@ def masker_for(request: HttpRequest | None) -> Masker:
     masker = getattr(request, _MASKER_ATTRIBUTE, None)
     if isinstance(masker, Masker):
         return masker
-    masker = Masker(request_secrets(request))
+    fields = request_secret_fields(request)
+    masker = Masker(fields, labels=fields)
     try:
         setattr(request, _MASKER_ATTRIBUTE, masker)
     except Exception:  # noqa: BLE001 - a request that takes no attributes: build it again next time

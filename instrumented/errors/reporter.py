@@ -187,6 +187,14 @@ _TEMPLATE_DEAD = (
     # No favicon request to the site (a 404 in the console); the contexts are no longer clickable.
     (re.compile(r"(<head>)"), r'\1<link rel="icon" href="data:,"><style>div.context ol li { cursor: auto; }</style>'),
 )
+#: Under the exception's message: which request fields' values are shown as stars, so that a mask is not
+#: mistaken for what the code did.
+_TEMPLATE_MASKED = (
+    re.compile(r'(<pre class="exception_value">.*?</pre>)', flags=re.DOTALL),
+    r'\1{% if instrumented_masked_fields %}<p id="instrumented-masked">Shown as ******************** on this '
+    r"page: the value of the request field{{ instrumented_masked_fields|length|pluralize }} "
+    r'{{ instrumented_masked_fields|join:", " }} (a secret, hidden wherever it appears).</p>{% endif %}',
+)
 _TEMPLATE_EXPLANATION = re.compile(r'(<footer id="explanation">).*?(</footer>)', flags=re.DOTALL)
 _EXPLANATION_TEXT = (
     r"\1<p>You are seeing this page because django-instrumented shows technical error pages to superusers. "
@@ -206,6 +214,7 @@ def _html_template(path: str) -> Any:
     for pattern, replacement in _TEMPLATE_DEAD:
         source = pattern.sub(replacement, source)
     source = _TEMPLATE_EXPLANATION.sub(_EXPLANATION_TEXT, source, count=1)
+    source = _TEMPLATE_MASKED[0].sub(_TEMPLATE_MASKED[1], source, count=1)
     return DEBUG_ENGINE.from_string(source)
 
 
@@ -245,7 +254,9 @@ class BoundedExceptionReporter(ExceptionReporter):
             head = min(10, self.max_frames // 2)
             frames = frames[:head] + frames[len(frames) - (self.max_frames - head) :]
         masked_causes: dict[int, _Text] = {}
-        text = self.masker.text
+        # Source lines are the site's code: only the settings' secrets are masked there, never a request's
+        # values (whoever sends them would choose which lines of the evidence vanish; issue 17).
+        text = self.masker.code
         for frame in frames:
             if "vars" in frame:
                 items = list(frame["vars"])[: self.max_vars]
@@ -296,6 +307,8 @@ class BoundedExceptionReporter(ExceptionReporter):
                     uri = f"{uri.split('?', 1)[0]}?{urlencode(masked)}"
                 data["request_insecure_uri"] = masker.clip(uri, MAX_SHOWN_CHARS)
             data["request"] = _RequestView(self.request, masker)
+        # Last, once everything above is masked: which request fields' values were (the page says so).
+        data["instrumented_masked_fields"] = sorted(masker.masked)
         return data
 
     def get_traceback_html(self) -> str:

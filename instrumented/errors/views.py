@@ -182,7 +182,9 @@ def error_text(request: HttpRequest, ref: str) -> HttpResponseBase:
         f"Request: {meta.get('method', '')} {meta.get('path', '')}",
         f"View: {meta.get('view', '')} ({meta.get('route', '')})",
         f"User: {meta.get('user', '')}" + (f" (id {meta['user_id']})" if meta.get("user_id") else ""),
-        "",
     ]
+    if meta.get("masked_fields"):
+        header.append(f"Masked: ******************** is the value of {', '.join(meta['masked_fields'])}")
+    header.append("")
     response = HttpResponse("\n".join(header) + str(meta.get("text", "")), content_type="text/plain; charset=utf-8")
     return protect(response, sandbox=True)

@@ -189,6 +189,18 @@ def _word(name: str, value: str) -> str:
     return value
 
 
+def plain_decimal(value: float, places: int) -> str:
+    """``value`` as the proxy reads a number: a plain decimal, ``places`` decimals at most, never an exponent
+    (``f"{1e-05:g}"`` is ``1e-05``, which the proxy refuses; ``:g`` also cut 123456789 to ``1.23457e+08``)."""
+    text = f"{value:.{places}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+#: Decimals sent: the proxy keeps SLOW in whole µs; a SAMPLE finer than a billionth is no sample.
+SLOW_PLACES = 3
+SAMPLE_PLACES = 9
+
+
 def switch_on_statement(seconds: int | None = None, slow_ms: float | None = None, user: str | None = None,
                         db: str | None = None, errors: bool = False, sample: float | None = None) -> str:  # fmt: skip
     """``PROXY LOG ON [seconds] [SLOW ms] [USER name] [DB name] [ERRORS] [SAMPLE fraction]``, validated."""
@@ -196,7 +208,7 @@ def switch_on_statement(seconds: int | None = None, slow_ms: float | None = None
     if slow_ms is not None:
         if isinstance(slow_ms, bool) or not isinstance(slow_ms, int | float) or not 0 <= slow_ms < 1e9:
             raise QueryLogError(f"slow must be milliseconds >= 0, not {slow_ms!r}.")
-        statement += f" SLOW {slow_ms:g}"
+        statement += f" SLOW {plain_decimal(slow_ms, SLOW_PLACES)}"
     if user:
         statement += " USER " + _word("user", user)
     if db:
@@ -206,7 +218,10 @@ def switch_on_statement(seconds: int | None = None, slow_ms: float | None = None
     if sample is not None:
         if isinstance(sample, bool) or not isinstance(sample, int | float) or not 0 < sample <= 1:
             raise QueryLogError(f"sample must be a fraction > 0 and <= 1, not {sample!r}.")
-        statement += f" SAMPLE {sample:g}"
+        fraction = plain_decimal(sample, SAMPLE_PLACES)
+        if fraction == "0":
+            raise QueryLogError(f"sample must be at least 0.{'0' * (SAMPLE_PLACES - 1)}1, not {sample!r}.")
+        statement += f" SAMPLE {fraction}"
     return statement
 
 

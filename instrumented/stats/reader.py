@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, NotRequired, TypedDict
 
+from ..failopen import fail_open, failures
 from ..keys import Keys
 from ..memcached import Store, ValueTooLarge, get_store, inflate
 from ..naming import OTHER_VIEW
@@ -196,6 +197,8 @@ class ReadBudget:
         self.value_limit = max(max_bytes // 4, 1)
         self.max_views = max_views
         self.skipped = 0
+        #: Parts of stored values left out as malformed (a string count, a time of Infinity, a forged reference).
+        self.malformed = 0
         self.folded = 0
         self.processes_skipped = 0
 
@@ -235,9 +238,9 @@ class ReadBudget:
         except (ValueError, RecursionError):
             return None
 
-    def count_skipped(self) -> None:
-        """One more part of a stored value left out as unreadable."""
-        self.skipped += 1
+    def count_skipped(self, parts: int = 1) -> None:
+        """More parts of a stored value left out as malformed."""
+        self.malformed += parts
 
     def note(self) -> str | None:
         """Why the answer is incomplete, for people (None when the whole window was read)."""
@@ -247,6 +250,8 @@ class ReadBudget:
                 f"{self.skipped} stored value(s) skipped: each may inflate to {self.value_limit // 1024} KiB, "
                 f"a read to {self.value_limit * 4 // 1024} KiB (READ_MAX_BYTES)"
             )
+        if self.malformed:
+            parts.append(f"{self.malformed} malformed part(s) of stored values left out")
         if self.folded:
             parts.append(
                 f"{self.folded} view entr(ies) over READ_MAX_VIEWS ({self.max_views}) counted under {OTHER_VIEW}"
@@ -294,8 +299,8 @@ def _annotate(result: StatsDocument, budget: ReadBudget, truncated: bool) -> Non
     """Say in the document what the read left out: truncated snapshots, skipped values, folded views."""
     if truncated:
         result["truncated"] = True
-    if budget.skipped:
-        result["skipped"] = budget.skipped
+    if budget.skipped or budget.malformed:
+        result["skipped"] = budget.skipped + budget.malformed
     note = budget.note()
     if note:
         result["note"] = note
@@ -350,7 +355,7 @@ def read_stats(
     """
     if now is not None or store is not None:
         at = time.time() if now is None else now
-        return _read(window_seconds, view, series, top_queries, at, store or get_store())
+        return _read_safely(window_seconds, view, series, top_queries, at, store or get_store())
     store = get_store()
     key = (id(store), window_seconds, view, series, top_queries)
     with _cache_lock:
@@ -367,13 +372,30 @@ def read_stats(
         if cached is not None and cached[0] > clock and cached[1].get("_generation") == generation:
             document = cached[1]
         else:
-            document = _read(window_seconds, view, series, top_queries, time.time(), store)
+            document = _read_safely(window_seconds, view, series, top_queries, time.time(), store)
             expires = clock + min(CACHE_SECONDS, store.config.flush_interval)
             _cache[key] = (expires, {**document, "_generation": generation})  # type: ignore[typeddict-unknown-key]
             return document
     result = dict(document)
     result.pop("_generation", None)
     return result  # type: ignore[return-value]
+
+
+def _read_safely(
+    window_seconds: int | None, view: str | None, series: bool, top_queries: int, now: float, store: Store
+) -> StatsDocument:
+    """:func:`_read`, which checks every part of what it reads; should it still fail, "no data" with the reason
+    (the failure counted and logged), never an exception to the dashboard, API, metrics or terminal."""
+    with fail_open("reading stats failed") as failed:
+        return _read(window_seconds, view, series, top_queries, now, store)
+    return {
+        "window_seconds": store.config.window_seconds if window_seconds is None else window_seconds,
+        "generated_at": _iso(now),
+        "processes": 0,
+        "processes_live": 0,
+        "views": [],
+        "error": f"reading stats failed: {type(failed.error).__name__}",
+    }
 
 
 def _read(  # noqa: C901 - one read, in the order of its round trips
@@ -425,7 +447,9 @@ def _read(  # noqa: C901 - one read, in the order of its round trips
     def merge(bucket: int | None, process_id: str, snapshot: dict[str, Any]) -> None:
         nonlocal truncated
         with _no_gc_pauses():
-            budget.folded += merge_into(merged, bucket, snapshot, view, budget.max_views, OTHER_VIEW)
+            folded, skipped = merge_into(merged, bucket, snapshot, view, budget.max_views, OTHER_VIEW)
+        budget.folded += folded
+        budget.count_skipped(skipped)
         processes.add(process_id)
         truncated = truncated or bool(snapshot.get("truncated"))
 
@@ -451,7 +475,7 @@ def _read(  # noqa: C901 - one read, in the order of its round trips
         budget.folded += columns.folded
         for name, view_points in points:
             if name in merged:
-                add_series(merged[name], view_points)
+                budget.count_skipped(add_series(merged[name], view_points, range(buckets[0], current + 1)))
         del columns, points
     else:
         per_bucket = [(b, p) for p, process_buckets in wanted.items() for b in process_buckets]
@@ -464,11 +488,23 @@ def _read(  # noqa: C901 - one read, in the order of its round trips
             snapshot = budget.decode(raw_snapshots.pop(keys.bucket(bucket, process_id), None))
             if isinstance(snapshot, dict):
                 merge(bucket, process_id, snapshot)
+            elif snapshot is not None:
+                budget.count_skipped()
             del snapshot
 
     for totals in merged.values():
         totals.settle()
     cap_views(merged, config.max_views, OTHER_VIEW)
+    views = []
+    for name, m in merged.items():
+        try:
+            views.append(_view_dict(name, m, top_queries, bucket_seconds, series))
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError, RecursionError):
+            # Every part was checked as it was merged; should one still not read, that view is left out, not the
+            # whole document (failures counted and logged).
+            failures.record("a merged view could not be shown", None)
+            budget.count_skipped()
+    views.sort(key=lambda v: (-v["requests"], v["view"]))
     result["processes"] = len(processes)
     result["processes_live"] = len(live)
     _annotate(result, budget, truncated)
@@ -477,8 +513,6 @@ def _read(  # noqa: C901 - one read, in the order of its round trips
         result["missing"] = sorted(missing)
         gap = f"no answer from memcached {', '.join(result['missing'])}: what it holds is missing"
         result["note"] = f"{gap}; {result['note']}" if "note" in result else gap
-    views = [_view_dict(name, m, top_queries, bucket_seconds, series) for name, m in merged.items()]
-    views.sort(key=lambda v: (-v["requests"], v["view"]))
     result["views"] = views
     return result
 

@@ -40,8 +40,6 @@ from .snapshot import ViewSnapshot, ViewTotals, add_into
 
 #: First byte of a roll-up value (memcached.pack uses "j" and "z", snapshot.encode_sections "S").
 ROLLUP = b"R"
-#: Every stored number is below this (a reader refuses others): sums of 2000 processes fit 64-bit lanes.
-NUMBER_LIMIT = 1 << 48
 #: Per-view summed numbers, in stored order (``lsum`` in tenths of µs).
 SUMMED = ("n", "e", "s0", "s1", "s2", "s3", "qn", "db", "n1", "lsum")
 #: Per-view maxima (``lmax`` in tenths of µs).
@@ -229,7 +227,7 @@ def _lengths(dims: tuple[int, int, int, int]) -> tuple[int, int, int]:
 
 
 def _small(data: bytes) -> bool:
-    """Every int64 in ``data`` is in 0 .. NUMBER_LIMIT-1: its two top bytes are zero (C-level slices)."""
+    """Every int64 in ``data`` is in 0 .. snapshot.NUMBER_LIMIT-1: its two top bytes are zero (C-level slices)."""
     zeros = bytes(len(data) // 8)
     return data[6::8] == zeros and data[7::8] == zeros
 
@@ -575,9 +573,9 @@ class RollupMerge:
                 _add_into_slots(maxima[name], group_maxima[k * views : (k + 1) * views], group.positions, slots, max)
         return sums, maxima
 
-    def into(self, merged: dict[str, ViewTotals], malformed: Callable[[], None]) -> None:
-        """Add the sums to ``merged`` (one ViewTotals per name); ``malformed`` is called for each sparse entry
-        (exceptions, findings) that cannot be read."""
+    def into(self, merged: dict[str, ViewTotals], malformed: Callable[[int], None]) -> None:
+        """Add the sums to ``merged`` (one ViewTotals per name); ``malformed`` is told how many sparse entries
+        (exceptions, findings) were left out, each checked before anything of it is added."""
         sums, maxima = self._sums()
         totals = []
         width = 8 * len(SUMMED)
@@ -613,9 +611,8 @@ class RollupMerge:
             add_into(totals[slot].aliases, alias, values)
         for slot, kind, entry in self.sparse:
             try:
-                if kind == "x":
-                    totals[slot]._add_exceptions(entry.items())
-                else:
-                    totals[slot].add_findings(entry)
-            except (TypeError, ValueError, KeyError, AttributeError, IndexError):
-                malformed()
+                bad = totals[slot].add_exceptions(entry) if kind == "x" else totals[slot].add_findings(entry)
+            except (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError):
+                bad = 1
+            if bad:
+                malformed(bad)

@@ -51,6 +51,11 @@ def encode_hint(code: str, model: str) -> str:
     return f"{_field(code)}\t{_field(model)}"
 
 
+def _line_number(text: str) -> bool:
+    """A line number as written: ASCII digits, short ("²".isdigit() is true and int("²") raises)."""
+    return text.isascii() and text.isdigit() and len(text) < 10
+
+
 def parts(site: Any) -> list[dict[str, Any]]:
     """The parts of a stored site as dicts (``{"kind": role, field: value, ...}``); a string of an earlier
     version (``path:line in function``) is one ``code`` part. Anything malformed is left out."""
@@ -59,7 +64,7 @@ def parts(site: Any) -> list[dict[str, Any]]:
     if "\t" not in site:  # the form before parts: "path:line in function"
         file, _, rest = site.partition(":")
         line, _, function = rest.partition(" in ")
-        if not line.isdigit():
+        if not _line_number(line):
             return [{"kind": "code", "file": site[:MAX_FIELD], "line": None, "function": ""}]
         return [{"kind": "code", "file": file[:MAX_FIELD], "line": int(line), "function": function[:MAX_FIELD]}]
     found: list[dict[str, Any]] = []
@@ -72,7 +77,7 @@ def parts(site: Any) -> list[dict[str, Any]]:
         for name, value in zip(names, fields, strict=True):
             part[name] = value[:MAX_FIELD]
         if "line" in part:
-            part["line"] = int(part["line"]) if part["line"].isdigit() and len(part["line"]) < 10 else None
+            part["line"] = int(part["line"]) if _line_number(part["line"]) else None
         found.append(part)
     return found
 

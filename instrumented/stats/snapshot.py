@@ -18,12 +18,131 @@ sectioned value (:func:`encode_sections`) from which a one-view read parses that
 from __future__ import annotations
 
 import json
+import re
 import zlib
 from collections.abc import Callable, Iterable
 from typing import Any, NotRequired, TypedDict
 
 from ..memcached import MAX_UNPACKED_BYTES, MAX_VALUE_BYTES, dumps, inflate, pack
 from . import histogram
+
+#: Every stored number is below this (a reader refuses others): sums of 2000 processes fit 64-bit lanes.
+NUMBER_LIMIT = 1 << 48
+#: Latest unix time a stored entry may carry (the year 9999): a later one cannot be shown as a date.
+LATEST_TIME = 253_402_300_799
+#: An error reference as instrumented.errors.records makes them (Crockford base32, 14 characters).
+REFERENCE = re.compile(r"[0-9a-hjkmnp-tv-z]{14}\Z")
+
+
+def is_count(value: object) -> bool:
+    """A stored count: an int (never a bool, a float or a string) in 0 .. NUMBER_LIMIT-1."""
+    return type(value) is int and 0 <= value < NUMBER_LIMIT
+
+
+def is_amount(value: object) -> bool:
+    """A stored amount (µs and the like): an int or finite float in 0 .. NUMBER_LIMIT (NaN fails both tests)."""
+    return (type(value) is int or type(value) is float) and 0 <= value < NUMBER_LIMIT
+
+
+def _is_text(value: object) -> bool:
+    return type(value) is str
+
+
+def _is_hint(value: object) -> bool:
+    return value is None or type(value) is str
+
+
+def _is_list(value: object) -> bool:
+    return type(value) is list
+
+
+Check = Callable[[object], bool]
+
+
+def _row_ok(row: object, checks: tuple[Check, ...]) -> bool:
+    """``row`` is a list of ``len(checks)`` values, each passing its check."""
+    return type(row) is list and len(row) == len(checks) and all(check(v) for check, v in zip(checks, row, strict=True))
+
+
+def _rows(value: Any) -> list[Any]:
+    """A stored list of rows; one malformed row (so it is counted once) when it is not a list."""
+    return value if type(value) is list else [None]
+
+
+def _entries(value: Any) -> Iterable[tuple[str, Any]]:
+    """A stored ``{key: entry}``'s items; one malformed entry (so it is counted once) when it is not a dict."""
+    return value.items() if type(value) is dict else [("", None)]
+
+
+#: What each rare part of a stored view holds, checked before anything of it is added (issue 17: a forged value
+#: with a string count or a time of Infinity made every reader raise). The frequent parts have checks of their
+#: own below, written out: a reader checks thousands of them.
+QX_ROW = (_is_text, is_count, is_count, is_amount, _is_list)  # [sql, duplicates, slow runs, slowest µs, sites]
+SITE_ROW = (_is_text, is_count, _is_hint)  # [call site, requests, hint]
+C_ENTRY = (is_count, is_amount, is_count, is_count)  # cache alias: [calls, µs, hits, misses]
+O_ENTRY = (is_count, is_amount, is_count, is_amount)  # origin: [calls, µs, errors, slowest µs]
+_NUMBERS = (int, float)  # ``type(x) in _NUMBERS``: never a bool
+_LIMIT = NUMBER_LIMIT
+
+
+def view_ok(snap: Any) -> bool:
+    """The numbers of one stored view (a bucket's or a roll-up's row form) are what a writer stores: counts are
+    ints in range, times finite and non-negative, texts text. Its tables and sparse parts are checked per entry."""
+    if type(snap) is not dict:
+        return False
+    get: Any = snap.get
+    s, n, e, n1 = get("s"), get("n"), get("e", 0), get("n1", 0)
+    lsum, lmax = get("lsum"), get("lmax")
+    if not (
+        type(s) is list and len(s) == 4
+        and type(n) is type(e) is type(n1) is type(s[0]) is type(s[1]) is type(s[2]) is type(s[3]) is int
+        and 0 <= min(n, e, n1, *s) and max(n, e, n1, *s) < _LIMIT
+        and type(lsum) in _NUMBERS and type(lmax) in _NUMBERS and 0 <= lsum < _LIMIT and 0 <= lmax < _LIMIT
+        and type(snap.get("h", "")) is str and type(snap.get("route", "")) is str
+    ):  # fmt: skip
+        return False
+    if "qn" not in snap:
+        return True
+    qn, qmax, db = get("qn"), get("qmax"), get("db")
+    return type(qn) is type(qmax) is int and 0 <= min(qn, qmax) and max(qn, qmax) < _LIMIT and type(db) in _NUMBERS \
+        and 0 <= db < _LIMIT  # fmt: skip
+
+
+def q_row_ok(row: Any) -> bool:
+    """``[sql, count, µs, N+1 requests]``."""
+    return (
+        type(row) is list and len(row) == 4 and type(row[0]) is str and type(row[1]) is type(row[3]) is int
+        and type(row[2]) in _NUMBERS and 0 <= row[1] < _LIMIT and 0 <= row[2] < _LIMIT and 0 <= row[3] < _LIMIT
+    )  # fmt: skip
+
+
+def alias_ok(entry: Any) -> bool:
+    """An alias's ``[count, µs]``."""
+    return (
+        type(entry) is list and len(entry) == 2 and type(entry[0]) is int and type(entry[1]) in _NUMBERS
+        and 0 <= entry[0] < _LIMIT and 0 <= entry[1] < _LIMIT
+    )  # fmt: skip
+
+
+def exception_ok(entry: Any) -> bool:
+    """An exception class's ``[count, last reference, last unix time]``: the reference in its own format or none
+    (never text a page would turn into a link of its own), the time one a date can show."""
+    if type(entry) is not list or len(entry) != 3:
+        return False
+    count, ref, at = entry
+    return (
+        type(count) is int and 0 <= count < _LIMIT and type(at) in _NUMBERS and 0 <= at <= LATEST_TIME
+        and (ref is None or ref == "" or (type(ref) is str and REFERENCE.match(ref) is not None))
+    )  # fmt: skip
+
+
+def point_ok(row: Any) -> bool:
+    """A series point ``[bucket, requests, errors, histogram slice]``."""
+    return (
+        type(row) is list and len(row) == 4 and type(row[0]) is type(row[1]) is type(row[2]) is int
+        and type(row[3]) is str and 0 <= min(row[0], row[1], row[2]) and max(row[0], row[1], row[2]) < _LIMIT
+    )  # fmt: skip
+
 
 #: Call sites kept per view and template (the most frequent), and origins per view.
 MAX_SITES = 3
@@ -148,12 +267,20 @@ class ViewTotals:
         # origin -> [outgoing HTTP calls, µs, errors, slowest µs]
         self.http: dict[str, list[Any]] = {}
 
-    def add(self, snap: dict[str, Any], bucket: int | None = None) -> None:  # noqa: C901 - reader hot loop, one flat pass
-        """Add one snapshot of this view; ``bucket`` also records it in the per-bucket series."""
+    def add(self, snap: Any, bucket: int | None = None) -> int:
+        """Add one snapshot of this view; ``bucket`` also records it in the per-bucket series. Returns how many
+        parts were left out as malformed: the whole snapshot (1) when one of its numbers is (:func:`view_ok`),
+        else each bad entry of its tables, exceptions and findings. Nothing of a malformed part is added."""
+        if not view_ok(snap):
+            return 1
+        return self.add_checked(snap, bucket)
+
+    def add_checked(self, snap: dict[str, Any], bucket: int | None = None) -> int:  # noqa: C901 - reader hot loop, one flat pass
+        """:meth:`add` of a snapshot that passed :func:`view_ok`."""
         if not self.route:
-            self.route = str(snap.get("route", ""))
-        n = int(snap["n"])
-        errors = int(snap.get("e", 0))
+            self.route = snap.get("route", "")
+        n = snap["n"]
+        errors = snap.get("e", 0)
         self.requests += n
         self.errors += errors
         s = snap["s"]
@@ -168,8 +295,15 @@ class ViewTotals:
             self.lat_max = lmax
         encoded = snap.get("h") or ""
         histogram.merge_encoded(self.hist, encoded)
-        for method, count in snap.get("m", {}).items():
-            self.methods[method] = self.methods.get(method, 0) + count
+        skipped = 0
+        found = snap.get("m")
+        if found:  # the containers' checks inlined too: this runs for each of thousands of snapshots
+            methods = self.methods
+            for method, count in found.items() if type(found) is dict else _entries(found):
+                if type(count) is int and 0 <= count < _LIMIT:
+                    methods[method] = methods.get(method, 0) + count
+                else:
+                    skipped += 1
         if "qn" in snap:
             self.queries += snap["qn"]
             if snap["qmax"] > self.queries_max:
@@ -177,7 +311,12 @@ class ViewTotals:
             self.db_us += snap["db"]
             # Inlined rather than add_into(): this runs for every template of thousands of snapshots per read.
             templates = self.templates
-            for sql, count, time_us, n1 in snap.get("q", ()):
+            rows = snap.get("q", [])
+            for row in rows if type(rows) is list else _rows(rows):
+                if not q_row_ok(row):
+                    skipped += 1
+                    continue
+                sql, count, time_us, n1 = row
                 entry = templates.get(sql)
                 if entry is None:
                     templates[sql] = [count, time_us, n1]
@@ -186,19 +325,23 @@ class ViewTotals:
                     entry[1] += time_us
                     entry[2] += n1
             aliases = self.aliases
-            for alias, (count, time_us) in snap.get("a", {}).items():
+            found = snap.get("a", {})
+            for alias, values in found.items() if type(found) is dict else _entries(found):
+                if not alias_ok(values):
+                    skipped += 1
+                    continue
                 entry = aliases.get(alias)
                 if entry is None:
-                    aliases[alias] = [count, time_us]
+                    aliases[alias] = list(values)
                 else:
-                    entry[0] += count
-                    entry[1] += time_us
+                    entry[0] += values[0]
+                    entry[1] += values[1]
         if "n1" in snap:
             self.n_plus_one += snap["n1"]
         if "x" in snap:
-            self._add_exceptions(snap["x"].items())
+            skipped += self.add_exceptions(snap["x"])
         if "qx" in snap or "c" in snap or "o" in snap:
-            self.add_findings(snap)
+            skipped += self.add_findings(snap)
         if bucket is not None:
             point = self.series.get(bucket)
             if point is None:
@@ -207,6 +350,28 @@ class ViewTotals:
                 point[0] += n
                 point[1] += errors
                 point[2].append(encoded)
+        return skipped
+
+    def add_exceptions(self, found: Any) -> int:
+        """Add a stored ``{class: [count, last reference, last unix time]}``; returns the entries left out as
+        malformed (all of it, as one, when it is not a dict)."""
+        if type(found) is not dict:
+            return 1
+        skipped = 0
+        exceptions = self.exceptions
+        for cls, entry in found.items():
+            if not exception_ok(entry):
+                skipped += 1
+                continue
+            known = exceptions.get(cls)
+            if known is None:
+                exceptions[cls] = list(entry)
+            else:
+                known[0] += entry[0]
+                if entry[2] >= known[2]:
+                    known[1] = entry[1] or known[1]
+                    known[2] = entry[2]
+        return skipped
 
     def _add_exceptions(self, items: Any) -> None:
         for cls, (count, ref, at) in items:
@@ -225,14 +390,30 @@ class ViewTotals:
             histogram.settle_wide(self.hist, self.wide)
             self.wide = 0
 
-    def add_findings(self, snap: dict[str, Any]) -> None:
-        """Add a snapshot's (or a roll-up column's) ``qx``, ``c`` and ``o``: call sites, duplicates, cache, HTTP."""
-        for sql, dups, slow, slowest, sites in snap.get("qx", ()):
-            self.add_extras(sql, dups, slow, slowest, sites)
-        for alias, (calls, time_us, hits, misses) in snap.get("c", {}).items():
-            add_into(self.cache, alias, [calls, time_us, hits, misses])
-        for where, values in snap.get("o", {}).items():
-            self.add_http(where, values)
+    def add_findings(self, snap: Any) -> int:
+        """Add a snapshot's (or a roll-up column's) ``qx``, ``c`` and ``o``: call sites, duplicates, cache, HTTP.
+        Returns how many entries were left out as malformed (nothing of them is added)."""
+        if type(snap) is not dict:
+            return 1
+        skipped = 0
+        for row in _rows(snap.get("qx", [])):
+            if not _row_ok(row, QX_ROW):
+                skipped += 1
+                continue
+            sites = [site for site in row[4] if _row_ok(site, SITE_ROW)]
+            skipped += len(row[4]) - len(sites)
+            self.add_extras(row[0], row[1], row[2], row[3], sites)
+        for alias, values in _entries(snap.get("c", {})):
+            if _row_ok(values, C_ENTRY):
+                add_into(self.cache, alias, values)
+            else:
+                skipped += 1
+        for where, values in _entries(snap.get("o", {})):
+            if _row_ok(values, O_ENTRY):
+                self.add_http(where, values)
+            else:
+                skipped += 1
+        return skipped
 
     def add_extras(self, sql: Any, dups: int, slow: int, slowest: float, sites: Any) -> None:
         """Add one template's duplicates, slow runs and call sites (``[[site, requests, hint], ...]``)."""
@@ -390,24 +571,28 @@ def merge_into(
     view: str | None = None,
     max_views: int | None = None,
     other_name: str = "",
-) -> int:
+) -> tuple[int, int]:
     """Add one snapshot's views to ``merged``; past ``max_views`` names, new names go to ``other_name``.
 
-    Returns how many view entries were folded that way (a reader's view budget).
+    Returns how many view entries were folded that way (a reader's view budget), and how many parts were left
+    out as malformed (a view whose numbers are, before it is given a name in ``merged``; a bad entry of a view).
     """
     views = snapshot.get("views")
     if not isinstance(views, dict):
-        return 0
-    folded = 0
+        return 0, 1
+    folded = skipped = 0
     items = views.items() if view is None else ((view, views[view]),) if view in views else ()
     for name, snap in items:
+        if not view_ok(snap):
+            skipped += 1
+            continue
         totals, was_folded = _target(merged, name, max_views, other_name)
         folded += was_folded
         try:
-            totals.add(snap, bucket)
-        except (TypeError, ValueError, KeyError, AttributeError, IndexError):
-            continue
-    return folded
+            skipped += totals.add_checked(snap, bucket)
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError):
+            skipped += 1
+    return folded, skipped
 
 
 def cap_views(merged: dict[str, ViewTotals], limit: int, other_name: str) -> None:
@@ -465,17 +650,26 @@ def shrink(
     return payload
 
 
-def add_series(totals: ViewTotals, points: Iterable[list[Any]]) -> None:
-    """Record ``[bucket, requests, errors, histogram slice]`` points in one view's per-bucket series."""
+def add_series(totals: ViewTotals, points: Iterable[Any], buckets: range | None = None) -> int:
+    """Record ``[bucket, requests, errors, histogram slice]`` points in one view's per-bucket series (only those
+    of ``buckets``, when given); returns how many points were left out as malformed."""
     series = totals.series
-    for bucket, requests, errors, encoded in points:
+    skipped = 0
+    for row in points:
+        if not point_ok(row):
+            skipped += 1
+            continue
+        bucket, requests, errors, encoded = row
+        if buckets is not None and bucket not in buckets:
+            continue
         point = series.get(bucket)
         if point is None:
-            series[int(bucket)] = [int(requests), int(errors), [str(encoded)]]
+            series[bucket] = [requests, errors, [encoded]]
         else:
-            point[0] += int(requests)
-            point[1] += int(errors)
-            point[2].append(str(encoded))
+            point[0] += requests
+            point[1] += errors
+            point[2].append(encoded)
+    return skipped
 
 
 #: First byte of a sectioned value (memcached.pack uses "j" and "z").

@@ -84,6 +84,19 @@ def test_filters_from_the_panel_and_the_command(qlog: ProxyProcess, admin_client
     assert control(qlog.port, "PROXY LOG STATUS")[0]["filters"] == "slow 2.5 ms, user app"
 
 
+def test_small_and_large_numbers_reach_the_proxy_as_plain_decimals(qlog: ProxyProcess, admin_client, url):
+    """Issue 17: the panel sent ``SAMPLE 1e-05`` (``:g``), which the proxy refuses, and ``SLOW 1.23457e+08``."""
+    response = admin_client.post(url, {"action": "on", "seconds": "60", "slow": "123456789", "sample": "0.00001"})
+    assert response.status_code == 302
+    status = control(qlog.port, "PROXY LOG STATUS")[0]
+    assert status["logging"] != "off" and "slow" in status["filters"] and "sample" in status["filters"], status
+    control(qlog.port, "PROXY LOG OFF")
+    call_command("instrumented_querylog", "on", "--seconds", "30", "--slow", "0.0001", "--sample", "0.0000005",
+                 stdout=io.StringIO())  # fmt: skip
+    status = control(qlog.port, "PROXY LOG STATUS")[0]
+    assert status["logging"] != "off" and "sample" in status["filters"], status
+
+
 @pytest.fixture
 def two_proxies(qlog: ProxyProcess, tmp_path: Path) -> Iterator[tuple[ProxyProcess, ProxyProcess]]:
     """A second proxy as the alias "querylog2"; QUERYLOG_DATABASES names both."""

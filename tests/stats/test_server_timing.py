@@ -78,3 +78,16 @@ def test_async_views_get_it_too(staff_client):
     assert response.status_code == 200
     assert int(HEADER.match(response["Server-Timing"]).group(1)) == 1
     assert "Server-Timing" not in async_to_sync(AsyncClient().get)("/async/")
+
+
+def test_a_response_with_the_staff_header_varies_on_the_cookie_and_is_private(settings, staff_client):
+    """Issue 17: a shared cache must not serve the staff variant (with Server-Timing) to everyone."""
+    response = staff_client.get("/duplicates/")
+    assert "Server-Timing" in response
+    assert "Cookie" in [v.strip() for v in response["Vary"].split(",")]
+    assert "private" in response["Cache-Control"]
+    anonymous = Client().get("/duplicates/")
+    assert "Server-Timing" not in anonymous and "Cache-Control" not in anonymous and "Vary" not in anonymous
+    mode(settings, "all")  # the same header for everyone: nothing to vary on
+    everyone = Client().get("/duplicates/")
+    assert "Server-Timing" in everyone and "Vary" not in everyone and "Cache-Control" not in everyone

@@ -6,8 +6,10 @@ import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from rich.text import Text
 
 from ...dashboard.terminal import SORT_KEYS, make_console, render_top
+from ...failopen import fail_open
 from ...stats.reader import read_stats
 
 
@@ -37,7 +39,10 @@ class Command(BaseCommand):
         console = make_console(self.stdout)  # the real stream: rich's in-place redraw needs its own newlines
 
         def frame(live: bool) -> Any:
-            return render_top(dict(read_stats(window)), sort, limit, interval if live else None, console.width)
+            stats = dict(read_stats(window))  # never raises: "no data" with the reason instead
+            with fail_open("drawing instrumented_top failed") as failed:  # nor does a frame: the next one may draw
+                return render_top(stats, sort, limit, interval if live else None, console.width)
+            return Text(f"no data: the stats could not be drawn ({type(failed.error).__name__})", style="bold red")
 
         if options["once"]:
             console.print(frame(False))
