@@ -126,6 +126,9 @@ def _checked(request: HttpRequest, name: str, sql: str) -> tuple[str, list[Any],
         raw = [form_value(text) for text in request.POST.getlist("param")]
     values = explain.read_params(raw, kinds)
     alias = request.POST.get("alias") or default_alias(view)
+    configured = get_config().explain_database
+    if configured and configured not in settings.DATABASES:
+        raise explain.Refused(f"EXPLAIN_DATABASE is {configured!r}, which is not a DATABASES alias.")
     if alias not in allowed_aliases(view):
         raise explain.Refused("Unknown database alias: use the view's own aliases or EXPLAIN_DATABASE.")
     return sql, values, alias

@@ -331,6 +331,9 @@ def test_aliases_not_recorded_for_the_view_are_refused(recorded, superuser_clien
     status, body = ask(superuser_client, "explain_by_title", recorded, ["t1"])
     assert body["alias"] == "analytics"  # the replica stands in; it has no shop_book here, which the plan says
     assert status == 422 and "no such table" in body["error"]
+    settings.INSTRUMENTED = {**settings.INSTRUMENTED, "EXPLAIN_DATABASE": "replica"}
+    status, body = ask(superuser_client, "explain_by_title", recorded, ["t1"])
+    assert status == 400 and "EXPLAIN_DATABASE is 'replica', which is not a DATABASES alias" in body["error"]
 
 
 @pytest.mark.parametrize(
