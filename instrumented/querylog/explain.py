@@ -20,12 +20,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import sqlparse
 from django.apps import apps
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.utils import load_backend
 from sqlparse import tokens as T
+from sqlparse.lexer import tokenize
 
 from .. import plans
 
@@ -64,30 +64,41 @@ def placeholders(sql: str) -> list[str]:
     return ["list" if m == IN_LIST else "value" for m in _PLACEHOLDER.findall(sql) if m != "%%"]
 
 
-def check_select(sql: str) -> None:
-    """Refused unless ``sql`` is one plain SELECT (WITH … SELECT too): see the module's docstring."""
+def _check_text(sql: str) -> None:
+    """Refused when the text is empty, too long or holds a NUL."""
     if not sql.strip():
         raise Refused("The statement is empty.")
     if len(sql) > MAX_SQL:
         raise Refused(f"The statement is longer than {MAX_SQL} characters.")
     if "\x00" in sql:
         raise Refused("The statement contains a NUL character.")
-    statements = [s for s in sqlparse.parse(sql) if s.token_first(skip_ws=True, skip_cm=True) is not None]
-    if len(statements) != 1:
-        raise Refused("Only one statement can be explained (this text holds several).")
-    (statement,) = statements
-    first = statement.token_first(skip_ws=True, skip_cm=True)
-    if statement.get_type() != "SELECT":
-        word = (first.value.split() or ["?"])[0].upper()[:30]
-        raise Refused(f"Only a plain SELECT can be explained, not {word}.")
-    for token in statement.flatten():
-        if token.ttype is T.Punctuation and token.value == ";":
+
+
+def check_select(sql: str) -> None:
+    """Refused unless ``sql`` is one plain SELECT (WITH … SELECT, a parenthesised SELECT too): see the module.
+
+    Read with sqlparse's lexer (its tokens, without the grouping of ``sqlparse.parse``: a page checks each of its
+    statements, and the tokens are all the rules need).
+    """
+    _check_text(sql)
+    first: str | None = None
+    for ttype, value in tokenize(sql):
+        if ttype in T.Comment:
+            if re.match(r"/\*[!M+]", value):
+                raise Refused("Executable comments (/*! … */, /*M! … */, hints) are not allowed.")
+            continue
+        if ttype in T.Whitespace or ttype in T.Newline or ttype is T.Text.Whitespace:
+            continue
+        word = value.upper()
+        if first is None:
+            first = word
+            if ttype not in T.Keyword.DML and ttype not in T.Keyword.CTE and word != "(":
+                raise Refused(f"Only a plain SELECT can be explained, not {(value.split() or ['?'])[0][:30].upper()}.")
+        if ttype is T.Punctuation and value == ";":
             raise Refused("Only one statement can be explained: ';' is not allowed.")
-        if token.ttype in T.Comment and re.match(r"/\*[!M+]", token.value):
-            raise Refused("Executable comments (/*! … */, /*M! … */, hints) are not allowed.")
-        word = token.normalized.upper()
-        if token.ttype in T.Keyword and (word in FORBIDDEN or (token.ttype in (T.Keyword.DML, T.Keyword.DDL)
-                                                               and word != "SELECT")):  # fmt: skip
+        if ttype in T.Keyword and (word in FORBIDDEN or (ttype in (T.Keyword.DML, T.Keyword.DDL) and word != "SELECT")):
+            if first == word:
+                raise Refused(f"Only a plain SELECT can be explained, not {word}.")
             kind = "a locking clause" if word in ("UPDATE", "SHARE", "LOCK", "NOWAIT") else word
             raise Refused(f"Only a plain SELECT can be explained: this statement has {kind} ({word}).")
 

@@ -359,7 +359,9 @@ def test_aliases_not_recorded_for_the_view_are_refused(recorded, superuser_clien
         ("WITH d AS (DELETE FROM shop_book RETURNING *) SELECT * FROM d", "DELETE"),
         ("SET SESSION TRANSACTION READ WRITE", "SET"),
         ("CALL p()", "CALL"),
-        ("PRAGMA query_only = OFF", "PRAGMA"),
+        ("PRAGMA query_only = OFF", "not PRAGMA"),
+        ("(SELECT 1) UNION (SELECT 2) FOR UPDATE", "locking clause"),
+        ("/* x */ DELETE FROM shop_book", "not DELETE"),
         ("", "empty"),
     ],
 )
@@ -373,6 +375,8 @@ def test_plain_selects_pass_and_in_lists_widen():
     for sql in [
         'SELECT "shop_book"."id" FROM "shop_book" WHERE "shop_book"."title" = %s LIMIT 21',
         "WITH t AS (SELECT 1 AS n) SELECT n FROM t",
+        '(SELECT "shop_book"."id" FROM "shop_book") UNION (SELECT "shop_author"."id" FROM "shop_author")',
+        "-- a leading comment\nSELECT 1",
         "SELECT COUNT(*), demo_sleep(%s) FROM shop_book /* a comment */",
         "SELECT `shop_book`.`id` FROM `shop_book` WHERE `shop_book`.`author_id` IN (%s, ...) AND title LIKE %s",
     ]:
