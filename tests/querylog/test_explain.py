@@ -452,6 +452,22 @@ def test_explain_analyze_only_when_allowed_and_still_read_only(engine, flush, su
     assert book_count(alias) == BOOKS[kind]
 
 
+def test_forged_stats_cannot_make_it_run_anything_but_a_select(recorded, superuser_client, monkeypatch):
+    """What memcached holds is untrusted: a forged statement of a view is checked like any other."""
+    from instrumented.querylog import explain_views
+
+    forged = ["SELECT 1; DROP TABLE shop_book", "DELETE FROM shop_book", "SELECT * FROM shop_book FOR UPDATE",
+              "SELECT 1 /*!50000 INTO OUTFILE '/tmp/x' */"]  # fmt: skip
+    document = {"window_seconds": 300, "views": [{"view": "forged", "databases": {"default": {"queries": 1}},
+                                                  "top_queries": [{"sql": sql} for sql in forged]}]}  # fmt: skip
+    monkeypatch.setattr(explain_views, "read", lambda **kwargs: document)
+    for sql in forged:
+        status, body = ask(superuser_client, "forged", sql, [])
+        assert status == 400 and ("plain SELECT" in body["error"] or "Executable" in body["error"]
+                                  or "one statement" in body["error"]), body  # fmt: skip
+    assert Book.objects.count() == 1
+
+
 def test_a_failing_database_is_an_answer_not_a_500(recorded, superuser_client, monkeypatch):
     def broken(*args, **kwargs):
         raise explain.Failed("The database refused the EXPLAIN: gone")
