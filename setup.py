@@ -43,6 +43,8 @@ setup(
         "proxy": ["lupa>=2.0", "uvloop>=0.19; sys_platform != 'win32'"],
         # The demo runs under a multi-process server; PyMySQL (pure Python) is its MySQL driver for the DBA panel.
         # requests: the demo's outgoing-HTTP view (http.client, as urllib uses too, is probed either way).
+        # Profiles on demand use pyinstrument's sampler when it is installed (else a small built-in one).
+        "profile": ["pyinstrument>=4.6"],
         "demo": ["gunicorn>=22", "PyMySQL>=1.1", "requests>=2.31"],
         "test": [
             "pytest>=8",
@@ -72,6 +74,8 @@ setup(
             "djangorestframework>=3.15",
             "Jinja2>=3.1",
             "psycopg[binary]>=3.1",
+            # Profiles: both samplers are tested (pyinstrument, and the built-in one with PROFILE_ENGINE="builtin").
+            "pyinstrument>=4.6",
         ],
     },
     entry_points={

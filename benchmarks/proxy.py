@@ -191,9 +191,34 @@ def _answer_questions(session) -> None:
         session.server_data(p.frame_all(p.text_resultset(columns, [row], False), 1)[0])
 
 
-def host_code_us(script: Path | None, logging_on: bool, n: int = 30000) -> float:
-    """CPU time of the host's Python + Lua code per SELECT 1 (parse, hooks, tracking), in-process; the log goes
-    to the file PROXY_LOG_FILE names (a regular file: the host refuses anything else)."""
+#: The Lua entry points of the host (``bootstrap.lua``'s), each call one crossing from Python into Lua.
+ENTRY_POINTS = ("call", "read_query", "pop", "read_query_result", "set", "set_address", "get_connection", "response")
+
+
+def _count_crossings(lua) -> dict[str, int]:
+    """Wrap the host's Lua entry points (before any connection looks them up) with call counters."""
+    counts = dict.fromkeys(ENTRY_POINTS, 0)
+
+    def counted(name, fn):
+        def wrapper(*args):
+            counts[name] += 1
+            return fn(*args)
+
+        return wrapper
+
+    for name in ENTRY_POINTS:
+        if hasattr(lua, name):
+            setattr(lua, name, counted(name, getattr(lua, name)))
+    return counts
+
+
+def host_code_us(script: Path | None, logging_on: bool, n: int = 30000, sql: str = "SELECT 1",
+                 count_crossings: bool = False) -> tuple[float, float, float]:  # fmt: skip
+    """CPU time of the host's Python + Lua code per statement (parse, hooks, tracking), in-process, the
+    Python->Lua crossings per statement and the Python bytecodes run per statement (both counted, exact; 0 unless
+    ``count_crossings``: counting costs time).
+    ``sql`` may hold ``%d``: then every statement has a literal of its own (the digest's normaliser cannot
+    reuse an earlier answer, as under sysbench). The log goes to the file PROXY_LOG_FILE names."""
     from instrumented.proxy.connection import ProxyConnection
     from instrumented.proxy.mysql import packets as p
     from instrumented.proxy.phases import IDLE
@@ -201,6 +226,7 @@ def host_code_us(script: Path | None, logging_on: bool, n: int = 30000) -> float
 
     server = ProxyServer(("127.0.0.1", 0), [("127.0.0.1", DB_PORT)], str(script) if script else None,
                          io_paths=[os.environ["PROXY_LOG_FILE"]])  # fmt: skip
+    counts = _count_crossings(server.lua) if count_crossings and server.lua is not None else {}
     conn = ProxyConnection(server)  # the client-side glue; its session is the Sans-IO state machine
     session = conn.session
     conn.client = conn.backend = _NullTransport()
@@ -213,16 +239,42 @@ def host_code_us(script: Path | None, logging_on: bool, n: int = 30000) -> float
     if logging_on:
         conn.data_received(p.frame(b"\x03PROXY LOG ON 3600", 0)[0])
         _answer_questions(session)  # who asks: the script asks the server for CURRENT_USER()
-    query = p.frame(b"\x03SELECT 1", 0)[0]
+    varying = "%d" in sql
+    texts = [sql % (i + 1) for i in range(n)] if varying else [sql]
+    queries = [p.frame(b"\x03" + text.encode(), 0)[0] for text in texts]
     result = p.frame_all(p.text_resultset([(b"1", 8)], [[b"1"]], False), 1)[0]
-    conn.data_received(query)  # the first statement logged: the script may ask who and where first
-    _answer_questions(session)
+    conn.data_received(p.frame(b"\x03" + (sql % 0 if varying else sql).encode(), 0)[0])  # the first one logged:
+    _answer_questions(session)  # the script may ask who and where first
     session.server_data(result)
+    for name in counts:
+        counts[name] = 0
+    opcodes = [0]
+
+    def trace(frame, event, arg):
+        frame.f_trace_opcodes = True
+        return count_opcode
+
+    def count_opcode(frame, event, arg):
+        if event == "opcode":
+            opcodes[0] += 1
+        return count_opcode
+
+    if count_crossings:
+        sys.settrace(trace)
     start = time.process_time()
-    for _ in range(n):
-        conn.data_received(query)
-        session.server_data(result)  # what BackendProtocol.data_received does
-    return (time.process_time() - start) / n * 1e6
+    if varying:
+        for query in queries:
+            conn.data_received(query)
+            session.server_data(result)  # what BackendProtocol.data_received does
+    else:
+        query = queries[0]
+        for _ in range(n):
+            conn.data_received(query)
+            session.server_data(result)
+    elapsed = time.process_time() - start
+    sys.settrace(None)
+    wrappers = 4 * sum(counts.values())  # the counting wrapper's own bytecodes per crossing
+    return elapsed / n * 1e6, sum(counts.values()) / n, (opcodes[0] - wrappers) / n
 
 
 #: A statement as Django's ORM sends it, with the view comment of SQL_COMMENT.
@@ -235,12 +287,13 @@ DJANGO_SQL = (
 def script_us(sql: str, n: int = 50000) -> tuple[float, float, float, float]:
     """The Lua side alone: query_log.lua's read_query + read_query_result per statement with logging on, and
     read_query with logging off (plain lupa, a minimal ``proxy`` table, the log to /dev/null), CPU µs; then
-    the Lua VM instructions of each (a count hook: exact, whatever the machine's load, for side-by-side runs)."""
+    the Lua VM instructions of each (a count hook: exact, whatever the machine's load, for side-by-side runs).
+    ``sql`` may hold ``%d``: every statement then has a literal of its own (no normaliser cache hit)."""
     import lupa.lua51
 
     lua = lupa.lua51.LuaRuntime(encoding=None)
     run = lua.eval(
-        """function(root, n, query)
+        """function(root, n, query, varying)
       package.path = root .. "/mysql_proxy_lua/?.lua;" .. package.path
       local getenv = os.getenv
       os.getenv = function(name) if name == "PROXY_LOG_FILE" then return "/dev/null" end return getenv(name) end
@@ -253,7 +306,10 @@ def script_us(sql: str, n: int = 50000) -> tuple[float, float, float, float]:
                queries = {append = function(self, id, packet, opts) queue.id, queue.packet = id, packet end}}
       dofile(root .. "/mysql_proxy_lua/query_log.lua")
       local state = proxy.global.query_log
-      local packet = string.char(3) .. query
+      local head, tail = query, nil -- with %d: the text around the id (a new id for each statement)
+      if varying then head, tail = string.match(query, "^(.-)%%d(.*)$") end
+      head = string.char(3) .. head
+      local packet = head .. (tail and "0" .. tail or "")
       local res = {row_count = 1, query_status = 0, warning_count = 0}
       local inj = {id = 1, query = packet, query_time = 5, response_time = 9, resultset = res}
       local clock = os.clock
@@ -265,19 +321,29 @@ def script_us(sql: str, n: int = 50000) -> tuple[float, float, float, float]:
           query_status = 0, row_count = 1,
           rows = function() if answered then return nil end answered = true return {"root@localhost", "test"} end}})
       end
-      local t0 = clock()
-      for _ = 1, n do
-        read_query(packet)
-        read_query_result(inj)
+      -- Each statement is read_query + read_query_result; with %d the packet and inj are made afresh (as the
+      -- host makes them), 5 instructions of the loop's own counted with the script's.
+      local function logged(from, to)
+        if tail then
+          for i = from, to do
+            local q = head .. i .. tail
+            read_query(q)
+            read_query_result({id = 1, query = q, query_time = 5, response_time = 9, resultset = res})
+          end
+        else
+          for _ = from, to do
+            read_query(packet)
+            read_query_result(inj)
+          end
+        end
       end
+      local t0 = clock()
+      logged(1, n)
       local on = (clock() - t0) / n * 1e6
       local count, counted = 0, 1000
       local function tick() count = count + 1 end
       debug.sethook(tick, "", 1)
-      for _ = 1, counted do
-        read_query(packet)
-        read_query_result(inj)
-      end
+      logged(n + 1, n + counted)
       debug.sethook()
       local on_instructions = count / counted
       state.on = false
@@ -291,7 +357,7 @@ def script_us(sql: str, n: int = 50000) -> tuple[float, float, float, float]:
       return on, off, on_instructions, count / counted
     end"""
     )
-    on, off, on_instructions, off_instructions = run(str(ROOT).encode(), n, sql.encode())
+    on, off, on_instructions, off_instructions = run(str(ROOT).encode(), n, sql.encode(), "%d" in sql)
     return on, off, on_instructions, off_instructions
 
 
@@ -473,26 +539,54 @@ def main() -> int:
     return cpu_report(verdicts)
 
 
+#: A statement as sysbench's oltp_point_select sends it, a new id each time (the ``%d``).
+SYSBENCH_SQL = "SELECT c FROM sbtest1 WHERE id=%d"
+
+
 def cpu_report(verdicts: list[tuple[str, float, bool]], runs: int = 5) -> int:
-    """The host's CPU per statement (in-process, medians of interleaved runs), the script's share, the verdicts."""
+    """The host's CPU per statement (in-process, medians of interleaved runs), its Python->Lua crossings per
+    statement, the script's share and its Lua instructions, the verdicts."""
     old_log_file = os.environ.get("PROXY_LOG_FILE")
     tmp = Path(tempfile.mkdtemp(prefix="proxy-cpu-"))
     os.environ["PROXY_LOG_FILE"] = str(tmp / "query_log.jsonl")
-    cpu: dict[str, list[float]] = {"none": [], "off": [], "on": []}
+    cases = {"none": (None, False, "SELECT 1"), "off": (SCRIPT, False, "SELECT 1"), "on": (SCRIPT, True, "SELECT 1"),
+             "off varying": (SCRIPT, False, SYSBENCH_SQL), "on varying": (SCRIPT, True, SYSBENCH_SQL)}  # fmt: skip
+    cpu: dict[str, list[float]] = {k: [] for k in cases}
     for _ in range(runs):
-        cpu["none"].append(host_code_us(None, False, 20000))
-        cpu["off"].append(host_code_us(SCRIPT, False, 20000))
-        cpu["on"].append(host_code_us(SCRIPT, True, 20000))
-        (tmp / "query_log.jsonl").unlink(missing_ok=True)
+        for name, (script, on, sql) in cases.items():
+            cpu[name].append(host_code_us(script, on, 20000, sql)[0])
+            (tmp / "query_log.jsonl").unlink(missing_ok=True)
+    counted = {name: host_code_us(script, on, 2000, sql, count_crossings=True)[1:]
+               for name, (script, on, sql) in cases.items()}  # fmt: skip
+    crossings = {name: c[0] for name, c in counted.items()}
+    calls = {name: c[1] for name, c in counted.items()}
     shutil.rmtree(tmp)
     if old_log_file is None:
         del os.environ["PROXY_LOG_FILE"]
     else:
         os.environ["PROXY_LOG_FILE"] = old_log_file
     med = {k: statistics.median(v) for k, v in cpu.items()}
-    print(f"\nhost code per SELECT 1, CPU µs (in-process, sockets replaced by no-ops; median of {runs} runs):")
-    print(f"  no script {med['none']:.1f}   query_log.lua off {med['off']:.1f}   query_log.lua on {med['on']:.1f}")
-    for label, sql in (("SELECT 1", "SELECT 1"), ("a Django statement with its view comment", DJANGO_SQL)):
+    print(f"\nhost code per statement, CPU µs (in-process, sockets replaced by no-ops; median of {runs} runs),"
+          " and Python->Lua crossings per statement (counted: exact):")  # fmt: skip
+    print(
+        f"  SELECT 1: no script {med['none']:.1f}   query_log.lua off {med['off']:.1f}   on {med['on']:.1f}"
+        f"   (crossings {crossings['none']:g} / {crossings['off']:g} / {crossings['on']:g})"
+    )
+    print(
+        f"  sysbench's point select, a new id each time: off {med['off varying']:.1f}   on {med['on varying']:.1f}"
+        f"   (crossings {crossings['off varying']:g} / {crossings['on varying']:g})"
+    )
+    print(
+        f"  logging's increment: SELECT 1 {med['on'] - med['off']:.1f}, point select"
+        f" {med['on varying'] - med['off varying']:.1f}"
+    )
+    print(
+        "  the host's Python bytecodes per statement (counted: exact; the crossings' counting wrappers left out):"
+        f" SELECT 1 {calls['none']:.1f} / {calls['off']:.1f} / {calls['on']:.1f},"
+        f" point select {calls['off varying']:.1f} / {calls['on varying']:.1f}"
+    )
+    for label, sql in (("SELECT 1", "SELECT 1"), ("a Django statement with its view comment", DJANGO_SQL),
+                       ("sysbench's point select, a new id each time", SYSBENCH_SQL)):  # fmt: skip
         on, off, on_instructions, off_instructions = script_us(sql)
         print(f"  of which query_log.lua alone, {label}: on {on:.2f}, off {off:.2f} (plain Lua 5.1;"
               f" {on_instructions:.1f} and {off_instructions:.1f} Lua instructions)")  # fmt: skip

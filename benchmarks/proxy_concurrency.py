@@ -12,7 +12,8 @@ the run, divided by the statements sysbench sent. Statements go as text (``--db-
 MySQL drivers send them; the log lines written while logging is on are counted and checked against them.
 Budgets (issue 24): logging on ahead of 0.8.5 in every cell, logging off ahead or level (here: >= 0.97 x); at 32
 clients of point selects, CPU per logged statement <= 45 µs, logging's increment <= 12 µs, logging on >= 0.8 x
-socat. ``--host-arg`` passes flags to the host (e.g. ``--host-arg=--workers=2`` once it has them).
+socat. ``--host-arg`` passes flags to the host; ``--workers 2`` (a comma-separated list of counts) adds the host
+with ``--workers N`` as targets of their own (``host wN off`` / ``on``), beside the single-process one.
 
 Needs sysbench (Debian: ``apt-get install sysbench``), socat, mysqlclient, lupa, and MariaDB on 127.0.0.1:3306 or
 ``$MARIADB_PORT`` (root, no password, database ``test``; ``bin/with-mariadb`` starts a private one); sysbench's
@@ -42,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -157,8 +159,9 @@ def report(targets: dict[str, Target], cells: list[tuple[str, int]], args: argpa
     """The issue's tables (medians), the CPU per statement, and the budgets of issue 24."""
     clients = sorted({c for _, c in cells})
     head = " | ".join(f"{c} client{'s' if c > 1 else ''}" for c in clients)
-    pairs = [("direct / socat", "direct", "socat"), ("this proxy, logging off / on", "host off", "host on"),
-             ("mysql-proxy 0.8.5, logging off / on", "0.8.5 off", "0.8.5 on")]  # fmt: skip
+    pairs = [("direct / socat", "direct", "socat"), ("this proxy, logging off / on", "host off", "host on")]
+    pairs += [(f"this proxy --workers {n}, logging off / on", f"host w{n} off", f"host w{n} on") for n in args.workers]
+    pairs += [("mysql-proxy 0.8.5, logging off / on", "0.8.5 off", "0.8.5 on")]
     for workload in dict.fromkeys(w for w, _ in cells):
         rate = RATE[workload]
         print(f"\n| {workload.replace('_', ' ')} {rate.upper()} (median of {args.runs}) | {head} |")
@@ -170,13 +173,13 @@ def report(targets: dict[str, Target], cells: list[tuple[str, int]], args: argpa
                 row = [f"{row[i]} / {row[i + 1]}" for i in range(0, len(row), 2)]
                 print(f"| {label} | {' | '.join(row)} |")
     print(f"\nproxy CPU per statement, µs, user + system (user), median of {args.runs}:")
-    names = [n for n in ("socat", "host off", "host on", "0.8.5 off", "0.8.5 on") if n in targets]
+    names = [n for n in targets if n != "direct"]
     print(f"{'':<12}" + "".join(f"{w[:5] + ' ' + str(c):>16}" for w, c in cells))
     for name in names:
         row = [f"{median(targets[name], f'{w}/{c}', 'cpu_us'):.1f} ({median(targets[name], f'{w}/{c}', 'user_us'):.1f})"
                for w, c in cells]  # fmt: skip
         print(f"{name:<12}" + "".join(f"{x:>16}" for x in row))
-    for proxy in ("host", "0.8.5"):
+    for proxy in ("host", *(f"host w{n}" for n in args.workers), "0.8.5"):
         if f"{proxy} on" in targets:
             added = [median(targets[f"{proxy} on"], f"{w}/{c}", "cpu_us") - median(targets[f"{proxy} off"],
                      f"{w}/{c}", "cpu_us") for w, c in cells]  # fmt: skip
@@ -184,10 +187,10 @@ def report(targets: dict[str, Target], cells: list[tuple[str, int]], args: argpa
     loads = [run["load"] for t in targets.values() for runs in t.runs.values() for run in runs]
     print(f"load average (1 min) at the start of the runs: {min(loads):.1f} to {max(loads):.1f}, median "
           f"{statistics.median(loads):.1f}, on {os.cpu_count()} CPUs")  # fmt: skip
-    verdicts(targets, cells)
+    verdicts(targets, cells, args.workers)
 
 
-def verdicts(targets: dict[str, Target], cells: list[tuple[str, int]]) -> None:
+def verdicts(targets: dict[str, Target], cells: list[tuple[str, int]], workers: Sequence[int] = ()) -> None:
     """Issue 24's budgets for the proxy, from the medians."""
     print("\nbudgets (issue 24):")
 
@@ -210,6 +213,15 @@ def verdicts(targets: dict[str, Target], cells: list[tuple[str, int]]) -> None:
         print(f"  logging increment ({busiest}) <= 12 µs: {increment:.1f} -> {'OK' if increment <= 12 else 'OVER'}")
         vs_socat = ratio("host on", "socat", busiest)
         print(f"  logging on >= 0.8 x socat ({busiest}): {vs_socat:.2f} -> {'OK' if vs_socat >= 0.8 else 'UNDER'}")
+        for n in workers:
+            for state in ("off", "on"):
+                gain = ratio(f"host w{n} {state}", f"host {state}", busiest)
+                print(f"  --workers {n}, logging {state}, vs one worker ({busiest}): {gain:.2f}x"
+                      f" (budget >= 1.7x with cores to spare; this machine has {os.cpu_count()} CPUs)")  # fmt: skip
+            if "0.8.5 on" in targets:
+                on = {k: ratio(f"host w{n} on", "0.8.5 on", k) for k in (f"{w}/{c}" for w, c in cells)}
+                print(f"  --workers {n}, logging on ahead of 0.8.5: {sum(r > 1 for r in on.values())}/{len(on)} cells "
+                      f"({', '.join(f'{k} {r:.2f}x' for k, r in on.items())})")  # fmt: skip
 
 
 def start_targets(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, Target], list[subprocess.Popen]]:
@@ -220,11 +232,17 @@ def start_targets(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, Target
     for on in (False, True):
         name = f"host {'on' if on else 'off'}"
         targets[name] = Target(name, host_port, procs[1], on, tmp / "host.jsonl")
+    for n in args.workers:
+        port, log_file = free_port(), tmp / f"host-{n}.jsonl"
+        procs.append(start_host(port, log_file, ("--workers", str(n), *args.host_arg)))
+        for on in (False, True):
+            name = f"host w{n} {'on' if on else 'off'}"
+            targets[name] = Target(name, port, procs[-1], on, log_file)
     if args.mysql_proxy:
         procs.append(start_mysql_proxy(args.mysql_proxy, mp_port, tmp / "0.8.5.jsonl", tuple(args.mysql_proxy_arg)))
         for on in (False, True):
             name = f"0.8.5 {'on' if on else 'off'}"
-            targets[name] = Target(name, mp_port, procs[2], on, tmp / "0.8.5.jsonl")
+            targets[name] = Target(name, mp_port, procs[-1], on, tmp / "0.8.5.jsonl")
     return targets, procs
 
 
@@ -264,6 +282,7 @@ def main() -> int:
     parser.add_argument("--table-size", type=int, default=10000)
     parser.add_argument("--ps-mode", default="disable", choices=["disable", "auto"], help="sysbench --db-ps-mode")
     parser.add_argument("--host-arg", action="append", default=[], help="an extra argument for the host (repeat)")
+    parser.add_argument("--workers", default="", help="also the host with --workers N for each N of this list (e.g. 2)")
     parser.add_argument("--mysql-proxy-arg", action="append", default=[], help="an extra argument for mysql-proxy")
     parser.add_argument("--json", type=Path, help="also write every run's figures to this file")
     args = parser.parse_args()
@@ -271,6 +290,7 @@ def main() -> int:
         if not shutil.which(tool):
             print(f"{tool} is required (apt-get install {tool})", file=sys.stderr)
             return 2
+    args.workers = [int(n) for n in args.workers.split(",") if n.strip()]
     cells = [(w, int(c)) for w in args.workloads.split(",") for c in args.clients.split(",")]
     if any(w not in WORKLOADS for w, _ in cells):
         parser.error(f"workloads are {', '.join(WORKLOADS)}")

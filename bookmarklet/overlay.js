@@ -32,7 +32,7 @@ try {
     'div{font:13px/1.5 system-ui,sans-serif;color:#333;background:#fff;padding:8px 12px;border-radius:8px;' +
     'box-shadow:0 4px 20px #0005;min-width:250px}' +
     'b,a{color:#417690}button{float:right;border:0;background:0;font-size:18px;cursor:pointer}' +
-    'td+td{text-align:right;padding-left:16px}.w{color:#ba2121}'
+    'td+td{text-align:right;padding-left:16px}.w{color:#ba2121}button.p{float:none;font-size:13px;color:#417690;padding:0}'
   );
   root.adoptedStyleSheets = [sheet];
 } catch (e) {
@@ -84,6 +84,17 @@ const show = (status, j) => {
     if (c) el(body, 'p', 'N+1 at ' + c.site + (c.hint ? ': add .' + c.hint : ''), 'w');
   }
   link(j.detail_url, 'Full view page');
+};
+/* Profile this page: ask for it again with the profile header; only a superuser gets a profile reference back
+ * (or the reason it was refused), which becomes a link to the profile. */
+const pb = el(box, 'button', 'Profile this page', 'p'), out = el(box, 'p');
+pb.onclick = () => {
+  out.textContent = 'Profiling\u2026';
+  fetch(location.href, {headers: {'X-Instrumented-Profile': '1'}}).then((r) => {
+    const ref = r.headers.get('X-Instrumented-Profile');
+    out.textContent = ref ? '' : r.headers.get('X-Instrumented-Profile-Refused') || 'Not profiled (superusers only)';
+    if (ref) el(out, 'a', 'Open profile ' + ref).href = M + 'profiles/' + encodeURIComponent(ref) + '/';
+  }).catch((e) => out.textContent = 'Profile failed: ' + e);
 };
 /* Same-origin request with the session cookie; the server resolves the path, it never fetches the page. */
 fetch(M + 'api/view?path=' + encodeURIComponent(location.pathname))

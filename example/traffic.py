@@ -25,6 +25,7 @@ PAGES = {
     "/fail/": 1,
     "/stream/": 2,
     "/async/": 6,
+    "/burn/?rounds=100000": 3,
     "/missing-page/": 2,
 }
 
@@ -35,7 +36,10 @@ def worker(base: str, deadline: float, stop: threading.Event, counts: dict[int, 
     while not stop.is_set() and time.monotonic() < deadline:
         path = rng.choices(paths, weights)[0]
         try:
-            with urllib.request.urlopen(base + path, timeout=10) as response:
+            # Stamped as nginx does (`proxy_set_header X-Request-Start "t=${msec}"`): the dashboard shows the
+            # request queue time, here the wait in gunicorn's backlog while every worker is busy.
+            request = urllib.request.Request(base + path, headers={"X-Request-Start": f"t={time.time():.3f}"})
+            with urllib.request.urlopen(request, timeout=10) as response:
                 response.read()
                 status = response.status
         except urllib.error.HTTPError as error:

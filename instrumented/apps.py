@@ -17,8 +17,9 @@ class InstrumentedConfig(AppConfig):
     def ready(self) -> None:
         from . import checks  # noqa: F401 - registers the system checks
         from .errors.capture import connect_receivers
+        from .profiling.store import install as install_profiling
         from .querylog import sqlcomment
-        from .recording import connect_celery, install_command_recording
+        from .recording import connect_celery, connect_django_tasks, install_command_recording
         from .stats import cache, http
         from .stats.probe import install_on_existing, on_connection_created, on_request_exception
 
@@ -33,3 +34,5 @@ class InstrumentedConfig(AppConfig):
         connect_receivers()  # error references
         install_command_recording()  # command:<name>
         connect_celery()  # task:<name>, when Celery is installed
+        connect_django_tasks()  # task:<module.function>, Django 6's django.tasks
+        install_profiling()  # arms learnt and armed profiles written at each flush

@@ -2,7 +2,10 @@
 
 Ids: instrumented.E001 (bad setting), instrumented.W001 (middleware missing), instrumented.W002
 (middleware not first), instrumented.W003 (memcached unreachable), instrumented.W004 (DEBUG off and the
-dashboard's static files not collected).
+dashboard's static files not collected), instrumented.W005 (the URLs mounted, the app not installed: run
+through Django's URL check, as no check of an app that is not installed is registered), instrumented.W006
+(the dashboard's URL answered by another view: a catch-all pattern before it, as a CMS has), instrumented.W007
+(the middleware listed more than once).
 """
 
 from __future__ import annotations
@@ -15,6 +18,20 @@ from django.core.checks import CheckMessage, Error, Warning, register
 from .conf import get_config
 
 MIDDLEWARE_PATH = "instrumented.middleware.InstrumentedMiddleware"
+NOT_INSTALLED_PROBLEM = (
+    "'instrumented' is not in INSTALLED_APPS: its pages have no templates, and no SQL, cache or outgoing HTTP "
+    "is counted, no error gets a reference."
+)
+NOT_INSTALLED_HINT = 'Add it in settings.py: INSTALLED_APPS += ["instrumented"]'
+
+
+def not_installed() -> list[CheckMessage]:
+    """W005 when the app's URLs are mounted (this runs from their URL check) but the app is not installed."""
+    from django.apps import apps
+
+    if apps.is_installed("instrumented"):
+        return []
+    return [Warning(NOT_INSTALLED_PROBLEM, hint=NOT_INSTALLED_HINT, id="instrumented.W005")]
 
 
 @register("instrumented")
@@ -36,6 +53,15 @@ def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[CheckMessag
                 "InstrumentedMiddleware is not in MIDDLEWARE: no per-view stats will be recorded.",
                 hint=f'Add "{MIDDLEWARE_PATH}" as the first entry of MIDDLEWARE.',
                 id="instrumented.W001",
+            )
+        ]
+    if middleware.count(MIDDLEWARE_PATH) > 1:
+        return [
+            Warning(
+                f"InstrumentedMiddleware is in MIDDLEWARE {middleware.count(MIDDLEWARE_PATH)} times: every request "
+                "would be counted once per entry, the outer entries timing the inner ones.",
+                hint=f'Keep one "{MIDDLEWARE_PATH}", the first entry of MIDDLEWARE.',
+                id="instrumented.W007",
             )
         ]
     if middleware[0] != MIDDLEWARE_PATH:
@@ -65,6 +91,13 @@ def check_memcached(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
         store.close()
     if reason is None:
         return []
+    from .failopen import failures
+    from .recording import LONG_RUNNING_COMMANDS, command_line
+
+    if command_line is not None and command_line not in LONG_RUNNING_COMMANDS:
+        # A one-off command (check, migrate): this warning says it all; its own recording's failed writes, at
+        # exit, would only repeat it as "memcached get failed" lines.
+        failures.quiet = ("memcached ",)
     return [
         Warning(
             f"memcached at {', '.join(config.server_names)} is not answering ({reason}).",
@@ -117,8 +150,11 @@ def _urlconf_serves(name: str) -> bool:
 
 @register("instrumented")
 def check_static_files(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """With DEBUG off, Django serves no static files: the dashboard's must have been collected for a server to."""
-    if settings.DEBUG:
+    """With DEBUG off, Django serves no static files: the dashboard's must have been collected for a server to.
+    Not in ``manage.py test`` runs: tests serve no static files (and Django runs them with DEBUG off)."""
+    from .recording import command_line
+
+    if settings.DEBUG or command_line == "test":
         return []
     problem = static_files_problem()
     if problem is None:
@@ -130,5 +166,35 @@ def check_static_files(app_configs: Any = None, **kwargs: Any) -> list[CheckMess
             hint="Set STATIC_ROOT, run `python manage.py collectstatic`, and serve STATIC_URL with WhiteNoise "
             "(whitenoise.middleware.WhiteNoiseMiddleware) or your web server.",
             id="instrumented.W004",
+        )
+    ]
+
+
+@register("instrumented", "urls")
+def check_dashboard_reachable(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """The dashboard's URL leads to the dashboard: a catch-all pattern listed before the package's URLs (Wagtail's
+    ``wagtail_serve``, most CMSs) answers ``/instrumented/`` itself, while ``/instrumented/api/views`` still works."""
+    from django.urls import NoReverseMatch, Resolver404, resolve, reverse
+
+    from .dashboard.views import dashboard
+
+    try:
+        url = reverse("instrumented:dashboard")
+    except NoReverseMatch:
+        return []  # not mounted: the site wants the stats without the pages
+    try:
+        match = resolve(url)
+    except Resolver404:
+        return []
+    if match.func is dashboard:
+        return []
+    other = f"{match.view_name or match._func_path} (route {match.route!r})"
+    return [
+        Warning(
+            f"{url} is answered by {other}, not by the dashboard: a pattern listed before the package's URLs "
+            "catches it (a CMS's catch-all, such as Wagtail's).",
+            hint='Put the package\'s URLs first: urlpatterns = [path("instrumented/", include("instrumented.urls")), '
+            "*urlpatterns]",
+            id="instrumented.W006",
         )
     ]

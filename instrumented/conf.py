@@ -47,6 +47,9 @@ DEFAULTS: dict[str, Any] = {
     "CALL_SITE_SKIP": [],
     # Server-Timing response header (app, db, cache, http): "staff" (whoever PERMISSION_CALLBACK allows), "all", "off".
     "SERVER_TIMING": "staff",
+    # Headers in which the front server stamps when it received the request (nginx `t=${msec}`, Heroku, Thruster):
+    # the request's queue time is the wait between that stamp and Django. [] switches it off.
+    "QUEUE_TIME_HEADERS": ["X-Request-Start", "X-Queue-Start"],
     # Fraction of requests recorded (1.0 = all).
     "SAMPLE_RATE": 1.0,
     # Distinct views per process and bucket; the rest are counted under "(other)".
@@ -91,6 +94,14 @@ DEFAULTS: dict[str, Any] = {
     "EXPLAIN_ANALYZE": False,
     # Statement timeout of one EXPLAIN (seconds); a plan that takes longer is cut.
     "EXPLAIN_TIMEOUT": 2.0,
+    # Profiles (a superuser's X-Instrumented-Profile request, or the next N requests of an armed view):
+    # "builtin" (a thread sampling the request's stack: measured 1.0-1.1x a request) or "pyinstrument" (the
+    # [profile] extra; exact at call boundaries, but it hooks every call: measured 1.6-3x on call-heavy views).
+    "PROFILE_ENGINE": "builtin",
+    # Sampling interval (milliseconds), the longest stretch of a request profiled (seconds), nodes kept per tree.
+    "PROFILE_INTERVAL_MS": 1.0,
+    "PROFILE_MAX_SECONDS": 30.0,
+    "PROFILE_MAX_NODES": 2000,
 }
 
 
@@ -108,6 +119,7 @@ _POSITIVE_INTS = (
     "READ_MAX_VIEWS",
     "ERROR_PAGES_PER_MINUTE",
     "ERROR_LOOKUPS_PER_MINUTE",
+    "PROFILE_MAX_NODES",
 )
 #: Who gets the Server-Timing header.
 SERVER_TIMING_CHOICES = ("staff", "all", "off")
@@ -119,7 +131,11 @@ _POSITIVE_FLOATS = (
     "BREAKER_COOLDOWN",
     "BREAKER_MAX_COOLDOWN",
     "EXPLAIN_TIMEOUT",
+    "PROFILE_INTERVAL_MS",
+    "PROFILE_MAX_SECONDS",
 )
+#: Which profiler profiles a request.
+PROFILE_ENGINE_CHOICES = ("builtin", "pyinstrument")
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +157,8 @@ class Config:
     slow_query_ms: float
     call_site_skip: tuple[str, ...]
     server_timing: str
+    #: QUEUE_TIME_HEADERS as ``request.META`` keys (``HTTP_X_REQUEST_START``), looked up in this order.
+    queue_time_meta: tuple[str, ...]
     sample_rate: float
     max_views: int
     max_queries_per_view: int
@@ -162,6 +180,10 @@ class Config:
     explain_database: str | None = None
     explain_analyze: bool = False
     explain_timeout: float = 2.0
+    profile_engine: str = "builtin"
+    profile_interval_ms: float = 1.0
+    profile_max_seconds: float = 30.0
+    profile_max_nodes: int = 2000
     #: What was wrong with ``INSTRUMENTED`` (each bad value was replaced by its default).
     problems: tuple[str, ...] = ()
 
@@ -192,16 +214,31 @@ def _bad(raw: dict[str, Any], problems: list[str], key: str, message: str) -> No
     raw[key] = DEFAULTS[key]
 
 
+#: What SERVERS looks like, for the messages of a value that does not.
+SERVERS_EXAMPLE = 'a list of "host:port" strings, e.g. ["127.0.0.1:11211"] or ["10.0.0.1:11211", "10.0.0.2:11211"]'
+
+
 def _servers(raw: dict[str, Any], problems: list[str]) -> list[str]:
-    """The valid ``host:port`` entries of SERVERS (the default when none is valid)."""
+    """The valid ``host:port`` entries of SERVERS (the default when none is valid). One ``host:port`` string is
+    taken as a list of one; several in one string, or a ``memcached://`` URL, are reported with the form expected."""
     servers = raw["SERVERS"]
     if isinstance(servers, str):
-        servers = [servers]
+        parts = servers.replace(",", " ").replace(";", " ").split()
+        if len(parts) > 1:
+            problems.append(f"SERVERS is one string, {servers!r}: it must be {SERVERS_EXAMPLE}.")
+        servers = parts or [servers]
     if not isinstance(servers, list | tuple) or not servers:
-        problems.append("SERVERS must be a non-empty list of 'host:port' strings.")
+        problems.append(f"SERVERS must be {SERVERS_EXAMPLE}, not {servers!r}.")
         return list(DEFAULTS["SERVERS"])
     wrong = [s for s in servers if not isinstance(s, str) or not parse_server(s)]
-    problems.extend(f"SERVERS entry {s!r} is not 'host:port'." for s in wrong)
+    for entry in wrong:
+        if isinstance(entry, str) and "://" in entry:
+            address = entry.split("://", 1)[1].split("/", 1)[0]
+            problems.append(
+                f"SERVERS entry {entry!r} is a URL: give its 'host:port' ({address!r}); SERVERS is {SERVERS_EXAMPLE}."
+            )
+        else:
+            problems.append(f"SERVERS entry {entry!r} is not 'host:port': SERVERS is {SERVERS_EXAMPLE}.")
     return [s for s in servers if s not in wrong] or list(DEFAULTS["SERVERS"])
 
 
@@ -253,9 +290,20 @@ def _check_call_sites_and_timing(raw: dict[str, Any], problems: list[str]) -> No
     skip = raw["CALL_SITE_SKIP"]
     if not isinstance(skip, list | tuple) or not all(isinstance(p, str) and p for p in skip):
         _bad(raw, problems, "CALL_SITE_SKIP", "CALL_SITE_SKIP must be a list of module names or path prefixes.")
+    headers = raw["QUEUE_TIME_HEADERS"]
+    if isinstance(headers, str):
+        raw["QUEUE_TIME_HEADERS"] = headers = [headers]
+    if not isinstance(headers, list | tuple) or not all(
+        isinstance(h, str) and h.strip() and h.isascii() and all(c.isalnum() or c in "-_" for c in h.strip())
+        for h in headers
+    ):
+        _bad(raw, problems, "QUEUE_TIME_HEADERS", "QUEUE_TIME_HEADERS must be a list of header names.")
     if raw["SERVER_TIMING"] not in SERVER_TIMING_CHOICES:
         choices = ", ".join(repr(c) for c in SERVER_TIMING_CHOICES)
         _bad(raw, problems, "SERVER_TIMING", f"SERVER_TIMING must be one of {choices}, not {raw['SERVER_TIMING']!r}.")
+    if raw["PROFILE_ENGINE"] not in PROFILE_ENGINE_CHOICES:
+        engine = raw["PROFILE_ENGINE"]
+        _bad(raw, problems, "PROFILE_ENGINE", f"PROFILE_ENGINE must be 'builtin' or 'pyinstrument', not {engine!r}.")
 
 
 def _check_explain(raw: dict[str, Any], problems: list[str]) -> None:
@@ -312,6 +360,7 @@ def load(user: object) -> Config:
         slow_query_ms=float(raw["SLOW_QUERY_MS"]),
         call_site_skip=tuple(raw["CALL_SITE_SKIP"]),
         server_timing=raw["SERVER_TIMING"],
+        queue_time_meta=tuple(header_meta_key(h) for h in raw["QUEUE_TIME_HEADERS"]),
         sample_rate=float(raw["SAMPLE_RATE"]),
         max_views=raw["MAX_VIEWS"],
         max_queries_per_view=raw["MAX_QUERIES_PER_VIEW"],
@@ -332,8 +381,17 @@ def load(user: object) -> Config:
         explain_database=raw["EXPLAIN_DATABASE"],
         explain_analyze=bool(raw["EXPLAIN_ANALYZE"]),
         explain_timeout=float(raw["EXPLAIN_TIMEOUT"]),
+        profile_engine=raw["PROFILE_ENGINE"],
+        profile_interval_ms=float(raw["PROFILE_INTERVAL_MS"]),
+        profile_max_seconds=float(raw["PROFILE_MAX_SECONDS"]),
+        profile_max_nodes=raw["PROFILE_MAX_NODES"],
         problems=tuple(problems),
     )
+
+
+def header_meta_key(header: str) -> str:
+    """``X-Request-Start`` as Django's ``request.META`` names it: ``HTTP_X_REQUEST_START``."""
+    return "HTTP_" + header.strip().upper().replace("-", "_")
 
 
 def _sql_comment(value: bool | list[str] | tuple[str, ...]) -> frozenset[str]:
@@ -354,7 +412,7 @@ def get_config() -> Config:
 def parse_server(server: str) -> tuple[str, int] | None:
     """``"host:port"`` (or ``"[v6]:port"``) to a tuple, or None when it is not one."""
     host, sep, port = server.strip().rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or "/" in host or " " in host:
         return None
     return host.strip("[]"), int(port)
 

@@ -61,6 +61,15 @@ def local_time(when: Any) -> str:
         return "-"
 
 
+def count_of(count: Any, noun: str, plural: str = "") -> str:
+    """``1 statement``, ``2 statements``, ``? statements`` (a value that is not a number, shown as it is)."""
+    try:
+        one = int(count) == 1
+    except (TypeError, ValueError):
+        one = False
+    return f"{count} {noun if one else plural or noun + 's'}"
+
+
 def duration_us(us: Any) -> str:
     """Microseconds as a short readable duration ("-" when there is none)."""
     if not isinstance(us, int | float) or isinstance(us, bool):

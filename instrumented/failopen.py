@@ -32,12 +32,16 @@ class FailureLog:
         self.counts: dict[str, int] = {}
         self._last_logged: dict[str, float] = {}
         self._lock = threading.Lock()
+        #: Kinds (by prefix) counted but not logged: what a system check has already told the person.
+        self.quiet: tuple[str, ...] = ()
 
     def record(self, kind: str, exc: BaseException | None = None) -> None:
-        """Count one failure of ``kind``; log it unless this kind was logged recently."""
+        """Count one failure of ``kind``; log it unless this kind was logged recently (or is quiet)."""
         now = time.monotonic()
         with self._lock:
             self.counts[kind] = self.counts.get(kind, 0) + 1
+            if kind.startswith(self.quiet) and self.quiet:
+                return
             last = self._last_logged.get(kind)
             if last is not None and now - last < self.interval:
                 return

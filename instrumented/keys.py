@@ -13,6 +13,9 @@ and a new release never read each other's values.
 ``<prefix><version>:err:<ref>:m`` / ``:p`` an error's metadata and text traceback / its technical page
 ``<prefix><version>:err:i:<minute>``       the references captured in one minute
 ``<prefix><version>:err:rl:<user hash>``   error lookups of one user this minute
+``<prefix><version>:prof:<ref>``           one stored profile (call tree and the request's totals)
+``<prefix><version>:prof:arms``            the views armed for "profile the next N requests"
+``<prefix><version>:prof:<arm>:n`` / ``:r`` an arm's claimed profiles (counter) / their references
 """
 
 from __future__ import annotations
@@ -31,10 +34,24 @@ ERROR_INDEX_SECONDS = 60
 RATE_LIMIT_SECONDS = 60
 
 
+#: Ends the id of a process that runs a one-off management command (``manage.py migrate``): readers count
+#: such processes apart from the site's workers. ``+`` never occurs in a host name as kept below.
+COMMAND_PROCESS_SUFFIX = "+cmd"
+#: Set (by the command wrapper) before the process's flusher starts, when the process runs a one-off command.
+command_process = False
+
+
 def make_process_id() -> str:
-    """An ASCII id unique to this process across servers and restarts (host, pid, random)."""
+    """An ASCII id unique to this process across servers and restarts (host, pid, random; a marker for the
+    process of a one-off management command)."""
     host = "".join(c for c in socket.gethostname() if c.isascii() and (c.isalnum() or c in "-_."))[:32]
-    return f"{host or 'host'}.{os.getpid()}.{secrets.token_hex(3)}"
+    suffix = COMMAND_PROCESS_SUFFIX if command_process else ""
+    return f"{host or 'host'}.{os.getpid()}.{secrets.token_hex(3)}{suffix}"
+
+
+def is_command_process(process_id: str) -> bool:
+    """Whether ``process_id`` is the process of a one-off management command (not one of the site's workers)."""
+    return process_id.endswith(COMMAND_PROCESS_SUFFIX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +107,23 @@ class Keys:
         """The lookup counter of one user (the primary key is hashed: it may be any string)."""
         who = hashlib.sha256(str(user_pk).encode()).hexdigest()[:16]
         return f"{self.prefix}:err:rl:{who}"
+
+    # -- profiles -------------------------------------------------------------------------------
+    def profile(self, ref: str) -> str:
+        """One stored profile."""
+        return f"{self.prefix}:prof:{ref}"
+
+    def profile_arms(self) -> str:
+        """The armed views (read by every process at each flush)."""
+        return f"{self.prefix}:prof:arms"
+
+    def profile_claims(self, arm: str) -> str:
+        """How many profiles processes have stored for one arm (``incr``: the N is for all processes)."""
+        return f"{self.prefix}:prof:{arm}:n"
+
+    def profile_refs(self, arm: str) -> str:
+        """The references of one arm's profiles, space-separated (``add``, then ``append``)."""
+        return f"{self.prefix}:prof:{arm}:r"
 
     # -- health ---------------------------------------------------------------------------------
     def ping(self) -> str:

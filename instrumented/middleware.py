@@ -24,7 +24,10 @@ from django.utils.functional import LazyObject, empty
 from .access import can_view_stats
 from .conf import get_config
 from .failopen import fail_open, failures
-from .naming import unresolved_name
+from .naming import static_prefix, unresolved_name
+from .profiling.runner import REQUEST_META as PROFILE_META
+from .profiling.runner import profile_async, profile_sync
+from .profiling.store import watch
 from .querylog.sqlcomment import enter_view, leave_view
 from .stats.aggregate import REQUEST_DRAIN, get_aggregator
 from .stats.flusher import ensure_flusher
@@ -46,6 +49,8 @@ class InstrumentedMiddleware:
         # It adapts a sync process_view to an async chain through a thread: give each mode its own.
         if get_config().sql_comment:
             self.process_view = self._process_view_async if self.is_async else self._process_view
+        #: STATIC_URL's path: what WhiteNoise answers before any URL resolves is "(static files)".
+        self.static_prefix = static_prefix()
 
     def _process_view(self, request: HttpRequest, *args: Any) -> None:
         """The view is known: its statements carry the SQL comment that names it (SQL_COMMENT)."""
@@ -60,6 +65,9 @@ class InstrumentedMiddleware:
             return self.__acall__(request)
         leave_view()
         probe = self._begin(request)
+        # Profiles (profiling/): one attribute test and one dict lookup for every other request.
+        if watch.armed or PROFILE_META in request.META:
+            return self._profiled(request, probe)
         if probe is None:
             return self.get_response(request)
         try:
@@ -78,6 +86,8 @@ class InstrumentedMiddleware:
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         leave_view()
         probe = self._begin(request)
+        if watch.armed or PROFILE_META in request.META:
+            return await self._profiled_async(request, probe)
         if probe is None:
             return await self.get_response(request)
         try:
@@ -92,6 +102,44 @@ class InstrumentedMiddleware:
             self._add_server_timing(response, probe)
         self._defer_finish(request, response, probe)
         return response
+
+    def _profiled(self, request: HttpRequest, probe: Probe | None) -> Any:
+        """``__call__`` for a request that may be profiled (profiling/runner.py decides and runs it)."""
+        if probe is None:
+            return profile_sync(self.get_response, request, None)
+        try:
+            response = profile_sync(self.get_response, request, probe)
+        except BaseException:
+            self._finish(request, None, probe)
+            raise
+        self._after(request, response, probe)
+        return response
+
+    async def _profiled_async(self, request: HttpRequest, probe: Probe | None) -> Any:
+        """``__acall__`` for a request that may be profiled."""
+        if probe is None:
+            return await profile_async(self.get_response, request, None)
+        try:
+            response = await profile_async(self.get_response, request, probe)
+        except BaseException:
+            self._finish(request, None, probe)
+            raise
+        allowed = self._timing_allowed(request)
+        if allowed is None:
+            allowed = await sync_to_async(self._timing_user_check)(request, probe)
+        if allowed:
+            self._add_server_timing(response, probe)
+        self._defer_finish(request, response, probe)
+        return response
+
+    def _after(self, request: HttpRequest, response: HttpResponseBase, probe: Probe) -> None:
+        """Server-Timing when allowed, and the finish deferred to the response's close."""
+        allowed = self._timing_allowed(request)
+        if allowed is None:
+            allowed = self._timing_user_check(request, probe)
+        if allowed:
+            self._add_server_timing(response, probe)
+        self._defer_finish(request, response, probe)
 
     @staticmethod
     def _timing_allowed(request: HttpRequest) -> bool | None:
@@ -156,6 +204,12 @@ class InstrumentedMiddleware:
             return None
         probe = Probe(perf_counter_ns(), config.n_plus_one_threshold, config.slow_query_ms, request)
         current_probe.set(probe)
+        meta = request.META
+        for key in config.queue_time_meta:  # X-Request-Start: kept raw, parsed in the flusher thread
+            stamp = meta.get(key)
+            if stamp is not None:
+                probe.queue_stamp = stamp
+                break
         return probe
 
     def _defer_finish(self, request: HttpRequest, response: HttpResponseBase, probe: Probe) -> None:
@@ -177,7 +231,7 @@ class InstrumentedMiddleware:
             if match is not None:
                 view, route = match.view_name or match._func_path, match.route or ""
             else:
-                view, route = unresolved_name(status), ""
+                view, route = unresolved_name(status, request.path, self.static_prefix), ""
             config = get_config()
             aggregator = get_aggregator(config)
             pending = aggregator.pending

@@ -15,6 +15,8 @@ OTHER_VIEW = "(other)"
 NOT_FOUND_VIEW = "(not found)"
 #: Any other request that never resolved (a middleware answered or raised first).
 UNRESOLVED_VIEW = "(unresolved)"
+#: A request under STATIC_URL that a middleware (WhiteNoise) answered before any URL was resolved.
+STATIC_VIEW = "(static files)"
 
 
 def view_name(match: Any) -> str:
@@ -22,9 +24,24 @@ def view_name(match: Any) -> str:
     return str(match.view_name or match._func_path)
 
 
-def unresolved_name(status: int) -> str:
-    """The sentinel of a request without a resolver match."""
+def unresolved_name(status: int, path: str = "", static_prefix: str = "") -> str:
+    """The sentinel of a request without a resolver match: under ``static_prefix`` (STATIC_URL's path), static
+    files served by a middleware such as WhiteNoise; else a 404, or anything else a middleware answered."""
+    if static_prefix and path.startswith(static_prefix):
+        return STATIC_VIEW
     return NOT_FOUND_VIEW if status == 404 else UNRESOLVED_VIEW
+
+
+def static_prefix() -> str:
+    """STATIC_URL's path (``/static/``) when the site itself serves it, else "" (another host, or none)."""
+    from urllib.parse import urlsplit
+
+    from django.conf import settings
+
+    parts = urlsplit(str(getattr(settings, "STATIC_URL", "") or ""))
+    if parts.netloc or not parts.path.strip("/"):
+        return ""  # served elsewhere, or "/" (the whole site would be "static")
+    return "/" + parts.path.strip("/") + "/"
 
 
 def shorten(name: str, limit: int) -> str:
@@ -48,3 +65,21 @@ COMMAND_PREFIX = "command:"
 def is_ignored(view: str, patterns: tuple[str, ...]) -> bool:
     """Whether ``view`` matches IGNORE_VIEWS: an exact name, or a prefix ending in ":" (``task:``, ``command:``)."""
     return any(view == p or (p.endswith(":") and view.startswith(p)) for p in patterns)
+
+
+#: What a name in the stats stands for: a request's view, or work that is not a request.
+REQUEST, COMMAND, TASK, WORK = "request", "command", "task", "work"
+#: The ``method`` that work which is not a request is recorded with (``record(name)`` has none).
+WORK_METHODS = frozenset({"", "COMMAND", "TASK"})
+
+
+def work_kind(name: str, methods: dict[str, int]) -> str:
+    """``request`` for a view; ``command`` / ``task`` for ``command:`` / ``task:`` names, ``work`` for an
+    ``instrumented.record`` block (recorded with no HTTP method): these are shown apart from the views."""
+    if name.startswith(COMMAND_PREFIX):
+        return COMMAND
+    if name.startswith(TASK_PREFIX):
+        return TASK
+    if methods and all(method in WORK_METHODS for method in methods):
+        return WORK
+    return REQUEST

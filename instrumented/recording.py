@@ -1,5 +1,6 @@
 """Work that is not a request, recorded like a view: ``instrumented.record("name")``, management commands
-(``command:<name>``) and Celery tasks (``task:<name>``, through Celery's signals when Celery is installed).
+(``command:<name>``), Celery tasks (``task:<name>``, through Celery's signals when Celery is installed) and
+Django 6's ``django.tasks`` (``task:<module.function>``, through its ``task_started`` / ``task_finished``).
 
 Each piece of work gets its own probe in the same ContextVar the middleware uses, so the SQL hook counts
 its queries; an exception is counted and stored with an error reference, as in a view. Inside a request,
@@ -10,6 +11,7 @@ into the work it records.
 from __future__ import annotations
 
 import functools
+import sys
 import threading
 from collections.abc import Callable
 from contextvars import Token
@@ -19,6 +21,7 @@ from typing import Any, TypeVar
 
 from asgiref.sync import iscoroutinefunction
 
+from . import keys
 from .conf import get_config
 from .failopen import failures
 from .naming import COMMAND_PREFIX, TASK_PREFIX, class_name, is_ignored
@@ -33,6 +36,8 @@ LONG_RUNNING_COMMANDS = frozenset(
     {
         "runserver", "runserver_plus", "testserver", "test", "shell", "shell_plus", "dbshell", "celery",
         "runworker", "instrumented_top", "instrumented_stats", "instrumented_querylog",
+        # task queues' workers, run as commands: they serve, and their tasks are recorded one by one
+        "rqworker", "rqscheduler", "db_worker", "qcluster", "process_tasks",
     }
 )  # fmt: skip
 
@@ -130,6 +135,10 @@ def _is_clean_exit(exc: BaseException) -> bool:
 # -- management commands -----------------------------------------------------------------------------------------------
 
 
+#: The management command this process was started to run (``manage.py test``), or None.
+command_line: str | None = None
+
+
 def install_command_recording() -> None:
     """Wrap ``BaseCommand.execute`` once, so every command (``manage.py``, ``call_command``) is ``command:<name>``."""
     from django.core.management.base import BaseCommand
@@ -148,6 +157,20 @@ def install_command_recording() -> None:
 
     execute._instrumented = True  # type: ignore[attr-defined]
     BaseCommand.execute = execute
+
+    original_run = BaseCommand.run_from_argv
+
+    @functools.wraps(original_run)
+    def run_from_argv(self: BaseCommand, argv: list[str]) -> None:
+        # Only manage.py / django-admin come through here (never call_command in a worker): this process runs
+        # one command and ends; its id says so, and readers do not count it among the site's processes.
+        global command_line
+        command_line = type(self).__module__.rpartition(".")[2]
+        if command_line not in LONG_RUNNING_COMMANDS:
+            keys.command_process = True
+        original_run(self, argv)
+
+    BaseCommand.run_from_argv = run_from_argv
 
 
 # -- Celery ------------------------------------------------------------------------------------------------------------
@@ -212,4 +235,51 @@ def connect_celery() -> bool:
     signals.task_prerun.connect(_task_prerun, weak=False, dispatch_uid="instrumented.task_prerun")
     signals.task_failure.connect(_task_failure, weak=False, dispatch_uid="instrumented.task_failure")
     signals.task_postrun.connect(_task_postrun, weak=False, dispatch_uid="instrumented.task_postrun")
+    return True
+
+
+# -- django.tasks (Django 6) -----------------------------------------------------------------------------------------
+
+
+def _django_task_started(sender: Any = None, task_result: Any = None, **kwargs: Any) -> None:
+    try:
+        name = TASK_PREFIX + str(task_result.task.module_path)
+        key = "django.tasks:" + str(task_result.id)
+    except Exception as exc:  # noqa: BLE001 - fail open: a result of another shape is not recorded
+        failures.record("recording work failed", exc)
+        return
+    global unrecorded_tasks
+    work = record(name, method="TASK")
+    with _tasks_lock:
+        full = len(_tasks) >= MAX_RUNNING_TASKS
+        if full:
+            unrecorded_tasks += 1
+        else:
+            _tasks[key] = work
+    if full:
+        _count_unrecorded(name)  # the map is shared with Celery's: the same gap, said the same way
+    else:
+        work.__enter__()
+
+
+def _django_task_finished(sender: Any = None, task_result: Any = None, **kwargs: Any) -> None:
+    with _tasks_lock:
+        work = _tasks.pop("django.tasks:" + str(getattr(task_result, "id", "")), None)
+    if work is None:
+        return
+    # Sent inside the backend's exception handler when the task failed: the exception is the one being handled.
+    exc_info = sys.exc_info()
+    if exc_info[0] is not None and exc_info[1] is not None and str(getattr(task_result, "status", "")) == "FAILED":
+        work.fail(exc_info)
+    work.__exit__(None, None, None)
+
+
+def connect_django_tasks() -> bool:
+    """Record ``django.tasks`` tasks (Django 6) through ``task_started`` / ``task_finished``; False before Django 6."""
+    try:
+        from django.tasks import signals  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return False
+    signals.task_started.connect(_django_task_started, weak=False, dispatch_uid="instrumented.django_task_started")
+    signals.task_finished.connect(_django_task_finished, weak=False, dispatch_uid="instrumented.django_task_finished")
     return True

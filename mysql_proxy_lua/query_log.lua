@@ -145,6 +145,10 @@ end
 local LINE_FORMAT = '{"ts":"%s",%s,%s,"command":"%s","query":%s,"query_time_us":%s,"response_time_us":%d,'
   .. '"rows":%d,"affected_rows":%s,"warnings":%d,"status":"%s","error_code":%s,"error_message":%s}\n'
 local NO_VIEW = '"view":null,"route":null'
+-- The usual line (a statement that worked, whole-number timings): the numbers straight into the format, the
+-- constant members written out; only the statement's text goes through the JSON encoder.
+local OK_FORMAT = '{"ts":"%s",%s,%s,"command":"%s","query":%s,"query_time_us":%d,"response_time_us":%d,'
+  .. '"rows":%d,"affected_rows":%s,"warnings":%d,"status":"ok","error_code":null,"error_message":null}\n'
 
 -- A logged statement's result: counted in the digest, and (past the SLOW/ERRORS filter) kept in the ring and
 -- written to the file.
@@ -203,10 +207,18 @@ local function record(now, command, query, inj)
   local thread_id = server and server.thread_id or nil
   local ts = timestamp(now)
   local status = failed and "error" or "ok"
-  -- The ring keeps TAIL's columns (an array: cheaper than a table with named fields).
+  -- The ring keeps TAIL's columns (an array: cheaper than a table with named fields); once full, the oldest
+  -- entry's table is filled again (no garbage per statement).
   local slot, ring_count = state.ring_next, state.ring_count
-  state.ring[slot] = {ts, thread_id, user, db, view, inj.query_time, response_time, rows, affected, warnings, status,
-                      error_code, query_text, account, claimed, digest_id, client_host}
+  local ring = state.ring
+  local e = ring[slot]
+  if e == nil then
+    e = {}
+    ring[slot] = e
+  end
+  e[1], e[2], e[3], e[4], e[5], e[6], e[7], e[8] = ts, thread_id, user, db, view, inj.query_time, response_time, rows
+  e[9], e[10], e[11], e[12], e[13], e[14], e[15] = affected, warnings, status, error_code, query_text, account, claimed
+  e[16], e[17] = digest_id, client_host
   state.ring_next = slot % RING_SIZE + 1
   if ring_count < RING_SIZE then state.ring_count = ring_count + 1 end
   state.logged = state.logged + 1
@@ -224,8 +236,15 @@ local function record(now, command, query, inj)
       .. ',"claimed_user":' .. v(claimed) .. ',"db":' .. v(db) .. ',"client":' .. v(src)
   end
   local v = json_value
+  local query_time = inj.query_time
+  if not failed and type(query_time) == "number" and query_time % 1 == 0 and response_time % 1 == 0
+     and (affected == nil or (affected % 1 == 0 and affected < 1e14)) then
+    write_line(string_format(OK_FORMAT, ts, enc_conn, view_json or NO_VIEW, command, v(query_text), query_time,
+      response_time, rows, affected or "null", warnings), now)
+    return
+  end
   write_line(string_format(LINE_FORMAT, ts, enc_conn, view_json or NO_VIEW, command, v(query_text),
-    v(inj.query_time), response_time, rows, v(affected), warnings, status, v(error_code), v(error_message)), now)
+    v(query_time), response_time, rows, v(affected), warnings, status, v(error_code), v(error_message)), now)
 end
 
 -- Control statements (parsed by lib/control.lua) --------------------------------------------------
@@ -384,7 +403,15 @@ local function run_control(query)
     if verb == "tail" then return tail_result(command.rows) end
     return digest.result(digests, command.rows, command.order, command.host)
   end
-  if verb == "explain" then return start_explain(command) end
+  if verb == "explain" then
+    -- Each worker of `instrumented-proxy --workers N` keeps its own digest rows, ids and samples, while DIGEST
+    -- answers for all of them merged: a rank or id could name another worker's row. Refused until they share them.
+    if (proxy.workers or 1) > 1 then
+      return explain_error("PROXY LOG EXPLAIN is not available with --workers above 1 (each worker keeps its own"
+        .. " samples); run a single-worker proxy to explain")
+    end
+    return start_explain(command)
+  end
   if verb == "off" then turn_off() end
   if verb == "reset" then
     state.ring = {}
@@ -394,6 +421,23 @@ local function run_control(query)
     state.logged = 0
   end
   return status_result(now)
+end
+
+-- instrumented-proxy --workers N runs the script in N processes, each with its own proxy.global (proxy.workers is
+-- its extension; nil under mysql-proxy 0.8.5, one process). A control statement an admin ran is marked for every
+-- worker (proxy.response.relay): the host carries it out in the others through worker_control() and answers with
+-- their answers merged, so PROXY LOG ON switches them all and STATUS, TAIL and DIGEST answer for all of them.
+local WORKERS = proxy.workers or 1
+
+local function control_everywhere(query)
+  local ret = run_control(query)
+  if WORKERS > 1 and proxy.response.type == proxy.MYSQLD_PACKET_OK then proxy.response.relay = query end
+  return ret
+end
+
+-- Called by instrumented-proxy for a control statement relayed from another worker (checked there).
+function worker_control(query)
+  return run_control(query)
 end
 
 -- Hooks -------------------------------------------------------------------------------------------
@@ -464,7 +508,7 @@ local function control_statement(packet)
   end
   if account ~= nil then
     if not is_admin then return denied(" (the account the server authenticated is not one)") end
-    return run_control(string_sub(packet, 2))
+    return control_everywhere(string_sub(packet, 2))
   end
   -- The name is only what the client claimed: ask the server which account it authenticated.
   pending_control = string_sub(packet, 2)
@@ -493,7 +537,7 @@ local function learned(inj)
     if type(who) ~= "string" then return denied(" (cannot check the account: SELECT CURRENT_USER() failed)") end
     if not is_admin then return denied(" (the account the server authenticated is not one)") end
     -- From here a control statement that injects statements of its own (EXPLAIN) has queued them already.
-    local decision = run_control(query)
+    local decision = control_everywhere(query)
     if decision == proxy.PROXY_SEND_QUERY then return proxy.PROXY_IGNORE_RESULT end
     return decision
   end

@@ -29,6 +29,8 @@ INSTRUMENTED = {
     "FLUSH_INTERVAL": float(os.environ.get("INSTRUMENTED_TEST_FLUSH_INTERVAL", "0.2")),
     "BREAKER_COOLDOWN": 0.5,
     "BREAKER_MAX_COOLDOWN": 2.0,
+    # The profile tests run servers with each sampler (pyinstrument is installed by the test extra).
+    "PROFILE_ENGINE": os.environ.get("INSTRUMENTED_TEST_PROFILE_ENGINE", "builtin"),
 }
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

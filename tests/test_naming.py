@@ -24,3 +24,17 @@ def test_class_name():
 
     assert class_name(ValueError) == "ValueError"
     assert class_name(Local) == f"{__name__}.test_class_name.<locals>.Local"
+
+
+def test_static_files_answered_before_any_url_resolves_are_named(settings):
+    from instrumented.naming import static_prefix, unresolved_name
+
+    settings.STATIC_URL = "/static/"
+    assert static_prefix() == "/static/"
+    assert unresolved_name(200, "/static/instrumented/dashboard.css", "/static/") == "(static files)"
+    assert unresolved_name(200, "/shop/", "/static/") == "(unresolved)"
+    assert unresolved_name(404, "/nowhere/", "/static/") == "(not found)"
+    settings.STATIC_URL = "static/"  # Django adds the script prefix: still a path of this site
+    assert static_prefix() == "/static/"
+    settings.STATIC_URL = "https://cdn.example.com/static/"  # another host: nothing of it reaches us
+    assert static_prefix() == ""

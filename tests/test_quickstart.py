@@ -54,7 +54,7 @@ def test_the_readme_names_the_static_files_step() -> None:
 class FreshSite:
     """A ``startproject`` site with the Quick start applied, its database migrated and a staff user."""
 
-    def __init__(self, directory: Path, memcached: Memcached) -> None:
+    def __init__(self, directory: Path, memcached: Memcached, urls_before: str = "") -> None:
         self.directory = directory
         self.name = "site_" + uuid.uuid4().hex[:8]
         self.env = {**os.environ, "DJANGO_SETTINGS_MODULE": f"{self.name}.settings", "PYTHONPATH": str(ROOT)}
@@ -77,6 +77,8 @@ class FreshSite:
                 'INSTRUMENTED["FLUSH_INTERVAL"] = 0.2\n'
             )
         with (package / "urls.py").open("a") as urls:
+            # A site's own patterns come first (a CMS's catch-all, say); the README's lines are added after.
+            urls.write(urls_before)
             urls.write("\n# -- the README's Quick start --\n" + lines["urls.py"])
         self.manage(["migrate", "-v0"])
         self.manage(["shell", "-c", "from django.contrib.auth.models import User; "
@@ -88,6 +90,16 @@ class FreshSite:
         done = subprocess.run(cmd, cwd=self.directory, env=self.env, capture_output=True, text=True)
         assert done.returncode == 0, f"{cmd} failed:\n{done.stdout}\n{done.stderr}"
         return done.stdout + done.stderr
+
+    def get_as_staff(self, path: str) -> tuple[int, str]:
+        """GET ``path`` in-process (Django's test client, logged in as the staff user): status and body."""
+        code = (
+            "from django.contrib.auth.models import User; from django.test import Client; c = Client(); "
+            f"c.force_login(User.objects.get(username={STAFF[0]!r})); r = c.get({path!r}, HTTP_HOST='127.0.0.1'); "
+            "print('STATUS', r.status_code); print(r.content.decode())"
+        )
+        status, _, body = self.manage(["shell", "-c", code]).partition("STATUS ")[2].partition("\n")
+        return int(status), body
 
     def append_settings(self, text: str) -> None:
         with (self.directory / self.name / "settings.py").open("a") as settings:
@@ -131,9 +143,20 @@ def dashboard_state(base_url: str) -> dict[str, object]:
         return state
 
 
+def stats_views(site: FreshSite) -> dict[str, int]:
+    """The site's recorded views and their requests (``instrumented_stats --json`` in the site)."""
+    import json
+
+    document = json.loads(site.manage(["instrumented_stats", "--json"]))
+    return {view["view"]: view["requests"] for view in document["views"]}
+
+
 def test_quick_start_without_static_files_says_so_on_the_page_and_in_check(fresh_site: FreshSite) -> None:
     check = fresh_site.manage(["check"])
     assert "instrumented.W004" in check and "collectstatic" in check and "WhiteNoise" in check
+    # Not in the site's test runs (issue 23: printed in every one): tests serve no static files.
+    test_run = fresh_site.manage(["test"])
+    assert "Found 0 test(s)" in test_run and "instrumented.W004" not in test_run
     for base_url in fresh_site.gunicorn():
         state = dashboard_state(base_url)
         assert "Live view stats" in str(state["title"]) and state["banner"] is True
@@ -150,3 +173,44 @@ def test_quick_start_with_collectstatic_and_whitenoise_works(fresh_site: FreshSi
     for base_url in fresh_site.gunicorn():
         state = dashboard_state(base_url)
         assert state["banner"] is False and state["styled"] == "none" and state["refreshed"]
+        # The dashboard's CSS and JavaScript, served by WhiteNoise before any URL resolves, are one named row
+        # (issue 23: they were "(unresolved)", a row no doc explained).
+        names = wait_until(lambda: set(stats_views(fresh_site)) >= {"(static files)"} and stats_views(fresh_site))
+        assert names["(static files)"] >= 2 and "(unresolved)" not in names
+        # The Quick start's own commands (migrate, collectstatic) are there, apart; their processes are not workers.
+        import json
+
+        document = json.loads(fresh_site.manage(["instrumented_stats", "--json"]))
+        kinds = {view["view"]: view["kind"] for view in document["views"]}
+        assert kinds["command:migrate"] == kinds["command:collectstatic"] == "command"
+        assert document["processes"] <= 2 and document["command_processes"] >= 2, document
+
+
+def test_the_app_left_out_of_installed_apps_is_reported_with_the_line_to_add(fresh_site: FreshSite) -> None:
+    # Issue 23: `check` said "no issues" and /instrumented/ answered a bare 500 (TemplateDoesNotExist).
+    fresh_site.append_settings('INSTALLED_APPS.remove("instrumented")\n')
+    check = fresh_site.manage(["check"])
+    assert "instrumented.W005" in check and 'INSTALLED_APPS += ["instrumented"]' in check
+    status, body = fresh_site.get_as_staff("/instrumented/")
+    assert status == 503 and 'INSTALLED_APPS += ["instrumented"]' in body
+
+
+#: A CMS's URLconf ends with a catch-all (Wagtail's own pattern) before the README's lines are added.
+CMS_CATCH_ALL = """
+from django.http import HttpResponseNotFound
+from django.urls import re_path
+
+def cms_page(request, path):
+    return HttpResponseNotFound("no such page in the CMS")
+
+urlpatterns += [re_path(r"^((?:[\\w\\-]+/)*)$", cms_page, name="cms_serve")]
+"""
+
+
+def test_the_readme_urls_line_works_on_a_cms_site(tmp_path: Path, memcached: Memcached) -> None:
+    # Issue 23: `urlpatterns += [...]` put the dashboard after Wagtail's catch-all: /instrumented/ was its 404.
+    site = FreshSite(tmp_path / "cms", memcached, urls_before=CMS_CATCH_ALL)
+    assert "instrumented.W006" not in site.manage(["check"])
+    status, body = site.get_as_staff("/instrumented/")
+    assert status == 200 and "Live view stats" in body
+    assert site.get_as_staff("/some/cms/page/")[0] == 404

@@ -133,6 +133,62 @@ def test_celery_tasks_run_by_a_real_worker_are_recorded(flush):
     assert any(m["view"] == "task:shop.send_invoice" for m in recent_errors()[0])
 
 
+def test_a_commands_process_is_not_one_of_the_sites_processes(request):
+    # After a Quick start (migrate, createsuperuser, collectstatic) the dashboard said "6 processes" for 3 workers.
+    prefix = request.getfixturevalue("_isolated_stats")
+    assert manage("check", prefix=prefix).returncode == 0
+    stats = read_stats()
+    command = next(v for v in stats["views"] if v["view"] == "command:check")
+    assert command["kind"] == "command"
+    assert (stats["processes"], stats["processes_live"], stats["command_processes"]) == (0, 0, 1)
+
+
+def test_each_name_says_what_kind_of_work_it_is(flush, client):
+    with instrumented.record("nightly-report"):
+        pass
+    with instrumented.record("command:import_prices", method="COMMAND"):
+        pass
+    with instrumented.record("task:shop.refresh", method="TASK"):
+        pass
+    client.get("/fast/")
+    flush()
+    kinds = {v["view"]: v["kind"] for v in read_stats()["views"]}
+    assert kinds == {
+        "nightly-report": "work",
+        "command:import_prices": "command",
+        "task:shop.refresh": "task",
+        "shop:fast": "request",
+    }
+
+
+@pytest.mark.django_db
+def test_django_tasks_are_recorded_like_celery_tasks(flush, client):
+    import django
+
+    from instrumented.recording import connect_django_tasks
+
+    if django.VERSION < (6,):  # Django 5.2 has no django.tasks: nothing is connected, nothing happens
+        assert connect_django_tasks() is False
+        return
+    from tests import django_tasks
+
+    assert connect_django_tasks() is True  # again: connected once (dispatch_uid)
+    assert django_tasks.refresh_prices.enqueue().status == "SUCCESSFUL"  # ImmediateBackend: runs here, now
+    assert django_tasks.refresh_prices.enqueue().status == "SUCCESSFUL"
+    assert django_tasks.send_invoice.enqueue().status == "FAILED"
+    client.get("/fast/")  # a request around them is counted as a request, apart
+    flush()
+    ok = view_stats("task:tests.django_tasks.refresh_prices")
+    assert ok is not None and ok["kind"] == "task" and ok["methods"] == {"TASK": 2}
+    assert ok["requests"] == 2 and ok["errors"] == 0 and ok["queries"]["total"] == 4
+    bad = view_stats("task:tests.django_tasks.send_invoice")
+    assert bad["requests"] == 1 and bad["errors"] == 1
+    assert [e["class"] for e in bad["exceptions"]] == ["ConnectionError"]
+    stored = [m for m in recent_errors()[0] if m["view"] == "task:tests.django_tasks.send_invoice"]
+    assert len(stored) == 1 and stored[0]["ref"] == bad["exceptions"][0]["last_reference"]
+    assert view_stats("shop:fast")["queries"]["total"] == 0
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_full_celery_task_map_says_so_in_the_log_and_the_stats(flush, monkeypatch, caplog):
     """Issue 17: after MAX_RUNNING_TASKS lost ``task_postrun`` signals the map stopped recording, silently."""

@@ -21,4 +21,6 @@ urlpatterns = [
     path("fail/", views.fail, name="fail"),
     path("stream/", views.stream, name="stream"),
     path("async/", views.async_view, name="async"),
+    path("burn/", views.burn, name="burn"),
+    path("async-burn/", views.async_burn, name="async_burn"),
 ]

@@ -81,3 +81,27 @@ async def async_view(request: HttpRequest) -> HttpResponse:
     await asyncio.sleep(0.01)
     count = await Book.objects.acount()
     return HttpResponse(f"{count} books\n", content_type="text/plain")
+
+
+def crunch_numbers(rounds: int) -> int:
+    """Pure-Python CPU work: the function a profile of /burn/ shows at the top."""
+    total = 0
+    for i in range(rounds):
+        total += (i * i) % 7
+    return total
+
+
+def burn(request: HttpRequest) -> HttpResponse:
+    """A view that burns CPU in one named function (``?rounds=``, capped), for profiles."""
+    try:
+        rounds = min(max(int(request.GET.get("rounds", "300000")), 0), 5_000_000)
+    except ValueError:
+        rounds = 300_000
+    return HttpResponse(f"burnt {crunch_numbers(rounds)}\n", content_type="text/plain")
+
+
+async def async_burn(request: HttpRequest) -> HttpResponse:
+    """An async view that awaits, runs SQL through the async ORM, then burns CPU in the event loop."""
+    await asyncio.sleep(0.03)
+    count = await Book.objects.acount()
+    return HttpResponse(f"{count} books, burnt {crunch_numbers(300_000)}\n", content_type="text/plain")

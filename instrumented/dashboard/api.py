@@ -10,7 +10,8 @@ from django.urls import get_script_prefix, resolve
 from django.views.decorators.http import require_safe
 
 from ..conf import get_config
-from ..naming import shorten, view_name
+from ..naming import shorten, view_name, work_kind
+from ..stats import queue
 from ..stats.reader import STATUS_CLASSES, findings
 from ..stats.snapshot import ViewTotals
 from .pages import api_denied, detail_url, json_response, read
@@ -33,6 +34,7 @@ def zero_view(name: str, route: str) -> dict[str, Any]:
     """A view entry of the reader's schema for a view that had no traffic in the window."""
     return {
         "view": name,
+        "kind": work_kind(name, {}),
         "route": route,
         "requests": 0,
         "errors": 0,
@@ -45,6 +47,7 @@ def zero_view(name: str, route: str) -> dict[str, Any]:
         "methods": {},
         "databases": {},
         "exceptions": [],
+        "queue": queue.describe(None),
         **findings(ViewTotals(route), 0),
     }
 

@@ -132,7 +132,7 @@ def latency_distribution(
     if p50 < 1.5 * 10**lo_exp:
         lo_exp -= 1  # leave room left of p50 for the first band
     hi_exp = max(math.ceil(math.log10(top)), lo_exp + 1)
-    head = 48  # four rows of percentile labels above the plot, so no two labels ever overlap
+    head = 56  # four rows of percentile labels above the plot, so no two labels ever overlap
     height = HEIGHT + head - 12
     plot_w, plot_h = WIDTH - LEFT - RIGHT, height - TOP - BOTTOM - head
 
@@ -160,26 +160,29 @@ def latency_distribution(
                 _number(ms / 1000, "s") if ms >= 1000 else _number(ms, "ms"),
             )
         )
-    row_ends = [-1e9] * 4  # right edge of the last label in each row, so labels never overlap
-    for name, ms in (("p50", p50), ("p95", p95), ("p99", p99), ("max", top)):
+    # Labels end at their marker (text to its left), placed rightmost marker first, each in the first row where it
+    # ends left of that row's labels: a marker's line then only runs down past labels that end left of it, so no
+    # line strikes through a label and no two labels overlap (issue 23: the labels collided on close percentiles).
+    row_starts = [math.inf] * 4  # left edge of the leftmost label in each row
+    for name, ms in sorted((("p50", p50), ("p95", p95), ("p99", p99), ("max", top)), key=lambda m: -x_of(m[1])):
         x = x_of(ms)
         text = f"{name} {_number(ms, 'ms')}"
-        width = 6.5 * len(text)
-        anchor, left = "middle", x - width / 2
-        if x + width / 2 > WIDTH - 2:
-            anchor, left = "end", x - width
-        row = next((i for i, end in enumerate(row_ends) if left > end + 6), len(row_ends) - 1)
-        row_ends[row] = left + width
+        width = 6.8 * len(text)
+        anchor, right = "end", x - 3
+        if right - width < 2:  # no room left of the marker: the label runs right of it
+            anchor, right = "start", x + 3 + width
+        row = next((i for i, start in enumerate(row_starts) if right + 6 <= start), len(row_starts) - 1)
+        row_starts[row] = min(row_starts[row], right - width)
         parts.append(
             format_html(
                 '<line class="ichart-marker" x1="{}" y1="{}" x2="{}" y2="{}"/>'
                 '<text class="ichart-marker-label" x="{}" y="{}" text-anchor="{}">{}</text>',
                 _f(x),
-                TOP + 11 + 12 * row,
+                TOP + 2 + 13 * row,
                 _f(x),
                 TOP + head + plot_h,
-                _f(x),
-                TOP + 8 + 12 * row,
+                _f(x - 3 if anchor == "end" else x + 3),
+                TOP + 10 + 13 * row,
                 anchor,
                 text,
             )

@@ -10,9 +10,10 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from django.apps import apps
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
-from django.http import HttpRequest, HttpResponseBase, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.shortcuts import render
 from django.urls import NoReverseMatch, reverse
 
@@ -47,10 +48,22 @@ def json_response(data: dict[str, Any], status: int = 200) -> HttpResponseBase:
 
 def render_page(request: HttpRequest, template: str, context: dict[str, Any], status: int = 200) -> HttpResponseBase:
     """Render a dashboard page inside the admin's look, with the strict CSP and the stats headers."""
+    if not apps.is_installed("instrumented"):
+        return not_installed_response()
     base = _base_context(request)
     base.update(context)
     response = render(request, template, base, status=status)
     response["Content-Security-Policy"] = page_csp()
+    return protect(response)
+
+
+def not_installed_response() -> HttpResponseBase:
+    """What a page says when its URLs are mounted but the app is not in INSTALLED_APPS (its templates are not
+    found): the fix, in plain text, rather than a bare 500 of ``TemplateDoesNotExist``."""
+    from ..checks import NOT_INSTALLED_HINT, NOT_INSTALLED_PROBLEM
+
+    text = f"django-instrumented: {NOT_INSTALLED_PROBLEM}\n\n{NOT_INSTALLED_HINT}\n"
+    response = HttpResponse(text, status=503, content_type="text/plain; charset=utf-8")
     return protect(response)
 
 
@@ -120,6 +133,7 @@ def read(window: int | None = None, **kwargs: Any) -> dict[str, Any]:
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "processes": 0,
         "processes_live": 0,
+        "command_processes": 0,
         "views": [],
         "error": f"reading stats failed: {type(failed.error).__name__}",
     }

@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..display import escape_controls, local_time, plain
+from ..naming import REQUEST
 from ..stats.reader import rate_seconds
 
 #: Sort keys accepted by the terminal commands, mapped to a function of one view dict.
@@ -64,6 +65,17 @@ def _fitting_columns(names: list[str], widths: dict[str, int], width: int | None
     return names
 
 
+def is_request(view: dict[str, Any]) -> bool:
+    """A request's view, not a command, task or ``record`` block (those are shown apart: :func:`render_work`)."""
+    return view.get("kind", REQUEST) == REQUEST
+
+
+def processes_text(stats: dict[str, Any]) -> str:
+    """``3 live process(es), 5 in the window``: the workers now, and every process with data in the window."""
+    live, total = stats.get("processes_live", 0), stats["processes"]
+    return f"{live} live process(es)" + (f", {total} in the window" if total != live else "")
+
+
 def render_table(
     stats: dict[str, Any], sort: str = "requests", limit: int | None = None, width: int | None = None
 ) -> Table:
@@ -71,10 +83,11 @@ def render_table(
 
     View names are never broken over lines: in a narrow ``width`` (80 columns) columns are left out in
     DROP_ORDER until the longest name fits; a name longer than even that is cut with an ellipsis.
+    Commands and tasks are not in it (:func:`render_work`).
     """
     covered = stats.get("covered_seconds") or 0
     span = f" (data for {covered:.0f} s)" if 0 < covered < stats["window_seconds"] else ""
-    title = f"django-instrumented — last {stats['window_seconds']} s{span}, {stats['processes']} process(es), ms"
+    title = f"django-instrumented — last {stats['window_seconds']} s{span}, {processes_text(stats)}, ms"
     caption = stats.get("error") or stats.get("note") or f"generated {local_time(stats['generated_at'])}"
     table = Table(title=title, caption=plain(caption))
     columns: list[tuple[str, Any]] = [
@@ -91,7 +104,7 @@ def render_table(
         ("db", lambda v, lat: f"{v['db_time_ms']:.1f}"),
         ("N+1", lambda v, lat: str(v["n_plus_one"])),
     ]
-    views = sorted(stats["views"], key=SORT_KEYS.get(sort, SORT_KEYS["requests"]), reverse=True)
+    views = sorted(filter(is_request, stats["views"]), key=SORT_KEYS.get(sort, SORT_KEYS["requests"]), reverse=True)
     if limit is not None:
         views = views[:limit]
     cells = [[cell(v, v["latency_ms"]) for _, cell in columns] for v in views]
@@ -120,9 +133,29 @@ def render_table(
     return table
 
 
+def render_work(stats: dict[str, Any]) -> Table | None:
+    """Commands, tasks and ``record`` blocks, apart from the views (never a view's worst p95); None without any."""
+    work = sorted((v for v in stats["views"] if not is_request(v)), key=lambda v: (-v["requests"], v["view"]))
+    if not work:
+        return None
+    table = Table(title="commands and tasks, ms")
+    table.add_column("name", no_wrap=True, overflow="ellipsis")
+    for name in ("runs", "err", "p50", "p95", "max", "q/run", "db"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for v in work:
+        lat = v["latency_ms"]
+        cells = [f"{lat['p50']:.1f}", f"{lat['p95']:.1f}", f"{lat['max']:.1f}", f"{v['queries']['mean']:.1f}"]
+        table.add_row(
+            plain(v["view"]), str(v["requests"]), str(v["errors"]), *cells, f"{v['db_time_ms']:.1f}",
+            style="red" if v["errors"] else "",
+        )  # fmt: skip
+    return table
+
+
 def render_summary(stats: dict[str, Any]) -> Text:
-    """One line over the whole site: traffic, errors, and the worst views by p95 and by errors."""
-    views = stats["views"]
+    """One line over the site's requests: traffic, errors, and the worst views by p95 and by errors (commands
+    and tasks are not views: they never take these headlines)."""
+    views = [v for v in stats["views"] if is_request(v)]
     requests = sum(v["requests"] for v in views)
     errors = sum(v["errors"] for v in views)
     span = rate_seconds(stats)
@@ -157,4 +190,7 @@ def render_top(
     hint = f"sorted by {sort}"
     if interval is not None:
         hint += f" · refreshing every {interval:g} s · Ctrl-C to quit"
-    return Group(render_summary(stats), render_table(stats, sort, limit, width), Text(hint, style="dim"))
+    work = render_work(stats)
+    if work is None:
+        return Group(render_summary(stats), render_table(stats, sort, limit, width), Text(hint, style="dim"))
+    return Group(render_summary(stats), render_table(stats, sort, limit, width), work, Text(hint, style="dim"))

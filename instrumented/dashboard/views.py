@@ -17,6 +17,7 @@ from django.views.decorators.http import require_safe
 from ..access import is_technical_user
 from ..conf import get_config
 from ..display import pretty_sql
+from ..naming import REQUEST
 from ..stats.reader import rate_seconds
 from . import bookmarklet, charts
 from .pages import detail_url, page_denied, read, render_page
@@ -58,6 +59,13 @@ def _error_link(reference: str | None) -> str | None:
         return None
 
 
+def querylog_configured() -> bool:
+    """The DBA panel is linked only where a DATABASES alias goes through the MySQL proxy (a site on SQLite or
+    PostgreSQL has none: the panel would only say so)."""
+    config = get_config()
+    return any(alias in settings.DATABASES for alias in config.querylog_databases)
+
+
 @require_safe
 def dashboard(request: HttpRequest) -> HttpResponseBase:
     """All views of the window in one table; ``dashboard.js`` keeps it fresh from the API."""
@@ -66,20 +74,25 @@ def dashboard(request: HttpRequest) -> HttpResponseBase:
         return denied
     stats = read()
     rows = [{"v": v, "d": derived(v, rate_seconds(stats)), "url": detail_url(v["view"])} for v in stats["views"]]
+    # Commands, tasks and record() blocks have their own table: a one-off `migrate` is no view's worst p95.
+    views = [row for row in rows if row["v"].get("kind", REQUEST) == REQUEST]
+    worst = max((row["v"]["latency_ms"]["p95"] for row in views), default=0.0) if len(views) > 1 else 0.0
     context = {
         # Columns shown only when some view has data for them (dashboard.js decides again on each refresh).
-        "has_cache": any(v["cache"]["calls"] for v in stats["views"]),
-        "has_http": any(v["http"]["calls"] for v in stats["views"]),
+        "has_cache": any(row["v"]["cache"]["calls"] for row in views),
+        "has_http": any(row["v"]["http"]["calls"] for row in views),
+        "has_queue": any(row["v"].get("queue", {}).get("requests") for row in views),
         "title": "Live view stats",
         "stats": stats,
-        "rows": rows,
+        "rows": views,
+        "work_rows": [row for row in rows if row["v"].get("kind", REQUEST) != REQUEST],
+        "worst_p95": worst,
         "api_url": reverse("instrumented:api_views"),
         "detail_base": reverse("instrumented:view_detail") + "?name=",
         "refresh_ms": REFRESH_MS,
         "refresh_seconds": f"{REFRESH_MS / 1000:g}",
         "bookmarklet_href": bookmarklet.href(),
-        # The DBA panel only where a DATABASES alias goes through the MySQL proxy (a site without MySQL has none).
-        "querylog_configured": get_config().querylog_database in settings.DATABASES,
+        "querylog_configured": querylog_configured(),
     }
     return render_page(request, "instrumented/dashboard/dashboard.html", context)
 
@@ -98,7 +111,14 @@ def view_detail(request: HttpRequest) -> HttpResponseBase:
         )
     stats = read(view=name, series=True, top_queries=20)
     view = next((v for v in stats["views"] if v["view"] == name), None)
-    context: dict[str, Any] = {"title": name, "name": name, "stats": stats, "view": view}
+    context: dict[str, Any] = {
+        "title": name,
+        "name": name,
+        "stats": stats,
+        "view": view,
+        "querylog_configured": querylog_configured(),
+    }
+    context["profiling"] = _profiling_section(request, name)
     if view is not None:
         technical = is_technical_user(request)
         queries = [{**q, "pretty": pretty_sql(q["sql"])} for q in view["top_queries"]]
@@ -126,6 +146,13 @@ def view_detail(request: HttpRequest) -> HttpResponseBase:
             ),
         )
     return render_page(request, "instrumented/dashboard/view_detail.html", context)
+
+
+def _profiling_section(request: HttpRequest, name: str) -> dict[str, Any] | None:
+    """The profiles part of the view page (superusers only; it lives in the profiling package)."""
+    from ..profiling.views import view_section
+
+    return view_section(request, name)
 
 
 def _full_series(series: list[dict[str, Any]], stats: dict[str, Any]) -> list[dict[str, Any]]:

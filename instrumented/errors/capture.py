@@ -33,7 +33,7 @@ from ..failopen import fail_open, failures
 from ..keys import ERROR_INDEX_SECONDS
 from ..memcached import MAX_VALUE_BYTES, Store, get_store, pack
 from ..naming import class_name, view_name
-from ..stats.probe import current_probe
+from ..stats.probe import current_probe, paused
 from .records import new_reference
 from .redact import Masker, masker_for
 from .reporter import BoundedExceptionReporter
@@ -273,7 +273,8 @@ def capture(request: HttpRequest | None, exc_info: ExcInfo | None = None, *, vie
             exc_info = (current[0], current[1], current[2])
         config = get_config()
         if config.enabled:
-            _store(get_store(), config, ref, request, exc_info, view)
+            with paused():  # loading the user and rendering the page run queries: ours, not the failing view's
+                _store(get_store(), config, ref, request, exc_info, view)
     return ref
 
 

@@ -22,6 +22,7 @@ from ..display import local_time
 from ..failopen import fail_open
 from ..keys import RATE_LIMIT_SECONDS
 from ..memcached import get_store
+from ..stats.probe import paused
 from .capture import PAGE_ATTRIBUTE, REQUEST_ATTRIBUTE, capture
 from .records import load_meta, load_page, new_reference, normalize_reference
 from .reporter import BoundedExceptionReporter
@@ -30,6 +31,30 @@ from .reporter import BoundedExceptionReporter
 #: ``allow-scripts``, no ``script-src``, so nothing an attacker gets onto the page can run, even as markup.
 LIVE_TECHNICAL_CSP = SANDBOX_CSP
 HEADER = "X-Error-Reference"
+
+
+#: The frame over a technical page: which error this is, when, whose, and the way back to the list. Inline
+#: styles only (the page's sandbox CSP allows no other); every value escaped by format_html.
+FRAME = (
+    '<div id="instr-error-frame" style="font:14px system-ui,sans-serif;background:#264b5d;color:#fff;'
+    'padding:8px 20px;display:flex;flex-wrap:wrap;gap:6px 18px;align-items:baseline">'
+    "<strong>Error reference {}</strong><span>{}</span><span>{}</span>{}</div>"
+)
+
+
+def framed(html: str, ref: str, when: str = "", who: str = "", back: str | None = None) -> str:
+    """``html`` (a technical 500 page) with a frame at the top of its body: the reference, when, who, and a
+    link back to the error list. Inserted after the page's first ``<body`` tag, which is Django's own: values
+    an attacker chose are escaped in the page and cannot contain a ``<``."""
+    from django.utils.html import format_html
+
+    link = format_html(' <a href="{}" style="color:#f5dd5d">Back to the error list</a>', back) if back else ""
+    banner = format_html(FRAME, ref, when, who, link)
+    start = html.find("<body")
+    end = html.find(">", start) if start != -1 else -1
+    if end == -1:
+        return str(banner) + html
+    return html[: end + 1] + str(banner) + html[end + 1 :]
 
 
 def _reference(request: HttpRequest) -> str:
@@ -61,7 +86,8 @@ def _technical_response(request: HttpRequest, ref: str) -> HttpResponse | None:
         if _wants_html(request):
             stored = getattr(request, PAGE_ATTRIBUTE, None)  # rendered once already, when it was stored
             html = stored if isinstance(stored, str) else reporter.get_traceback_html()
-            response = HttpResponse(html, status=500)
+            # The live page shows its reference too: the one the user would quote, and that opens it again.
+            response = HttpResponse(framed(str(html), ref, "live: this request", ""), status=500)
         else:
             response = HttpResponse(reporter.get_traceback_text(), status=500, content_type="text/plain; charset=utf-8")
         protect(response, sandbox=False)
@@ -95,7 +121,9 @@ def _public_response(request: HttpRequest, ref: str) -> HttpResponse:
 def server_error(request: HttpRequest) -> HttpResponse:
     """``handler500``: the technical page for a technical user, the site's 500 page with a reference otherwise."""
     ref = _reference(request)
-    if is_technical_user(request):
+    with paused():  # the session and user queries of this check are ours, not the failing view's
+        technical = is_technical_user(request)
+    if technical:
         response = _technical_response(request, ref)
         if response is not None:
             return response
@@ -157,7 +185,11 @@ def error_detail(request: HttpRequest, ref: str) -> HttpResponseBase:
     assert canonical is not None
     page = load_page(canonical)
     if page is not None:
-        response = HttpResponse(page)
+        about = load_meta(canonical) or {}
+        who = f"user {about.get('user', '?')}" + (f" (id {about['user_id']})" if about.get("user_id") else "")
+        response = HttpResponse(
+            framed(page, canonical, _when(about) if about else "", who if about else "", _list_url())
+        )
         response[HEADER] = canonical
         return protect(response, sandbox=True)
     meta = load_meta(canonical)
@@ -165,6 +197,16 @@ def error_detail(request: HttpRequest, ref: str) -> HttpResponseBase:
         return _page(request, "instrumented/errors/missing.html", {"ref": canonical}, status=404)
     meta["when"] = _when(meta)
     return _page(request, "instrumented/errors/detail.html", {"error": meta})
+
+
+def _list_url() -> str | None:
+    """The grouped error list, when it is mounted."""
+    from django.urls import NoReverseMatch, reverse
+
+    try:
+        return reverse("instrumented:error_list")
+    except NoReverseMatch:
+        return None
 
 
 def error_text(request: HttpRequest, ref: str) -> HttpResponseBase:

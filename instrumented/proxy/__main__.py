@@ -7,12 +7,14 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Coroutine
 from typing import Any
 
-from .lua.host import LupaMissingError
+from .lua.host import LupaMissingError, _load_lupa
 from .server import ProxyServer, parse_address
+from .workers import WorkerInfo, listening_socket, reuse_port_socket, supervise, worker_count
 
 log = logging.getLogger("instrumented.proxy")
 
@@ -46,6 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--event-loop", choices=["auto", "uvloop", "asyncio"], default="auto",
         help="auto = uvloop when installed (halves the relay cost), else asyncio's own loop",
     )  # fmt: skip
+    parser.add_argument(
+        "--workers", default="1",
+        help="processes serving the port, each with its own event loop (default 1; 'auto' = one per CPU); the query"
+             " log's control statements reach all of them",
+    )  # fmt: skip
+    parser.add_argument(
+        "--reuseport", action="store_true",
+        help="with --workers: each worker accepts on a socket of its own (SO_REUSEPORT: the kernel hashes connections"
+             " over them) instead of all on one (an idle worker takes the next connection; the default)",
+    )  # fmt: skip
     parser.add_argument("--connect-timeout", type=float, default=5.0, help="backend connect timeout in seconds")
     parser.add_argument(
         "--log-level", default=os.environ.get("PROXY_LOG_LEVEL", "info"),
@@ -60,23 +72,24 @@ def default_log_file() -> str:
     return "query_log.slow.log" if slowlog else "query_log.jsonl"
 
 
-async def serve(args: argparse.Namespace) -> int:
-    """Run until SIGTERM/SIGINT, then shut down cleanly."""
+async def serve(args: argparse.Namespace, sock: socket.socket | None = None, worker: WorkerInfo | None = None) -> int:
+    """Run until SIGTERM/SIGINT, then shut down cleanly (one worker of several: on their shared ``sock``)."""
     listen = parse_address(args.proxy_address, "0.0.0.0", 4040)
     backends = [parse_address(b, "127.0.0.1", 3306) for b in (args.proxy_backend_addresses or ["127.0.0.1:3306"])]
     io_paths = args.lua_io_path or [os.environ.get("PROXY_LOG_FILE") or default_log_file()]
-    server = ProxyServer(
-        listen, backends, args.proxy_lua_script, io_paths=io_paths, connect_timeout=args.connect_timeout
-    )
-    await server.start()
-    log.info(
-        "instrumented-proxy listening on %s:%d, backends %s, script %s",
-        listen[0], server.port, ", ".join(b.name for b in server.backends), args.proxy_lua_script or "(none)",
-    )  # fmt: skip
+    server = ProxyServer(listen, backends, args.proxy_lua_script, io_paths=io_paths,
+                         connect_timeout=args.connect_timeout, sock=sock, worker=worker)  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT):  # before the other workers can reach this one (a stop then is clean)
         loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    if worker is None or worker.index == 1:
+        log.info(
+            "instrumented-proxy listening on %s:%d, backends %s, script %s%s",
+            listen[0], server.port, ", ".join(b.name for b in server.backends), args.proxy_lua_script or "(none)",
+            f", {worker.count} workers" if worker else "",
+        )  # fmt: skip
     await stop.wait()
     log.info("shutting down (%d connections)", len(server.connections))
     await server.close()
@@ -108,7 +121,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.proxy_lua_script and not os.path.isfile(args.proxy_lua_script):
             print(f"instrumented-proxy: no such Lua script: {args.proxy_lua_script}", file=sys.stderr)
             return 2
-        return run(serve(args), args.event_loop)
+        workers = worker_count(args.workers)
+        if args.proxy_lua_script:
+            _load_lupa()  # missing lupa is said once, here, not by every worker
+        if workers == 1:
+            return run(serve(args), args.event_loop)
+        listen = parse_address(args.proxy_address, "0.0.0.0", 4040)
+        sock = listening_socket(*listen, reuse_port=args.reuseport)
+
+        def worker(info: WorkerInfo) -> int:
+            own = reuse_port_socket(sock) if args.reuseport else sock
+            return run(serve(args, own, info), args.event_loop)
+
+        return supervise(workers, worker)
     except LupaMissingError as exc:
         print(f"instrumented-proxy: {exc}", file=sys.stderr)
         return 2

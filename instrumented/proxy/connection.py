@@ -13,10 +13,12 @@ from collections.abc import Iterator
 from typing import Protocol, cast
 
 from .backends import Backend
+from .lua.api import ProxyResponse
 from .lua.host import LuaHost, ScriptLoadError
 from .mysql import constants as c
 from .phases import CLOSED, RESPONSE
 from .session import Session
+from .workers import Workers
 
 
 class Server(Protocol):
@@ -25,6 +27,8 @@ class Server(Protocol):
     lua: LuaHost | None
     connect_timeout: float
     connections: set[ProxyConnection]
+    workers: Workers | None  # the other workers (--workers N), None when this is the only one
+    tasks: set[asyncio.Task[None]]
 
     def pick_backends(self, ndx: int) -> Iterator[Backend]:
         """The backends to try, in order."""
@@ -200,6 +204,25 @@ class ProxyConnection(asyncio.Protocol):
             self.backend.close()
         if self.client is not None:
             self.client.close()
+
+    def gather(self, response: ProxyResponse, seq: int) -> bool:
+        """Ask the other workers too (``Workers.gather``); the merged answer goes to the session when they answered."""
+        workers = self.server.workers
+        if workers is None:
+            return False
+        task = asyncio.get_running_loop().create_task(self._gather(workers, response, seq))
+        self.server.tasks.add(task)  # kept until done: the loop holds tasks weakly
+        task.add_done_callback(self.server.tasks.discard)
+        return True
+
+    async def _gather(self, workers: Workers, response: ProxyResponse, seq: int) -> None:
+        """The merged answer, or this worker's own when gathering failed (fail open: the client gets an answer)."""
+        try:
+            merged = await workers.gather(response)
+        except Exception as exc:  # noqa: BLE001
+            self.server.rate_limited_log("gather", "gathering the workers' answers failed: %s", exc)
+            merged = response
+        self.session.gathered(merged, seq)
 
     def shutdown(self) -> None:
         """Server shutdown: the session closes (``disconnect_client`` runs), then both sides."""

@@ -37,7 +37,7 @@ class HandshakeSession(Protocol):
     def hook(self, name: str, arg: Any = None) -> HookResult:
         """Call a Lua hook (failures logged, "no decision")."""
 
-    def send_response(self, seq: int) -> None:
+    def send_response(self, seq: int) -> bool:
         """``proxy.response`` to the client."""
 
     def send_err(self, message: bytes, code: int, seq: int, sqlstate: bytes = b"07000") -> None:

@@ -5,6 +5,7 @@
     CONNECTING --backend connected--> GREETING --greeting relayed--> CLIENT_AUTH --handshake response
     relayed--> AUTH --server's OK--> IDLE --command forwarded or injected--> RESPONSE --last packet--> IDLE
     IDLE/RESPONSE --binlog dump and the like--> RAW (until the end);  any --a side closes--> CLOSED
+    IDLE/RESPONSE --a control statement for every worker (--workers)--> GATHERING --merged answer sent--> IDLE
 
 The connection phase (up to AUTH, and change-user) is ``handshake.py``'s, the command phase ``session.py``'s;
 ``connection.py`` only reads the phase (is a response on its way? closed meanwhile?).
@@ -26,6 +27,7 @@ class Phase(IntEnum):
     RESPONSE = 5  # a command's response is being relayed
     RAW = 6  # binlog streaming and the like: bytes relayed both ways until the end
     CLOSED = 7  # both sides closed; ``disconnect_client`` has run
+    GATHERING = 8  # the answer to a control statement is being gathered from the other workers (--workers)
 
 
 # The members as module names, for the per-statement path: ``Phase.IDLE`` is an attribute look-up through
@@ -38,3 +40,4 @@ IDLE = Phase.IDLE
 RESPONSE = Phase.RESPONSE
 RAW = Phase.RAW
 CLOSED = Phase.CLOSED
+GATHERING = Phase.GATHERING

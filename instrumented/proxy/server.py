@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import Iterable, Iterator
 
 from .backends import Backend
 from .connection import ProxyConnection
 from .lua.host import LuaHost
+from .workers import WorkerInfo, Workers
 
 log = logging.getLogger("instrumented.proxy")
 
@@ -36,21 +38,35 @@ class ProxyServer:
     """Accepts clients and gives each a ``ProxyConnection`` sharing one Lua host."""
 
     def __init__(self, listen: tuple[str, int], backends: Iterable[tuple[str, int]], script: str | None = None,
-                 io_paths: Iterable[str] = (), connect_timeout: float = 5.0) -> None:  # fmt: skip
+                 io_paths: Iterable[str] = (), connect_timeout: float = 5.0, sock: socket.socket | None = None,
+                 worker: WorkerInfo | None = None) -> None:  # fmt: skip
+        """``sock``: a socket bound and listening already (the workers' shared one); ``worker``: which of
+        ``--workers N`` this process is."""
         self.listen = listen
         self.backends = [Backend(i + 1, host, port) for i, (host, port) in enumerate(backends)]
         self._last_logged: dict[str, float] = {}
-        self.lua = LuaHost(script, io_paths=io_paths, report=self.rate_limited_log) if script else None
+        workers = worker.count if worker else 1
+        self.lua = LuaHost(script, io_paths=io_paths, report=self.rate_limited_log, workers=workers) if script else None
         self.connect_timeout = connect_timeout
         self.connections: set[ProxyConnection] = set()
+        self.workers = Workers(worker, self.lua, self.rate_limited_log) if worker and worker.count > 1 else None
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._sock = sock
         self._server: asyncio.Server | None = None
         self._flusher: asyncio.TimerHandle | None = None
 
     async def start(self) -> asyncio.Server:
-        """Bind and start accepting."""
+        """Bind (or take the shared socket) and start accepting."""
         loop = asyncio.get_running_loop()
         host, port = self.listen
-        self._server = await loop.create_server(lambda: ProxyConnection(self), host or None, port, reuse_address=True)
+        if self.workers is not None:
+            await self.workers.start()
+        if self._sock is not None:
+            self._server = await loop.create_server(lambda: ProxyConnection(self), sock=self._sock)
+        else:
+            self._server = await loop.create_server(
+                lambda: ProxyConnection(self), host or None, port, reuse_address=True
+            )
         if self.lua is not None:
             self._flusher = loop.call_later(FLUSH_SECONDS, self._flush_files)
         return self._server
@@ -95,6 +111,8 @@ class ProxyServer:
         if self._flusher is not None:
             self._flusher.cancel()
             self._flusher = None
+        for task in list(self.tasks):  # answers being gathered from the other workers: their clients are going
+            task.cancel()
         deadline = time.monotonic() + grace
         while any(c.busy for c in self.connections) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -102,5 +120,7 @@ class ProxyServer:
             conn.shutdown()
         if self.lua is not None:
             self.lua.flush_files()
+        if self.workers is not None:
+            await self.workers.close()
         if self._server is not None:
             await self._server.wait_closed()

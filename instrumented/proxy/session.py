@@ -20,12 +20,20 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from .handshake import Handshake
-from .lua.api import PROXY_IGNORE_RESULT, PROXY_SEND_QUERY, PROXY_SEND_RESULT, HookResult, Injection, ResultStats
+from .lua.api import (
+    PROXY_IGNORE_RESULT,
+    PROXY_SEND_QUERY,
+    PROXY_SEND_RESULT,
+    HookResult,
+    Injection,
+    ProxyResponse,
+    ResultStats,
+)
 from .lua.host import LuaConnection
 from .mysql import constants as c
 from .mysql import packets as p
 from .mysql.responses import KIND_RAW, ResponseTracker
-from .phases import AUTH, CLIENT_AUTH, CLOSED, CONNECTING, GREETING, IDLE, RAW, RESPONSE, Phase
+from .phases import AUTH, CLIENT_AUTH, CLOSED, CONNECTING, GATHERING, GREETING, IDLE, RAW, RESPONSE, Phase
 from .prepared import PreparedTexts
 
 log = logging.getLogger("instrumented.proxy")
@@ -47,6 +55,10 @@ class Wire(Protocol):
 
     def close(self) -> None:
         """Close both sides (buffered bytes are flushed)."""
+
+    def gather(self, response: ProxyResponse, seq: int) -> bool:
+        """Have every worker carry out the control statement ``response`` answers (``response.relay``) and answer
+        with their answers merged, later, through ``Session.gathered``; False when there are no other workers."""
 
 
 def _unconnected(data: bytes) -> None:
@@ -141,8 +153,11 @@ class Session:
 
     def _stamp_queue(self, res: HookResult) -> None:
         """Start stamps for injections: taken when the hook that queued them returned."""
-        length = res.remaining + (1 if res.injection is not None else 0)
         stamps = self.stamps
+        if not res.remaining and not stamps and res.injection is not None:  # one injection (the logging case)
+            res.injection.queued_ns = _now()
+            return
+        length = res.remaining + (1 if res.injection is not None else 0)
         now = _now()
         while len(stamps) > length:
             stamps.pop()
@@ -180,7 +195,7 @@ class Session:
             self.handshake.client_auth()
         elif phase is IDLE:
             self.process_commands()
-        elif phase is RESPONSE and len(self.cbuf) > CLIENT_BACKLOG and not self.client_held:
+        elif (phase is RESPONSE or phase is GATHERING) and len(self.cbuf) > CLIENT_BACKLOG and not self.client_held:
             # A client that keeps sending while its previous command runs: stop reading it for now.
             self.client_held = True
             self.wire.hold_client(True)
@@ -216,7 +231,8 @@ class Session:
                 log.warning("read_query returned PROXY_SEND_QUERY with an empty proxy.queries; forwarding the query")
             elif res.ret == PROXY_SEND_RESULT:
                 self.close_after = res.close
-                self.send_response((seq + 1) & 0xFF)
+                if self.send_response((seq + 1) & 0xFF):
+                    return  # the other workers' answers come first (gathered() goes on)
                 if self.close_after:
                     self.close()
                 return  # further pipelined commands: the caller's loop goes on
@@ -269,8 +285,10 @@ class Session:
         if not inj.resultset_is_needed:
             self.result_sent = True
         raw = self.raw
-        if len(raw) == len(inj.packet) + 4 and raw[3] == 0 and memoryview(raw)[4:] == inj.packet:
-            data = raw  # the client's own packet re-queued (the usual logging case): no re-framing
+        if inj.own and raw[3] == 0 and len(raw) == len(inj.packet) + 4:
+            data = raw  # the client's own packet re-queued (the usual logging case): no re-framing, no comparing
+        elif len(raw) == len(inj.packet) + 4 and raw[3] == 0 and memoryview(raw)[4:] == inj.packet:
+            data = raw
         else:
             data = p.frame(inj.packet, 0)[0]
         self.to_server(data)
@@ -305,7 +323,7 @@ class Session:
                 self.to_server(pending)
                 tracker.client_data(pending)
             return
-        if self.phase is RAW or self.phase is IDLE:
+        if self.phase is RAW or self.phase is IDLE or self.phase is GATHERING:
             # Unsolicited (e.g. an ERR before the server closes an idle connection): pass it on.
             self.to_client(data)
             return
@@ -331,17 +349,19 @@ class Session:
         inj = self.inj
         tracker = self.tracker
         assert inj is not None and tracker is not None and self.lua is not None
-        stats = ResultStats.measured(tracker, inj.queued_ns, _now())
         buffered = self.rbuf
-        if inj.resultset_is_needed and buffered is not None:
-            result = p.parse_resultset(bytes(buffered), stats.binary, self.deprecate_eof)
-            stats.raw, stats.fields, stats.rows = result.raw, result.fields, result.rows
         if "read_query_result" in self.hooks:
             shown = inj
             if self.command == c.COM_STMT_PREPARE:  # what the script may keep of the text is capped
                 shown = self.prepared.shown(inj, tracker.stmt_id if tracker.query_status == 0 else None)
             try:
-                res = self.lua.read_query_result(shown, stats)
+                if inj.resultset_is_needed and buffered is not None:
+                    stats = ResultStats.measured(tracker, inj.queued_ns, _now())
+                    result = p.parse_resultset(bytes(buffered), stats.binary, self.deprecate_eof)
+                    stats.raw, stats.fields, stats.rows = result.raw, result.fields, result.rows
+                    res = self.lua.read_query_result(shown, stats)
+                else:  # streamed (the logging case): no stats object, the tracker's figures go straight to Lua
+                    res = self.lua.streamed_result(shown, tracker, _now())
             except Exception as exc:  # noqa: BLE001 - fail open: the result still reaches the client
                 res = HookResult(False, None, error=f"{type(exc).__name__}: {exc}", injection=self.lua.pop())
             if not res.ok:
@@ -378,8 +398,10 @@ class Session:
         self._idle()
 
     def _idle(self) -> None:
-        """Back to waiting for the client's next command."""
+        """Back to waiting for the client's next command (once the other workers answered, when they were asked)."""
         self.tracker = None
+        if self.phase is GATHERING:
+            return
         self.phase = IDLE
         if self.close_after:
             self.close()
@@ -394,7 +416,21 @@ class Session:
         """An ERR packet to the client."""
         self.to_client(p.frame(p.err_packet(message, code, sqlstate), seq)[0])
 
-    def send_response(self, seq: int) -> None:
-        """``proxy.response`` as the hook left it, as packets to the client."""
+    def send_response(self, seq: int) -> bool:
+        """``proxy.response`` as the hook left it, as packets to the client; True when it is a control statement for
+        every worker (``--workers``): the answer then goes once they all answered (``gathered``)."""
         assert self.lua is not None
-        self.to_client(p.frame_all(self.lua.response().payloads(self.deprecate_eof), seq)[0])
+        response = self.lua.response()
+        if response.relay is not None and self.wire.gather(response, seq):
+            self.phase = GATHERING
+            return True
+        self.to_client(p.frame_all(response.payloads(self.deprecate_eof), seq)[0])
+        return False
+
+    def gathered(self, response: ProxyResponse, seq: int) -> None:
+        """Every worker's answer to a control statement, merged: to the client, then the next command."""
+        if self.phase is not GATHERING:
+            return  # closed meanwhile
+        self.to_client(p.frame_all(response.payloads(self.deprecate_eof), seq)[0])
+        self.phase = IDLE
+        self._idle()

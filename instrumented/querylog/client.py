@@ -12,7 +12,6 @@ dicts/lists; every failure is a ``QueryLogError`` with a message fit for a human
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
 from typing import Any
 
 from django.db import connections
@@ -20,6 +19,7 @@ from django.utils.connection import ConnectionDoesNotExist
 
 from .. import plans
 from ..conf import get_config
+from ..proxy.merge import merge_digests, merge_status, merge_tail, top_digests
 
 #: Orders of ``digest()`` (``PROXY LOG DIGEST ... ORDER BY``).
 ORDERS = ("sum", "count", "max", "rows", "errors")
@@ -158,21 +158,7 @@ def _status(statement: str, using: str | None) -> dict[str, Any]:
         if not rows:
             raise QueryLogError(f"{statement} ({alias}): the proxy answered with no rows (is query_log.lua running?)")
         proxies.append({**rows[0], "alias": alias})
-    states = {p.get("logging") for p in proxies}
-    merged: dict[str, Any] = {
-        "logging": states.pop() if len(states) == 1 else "partly on",
-        "seconds_left": max(int(p.get("seconds_left") or 0) for p in proxies),
-        "logged": sum(int(p.get("logged") or 0) for p in proxies),
-        "digests": sum(int(p.get("digests") or 0) for p in proxies),
-        "evicted": sum(int(p.get("evicted") or 0) for p in proxies),
-        "total_us": sum(_int(p.get("total_us")) for p in proxies),
-        "span_seconds": max(_int(p.get("span_seconds")) for p in proxies),
-        "load": sum(_float(p.get("load")) for p in proxies),
-        "filters": proxies[0].get("filters") or "",
-        "log_file": "; ".join(str(p.get("log_file") or "") for p in proxies),
-        "proxies": proxies,
-    }
-    return merged
+    return {**merge_status(proxies), "proxies": proxies}
 
 
 def status(using: str | None = None) -> dict[str, Any]:
@@ -249,95 +235,12 @@ def tail(n: int | None = None, using: str | None = None, view: str | None = None
     (ts, thread_id, user, db, view, timings, rows, affected_rows, warnings, status, error_code, client, digest_id,
     query); only ``view``'s or client ``host``'s when given."""
     statement = "PROXY LOG TAIL" + _count("n", n)
-    rows = [{**row, "alias": alias} for alias, answer in _run(statement, using) for row in answer]
-    rows.sort(key=lambda row: str(row.get("ts") or ""))  # stable: each proxy's order is kept within a second
+    rows = merge_tail([{**row, "alias": alias} for row in answer] for alias, answer in _run(statement, using))
     if view:
         rows = [row for row in rows if row.get("view") == view]
     if host:
         rows = [row for row in rows if row.get("client") == host]
     return rows[-n:] if n else rows[-20:]
-
-
-_SUMMED = ("count", "sum_us", "rows_sent", "rows_affected", "errors", "warnings")
-_UPPER = ("p50_us", "p95_us", "p99_us")
-_SORT = {"sum": "sum_us", "count": "count", "max": "max_us", "rows": "rows_sent", "errors": "errors"}
-
-
-def _int(value: Any) -> int:
-    """A number from a proxy's answer (untrusted: anything else counts 0)."""
-    try:
-        return int(value or 0)
-    except (TypeError, ValueError):
-        return 0
-
-
-def _float(value: Any) -> float:
-    """A decimal from a proxy's answer (untrusted: anything else counts 0)."""
-    try:
-        return float(value or 0)
-    except (TypeError, ValueError):
-        return 0.0
-
-
-def histogram(value: Any) -> list[int]:
-    """A digest row's distribution: eight counts (1 µs, 10 µs, … 1 s, 10 s and more), zeros when unreadable."""
-    counts = [_int(c) for c in str(value or "").split()[:8]]
-    return counts + [0] * (8 - len(counts))
-
-
-def hosts(value: Any) -> dict[str, int]:
-    """``"10.0.0.7 (12), 10.0.0.8 (3)"`` as a dict (``...``, the unnamed rest, left out)."""
-    found: dict[str, int] = {}
-    for part in str(value or "").split(", "):
-        name, _, count = part.rpartition(" (")
-        if name and count.endswith(")"):
-            found[name] = found.get(name, 0) + _int(count[:-1])
-    return found
-
-
-def merge_digests(answers: Iterable[list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Digest rows of several proxies as one: per (digest, db, user) summed, min/max kept, avg recomputed,
-    p50/p95/p99 the largest of the proxies' (an upper bound), loads added, shares recomputed from the merged
-    times, distributions and hosts added, views joined (busiest first per proxy); ``alias`` and ``id`` are those of
-    the proxy whose sample is the slowest (what Explain asks for)."""
-    merged: dict[tuple[Any, Any, Any], dict[str, Any]] = {}
-    answers = list(answers)
-    for rows in answers:
-        for row in rows:
-            key = (row.get("digest"), row.get("db"), row.get("user"))
-            have = merged.get(key)
-            if have is None:
-                merged[key] = dict(row)
-                continue
-            for name in _SUMMED:
-                have[name] = _int(have.get(name)) + _int(row.get(name))
-            have["min_us"] = min(_int(have.get("min_us")), _int(row.get("min_us")))
-            if _int(row.get("max_us")) > _int(have.get("max_us")) and row.get("explain"):
-                have["alias"], have["id"], have["explain"] = row.get("alias"), row.get("id"), row.get("explain")
-            have["max_us"] = max(_int(have.get("max_us")), _int(row.get("max_us")))
-            for name in _UPPER:
-                have[name] = max(_int(have.get(name)), _int(row.get(name)))
-            have["load"] = _float(have.get("load")) + _float(row.get("load"))
-            added = zip(histogram(have.get("histogram")), histogram(row.get("histogram")), strict=True)
-            have["histogram"] = " ".join(str(a + b) for a, b in added)
-            seen = hosts(have.get("hosts"))
-            for name, count in hosts(row.get("hosts")).items():
-                seen[name] = seen.get(name, 0) + count
-            have["hosts"] = ", ".join(f"{h} ({c})" for h, c in sorted(seen.items(), key=lambda i: (-i[1], i[0])))
-            have["first_seen"] = min(str(have.get("first_seen") or ""), str(row.get("first_seen") or "")) or None
-            have["last_seen"] = max(str(have.get("last_seen") or ""), str(row.get("last_seen") or "")) or None
-            views = [v for v in (have.get("views") or "").split(", ") if v]
-            views += [v for v in (row.get("views") or "").split(", ") if v and v not in views]
-            have["views"] = ", ".join(views) or None
-    total = sum(_int(row.get("sum_us")) for row in merged.values())
-    for row in merged.values():
-        count = _int(row.get("count"))
-        row["avg_us"] = round(_int(row.get("sum_us")) / count) if count else 0
-        row["load"] = _float(row.get("load"))
-        if len(answers) > 1:  # each proxy's share is of its own total: of the merged one
-            row["share_pct"] = round(_int(row.get("sum_us")) * 100 / total, 4) if total else 0.0
-        row["share_pct"] = _float(row.get("share_pct"))
-    return list(merged.values())
 
 
 def digest(n: int | None = None, using: str | None = None, order: str = "sum", view: str | None = None,
@@ -356,8 +259,7 @@ def digest(n: int | None = None, using: str | None = None, order: str = "sum", v
     rows = merge_digests(answers)
     if view:
         rows = [row for row in rows if view in (row.get("views") or "").split(", ")]
-    rows.sort(key=lambda row: (-_int(row.get(_SORT[order])), str(row.get("digest"))))
-    return rows[:limit]
+    return top_digests(rows, order, limit)
 
 
 def explain(rank: int | None = None, *, digest_id: int | None = None, using: str | None = None) -> dict[str, Any]:

@@ -23,7 +23,8 @@ from django.views.decorators.http import require_http_methods
 
 from ..access import QUERYLOG_PERMISSION, can_control_querylog, get_user, protect
 from ..dashboard.pages import login_url, render_page
-from ..display import duration_us, pretty_sql, proxy_sql
+from ..display import count_of, duration_us, pretty_sql, proxy_sql
+from ..proxy import merge
 from . import client as querylog
 
 #: The distribution's decades, as pt-query-digest labels them.
@@ -75,7 +76,7 @@ def _flash(request: HttpRequest, level: int, text: str) -> None:
 
 def bars(value: Any) -> list[dict[str, Any]]:
     """A digest row's distribution as SVG bars: per decade its x, height (the tallest ``BAR_HEIGHT``) and label."""
-    counts = querylog.histogram(value)
+    counts = merge.histogram(value)
     top = max(counts) or 1
     return [
         {"x": i * 6, "y": BAR_HEIGHT - h, "height": h, "label": f"{label}: {count}"}
@@ -112,7 +113,7 @@ def _view_data(view: str | None = None, order: str = "sum", host: str | None = N
             "load_text": f"{row.get('load') or 0:.3f}",
             "share_text": f"{row.get('share_pct') or 0:.1f} %",
             "bars": bars(row.get("histogram")),
-            "host_list": [{"name": h, "count": c} for h, c in querylog.hosts(row.get("hosts")).items()],
+            "host_list": [{"name": h, "count": c} for h, c in merge.hosts(row.get("hosts")).items()],
             "explainable": _explainable(row),
             "view_list": [v for v in str(row.get("views") or "").split(", ") if v],
         }
@@ -195,7 +196,7 @@ def _act(request: HttpRequest) -> HttpResponseBase:
             text = f"Query log turned on for {left} s{capped}{shown}."
         elif action == "off":
             status = querylog.log_off()
-            text = f"Query log turned off; {status.get('logged')} statements logged."
+            text = f"Query log turned off; {count_of(status.get('logged'), 'statement')} logged."
         elif action == "reset":
             querylog.reset()
             text = "Recent statements and digest cleared."

@@ -17,7 +17,7 @@ from typing import Any
 from ..conf import Config
 from ..failopen import failures
 from ..naming import OTHER_VIEW, is_ignored, shorten
-from . import histogram
+from . import histogram, queue
 from .probe import Probe
 from .snapshot import ViewTotals, add_into, template_rank
 
@@ -114,6 +114,9 @@ class Aggregator:
                 db_ns += ns
         is_error = status >= 500 or probe.exception_class is not None
         threshold = self.n_plus_one_threshold
+        stamp = probe.queue_stamp
+        if stamp is not None:  # the front server's X-Request-Start: the wait before Django started on it
+            waited = queue.waited_us(stamp, now - latency_us / 1e6)
         with self.lock:
             views = self.buckets.get(bucket)
             if views is None and bucket < self.expired_below:
@@ -199,6 +202,10 @@ class Aggregator:
             if probe.http:
                 for where, (calls, ns, errors, slowest_ns) in probe.http.items():
                     stats.add_http(where, [calls, ns / 1000, errors, slowest_ns / 1000])
+            if stamp is not None:
+                if stats.queue is None:
+                    stats.queue = queue.new()
+                queue.count(stats.queue, waited)
             changed = self.dirty.get(bucket)
             if changed is None:
                 self.dirty[bucket] = {view}

@@ -10,6 +10,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..conf import Config
@@ -28,6 +29,10 @@ logger = logging.getLogger("instrumented")
 
 #: Bumped by every flush of this process: a reader's cached document older than a local flush is not used.
 generation = 0
+
+#: Called with the flusher's store at every flush that reaches memcached (features that ride on the flush,
+#: e.g. profiling's arms, register here at start-up: the flusher knows nothing of them).
+flush_hooks: list[Callable[[Store], None]] = []
 
 #: Stripped texts the flusher remembers (the same templates come back every second); cleared when full.
 STRIP_CACHE_SIZE = 4096
@@ -127,6 +132,9 @@ class Flusher:
             if not self.window or not self.store.available:
                 return 0  # nothing to write, or the breaker is open: no packing, no waiting
             at = time.time() if now is None else now
+            for hook in flush_hooks:
+                with fail_open("a flush hook failed"):
+                    hook(self.store)
             with fail_open("checking the memcached servers failed"):
                 self._check_servers(at)
             with fail_open("announcing a live process failed"):

@@ -61,6 +61,7 @@ class Probe:
         "first",
         "http",
         "others",
+        "queue_stamp",
         "request",
         "seen",
         "sites",
@@ -84,6 +85,8 @@ class Probe:
         self.threshold = threshold
         self.slow_ns = int(slow_ms * 1_000_000)
         self.request = request
+        #: The raw value of the front server's queue header (X-Request-Start), parsed by the flusher thread.
+        self.queue_stamp: str | None = None
         #: The view's name once a call site needed it (callsite.py).
         self.view: str | None = None
         # What follows is made when first needed: most requests use little or none of it.
@@ -315,6 +318,23 @@ def sql_wrapper(  # noqa: C901 - the per-query hot path, inlined on purpose (ben
                 extra[2] = elapsed
             if statement is not OTHER_SQL:
                 locate(probe, (connection.alias, statement), sys._getframe(1))
+
+
+class paused:  # used like a function: ``with paused():``
+    """The current probe counts nothing inside (SQL, cache, HTTP): the package's own work in a request, such as
+    loading the user to decide who sees a traceback, is not the view's."""
+
+    __slots__ = ("probe",)
+
+    def __enter__(self) -> None:
+        probe = current_probe.get()
+        self.probe = probe if probe is not None and probe.active else None
+        if self.probe is not None:
+            self.probe.active = False
+
+    def __exit__(self, *exc: object) -> None:
+        if self.probe is not None:
+            self.probe.active = True
 
 
 def install_on(connection: BaseDatabaseWrapper) -> None:

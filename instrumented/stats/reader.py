@@ -20,11 +20,11 @@ from datetime import UTC, datetime
 from typing import Any, NotRequired, TypedDict
 
 from ..failopen import fail_open, failures
-from ..keys import Keys
+from ..keys import Keys, is_command_process
 from ..memcached import Store, ValueTooLarge, get_store, inflate
-from ..naming import OTHER_VIEW
+from ..naming import OTHER_VIEW, work_kind
 from . import flusher as flusher_module
-from . import histogram
+from . import histogram, queue
 from .rollup import Decoded, RollupMerge, parse_rollup, split_rollup
 from .sites import describe as describe_site
 from .sites import describe_hint
@@ -55,6 +55,7 @@ def _view_dict(name: str, m: ViewTotals, top: int, bucket_seconds: int, series: 
     requests = max(m.requests, 1)
     view: dict[str, Any] = {
         "view": name,
+        "kind": work_kind(name, m.methods),
         "route": m.route,
         "requests": m.requests,
         "errors": m.errors,
@@ -82,6 +83,7 @@ def _view_dict(name: str, m: ViewTotals, top: int, bucket_seconds: int, series: 
             {"class": cls, "count": count, "last_reference": ref or None, "last_at": _iso(at) if at else None}
             for cls, (count, ref, at) in sorted(m.exceptions.items(), key=lambda item: -item[1][0])
         ],
+        "queue": queue.describe(m.queue),
     }
     view.update(findings(m, top))
     if series:
@@ -309,8 +311,9 @@ def _annotate(result: StatsDocument, budget: ReadBudget, truncated: bool) -> Non
 class StatsDocument(TypedDict):
     """What :func:`read_stats` returns (the JSON API's body): every process's views of the window, merged.
 
-    ``processes`` counts the processes whose data is in the window (stopped ones included),
-    ``processes_live`` those that flushed in the last two flush intervals. ``partial`` and ``missing``
+    ``processes`` counts the site's processes whose data is in the window (stopped ones included),
+    ``processes_live`` those that flushed in the last two flush intervals; the processes of one-off management
+    commands (``manage.py migrate``) are neither, but ``command_processes``. ``partial`` and ``missing``
     (``host:port`` of each server that did not answer) say the document lacks what those servers hold.
     """
 
@@ -318,7 +321,9 @@ class StatsDocument(TypedDict):
     generated_at: str
     processes: int
     processes_live: int
+    command_processes: int
     views: list[dict[str, Any]]
+    queue: dict[str, Any]
     partial: NotRequired[bool]
     missing: NotRequired[list[str]]
     error: NotRequired[str]
@@ -393,7 +398,9 @@ def _read_safely(
         "generated_at": _iso(now),
         "processes": 0,
         "processes_live": 0,
+        "command_processes": 0,
         "views": [],
+        "queue": _queue_document({}, set()),
         "error": f"reading stats failed: {type(failed.error).__name__}",
     }
 
@@ -413,9 +420,12 @@ def _read(  # noqa: C901 - one read, in the order of its round trips
         "generated_at": _iso(now),
         "processes": 0,
         "processes_live": 0,
+        "command_processes": 0,
         "views": [],
+        "queue": _queue_document({}, set()),
     }
     missing: set[str] = set()
+    waits: dict[str, list[Any]] = {}  # process -> its requests' queue time, summed over its views
 
     def fetch(wanted_keys: list[str]) -> dict[str, bytes] | None:
         found = store.fetch(wanted_keys)
@@ -451,6 +461,9 @@ def _read(  # noqa: C901 - one read, in the order of its round trips
         budget.folded += folded
         budget.count_skipped(skipped)
         processes.add(process_id)
+        views = snapshot.get("views")
+        if isinstance(views, dict):
+            _add_waits(waits, process_id, views.values())
         truncated = truncated or bool(snapshot.get("truncated"))
 
     per_bucket: list[tuple[int, str]] = []
@@ -467,6 +480,10 @@ def _read(  # noqa: C901 - one read, in the order of its round trips
             sections = rollups.pop(keys.series(process_id), None) if series else None
             if _merge_rollup(columns, points, rollup, current, view, series, sections, budget):
                 processes.add(process_id)
+                assert rollup is not None  # merged
+                findings = rollup.doc.get("fx")
+                if isinstance(findings, dict):
+                    _add_waits(waits, process_id, findings.values())
                 truncated = truncated or bool(rollup and rollup.doc.get("truncated"))
             else:
                 per_bucket.extend((b, process_id) for b in process_buckets)
@@ -505,8 +522,11 @@ def _read(  # noqa: C901 - one read, in the order of its round trips
             failures.record("a merged view could not be shown", None)
             budget.count_skipped()
     views.sort(key=lambda v: (-v["requests"], v["view"]))
-    result["processes"] = len(processes)
-    result["processes_live"] = len(live)
+    commands = {p for p in processes if is_command_process(p)}
+    result["processes"] = len(processes) - len(commands)
+    result["processes_live"] = sum(1 for p in live if not is_command_process(p))
+    result["command_processes"] = len(commands)
+    result["queue"] = _queue_document(waits, live)
     _annotate(result, budget, truncated)
     if missing:
         result["partial"] = True
@@ -515,6 +535,30 @@ def _read(  # noqa: C901 - one read, in the order of its round trips
         result["note"] = f"{gap}; {result['note']}" if "note" in result else gap
     result["views"] = views
     return result
+
+
+def _add_waits(waits: dict[str, list[Any]], process_id: str, entries: Any) -> None:
+    """Sum the queue time (``qt``) of one process's views (snapshot or roll-up findings) into ``waits``."""
+    for entry in entries:
+        wire = entry.get("qt") if isinstance(entry, dict) else None
+        if wire is None:
+            continue
+        total = waits.get(process_id) or queue.new()
+        try:
+            queue.add_wire(total, wire)
+        except (TypeError, ValueError):
+            continue  # malformed: that view's part is left out (the view's merge skips it too)
+        waits[process_id] = total
+
+
+def _queue_document(waits: dict[str, list[Any]], live: set[str]) -> dict[str, Any]:
+    """The window's request queue time, every process together and each process apart (slowest p95 first)."""
+    total = queue.new()
+    for entry in waits.values():
+        queue.merge(total, entry)
+    per_process = [{"process": p, "live": p in live, **queue.describe(e)} for p, e in waits.items()]
+    per_process.sort(key=lambda item: (-item["p95_ms"], item["process"]))
+    return {**queue.describe(total), "processes": per_process[: queue.MAX_PROCESSES]}
 
 
 def _merge_rollup(

@@ -83,7 +83,7 @@ class Rollup(TypedDict):
     """``<prefix>:roll:<process>``'s JSON: ``as_of`` the bucket it was written in, ``at`` the unix time,
     ``fin`` which finished-bucket series (snapshot.SeriesHeader) goes with it, ``dims`` the number of views
     and of rows per table, ``hw`` the bytes per histogram count (histogram.narrow); ``x`` (exceptions) and
-    ``fx`` (findings ``{"qx", "c", "o"}``) are sparse, keyed by view index as a string, in row form. The
+    ``fx`` (findings ``{"qx", "c", "o", "qt"}``) are sparse, keyed by view index as a string, in row form. The
     current bucket's series points ``[view name, bucket, requests, errors, histogram slice]`` follow in the
     value's second part."""
 
@@ -150,9 +150,9 @@ def encode_rollup(meta: Rollup, views: dict[str, ViewSnapshot], current: list[li
     if exceptions:
         doc["x"] = exceptions
     findings: dict[str, dict[str, Any]] = {
-        str(i): {name: row[name] for name in ("qx", "c", "o") if name in row}
+        str(i): {name: row[name] for name in ("qx", "c", "o", "qt") if name in row}
         for i, row in enumerate(rows)
-        if "qx" in row or "c" in row or "o" in row
+        if "qx" in row or "c" in row or "o" in row or "qt" in row
     }
     if findings:
         doc["fx"] = findings

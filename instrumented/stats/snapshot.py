@@ -9,7 +9,8 @@ a bucket written by the aggregator adds the vendor: [raw sql, count, µs, n1, ve
 a ({alias: [count, µs]}), x ({exception class: [count, last reference, last time]}),
 qx ([[sql, exact duplicates, slow runs, slowest µs, [[call site, requests, hint], ...]], ...]: the templates
 that had any; vendor appended in an aggregator's bucket, like q), c ({cache alias: [calls, µs, hits, misses]}),
-o ({origin: [outgoing HTTP calls, µs, errors, slowest µs]})``.
+o ({origin: [outgoing HTTP calls, µs, errors, slowest µs]}), qt (request queue time, queue.py:
+[stamped requests, µs, largest µs, ignored stamps, histogram slice])``.
 
 A process's roll-up holds the same numbers *columnar* (rollup.py); its per-view series live in a second,
 sectioned value (:func:`encode_sections`) from which a one-view read parses that view's section only.
@@ -24,7 +25,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, NotRequired, TypedDict
 
 from ..memcached import MAX_UNPACKED_BYTES, MAX_VALUE_BYTES, dumps, inflate, pack
-from . import histogram
+from . import histogram, queue
 
 #: Every stored number is below this (a reader refuses others): sums of 2000 processes fit 64-bit lanes.
 NUMBER_LIMIT = 1 << 48
@@ -171,6 +172,7 @@ class ViewSnapshot(TypedDict, total=False):
     qx: list[list[Any]]
     c: dict[str, list[int]]
     o: dict[str, list[int]]
+    qt: list[Any]
 
 
 class BucketSnapshot(TypedDict):
@@ -229,6 +231,7 @@ class ViewTotals:
         "n_plus_one",
         "queries",
         "queries_max",
+        "queue",
         "requests",
         "route",
         "series",
@@ -266,6 +269,8 @@ class ViewTotals:
         self.cache: dict[str, list[Any]] = {}
         # origin -> [outgoing HTTP calls, µs, errors, slowest µs]
         self.http: dict[str, list[Any]] = {}
+        # request queue time (queue.py), None until a request of this view carried a stamp
+        self.queue: list[Any] | None = None
 
     def add(self, snap: Any, bucket: int | None = None) -> int:
         """Add one snapshot of this view; ``bucket`` also records it in the per-bucket series. Returns how many
@@ -340,7 +345,7 @@ class ViewTotals:
             self.n_plus_one += snap["n1"]
         if "x" in snap:
             skipped += self.add_exceptions(snap["x"])
-        if "qx" in snap or "c" in snap or "o" in snap:
+        if "qx" in snap or "c" in snap or "o" in snap or "qt" in snap:
             skipped += self.add_findings(snap)
         if bucket is not None:
             point = self.series.get(bucket)
@@ -391,8 +396,8 @@ class ViewTotals:
             self.wide = 0
 
     def add_findings(self, snap: Any) -> int:
-        """Add a snapshot's (or a roll-up column's) ``qx``, ``c`` and ``o``: call sites, duplicates, cache, HTTP.
-        Returns how many entries were left out as malformed (nothing of them is added)."""
+        """Add a snapshot's (or a roll-up column's) ``qx``, ``c``, ``o`` and ``qt``: call sites, duplicates, cache,
+        HTTP, queue time. Returns how many entries were left out as malformed (nothing of them is added)."""
         if type(snap) is not dict:
             return 1
         skipped = 0
@@ -413,6 +418,17 @@ class ViewTotals:
                 self.add_http(where, values)
             else:
                 skipped += 1
+        if "qt" in snap:
+            entry = queue.new()
+            try:
+                queue.add_wire(entry, snap["qt"])  # whole or not at all: a malformed value raises before it counts
+            except (TypeError, ValueError, OverflowError):
+                skipped += 1
+            else:
+                if self.queue is None:
+                    self.queue = entry
+                else:
+                    queue.merge(self.queue, entry)
         return skipped
 
     def add_extras(self, sql: Any, dups: int, slow: int, slowest: float, sites: Any) -> None:
@@ -490,6 +506,10 @@ class ViewTotals:
             add_into(self.cache, alias, counts)
         for where, values in other.http.items():
             self.add_http(where, values)
+        if other.queue is not None:
+            if self.queue is None:
+                self.queue = queue.new()
+            queue.merge(self.queue, other.queue)
         for bucket, (requests, errors, encoded) in other.series.items():
             point = self.series.setdefault(bucket, [0, 0, []])
             point[0] += requests
@@ -534,6 +554,8 @@ class ViewTotals:
             snap["c"] = {alias: [n, int(us), hits, misses] for alias, (n, us, hits, misses) in self.cache.items()}
         if self.http:
             snap["o"] = {where: [n, int(us), errors, int(mx)] for where, (n, us, errors, mx) in self.http.items()}
+        if self.queue is not None:
+            snap["qt"] = queue.to_wire(self.queue)
         return snap
 
 

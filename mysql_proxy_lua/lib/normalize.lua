@@ -118,8 +118,8 @@ local function normalize(sql)
     if string_find(text, "values", 1, true) then text = one_values_group(text) end
   end
   -- Savepoint names are unique per use (Django: s140234_x1): one row for each kind of statement.
-  local first = string_byte(text, 1)
-  if first == 115 or first == 114 then -- s, r
+  local first, second = string_byte(text, 1, 2)
+  if (first == 115 and second == 97) or (first == 114 and (second == 101 or second == 111)) then -- sa, re, ro
     text = string_gsub(text, "^savepoint [^ ]+$", "savepoint ?")
     text = string_gsub(text, "^release savepoint [^ ]+$", "release savepoint ?")
     text = string_gsub(text, "^rollback to savepoint [^ ]+$", "rollback to savepoint ?")
@@ -207,14 +207,33 @@ function M.mask_secrets(sql)
 end
 
 -- Statements repeat (session set-up, health checks, ORM queries with the same values): remember recent ones.
+-- More often they repeat with other numbers (a lookup by id, sysbench's point selects): the statement with its
+-- numbers as ? (its shape: one gsub, a fraction of a normalisation) finds the fingerprint of an earlier one of the
+-- same shape. Numbers become ? in the fingerprint anyway, wherever they are (a literal or a comment is ? or
+-- dropped whatever digits it holds, and no digit starts or ends one), so statements of one shape have one
+-- fingerprint. Only the shape is kept for those: they do not fill the cache of whole statements.
 local cache, cached = {}, 0
+local shapes, shaped = {}, 0
 M.cache_size = 2000
 
 function M.normalize(sql)
   local text = cache[sql]
   if text then return text end
+  local shape, numbers_seen = sql, 0
+  if #sql <= 4096 then
+    shape, numbers_seen = string_gsub(sql, "%f[%w_$.]%d[%w.]*", "?")
+    if numbers_seen > 0 then
+      text = shapes[shape]
+      if text then return text end
+    end
+  end
   text = normalize(sql)
   if #sql <= 4096 then
+    if numbers_seen > 0 then
+      if shaped >= M.cache_size then shapes, shaped = {}, 0 end
+      shapes[shape] = text
+      shaped = shaped + 1
+    end
     if cached >= M.cache_size then cache, cached = {}, 0 end
     cache[sql] = text
     cached = cached + 1

@@ -13,7 +13,7 @@ from tests.support.ports import free_port
 pytestmark = pytest.mark.django_db(databases=["default", "analytics"])
 
 VIEW_KEYS = {
-    "view", "route", "requests", "errors", "status", "latency_ms", "queries", "db_time_ms",
+    "view", "kind", "route", "queue", "requests", "errors", "status", "latency_ms", "queries", "db_time_ms",
     "n_plus_one", "top_queries", "methods", "databases", "exceptions",
     "n_plus_one_suspects", "slow_queries", "duplicate_queries", "duplicates", "cache", "http",
 }  # fmt: skip

@@ -88,11 +88,15 @@ def test_dashboard_rates_are_over_the_span_the_data_covers(staff_client):
     assert per_minute == pytest.approx(60 * 60 / covered, rel=0.05) and per_minute > 60
 
 
-def test_no_query_log_link_on_a_site_without_a_querylog_alias(superuser_client, settings):
+def test_no_query_log_link_on_a_site_without_a_querylog_alias(superuser_client, settings, flush):
     """A superuser may use the DBA panel, but with no DATABASES alias through the proxy it has nothing to show."""
     assert "querylog" not in settings.DATABASES
     page = superuser_client.get(reverse("instrumented:dashboard")).content.decode()
     assert "instr-dba-link" not in page and "MySQL query log" not in page
+    # Nor on a view's page (issue 23: it linked "its statements at the MySQL proxy", leading to an error).
+    traffic(flush, "/fast/")
+    view_page = superuser_client.get(reverse("instrumented:view_detail"), {"name": "shop:fast"}).content.decode()
+    assert "instr-dba-view-link" not in view_page and "MySQL proxy" not in view_page
 
 
 def test_dashboard_says_no_data_when_memcached_is_down(staff_client, settings):
@@ -101,7 +105,13 @@ def test_dashboard_says_no_data_when_memcached_is_down(staff_client, settings):
     assert response.status_code == 200
     html = response.content.decode()
     assert "No data: memcached unavailable" in html
-    assert "No requests recorded" in html
+    # Said once: not also "No requests recorded", as if the site had had no traffic (issue 23).
+    assert "No requests recorded" not in html
+
+
+def test_the_demo_home_page_links_the_dashboard(client):
+    html = client.get("/").content.decode()
+    assert '<a href="/instrumented/" id="demo-dashboard">' in html
 
 
 def test_view_detail_shows_charts_sql_and_n_plus_one(staff_client, flush):
@@ -241,3 +251,87 @@ def test_latency_chart_says_below_axis_requests_are_below_it():
     assert "<title>&lt; 10.4 ms: 40 requests (40 %)</title>" in svg
     assert "from 10 ms" not in svg
     assert "<title>19.8 to 20.5 ms: 50 requests (50 %)</title>" in svg
+
+
+def quick_start_document() -> dict:
+    """A site just set up: two views, and the one-off commands of its Quick start (slow, with repeated SQL)."""
+
+    def entry(name: str, requests: int, p95: float, n_plus_one: int = 0) -> dict:
+        view = {**api.zero_view(name, ""), "requests": requests, "n_plus_one": n_plus_one}
+        view["latency_ms"] = {**view["latency_ms"], "p50": p95 / 2, "p95": p95, "p99": p95, "max": p95}
+        return view
+
+    views = [
+        entry("shop:fast", 40, 3.0),
+        entry("shop:catalogue", 12, 41.0),
+        entry("command:migrate", 1, 701.9, n_plus_one=1),
+        entry("command:createsuperuser", 1, 912.0),
+    ]
+    return {
+        "window_seconds": 300,
+        "generated_at": "2026-01-01T00:00:05+00:00",
+        "processes": 4,
+        "processes_live": 3,
+        "command_processes": 2,
+        "views": views,
+    }
+
+
+def test_commands_are_apart_from_the_views(staff_client, monkeypatch):
+    monkeypatch.setattr(pages, "read_stats", lambda *a, **k: quick_start_document())
+    html = staff_client.get(reverse("instrumented:dashboard")).content.decode()
+    views_table, work_table = html.split('id="instr-table"')[1].split("</table>")[0], html.split('id="instr-work"')[1]
+    assert "command:" not in views_table and "instr-flag" not in views_table
+    assert "command:migrate" in work_table and "command:createsuperuser" in work_table
+    assert "instr-worst" not in work_table and "instr-flag" not in work_table
+    # The worst p95 is the worst view's, not a one-off command's.
+    assert re.search(r'<td class="instr-worst">41\.0</td>', views_table)
+    # The live workers, and every process with data in the window (commands not among them).
+    assert "3 live processes (4 in the window)" in html
+
+
+def test_names_break_after_separators_never_mid_word(staff_client, monkeypatch):
+    # Issue 23: a narrow column showed "command:collectst|atic".
+    from instrumented.templatetags.instrumented_display import breakable
+
+    assert breakable("command:collectstatic") == "command:<wbr>collectstatic"
+    assert breakable("<b>x.y</b>") == "&lt;b&gt;x.<wbr>y&lt;/<wbr>b&gt;"
+    monkeypatch.setattr(pages, "read_stats", lambda *a, **k: quick_start_document())
+    html = staff_client.get(reverse("instrumented:dashboard")).content.decode()
+    assert ">shop:<wbr>catalogue</a>" in html and ">command:<wbr>createsuperuser</a>" in html
+
+
+@pytest.mark.parametrize(
+    "latency",
+    [
+        {"p50": 9.5, "p95": 10.2, "p99": 10.9, "max": 11.3, "mean": 10.0},
+        {"p50": 0.4, "p95": 0.45, "p99": 120.0, "max": 130.0, "mean": 3.0},
+        {"p50": 1500.0, "p95": 1600.0, "p99": 1700.0, "max": 1800.0, "mean": 1550.0},
+        {"p50": 0.011, "p95": 0.012, "p99": 0.013, "max": 0.014, "mean": 0.012},
+    ],
+)
+def test_percentile_labels_never_collide(latency):
+    # Issue 23: close percentiles put their labels over each other and their lines through the labels.
+    from instrumented.dashboard import charts
+
+    svg = str(charts.latency_distribution(latency, 100))
+    labels = []
+    for x, y, anchor, text in re.findall(
+        r'<text class="ichart-marker-label" x="([\d.]+)" y="([\d.]+)" text-anchor="(\w+)">([^<]+)</text>', svg
+    ):
+        width = 6.8 * len(text)
+        left = float(x) - {"end": width, "middle": width / 2}.get(anchor, 0)
+        labels.append((left, left + width, float(y) - 10, float(y)))
+    lines = [
+        (float(x), float(y1), float(y2))
+        for x, y1, y2 in re.findall(
+            r'<line class="ichart-marker" x1="([\d.]+)" y1="([\d.]+)" x2="[\d.]+" y2="([\d.]+)"', svg
+        )
+    ]
+    assert len(labels) == len(lines) == 4
+    for i, (l1, r1, t1, b1) in enumerate(labels):
+        assert l1 >= 0 and r1 <= charts.WIDTH, labels
+        for l2, r2, t2, b2 in labels[i + 1 :]:
+            assert r1 <= l2 or r2 <= l1 or b1 <= t2 or b2 <= t1, labels  # no two labels overlap
+        for x, y1, y2 in lines:
+            assert not (l1 < x < r1 and y1 < b1 and y2 > t1), (labels, lines)  # no line through a label

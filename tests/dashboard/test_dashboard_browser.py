@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 import time
 import urllib.request
 
@@ -15,7 +17,7 @@ import pytest
 
 from tests.support import browser
 from tests.support.ports import wait_until
-from tests.support.servers import ROOT
+from tests.support.servers import EXAMPLE, ROOT, server_env
 
 pytestmark = pytest.mark.skipif(browser.missing() is not None, reason=str(browser.missing()))
 
@@ -78,7 +80,7 @@ def demo_traffic(server) -> None:
             time.sleep(10)
 
 
-def test_dashboard_updates_live_sorts_filters_and_obeys_its_csp(site_server, site_data_dir):
+def test_dashboard_updates_live_sorts_filters_and_obeys_its_csp(site_server, site_data_dir, settings):
     server = site_server(workers=2)
     browser.create_user(site_data_dir, "staff", "staff-pw", staff=True)
     demo_traffic(server)
@@ -119,6 +121,15 @@ def test_dashboard_updates_live_sorts_filters_and_obeys_its_csp(site_server, sit
 
         # Error rows are marked.
         assert "instr-bad" in driver.find_element(By.CSS_SELECTOR, "tr[data-view='shop:fail']").get_attribute("class")
+
+        # A one-off command goes to its own table, and its process is not one of the site's (issue 23).
+        env = server_env(site_data_dir, settings.INSTRUMENTED["KEY_PREFIX"])
+        subprocess.run([sys.executable, "manage.py", "check"], cwd=EXAMPLE, env=env, check=True, capture_output=True)
+        work_rows = "return [...document.querySelectorAll('#instr-work tbody tr')].map(t => t.dataset.view);"
+        wait_until(lambda: driver.execute_script(work_rows) == ["command:check"], timeout=10)
+        assert "command:check" not in visible_views(driver)
+        assert driver.find_element(By.ID, "instr-work-section").is_displayed()
+        assert re.search(r"· [12] live process(es)? · ", driver.find_element(By.ID, "instr-status").text)
 
         # The bookmarklet to drag.
         href = driver.find_element(By.ID, "instr-bookmarklet").get_attribute("href")

@@ -20,9 +20,10 @@ from contextlib import contextmanager
 import pytest
 from django.core.management import CommandError, call_command
 from django.test import Client
+from rich.console import Console
 
 from instrumented.conf import get_config
-from instrumented.dashboard.terminal import render_summary, render_table
+from instrumented.dashboard.terminal import render_summary, render_table, render_top
 from instrumented.stats.aggregate import get_aggregator
 from instrumented.stats.probe import Probe
 from instrumented.stats.reader import read_stats
@@ -95,7 +96,7 @@ def test_instrumented_stats_still_renders_its_table(flush):
     traffic(flush)
     out = io.StringIO()
     call_command("instrumented_stats", stdout=out)
-    assert re.search(r"django-instrumented — last 300 s \(data for \d+ s\), 1 process\(es\)", out.getvalue())
+    assert re.search(r"django-instrumented — last 300 s \(data for \d+ s\), 1 live process\(es\)", out.getvalue())
     assert "(no data)" not in out.getvalue()
 
 
@@ -270,3 +271,18 @@ def test_rates_are_over_the_span_the_data_covers():
 
 def test_an_empty_window_covers_nothing():
     assert read_stats()["covered_seconds"] == 0.0
+
+
+def test_commands_never_take_the_summarys_headlines():
+    from tests.dashboard.test_dashboard import quick_start_document
+
+    doc = quick_start_document()
+    summary = render_summary(doc).plain
+    assert "slowest p95: shop:catalogue 41.0 ms" in summary and "command:" not in summary
+    assert summary.startswith("2 view(s) · 52 requests")
+    console = Console(file=io.StringIO(), width=160)
+    console.print(render_top(doc))
+    out = console.file.getvalue()
+    table, work = out.split("commands and tasks")
+    assert "command:" not in table and "command:migrate" in work and "command:createsuperuser" in work
+    assert "3 live process(es), 4 in the window" in table

@@ -421,3 +421,40 @@ def test_reporter_bounds_locals_and_survives_broken_reprs(rf):
     deep_item = str(50_000 + 4_321)  # computed: this frame's source lines are on the page too
     assert deep_item not in html and "x" * 600 not in html, "huge locals are cut"
     assert "ValueError" in html and "bounded" in html
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("kind", ["user", "superuser"])
+def test_the_500_pages_own_queries_are_not_the_failing_views(users, flush, kind):
+    # Issue 23: handler500's superuser check loaded the session and the user, counted as /fail/'s SQL.
+    from instrumented.stats.reader import read_stats
+
+    assert client_for(users, kind).get("/fail/").status_code == 500
+    flush()
+    view = next(v for v in read_stats()["views"] if v["view"] == "shop:fail")
+    assert view["queries"]["total"] == 0 and view["top_queries"] == [], view["top_queries"]
+
+
+@pytest.mark.django_db
+def test_technical_pages_say_which_error_they_are(users):
+    # Issue 23: the stored page had no frame (reference, when, who, back to the list); the live page no reference.
+    live = client_for(users, "superuser").get("/fail/")
+    ref = live["X-Error-Reference"]
+    html = live.content.decode()
+    assert html.index('<div id="instr-error-frame"') > html.index("<body")
+    assert f"<strong>Error reference {ref}</strong>" in html
+    user_ref = client_for(users, "user").get("/fail/")["X-Error-Reference"]
+    stored = client_for(users, "superuser").get(f"/instrumented/errors/{user_ref}/").content.decode()
+    frame = stored[stored.index('<div id="instr-error-frame"') :].split("</div>", 1)[0]
+    assert f"Error reference {user_ref}" in frame and "user user (id" in frame
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d C[SD]T", frame)  # when, in the site's time zone
+    assert 'href="/instrumented/errors/"' in frame and "Back to the error list" in frame
+
+
+def test_the_frame_escapes_what_it_shows():
+    from instrumented.errors.views import framed
+
+    page = framed("<html><body class='x'><h1>Boom</h1></body></html>", "AbC", "<when>", "user <b>x</b>", "/e/?a=1&b=2")
+    assert page.startswith("<html><body class='x'><div id=\"instr-error-frame\"")
+    assert "&lt;when&gt;" in page and "user &lt;b&gt;x&lt;/b&gt;" in page and 'href="/e/?a=1&amp;b=2"' in page
+    assert framed("no body here", "R").startswith('<div id="instr-error-frame"')

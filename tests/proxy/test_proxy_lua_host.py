@@ -395,3 +395,97 @@ def test_print_goes_to_the_host_log_not_stdout(tmp_path, caplog, capsys):
         assert conn.read_query(b"\x03hello").ok
     assert "seen\thello\t42\tnil" in caplog.text
     assert "seen" not in capsys.readouterr().out
+
+
+# Pairs of statements with the same shape (numbers as ?): the second is normalised from the first one's answer.
+SAME_SHAPE = [
+    ("SELECT c FROM sbtest1 WHERE id=5023", "SELECT c FROM sbtest1 WHERE id=17"),
+    ("SELECT * FROM t WHERE a IN (1, 2, 3) AND b = 'x 1'", "SELECT * FROM t WHERE a IN (4, 5, 6) AND b = 'x 9'"),
+    ("INSERT INTO t2 VALUES (1, 'a'), (2, 'b')", "INSERT INTO t2 VALUES (3, 'a'), (4, 'b')"),
+    ("SELECT 1 /* 12 */ FROM t2 LIMIT 10", "SELECT 2 /* 13 */ FROM t2 LIMIT 20"),
+    ("SELECT x FROM t WHERE y = 0x1F", "SELECT x FROM t WHERE y = 0x2A"),
+    ("select `2024_sales`.a from `2024_sales` where id = 7", "select `2024_sales`.a from `2024_sales` where id = 8"),
+    ("SELECT 'it''s 1' FROM t -- note 5\n WHERE a = 1", "SELECT 'it''s 2' FROM t -- note 6\n WHERE a = 2"),
+    ('SELECT "a\\"1" FROM t WHERE b=3', 'SELECT "a\\"2" FROM t WHERE b=4'),
+    ("SELECT a--1\nFROM t", "SELECT a--2\nFROM t"),
+    ("UPDATE t SET v = v + 1 WHERE id IN (10,11)", "UPDATE t SET v = v + 2 WHERE id IN (12,13)"),
+]
+
+
+def test_a_statement_normalised_by_its_shape_gets_its_own_fingerprint():
+    """The digest's normaliser finds a statement's fingerprint from an earlier one with other numbers (its shape):
+    the answer is the one a normalisation of the statement itself gives."""
+    import lupa.lua51
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    lua = lupa.lua51.LuaRuntime(encoding=None)
+    fresh, shape = lua.eval(
+        """function(root)
+      package.path = root .. "/mysql_proxy_lua/?.lua;" .. package.path
+      local function fresh(sql) -- a module of its own: nothing cached
+        package.loaded["lib.normalize"] = nil
+        return require("lib.normalize").normalize(sql)
+      end
+      local function shape(sql) return (string.gsub(sql, "%f[%w_$.]%d[%w.]*", "?")) end
+      return fresh, shape
+    end"""
+    )(root.encode())
+    shared = lua.eval('function() package.loaded["lib.normalize"] = nil return require("lib.normalize") end')()
+    for first, second in SAME_SHAPE:
+        a, b = first.encode(), second.encode()
+        assert shape(a) == shape(b), (first, second)
+        assert shared.normalize(a) == fresh(a)
+        assert shared.normalize(b) == fresh(b), second  # found by its shape
+    # Statements without numbers, or of other shapes, are normalised on their own.
+    assert shared.normalize(b"SELECT now()") == b"select now()"
+    assert shared.normalize(b"SELECT c FROM sbtest2 WHERE id=1") == b"select c from sbtest2 where id=?"
+
+
+WRITER = """
+import os, sys, time
+from instrumented.proxy.lua.host import LuaHost
+script, path, tag, go = sys.argv[1:]
+host = LuaHost(script, io_paths=[path])
+conn = host.new_connection()
+while not os.path.exists(go):  # all start together
+    time.sleep(0.001)
+res = conn.read_query(b"\\x03" + tag.encode())
+assert res.ok, res.error
+"""
+
+
+def test_appending_processes_never_mix_their_lines(tmp_path):
+    """--workers: several processes append to one log; each write goes to the file whole (one write(2)), so
+    lines longer than a stdio buffer never interleave."""
+    log_file = tmp_path / "shared.log"
+    script = tmp_path / "writer.lua"
+    script.write_text(
+        f"""
+        function read_query(packet)
+          local tag = packet:sub(2)
+          local f = assert(io.open({json.dumps(str(log_file))}, "a"))
+          for i = 1, 1500 do
+            f:write(tag .. string.rep(tag, 2000 + (i % 7) * 300) .. "\\n") -- 4 to 7.6 KB a line
+          end
+          f:close()
+        end
+        """
+    )
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    go = tmp_path / "go"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(script), str(log_file), tag, str(go)], cwd=root)
+        for tag in ("ab", "cd", "ef")
+    ]
+    time.sleep(1)
+    go.touch()
+    for proc in procs:
+        assert proc.wait(60) == 0
+    lines = log_file.read_bytes().split(b"\n")
+    assert lines[-1] == b""
+    lines = lines[:-1]
+    assert len(lines) == 4500
+    for line in lines:
+        tag = line[:2]
+        assert line == tag * (len(line) // 2) and len(line) % 2 == 0, line[:20]
+    assert {line[:2] for line in lines} == {b"ab", b"cd", b"ef"}

@@ -205,9 +205,13 @@ def test_staff_with_permission_may_switch(qlog, login, url, caplog):
                for r in caplog.records if r.name == "instrumented" and r.levelno == logging.INFO)  # fmt: skip
 
 
-def test_superuser_sees_the_dashboard_link(qlog, admin_client, url):
+def test_superuser_sees_the_dashboard_link(qlog, admin_client, url, flush):
+    admin_client.get("/fast/")
+    flush()
     dashboard = admin_client.get(reverse("instrumented:dashboard"))
     assert 'id="instr-dba-link"' in dashboard.content.decode() and f'href="{url}"' in dashboard.content.decode()
+    view_page = admin_client.get(reverse("instrumented:view_detail"), {"name": "shop:fast"}).content.decode()
+    assert 'id="instr-dba-view-link"' in view_page and f'href="{url}?view=shop%3Afast"' in view_page
 
 
 # -- what ---------------------------------------------------------------------------------------
@@ -245,6 +249,8 @@ def test_on_traffic_off_reset(qlog, admin_client, url, caplog):
     # is shown as %s, the placeholder of every other page.
     assert "SELECT count(*)\nFROM information_schema.tables\nWHERE TABLE_NAME = %s" in digest
     assert re.search(r"\d\d:\d\d:\d\d C[SD]T<br>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d C[SD]T<", digest), "first/last seen"
+    # ... under a head that names that zone (issue 23: it said "(UTC)" over Chicago times).
+    assert "First / last seen (America/Chicago)" in digest and "(UTC)" not in digest
     row = digest[digest.index("information_schema.tables") :]
     host = r'<a class="instr-host" href="\?host=127.0.0.1">127.0.0.1</a> \(3\)'
     assert re.search(r'</pre><form method="post" action="" class="instr-explain-form">.*?</form></td>'
@@ -326,3 +332,11 @@ def test_proxy_down_shows_the_reason(admin_client, url):
         assert "Can't connect" in text_of(response) and 'id="instr-error"' in response.content.decode()
         page = admin_client.post(url, {"action": "off"}, follow=True)
         assert page.status_code == 200 and "Query log off failed: OFF (querylog):" in text_of(page)
+
+
+def test_counts_agree_with_their_nouns():
+    from instrumented.display import count_of
+
+    assert [count_of(n, "statement") for n in (0, 1, 2, "1", None)] == [
+        "0 statements", "1 statement", "2 statements", "1 statement", "None statements",
+    ]  # fmt: skip

@@ -6,6 +6,7 @@ is served with the static files it links to, as collectstatic would lay them out
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -63,11 +64,22 @@ def test_digest_and_tail_fit_1280_pixels(qlog, admin_client, url, tmp_path):
     try:
         with browser.chrome(width=1280, height=900) as driver:
             driver.get(page_url)
+            # A site's log file path with no hyphen to break at (the test's own has some).
+            driver.execute_script(
+                "document.querySelector('#instr-log-file code').textContent = arguments[0];",
+                "/var/log/mysqlproxy/querylog_of_the_production_database_cluster_primary_2026_12_07.jsonl",
+            )
+            if os.environ.get("INSTRUMENTED_SHOTS_DIR"):
+                driver.save_screenshot(os.path.join(os.environ["INSTRUMENTED_SHOTS_DIR"], "dba-1280.png"))
             sizes = driver.execute_script(
                 "const d = document.getElementById('instr-digest').getBoundingClientRect();"
                 "const t = document.getElementById('instr-tail').getBoundingClientRect();"
                 "return {view: document.documentElement.clientWidth, page: document.documentElement.scrollWidth,"
                 " digest: d.right, tail: t.right,"
+                " forms: Math.max(...[...document.querySelectorAll('#instr-dba-forms form, #instr-dba-forms input')]"
+                "   .map((e) => e.getBoundingClientRect().right)),"
+                " file: [document.querySelector('#instr-log-file code').getBoundingClientRect().right,"
+                "   document.querySelector('#instr-log-file').closest('div').getBoundingClientRect().right],"
                 " styled: getComputedStyle(document.getElementById('instr-static-missing')).display,"
                 " overflowing: [...document.querySelectorAll('#instr-digest td, #instr-tail td')]"
                 "   .filter((td) => td.scrollWidth > td.clientWidth + 1).map((td) => td.textContent.slice(0, 40))};"
@@ -79,3 +91,5 @@ def test_digest_and_tail_fit_1280_pixels(qlog, admin_client, url, tmp_path):
     assert sizes["page"] <= sizes["view"], sizes  # no horizontal scrolling
     assert sizes["digest"] <= sizes["view"] and sizes["tail"] <= sizes["view"], sizes
     assert sizes["overflowing"] == [], sizes  # and every value fits its cell: wrapped, never drawn over the next
+    # The switch form and the log file's path stay inside the page and their card (issue 23: both overflowed).
+    assert sizes["forms"] <= sizes["view"] and sizes["file"][0] <= sizes["file"][1], sizes

@@ -47,19 +47,19 @@ class ProxyProcess:
 
 
 def start_proxy(tmp: Path, script: Path | None = SCRIPT, backends: list[str] | None = None,
-                **env_extra: str) -> ProxyProcess:  # fmt: skip
-    """Start the host on a free port with the given script and environment."""
+                args: tuple[str, ...] = (), **env_extra: str) -> ProxyProcess:  # fmt: skip
+    """Start the host on a free port with the given script, extra command-line ``args`` and environment."""
     port = free_port()
     log_file = tmp / f"query_log-{uuid.uuid4().hex[:6]}.jsonl"
     env = dict(os.environ, PROXY_LOG_FILE=str(log_file), PYTHONPATH=str(ROOT))
     env.update(env_extra)
-    args = [sys.executable, "-m", "instrumented.proxy", "--proxy-address", f"127.0.0.1:{port}"]
+    argv = [sys.executable, "-m", "instrumented.proxy", "--proxy-address", f"127.0.0.1:{port}", *args]
     for backend in backends or [ADDRESS]:
-        args += ["--proxy-backend-addresses", backend]
+        argv += ["--proxy-backend-addresses", backend]
     if script is not None:
-        args += ["--proxy-lua-script", str(script)]
+        argv += ["--proxy-lua-script", str(script)]
     stderr_path = tmp / f"proxy-{port}.log"
-    proc = subprocess.Popen(args, cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=stderr_path.open("wb"))
+    proc = subprocess.Popen(argv, cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=stderr_path.open("wb"))
     wait_for_port(port, proc=proc)
     return ProxyProcess(port, proc, log_file, stderr_path)
 

@@ -11,7 +11,16 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from instrumented.display import duration_us, escape_controls, local_time, plain, pretty_sql, proxy_sql, zone_name
+from instrumented.display import (
+    count_of,
+    duration_us,
+    escape_controls,
+    local_time,
+    plain,
+    pretty_sql,
+    proxy_sql,
+    zone_name,
+)
 from instrumented.plans import Plan, PlanNode
 from instrumented.querylog import client as querylog
 
@@ -94,7 +103,7 @@ class Command(BaseCommand):
             line.append(f", {escape_controls(str(status.get('seconds_left')))} s left")
         if status.get("filters"):
             line.append(f" ({escape_controls(str(status.get('filters')))})")
-        line.append(f"; {escape_controls(str(status.get('logged')))} statements logged to ")
+        line.append(f"; {escape_controls(count_of(status.get('logged'), 'statement'))} logged to ")
         line.append(escape_controls(str(status.get("log_file"))))
         proxies = status.get("proxies") or []
         if len(proxies) > 1:

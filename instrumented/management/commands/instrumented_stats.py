@@ -28,10 +28,13 @@ class Command(BaseCommand):
         if options["json"]:
             self.stdout.write(terminal_json(stats))
         else:
-            from ...dashboard.terminal import make_console, render_table
+            from ...dashboard.terminal import make_console, render_table, render_work
 
             console = make_console(self.stdout)
             console.print(render_table(stats, width=console.width))
+            work = render_work(stats)
+            if work is not None:
+                console.print(work)
         if stats.get("error"):
             # The document (with its "error") is printed all the same; the exit code tells scripts.
             raise CommandError(f"no data: {escape_controls(str(stats['error']))}")

@@ -64,6 +64,7 @@ class Injection:
     packet: bytes
     resultset_is_needed: bool
     queued_ns: int = 0
+    own: bool = False  # the client's own command packet, re-queued as it came (sent as the client framed it)
 
 
 @dataclass(slots=True)
@@ -132,6 +133,7 @@ class ProxyResponse:
     fields: list[tuple[bytes, int]] | None = None
     rows: list[list[bytes | None]] = field(default_factory=list)
     packets: list[bytes] = field(default_factory=list)
+    relay: bytes | None = None  # host extension: the control statement every worker should carry out (--workers)
 
     @classmethod
     def from_lua(cls, resp: Any) -> ProxyResponse:
@@ -156,6 +158,7 @@ class ProxyResponse:
         resultset = resp[b"resultset"]
         if resultset is None:
             return cls(type_, affected_rows=int(resp[b"affected_rows"] or 0), insert_id=int(resp[b"insert_id"] or 0))
+        relay = resp[b"relay"]
         fields_t = resultset[b"fields"]
         fields: list[tuple[bytes, int]] = []
         if fields_t is not None:
@@ -168,7 +171,7 @@ class ProxyResponse:
             for i in range(1, len(rows_t) + 1):
                 row = rows_t[i]
                 rows.append([to_bytes(row[j]) for j in range(1, len(fields) + 1)])
-        return cls(type_, fields=fields, rows=rows)
+        return cls(type_, fields=fields, rows=rows, relay=relay if isinstance(relay, bytes) else None)
 
     def payloads(self, deprecate_eof: bool) -> list[bytes]:
         """The packet payloads the client gets for this response."""

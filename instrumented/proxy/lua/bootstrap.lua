@@ -2,7 +2,8 @@
 -- Builds the sandbox and the MySQL Proxy 0.8 API; returns the entry points the host calls.
 -- `py` carries what Python lends: constants, hook names, io/print/require callbacks, the instruction limit.
 local py = ...
-local _G, pairs, ipairs, type, pcall, error, tostring, select = _G, pairs, ipairs, type, pcall, error, tostring, select
+local _G, pairs, ipairs, type, pcall, error, tostring, select, next = _G, pairs, ipairs, type, pcall, error, tostring,
+  select, next
 local setfenv, loadstring, setmetatable, rawget, rawset = setfenv, loadstring, setmetatable, rawget, rawset
 local newproxy, getmetatable = newproxy, getmetatable
 local tinsert, tremove, tconcat = table.insert, table.remove, table.concat
@@ -31,6 +32,62 @@ local function proxy_getenv(name)
   return nil
 end
 sandbox.os = {time = os.time, date = os.date, getenv = proxy_getenv, clock = os.clock, difftime = os.difftime}
+-- A file opened for appending ("a"): what each write call gets goes to the file whole, in one write(2), never
+-- split at a stdio buffer's edge; with O_APPEND, the lines of several processes appending to one file (--workers)
+-- never mix. The writes are gathered here (a flush, 4 KB or a seek writes them) on an unbuffered C file.
+local APPEND_BATCH = 4096
+local function whole_writes(f)
+  f:setvbuf("no")
+  local parts, n, size = {}, 0, 0
+  local w = {}
+  local function flush()
+    if n > 0 then
+      local data = tconcat(parts, "", 1, n)
+      for i = 1, n do parts[i] = nil end
+      n, size = 0, 0
+      local ok, err = f:write(data)
+      if not ok then return nil, err end
+    end
+    return true
+  end
+  function w.write(self, ...)
+    for i = 1, select("#", ...) do
+      local s = select(i, ...)
+      if type(s) == "number" then s = tostring(s) end
+      if type(s) ~= "string" then error("bad argument #" .. i .. " to 'write' (string expected)", 2) end
+      n = n + 1
+      parts[n] = s
+      size = size + #s
+    end
+    if size >= APPEND_BATCH then
+      local ok, err = flush()
+      if not ok then return nil, err end
+    end
+    return self
+  end
+  function w.flush()
+    local ok, err = flush()
+    if not ok then return nil, err end
+    return f:flush()
+  end
+  function w.close()
+    local ok, err = flush()
+    w.closed = true
+    local closed, cerr = f:close()
+    if not ok then return nil, err end
+    return closed, cerr
+  end
+  function w.seek(_, whence, offset)
+    local ok, err = flush()
+    if not ok then return nil, err end
+    return f:seek(whence, offset)
+  end
+  function w.setvbuf() return true end -- whole writes whatever is asked
+  function w.lines() error("the file is open for appending", 2) end
+  w.read = w.lines
+  return setmetatable(w, {__tostring = function() return tostring(f) end})
+end
+
 -- io.open: the host opens and checks the file (no link, the proxy's own regular file, created 0600; see
 -- files.py), and C's fopen gets exactly that file through /proc/self/fd/N, close-on-exec ("e").
 sandbox.io = {
@@ -48,6 +105,7 @@ sandbox.io = {
     local f, err = real_open(name, mode .. "e")
     py.close_fd(fd)
     if not f then return nil, path .. tostring(err):sub(#name + 1) end -- "name: reason" as io.open says it
+    if mode:sub(1, 1) == "a" then f = whole_writes(f) end
     if mode:find("[wa+]") then written[f] = true end
     return f
   end,
@@ -84,6 +142,7 @@ end
 -- proxy: shared constants and proxy.global; per-connection fields through the metatable.
 local proxy = {global = {config = {}}}
 for k, v in pairs(py.constants) do proxy[k] = v end
+proxy.workers = py.workers -- the host's extension: processes running the script (--workers); nil in mysql-proxy
 local current = nil
 setmetatable(proxy, {
   __index = function(_, k) local c = current if c then return c[k] end end,
@@ -155,15 +214,29 @@ function host.new_connection(chunk)
   return conn, true, hooks
 end
 
+-- The hook's verdict and the next queued injection: ok, ret, id, packet, needed, remaining, close; just ok, ret
+-- when nothing is queued and the connection stays open (the usual case: two values to convert, not seven). The
+-- packet is `true` when it is the very string read_query got (the client's own packet, re-queued to be timed:
+-- Python has it already, so it does not cross back). The injection stays as conn.inflight: read_query_result
+-- reads its packet from there rather than getting it from Python again.
 local function pop(conn, ret, ok)
   local items = conn.items
   local it = items[1]
   local close = rawget(conn.ctx.connection, "connection_close") == true
   if it then
     tremove(items, 1)
-    return ok, ret, it[1], it[2], it[3], #items, close
+    conn.inflight = it
+    local packet = it[2]
+    if packet == conn.packet then packet = true end
+    return ok, ret, it[1], packet, it[3], #items, close
   end
-  return ok, ret, nil, nil, nil, 0, close
+  if close then return ok, ret, nil, nil, nil, 0, true end
+  return ok, ret
+end
+
+-- A fresh proxy.response for a hook; the previous one is kept when the hook left it empty (most do).
+local function fresh_response(ctx)
+  if next(ctx.response) ~= nil then ctx.response = {} end
 end
 
 local function call(conn, name, arg)
@@ -180,7 +253,7 @@ end
 
 -- A hook without queue handling (connect_server, read_handshake, read_auth, read_auth_result, disconnect_client).
 function host.call(conn, name, arg)
-  conn.ctx.response = {}
+  fresh_response(conn.ctx)
   local ok, ret = call(conn, name, arg)
   return pop(conn, ret, ok)
 end
@@ -188,7 +261,8 @@ end
 function host.read_query(conn, packet)
   local items = conn.items
   for i = #items, 1, -1 do items[i] = nil end
-  conn.ctx.response = {}
+  conn.packet = packet
+  fresh_response(conn.ctx)
   local ok, ret = call(conn, "read_query", packet)
   return pop(conn, ret, ok)
 end
@@ -236,16 +310,39 @@ local function make_resultset(base, needed, fields, rows, raw, binary)
   end})
 end
 
+-- packet nil: the injection's own (conn.inflight's), which Python need not send back.
 function host.read_query_result(conn, id, packet, needed, query_time, response_time, row_count, bytes, status,
                                 warnings, affected_rows, insert_id, server_status, fields, rows, raw, binary,
                                 error_code, error_message)
-  local resultset = make_resultset({row_count = row_count, bytes = bytes, query_status = status,
-    warning_count = warnings, affected_rows = affected_rows, insert_id = insert_id, server_status = server_status,
-    error_code = error_code, error_message = error_message},
-    needed, fields, rows, raw, binary)
-  local inj = {id = id, type = id, query = packet, query_time = query_time, response_time = response_time,
-               resultset = resultset}
-  conn.ctx.response = {}
+  if packet == nil then
+    local it = conn.inflight
+    packet = it and it[2] or ""
+  end
+  local resultset, inj
+  if needed then
+    resultset = make_resultset({row_count = row_count, bytes = bytes, query_status = status,
+      warning_count = warnings, affected_rows = affected_rows, insert_id = insert_id, server_status = server_status,
+      error_code = error_code, error_message = error_message},
+      needed, fields, rows, raw, binary)
+    inj = {id = id, type = id, query = packet, query_time = query_time, response_time = response_time,
+           resultset = resultset}
+  else
+    -- A streamed result (every logged statement): the connection's inj and resultset tables are filled again rather
+    -- than made (no garbage per statement). They are valid while the hook runs, as MySQL Proxy's injection is.
+    inj = conn.inj
+    if inj == nil then
+      inj = {resultset = setmetatable({}, streamed_mt)}
+      conn.inj = inj
+    end
+    resultset = inj.resultset
+    resultset.row_count, resultset.bytes, resultset.query_status, resultset.warning_count = row_count, bytes, status,
+      warnings
+    resultset.affected_rows, resultset.insert_id, resultset.server_status = affected_rows, insert_id, server_status
+    resultset.error_code, resultset.error_message, resultset.flags = error_code, error_message, nil
+    inj.id, inj.type, inj.query, inj.query_time, inj.response_time = id, id, packet, query_time, response_time
+    inj.resultset = resultset
+  end
+  fresh_response(conn.ctx)
   local ok, ret = call(conn, "read_query_result", inj)
   return pop(conn, ret, ok)
 end
@@ -271,7 +368,7 @@ end
 
 function host.flush_files()
   for f in pairs(written) do
-    if io_type(f) == "file" then pcall(f.flush, f) else written[f] = nil end
+    if io_type(f) == "file" or (type(f) == "table" and not f.closed) then pcall(f.flush, f) else written[f] = nil end
   end
 end
 

@@ -17,6 +17,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
+from ..mysql.responses import ResponseTracker
 from . import files
 from .api import HOOKS, HookResult, Injection, ProxyResponse, ResultStats, proxy_constants
 
@@ -54,8 +55,10 @@ class LuaHost:
     """One Lua state for the process: the sandbox, the compiled script (reloaded on change), the API."""
 
     def __init__(self, script: str | os.PathLike[str] | None, io_paths: Iterable[str] = (),
-                 lua_path: Iterable[str] = (), report: Callable[..., None] | None = None) -> None:  # fmt: skip
-        """``report(key, message, *args)`` logs a failure (the server's: at most once a minute per key)."""
+                 lua_path: Iterable[str] = (), report: Callable[..., None] | None = None,
+                 workers: int = 1) -> None:  # fmt: skip
+        """``report(key, message, *args)`` logs a failure (the server's: at most once a minute per key); ``workers``
+        is what scripts find in ``proxy.workers`` (the host's extension: how many processes run them)."""
         lua51 = _load_lupa()
         self.script = Path(script).resolve() if script else None
         self._io_paths = {os.path.abspath(p) for p in io_paths}
@@ -85,6 +88,7 @@ class LuaHost:
                 b"log_print": self._log_print,
                 b"find_module": self._find_module,
                 b"instruction_limit": INSTRUCTION_LIMIT,
+                b"workers": workers,
             }
         )
         api = self.runtime.execute(BOOTSTRAP, py)
@@ -214,12 +218,18 @@ class ScriptLoadError(RuntimeError):
     """The script failed to compile or to run its top level for a connection."""
 
 
-def _hook_result(values: tuple[Any, ...]) -> HookResult:
-    """Unpack (ok, ret, id, packet, needed, remaining, close) from the Lua dispatcher."""
-    ok, ret, inj_id, packet, needed, remaining, close = values
+def _hook_result(values: tuple[Any, ...], packet: bytes = b"") -> HookResult:
+    """Unpack (ok, ret[, id, packet, needed, remaining, close]) from the Lua dispatcher; a packet of ``True`` is
+    ``packet``, the one ``read_query`` got (the client's own, re-queued)."""
+    if len(values) == 2:  # nothing queued, the connection stays open
+        ok, ret = values
+        if ok:
+            return HookResult(True, int(ret)) if ret is not None else HookResult(True, None)
+        return HookResult(False, None, error=ret.decode("utf-8", "replace") if isinstance(ret, bytes) else str(ret))
+    ok, ret, inj_id, queued, needed, remaining, close = values
     injection = None
     if inj_id is not None:
-        injection = Injection(int(inj_id), packet, bool(needed))
+        injection = Injection(int(inj_id), packet if queued is True else queued, bool(needed), own=queued is True)
     if not ok:
         return HookResult(False, None, error=ret.decode("utf-8", "replace") if isinstance(ret, bytes) else str(ret),
                           injection=injection, remaining=int(remaining), close=bool(close))  # fmt: skip
@@ -229,7 +239,8 @@ def _hook_result(values: tuple[Any, ...]) -> HookResult:
 class LuaConnection:
     """A connection's script environment: call hooks, read ``proxy.response``, set ``proxy.connection``."""
 
-    __slots__ = ("_call", "_conn", "_host", "_pop", "_read_query", "_read_query_result", "hooks")
+    __slots__ = ("_call", "_conn", "_host", "_inflight", "_packet", "_pop", "_read_query", "_read_query_result",
+                 "hooks")  # fmt: skip
 
     def __init__(self, host: LuaHost, conn: Any, hooks: set[str]) -> None:
         self._host = host
@@ -239,20 +250,33 @@ class LuaConnection:
         self._read_query = host.read_query  # the per-statement entry points, looked up once
         self._read_query_result = host.read_query_result
         self._pop = host.pop
+        self._packet = b""  # what read_query got last: a queued packet of True is this one
+        self._inflight: Injection | None = None  # the injection handed out last (Lua keeps its packet)
+
+    def _result(self, values: tuple[Any, ...]) -> HookResult:
+        """A hook's verdict; the injection it hands out is remembered as the one in flight."""
+        res = _hook_result(values, self._packet)
+        if res.injection is not None:
+            self._inflight = res.injection
+        return res
 
     def call(self, hook: str, arg: Any = None) -> HookResult:
         """Call a hook that takes no queue (connect_server, read_handshake, read_auth, ...)."""
         if isinstance(arg, dict):
             arg = self._host.runtime.table_from(arg)
-        return _hook_result(self._call(self._conn, hook.encode(), arg))
+        return self._result(self._call(self._conn, hook.encode(), arg))
 
     def read_query(self, packet: bytes) -> HookResult:
         """``read_query(packet)``: clears the queue and ``proxy.response`` first."""
-        return _hook_result(self._read_query(self._conn, packet))
+        self._packet = packet
+        res = _hook_result(self._read_query(self._conn, packet), packet)
+        if res.injection is not None:
+            self._inflight = res.injection
+        return res
 
     def pop(self) -> Injection | None:
         """The next queued injection, if any."""
-        return _hook_result(self._pop(self._conn)).injection
+        return self._result(self._pop(self._conn)).injection
 
     def read_query_result(self, inj: Injection, stats: ResultStats) -> HookResult:
         """``read_query_result(inj)`` with the measured timings and result stats."""
@@ -261,11 +285,11 @@ class LuaConnection:
         if inj.resultset_is_needed:
             fields = rt.table_from([rt.table_from(f) for f in stats.fields or []])
             rows = rt.table_from([rt.table_from(r) for r in stats.rows or []])
-        return _hook_result(
+        return self._result(
             self._read_query_result(
                 self._conn,
                 inj.id,
-                inj.packet,
+                None if inj is self._inflight else inj.packet,  # Lua has the one it handed out
                 inj.resultset_is_needed,
                 stats.query_time_us,
                 stats.response_time_us,
@@ -284,6 +308,41 @@ class LuaConnection:
                 stats.error_message,
             )
         )
+
+    def streamed_result(self, inj: Injection, tracker: ResponseTracker, now: int) -> HookResult:
+        """``read_query_result(inj)`` for a result that was relayed as it came (not ``resultset_is_needed``): what
+        ``ResultStats.measured`` would hold, passed straight from the tracker (the per-statement path while
+        logging)."""
+        first = tracker.first_ns or now
+        queued = inj.queued_ns
+        err = tracker.err
+        res = _hook_result(
+            self._read_query_result(
+                self._conn,
+                inj.id,
+                None if inj is self._inflight else inj.packet,
+                False,
+                max(0, (first - queued) // 1000),
+                max(0, (now - queued) // 1000),
+                tracker.row_count,
+                tracker.bytes,
+                tracker.query_status,
+                tracker.warnings,
+                tracker.affected_rows,
+                tracker.insert_id,
+                tracker.server_status,
+                None,
+                None,
+                None,
+                tracker.binary,
+                err[0] if err is not None else None,
+                err[2] if err is not None else None,
+            ),
+            self._packet,
+        )
+        if res.injection is not None:
+            self._inflight = res.injection
+        return res
 
     def set(self, side: str, key: str, value: Any) -> None:
         """Set ``proxy.connection[.client|.server].key``."""

@@ -20,6 +20,10 @@
   const statusLine = document.getElementById('instr-status');
   const errorBox = document.getElementById('instr-error');
   const partialBox = document.getElementById('instr-partial');
+  const workTable = document.getElementById('instr-work');
+  const workSection = document.getElementById('instr-work-section');
+  const queueTable = document.getElementById('instr-queue');
+  const queueSection = document.getElementById('instr-queue-section');
 
   let doc = null; // the last reader document received
   let sortKey = 'requests';
@@ -54,6 +58,7 @@
     db: (v, d) => d.dbShare,
     cache: (v, d) => (d.cacheHitRate === null ? -1 : d.cacheHitRate),
     http: (v, d) => d.httpMs,
+    queue: (v) => (v.queue && v.queue.requests ? v.queue.p95_ms : -1),
     n1: (v) => v.n_plus_one,
   };
 
@@ -67,6 +72,19 @@
     }
     tr.appendChild(td);
     return td;
+  }
+
+  /* A view name or route as text with a line-break opportunity after each ": . / _ -" (the server's
+     |breakable filter): a narrow column wraps "command:collectstatic" after the colon, never mid-word. */
+  function breakable(element, text) {
+    const parts = String(text).split(/(?<=[:./_-])/);
+    parts.forEach((part, i) => {
+      if (i) {
+        element.appendChild(document.createElement('wbr'));
+      }
+      element.appendChild(document.createTextNode(part));
+    });
+    return element;
   }
 
   const fixed1 = (n) => n.toFixed(1);
@@ -83,6 +101,11 @@
     if (needle) {
       rows = rows.filter((r) => (r.v.view + ' ' + r.v.route).toLowerCase().includes(needle));
     }
+    // Commands, tasks and record() blocks go to their own table: never a view's worst p95 or N+1 badge.
+    const work = rows.filter((r) => (r.v.kind || 'request') !== 'request');
+    rows = rows.filter((r) => (r.v.kind || 'request') === 'request');
+    renderWork(work);
+    renderQueue(doc.queue);
     const key = SORTS[sortKey] || SORTS.requests;
     rows.sort((a, b) => {
       const x = key(a.v, a.d);
@@ -91,9 +114,11 @@
       return descending ? -order : order;
     });
     // The cache and HTTP columns show only when some view of the document has such calls.
+    const views = doc.views.filter((v) => (v.kind || 'request') === 'request');
     const optional = {
-      cache: doc.views.some((v) => v.cache && v.cache.calls),
-      http: doc.views.some((v) => v.http && v.http.calls),
+      cache: views.some((v) => v.cache && v.cache.calls),
+      http: views.some((v) => v.http && v.http.calls),
+      queue: views.some((v) => v.queue && v.queue.requests),
     };
     for (const th of table.tHead.querySelectorAll('th[data-optional]')) {
       th.hidden = !optional[th.dataset.optional];
@@ -112,10 +137,10 @@
       const first = cell(tr, null, 'instr-left');
       const link = document.createElement('a');
       link.href = detailBase + encodeURIComponent(v.view);
-      link.textContent = v.view;
+      breakable(link, v.view);
       const route = document.createElement('span');
       route.className = 'instr-route';
-      route.textContent = v.route;
+      breakable(route, v.route);
       first.append(link, route);
       cell(tr, String(v.requests));
       cell(tr, fixed1(d.rpm));
@@ -133,6 +158,9 @@
       const httpCell = cell(tr, v.http && v.http.calls ? fixed1(d.httpMs) : '');
       httpCell.dataset.optional = 'http';
       httpCell.hidden = !optional.http;
+      const queueCell = cell(tr, v.queue && v.queue.requests ? fixed1(v.queue.p95_ms) : '');
+      queueCell.dataset.optional = 'queue';
+      queueCell.hidden = !optional.queue;
       const flag = cell(tr, null);
       if (v.n_plus_one) {
         const badge = document.createElement('span');
@@ -142,11 +170,11 @@
       }
       fragment.appendChild(tr);
     }
-    if (!rows.length) {
+    if (!rows.length && (needle || !doc.error)) {  // "No data: why" is said above the table already
       const tr = document.createElement('tr');
       tr.className = 'instr-empty';
       const td = cell(tr, needle ? 'No view matches \u201c' + needle + '\u201d.' : 'No requests recorded in the last ' + windowSeconds + ' s.');
-      td.colSpan = 14;
+      td.colSpan = 15;
       fragment.appendChild(tr);
     }
     tbody.replaceChildren(fragment);
@@ -157,6 +185,93 @@
         th.removeAttribute('aria-sort');
       }
     }
+  }
+
+  /* The commands and tasks table: by runs, then name; errors in red, repeated SQL as a plain count. */
+  function renderWork(rows) {
+    if (!workTable) {
+      return;
+    }
+    rows.sort((a, b) => b.v.requests - a.v.requests || (a.v.view < b.v.view ? -1 : 1));
+    const fragment = document.createDocumentFragment();
+    for (const {v, d} of rows) {
+      const tr = document.createElement('tr');
+      tr.dataset.view = v.view;
+      tr.dataset.kind = v.kind;
+      if (v.errors) {
+        tr.className = 'instr-bad';
+      }
+      const first = cell(tr, null, 'instr-left');
+      const link = document.createElement('a');
+      link.href = detailBase + encodeURIComponent(v.view);
+      breakable(link, v.view);
+      first.appendChild(link);
+      cell(tr, String(v.requests));
+      cell(tr, String(v.errors));
+      cell(tr, fixed1(v.latency_ms.p50));
+      cell(tr, fixed1(v.latency_ms.p95));
+      cell(tr, fixed1(v.latency_ms.max));
+      cell(tr, fixed1(v.queries.mean));
+      cell(tr, String(v.queries.max));
+      cell(tr, percent(d.dbShare));
+      cell(tr, v.n_plus_one ? v.n_plus_one + (v.n_plus_one === 1 ? ' run' : ' runs') : '');
+      fragment.appendChild(tr);
+    }
+    workTable.tBodies[0].replaceChildren(fragment);
+    if (workSection) {
+      workSection.hidden = !rows.length;
+    }
+  }
+
+  /* Request queue time: every process together, then each process (the reader sorts them, slowest p95 first). */
+  function renderQueue(queue) {
+    if (!queueTable) {
+      return;
+    }
+    const stamped = queue && (queue.requests || queue.ignored);
+    if (queueSection) {
+      queueSection.hidden = !stamped;
+    }
+    if (!stamped) {
+      return;
+    }
+    const fragment = document.createDocumentFragment();
+    const row = (label, q, live) => {
+      const tr = document.createElement('tr');
+      const first = cell(tr, null, 'instr-left');
+      if (label === null) {
+        first.textContent = 'every process';
+        tr.className = 'instr-total';
+      } else {
+        const code = document.createElement('code');
+        code.textContent = label;
+        first.appendChild(code);
+        if (!live) {
+          const note = document.createElement('span');
+          note.className = 'instr-sub';
+          note.textContent = ' (stopped)';
+          first.appendChild(note);
+        }
+      }
+      cell(tr, String(q.requests));
+      cell(tr, String(q.ignored));
+      cell(tr, fixed1(q.p50_ms));
+      cell(tr, fixed1(q.p95_ms));
+      cell(tr, fixed1(q.max_ms));
+      fragment.appendChild(tr);
+    };
+    row(null, queue, true);
+    for (const q of queue.processes || []) {
+      row(q.process, q, q.live);
+    }
+    queueTable.tBodies[0].replaceChildren(fragment);
+  }
+
+  /* "3 live processes (5 in the window)": the workers sending stats now, and every process with data. */
+  function processesText(body) {
+    const live = body.processes_live || 0;
+    const text = live + (live === 1 ? ' live process' : ' live processes');
+    return body.processes !== live ? text + ' (' + body.processes + ' in the window)' : text;
   }
 
   function showError(message) {
@@ -217,8 +332,7 @@
           ? 'Partial: no answer from memcached ' + (body.missing || []).join(', ') + '; what it holds is missing.'
           : '';
       }
-      const processes = body.processes + (body.processes === 1 ? ' process' : ' processes');
-      setStatus(spanText(body) + ' \u00b7 ' + processes + ' \u00b7 updated ' + siteTime(body.generated_at));
+      setStatus(spanText(body) + ' \u00b7 ' + processesText(body) + ' \u00b7 updated ' + siteTime(body.generated_at));
       render();
     } catch (error) {
       setStatus('Update failed (' + error + '); retrying\u2026');
