@@ -76,6 +76,12 @@ def orm_loop_in_template(request: HttpRequest, n: int) -> HttpResponse:
     return HttpResponse(loop.render({"permissions": Permission.objects.order_by("id")[:n]}))
 
 
+def template_renders(request: HttpRequest, n: int) -> HttpResponse:
+    """``n`` renders of a small template (a variable and a loop of three): what a render costs."""
+    small = _template("<p>{{ title }}</p>{% for i in items %}{{ i }}{% endfor %}")
+    return HttpResponse("".join(small.render({"title": "t", "items": (1, 2, 3)}) for _ in range(n)))
+
+
 @functools.cache
 def _template(source: str) -> Any:
     """A template compiled once (this module is the settings too: engines exist only after setup)."""
@@ -90,4 +96,5 @@ urlpatterns = [
     path("cache/<int:n>/", cache_calls, name="cache"),
     path("orm/view/<int:n>/", orm_loop_in_view, name="orm_view"),
     path("orm/template/<int:n>/", orm_loop_in_template, name="orm_template"),
+    path("templates/<int:n>/", template_renders, name="templates"),
 ]

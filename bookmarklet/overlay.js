@@ -69,7 +69,7 @@ const show = (status, j) => {
     [
       ['requests (' + j.window_seconds + ' s)', s.requests],
       ['errors', s.errors, s.errors],
-      ['p50 / p95', ms(l.p50) + ' / ' + ms(l.p95)],
+      ['p50 / p95', ms(l.p50) + ' / ' + ms(l.p95) + (l.samples < 20 ? ' (n=' + l.samples + ')' : '')],
       ['p99 / max', ms(l.p99) + ' / ' + ms(l.max)],
       ['queries / request', s.queries.mean + ' (max ' + s.queries.max + ')'],
       ['DB time', ms(s.db_time_ms)],
@@ -79,11 +79,17 @@ const show = (status, j) => {
       el(tr, 'td', r[0]);
       el(tr, 'td', r[1]);
     });
-    /* The top N+1 suspect's call site, and the fix the model graph tells. */
-    const n = (s.n_plus_one_suspects || [])[0], c = n && n.call_sites[0];
-    if (c) el(body, 'p', 'N+1 at ' + c.site + (c.hint ? ': add .' + c.hint : ''), 'w');
+    /* The N+1 suspects (the first 3, then how many more) and the top write per row: call site and fix. */
+    const n = s.n_plus_one_suspects || [], more = n.length - 3 + (s.n_plus_one_suspects_more || 0);
+    n.slice(0, 3).concat((s.write_suspects || []).slice(0, 1)).forEach((q) => {
+      const c = q.call_sites[0] || {}, w = 'hint' in q, h = w ? q.hint : c.hint;
+      el(body, 'p', (w ? 'Writes per row' : 'N+1') + ' at ' + (c.site || q.sql.slice(0, 60)) + (h ? ': ' + (w ? 'one ' : 'add .') + h : ''), 'w');
+    });
+    if (more > 0) el(body, 'p', 'and ' + more + ' more N+1 suspects', 'w');
   }
   link(j.detail_url, 'Full view page');
+  /* The view page's waterfalls of its slowest requests. */
+  if (!j.no_data) link(j.detail_url + '#samples', 'Slowest requests');
 };
 /* Profile this page: ask for it again with the profile header; only a superuser gets a profile reference back
  * (or the reason it was refused), which becomes a link to the profile. */

@@ -20,7 +20,7 @@ class InstrumentedConfig(AppConfig):
         from .profiling.store import install as install_profiling
         from .querylog import sqlcomment
         from .recording import connect_celery, connect_django_tasks, install_command_recording
-        from .stats import cache, http
+        from .stats import cache, http, templates
         from .stats.probe import install_on_existing, on_connection_created, on_request_exception
 
         connection_created.connect(on_connection_created, dispatch_uid="instrumented.sql_hook")
@@ -31,6 +31,7 @@ class InstrumentedConfig(AppConfig):
         sqlcomment.install_on_existing()
         cache.install()  # cache calls per view and alias
         http.install()  # outgoing HTTP per view and origin
+        templates.install()  # template renders: the slowest requests' timelines, template time per view
         connect_receivers()  # error references
         install_command_recording()  # command:<name>
         connect_celery()  # task:<name>, when Celery is installed

@@ -54,6 +54,8 @@ DEFAULTS: dict[str, Any] = {
     "SAMPLE_RATE": 1.0,
     # Distinct views per process and bucket; the rest are counted under "(other)".
     "MAX_VIEWS": 500,
+    # Slowest requests kept per view and bucket, with their timeline (0 = none: nothing is recorded for them).
+    "SAMPLES_PER_VIEW": 5,
     # SQL templates kept per view and bucket (the heaviest by time).
     "MAX_QUERIES_PER_VIEW": 8,
     # Longest SQL template / view name stored (characters).
@@ -121,6 +123,8 @@ _POSITIVE_INTS = (
     "ERROR_LOOKUPS_PER_MINUTE",
     "PROFILE_MAX_NODES",
 )
+#: Most slowest-request samples kept per view and bucket (each holds up to a few hundred events).
+MAX_SAMPLES_PER_VIEW = 50
 #: Who gets the Server-Timing header.
 SERVER_TIMING_CHOICES = ("staff", "all", "off")
 _POSITIVE_FLOATS = (
@@ -162,6 +166,7 @@ class Config:
     sample_rate: float
     max_views: int
     max_queries_per_view: int
+    samples_per_view: int
     max_sql_length: int
     max_name_length: int
     read_max_bytes: int
@@ -285,6 +290,14 @@ def _check_ranges(raw: dict[str, Any], problems: list[str]) -> None:
             _bad(raw, problems, key, f"{key} must be a dotted path, a callable or None.")
 
 
+def _check_samples(raw: dict[str, Any], problems: list[str]) -> None:
+    """SAMPLES_PER_VIEW is a whole number from 0 (off) to MAX_SAMPLES_PER_VIEW."""
+    per_view = raw["SAMPLES_PER_VIEW"]
+    if isinstance(per_view, bool) or not isinstance(per_view, int) or not 0 <= per_view <= MAX_SAMPLES_PER_VIEW:
+        message = f"SAMPLES_PER_VIEW must be a whole number from 0 to {MAX_SAMPLES_PER_VIEW}, not {per_view!r}."
+        _bad(raw, problems, "SAMPLES_PER_VIEW", message)
+
+
 def _check_call_sites_and_timing(raw: dict[str, Any], problems: list[str]) -> None:
     """CALL_SITE_SKIP is a list of non-empty strings; SERVER_TIMING one of its choices."""
     skip = raw["CALL_SITE_SKIP"]
@@ -344,6 +357,7 @@ def load(user: object) -> Config:
 
     servers = _servers(raw, problems)
     _check_ranges(raw, problems)
+    _check_samples(raw, problems)
     return Config(
         servers=tuple(address for address in map(parse_server, servers) if address),
         key_prefix=raw["KEY_PREFIX"],
@@ -364,6 +378,7 @@ def load(user: object) -> Config:
         sample_rate=float(raw["SAMPLE_RATE"]),
         max_views=raw["MAX_VIEWS"],
         max_queries_per_view=raw["MAX_QUERIES_PER_VIEW"],
+        samples_per_view=raw["SAMPLES_PER_VIEW"],
         max_sql_length=raw["MAX_SQL_LENGTH"],
         max_name_length=raw["MAX_NAME_LENGTH"],
         read_max_bytes=raw["READ_MAX_BYTES"],

@@ -10,6 +10,7 @@ and a new release never read each other's values.
 ``<prefix><version>:ser:<process>``        its per-view series of the finished buckets, one section per view
 ``<prefix><version>:mark:<process>``       on every server: it still holds what this process wrote
 ``<prefix><version>:live:<slot>``          the processes that flushed in one flush interval (``processes_live``)
+``<prefix><version>:smp:<bucket>:<view hash>:<process>``  one process's slowest requests of a view in a bucket
 ``<prefix><version>:err:<ref>:m`` / ``:p`` an error's metadata and text traceback / its technical page
 ``<prefix><version>:err:i:<minute>``       the references captured in one minute
 ``<prefix><version>:err:rl:<user hash>``   error lookups of one user this minute
@@ -27,7 +28,7 @@ import socket
 from dataclasses import dataclass
 
 #: Bumped whenever the stored format changes, so old and new processes never read each other's values.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: Seconds covered by one error index key.
 ERROR_INDEX_SECONDS = 60
 #: Seconds covered by one lookup rate-limit counter.
@@ -89,6 +90,10 @@ class Keys:
     def live(self, slot: int) -> str:
         """The processes that flushed in one flush interval (``slot`` = unix time // FLUSH_INTERVAL)."""
         return f"{self.prefix}:live:{slot}"
+
+    def samples(self, bucket: int, view_hash: str, process_id: str) -> str:
+        """One process's slowest requests of one view (``view_hash``: samples.view_hash) in one bucket."""
+        return f"{self.prefix}:smp:{bucket}:{view_hash}:{process_id}"
 
     # -- errors ---------------------------------------------------------------------------------
     def error_meta(self, ref: str) -> str:

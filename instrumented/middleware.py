@@ -32,6 +32,7 @@ from .querylog.sqlcomment import enter_view, leave_view
 from .stats.aggregate import REQUEST_DRAIN, get_aggregator
 from .stats.flusher import ensure_flusher
 from .stats.probe import Probe, current_probe
+from .stats.samples import thresholds, user_kind
 
 
 class InstrumentedMiddleware:
@@ -202,7 +203,9 @@ class InstrumentedMiddleware:
         if rate < 1.0 and random.random() >= rate:
             current_probe.set(None)
             return None
-        probe = Probe(perf_counter_ns(), config.n_plus_one_threshold, config.slow_query_ms, request)
+        probe = Probe(
+            perf_counter_ns(), config.n_plus_one_threshold, config.slow_query_ms, request, config.samples_per_view > 0
+        )
         current_probe.set(probe)
         meta = request.META
         for key in config.queue_time_meta:  # X-Request-Start: kept raw, parsed in the flusher thread
@@ -232,6 +235,14 @@ class InstrumentedMiddleware:
                 view, route = match.view_name or match._func_path, match.route or ""
             else:
                 view, route = unresolved_name(status, request.path, self.static_prefix), ""
+            if probe.timeline is not None:
+                # samples.admit(), inlined (a call costs more than the test): not slower than the view's K-th
+                # slowest of the bucket so far, its timeline is let go and nothing of it is built.
+                entry = thresholds.get(view)
+                if entry is not None and end_ns < entry[0] and end_ns - probe.start_ns <= entry[1]:
+                    probe.timeline = None
+                else:
+                    probe.user_kind = user_kind(request)
             config = get_config()
             aggregator = get_aggregator(config)
             pending = aggregator.pending

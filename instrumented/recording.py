@@ -59,7 +59,9 @@ class record:  # used like a function: ``with record("nightly-report"):`` / ``@r
         try:
             config = get_config()
             if config.enabled and not is_ignored(self.name, config.ignore_views):
-                self._probe = Probe(perf_counter_ns(), config.n_plus_one_threshold, config.slow_query_ms)
+                self._probe = Probe(
+                    perf_counter_ns(), config.n_plus_one_threshold, config.slow_query_ms, timeline=False
+                )
                 self._probe.view = self.name  # call sites are known per view: this work's name
                 self._token = current_probe.set(self._probe)
         except Exception as exc:  # noqa: BLE001 - fail open: the work runs unrecorded

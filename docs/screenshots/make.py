@@ -25,6 +25,7 @@ def main() -> int:
         "tests/dashboard/test_findings_browser.py",
         "tests/querylog/test_explain_browser.py",
         "tests/profiling/test_profile_browser.py",
+        "tests/dashboard/test_samples_browser.py",
         "tests/stats/test_real_site.py::test_real_site_under_gunicorn[sqlite]",
     ]
     command = [sys.executable, "-m", "pytest", *tests, "-q", "-k", "not documented"]

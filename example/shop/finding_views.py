@@ -6,10 +6,10 @@ import os
 import urllib.request
 
 from django.core.cache import caches
-from django.db import connection
+from django.db import connection, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from .models import Author, Book
+from .models import Author, Book, PageView
 from .views import ensure_catalogue
 
 
@@ -83,3 +83,34 @@ def outgoing(request: HttpRequest) -> JsonResponse:
     except OSError as error:
         answers["urllib"] = type(error).__name__
     return JsonResponse({"upstream": json.dumps(answers)})
+
+
+def shelves(request: HttpRequest) -> HttpResponse:
+    """An N+1 whose statement differs only in the length of its IN list: one query per author for the books of
+    some of its titles (1, 2, 3… ids), one per-request key whatever the length."""
+    ensure_catalogue()
+    lines = []
+    for n, author in enumerate(Author.objects.order_by("id")):
+        ids = list(author.books.order_by("id").values_list("id", flat=True)[:3])[: n % 3 + 1]  # N+1: values_list
+        lines.append(f"{author.name}: {len(Book.objects.filter(id__in=ids))}")  # N+1: IN list
+    return HttpResponse("\n".join(lines), content_type="text/plain")
+
+
+def page_views(request: HttpRequest) -> HttpResponse:
+    """A write per row in a loop, each in its own transaction (BEGIN/COMMIT, SAVEPOINT/RELEASE: never an N+1):
+    one INSERT per row where one bulk_create would do."""
+    with transaction.atomic(using="analytics"):
+        for i in range(6):
+            with transaction.atomic(using="analytics"):
+                PageView.objects.using("analytics").create(path=f"{request.path}{i}")  # write per row
+    return HttpResponse("ok\n", content_type="text/plain")
+
+
+def commented(request: HttpRequest) -> JsonResponse:
+    """Raw SQL carrying comments (``/* user 42 */``, ``-- …``): removed from the stats' templates, counted."""
+    ensure_catalogue()
+    user = request.GET.get("user", "42")[:8]
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT COUNT(*) FROM shop_book /* user {int(user) if user.isdigit() else 0} */ -- commented")
+        (books,) = cursor.fetchone()
+    return JsonResponse({"books": books})

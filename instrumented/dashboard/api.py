@@ -14,6 +14,7 @@ from ..naming import shorten, view_name, work_kind
 from ..stats import queue
 from ..stats.reader import STATUS_CLASSES, findings
 from ..stats.snapshot import ViewTotals
+from . import samples
 from .pages import api_denied, detail_url, json_response, read
 
 #: Longest ``?path=`` accepted: far above any real path, far below abuse.
@@ -39,7 +40,7 @@ def zero_view(name: str, route: str) -> dict[str, Any]:
         "requests": 0,
         "errors": 0,
         "status": dict.fromkeys(STATUS_CLASSES, 0),
-        "latency_ms": {"mean": 0.0, "p50": 0.0, "p95": 0.0, "p99": 0.0, "max": 0.0},
+        "latency_ms": {"mean": 0.0, "p50": 0.0, "p95": 0.0, "p99": 0.0, "max": 0.0, "samples": 0},
         "queries": {"total": 0, "mean": 0.0, "max": 0},
         "db_time_ms": 0.0,
         "n_plus_one": 0,
@@ -114,3 +115,22 @@ def api_view(request: HttpRequest) -> HttpResponseBase:
         body["error"] = stats["error"]
         return json_response(body, 503)
     return json_response(body)
+
+
+@require_safe
+def api_samples(request: HttpRequest) -> HttpResponseBase:
+    """The slowest requests of the view ``?name=`` with their timelines (``?min_ms=&max_ms=&limit=&error=``);
+    503 (with its ``error``) when memcached cannot be read. Schema: docs/dashboard.md, "Slowest requests"."""
+    denied = api_denied(request)
+    if denied is not None:
+        return denied
+    name = request.GET.get("name", "")
+    if not name or len(name) > MAX_PARAM_LENGTH:
+        return json_response({"error": "missing ?name=, the view's name (e.g. shop:catalogue)"}, 400)
+    try:
+        min_ms, max_ms, limit = samples.parse_range(request)
+        error = samples.parse_error(request)
+    except ValueError as exc:
+        return json_response({"error": str(exc)}, 400)
+    found = samples.read(name, min_ms, max_ms, limit, error)
+    return json_response(found, 503 if "error" in found else 200)

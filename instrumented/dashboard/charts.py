@@ -7,6 +7,7 @@ every string that reaches the markup goes through ``format_html`` escaping.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from django.utils.html import format_html
@@ -109,14 +110,18 @@ def bars(
 
 
 def latency_distribution(
-    latency: dict[str, float], requests: int, histogram: list[dict[str, float]] | None = None
+    latency: dict[str, float],
+    requests: int,
+    histogram: list[dict[str, float]] | None = None,
+    link: Callable[[float, float], str] | None = None,
 ) -> SafeString:
     """Where the requests' latencies fall, on a log axis, with the percentiles marked.
 
     With the reader's merged ``histogram`` (``read_stats(series=True)``), a bar per column of the axis
     counts the requests whose latency falls there. Without it, the bands are the quantile ranges: 50 %
     of requests up to p50, 45 % from p50 to p95, 4 % to p99, 1 % to the maximum, each band's area
-    being its share of the requests.
+    being its share of the requests. ``link(from_ms, to_ms)``, when given, makes each bar a link (the
+    view's slowest requests in that range).
     """
     label = "latency distribution (log scale)"
     if requests <= 0 or latency["max"] <= 0:
@@ -141,7 +146,7 @@ def latency_distribution(
 
     parts: list[SafeString] = []
     if histogram:
-        parts.extend(_histogram_bars(histogram, lo_exp, hi_exp, x_of, TOP + head, plot_h))
+        parts.extend(_histogram_bars(histogram, lo_exp, hi_exp, x_of, TOP + head, plot_h, link))
     else:
         parts.extend(_quantile_bands(p50, p95, p99, top, lo_exp, hi_exp, x_of, TOP + head, plot_h))
     for exp in range(lo_exp, hi_exp + 1):
@@ -198,7 +203,13 @@ def latency_distribution(
 
 
 def _histogram_bars(
-    histogram: list[dict[str, float]], lo_exp: int, hi_exp: int, x_of: Any, base: float, plot_h: float
+    histogram: list[dict[str, float]],
+    lo_exp: int,
+    hi_exp: int,
+    x_of: Any,
+    base: float,
+    plot_h: float,
+    link: Callable[[float, float], str] | None = None,
 ) -> list[SafeString]:
     """The merged histogram's bins summed into 64 columns of the log axis.
 
@@ -243,6 +254,9 @@ def _histogram_bars(
                 _number(100 * count / total),
             )
         )
+        if link is not None:  # the bar opens the slowest requests of its range (a bin's error, ±2 %, included)
+            href = link(0.0 if i == 0 and below_axis else start_ms * 0.98, end_ms * 1.02)
+            parts[-1] = format_html('<a class="ichart-link" href="{}">{}</a>', href, parts[-1])
     return parts
 
 

@@ -53,6 +53,8 @@ def _occurrence(meta: dict[str, Any]) -> dict[str, Any]:
         "url": reverse("instrumented:error_detail", args=[ref]),
         "text_url": reverse("instrumented:error_text", args=[ref]),
         "view_url": detail_url(view) if view else None,
+        # The request's timeline, when it was among the view's slowest (the view page says so when not).
+        "sample_url": f"{detail_url(view)}&error={ref}#samples" if view else None,
     }
 
 

@@ -11,7 +11,7 @@ from rich.text import Text
 
 from ..display import escape_controls, local_time, plain
 from ..naming import REQUEST
-from ..stats.reader import rate_seconds
+from ..stats.reader import FEW_SAMPLES, rate_seconds
 
 #: Sort keys accepted by the terminal commands, mapped to a function of one view dict.
 SORT_KEYS: dict[str, Any] = {
@@ -76,6 +76,12 @@ def processes_text(stats: dict[str, Any]) -> str:
     return f"{live} live process(es)" + (f", {total} in the window" if total != live else "")
 
 
+def _p95_cell(view: dict[str, Any], lat: dict[str, Any]) -> str:
+    """p95, and the requests it rests on when they are few (FEW_SAMPLES): ``300.0 n=3``."""
+    samples = lat.get("samples", FEW_SAMPLES)
+    return f"{lat['p95']:.1f}" + (f" n={samples}" if samples < FEW_SAMPLES else "")
+
+
 def render_table(
     stats: dict[str, Any], sort: str = "requests", limit: int | None = None, width: int | None = None
 ) -> Table:
@@ -96,13 +102,13 @@ def render_table(
         ("req", lambda v, lat: str(v["requests"])),
         ("err", lambda v, lat: str(v["errors"])),
         ("p50", lambda v, lat: f"{lat['p50']:.1f}"),
-        ("p95", lambda v, lat: f"{lat['p95']:.1f}"),
+        ("p95", _p95_cell),
         ("p99", lambda v, lat: f"{lat['p99']:.1f}"),
         ("max", lambda v, lat: f"{lat['max']:.1f}"),
         ("q/req", lambda v, lat: f"{v['queries']['mean']:.1f}"),
         ("q max", lambda v, lat: str(v["queries"]["max"])),
         ("db", lambda v, lat: f"{v['db_time_ms']:.1f}"),
-        ("N+1", lambda v, lat: str(v["n_plus_one"])),
+        ("N+1", lambda v, lat: str(v["n_plus_one"]) + (f" w{v['writes_per_row']}" if v.get("writes_per_row") else "")),
     ]
     views = sorted(filter(is_request, stats["views"]), key=SORT_KEYS.get(sort, SORT_KEYS["requests"]), reverse=True)
     if limit is not None:
@@ -152,6 +158,37 @@ def render_work(stats: dict[str, Any]) -> Table | None:
     return table
 
 
+def render_findings(view: dict[str, Any]) -> Text:
+    """One view's N+1 suspects and writes per row, every one the reader lists, each with its call sites and fix,
+    and how many more there are (``instrumented_stats --view``)."""
+    out = Text()
+    out.append(f"{escape_controls(view['view'])}: ", style="bold")
+    out.append(f"N+1 in {view['n_plus_one']} request(s), {view.get('n_plus_one_runs', 0)} run(s)")
+    out.append(f" · writes per row in {view.get('writes_per_row', 0)} request(s)")
+    out.append(f" · {view.get('duplicates', 0)} exact duplicate(s)\n")
+    for label, key, style in (("N+1", "n_plus_one_suspects", "red"), ("writes per row", "write_suspects", "yellow")):
+        for found in view.get(key, ()):
+            out.append(f"{label}", style=f"bold {style}")
+            out.append(f" in {found['requests']} request(s), {found['count']} runs: {escape_controls(found['sql'])}\n")
+            if found.get("hint") and key == "write_suspects":
+                model = f"{found['hint_model']}.objects." if found.get("hint_model") else ""
+                out.append(f"  fix: one {escape_controls(model + found['hint'])}\n")
+            for site in found["call_sites"]:
+                out.append(f"  at {escape_controls(site['site'])} ({site['requests']} request(s))")
+                if site.get("hint"):
+                    out.append(f", fix: add .{escape_controls(site['hint'])}")
+                    if site.get("hint_model"):
+                        out.append(f" to the {escape_controls(site['hint_model'])} queryset")
+                out.append("\n")
+        more = view.get(f"{key}_more", 0)
+        if more:
+            out.append(f"and {more} more {label} suspect(s)\n", style=style)
+    unlisted = view.get("n_plus_one_unlisted_runs", 0)
+    if unlisted:
+        out.append(f"{unlisted} more N+1 run(s) in templates not kept by the processes\n", style="red")
+    return out
+
+
 def render_summary(stats: dict[str, Any]) -> Text:
     """One line over the site's requests: traffic, errors, and the worst views by p95 and by errors (commands
     and tasks are not views: they never take these headlines)."""
@@ -194,3 +231,35 @@ def render_top(
     if work is None:
         return Group(render_summary(stats), render_table(stats, sort, limit, width), Text(hint, style="dim"))
     return Group(render_summary(stats), render_table(stats, sort, limit, width), work, Text(hint, style="dim"))
+
+
+def render_samples(found: dict[str, Any]) -> str:
+    """A view's slowest requests as plain text: one line per request, then its timeline (``--samples``)."""
+    lines = [f"Slowest requests of {found['view']}, last {found['window_seconds']} s"]
+    if found.get("note"):
+        lines.append(f"  ({found['note']})")
+    for sample in found["samples"]:
+        lines.append("")
+        error = f" error {sample['error_reference']}" if sample["error_reference"] else ""
+        lines.append(
+            f"{sample['duration_ms']:.1f} ms {sample['method']} {sample['status']} at {sample['start']} "
+            f"{sample['user']}, {sample['queries']} queries ({sample['db_time_ms']:.1f} ms){error}"
+        )
+        for event in sample["timeline"]:
+            what = {
+                "sql": lambda e: (
+                    f"{e['alias']}: {e['sql']}"
+                    + (" [N+1]" if e["n_plus_one"] else "")
+                    + (" [duplicate]" if e["duplicate"] else "")
+                ),
+                "cache": lambda e: f"cache {e['alias']} {e['call']}",
+                "http": lambda e: f"HTTP {e['origin']}" + (" [error]" if e["error"] else ""),
+                "template": lambda e: "  " * e["depth"] + f"template {e['name']}",
+            }[event["kind"]](event)
+            lines.append(f"  +{event['offset_ms']:9.2f} ms {event['duration_ms']:9.2f} ms  {what}")
+        if sample["truncated"]:
+            cut = ", ".join(f"{n} {kind}" for kind, n in sample["cut"].items() if n)
+            lines.append(f"  ... not shown: {cut}")
+    if not found["samples"]:
+        lines.append("No sampled request in the window.")
+    return escape_controls("\n".join(lines), keep_newlines=True) + "\n"

@@ -10,6 +10,7 @@ urlpatterns: list[URLPattern] = [
     path("bookmarklet/", views.bookmarklet_page, name="bookmarklet"),
     path("api/views", api.api_views, name="api_views"),
     path("api/view", api.api_view, name="api_view"),
+    path("api/samples", api.api_samples, name="api_samples"),
     path("errors/", errors.error_list, name="error_list"),
     path("metrics", metrics.metrics, name="metrics"),
 ]

@@ -19,8 +19,10 @@ from ..conf import get_config
 from ..display import pretty_sql
 from ..naming import REQUEST
 from ..stats.reader import rate_seconds
-from . import bookmarklet, charts
+from ..stats.sql import kind_of
+from . import bookmarklet, charts, samples
 from .pages import detail_url, page_denied, read, render_page
+from .waterfall import waterfall
 
 #: How often the dashboard table refreshes itself (milliseconds).
 REFRESH_MS = 3000
@@ -82,6 +84,7 @@ def dashboard(request: HttpRequest) -> HttpResponseBase:
         "has_cache": any(row["v"]["cache"]["calls"] for row in views),
         "has_http": any(row["v"]["http"]["calls"] for row in views),
         "has_queue": any(row["v"].get("queue", {}).get("requests") for row in views),
+        "has_templates": any(row["v"]["templates"]["renders"] for row in views),
         "title": "Live view stats",
         "stats": stats,
         "rows": views,
@@ -121,17 +124,24 @@ def view_detail(request: HttpRequest) -> HttpResponseBase:
     context["profiling"] = _profiling_section(request, name)
     if view is not None:
         technical = is_technical_user(request)
-        queries = [{**q, "pretty": pretty_sql(q["sql"])} for q in view["top_queries"]]
+        context.update(slowest_requests(request, name, view, technical))
+        queries = [{**q, "pretty": pretty_sql(q["sql"]), "kind": kind_of(q["sql"])} for q in view["top_queries"]]
         points = _full_series(view.get("series", []), stats)
         context.update(
             derived=derived(view, rate_seconds(stats)),
             queries=queries[:10],
             suspects=view["n_plus_one_suspects"],
+            writes=view["write_suspects"],
             duplicates=view["duplicate_queries"],
             slow=view["slow_queries"],
             slow_query_ms=get_config().slow_query_ms,
             errors=[{**e, "link": _error_link(e["last_reference"]) if technical else None} for e in view["exceptions"]],
-            latency_svg=charts.latency_distribution(view["latency_ms"], view["requests"], view.get("histogram")),
+            latency_svg=charts.latency_distribution(
+                view["latency_ms"],
+                view["requests"],
+                view.get("histogram"),
+                link=lambda low, high: f"{detail_url(name)}&min_ms={low:.3f}&max_ms={high:.3f}#samples",
+            ),
             throughput_svg=charts.bars(
                 [p["requests"] for p in points],
                 label="requests per 10 s",
@@ -153,6 +163,41 @@ def _profiling_section(request: HttpRequest, name: str) -> dict[str, Any] | None
     from ..profiling.views import view_section
 
     return view_section(request, name)
+
+
+def slowest_requests(request: HttpRequest, name: str, view: dict[str, Any], technical: bool) -> dict[str, Any]:
+    """The "Slowest requests" section: the worst samples (of a latency range, ``?min_ms=&max_ms=``), each
+    with its waterfall; links to the tail of the distribution (p95 and up, p99 and up)."""
+    try:
+        min_ms, max_ms, limit = samples.parse_range(request)
+        error = samples.parse_error(request)
+    except ValueError as exc:
+        return {"samples_problem": str(exc)}
+    found = samples.read(name, min_ms, max_ms, limit, error)
+    shown = [
+        {
+            **sample,
+            "svg": waterfall(sample),
+            "error_link": _error_link(sample["error_reference"]) if technical else None,
+        }
+        for sample in found["samples"]
+    ]
+    base = detail_url(name)
+    latency = view["latency_ms"]
+    ranges = [
+        ("all", base),
+        (f"p95 and up (≥ {latency['p95']:.1f} ms)", f"{base}&min_ms={latency['p95']}"),
+        (f"p99 and up (≥ {latency['p99']:.1f} ms)", f"{base}&min_ms={latency['p99']}"),
+    ]
+    return {
+        "samples": shown,
+        "samples_doc": found,
+        "samples_range": (min_ms, max_ms),
+        "samples_error": error,
+        "samples_ranges": ranges,
+        "samples_per_view": get_config().samples_per_view,
+        "p99_samples_url": f"{base}&min_ms={latency['p99']}#samples",
+    }
 
 
 def _full_series(series: list[dict[str, Any]], stats: dict[str, Any]) -> list[dict[str, Any]]:

@@ -29,7 +29,8 @@ from sqlparse.lexer import tokenize
 
 from .. import plans
 
-#: ``(%s, ...)``: the stats' one template for an IN list of any length (stats/sql.py); it takes a list of values.
+#: ``(%s, ...)``: the stats' one template for a list of any length (an IN list, a function's arguments: stats/sql.py);
+#: it takes a list of values.
 IN_LIST = "(%s, ...)"
 _PLACEHOLDER = re.compile(r"\(%s, \.\.\.\)|%%|%s")
 #: Bounds on what a user may send: far above real statements, far below abuse.
@@ -121,7 +122,7 @@ def read_params(raw: Any, kinds: Sequence[str]) -> list[Any]:
     for number, (value, kind) in enumerate(zip(raw, kinds, strict=True), 1):
         if kind == "list":
             if not isinstance(value, list) or not value or len(value) > MAX_LIST:
-                raise Refused(f"Placeholder {number} is an IN list: give a JSON list of 1 to {MAX_LIST} values.")
+                raise Refused(f"Placeholder {number} is a list (%s, ...): give a JSON list of 1 to {MAX_LIST} values.")
             values.append([_scalar(v, number) for v in value])
         else:
             values.append(_scalar(value, number))

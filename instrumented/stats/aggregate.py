@@ -19,7 +19,9 @@ from ..failopen import failures
 from ..naming import OTHER_VIEW, is_ignored, shorten
 from . import histogram, queue
 from .probe import Probe
+from .samples import SampleKeeper, thresholds
 from .snapshot import ViewTotals, add_into, template_rank
+from .sql import CONTROL, WRITE, kind_of
 
 #: Raw SQL kept per template, as a multiple of MAX_SQL_LENGTH (literals shrink to ``?`` before the cut).
 RAW_SQL_FACTOR = 4
@@ -30,6 +32,8 @@ REQUEST_DRAIN = 256
 #: View names whose IGNORE_VIEWS verdict is remembered.
 MAX_IGNORED_MEMO = 10_000
 
+#: The templates of a request without SQL (never changed).
+NO_TEMPLATES: dict[tuple[str, str], list[int]] = {}
 #: A finished request as handed over: (view, route, method, status, duration ns, probe, perf_counter_ns at the end).
 Finished = tuple[str, str, str, int, int, Probe, int]
 
@@ -59,6 +63,10 @@ class Aggregator:
         self.expired_below = 0
         self.ignore_views = config.ignore_views
         self._ignored: dict[str, bool] = {}
+        #: The slowest requests of each view and bucket (samples.py), built from the probes the request path admitted.
+        self.samples = SampleKeeper(
+            config.samples_per_view, self.max_views, self.bucket_seconds, self.n_plus_one_threshold, self.max_raw_sql
+        )
 
     def drain(self, limit: int | None = None) -> None:
         """Count the requests handed over so far, at most ``limit`` of them (the flusher, before it collects:
@@ -107,6 +115,8 @@ class Aggregator:
         queries = 0
         db_ns = 0
         probe_extras = None
+        probe_templates = NO_TEMPLATES
+        raw_view = view
         if probe.connection is not None:
             probe_aliases, probe_templates, probe_extras = probe.summarise(self.max_raw_sql)
             for count, ns in probe_aliases.values():
@@ -168,11 +178,22 @@ class Aggregator:
                 if queries > stats.queries_max:
                     stats.queries_max = queries
                 stats.db_us += db_ns / 1000
-                flagged = False
+                flagged = writes = False
                 templates = stats.templates
                 for sql, (count, ns) in probe_templates.items():
                     suspect = count >= threshold
-                    flagged = flagged or suspect
+                    if suspect:  # a read N+1, a write per row, or transaction control (neither)
+                        kind = kind_of(sql[1])
+                        if kind is CONTROL:
+                            suspect = False
+                        elif kind is WRITE:
+                            writes = True
+                            stats.write_runs += 1
+                            stats.write_queries += count
+                        else:
+                            flagged = True
+                            stats.n1_runs += 1
+                            stats.n1_queries += count
                     entry = templates.get(sql)
                     if entry is None:
                         templates[sql] = [count, ns / 1000, 1 if suspect else 0]
@@ -183,6 +204,8 @@ class Aggregator:
                             entry[2] += 1
                 if flagged:
                     stats.n_plus_one += 1
+                if writes:
+                    stats.writes += 1
                 if len(templates) > 4 * self.max_queries:
                     self._prune_templates(stats)
                 aliases = stats.aliases
@@ -194,8 +217,16 @@ class Aggregator:
                         entry[0] += count
                         entry[1] += ns / 1000
                 if probe_extras:
-                    for sql, (dups, slow, slowest_ns, site, hint) in probe_extras.items():
-                        stats.add_extras(sql, dups, slow, slowest_ns / 1000, [[site, 1, hint]] if site else ())
+                    for sql, (dups, slow, slowest_ns, site, hint, slow_site) in probe_extras.items():
+                        stats.duplicates += dups
+                        stats.add_extras(
+                            sql,
+                            dups,
+                            slow,
+                            slowest_ns / 1000,
+                            [[site, 1, hint]] if site else (),
+                            [[slow_site, 1, hint]] if slow_site else (),
+                        )
             if probe.cache:
                 for alias, (calls, ns, hits, misses) in probe.cache.items():
                     add_into(stats.cache, alias, [calls, ns / 1000, hits, misses])
@@ -206,11 +237,16 @@ class Aggregator:
                 if stats.queue is None:
                     stats.queue = queue.new()
                 queue.count(stats.queue, waited)
+            if probe.renders:
+                for name, (renders, ns, sql_ns) in probe.renders.items():
+                    stats.add_render(name, [renders, ns / 1000, sql_ns / 1000])
             changed = self.dirty.get(bucket)
             if changed is None:
                 self.dirty[bucket] = {view}
             else:
                 changed.add(view)
+        if probe.user_kind is not None and probe.timeline is not None:  # admitted on the request path
+            self.samples.offer(bucket, view, raw_view, method, status, duration_ns, now, probe, probe_templates)
 
     def _prune_templates(self, stats: ViewTotals) -> None:
         """Keep the heaviest templates (by time, N+1 suspects first) so memory stays bounded."""
@@ -265,6 +301,7 @@ def reset_aggregator() -> None:
     _aggregator = None
     _aggregator_config = None
     _aggregator_lock = threading.Lock()
+    thresholds.clear()  # the request path's sample thresholds belong to the aggregate let go
 
 
 os.register_at_fork(after_in_child=reset_aggregator)

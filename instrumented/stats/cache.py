@@ -16,6 +16,7 @@ from time import perf_counter_ns
 from typing import Any
 
 from ..failopen import fail_open, failures
+from . import events
 from .probe import current_probe
 
 #: Methods counted (the async ones of BaseCache run these in a thread, with the request's context).
@@ -43,10 +44,12 @@ MARK = "_instrumented_wrapped"
 _MISSING = object()
 
 
-def _count(probe: Any, backend: Any, elapsed: int, hits: int, misses: int) -> None:
-    """Add one finished call to the request's probe, under the backend's alias."""
+def _count(probe: Any, backend: Any, elapsed: int, hits: int, misses: int, start: int = 0, call: str = "") -> None:
+    """Add one finished call to the request's probe, under the backend's alias (and to its timeline)."""
     try:
         alias = backend.__dict__.get(ALIAS_ATTRIBUTE, UNNAMED_ALIAS)
+        if probe.timeline is not None:
+            events.add(probe, start, elapsed, events.CACHE, alias, call)
         calls = probe.cache
         if calls is None:
             calls = probe.cache = {}
@@ -84,6 +87,14 @@ def _wrap_get(method: Callable[..., Any]) -> Callable[..., Any]:
         hit = result is not _MISSING
         try:  # _count(), inlined: the most frequent cache call
             alias = self.__dict__.get(ALIAS_ATTRIBUTE, UNNAMED_ALIAS)
+            timeline = probe.timeline
+            if timeline is not None:  # events.add(), inlined: the most frequent cache call
+                if timeline is events.EMPTY:
+                    timeline = probe.timeline = []
+                if len(timeline) < events.MAX_EVENTS:
+                    timeline.append((start, elapsed, events.CACHE, alias, "get hit" if hit else "get miss"))
+                else:
+                    events.add(probe, start, elapsed, events.CACHE, alias, "get hit" if hit else "get miss")
             calls = probe.cache
             if calls is None:
                 calls = probe.cache = {}
@@ -119,7 +130,7 @@ def _wrap_get_many(method: Callable[..., Any]) -> Callable[..., Any]:
             elapsed = perf_counter_ns() - start
             probe.cache_depth = 0
         hits = len(result) if isinstance(result, dict) else 0
-        _count(probe, self, elapsed, hits, max(len(keys) - hits, 0))
+        _count(probe, self, elapsed, hits, max(len(keys) - hits, 0), start, f"get_many {hits}/{len(keys)} hits")
         return result
 
     return get_many
@@ -151,7 +162,15 @@ def _wrap_get_or_set(method: Callable[..., Any]) -> Callable[..., Any]:
         finally:
             elapsed = perf_counter_ns() - start
             probe.cache_depth = 0
-        _count(probe, self, elapsed, 0 if missed else 1, 1 if missed else 0)
+        _count(
+            probe,
+            self,
+            elapsed,
+            0 if missed else 1,
+            1 if missed else 0,
+            start,
+            "get_or_set miss" if missed else "get_or_set hit",
+        )
         return result
 
     return get_or_set
@@ -159,6 +178,8 @@ def _wrap_get_or_set(method: Callable[..., Any]) -> Callable[..., Any]:
 
 def _wrap_call(method: Callable[..., Any]) -> Callable[..., Any]:
     """Any other method: counted and timed, neither a hit nor a miss."""
+
+    name = method.__name__
 
     @functools.wraps(method)
     def call(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -171,7 +192,7 @@ def _wrap_call(method: Callable[..., Any]) -> Callable[..., Any]:
             return method(self, *args, **kwargs)
         finally:
             probe.cache_depth = 0
-            _count(probe, self, perf_counter_ns() - start, 0, 0)
+            _count(probe, self, perf_counter_ns() - start, 0, 0, start, name)
 
     return call
 

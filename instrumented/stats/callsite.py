@@ -28,6 +28,7 @@ from ..conf import get_config
 from ..failopen import fail_open, failures
 from ..naming import view_name
 from . import frames, hints, sites
+from .sql import READ, kind_of
 from .template_lines import template_line
 
 if TYPE_CHECKING:
@@ -144,6 +145,8 @@ def capture(frame: FrameType | None, sql: str, view: str = "") -> tuple[str | No
     site = sites.encode(walk.parts)
     if site is None:
         return None, None
+    if kind_of(sql) is not READ:
+        return site, None  # a write per row: its fix (bulk_create, bulk_update) is told by the reader from the SQL
     with fail_open("finding an N+1 hint failed"):  # the site stands without its hint
         return site, hints.hint(stack, sql)
     return site, None

@@ -18,8 +18,9 @@ from ..failopen import fail_open
 from ..keys import make_process_id
 from ..memcached import Store
 from ..naming import OTHER_VIEW
+from . import samples
 from .aggregate import Aggregator, get_aggregator
-from .literals import strip_literals
+from .literals import strip_for_stats
 from .rollup import Rollup, encode_rollup
 from .snapshot import ViewTotals, cap_views, encode_sections, merge_views, rewrite_sql, shrink
 from .sql import template_of
@@ -50,7 +51,7 @@ class Flusher:
         self.max_queries = config.max_queries_per_view
         self.max_sql = config.max_sql_length
         self.keys = config.keys
-        self._stripped: dict[tuple[str, str], str] = {}
+        self._stripped: dict[tuple[str, str], tuple[str, int]] = {}
         self.process_id = make_process_id()
         # Its own client and breaker, bound to the settings it was started with.
         self.store = Store(config)
@@ -76,16 +77,22 @@ class Flusher:
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="instrumented-flusher", daemon=True)
 
-    def _strip(self, sql: str, vendor: str) -> str:
-        """``sql`` without its literals, cut to MAX_SQL_LENGTH (remembered: the same SQL comes back every second)."""
+    def _strip(self, sql: str, vendor: str) -> tuple[str, int]:
+        """``sql`` without its literals and comments, cut to MAX_SQL_LENGTH, and how many comments it had (remembered:
+        the same SQL comes back every second)."""
         key = (vendor, sql)
         stripped = self._stripped.get(key)
         if stripped is None:
             if len(self._stripped) >= STRIP_CACHE_SIZE:
                 self._stripped.clear()
             # Stripped values are %s like Django's, so a raw IN list collapses as Django's does.
-            stripped = self._stripped[key] = template_of(strip_literals(sql, vendor))[: self.max_sql]
+            text, comments = strip_for_stats(sql, vendor)
+            stripped = self._stripped[key] = (template_of(text)[: self.max_sql], comments)
         return stripped
+
+    def _template(self, sql: str, vendor: str) -> str:
+        """:meth:`_strip`'s template alone (what a sample's timeline shows; its comments are counted with the view)."""
+        return self._strip(sql, vendor)[0]
 
     def start(self) -> None:
         """Start the daemon thread (the current flusher flushes once more at interpreter exit)."""
@@ -154,7 +161,15 @@ class Flusher:
             if not self.unwritten:
                 with fail_open("writing the roll-up failed"):
                     self._write_rollup(self.store, current, at)
+            with fail_open("writing samples failed"):
+                self._write_samples(current)
             return written
+
+    def _write_samples(self, current: int) -> None:
+        """The slowest requests that changed since the last flush: one value per view and bucket (samples.py)."""
+        for bucket, view, found in self.aggregator.samples.collect(current):
+            value = samples.encode(view, bucket, found, self._template, self.max_sql)
+            self.store.set(self.keys.samples(bucket, samples.view_hash(view), self.process_id), value)
 
     def _check_servers(self, at: float) -> None:
         """Write everything again when the set of live servers changed or a server lost this process's keys.

@@ -16,6 +16,7 @@ from time import perf_counter_ns
 from typing import Any
 
 from ..failopen import fail_open, failures
+from . import events
 from .probe import Probe, current_probe
 
 #: The attribute an ``HTTPConnection`` carries while a recorded request is in flight: (probe, origin, start).
@@ -46,7 +47,9 @@ def _connection_origin(conn: Any) -> str:
 
 
 def record(probe: Probe, where: str, elapsed: int, error: bool) -> None:
-    """Count one outgoing call on the request's probe."""
+    """Count one outgoing call on the request's probe (and add it to its timeline: it ended just now)."""
+    if probe.timeline is not None:
+        events.add(probe, perf_counter_ns() - elapsed, elapsed, events.HTTP, where, error)
     calls = probe.http
     if calls is None:
         probe.http = {where: [1, elapsed, int(error), elapsed]}

@@ -47,7 +47,8 @@ _WORD_DQ_IDENTIFIER = r"(?P<keep>\"[^\W\d][\w$]*\")"
 _BACKTICK_IDENTIFIER = r"(?P<bt>`(?:[^`]|``)*`)"
 _BRACKET_IDENTIFIER = r"(?P<br>\[[^\]']*\])"
 _POSITIONAL = r"(?P<pos>\$[0-9]+)"
-# Comments: kept, with the literals inside them stripped too (MySQL runs /*! … */ as SQL).
+# Comments: kept by strip_literals with the literals inside them stripped too (MySQL runs /*! … */ as SQL);
+# removed by strip_for_stats.
 _BLOCK_COMMENT = r"(?P<block>/\*[\s\S]*?(?:\*/|\Z))"
 _DASH_COMMENT = r"(?P<line>--[^\n]*)"
 _MYSQL_LINE_COMMENT = r"(?P<line>(?:--(?=[\s\x00-\x1f]|\Z)|#)[^\n]*)"
@@ -100,6 +101,39 @@ def _replacer(vendor: str) -> Callable[[re.Match[str]], str]:
 
 
 _REPLACE = {vendor: _replacer(vendor) for vendor in _BODY_TOKENS}
+
+
+#: What a removed comment leaves: one blank, and runs of blanks then read as one.
+_BLANKS = re.compile(r"[ \t]{2,}")
+
+
+def _comment_remover(vendor: str, removed: list[int]) -> Callable[[re.Match[str]], str]:
+    """The substitution that strips values and removes comments (counted in ``removed[0]``), keeping MySQL's
+    ``/*! … */`` (run as SQL) and optimizer hints ``/*+ … */`` with their values stripped."""
+    replace = _REPLACE[vendor]
+
+    def remove(match: re.Match[str]) -> str:
+        kind = match.lastgroup
+        if kind == "line" or (kind == "block" and match.group(0)[2:3] not in ("!", "+")):
+            removed[0] += 1
+            return " "
+        return replace(match)
+
+    return remove
+
+
+def strip_for_stats(sql: str, vendor: str = "") -> tuple[str, int]:
+    """``sql`` as the stats keep it: values replaced by ``%s`` and comments removed (``/* user 42 */``, ``-- …``,
+    MySQL's ``# …``: a new template per distinct comment, and what a comment says is not the stats' to keep);
+    and how many comments were removed (counted, never stored)."""
+    vendor = grammar(vendor)
+    if "/*" not in sql and "--" not in sql and (vendor != "mysql" or "#" not in sql):
+        return _STATEMENT[vendor].sub(_REPLACE[vendor], sql), 0
+    removed = [0]
+    text = _STATEMENT[vendor].sub(_comment_remover(vendor, removed), sql)
+    if removed[0]:
+        text = _BLANKS.sub(" ", text).strip()
+    return text, removed[0]
 
 
 def grammar(vendor: str) -> str:

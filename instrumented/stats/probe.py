@@ -2,10 +2,12 @@
 
 The wrapper is installed once on every connection (all aliases, every thread) and costs one
 ContextVar lookup when no request is being recorded. It never reads ``connection.queries``. Per query
-it counts and times the statement as run in two plain dicts of its alias, hashes the SQL with its
-parameters (exact duplicates; the hashes stay in memory, on the probe) and, when a statement reaches
-the N+1 threshold or is slow, asks callsite.py where it came from. Templates are made later, once
-per request, by ``summarise`` in the flusher thread.
+it counts and times the statement in two plain dicts of its alias, keyed by the statement as run, or by its
+template when only the length of an ``IN (…)`` or ``VALUES`` list tells it from others (sql.request_key, memoised
+per process: one dict lookup on a statement's first run in the request, and on every run of a listed one), hashes
+the SQL with its parameters (exact duplicates; the hashes stay in memory, on the probe) and, when a statement
+reaches the N+1 threshold (transaction control never does) or is slow, asks callsite.py where it came from.
+Templates are made later, once per request, by ``summarise`` in the flusher thread.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 from ..naming import class_name
 from .callsite import locate
+from .events import EMPTY, MAX_EVENTS, mark_duplicate
 from .snapshot import add_into
-from .sql import template_of
+from .sql import CONTROL, _keys, kind_of, request_key, template_of
 
 #: ``connection.vendor`` per alias, noted when the wrapper is installed: how the flusher reads literals.
 vendors: dict[str, str] = {}
@@ -55,6 +58,8 @@ class Probe:
         "cache_depth",
         "connection",
         "counts",
+        "cut",
+        "duplicates",
         "error_reference",
         "exception_class",
         "extras",
@@ -62,13 +67,17 @@ class Probe:
         "http",
         "others",
         "queue_stamp",
+        "renders",
         "request",
         "seen",
         "sites",
         "slow_ns",
         "start_ns",
+        "template_depth",
         "threshold",
+        "timeline",
         "times",
+        "user_kind",
         "view",
     )
 
@@ -77,7 +86,9 @@ class Probe:
     counts: Counts
     times: Counts
 
-    def __init__(self, start_ns: int, threshold: int = 5, slow_ms: float = 100.0, request: Any = None) -> None:
+    def __init__(
+        self, start_ns: int, threshold: int = 5, slow_ms: float = 100.0, request: Any = None, timeline: bool = True
+    ) -> None:
         self.start_ns = start_ns
         self.active = True
         self.exception_class: str | None = None
@@ -105,6 +116,17 @@ class Probe:
         self.cache: Calls | None = None
         self.cache_depth = 0
         self.http: Calls | None = None
+        #: What the request did, in order (samples.py): one append per statement, cache call, HTTP call and
+        #: template render, up to samples.MAX_EVENTS; None when slowest-request samples are off or it was dropped.
+        self.timeline: list[tuple[Any, ...]] | None = EMPTY if timeline else None
+        #: Start (ns) of the statements that repeated an earlier one exactly; events past the cap, per kind.
+        self.duplicates: set[int] | None = None
+        self.cut: dict[str, int] | None = None
+        #: Template renders in progress; per outermost template, [renders, ns, SQL ns inside] (templates.py).
+        self.template_depth = 0
+        self.renders: dict[str, list[int]] | None = None
+        #: "anonymous", "authenticated", "staff" or "unknown", set only when the request may become a sample.
+        self.user_kind: str | None = None
 
     def end(self) -> None:
         """The request or work is over: nothing more is counted, and what only mattered while it ran is let go."""
@@ -161,7 +183,9 @@ class Probe:
         self, max_sql: int = 16000
     ) -> tuple[dict[str, list[int]], dict[tuple[str, str], list[int]], dict[tuple[str, str], list[Any]]]:
         """Per alias ``{alias: [count, ns]}``, per (vendor, SQL template) ``{(vendor, sql): [count, ns]}``, and
-        per template the extras ``[duplicates, slow runs, slowest ns, call site, hint]`` (only where any).
+        per template the extras ``[duplicates, slow runs, slowest ns, N+1 call site, hint, slow-query call site]``
+        (only where any; a site found at the threshold crossing is the N+1's, one found after a slow run the slow
+        query's, both when both; transaction control has no duplicates).
 
         Once per request, in the flusher thread. Templates are raw (literals are stripped by the flusher),
         cut at ``max_sql`` characters: a literal cut off there still strips, as it runs to the end.
@@ -200,16 +224,24 @@ class Probe:
             memo = per_alias.setdefault(alias, {})
             template = memo.get(sql) or _template(memo, vendors.get(alias, ""), sql, max_sql)
             dups, slow, slowest = probe_extras.get(key, (0, 0, 0))
+            if dups and kind_of(template[1]) is CONTROL:
+                dups = 0  # BEGIN after BEGIN is no cache that is missing
             site, hint = sites.get(key, (None, None))
+            n1_site = None
+            if site is not None:  # found at the threshold crossing, or only after a slow run?
+                counts = self.counts if alias == self.alias else (self.others or {}).get(alias, ({},))[0]
+                n1_site = site if counts.get(sql, 0) >= self.threshold else None
+            slow_site = site if slow else None
             extra = extras.get(template)
             if extra is None:
-                extras[template] = [dups, slow, slowest, site, hint]
+                extras[template] = [dups, slow, slowest, n1_site, hint, slow_site]
             else:
                 extra[0] += dups
                 extra[1] += slow
                 extra[2] = max(extra[2], slowest)
-                extra[3] = extra[3] or site
+                extra[3] = extra[3] or n1_site
                 extra[4] = extra[4] or hint
+                extra[5] = extra[5] or slow_site
         return aliases, templates, extras
 
     def totals(self) -> tuple[int, int, int, int, int, int]:
@@ -268,15 +300,29 @@ def sql_wrapper(  # noqa: C901 - the per-query hot path, inlined on purpose (ben
             times = probe.times
         else:
             counts, times = probe.tables(connection)
+        timeline = probe.timeline
+        if timeline is not None:  # the request's order, for samples.py
+            if timeline is EMPTY:
+                timeline = probe.timeline = []
+            if len(timeline) < MAX_EVENTS:
+                timeline.append((start, elapsed, sql, counts))
         statement: Any = sql
         count = counts.get(statement)
-        if count is None and len(counts) >= MAX_DISTINCT_SQL:
-            statement = OTHER_SQL
-            count = counts.get(statement)
+        if count is None:
+            # Not yet counted as run: its key may be its template (a list's length is all that differs).
+            key = _keys.get(sql)
+            if key is None:
+                key = request_key(sql)
+            if key:
+                statement = key
+                count = counts.get(statement)
+            if count is None and len(counts) >= MAX_DISTINCT_SQL:
+                statement = OTHER_SQL
+                count = counts.get(statement)
         if count is None:
             counts[statement] = 1
             times[statement] = elapsed
-            if not many and statement is not OTHER_SQL and counts is probe.counts:
+            if not many and statement is sql and counts is probe.counts:
                 # Most statements run once a request: their parameters are hashed only if they run again
                 # (the first alias's statements: ``first`` is keyed by SQL alone; other aliases hash at once).
                 first = probe.first
@@ -289,7 +335,8 @@ def sql_wrapper(  # noqa: C901 - the per-query hot path, inlined on purpose (ben
             count += 1
             counts[statement] = count
             times[statement] += elapsed
-            if count == probe.threshold and statement is not OTHER_SQL:  # the overflow bucket has no one site
+            # The overflow bucket has no one site; transaction control is never an N+1.
+            if count == probe.threshold and statement is not OTHER_SQL and kind_of(statement) is not CONTROL:
                 locate(probe, (connection.alias, statement), sys._getframe(1))
         if not many and params is not _FIRST_RUN:
             # Exact duplicates: the hashes of (SQL, parameters), only in memory. The SQL's hash is cached.
@@ -309,6 +356,8 @@ def sql_wrapper(  # noqa: C901 - the per-query hot path, inlined on purpose (ben
             else:
                 if fingerprint in seen:
                     probe.extra(connection.alias, statement)[0] += 1
+                    if timeline is not None:
+                        mark_duplicate(probe, start)
                 else:
                     seen[fingerprint] = None
         if elapsed >= probe.slow_ns:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import json
 import math
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -29,10 +30,13 @@ from .rollup import Decoded, RollupMerge, parse_rollup, split_rollup
 from .sites import describe as describe_site
 from .sites import describe_hint
 from .snapshot import ViewTotals, add_series, cap_views, merge_into, section, section_header
+from .sql import CONTROL, WRITE, kind_of, write_hint
 
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
 #: Processes one read asks memcached about (a forged index could list millions); the rest are skipped.
 MAX_PROCESSES_PER_READ = 2000
+#: Percentiles resting on fewer requests than this are shown with their count (nearest rank: p95 of 3 is the max).
+FEW_SAMPLES = 20
 
 
 def _ms(us: float) -> float:
@@ -67,6 +71,8 @@ def _view_dict(name: str, m: ViewTotals, top: int, bucket_seconds: int, series: 
             "p95": _ms(min(p95, m.lat_max)),
             "p99": _ms(min(p99, m.lat_max)),
             "max": _ms(m.lat_max),
+            # What the percentiles rest on: below FEW_SAMPLES, pages say so beside them.
+            "samples": sum(m.hist),
         },
         "queries": {"total": m.queries, "mean": round(m.queries / requests, 2), "max": m.queries_max},
         "db_time_ms": _ms(m.db_us),
@@ -113,55 +119,136 @@ def _cache_entry(calls: int, time_us: float, hits: int, misses: int) -> dict[str
     return {"calls": calls, "time_ms": _ms(time_us), "hits": hits, "misses": misses, "hit_rate": hit_rate}
 
 
+#: Findings listed per kind and view (N+1 suspects, writes per row, slow queries, duplicates); past it the
+#: document says how many more (``…_more``). Every one the merge kept is listed below it.
+MAX_LISTED = 50
+_TABLE = re.compile(
+    r'^\s*(?:INSERT\s+(?:IGNORE\s+)?INTO|REPLACE\s+INTO|UPDATE|DELETE\s+FROM)\s+[`"\[]?(\w+)', re.IGNORECASE
+)
+_WRITE_FIXES = {
+    "bulk_create": "bulk_create(objs)",
+    "bulk_update": "bulk_update(objs, fields)",
+    "delete": "filter(pk__in=…).delete()",
+}
+_models_by_table: dict[str, str] | None = None
+
+
+def _model_of(sql: str) -> str | None:
+    """The model whose table a write goes to (read from the app registry once), or None."""
+    global _models_by_table
+    match = _TABLE.match(sql)
+    if match is None:
+        return None
+    if _models_by_table is None:
+        try:
+            from django.apps import apps
+
+            _models_by_table = {model._meta.db_table: model.__name__ for model in apps.get_models()}
+        except Exception:  # noqa: BLE001 - no registry (a tool outside Django): no model named
+            _models_by_table = {}
+    return _models_by_table.get(match.group(1))
+
+
+def _listed(rows: list[dict[str, Any]], key: str, document: dict[str, Any]) -> list[dict[str, Any]]:
+    """The first MAX_LISTED of ``rows``; how many more there are in ``document[key + "_more"]``."""
+    document[f"{key}_more"] = max(len(rows) - MAX_LISTED, 0)
+    return rows[:MAX_LISTED]
+
+
 def findings(m: ViewTotals, top: int) -> dict[str, Any]:
-    """Where the time went beyond the view's own code: N+1 suspects and slow SQL with their call sites,
-    exact duplicates, cache calls per alias, outgoing HTTP per origin (docs/dashboard.md, "JSON")."""
-    if not (m.extras or m.cache or m.http) and not any(entry[2] for entry in m.templates.values()):
+    """Where the time went beyond the view's own code: read N+1 suspects, writes per row and slow SQL with their
+    call sites, exact duplicates, cache calls per alias, outgoing HTTP per origin (docs/dashboard.md, "JSON").
+
+    The totals (``n_plus_one_runs``, ``duplicates``, ``writes_per_row``…) are counted per request apart from the
+    templates each process keeps, so they are exact through the merge; the lists hold every finding the merge
+    kept (up to MAX_LISTED, then ``…_more``), and ``…_unlisted_runs`` says how many runs fell outside them."""
+    if not (
+        m.extras or m.cache or m.http or m.comments or m.duplicates or m.n1_runs or m.writes or m.renders
+    ) and not any(entry[2] for entry in m.templates.values()):
         return _no_findings()  # most views: the same answer, without sorting and summing empty tables
-    empty: list[Any] = [0, 0, 0, {}]
-    suspects = [
-        {
+    empty: list[Any] = [0, 0, 0, {}, {}]
+    document: dict[str, Any] = {}
+    reads: list[dict[str, Any]] = []
+    writes: list[dict[str, Any]] = []
+    for sql, (count, time_us, n1) in m.ranked_templates():
+        if not n1:
+            break  # suspects rank first
+        kind = kind_of(sql)
+        if kind is CONTROL:
+            continue
+        found = {
             "sql": sql,
             "count": count,
             "time_ms": _ms(time_us),
             "requests": n1,
             "call_sites": _sites(m.extras.get(sql, empty)[3]),
         }
-        for sql, (count, time_us, n1) in m.ranked_templates()
-        if n1
-    ][:top]
+        if kind is WRITE:
+            fix = write_hint(sql)
+            found.update(hint=_WRITE_FIXES.get(fix or ""), hint_model=_model_of(sql))
+            writes.append(found)
+        else:
+            reads.append(found)
     extras = sorted(m.extras.items(), key=lambda item: (item[1][1], item[1][2]), reverse=True)
     slow = [
-        {"sql": sql, "slow": s, "max_ms": _ms(slowest), "call_sites": _sites(sites)}
-        for sql, (_dups, s, slowest, sites) in extras
+        {"sql": sql, "slow": s, "max_ms": _ms(slowest), "call_sites": _sites(slow_sites)}
+        for sql, (_dups, s, slowest, _sites_n1, slow_sites) in extras
         if s
-    ][:top]
+    ]
     duplicates = [
         {"sql": sql, "duplicates": dups, "count": m.templates.get(sql, [0])[0]}
         for sql, (dups, *_rest) in sorted(m.extras.items(), key=lambda item: item[1][0], reverse=True)
         if dups
-    ][:top]
+    ]
     cache_totals = [sum(entry[i] for entry in m.cache.values()) for i in range(4)]
     http_totals = [sum(entry[i] for entry in m.http.values()) for i in range(3)]
     hosts = sorted(m.http.items(), key=lambda item: item[1][1], reverse=True)
+    document["n_plus_one_suspects"] = _listed(reads, "n_plus_one_suspects", document)
+    document.update(
+        n_plus_one_runs=m.n1_runs,
+        n_plus_one_queries=m.n1_queries,
+        n_plus_one_unlisted_runs=max(m.n1_runs - sum(found["requests"] for found in reads), 0),
+    )
+    document["writes_per_row"] = m.writes
+    document["writes_per_row_runs"] = m.write_runs
+    document["writes_per_row_queries"] = m.write_queries
+    document["write_suspects"] = _listed(writes, "write_suspects", document)
+    document["write_unlisted_runs"] = max(m.write_runs - sum(found["requests"] for found in writes), 0)
+    document["slow_queries"] = _listed(slow, "slow_queries", document)
+    document["duplicate_queries"] = _listed(duplicates, "duplicate_queries", document)
+    document["duplicates"] = m.duplicates
+    document["sql_comments"] = m.comments
+    document["cache"] = {
+        **_cache_entry(*cache_totals),
+        "aliases": {alias: _cache_entry(*entry) for alias, entry in sorted(m.cache.items())},
+    }
+    document["http"] = {
+        "calls": http_totals[0],
+        "time_ms": _ms(http_totals[1]),
+        "errors": http_totals[2],
+        "origins": [
+            {"origin": where, "calls": n, "time_ms": _ms(us), "errors": errors, "max_ms": _ms(mx)}
+            for where, (n, us, errors, mx) in hosts
+        ],
+    }
+    document["templates"] = template_time(m)
+    return document
+
+
+def template_time(m: ViewTotals) -> dict[str, Any]:
+    """Time in the outermost Django and Jinja2 renders (SQL run inside them apart), and per template, heaviest first."""
+    ranked = sorted(m.renders.items(), key=lambda item: item[1][1], reverse=True)
+    total_us = sum(entry[1] for entry in m.renders.values())
+    sql_us = sum(entry[2] for entry in m.renders.values())
     return {
-        "n_plus_one_suspects": suspects,
-        "slow_queries": slow,
-        "duplicate_queries": duplicates,
-        "duplicates": sum(entry[0] for entry in m.extras.values()),
-        "cache": {
-            **_cache_entry(*cache_totals),
-            "aliases": {alias: _cache_entry(*entry) for alias, entry in sorted(m.cache.items())},
-        },
-        "http": {
-            "calls": http_totals[0],
-            "time_ms": _ms(http_totals[1]),
-            "errors": http_totals[2],
-            "origins": [
-                {"origin": where, "calls": n, "time_ms": _ms(us), "errors": errors, "max_ms": _ms(mx)}
-                for where, (n, us, errors, mx) in hosts
-            ],
-        },
+        "time_ms": _ms(total_us),
+        "sql_ms": _ms(sql_us),
+        "mean_ms": _ms(total_us / m.requests) if m.requests else 0.0,
+        "renders": sum(entry[0] for entry in m.renders.values()),
+        "names": [
+            {"name": name, "renders": n, "time_ms": _ms(us), "sql_ms": _ms(sql), "per_render_ms": _ms(us / max(n, 1))}
+            for name, (n, us, sql) in ranked
+        ],
     }
 
 
@@ -169,11 +256,25 @@ def _no_findings() -> dict[str, Any]:
     """What :func:`findings` says of a view without N+1 suspects, duplicates, slow SQL, cache or HTTP calls."""
     return {
         "n_plus_one_suspects": [],
+        "n_plus_one_suspects_more": 0,
+        "n_plus_one_runs": 0,
+        "n_plus_one_queries": 0,
+        "n_plus_one_unlisted_runs": 0,
+        "writes_per_row": 0,
+        "writes_per_row_runs": 0,
+        "writes_per_row_queries": 0,
+        "write_suspects": [],
+        "write_suspects_more": 0,
+        "write_unlisted_runs": 0,
         "slow_queries": [],
+        "slow_queries_more": 0,
         "duplicate_queries": [],
+        "duplicate_queries_more": 0,
         "duplicates": 0,
+        "sql_comments": 0,
         "cache": {**_cache_entry(0, 0, 0, 0), "aliases": {}},
         "http": {"calls": 0, "time_ms": 0.0, "errors": 0, "origins": []},
+        "templates": {"time_ms": 0.0, "sql_ms": 0.0, "mean_ms": 0.0, "renders": 0, "names": []},
     }
 
 

@@ -1,6 +1,6 @@
 """A process's window roll-up on the wire, and the reader's merge of many of them in C-level steps.
 
-A stored roll-up (schema 3) is ``b"R"``, the length of its main part (4 bytes), the main part, then the
+A stored roll-up (schema 4) is ``b"R"``, the length of its main part (4 bytes), the main part, then the
 current bucket's series points, each packed on its own (memcached.pack_bytes): a full read inflates and
 parses only the main part, a chart's read the points too. The main part, each piece after its length
 where it has one:
@@ -8,7 +8,8 @@ where it has one:
 - ``meta`` JSON (:class:`Rollup`): as_of, buckets, fin, ``dims`` and the sparse exceptions and findings;
 - ``layout`` JSON (:class:`Layout`): which views and rows the numbers belong to: view names (sorted) and
   routes, and the tables keyed by (view, string): methods, SQL templates, aliases;
-- the summed numbers, int64, as records: per view ``n e s0 s1 s2 s3 qn db n1 lsum``, then per row of each
+- the summed numbers, int64, as records: per view ``n e s0 s1 s2 s3 qn db n1 lsum`` and the findings' totals
+  (snapshot.TOTALS: ``n1s n1q dup w1 w1s w1q cm``), then per row of each
   table its values (``mc``; ``qc qt q1``; ``ac au``); the maxima, int64: ``qmax`` of every view, then
   ``lmax``; latencies in tenths of µs;
 - the histogram slices' offsets and lengths (int32) and their counts (histogram.pack_columns, narrowed to
@@ -36,12 +37,12 @@ from typing import Any, NotRequired, TypedDict, cast
 
 from ..memcached import MAX_UNPACKED_BYTES, dumps, inflate, pack_bytes
 from . import histogram
-from .snapshot import ViewSnapshot, ViewTotals, add_into
+from .snapshot import TOTALS, ViewSnapshot, ViewTotals, add_into
 
 #: First byte of a roll-up value (memcached.pack uses "j" and "z", snapshot.encode_sections "S").
 ROLLUP = b"R"
 #: Per-view summed numbers, in stored order (``lsum`` in tenths of µs).
-SUMMED = ("n", "e", "s0", "s1", "s2", "s3", "qn", "db", "n1", "lsum")
+SUMMED = ("n", "e", "s0", "s1", "s2", "s3", "qn", "db", "n1", "lsum", *(field for field, _slot in TOTALS))
 #: Per-view maxima (``lmax`` in tenths of µs).
 MAXIMA = ("qmax", "lmax")
 
@@ -83,7 +84,7 @@ class Rollup(TypedDict):
     """``<prefix>:roll:<process>``'s JSON: ``as_of`` the bucket it was written in, ``at`` the unix time,
     ``fin`` which finished-bucket series (snapshot.SeriesHeader) goes with it, ``dims`` the number of views
     and of rows per table, ``hw`` the bytes per histogram count (histogram.narrow); ``x`` (exceptions) and
-    ``fx`` (findings ``{"qx", "c", "o", "qt"}``) are sparse, keyed by view index as a string, in row form. The
+    ``fx`` (findings ``{"qx", "c", "o", "qt", "t"}``) are sparse, keyed by view index as a string, in row form. The
     current bucket's series points ``[view name, bucket, requests, errors, histogram slice]`` follow in the
     value's second part."""
 
@@ -150,9 +151,9 @@ def encode_rollup(meta: Rollup, views: dict[str, ViewSnapshot], current: list[li
     if exceptions:
         doc["x"] = exceptions
     findings: dict[str, dict[str, Any]] = {
-        str(i): {name: row[name] for name in ("qx", "c", "o", "qt") if name in row}
+        str(i): {name: row[name] for name in ("qx", "c", "o", "qt", "t") if name in row}
         for i, row in enumerate(rows)
-        if "qx" in row or "c" in row or "o" in row or "qt" in row
+        if "qx" in row or "c" in row or "o" in row or "qt" in row or "t" in row
     }
     if findings:
         doc["fx"] = findings
@@ -161,7 +162,7 @@ def encode_rollup(meta: Rollup, views: dict[str, ViewSnapshot], current: list[li
         for row in rows
         for value in (
             row["n"], row.get("e", 0), *row["s"], row.get("qn", 0), row.get("db", 0), row.get("n1", 0),
-            _tenths(row["lsum"]),
+            _tenths(row["lsum"]), *(int(cast(dict[str, Any], row).get(field, 0)) for field, _slot in TOTALS),
         )
     ]  # fmt: skip
     for table in TABLES:  # a record per row, its values side by side
@@ -585,7 +586,7 @@ class RollupMerge:
                 t = merged[name] = ViewTotals(self.routes[slot])
             totals.append(t)
             t.route = t.route or self.routes[slot]
-            n, e, s0, s1, s2, s3, qn, db, n1, lsum = _unpacked("Q", sums[slot].to_bytes(width, "little"))
+            n, e, s0, s1, s2, s3, qn, db, n1, lsum, *totals_ = _unpacked("Q", sums[slot].to_bytes(width, "little"))
             t.requests += n
             t.errors += e
             status = t.status
@@ -599,6 +600,8 @@ class RollupMerge:
             t.queries_max = max(t.queries_max, maxima["qmax"][slot])
             t.db_us += db
             t.n_plus_one += n1
+            for (_field, name), value in zip(TOTALS, totals_, strict=True):
+                setattr(t, name, getattr(t, name) + value)
             if self.wide[slot]:
                 t.wide += self.wide[slot] << (32 * self.base[slot])
         methods, templates, aliases = self.tables

@@ -4,13 +4,17 @@ The aggregator counts requests into a ViewTotals per view and bucket and encodes
 flusher rewrites its SQL and sums buckets into the roll-up here; the reader merges every process's
 snapshots here. Snapshot fields, per view:
 ``route, n (requests), e (errors), s ([2xx, 3xx, 4xx, 5xx]), lsum/lmax (latency µs), h (histogram
-slice, see histogram.py), m (methods), qn/qmax (queries), db (µs), n1 (N+1 requests), q ([[sql, count, µs, n1], ...];
-a bucket written by the aggregator adds the vendor: [raw sql, count, µs, n1, vendor], which the flusher strips),
-a ({alias: [count, µs]}), x ({exception class: [count, last reference, last time]}),
-qx ([[sql, exact duplicates, slow runs, slowest µs, [[call site, requests, hint], ...]], ...]: the templates
-that had any; vendor appended in an aggregator's bucket, like q), c ({cache alias: [calls, µs, hits, misses]}),
-o ({origin: [outgoing HTTP calls, µs, errors, slowest µs]}), qt (request queue time, queue.py:
-[stamped requests, µs, largest µs, ignored stamps, histogram slice])``.
+slice, see histogram.py), m (methods), qn/qmax (queries), db (µs), n1 (requests with a read N+1), q ([[sql, count,
+µs, n1], ...], n1 the requests in which the template repeated, a read or a write; a bucket written by the aggregator
+adds the vendor: [raw sql, count, µs, n1, vendor], which the flusher strips), a ({alias: [count, µs]}), x ({exception
+class: [count, last reference, last time]}), qx ([[sql, exact duplicates, slow runs, slowest µs, [[N+1 call site,
+requests, hint], ...], [[slow-query call site, requests, hint], ...]], ...]: the templates that had any; vendor
+appended in an aggregator's bucket, like q), c ({cache alias: [calls, µs, hits, misses]}), o ({origin: [outgoing
+HTTP calls, µs, errors, slowest µs]}), qt (request queue time, queue.py: [stamped requests, µs, largest µs,
+ignored stamps, histogram slice])``; and the view's totals of its findings, counted per request apart from the
+templates kept (so they stay exact through the merge), each only when not zero: n1s/n1q (read N+1s: one per request
+and repeated template / the statements they ran), dup (exact duplicates), w1/w1s/w1q (writes per row: requests /
+one per request and repeated template / statements), cm (statement runs whose SQL comments were removed).
 
 A process's roll-up holds the same numbers *columnar* (rollup.py); its per-view series live in a second,
 sectioned value (:func:`encode_sections`) from which a one-view read parses that view's section only.
@@ -27,6 +31,16 @@ from typing import Any, NotRequired, TypedDict
 from ..memcached import MAX_UNPACKED_BYTES, MAX_VALUE_BYTES, dumps, inflate, pack
 from . import histogram, queue
 
+#: The view totals counted apart from the templates (see above), in stored order: (snapshot field, ViewTotals slot).
+TOTALS = (
+    ("n1s", "n1_runs"),
+    ("n1q", "n1_queries"),
+    ("dup", "duplicates"),
+    ("w1", "writes"),
+    ("w1s", "write_runs"),
+    ("w1q", "write_queries"),
+    ("cm", "comments"),
+)
 #: Every stored number is below this (a reader refuses others): sums of 2000 processes fit 64-bit lanes.
 NUMBER_LIMIT = 1 << 48
 #: Latest unix time a stored entry may carry (the year 9999): a later one cannot be shown as a date.
@@ -78,10 +92,12 @@ def _entries(value: Any) -> Iterable[tuple[str, Any]]:
 #: What each rare part of a stored view holds, checked before anything of it is added (issue 17: a forged value
 #: with a string count or a time of Infinity made every reader raise). The frequent parts have checks of their
 #: own below, written out: a reader checks thousands of them.
-QX_ROW = (_is_text, is_count, is_count, is_amount, _is_list)  # [sql, duplicates, slow runs, slowest µs, sites]
+# [sql, duplicates, slow runs, slowest µs, N+1 call sites, slow-query call sites]
+QX_ROW = (_is_text, is_count, is_count, is_amount, _is_list, _is_list)
 SITE_ROW = (_is_text, is_count, _is_hint)  # [call site, requests, hint]
 C_ENTRY = (is_count, is_amount, is_count, is_count)  # cache alias: [calls, µs, hits, misses]
 O_ENTRY = (is_count, is_amount, is_count, is_amount)  # origin: [calls, µs, errors, slowest µs]
+T_ENTRY = (is_count, is_amount, is_amount)  # outermost template: [renders, µs, SQL µs inside]
 _NUMBERS = (int, float)  # ``type(x) in _NUMBERS``: never a bool
 _LIMIT = NUMBER_LIMIT
 
@@ -149,6 +165,9 @@ def point_ok(row: Any) -> bool:
 MAX_SITES = 3
 MAX_ORIGINS = 20
 OTHER_ORIGIN = "(other hosts)"
+#: Outermost templates kept per request and per view (by name); the rest are counted under OTHER_TEMPLATES.
+MAX_TEMPLATES = 20
+OTHER_TEMPLATES = "(other templates)"
 
 
 class ViewSnapshot(TypedDict, total=False):
@@ -170,9 +189,18 @@ class ViewSnapshot(TypedDict, total=False):
     a: dict[str, list[int]]
     x: dict[str, list[Any]]
     qx: list[list[Any]]
+    n1s: int
+    n1q: int
+    dup: int
+    w1: int
+    w1s: int
+    w1q: int
+    cm: int
     c: dict[str, list[int]]
     o: dict[str, list[int]]
     qt: list[Any]
+    #: outermost template -> [renders, µs, SQL µs inside]
+    t: dict[str, list[int]]
 
 
 class BucketSnapshot(TypedDict):
@@ -209,6 +237,17 @@ def add_into(table: dict[Any, list[Any]], key: Any, values: list[Any]) -> None:
             entry[i] += value
 
 
+def _add_sites(known: dict[str, list[Any]], rows: Any) -> None:
+    """Add ``[[site, requests, hint], ...]`` to a template's ``{site: [requests, hint]}``."""
+    for site, count, hint in rows:
+        found = known.get(site)
+        if found is None:
+            known[str(site)] = [count, hint or None]
+        else:
+            found[0] += count
+            found[1] = found[1] or hint or None
+
+
 class ViewTotals:
     """One view's numbers: counted per request by the aggregator, summed over snapshots by flusher and reader.
 
@@ -219,7 +258,9 @@ class ViewTotals:
     __slots__ = (
         "aliases",
         "cache",
+        "comments",
         "db_us",
+        "duplicates",
         "errors",
         "exceptions",
         "extras",
@@ -228,16 +269,22 @@ class ViewTotals:
         "lat_max",
         "lat_sum",
         "methods",
+        "n1_queries",
+        "n1_runs",
         "n_plus_one",
         "queries",
         "queries_max",
         "queue",
+        "renders",
         "requests",
         "route",
         "series",
         "status",
         "templates",
         "wide",
+        "write_queries",
+        "write_runs",
+        "writes",
     )
 
     def __init__(self, route: str = "") -> None:
@@ -254,6 +301,14 @@ class ViewTotals:
         self.queries_max = 0
         self.db_us: float = 0
         self.n_plus_one = 0
+        # Totals of the findings, counted per request apart from the templates kept (TOTALS).
+        self.n1_runs = 0
+        self.n1_queries = 0
+        self.duplicates = 0
+        self.writes = 0
+        self.write_runs = 0
+        self.write_queries = 0
+        self.comments = 0
         self.methods: dict[str, int] = {}
         # sql (or (vendor, raw sql)) -> [count, µs, N+1 requests]
         self.templates: dict[Any, list[Any]] = {}
@@ -263,7 +318,8 @@ class ViewTotals:
         self.exceptions: dict[str, list[Any]] = {}
         # bucket -> [requests, errors, [packed histogram slices]]; merged only when a chart asks for it
         self.series: dict[int, list[Any]] = {}
-        # sql (as in templates) -> [exact duplicates, slow runs, slowest µs, {call site: [requests, hint]}]
+        # sql (as in templates) -> [exact duplicates, slow runs, slowest µs, {N+1 call site: [requests, hint]},
+        # {slow-query call site: [requests, hint]}]: a site's requests never exceed its own finding's
         self.extras: dict[Any, list[Any]] = {}
         # cache alias -> [calls, µs, hits, misses]
         self.cache: dict[str, list[Any]] = {}
@@ -271,6 +327,8 @@ class ViewTotals:
         self.http: dict[str, list[Any]] = {}
         # request queue time (queue.py), None until a request of this view carried a stamp
         self.queue: list[Any] | None = None
+        # outermost template -> [renders, µs, SQL µs inside] (templates.py)
+        self.renders: dict[str, list[Any]] = {}
 
     def add(self, snap: Any, bucket: int | None = None) -> int:
         """Add one snapshot of this view; ``bucket`` also records it in the per-bucket series. Returns how many
@@ -343,9 +401,16 @@ class ViewTotals:
                     entry[1] += values[1]
         if "n1" in snap:
             self.n_plus_one += snap["n1"]
+        for field, slot in TOTALS:  # the findings' totals: rare, each checked like a count
+            if field in snap:
+                value = snap[field]
+                if type(value) is int and 0 <= value < _LIMIT:
+                    setattr(self, slot, getattr(self, slot) + value)
+                else:
+                    skipped += 1
         if "x" in snap:
             skipped += self.add_exceptions(snap["x"])
-        if "qx" in snap or "c" in snap or "o" in snap or "qt" in snap:
+        if "qx" in snap or "c" in snap or "o" in snap or "qt" in snap or "t" in snap:
             skipped += self.add_findings(snap)
         if bucket is not None:
             point = self.series.get(bucket)
@@ -396,8 +461,9 @@ class ViewTotals:
             self.wide = 0
 
     def add_findings(self, snap: Any) -> int:
-        """Add a snapshot's (or a roll-up column's) ``qx``, ``c``, ``o`` and ``qt``: call sites, duplicates, cache,
-        HTTP, queue time. Returns how many entries were left out as malformed (nothing of them is added)."""
+        """Add a snapshot's (or a roll-up column's) ``qx``, ``c``, ``o``, ``qt`` and ``t``: call sites,
+        duplicates, cache, HTTP, queue time, template time. Returns how many entries were left out as malformed
+        (nothing of them is added)."""
         if type(snap) is not dict:
             return 1
         skipped = 0
@@ -406,8 +472,9 @@ class ViewTotals:
                 skipped += 1
                 continue
             sites = [site for site in row[4] if _row_ok(site, SITE_ROW)]
-            skipped += len(row[4]) - len(sites)
-            self.add_extras(row[0], row[1], row[2], row[3], sites)
+            slow_sites = [site for site in row[5] if _row_ok(site, SITE_ROW)]
+            skipped += len(row[4]) - len(sites) + len(row[5]) - len(slow_sites)
+            self.add_extras(row[0], row[1], row[2], row[3], sites, slow_sites)
         for alias, values in _entries(snap.get("c", {})):
             if _row_ok(values, C_ENTRY):
                 add_into(self.cache, alias, values)
@@ -419,35 +486,47 @@ class ViewTotals:
             else:
                 skipped += 1
         if "qt" in snap:
-            entry = queue.new()
-            try:
-                queue.add_wire(entry, snap["qt"])  # whole or not at all: a malformed value raises before it counts
-            except (TypeError, ValueError, OverflowError):
-                skipped += 1
+            skipped += self.add_queue_wire(snap["qt"])
+        for name, values in _entries(snap.get("t", {})):
+            if _row_ok(values, T_ENTRY):
+                self.add_render(name, list(values))
             else:
-                if self.queue is None:
-                    self.queue = entry
-                else:
-                    queue.merge(self.queue, entry)
+                skipped += 1
         return skipped
 
-    def add_extras(self, sql: Any, dups: int, slow: int, slowest: float, sites: Any) -> None:
-        """Add one template's duplicates, slow runs and call sites (``[[site, requests, hint], ...]``)."""
+    def add_queue_wire(self, wire: Any) -> int:
+        """Add a stored queue-time entry (queue.py), whole or not at all; 1 when it was malformed, else 0."""
+        entry = queue.new()
+        try:
+            queue.add_wire(entry, wire)  # a malformed value raises before anything counts
+        except (TypeError, ValueError, OverflowError):
+            return 1
+        if self.queue is None:
+            self.queue = entry
+        else:
+            queue.merge(self.queue, entry)
+        return 0
+
+    def add_render(self, name: str, values: list[Any]) -> None:
+        """Add ``[renders, µs, SQL µs]`` to one outermost template (past MAX_TEMPLATES, to OTHER_TEMPLATES)."""
+        if name not in self.renders and len(self.renders) >= MAX_TEMPLATES:
+            name = OTHER_TEMPLATES
+        add_into(self.renders, name, values)
+
+    def add_extras(self, sql: Any, dups: int, slow: int, slowest: float, sites: Any, slow_sites: Any = ()) -> None:
+        """Add one template's duplicates, slow runs and call sites (``[[site, requests, hint], ...]``: those found at
+        its N+1 threshold crossings, and those found after its slow runs, kept apart)."""
         entry = self.extras.get(sql)
         if entry is None:
-            entry = self.extras[sql] = [0, 0, 0, {}]
+            entry = self.extras[sql] = [0, 0, 0, {}, {}]
         entry[0] += dups
         entry[1] += slow
         if slowest > entry[2]:
             entry[2] = slowest
-        known = entry[3]
-        for site, count, hint in sites:
-            found = known.get(site)
-            if found is None:
-                known[str(site)] = [count, hint or None]
-            else:
-                found[0] += count
-                found[1] = found[1] or hint or None
+        if sites:
+            _add_sites(entry[3], sites)
+        if slow_sites:
+            _add_sites(entry[4], slow_sites)
 
     def add_http(self, where: str, values: list[Any]) -> None:
         """Add ``[calls, µs, errors, slowest µs]`` to one origin (past MAX_ORIGINS, to OTHER_ORIGIN)."""
@@ -469,14 +548,19 @@ class ViewTotals:
         def rank(item: tuple[Any, list[Any]]) -> tuple[int, int, int]:
             return sum(count for count, _hint in item[1][3].values()), item[1][1], item[1][0]
 
+        def top(sites: dict[str, list[Any]]) -> list[list[Any]]:
+            ranked = sorted(sites.items(), key=lambda site: site[1][0], reverse=True)[:MAX_SITES]
+            return [[site, count, hint] for site, (count, hint) in ranked]
+
         rows = []
-        for sql, (dups, slow, slowest, sites) in sorted(self.extras.items(), key=rank, reverse=True)[:max_queries]:
-            top = sorted(sites.items(), key=lambda site: site[1][0], reverse=True)[:MAX_SITES]
-            site_rows = [[site, count, hint] for site, (count, hint) in top]
+        for sql, (dups, slow, slowest, sites, slow_sites) in sorted(self.extras.items(), key=rank, reverse=True)[
+            :max_queries
+        ]:
+            row = [sql, dups, slow, int(slowest), top(sites), top(slow_sites)]
             if type(sql) is tuple:
-                rows.append([sql[1], dups, slow, int(slowest), site_rows, sql[0]])
-            else:
-                rows.append([sql, dups, slow, int(slowest), site_rows])
+                row[0] = sql[1]
+                row.append(sql[0])
+            rows.append(row)
         return rows
 
     def absorb(self, other: ViewTotals) -> None:
@@ -493,6 +577,8 @@ class ViewTotals:
         self.queries_max = max(self.queries_max, other.queries_max)
         self.db_us += other.db_us
         self.n_plus_one += other.n_plus_one
+        for _field, slot in TOTALS:
+            setattr(self, slot, getattr(self, slot) + getattr(other, slot))
         for method, count in other.methods.items():
             self.methods[method] = self.methods.get(method, 0) + count
         for sql, counts in other.templates.items():
@@ -500,8 +586,15 @@ class ViewTotals:
         for alias, counts in other.aliases.items():
             add_into(self.aliases, alias, counts)
         self._add_exceptions(other.exceptions.items())
-        for sql, (dups, slow, slowest, sites) in other.extras.items():
-            self.add_extras(sql, dups, slow, slowest, [[site, count, hint] for site, (count, hint) in sites.items()])
+        for sql, (dups, slow, slowest, sites, slow_sites) in other.extras.items():
+            self.add_extras(
+                sql,
+                dups,
+                slow,
+                slowest,
+                [[site, count, hint] for site, (count, hint) in sites.items()],
+                [[site, count, hint] for site, (count, hint) in slow_sites.items()],
+            )
         for alias, counts in other.cache.items():
             add_into(self.cache, alias, counts)
         for where, values in other.http.items():
@@ -510,6 +603,8 @@ class ViewTotals:
             if self.queue is None:
                 self.queue = queue.new()
             queue.merge(self.queue, other.queue)
+        for name, values in other.renders.items():
+            self.add_render(name, list(values))
         for bucket, (requests, errors, encoded) in other.series.items():
             point = self.series.setdefault(bucket, [0, 0, []])
             point[0] += requests
@@ -546,17 +641,27 @@ class ViewTotals:
             snap["a"] = {alias: [count, int(time_us)] for alias, (count, time_us) in self.aliases.items()}
         if self.n_plus_one:
             snap["n1"] = self.n_plus_one
+        for field, slot in TOTALS:
+            value = getattr(self, slot)
+            if value:
+                snap[field] = value
         if self.exceptions:
             snap["x"] = {cls: list(entry) for cls, entry in self.exceptions.items()}
         if self.extras:
             snap["qx"] = self._extras_rows(max_queries)
+        self._findings_into(snap)
+        return snap
+
+    def _findings_into(self, snap: dict[str, Any]) -> None:
+        """The sparse findings of :meth:`to_snapshot`: cache, outgoing HTTP, queue time, template time."""
         if self.cache:
             snap["c"] = {alias: [n, int(us), hits, misses] for alias, (n, us, hits, misses) in self.cache.items()}
         if self.http:
             snap["o"] = {where: [n, int(us), errors, int(mx)] for where, (n, us, errors, mx) in self.http.items()}
         if self.queue is not None:
             snap["qt"] = queue.to_wire(self.queue)
-        return snap
+        if self.renders:
+            snap["t"] = {name: [n, int(us), int(sql)] for name, (n, us, sql) in self.renders.items()}
 
 
 def merge_views(snapshots: list[tuple[int | None, dict[str, Any]]], view: str | None = None) -> dict[str, ViewTotals]:
@@ -629,21 +734,28 @@ def cap_views(merged: dict[str, ViewTotals], limit: int, other_name: str) -> Non
     merged[other_name] = other
 
 
-def rewrite_sql(views: dict[str, Any], rewrite: Callable[[str, str], str]) -> None:
-    """Replace each raw ``[sql, count, µs, n1, vendor]`` by ``[rewrite(sql, vendor), count, µs, n1]``, summing
-    the templates that then read the same (the flusher strips literals this way)."""
+def rewrite_sql(views: dict[str, Any], rewrite: Callable[[str, str], tuple[str, int]]) -> None:
+    """Replace each raw ``[sql, count, µs, n1, vendor]`` by ``[text, count, µs, n1]`` where ``rewrite(sql, vendor)``
+    is ``(text, comments removed)``, summing the templates that then read the same (the flusher strips literals and
+    comments this way); the runs of statements that had comments are the view's ``cm``."""
     for view in views.values():
         if view.get("qx"):
             extras = ViewTotals()
-            for sql, dups, slow, slowest, sites, vendor in view["qx"]:
-                extras.add_extras(rewrite(sql, vendor), dups, slow, slowest, sites)
+            for sql, dups, slow, slowest, sites, slow_sites, vendor in view["qx"]:
+                extras.add_extras(rewrite(sql, vendor)[0], dups, slow, slowest, sites, slow_sites)
             view["qx"] = extras._extras_rows(len(view["qx"]))
         if not view.get("q"):
             continue
         merged: dict[str, list[Any]] = {}
+        commented = 0
         for sql, count, time_us, n1, vendor in view["q"]:
-            add_into(merged, rewrite(sql, vendor), [count, time_us, n1])
+            text, comments = rewrite(sql, vendor)
+            if comments:
+                commented += count
+            add_into(merged, text, [count, time_us, n1])
         view["q"] = [[sql, *entry] for sql, entry in merged.items()]
+        if commented:
+            view["cm"] = commented
 
 
 def shrink(

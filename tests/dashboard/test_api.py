@@ -15,7 +15,10 @@ pytestmark = pytest.mark.django_db(databases=["default", "analytics"])
 VIEW_KEYS = {
     "view", "kind", "route", "queue", "requests", "errors", "status", "latency_ms", "queries", "db_time_ms",
     "n_plus_one", "top_queries", "methods", "databases", "exceptions",
-    "n_plus_one_suspects", "slow_queries", "duplicate_queries", "duplicates", "cache", "http",
+    "n_plus_one_suspects", "slow_queries", "duplicate_queries", "duplicates", "cache", "http", "templates",
+    "n_plus_one_suspects_more", "n_plus_one_runs", "n_plus_one_queries", "n_plus_one_unlisted_runs",
+    "writes_per_row", "writes_per_row_runs", "writes_per_row_queries", "write_suspects", "write_suspects_more",
+    "write_unlisted_runs", "slow_queries_more", "duplicate_queries_more", "sql_comments",
 }  # fmt: skip
 
 

@@ -93,8 +93,9 @@ def test_href_is_encoded_and_has_the_mount_baked_in():
     assert '"/instrumented/"' in code and "__INSTRUMENTED_MOUNT__" not in code
     assert "api/view?path=" in code and "instrumented-overlay" in code
     assert (
-        len(href) < 3200
-    )  # past 2,400 since the box names the top N+1 call site (issue 11), 3,000 with "Profile this page" (21)
+        len(href) < 3600
+    )  # past 2,400 since the box names the top N+1 call site (issue 11), 3,000 with "Profile this page" (21), 3,400
+    # with three N+1 suspects, the rest's count and a write (18); browsers take far longer bookmarklets
 
 
 def test_mount_with_quotes_stays_a_js_string():

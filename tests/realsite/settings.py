@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "modelcluster",
     "taggit",
     "rest_framework",
+    "wagtail.api.v2",
     "instrumented",
     "tests.realsite.blog",
 ]

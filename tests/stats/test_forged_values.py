@@ -43,11 +43,12 @@ def forged_rollup(bucket: int) -> bytes:
         "forged:reference": view(x={"builtins.LookupError": [1, "javascript:alert(1)", 1.0]}),
         "forged:findings": view(
             qx=[
-                ["SELECT 1", 1, 0, math.nan, []],
-                ["SELECT 2", 1, 1, 5, [["shop/views.py:²", 1, None], ["a.py:3", "many", None], ["b.py:4", 1, {}]]],
+                ["SELECT 1", 1, 0, math.nan, [], []],
+                ["SELECT 2", 1, 1, 5, [], [["shop/views.py:²", 1, None], ["a.py:3", "many", None], ["b.py:4", 1, {}]]],
             ],
             c={"default": ["1", 0, 0, 0], "other": [1, 2, 1, 0]},
             o={"https://x.example": [1, -5, 0, 0], "https://y.example": [1, 2, 0, 2]},
+            t={"bad.html": [1, INF, 0], "worse.html": ["1", 2, 0], "page.html": [2, 300, 100]},  # template time
         ),
     }
     # Far in the future: the roll-up stays current however long the test takes (no series value is needed).
@@ -67,6 +68,7 @@ def forged_bucket(bucket: int) -> bytes:
         "forged:bucket-bad-count": view(n="1"),
         "forged:bucket-nan": view(lsum=math.nan),
         "forged:bucket-huge": view(n=2**60),
+        "forged:bucket-totals": view(dup="9", n1s=-1, w1=3),  # the findings' totals are counts too
         "forged:bucket-ok": view(x={"builtins.KeyError": [1, "", INF]}, m={"GET": 1, "POST": "1"}, qn=1, qmax=1, db=5,
                                  q=[["SELECT 1", 1, 5, 0], ["SELECT 2", True, 5, 0]], a={"default": [1, INF]}),
     }  # fmt: skip
@@ -106,6 +108,7 @@ def test_read_stats_keeps_the_good_parts_and_counts_the_bad(planted):
     assert [s["requests"] for s in findings["slow_queries"][0]["call_sites"]] == [1]  # "²": a site without a line
     assert list(findings["cache"]["aliases"]) == ["other"]
     assert [o["origin"] for o in findings["http"]["origins"]] == ["https://y.example"]
+    assert [t["name"] for t in findings["templates"]["names"]] == ["page.html"]
     assert [p["requests"] for p in views["forged:string-count"]["series"]] == [1]
     assert "forged:bucket-ok" in views  # the bucket snapshot of a process without a roll-up
     for bad in ("forged:bucket-bad-count", "forged:bucket-nan", "forged:bucket-huge"):
@@ -113,6 +116,8 @@ def test_read_stats_keeps_the_good_parts_and_counts_the_bad(planted):
     ok = views["forged:bucket-ok"]
     assert ok["methods"] == {"GET": 1} and [q["sql"] for q in ok["top_queries"]] == ["SELECT 1"]
     assert ok["databases"] == {} and ok["exceptions"] == []
+    totals = views["forged:bucket-totals"]
+    assert (totals["duplicates"], totals["n_plus_one_runs"], totals["writes_per_row"]) == (0, 0, 3)
 
 
 def test_every_reader_still_answers(planted, staff_client):

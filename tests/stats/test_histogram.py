@@ -1,13 +1,17 @@
 """The latency histogram: bounded relative error, exact merging."""
 
+import math
 import random
+
+import pytest
 
 from instrumented.stats import histogram
 
 
 def exact_quantile(values: list[float], q: float) -> float:
+    """Nearest rank: the smallest value with at least ``q`` of the values at or below it."""
     ordered = sorted(values)
-    return ordered[int(q * (len(ordered) - 1))]
+    return ordered[max(math.ceil(q * len(ordered)), 1) - 1]
 
 
 def test_relative_error_within_two_percent():
@@ -66,3 +70,25 @@ def test_encode_dense_roundtrip():
     histogram.merge_encoded(again, histogram.encode_dense(dense))
     assert again == dense
     assert histogram.encode_dense(histogram.new()) == ""
+
+
+@pytest.mark.parametrize(
+    ("values", "q", "expected"),
+    [
+        ([10_000, 20_000, 300_000], 0.95, 300_000),  # p95 of 3 requests is the slowest
+        ([10_000, 20_000, 300_000], 0.99, 300_000),
+        ([10_000, 20_000, 300_000], 0.50, 20_000),
+        ([10_000, 20_000], 0.50, 10_000),
+        ([5_000] * 19 + [900_000], 0.95, 5_000),  # 19 of 20 at or below 5 ms
+        ([5_000] * 18 + [900_000] * 2, 0.95, 900_000),
+        ([7_000], 0.99, 7_000),
+    ],
+)
+def test_small_samples_nearest_rank(values, q, expected):
+    """Nearest rank over the histogram: a percentile of few requests is one of them, within the bins' 2 %."""
+    bins: dict[int, int] = {}
+    for value in values:
+        histogram.add(bins, value)
+    (estimate,) = histogram.quantiles(histogram.dense(bins), (q,))
+    assert abs(estimate - expected) / expected <= histogram.RELATIVE_ACCURACY, (estimate, expected)
+    assert exact_quantile(values, q) == expected

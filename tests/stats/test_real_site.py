@@ -50,6 +50,8 @@ PAGES = {
     "/pages/child/": ("pages-child", "pages-child"),
     "/api/books/": ("api-books", "api-books"),
     "/api/books-function/": ("api-books-function", "api-books-function"),
+    "/reviews/lists/": ("review-lists", "review-lists"),
+    "/api/v2/pages/?type=blog.BlogPage&fields=image,thumbnail": ("wagtailapi:pages:listing", "wagtail-api"),
 }
 #: Logged-in pages of the libraries' own admin views.
 ADMIN = ["/admin/", "/admin/pages/3/", "/admin/snippets/blog/author/", "/admin/images/", "/django-admin/blog/book/"]
@@ -236,11 +238,19 @@ def _look_at_the_view_page(base: str, session_key: str, shots: Path) -> str:
     return text
 
 
+_IN_LIST = re.compile(r"\bIN \((?:%s, )*%s\)")
+_NOT_READS = ("BEGIN", "START", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "INSERT", "UPDATE", "DELETE")
+
+
 def _n_plus_one_requests(captured: list[dict]) -> Counter:
-    """Per view, the requests in which one statement ran THRESHOLD times or more (the ground truth)."""
+    """Per view, the requests in which one read statement ran THRESHOLD times or more, whatever the length of its
+    IN lists (the ground truth: transaction control and writes are no read N+1)."""
     found: Counter = Counter()
     for request in captured:
-        if request["sql"] and max(Counter(request["sql"]).values()) >= THRESHOLD:
+        reads = [
+            _IN_LIST.sub("IN (…)", sql) for sql in request["sql"] if not sql.lstrip().upper().startswith(_NOT_READS)
+        ]
+        if reads and max(Counter(reads).values()) >= THRESHOLD:
             found[request["view"]] += 1
     return found
 
@@ -386,6 +396,8 @@ def _check_expected_sites(views: dict) -> list[tuple[str, dict]]:
         'select_related("author")',
         "Book",
     )
+    # An IN list of 1, 2 or 3 ids per book: never THRESHOLD times the same statement, one N+1 all the same.
+    expect("/reviews/lists/", "IN (%s, ...)", view_line("# IN list of any length", "review_lists"), None, None)
     shelves = views["shelves"]["n_plus_one_suspects"]
     assert views["shelves"]["n_plus_one"] == REQUESTS
     assert len(shelves) == 12 and all(s["call_sites"] for s in shelves), "twelve N+1 templates, each its call site"
@@ -403,7 +415,7 @@ def _check_no_launcher(views: dict) -> None:
     """No call site anywhere is a launcher, server, WSGI wrapper or the site's own middleware; each names a line
     of the site's code or template, or a library and the view."""
     for name, view in views.items():
-        for suspect in view["n_plus_one_suspects"] + view["slow_queries"]:
+        for suspect in view["n_plus_one_suspects"] + view["write_suspects"] + view["slow_queries"]:
             for site in suspect["call_sites"]:
                 text = site["site"]
                 for wrong in ("gunicorn", "/bin/", "wsgi.py", "capture.py", "runpy", "site-packages", "__main__"):

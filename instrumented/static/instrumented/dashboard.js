@@ -41,6 +41,7 @@
       dbShare: busy > 0 ? Math.min(v.db_time_ms / busy, 1) : 0,
       cacheHitRate: v.cache ? v.cache.hit_rate : null,
       httpMs: v.http && v.requests ? v.http.time_ms / v.requests : 0,
+      templateMs: v.templates ? v.templates.mean_ms : 0,
     };
   }
 
@@ -59,6 +60,7 @@
     cache: (v, d) => (d.cacheHitRate === null ? -1 : d.cacheHitRate),
     http: (v, d) => d.httpMs,
     queue: (v) => (v.queue && v.queue.requests ? v.queue.p95_ms : -1),
+    template: (v, d) => d.templateMs,
     n1: (v) => v.n_plus_one,
   };
 
@@ -88,6 +90,8 @@
   }
 
   const fixed1 = (n) => n.toFixed(1);
+  /* Percentiles resting on fewer requests than this show their count (reader.FEW_SAMPLES). */
+  const FEW_SAMPLES = 20;
   const percent = (n) => Math.round(n * 100) + ' %';
 
   function render() {
@@ -119,6 +123,7 @@
       cache: views.some((v) => v.cache && v.cache.calls),
       http: views.some((v) => v.http && v.http.calls),
       queue: views.some((v) => v.queue && v.queue.requests),
+      template: views.some((v) => v.templates && v.templates.renders),
     };
     for (const th of table.tHead.querySelectorAll('th[data-optional]')) {
       th.hidden = !optional[th.dataset.optional];
@@ -146,7 +151,16 @@
       cell(tr, fixed1(d.rpm));
       cell(tr, percent(d.errorRate));
       cell(tr, fixed1(v.latency_ms.p50));
-      cell(tr, fixed1(v.latency_ms.p95), v.latency_ms.p95 === worstP95 && worstP95 > 0 ? 'instr-worst' : '');
+      const p95 = cell(tr, fixed1(v.latency_ms.p95), v.latency_ms.p95 === worstP95 && worstP95 > 0 ? 'instr-worst' : '');
+      const samples = v.latency_ms.samples;
+      if (samples < FEW_SAMPLES) {
+        /* Percentiles of few requests (nearest rank: p95 of 3 is the slowest): say how many. */
+        const few = document.createElement('span');
+        few.className = 'instr-few';
+        few.title = 'percentiles of ' + samples + ' request' + (samples === 1 ? '' : 's') + ' (nearest rank)';
+        few.textContent = 'n=' + samples;
+        p95.append(' ', few);
+      }
       cell(tr, fixed1(v.latency_ms.p99));
       cell(tr, fixed1(v.latency_ms.max));
       cell(tr, fixed1(v.queries.mean));
@@ -161,12 +175,22 @@
       const queueCell = cell(tr, v.queue && v.queue.requests ? fixed1(v.queue.p95_ms) : '');
       queueCell.dataset.optional = 'queue';
       queueCell.hidden = !optional.queue;
+      const templateCell = cell(tr, v.templates && v.templates.renders ? fixed1(d.templateMs) : '');
+      templateCell.dataset.optional = 'template';
+      templateCell.hidden = !optional.template;
       const flag = cell(tr, null);
       if (v.n_plus_one) {
         const badge = document.createElement('span');
         badge.className = 'instr-flag';
         badge.textContent = 'N+1 \u00d7' + v.n_plus_one;
         flag.appendChild(badge);
+      }
+      if (v.writes_per_row) {
+        /* A write per row in a loop: its own (amber) finding, fixed by bulk_create / bulk_update. */
+        const writes = document.createElement('span');
+        writes.className = 'instr-flag instr-flag-write';
+        writes.textContent = 'writes per row \u00d7' + v.writes_per_row;
+        flag.append(flag.childNodes.length ? ' ' : '', writes);
       }
       fragment.appendChild(tr);
     }

@@ -2,7 +2,9 @@
 templates (a publisher, filtered reviews), multi-table inheritance, and a shelf with twelve labels."""
 
 from django.db import models
+from wagtail.api import APIField
 from wagtail.fields import RichTextField
+from wagtail.images.api.fields import ImageRenditionField
 from wagtail.models import Page
 from wagtail.snippets.models import register_snippet
 
@@ -45,6 +47,12 @@ class BlogPage(Page):
     image = models.ForeignKey("wagtailimages.Image", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     author = models.ForeignKey(Author, null=True, blank=True, on_delete=models.SET_NULL, related_name="posts")
     body = RichTextField(blank=True)
+
+    # Wagtail's API (tests/realsite/urls.py): the image, and a rendition of it, per page.
+    api_fields = [
+        APIField("image"),
+        APIField("thumbnail", serializer=ImageRenditionField("fill-80x80", source="image")),
+    ]
 
 
 class Publisher(models.Model):

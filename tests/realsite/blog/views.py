@@ -8,7 +8,7 @@ from rest_framework.decorators import api_view
 from rest_framework.response import Response
 from wagtail.models import Page
 
-from .models import BlogPage, Book, Place, Restaurant, Shelf
+from .models import BlogPage, Book, Place, Restaurant, Review, Shelf
 from .serializers import BookSerializer
 from .tweaks import tweak
 
@@ -66,6 +66,16 @@ def pages_child(request):
     """A base Page queryset, each row's BlogPage row followed by name: ``blogpage__author`` from the Page queryset."""
     pages = tweak("pages-child", Page.objects.type(BlogPage).order_by("path"))
     return render(request, "blog/pages_child.html", {"pages": pages})  # renders pages_child.html
+
+
+def review_lists(request):
+    """An N+1 whose statement differs only in its IN list's length: per book, some of its reviews by id (1, 2, 3)."""
+    ids = list(Review.objects.order_by("id").values_list("book_id", "id"))
+    lines = []
+    for number, book in enumerate(tweak("review-lists", Book.objects.order_by("id"))):
+        wanted = [pk for book_id, pk in ids if book_id == book.pk][: number % 3 + 1]
+        lines.append(f"{book.title}: {len(Review.objects.filter(id__in=wanted))}")  # IN list of any length
+    return HttpResponse(", ".join(lines))
 
 
 class BookList(generics.ListAPIView):
