@@ -94,3 +94,18 @@ def can_control_querylog(user: Any) -> bool:
     with fail_open(f"checking {QUERYLOG_PERMISSION} failed"):  # a broken auth backend must not open (or crash) it
         return bool(user is not None and user.is_active and (user.is_superuser or user.has_perm(QUERYLOG_PERMISSION)))
     return False
+
+
+#: The permission that lets users who are not superusers explain the statements a view page shows.
+EXPLAIN_PERMISSION = "instrumented.explain_sql"
+
+
+def can_explain(request: HttpRequest) -> bool:
+    """May see query plans: whoever may see tracebacks (SUPERUSER_CALLBACK), or an active user granted
+    ``instrumented.explain_sql``."""
+    if is_technical_user(request):
+        return True
+    user = get_user(request)
+    with fail_open(f"checking {EXPLAIN_PERMISSION} failed"):
+        return bool(user is not None and user.is_active and user.has_perm(EXPLAIN_PERMISSION))
+    return False
