@@ -105,6 +105,21 @@ def can_control_querylog(user: Any) -> bool:
     return False
 
 
+#: The permission that lets users who are not superusers explain the statements a view page shows.
+EXPLAIN_PERMISSION = "instrumented.explain_sql"
+
+
+def can_explain(request: HttpRequest) -> bool:
+    """May see query plans: whoever may see tracebacks (SUPERUSER_CALLBACK), or an active user granted
+    ``instrumented.explain_sql``."""
+    if is_technical_user(request):
+        return True
+    user = get_user(request)
+    with fail_open(f"checking {EXPLAIN_PERMISSION} failed"):
+        return bool(user is not None and user.is_active and user.has_perm(EXPLAIN_PERMISSION))
+    return False
+
+
 # -- the gates ---------------------------------------------------------------------------------------------------------
 
 View = TypeVar("View", bound=Callable[..., Any])
@@ -243,3 +258,21 @@ technical = gate("technical", _technical_check)
 querylog_control = gate("querylog_control", _querylog_check)
 #: ``/metrics``: METRICS_TOKEN as a bearer token, or a stats session; else plain-text 401/403.
 metrics_access = gate("metrics_access", _metrics_check)
+
+
+def explain_access(refuse: Callable[[HttpRequest, str], HttpResponseBase]) -> Callable[[View], View]:
+    """The view page's Explain: superusers (SUPERUSER_CALLBACK) or ``instrumented.explain_sql``; anyone else is
+    logged and answered ``refuse(request, message)``, a 403 in the feature's own look (its page, or JSON on Accept).
+    """
+
+    def check(request: HttpRequest) -> HttpResponseBase | None:
+        if can_explain(request):
+            return None
+        user = get_user(request)
+        who = user.get_username() if user is not None and user.is_authenticated else "anonymous"
+        logger.warning("django-instrumented: user %s was refused Explain (not allowed)", who,
+                       extra={"explain_user": who})  # fmt: skip
+        return refuse(request, f"Permission denied: Explain is for superusers and users with the {EXPLAIN_PERMISSION} "
+                      "permission.")  # fmt: skip
+
+    return gate("explain_access", check)

@@ -89,6 +89,13 @@ DEFAULTS: dict[str, Any] = {
     # End every statement with /*view='...',route='...'*/ for the proxy's digest: False, True (every alias)
     # or a list of aliases.
     "SQL_COMMENT": False,
+    # The view page's Explain (issue 22): the DATABASES alias plans run on (a replica, say); None = the alias the
+    # stats recorded for the view.
+    "EXPLAIN_DATABASE": None,
+    # Allow EXPLAIN ANALYZE (PostgreSQL) / ANALYZE FORMAT=JSON (MariaDB), which run the statement; off by default.
+    "EXPLAIN_ANALYZE": False,
+    # Statement timeout of one EXPLAIN (seconds); a plan that takes longer is cut.
+    "EXPLAIN_TIMEOUT": 2.0,
     # Profiles (a superuser's X-Instrumented-Profile request, or the next N requests of an armed view):
     # "builtin" (a thread sampling the request's stack: measured 1.0-1.1x a request) or "pyinstrument" (the
     # [profile] extra; exact at call boundaries, but it hooks every call: measured 1.6-3x on call-heavy views).
@@ -127,6 +134,7 @@ _POSITIVE_FLOATS = (
     "TIMEOUT",
     "BREAKER_COOLDOWN",
     "BREAKER_MAX_COOLDOWN",
+    "EXPLAIN_TIMEOUT",
     "PROFILE_INTERVAL_MS",
     "PROFILE_MAX_SECONDS",
 )
@@ -174,6 +182,9 @@ class Config:
     #: The aliases whose statements carry the view comment (empty: none; "*" in it: every alias).
     sql_comment: frozenset[str]
     metrics_token: str | None = None
+    explain_database: str | None = None
+    explain_analyze: bool = False
+    explain_timeout: float = 2.0
     profile_engine: str = "builtin"
     profile_interval_ms: float = 1.0
     profile_max_seconds: float = 30.0
@@ -273,6 +284,7 @@ def _check_ranges(raw: dict[str, Any], problems: list[str]) -> None:
         not isinstance(token, str) or len(token) < 16 or not token.isascii() or token != token.strip()
     ):
         _bad(raw, problems, "METRICS_TOKEN", "METRICS_TOKEN must be None or an ASCII string of at least 16 characters.")
+    _check_explain(raw, problems)
     for key in ("PERMISSION_CALLBACK", "SUPERUSER_CALLBACK"):
         if raw[key] is not None and not isinstance(raw[key], str) and not callable(raw[key]):
             _bad(raw, problems, key, f"{key} must be a dotted path, a callable or None.")
@@ -305,6 +317,13 @@ def _check_call_sites_and_timing(raw: dict[str, Any], problems: list[str]) -> No
     if raw["PROFILE_ENGINE"] not in PROFILE_ENGINE_CHOICES:
         engine = raw["PROFILE_ENGINE"]
         _bad(raw, problems, "PROFILE_ENGINE", f"PROFILE_ENGINE must be 'builtin' or 'pyinstrument', not {engine!r}.")
+
+
+def _check_explain(raw: dict[str, Any], problems: list[str]) -> None:
+    """EXPLAIN_DATABASE is None or an alias name."""
+    database = raw["EXPLAIN_DATABASE"]
+    if database is not None and (not isinstance(database, str) or not database):
+        _bad(raw, problems, "EXPLAIN_DATABASE", "EXPLAIN_DATABASE must be None or the name of a DATABASES alias.")
 
 
 def _check_querylog(raw: dict[str, Any], problems: list[str]) -> None:
@@ -374,6 +393,9 @@ def load(user: object) -> Config:
         querylog_databases=tuple(dict.fromkeys(raw["QUERYLOG_DATABASES"] or [raw["QUERYLOG_DATABASE"]])),
         sql_comment=_sql_comment(raw["SQL_COMMENT"]),
         metrics_token=raw["METRICS_TOKEN"],
+        explain_database=raw["EXPLAIN_DATABASE"],
+        explain_analyze=bool(raw["EXPLAIN_ANALYZE"]),
+        explain_timeout=float(raw["EXPLAIN_TIMEOUT"]),
         profile_engine=raw["PROFILE_ENGINE"],
         profile_interval_ms=float(raw["PROFILE_INTERVAL_MS"]),
         profile_max_seconds=float(raw["PROFILE_MAX_SECONDS"]),

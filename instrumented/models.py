@@ -20,3 +20,16 @@ class QueryLogControl(models.Model):
 
     def __str__(self) -> str:
         return "query log control"
+
+
+class QueryPlan(models.Model):
+    """No table, no rows: the holder of ``instrumented.explain_sql``, the view page's Explain permission."""
+
+    class Meta:
+        managed = False
+        default_permissions = ()
+        permissions = [("explain_sql", "Can see the plans (EXPLAIN) of the statements the stats show")]
+        verbose_name = "query plan"
+
+    def __str__(self) -> str:
+        return "query plan"

@@ -23,6 +23,7 @@ def main() -> int:
         "tests/dashboard/test_dashboard_width_browser.py",
         "tests/errors/test_traceback_page_browser.py",
         "tests/dashboard/test_findings_browser.py",
+        "tests/querylog/test_explain_browser.py",
         "tests/profiling/test_profile_browser.py",
         "tests/dashboard/test_samples_browser.py",
         "tests/stats/test_real_site.py::test_real_site_under_gunicorn[sqlite]",

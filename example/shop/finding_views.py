@@ -37,10 +37,11 @@ def duplicates(request: HttpRequest) -> JsonResponse:
 
 
 def slow_query(request: HttpRequest) -> JsonResponse:
-    """One slow statement (SQLite has no SLEEP(): apps.py gives each connection a demo_sleep(seconds))."""
+    """One slow statement (SQLite has no SLEEP(): apps.py gives each connection a demo_sleep(seconds)), filtered on
+    a field without an index (Book.price): Explain on its row shows the full scan and names that field."""
     ensure_catalogue()
     with connection.cursor() as cursor:
-        cursor.execute("SELECT COUNT(*), demo_sleep(%s) FROM shop_book", [0.15])  # slow
+        cursor.execute("SELECT COUNT(*), demo_sleep(%s) FROM shop_book WHERE price >= %s", [0.15, 0])  # slow
         (books, _slept) = cursor.fetchone()
     return JsonResponse({"books": books})
 
