@@ -15,9 +15,9 @@ from ..naming import shorten, view_name, work_kind
 from ..pages import detail_url, json_response
 from ..stats import queue
 from ..stats.reader import STATUS_CLASSES, findings
+from ..stats.reading import read
 from ..stats.snapshot import ViewTotals
 from . import samples
-from .reading import read
 
 #: Longest ``?path=`` accepted: far above any real path, far below abuse.
 MAX_PARAM_LENGTH = 2048

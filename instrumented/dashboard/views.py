@@ -1,7 +1,8 @@
 """Dashboard pages: the table of every view, one view's detail with charts, the bookmarklet page.
 
-All numbers come from :func:`instrumented.stats.reader.read_stats` (through :func:`.reading.read`); these
-views only check who is asking, validate input, and present the reader's document.
+All numbers come from :func:`instrumented.stats.reader.read_stats` (through :func:`instrumented.stats.reading.read`);
+these views only validate input and present the reader's document (who may ask: the gates of
+:mod:`instrumented.access`).
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from ..display import pretty_sql
 from ..naming import REQUEST
 from ..pages import detail_url, render_page
 from ..stats.reader import rate_seconds
+from ..stats.reading import read
 from ..stats.sql import kind_of
 from . import bookmarklet, charts, samples
-from .reading import read
 from .waterfall import waterfall
 
 #: How often the dashboard table refreshes itself (milliseconds).

@@ -21,9 +21,9 @@ from django.views.decorators.csrf import csrf_protect
 from .. import plans
 from ..access import explain_access, get_user
 from ..conf import get_config
-from ..dashboard.reading import read
 from ..display import pretty_sql
 from ..pages import detail_url, json_response, render_page
+from ..stats.reading import read
 from . import explain
 
 logger = logging.getLogger("instrumented")

@@ -9,9 +9,10 @@ from django.test import Client
 from django.urls import include, path, reverse
 
 from instrumented import pages
-from instrumented.dashboard import api, reading, views
+from instrumented.dashboard import api, views
 from instrumented.dashboard import urls as dashboard_urls
 from instrumented.failopen import failures
+from instrumented.stats import reading
 from tests.support.ports import free_port
 from tests.support.stats import spread_requests
 

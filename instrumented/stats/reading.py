@@ -1,4 +1,5 @@
-"""The dashboard's one call into the reader: the stats document, or "no data" with the reason, never a 500."""
+"""Every page's one call into the reader (dashboard, API, metrics, Explain): the stats document, or "no data" with
+the reason (the failure counted), never a 500."""
 
 from __future__ import annotations
 
