@@ -24,8 +24,9 @@ import re
 import subprocess
 import sys
 import tempfile
-from io import BytesIO
 from pathlib import Path
+
+from wsgi_env import environ
 
 HERE = Path(__file__).resolve().parent
 CASES = {
@@ -38,18 +39,6 @@ CASES = {
     "ORM N+1, loop in view": "/orm/view/10/",
     "ORM N+1, loop in template": "/orm/template/10/",
 }
-
-
-def _environ(path: str) -> dict:
-    return {
-        "REQUEST_METHOD": "GET",
-        "PATH_INFO": path,
-        "SERVER_NAME": "bench",
-        "SERVER_PORT": "80",
-        "wsgi.input": BytesIO(b""),
-        "wsgi.url_scheme": "http",
-        "QUERY_STRING": "",
-    }
 
 
 def _steady_state(builds: bool) -> dict:
@@ -106,7 +95,7 @@ def inner(tree: str, path: str, requests: int, instrumented: bool, calls: bool, 
 
     def serve(n: int) -> None:
         for _ in range(n):
-            response = app(_environ(path), start_response)
+            response = app(environ(path), start_response)
             for _chunk in response:
                 pass
             response.close()

@@ -22,11 +22,11 @@ import statistics
 import subprocess
 import sys
 import time
-from io import BytesIO
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+from wsgi_env import environ  # noqa: E402 - after the path is set
 
 
 def free_port() -> int:
@@ -51,18 +51,6 @@ def start_memcached() -> tuple[subprocess.Popen, int]:
         except OSError:
             time.sleep(0.05)
     return proc, port
-
-
-def environ(path: str) -> dict:
-    return {
-        "REQUEST_METHOD": "GET",
-        "PATH_INFO": path,
-        "SERVER_NAME": "bench",
-        "SERVER_PORT": "80",
-        "wsgi.input": BytesIO(b""),
-        "wsgi.url_scheme": "http",
-        "QUERY_STRING": "",
-    }
 
 
 def run_batch(app, path: str, n: int, settle=None) -> tuple[float, float]:

@@ -24,11 +24,11 @@ import subprocess
 import sys
 import textwrap
 import time
-from io import BytesIO
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+import wsgi_env  # noqa: E402 - after the path is set
 
 
 def crunch_numbers(rounds: int) -> int:
@@ -80,19 +80,11 @@ def setup(port: int | None) -> None:
 
 
 def environ(path: str, profile: bool = False) -> dict:
-    env = {
-        "REQUEST_METHOD": "GET",
-        "PATH_INFO": path,
-        "SERVER_NAME": "bench",
-        "SERVER_PORT": "80",
-        "wsgi.input": BytesIO(b""),
-        "wsgi.url_scheme": "http",
-        "QUERY_STRING": "",
-    }
-    if profile:
-        env["HTTP_X_INSTRUMENTED_PROFILE"] = "1"
-        env["HTTP_COOKIE"] = "sessionid=benchmark"  # the gate below stands in for the superuser check
-    return env
+    """A GET of ``path``; with ``profile``, the profile header and a session cookie (the gate below stands in for
+    the superuser check)."""
+    if not profile:
+        return wsgi_env.environ(path)
+    return wsgi_env.environ(path, {"HTTP_X_INSTRUMENTED_PROFILE": "1", "HTTP_COOKIE": "sessionid=benchmark"})
 
 
 def serve(app, path: str, n: int, profile: bool = False) -> float:

@@ -11,6 +11,7 @@ types checked); what cannot be read becomes a :class:`PlanError`, never an excep
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -165,8 +166,13 @@ def _names(value: Any) -> tuple[str, ...]:
     return ()
 
 
+#: MariaDB writes a condition's quote as a backslash and a quote in its JSON plan: JSON has no such escape.
+_MARIADB_ESCAPE = re.compile(r"(\\\\)|\\'")
+
+
 def _load(raw: str | bytes | Any) -> Any:
-    """JSON text (or an already parsed document), bounded."""
+    """JSON text (or an already parsed document), bounded; MariaDB's ``\\'`` read as ``'`` (the app's Explain and
+    ``PROXY LOG EXPLAIN`` alike)."""
     if isinstance(raw, bytes | bytearray):
         raw = bytes(raw).decode("utf-8", "replace")
     if isinstance(raw, str):
@@ -174,6 +180,13 @@ def _load(raw: str | bytes | Any) -> Any:
             raise PlanError(f"the plan is larger than {MAX_TEXT} bytes")
         try:
             return json.loads(raw)
+        except ValueError as exc:
+            if "\\'" not in raw:
+                raise PlanError(f"the plan is not JSON: {exc}") from None
+        except RecursionError as exc:
+            raise PlanError(f"the plan is not JSON: {exc}") from None
+        try:
+            return json.loads(_MARIADB_ESCAPE.sub(lambda m: m.group(1) or "'", raw))
         except (ValueError, RecursionError) as exc:
             raise PlanError(f"the plan is not JSON: {exc}") from None
     return raw

@@ -253,24 +253,7 @@ def _run_mysql(connection: BaseDatabaseWrapper, statement: str, params: Sequence
             (doc,) = cursor.fetchone()
         finally:
             cursor.execute("ROLLBACK")
-    return mariadb_json(doc)
-
-
-_MARIADB_ESCAPE = re.compile(r"(\\\\)|\\'")
-
-
-def mariadb_json(text: Any) -> Any:
-    """MariaDB's JSON plan with its ``\\'`` escapes (a condition's quote, e.g. ``title = 'it\\'s'``) read as ``'``: JSON
-    has no such escape, so the plan of a statement whose value holds a quote would not parse."""
-    if isinstance(text, bytes | bytearray):
-        text = bytes(text).decode("utf-8", "replace")
-    if not isinstance(text, str) or "\\'" not in text:
-        return text
-    try:
-        json.loads(text)
-    except ValueError:
-        return _MARIADB_ESCAPE.sub(lambda m: m.group(1) or "'", text)
-    return text
+    return doc  # plans._load reads MariaDB's \' escapes
 
 
 def _run_sqlite(connection: BaseDatabaseWrapper, statement: str, params: Sequence[Any], timeout: float) -> Any:
