@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,6 +58,17 @@ def _children(pid: int) -> list[int]:
     return sorted(found)
 
 
+def _workers(pid: int, count: int = 2) -> list[int]:
+    """The host's workers once all ``count`` are forked (the port answers as soon as the parent listens)."""
+    found: list[int] = []
+    for _ in range(1200):  # polled, up to a minute on a loaded machine
+        found = _children(pid)
+        if len(found) == count:
+            break
+        time.sleep(0.05)
+    return found
+
+
 def _socket_inode(proxy_port: int, client_port: int) -> str:
     """The inode of the proxy's accepted socket for the client connection from ``client_port``."""
     want_local, want_remote = f"{proxy_port:04X}", f"{client_port:04X}"
@@ -83,7 +95,7 @@ def worker_of(proxy: ProxyProcess, conn) -> int:
 
 def one_per_worker(proxy: ProxyProcess, **kwargs) -> dict[int, object]:
     """A connection on each worker (connections are opened until both have one; the others closed)."""
-    workers = _children(proxy.proc.pid)
+    workers = _workers(proxy.proc.pid)
     assert len(workers) == 2, workers
     found: dict[int, object] = {}
     spare = []
@@ -214,12 +226,11 @@ def test_both_workers_write_one_slow_log_that_pt_query_digest_reads(wlog):
 
 def test_a_worker_that_dies_is_started_again(mariadb, tmp_path):
     import signal
-    import time
 
     tmp_path.chmod(0o700)
     proxy = start_proxy(tmp_path, args=("--workers", "2"), PROXY_LOG_ADMINS="root")
     try:
-        before = _children(proxy.proc.pid)
+        before = _workers(proxy.proc.pid)
         assert len(before) == 2
         os.kill(before[0], signal.SIGKILL)
         for _ in range(1200):  # polled (up to a minute on a loaded machine): the parent starts it again after a pause
