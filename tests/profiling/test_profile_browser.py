@@ -81,7 +81,7 @@ def test_profile_this_page_from_the_overlay(site_server, site_data_dir, key_pref
         try:
             time.sleep(1.0)  # every worker has flushed once
             driver.find_element(By.CSS_SELECTOR, "#pf-arm-form button").click()
-            assert "#instr-profiles" in driver.current_url
+            wait_until(lambda: "#instr-profiles" in driver.current_url, timeout=30)  # the POST's redirect lands
 
             def merged() -> bool:
                 driver.refresh()
