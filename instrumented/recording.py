@@ -188,17 +188,23 @@ unrecorded_tasks = 0
 
 
 def _task_prerun(sender: Any = None, task_id: str | None = None, task: Any = None, **kwargs: Any) -> None:
+    if task_id is not None:
+        _start_task(task_id, TASK_PREFIX + str(getattr(task or sender, "name", "") or "?"))
+
+
+def _start_task(key: str, name: str) -> None:
+    """Begin recording a task under ``key`` in the map Celery and django.tasks share (full: said, not recorded)."""
     global unrecorded_tasks
-    work = record(TASK_PREFIX + str(getattr(task or sender, "name", "") or "?"), method="TASK")
+    work = record(name, method="TASK")
     with _tasks_lock:
-        full = task_id is not None and len(_tasks) >= MAX_RUNNING_TASKS
+        full = len(_tasks) >= MAX_RUNNING_TASKS
         if full:
             unrecorded_tasks += 1
-        elif task_id is not None:
-            _tasks[task_id] = work
+        else:
+            _tasks[key] = work
     if full:
-        _count_unrecorded(work.name)
-    elif task_id is not None:
+        _count_unrecorded(name)
+    else:
         work.__enter__()
 
 
@@ -250,18 +256,7 @@ def _django_task_started(sender: Any = None, task_result: Any = None, **kwargs: 
     except Exception as exc:  # noqa: BLE001 - fail open: a result of another shape is not recorded
         failures.record("recording work failed", exc)
         return
-    global unrecorded_tasks
-    work = record(name, method="TASK")
-    with _tasks_lock:
-        full = len(_tasks) >= MAX_RUNNING_TASKS
-        if full:
-            unrecorded_tasks += 1
-        else:
-            _tasks[key] = work
-    if full:
-        _count_unrecorded(name)  # the map is shared with Celery's: the same gap, said the same way
-    else:
-        work.__enter__()
+    _start_task(key, name)  # the map is shared with Celery's: a full one is said the same way
 
 
 def _django_task_finished(sender: Any = None, task_result: Any = None, **kwargs: Any) -> None:
