@@ -103,7 +103,7 @@ if state == nil or state.version ~= STATE_VERSION then
   local old_file = state and (state.file or (state.log and state.log.file))
   if old_file then pcall(old_file.close, old_file) end
   state = {version = STATE_VERSION, on = false, deadline = 0, epoch = 0, logged = 0, ring = {}, ring_next = 1,
-           ring_count = 0, digest = digest.new(settings.max_digests), log = logfile.new(), filter = nil}
+           ring_count = 0, digest = digest.new(settings.max_digests, proxy.worker, proxy.workers), log = logfile.new(), filter = nil}
   proxy.global.query_log = state
   math.randomseed(os_time()) -- for SAMPLE; once per process, not per connection
 end
@@ -279,6 +279,8 @@ end
 
 -- PROXY LOG EXPLAIN (lib/explain.lua) -------------------------------------------------------------
 
+local WORKERS = proxy.workers or 1
+
 -- Injections of an EXPLAIN, in the order they go: the connection's schema and the server, USE the sample's
 -- schema, the EXPLAIN, USE the connection's schema again. All buffered: only the last answers the client.
 local ID_EXPLAIN_WHERE, ID_EXPLAIN_USE, ID_EXPLAIN, ID_EXPLAIN_BACK = 6, 7, 8, 9
@@ -290,7 +292,20 @@ local function explain_error(message)
   return resultset.error("PROXY LOG EXPLAIN: " .. message, 1105, "HY000")
 end
 
--- The digest line asked for, checked, and the first injection queued (PROXY_SEND_QUERY); or the refusal.
+-- A digest line's sample checked, and the first injection queued (PROXY_SEND_QUERY); or the refusal.
+local function explain_line(line, rank)
+  if line.sample == nil then
+    return explain_error("no statement of this digest row can be explained: it keeps none that was cut"
+      .. " (PROXY_LOG_MAX_QUERY_LEN), held a password or ran as a prepared statement (no values)")
+  end
+  local why, statement = explain.refusal(line.sample)
+  if why then return explain_error("refused: " .. why .. "; only one plain SELECT is explained") end
+  explaining = {line = line, rank = rank, sql = statement, db = line.db}
+  proxy.queries:append(ID_EXPLAIN_WHERE, WHERE, NEEDED)
+  return proxy.PROXY_SEND_QUERY
+end
+
+-- The digest line asked for (this process's digest), then explain_line().
 local function start_explain(command)
   local line, rank
   if command.id then
@@ -306,15 +321,7 @@ local function start_explain(command)
       return explain_error("the digest has no row " .. rank .. " (it has " .. #digest.lines(digests) .. ")")
     end
   end
-  if line.sample == nil then
-    return explain_error("no statement of this digest row can be explained: it keeps none that was cut"
-      .. " (PROXY_LOG_MAX_QUERY_LEN), held a password or ran as a prepared statement (no values)")
-  end
-  local why, statement = explain.refusal(line.sample)
-  if why then return explain_error("refused: " .. why .. "; only one plain SELECT is explained") end
-  explaining = {line = line, rank = rank, sql = statement, db = line.db}
-  proxy.queries:append(ID_EXPLAIN_WHERE, WHERE, NEEDED)
-  return proxy.PROXY_SEND_QUERY
+  return explain_line(line, rank)
 end
 
 -- The plan (or what went wrong) as the answer to the control statement.
@@ -404,11 +411,10 @@ local function run_control(query)
     return digest.result(digests, command.rows, command.order, command.host)
   end
   if verb == "explain" then
-    -- Each worker of `instrumented-proxy --workers N` keeps its own digest rows, ids and samples, while DIGEST
-    -- answers for all of them merged: a rank or id could name another worker's row. Refused until they share them.
-    if (proxy.workers or 1) > 1 then
-      return explain_error("PROXY LOG EXPLAIN is not available with --workers above 1 (each worker keeps its own"
-        .. " samples); run a single-worker proxy to explain")
+    -- Under `instrumented-proxy --workers N` the row may be another worker's: the host finds it in the merged
+    -- digest, fetches its sample from the worker that keeps it (worker_sample) and comes back to explain_sample.
+    if WORKERS > 1 then
+      return resultset.send({{"rank", T_NUMBER}, {"id", T_NUMBER}}, {{command.rank or 0, command.id or 0}})
     end
     return start_explain(command)
   end
@@ -427,8 +433,7 @@ end
 -- its extension; nil under mysql-proxy 0.8.5, one process). A control statement an admin ran is marked for every
 -- worker (proxy.response.relay): the host carries it out in the others through worker_control() and answers with
 -- their answers merged, so PROXY LOG ON switches them all and STATUS, TAIL and DIGEST answer for all of them.
-local WORKERS = proxy.workers or 1
-
+-- EXPLAIN is marked too: the host answers it through worker_sample() and explain_sample() below.
 local function control_everywhere(query)
   local ret = run_control(query)
   if WORKERS > 1 and proxy.response.type == proxy.MYSQLD_PACKET_OK then proxy.response.relay = query end
@@ -438,6 +443,23 @@ end
 -- Called by instrumented-proxy for a control statement relayed from another worker (checked there).
 function worker_control(query)
   return run_control(query)
+end
+
+-- Called by instrumented-proxy (--workers N) for PROXY LOG EXPLAIN in another worker: the line of this worker's digest
+-- row `id` (merged like DIGEST shows it) and its sample, as a result (digest, db, user, id, sample_us, sample).
+function worker_sample(id)
+  local line = digest.line_of(digests, tonumber(id) or 0)
+  if line == nil then return explain_error("no digest row has the id " .. tostring(id) .. " in this worker") end
+  return resultset.send({{"digest", T_STRING}, {"db", T_STRING}, {"user", T_STRING}, {"id", T_NUMBER},
+    {"sample_us", T_NUMBER}, {"sample", T_STRING}},
+    {{line.text, line.db, line.user, line.sample_id or line.id, line.sample_us, line.sample}})
+end
+
+-- Called by instrumented-proxy (--workers N) on the admin's connection once it found the row PROXY LOG EXPLAIN asked
+-- for, whichever worker keeps it: t = {rank, id, digest, db, sample_us, sample} (sample nil: none kept).
+function explain_sample(t)
+  return explain_line({text = t.digest, db = t.db, sample = t.sample, sample_us = t.sample_us, sample_id = t.id},
+    t.rank)
 end
 
 -- Hooks -------------------------------------------------------------------------------------------

@@ -45,8 +45,9 @@ class ProxyServer:
         self.listen = listen
         self.backends = [Backend(i + 1, host, port) for i, (host, port) in enumerate(backends)]
         self._last_logged: dict[str, float] = {}
-        workers = worker.count if worker else 1
-        self.lua = LuaHost(script, io_paths=io_paths, report=self.rate_limited_log, workers=workers) if script else None
+        count, index = (worker.count, worker.index) if worker else (1, 1)
+        self.lua = (LuaHost(script, io_paths=io_paths, report=self.rate_limited_log, workers=count, worker=index)
+                    if script else None)  # fmt: skip
         self.connect_timeout = connect_timeout
         self.connections: set[ProxyConnection] = set()
         self.workers = Workers(worker, self.lua, self.rate_limited_log) if worker and worker.count > 1 else None

@@ -143,6 +143,7 @@ end
 local proxy = {global = {config = {}}}
 for k, v in pairs(py.constants) do proxy[k] = v end
 proxy.workers = py.workers -- the host's extension: processes running the script (--workers); nil in mysql-proxy
+proxy.worker = py.worker -- the host's extension: which of them this one is (1..proxy.workers); nil in mysql-proxy
 local current = nil
 setmetatable(proxy, {
   __index = function(_, k) local c = current if c then return c[k] end end,

@@ -56,9 +56,10 @@ class LuaHost:
 
     def __init__(self, script: str | os.PathLike[str] | None, io_paths: Iterable[str] = (),
                  lua_path: Iterable[str] = (), report: Callable[..., None] | None = None,
-                 workers: int = 1) -> None:  # fmt: skip
+                 workers: int = 1, worker: int = 1) -> None:  # fmt: skip
         """``report(key, message, *args)`` logs a failure (the server's: at most once a minute per key); ``workers``
-        is what scripts find in ``proxy.workers`` (the host's extension: how many processes run them)."""
+        and ``worker`` are what scripts find in ``proxy.workers`` and ``proxy.worker`` (the host's extensions: how
+        many processes run them, which one this is)."""
         lua51 = _load_lupa()
         self.script = Path(script).resolve() if script else None
         self._io_paths = {os.path.abspath(p) for p in io_paths}
@@ -89,6 +90,7 @@ class LuaHost:
                 b"find_module": self._find_module,
                 b"instruction_limit": INSTRUCTION_LIMIT,
                 b"workers": workers,
+                b"worker": worker,
             }
         )
         api = self.runtime.execute(BOOTSTRAP, py)
