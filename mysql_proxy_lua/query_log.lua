@@ -145,10 +145,20 @@ end
 local LINE_FORMAT = '{"ts":"%s",%s,%s,"command":"%s","query":%s,"query_time_us":%s,"response_time_us":%d,'
   .. '"rows":%d,"affected_rows":%s,"warnings":%d,"status":"%s","error_code":%s,"error_message":%s}\n'
 local NO_VIEW = '"view":null,"route":null'
--- The usual line (a statement that worked, whole-number timings): the numbers straight into the format, the
--- constant members written out; only the statement's text goes through the JSON encoder.
-local OK_FORMAT = '{"ts":"%s",%s,%s,"command":"%s","query":%s,"query_time_us":%d,"response_time_us":%d,'
-  .. '"rows":%d,"affected_rows":%s,"warnings":%d,"status":"ok","error_code":null,"error_message":null}\n'
+-- The usual line (a statement that worked, whole-number timings) is one concatenation: the constant members
+-- written out, the statement quoted as it is when the digest found it plain JSON text (lib/normalize.lua), the
+-- numbers' text remembered (a number's text is a C sprintf each time; timings and counts repeat).
+local OK_TAIL = ',"status":"ok","error_code":null,"error_message":null}\n'
+local number_texts, number_count = {}, 0
+local function number_text(n)
+  local t = number_texts[n]
+  if t then return t end
+  if number_count >= 8192 then number_texts, number_count = {}, 0 end
+  t = string_format("%d", n)
+  number_texts[n] = t
+  number_count = number_count + 1
+  return t
+end
 
 -- A logged statement's result: counted in the digest, and (past the SLOW/ERRORS filter) kept in the ring and
 -- written to the file.
@@ -197,8 +207,8 @@ local function record(now, command, query, inj)
   end
 
   -- Digest: every statement that passed the USER/DB/SAMPLE filters (SLOW and ERRORS only filter the log).
-  local digest_id = digest_add(digests, query_text, db, user, now, response_time, rows, affected, failed, warnings,
-    view, client_host, sample)
+  local digest_id, plain = digest_add(digests, query_text, db, user, now, response_time, rows, affected, failed,
+    warnings, view, client_host, sample)
 
   local f = state.filter
   if f ~= nil and ((f.errors and not failed) or (f.slow_us and response_time < f.slow_us)) then return end
@@ -238,9 +248,14 @@ local function record(now, command, query, inj)
   local v = json_value
   local query_time = inj.query_time
   if not failed and type(query_time) == "number" and query_time % 1 == 0 and response_time % 1 == 0
-     and (affected == nil or (affected % 1 == 0 and affected < 1e14)) then
-    write_line(string_format(OK_FORMAT, ts, enc_conn, view_json or NO_VIEW, command, v(query_text), query_time,
-      response_time, rows, affected or "null", warnings), now)
+     and rows % 1 == 0 and warnings % 1 == 0 and (affected == nil or (affected % 1 == 0 and affected < 1e14)) then
+    local quote, quoted = '"', query_text
+    if not plain then quote, quoted = "", v(query_text) end
+    write_line('{"ts":"' .. ts .. '",' .. enc_conn .. "," .. (view_json or NO_VIEW) .. ',"command":"' .. command
+      .. '","query":' .. quote .. quoted .. quote .. ',"query_time_us":'
+      .. number_text(query_time) .. ',"response_time_us":' .. number_text(response_time) .. ',"rows":'
+      .. number_text(rows) .. ',"affected_rows":' .. (affected and number_text(affected) or "null") .. ',"warnings":'
+      .. number_text(warnings) .. OK_TAIL, now)
     return
   end
   write_line(string_format(LINE_FORMAT, ts, enc_conn, view_json or NO_VIEW, command, v(query_text),

@@ -112,9 +112,10 @@ end
 
 -- One statement (its text as logged, the comment off and secrets masked) at second `now`: `us` the response
 -- time, `failed` whether it failed, `view` the Django view or nil, `host` the client's host (no port) or nil,
--- `sample` the statement as it ran when it may be kept for EXPLAIN (else nil). Returns the row's id.
+-- `sample` the statement as it ran when it may be kept for EXPLAIN (else nil). Returns the row's id, and whether
+-- `query` is plain JSON text (lib/normalize.lua: the log line quotes it as it is).
 function M.add(dg, query, db, user, now, us, rows, affected, failed, warnings, view, host, sample)
-  local digest_text = normalize(query)
+  local digest_text, plain = normalize(query)
   local key = digest_text .. "\0" .. (db or "") .. "\0" .. (user or "") .. "\0" .. (host or "")
   local entries = dg.entries
   local d = entries[key]
@@ -148,7 +149,7 @@ function M.add(dg, query, db, user, now, us, rows, affected, failed, warnings, v
     d.sample = sample
     d.sample_us = us
   end
-  return d.id
+  return d.id, plain
 end
 
 -- Lines: the rows of one statement, schema and user merged (one host's rows alone when `host` is given). --------

@@ -50,7 +50,7 @@ local function whole_writes(f)
     end
     return true
   end
-  function w.write(self, ...)
+  local function write_all(self, ...)
     for i = 1, select("#", ...) do
       local s = select(i, ...)
       if type(s) == "number" then s = tostring(s) end
@@ -64,6 +64,19 @@ local function whole_writes(f)
       if not ok then return nil, err end
     end
     return self
+  end
+  function w.write(self, s, ...)
+    if type(s) == "string" and select("#", ...) == 0 then -- one string (every log line): no loop over arguments
+      n = n + 1
+      parts[n] = s
+      size = size + #s
+      if size >= APPEND_BATCH then
+        local ok, err = flush()
+        if not ok then return nil, err end
+      end
+      return self
+    end
+    return write_all(self, s, ...) -- a tail call: an error names the script's line
   end
   function w.flush()
     local ok, err = flush()
@@ -194,7 +207,16 @@ function host.compile(source, chunkname)
   return fn, nil
 end
 
-local function limit_hook() error("the Lua hook ran too long (instruction limit reached)", 2) end
+-- The instruction limit: a count hook installed once (installing and removing it around every call were two C calls
+-- a call, a tenth of a logged statement's cost), which fires every py.instruction_limit instructions. `serial`
+-- numbers the calls the host makes: the hook stops the one running when it fired during it already (a call that ran
+-- between one and two limits' worth of instructions); it never stops the bootstrap's own code (`running` is false).
+local serial, fired, running = 0, -1, false
+local function limit_hook()
+  if running and fired == serial then error("the Lua hook ran too long (instruction limit reached)", 2) end
+  fired = serial
+end
+sethook(limit_hook, "", py.instruction_limit)
 
 -- Run the script for a new connection; returns ok, err, and the names of the hooks it defined.
 function host.new_connection(chunk)
@@ -204,9 +226,9 @@ function host.new_connection(chunk)
   local conn = {ctx = ctx, env = env, items = items}
   current = ctx
   setfenv(chunk, env)
-  sethook(limit_hook, "", py.instruction_limit)
+  serial, running = serial + 1, true
   local ok, err = pcall(chunk)
-  sethook()
+  running = false
   if not ok then return conn, false, tostring(err) end
   local hooks = {}
   for _, name in ipairs(py.hooks) do
@@ -244,9 +266,9 @@ local function call(conn, name, arg)
   local fn = conn.env[name]
   if type(fn) ~= "function" then return true, nil end
   current = conn.ctx
-  sethook(limit_hook, "", py.instruction_limit)
+  serial, running = serial + 1, true
   local ok, ret = pcall(fn, arg)
-  sethook()
+  running = false
   if not ok then return false, tostring(ret) end
   if type(ret) ~= "number" then ret = nil end
   return true, ret
