@@ -238,7 +238,8 @@ function host.new_connection(chunk)
 end
 
 -- The hook's verdict and the next queued injection: ok, ret, id, packet, needed, remaining, close; just ok, ret
--- when nothing is queued and the connection stays open (the usual case: two values to convert, not seven). The
+-- when nothing is queued and the connection stays open (the usual case: two values to convert, not seven), and
+-- ok, ret, id when the one injection queued is the client's own packet, streamed (the logging case). The
 -- packet is `true` when it is the very string read_query got (the client's own packet, re-queued to be timed:
 -- Python has it already, so it does not cross back). The injection stays as conn.inflight: read_query_result
 -- reads its packet from there rather than getting it from Python again.
@@ -250,7 +251,10 @@ local function pop(conn, ret, ok)
     tremove(items, 1)
     conn.inflight = it
     local packet = it[2]
-    if packet == conn.packet then packet = true end
+    if packet == conn.packet then
+      if not it[3] and not close and items[1] == nil then return ok, ret, it[1] end
+      packet = true
+    end
     return ok, ret, it[1], packet, it[3], #items, close
   end
   if close then return ok, ret, nil, nil, nil, 0, true end
@@ -331,6 +335,14 @@ local function make_resultset(base, needed, fields, rows, raw, binary)
       end
     end
   end})
+end
+
+-- A streamed result of the injection in flight (conn.inflight), not binary, not an error (every logged statement):
+-- what read_query_result takes, without the arguments that are nil or false then (each one a conversion).
+function host.streamed_result(conn, id, query_time, response_time, row_count, bytes, status, warnings, affected_rows,
+                              insert_id, server_status)
+  return host.read_query_result(conn, id, nil, false, query_time, response_time, row_count, bytes, status, warnings,
+    affected_rows, insert_id, server_status)
 end
 
 -- packet nil: the injection's own (conn.inflight's), which Python need not send back.

@@ -101,6 +101,7 @@ class LuaHost:
         self.read_query: Callable[..., Any] = api[b"read_query"]
         self.pop: Callable[..., Any] = api[b"pop"]
         self.read_query_result: Callable[..., Any] = api[b"read_query_result"]
+        self.streamed_result: Callable[..., Any] = api[b"streamed_result"]
         self.set: Callable[..., Any] = api[b"set"]
         self.set_address: Callable[..., Any] = api[b"set_address"]
         self.get_connection: Callable[..., Any] = api[b"get_connection"]
@@ -221,13 +222,21 @@ class ScriptLoadError(RuntimeError):
 
 
 def _hook_result(values: tuple[Any, ...], packet: bytes = b"") -> HookResult:
-    """Unpack (ok, ret[, id, packet, needed, remaining, close]) from the Lua dispatcher; a packet of ``True`` is
-    ``packet``, the one ``read_query`` got (the client's own, re-queued)."""
+    """Unpack (ok, ret[, id[, packet, needed, remaining, close]]) from the Lua dispatcher; a packet of ``True`` is
+    ``packet``, the one ``read_query`` got (the client's own, re-queued); an id alone is that packet, streamed, the
+    only one queued."""
     if len(values) == 2:  # nothing queued, the connection stays open
         ok, ret = values
         if ok:
             return HookResult(True, int(ret)) if ret is not None else HookResult(True, None)
         return HookResult(False, None, error=ret.decode("utf-8", "replace") if isinstance(ret, bytes) else str(ret))
+    if len(values) == 3:  # the client's own packet re-queued, streamed, alone (the logging case)
+        ok, ret, inj_id = values
+        injection = Injection(int(inj_id), packet, False, own=True)
+        if ok:
+            return HookResult(True, int(ret) if ret is not None else None, None, injection)
+        return HookResult(False, None, error=ret.decode("utf-8", "replace") if isinstance(ret, bytes) else str(ret),
+                          injection=injection)  # fmt: skip
     ok, ret, inj_id, queued, needed, remaining, close = values
     injection = None
     if inj_id is not None:
@@ -242,7 +251,7 @@ class LuaConnection:
     """A connection's script environment: call hooks, read ``proxy.response``, set ``proxy.connection``."""
 
     __slots__ = ("_call", "_conn", "_host", "_inflight", "_packet", "_pop", "_read_query", "_read_query_result",
-                 "hooks")  # fmt: skip
+                 "_streamed_result", "hooks")  # fmt: skip
 
     def __init__(self, host: LuaHost, conn: Any, hooks: set[str]) -> None:
         self._host = host
@@ -251,6 +260,7 @@ class LuaConnection:
         self._call = host.call
         self._read_query = host.read_query  # the per-statement entry points, looked up once
         self._read_query_result = host.read_query_result
+        self._streamed_result = host.streamed_result
         self._pop = host.pop
         self._packet = b""  # what read_query got last: a queued packet of True is this one
         self._inflight: Injection | None = None  # the injection handed out last (Lua keeps its packet)
@@ -318,6 +328,26 @@ class LuaConnection:
         first = tracker.first_ns or now
         queued = inj.queued_ns
         err = tracker.err
+        if err is None and inj is self._inflight and not tracker.binary:  # every logged statement: fewer arguments
+            res = _hook_result(
+                self._streamed_result(
+                    self._conn,
+                    inj.id,
+                    max(0, (first - queued) // 1000),
+                    max(0, (now - queued) // 1000),
+                    tracker.row_count,
+                    tracker.bytes,
+                    tracker.query_status,
+                    tracker.warnings,
+                    tracker.affected_rows,
+                    tracker.insert_id,
+                    tracker.server_status,
+                ),
+                self._packet,
+            )
+            if res.injection is not None:
+                self._inflight = res.injection
+            return res
         res = _hook_result(
             self._read_query_result(
                 self._conn,
