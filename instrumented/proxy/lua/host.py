@@ -232,11 +232,11 @@ def _hook_result(values: tuple[Any, ...], packet: bytes = b"") -> HookResult:
         return HookResult(False, None, error=ret.decode("utf-8", "replace") if isinstance(ret, bytes) else str(ret))
     if len(values) == 3:  # the client's own packet re-queued, streamed, alone (the logging case)
         ok, ret, inj_id = values
-        injection = Injection(int(inj_id), packet, False, own=True)
+        own = Injection(int(inj_id), packet, False, own=True)
         if ok:
-            return HookResult(True, int(ret) if ret is not None else None, None, injection)
+            return HookResult(True, int(ret) if ret is not None else None, None, own)
         return HookResult(False, None, error=ret.decode("utf-8", "replace") if isinstance(ret, bytes) else str(ret),
-                          injection=injection)  # fmt: skip
+                          injection=own)  # fmt: skip
     ok, ret, inj_id, queued, needed, remaining, close = values
     injection = None
     if inj_id is not None:
