@@ -103,7 +103,8 @@ if state == nil or state.version ~= STATE_VERSION then
   local old_file = state and (state.file or (state.log and state.log.file))
   if old_file then pcall(old_file.close, old_file) end
   state = {version = STATE_VERSION, on = false, deadline = 0, epoch = 0, logged = 0, ring = {}, ring_next = 1,
-           ring_count = 0, digest = digest.new(settings.max_digests, proxy.worker, proxy.workers), log = logfile.new(), filter = nil}
+           ring_count = 0, digest = digest.new(settings.max_digests, proxy.worker, proxy.workers), log = logfile.new(),
+           filter = nil}
   proxy.global.query_log = state
   math.randomseed(os_time()) -- for SAMPLE; once per process, not per connection
 end
@@ -150,9 +151,8 @@ local NO_VIEW = '"view":null,"route":null'
 -- numbers' text remembered (a number's text is a C sprintf each time; timings and counts repeat).
 local OK_TAIL = ',"status":"ok","error_code":null,"error_message":null}\n'
 local number_texts, number_count = {}, 0
-local function number_text(n)
-  local t = number_texts[n]
-  if t then return t end
+local function number_text(n) -- called when number_texts has none
+  local t
   if number_count >= 8192 then number_texts, number_count = {}, 0 end
   t = string_format("%d", n)
   number_texts[n] = t
@@ -251,11 +251,15 @@ local function record(now, command, query, inj)
      and rows % 1 == 0 and warnings % 1 == 0 and (affected == nil or (affected % 1 == 0 and affected < 1e14)) then
     local quote, quoted = '"', query_text
     if not plain then quote, quoted = "", v(query_text) end
+    local texts = number_texts -- a number's text, else number_text() makes it
+    local affected_text = "null"
+    if affected then affected_text = texts[affected] or number_text(affected) end
     write_line('{"ts":"' .. ts .. '",' .. enc_conn .. "," .. (view_json or NO_VIEW) .. ',"command":"' .. command
       .. '","query":' .. quote .. quoted .. quote .. ',"query_time_us":'
-      .. number_text(query_time) .. ',"response_time_us":' .. number_text(response_time) .. ',"rows":'
-      .. number_text(rows) .. ',"affected_rows":' .. (affected and number_text(affected) or "null") .. ',"warnings":'
-      .. number_text(warnings) .. OK_TAIL, now)
+      .. (texts[query_time] or number_text(query_time)) .. ',"response_time_us":'
+      .. (texts[response_time] or number_text(response_time)) .. ',"rows":'
+      .. (texts[rows] or number_text(rows)) .. ',"affected_rows":' .. affected_text .. ',"warnings":'
+      .. (texts[warnings] or number_text(warnings)) .. OK_TAIL, now)
     return
   end
   write_line(string_format(LINE_FORMAT, ts, enc_conn, view_json or NO_VIEW, command, v(query_text),

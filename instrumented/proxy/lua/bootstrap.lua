@@ -157,13 +157,12 @@ local proxy = {global = {config = {}}}
 for k, v in pairs(py.constants) do proxy[k] = v end
 proxy.workers = py.workers -- the host's extension: processes running the script (--workers); nil in mysql-proxy
 proxy.worker = py.worker -- the host's extension: which of them this one is (1..proxy.workers); nil in mysql-proxy
-local current = nil
-setmetatable(proxy, {
-  __index = function(_, k) local c = current if c then return c[k] end end,
-  __newindex = function(_, k, v)
-    if current then current[k] = v else error("proxy." .. tostring(k) .. " is read-only here", 2) end
-  end,
-})
+-- While a hook runs, its connection's context table is both __index and __newindex (tables, not functions: reading
+-- proxy.queries or proxy.connection is a table look-up, not a Lua call); before the first one, nothing is writable.
+local proxy_mt = {__index = {}, __newindex = function(_, k)
+  error("proxy." .. tostring(k) .. " is read-only here", 2)
+end}
+setmetatable(proxy, proxy_mt)
 sandbox.proxy = proxy
 
 local renamed = {thread_id = "server.thread_id", default_db = "client.default_db",
@@ -224,7 +223,7 @@ function host.new_connection(chunk)
   local ctx = {queries = q, connection = new_connection_table(), response = {}}
   local env = setmetatable({}, {__index = sandbox})
   local conn = {ctx = ctx, env = env, items = items}
-  current = ctx
+  proxy_mt.__index, proxy_mt.__newindex = ctx, ctx
   setfenv(chunk, env)
   serial, running = serial + 1, true
   local ok, err = pcall(chunk)
@@ -269,7 +268,8 @@ end
 local function call(conn, name, arg)
   local fn = conn.env[name]
   if type(fn) ~= "function" then return true, nil end
-  current = conn.ctx
+  local ctx = conn.ctx
+  proxy_mt.__index, proxy_mt.__newindex = ctx, ctx
   serial, running = serial + 1, true
   local ok, ret = pcall(fn, arg)
   running = false
