@@ -221,6 +221,10 @@ class ScriptLoadError(RuntimeError):
     """The script failed to compile or to run its top level for a connection."""
 
 
+#: The verdict "no decision, nothing queued" (most hook calls), made once: callers change only a failed call's verdict.
+_NOTHING = HookResult(True, None)
+
+
 def _hook_result(values: tuple[Any, ...], packet: bytes = b"") -> HookResult:
     """Unpack (ok, ret[, id[, packet, needed, remaining, close]]) from the Lua dispatcher; a packet of ``True`` is
     ``packet``, the one ``read_query`` got (the client's own, re-queued); an id alone is that packet, streamed, the
@@ -228,7 +232,7 @@ def _hook_result(values: tuple[Any, ...], packet: bytes = b"") -> HookResult:
     if len(values) == 2:  # nothing queued, the connection stays open
         ok, ret = values
         if ok:
-            return HookResult(True, int(ret)) if ret is not None else HookResult(True, None)
+            return HookResult(True, int(ret)) if ret is not None else _NOTHING
         return HookResult(False, None, error=ret.decode("utf-8", "replace") if isinstance(ret, bytes) else str(ret))
     if len(values) == 3:  # the client's own packet re-queued, streamed, alone (the logging case)
         ok, ret, inj_id = values
