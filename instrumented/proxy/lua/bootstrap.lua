@@ -2,6 +2,9 @@
 -- Builds the sandbox and the MySQL Proxy 0.8 API; returns the entry points the host calls.
 -- `py` carries what Python lends: constants, hook names, io/print/require callbacks, the instruction limit.
 local py = ...
+-- Under LuaJIT, its interpreter only: a compiled trace does not run count hooks, so a runaway loop would never reach
+-- the instruction limit (and the scripts' hooks are short: the interpreter is where LuaJIT's gain on them is).
+if jit then jit.off() end
 local _G, pairs, ipairs, type, pcall, error, tostring, select, next = _G, pairs, ipairs, type, pcall, error, tostring,
   select, next
 local setfenv, loadstring, setmetatable, rawget, rawset = setfenv, loadstring, setmetatable, rawget, rawset

@@ -34,8 +34,23 @@ class LupaMissingError(RuntimeError):
     """lupa (the ``proxy`` extra) is not installed."""
 
 
-def _load_lupa() -> Any:
-    """Import lupa's Lua 5.1 runtime (needed for setfenv and to match MySQL Proxy)."""
+#: ``--lua-runtime``: Lua 5.1 as LuaJIT 2.1 implements it (its interpreter, the compiler off: a compiled loop would
+#: never reach the instruction limit's count hook) or as PUC Lua 5.1 (what MySQL Proxy 0.8.5 links); ``auto``: LuaJIT
+#: when lupa has it (its interpreter runs query_log.lua's logging in about half the instructions: mysql_proxy_lua's
+#: README, "Speed").
+RUNTIMES = ("auto", "luajit", "lua51")
+
+
+def _load_lupa(runtime: str = "auto") -> Any:
+    """Import a lupa Lua 5.1 runtime (5.1 for setfenv and to match MySQL Proxy): LuaJIT 2.1's or PUC Lua 5.1's."""
+    if runtime in ("auto", "luajit"):
+        try:
+            import lupa.luajit21 as luajit21
+        except ImportError:
+            if runtime == "luajit":
+                raise LupaMissingError("this lupa build has no LuaJIT 2.1 runtime (lupa.luajit21)") from None
+        else:
+            return luajit21
     try:
         import lupa.lua51 as lua51
     except ImportError:
@@ -56,11 +71,11 @@ class LuaHost:
 
     def __init__(self, script: str | os.PathLike[str] | None, io_paths: Iterable[str] = (),
                  lua_path: Iterable[str] = (), report: Callable[..., None] | None = None,
-                 workers: int = 1, worker: int = 1) -> None:  # fmt: skip
+                 workers: int = 1, worker: int = 1, runtime: str = "auto") -> None:  # fmt: skip
         """``report(key, message, *args)`` logs a failure (the server's: at most once a minute per key); ``workers``
         and ``worker`` are what scripts find in ``proxy.workers`` and ``proxy.worker`` (the host's extensions: how
-        many processes run them, which one this is)."""
-        lua51 = _load_lupa()
+        many processes run them, which one this is); ``runtime``: one of ``RUNTIMES``."""
+        lua51 = _load_lupa(runtime)
         self.script = Path(script).resolve() if script else None
         self._io_paths = {os.path.abspath(p) for p in io_paths}
         self._report = report or (lambda _key, message, *args: log.error(message, *args))
