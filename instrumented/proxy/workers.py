@@ -8,7 +8,7 @@ see ``query_log.lua``); the worker that got it runs it in the others (``worker_c
 Unix socket in a private directory) and answers with all of their answers merged (``merge.py``, the merge the
 Django side uses for several proxies). So ``PROXY LOG ON`` on any connection switches every worker before its
 answer comes back, and ``STATUS``, ``TAIL`` and ``DIGEST`` answer for all of them. ``EXPLAIN`` names a row of the
-merged digest, whose sample one worker keeps (each numbers its rows apart: ``digest.owner``): that worker hands it
+merged digest, whose sample one worker keeps (each numbers its rows apart: ``lib/digest.lua``): that worker hands it
 over (``worker_sample``) and the asking connection explains it (``explain_sample``, on its own database connection).
 """
 
@@ -232,7 +232,7 @@ class Workers:
 
     async def _sample(self, row_id: int) -> dict[str, Any]:
         """The digest line holding row ``row_id`` and its sample, from the worker that numbered it (JSON)."""
-        owner = (row_id - 1) % self.info.count + 1  # lib/digest.lua's owner()
+        owner = (row_id - 1) % self.info.count + 1  # worker k of N numbers its rows k, k + N, ... (lib/digest.lua)
         if owner == self.info.index:
             return self.sample_here(row_id)
         try:

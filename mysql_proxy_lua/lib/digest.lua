@@ -11,7 +11,7 @@ counted in `evicted`, so a flood of distinct statements cannot grow the proxy.
 A row also keeps its slowest statement as it was sent (`sample`, only in memory, for PROXY LOG EXPLAIN: see
 lib/explain.lua) when the caller offers one, and a number (`id`) that stays the row's while it lives, so that
 a panel can ask for "that row" after the order changed. Under `instrumented-proxy --workers N` each worker numbers
-its rows apart (worker k of N: k, k + N, k + 2N...), so an id names one worker's row: M.owner() says which.
+its rows apart (worker k of N: k, k + N, k + 2N...), so an id names one worker's row: (id - 1) % N + 1.
 
 DIGEST shows one line per statement, schema and user: the rows of several client hosts are merged when it is
 read (their hosts named, busiest first), unless it asks for one host's rows (HOST name). Load is the row's
@@ -47,11 +47,6 @@ function M.new(max_rows, worker, workers)
   workers = workers or 1
   return {entries = {}, by_id = {}, count = 0, evicted = 0, seq = 0, next_id = (worker or 1) - workers,
           id_step = workers, max_rows = max_rows}
-end
-
--- The worker (1..workers) whose row an id names.
-function M.owner(id, workers)
-  return (id - 1) % (workers or 1) + 1
 end
 
 -- Every row gone (PROXY LOG RESET); ids go on counting, so an old id never names a new row.
