@@ -9,7 +9,11 @@ and the Lua script's own share of the CPU (``--only cpu`` prints just the CPU pa
 Also: the Lua normaliser's CPU time on multi-row INSERTs of 8 KB, 64 KB and 1 MB (it must grow linearly),
 and a second client's SELECT 1 latency while a non-admin floods 12 MB ``PROXY LOG`` statements.
 
-    python benchmarks/proxy.py [--rounds 15] [--batch 300] [--seconds 3] [--only normalize|flood|cpu]
+    python benchmarks/proxy.py [--rounds 15] [--batch 300] [--seconds 3] [--only normalize|flood|cpu|instructions]
+        [--tree PATH ...]
+
+``--only instructions`` counts the host's CPU instructions per statement with callgrind (exact on a loaded
+machine), for this checkout or each ``--tree`` (compare a change with a worktree of the commit before it).
 
 Needs MariaDB on 127.0.0.1:3306 or ``$MARIADB_PORT`` (root, no password, database ``test``; ``bin/with-mariadb``
 starts a private one), socat, mysqlclient, lupa. benchmarks/proxy_concurrency.py measures the proxy under sysbench
@@ -19,8 +23,11 @@ at 1, 8 and 32 clients beside the original mysql-proxy 0.8.5.
 from __future__ import annotations
 
 import argparse
+import gc
+import itertools
 import multiprocessing as mp
 import os
+import re
 import shutil
 import signal
 import socket
@@ -192,7 +199,17 @@ def _answer_questions(session) -> None:
 
 
 #: The Lua entry points of the host (``bootstrap.lua``'s), each call one crossing from Python into Lua.
-ENTRY_POINTS = ("call", "read_query", "pop", "read_query_result", "set", "set_address", "get_connection", "response")
+ENTRY_POINTS = (
+    "call",
+    "read_query",
+    "pop",
+    "read_query_result",
+    "streamed_result",
+    "set",
+    "set_address",
+    "get_connection",
+    "response",
+)
 
 
 def _count_crossings(lua) -> dict[str, int]:
@@ -213,12 +230,13 @@ def _count_crossings(lua) -> dict[str, int]:
 
 
 def host_code_us(script: Path | None, logging_on: bool, n: int = 30000, sql: str = "SELECT 1",
-                 count_crossings: bool = False) -> tuple[float, float, float]:  # fmt: skip
+                 count_crossings: bool = False, around=None) -> tuple[float, float, float]:  # fmt: skip
     """CPU time of the host's Python + Lua code per statement (parse, hooks, tracking), in-process, the
     Python->Lua crossings per statement and the Python bytecodes run per statement (both counted, exact; 0 unless
     ``count_crossings``: counting costs time).
     ``sql`` may hold ``%d``: then every statement has a literal of its own (the digest's normaliser cannot
-    reuse an earlier answer, as under sysbench). The log goes to the file PROXY_LOG_FILE names."""
+    reuse an earlier answer, as under sysbench). The log goes to the file PROXY_LOG_FILE names. ``around(when)`` is
+    called with "start" right before the statements and "end" right after them (``instructions`` counts them)."""
     from instrumented.proxy.connection import ProxyConnection
     from instrumented.proxy.mysql import packets as p
     from instrumented.proxy.phases import IDLE
@@ -232,7 +250,18 @@ def host_code_us(script: Path | None, logging_on: bool, n: int = 30000, sql: str
     conn.client = conn.backend = _NullTransport()
     session.to_client = session.to_server = conn.client.write
     session.phase = IDLE
+    if around is not None:  # counted: clocks that do not depend on callgrind's pace (see instructions_report)
+        import random
+
+        from instrumented.proxy import session as session_module
+
+        steps = random.Random(1)  # the host's timings: 20-400 µs apart, the same sequence in every run, as cheap to
+        ticks = itertools.accumulate(steps.randrange(20_000, 400_000, 1000) for _ in range(4 * n + 10_000))
+        session_module._now = iter(list(ticks)).__next__  # read as perf_counter_ns is
     if server.lua is not None:
+        if around is not None:  # the script's clock stands still (the log file is opened again each second)
+            env = server.lua.new_connection()._conn[b"env"]  # the sandbox's os table, shared by every connection
+            env[b"os"][b"time"] = server.lua.runtime.eval("function() return 1765000000 end")
         session.lua = server.lua.new_connection()
         session.hooks = session.lua.hooks
         session.lua.set("client", "username", b"root")
@@ -261,6 +290,12 @@ def host_code_us(script: Path | None, logging_on: bool, n: int = 30000, sql: str
 
     if count_crossings:
         sys.settrace(trace)
+    if around is not None:  # counted: from the steady state on (the ring of recent entries full, PROXY_LOG_RING)
+        for i in range(1100):
+            conn.data_received(p.frame(b"\x03" + (sql % (n + 1 + i) if varying else sql).encode(), 0)[0])
+            session.server_data(result)
+        gc.collect()
+        around("start")
     start = time.process_time()
     if varying:
         for query in queries:
@@ -272,6 +307,8 @@ def host_code_us(script: Path | None, logging_on: bool, n: int = 30000, sql: str
             conn.data_received(query)
             session.server_data(result)
     elapsed = time.process_time() - start
+    if around is not None:
+        around("end")
     sys.settrace(None)
     wrappers = 4 * sum(counts.values())  # the counting wrapper's own bytecodes per crossing
     return elapsed / n * 1e6, sum(counts.values()) / n, (opcodes[0] - wrappers) / n
@@ -452,8 +489,17 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=100, help="queries per target per round (1000-row: a tenth)")
     parser.add_argument("--seconds", type=float, default=3.0, help="duration of each throughput run")
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--only", choices=["normalize", "flood", "cpu"], help="run just this part")
+    parser.add_argument("--only", choices=["normalize", "flood", "cpu", "instructions"], help="run just this part")
+    parser.add_argument("--tree", action="append", type=Path,
+                        help="--only instructions: a tree holding instrumented/ and mysql_proxy_lua/ (default: this"
+                             " checkout; repeat to compare, e.g. with a worktree of the commit before)")  # fmt: skip
+    parser.add_argument("--inner-instructions", nargs=2, metavar=("CASE", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.inner_instructions:
+        _inner_instructions(args.tree[0], args.inner_instructions[0], int(args.inner_instructions[1]))
+        return 0
+    if args.only == "instructions":
+        return instructions_report(args.tree or [ROOT])
     if args.only == "cpu":
         return cpu_report([])
     if args.only != "flood":
@@ -541,6 +587,70 @@ def main() -> int:
 
 #: A statement as sysbench's oltp_point_select sends it, a new id each time (the ``%d``).
 SYSBENCH_SQL = "SELECT c FROM sbtest1 WHERE id=%d"
+
+
+#: What ``--only instructions`` counts: (script, logging on, statement), as cpu_report's cases.
+INSTRUCTION_CASES = {"off": (False, "SELECT 1"), "on": (True, "SELECT 1"), "off varying": (False, SYSBENCH_SQL),
+                     "on varying": (True, SYSBENCH_SQL)}  # fmt: skip
+
+
+def _inner_instructions(tree: Path, case: str, n: int) -> None:
+    """In a process under callgrind: the host of ``tree`` runs ``n`` statements of ``case``; the parent switches the
+    instrumentation on and off around them (READY / DONE on stdout, a line on stdin to go on)."""
+    sys.path.insert(0, str(tree))
+    on, sql = INSTRUCTION_CASES[case]
+
+    def around(when: str) -> None:
+        print("READY" if when == "start" else "DONE", flush=True)
+        sys.stdin.readline()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["PROXY_LOG_FILE"] = str(Path(tmp) / "query_log.jsonl")
+        host_code_us(tree / "mysql_proxy_lua" / "query_log.lua", on, n, sql, around=around)
+
+
+def _callgrind(tree: Path, case: str, n: int) -> int:
+    """CPU instructions (callgrind's total) of ``n`` statements of ``case`` through the host of ``tree``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "callgrind.out"
+        cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", sys.executable,
+               __file__, "--inner-instructions", case, str(n), "--tree", str(tree)]  # fmt: skip
+        env = {**os.environ, "PYTHONHASHSEED": "0"}
+        child = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+        assert child.stdin is not None and child.stdout is not None
+        for switch in ("--instr=on", "--instr=off"):
+            for line in child.stdout:
+                if line.strip() in ("READY", "DONE"):
+                    break
+            subprocess.run(["callgrind_control", switch, str(child.pid)], check=True, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)  # fmt: skip
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        child.stdin.close()
+        assert child.wait() == 0
+        found = re.search(r"^totals: (\d+)", out.read_text(), re.MULTILINE)
+    assert found, "no total in callgrind's output"
+    return int(found.group(1))
+
+
+def instructions_report(trees: list[Path], a: int = 200, b: int = 1200) -> int:
+    """CPU instructions per statement of the host (Python, lupa and Lua alike, exact whatever the load): callgrind
+    counts ``a`` then ``b`` statements in-process, (count(b) - count(a)) / (b - a), for each tree (this checkout and,
+    e.g., a worktree of the commit before a change). Steady state: after enough statements to fill the ring of
+    recent entries. Callgrind runs a program some fifty times slower, so the clocks would say what callgrind does:
+    the script's clock stands still (a second of callgrind is a few hundred statements, and the log file is opened
+    again each second) and the host's timings follow one pseudo-random sequence of 20-400 µs steps."""
+    if not shutil.which("valgrind"):
+        print("valgrind is required (apt-get install valgrind)", file=sys.stderr)
+        return 2
+    print(f"host CPU instructions per statement, in-process (callgrind; (count({b}) - count({a})) / {b - a}):")
+    print(f"{'tree':<40}" + "".join(f"{case:>14}" for case in INSTRUCTION_CASES) + f"{'+logging':>10}{'+varying':>10}")
+    for tree in trees:
+        per = {case: (_callgrind(tree, case, b) - _callgrind(tree, case, a)) / (b - a) for case in INSTRUCTION_CASES}
+        print(f"{str(tree)[-40:]:<40}" + "".join(f"{per[case]:>14.0f}" for case in INSTRUCTION_CASES)
+              + f"{per['on'] - per['off']:>10.0f}{per['on varying'] - per['off varying']:>10.0f}")  # fmt: skip
+    return 0
 
 
 def cpu_report(verdicts: list[tuple[str, float, bool]], runs: int = 5) -> int:

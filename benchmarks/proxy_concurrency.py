@@ -4,6 +4,13 @@ original mysql-proxy 0.8.5, with query_log.lua's logging off and on.
     python benchmarks/proxy_concurrency.py [--mysql-proxy PATH] [--runs 3] [--time 10] [--clients 1,8,32]
         [--workloads point_select,read_write] [--host-arg=--some-flag ...] [--json results.json]
 
+The full run, on a quiet machine (8 targets x 2 workloads x 3 client counts x 3 runs of 10 s: about 30 minutes; a
+check of the whole chain first: ``--runs 1 --time 2 --clients 1,8 --workloads point_select --tables 1
+--table-size 1000 --workers 2``, about a minute):
+
+    python benchmarks/proxy_concurrency.py --mysql-proxy /path/to/prefix/bin/mysql-proxy --runs 3 --time 10 \
+        --clients 1,8,32 --workloads point_select,read_write --workers 2 --json proxy_concurrency.json
+
 sysbench's ``oltp_point_select`` (QPS) and ``oltp_read_write`` (TPS) at 1, 8 and 32 client threads, each cell run
 ``--runs`` times with the targets interleaved (their order rotates from cell to cell), medians printed as tables
 beside the budgets of issue 24, with each proxy's CPU per statement: user + system time of its process and every

@@ -103,7 +103,8 @@ if state == nil or state.version ~= STATE_VERSION then
   local old_file = state and (state.file or (state.log and state.log.file))
   if old_file then pcall(old_file.close, old_file) end
   state = {version = STATE_VERSION, on = false, deadline = 0, epoch = 0, logged = 0, ring = {}, ring_next = 1,
-           ring_count = 0, digest = digest.new(settings.max_digests), log = logfile.new(), filter = nil}
+           ring_count = 0, digest = digest.new(settings.max_digests, proxy.worker, proxy.workers), log = logfile.new(),
+           filter = nil}
   proxy.global.query_log = state
   math.randomseed(os_time()) -- for SAMPLE; once per process, not per connection
 end
@@ -145,10 +146,19 @@ end
 local LINE_FORMAT = '{"ts":"%s",%s,%s,"command":"%s","query":%s,"query_time_us":%s,"response_time_us":%d,'
   .. '"rows":%d,"affected_rows":%s,"warnings":%d,"status":"%s","error_code":%s,"error_message":%s}\n'
 local NO_VIEW = '"view":null,"route":null'
--- The usual line (a statement that worked, whole-number timings): the numbers straight into the format, the
--- constant members written out; only the statement's text goes through the JSON encoder.
-local OK_FORMAT = '{"ts":"%s",%s,%s,"command":"%s","query":%s,"query_time_us":%d,"response_time_us":%d,'
-  .. '"rows":%d,"affected_rows":%s,"warnings":%d,"status":"ok","error_code":null,"error_message":null}\n'
+-- The usual line (a statement that worked, whole-number timings) is one concatenation: the constant members
+-- written out, the statement quoted as it is when the digest found it plain JSON text (lib/normalize.lua), the
+-- numbers' text remembered (a number's text is a C sprintf each time; timings and counts repeat).
+local OK_TAIL = ',"status":"ok","error_code":null,"error_message":null}\n'
+local number_texts, number_count = {}, 0
+local function number_text(n) -- called when number_texts has none
+  local t
+  if number_count >= 8192 then number_texts, number_count = {}, 0 end
+  t = string_format("%d", n)
+  number_texts[n] = t
+  number_count = number_count + 1
+  return t
+end
 
 -- A logged statement's result: counted in the digest, and (past the SLOW/ERRORS filter) kept in the ring and
 -- written to the file.
@@ -197,8 +207,8 @@ local function record(now, command, query, inj)
   end
 
   -- Digest: every statement that passed the USER/DB/SAMPLE filters (SLOW and ERRORS only filter the log).
-  local digest_id = digest_add(digests, query_text, db, user, now, response_time, rows, affected, failed, warnings,
-    view, client_host, sample)
+  local digest_id, plain = digest_add(digests, query_text, db, user, now, response_time, rows, affected, failed,
+    warnings, view, client_host, sample)
 
   local f = state.filter
   if f ~= nil and ((f.errors and not failed) or (f.slow_us and response_time < f.slow_us)) then return end
@@ -238,9 +248,18 @@ local function record(now, command, query, inj)
   local v = json_value
   local query_time = inj.query_time
   if not failed and type(query_time) == "number" and query_time % 1 == 0 and response_time % 1 == 0
-     and (affected == nil or (affected % 1 == 0 and affected < 1e14)) then
-    write_line(string_format(OK_FORMAT, ts, enc_conn, view_json or NO_VIEW, command, v(query_text), query_time,
-      response_time, rows, affected or "null", warnings), now)
+     and rows % 1 == 0 and warnings % 1 == 0 and (affected == nil or (affected % 1 == 0 and affected < 1e14)) then
+    local quote, quoted = '"', query_text
+    if not plain then quote, quoted = "", v(query_text) end
+    local texts = number_texts -- a number's text, else number_text() makes it
+    local affected_text = "null"
+    if affected then affected_text = texts[affected] or number_text(affected) end
+    write_line('{"ts":"' .. ts .. '",' .. enc_conn .. "," .. (view_json or NO_VIEW) .. ',"command":"' .. command
+      .. '","query":' .. quote .. quoted .. quote .. ',"query_time_us":'
+      .. (texts[query_time] or number_text(query_time)) .. ',"response_time_us":'
+      .. (texts[response_time] or number_text(response_time)) .. ',"rows":'
+      .. (texts[rows] or number_text(rows)) .. ',"affected_rows":' .. affected_text .. ',"warnings":'
+      .. (texts[warnings] or number_text(warnings)) .. OK_TAIL, now)
     return
   end
   write_line(string_format(LINE_FORMAT, ts, enc_conn, view_json or NO_VIEW, command, v(query_text),
@@ -279,6 +298,8 @@ end
 
 -- PROXY LOG EXPLAIN (lib/explain.lua) -------------------------------------------------------------
 
+local WORKERS = proxy.workers or 1
+
 -- Injections of an EXPLAIN, in the order they go: the connection's schema and the server, USE the sample's
 -- schema, the EXPLAIN, USE the connection's schema again. All buffered: only the last answers the client.
 local ID_EXPLAIN_WHERE, ID_EXPLAIN_USE, ID_EXPLAIN, ID_EXPLAIN_BACK = 6, 7, 8, 9
@@ -290,7 +311,20 @@ local function explain_error(message)
   return resultset.error("PROXY LOG EXPLAIN: " .. message, 1105, "HY000")
 end
 
--- The digest line asked for, checked, and the first injection queued (PROXY_SEND_QUERY); or the refusal.
+-- A digest line's sample checked, and the first injection queued (PROXY_SEND_QUERY); or the refusal.
+local function explain_line(line, rank)
+  if line.sample == nil then
+    return explain_error("no statement of this digest row can be explained: it keeps none that was cut"
+      .. " (PROXY_LOG_MAX_QUERY_LEN), held a password or ran as a prepared statement (no values)")
+  end
+  local why, statement = explain.refusal(line.sample)
+  if why then return explain_error("refused: " .. why .. "; only one plain SELECT is explained") end
+  explaining = {line = line, rank = rank, sql = statement, db = line.db}
+  proxy.queries:append(ID_EXPLAIN_WHERE, WHERE, NEEDED)
+  return proxy.PROXY_SEND_QUERY
+end
+
+-- The digest line asked for (this process's digest), then explain_line().
 local function start_explain(command)
   local line, rank
   if command.id then
@@ -306,15 +340,7 @@ local function start_explain(command)
       return explain_error("the digest has no row " .. rank .. " (it has " .. #digest.lines(digests) .. ")")
     end
   end
-  if line.sample == nil then
-    return explain_error("no statement of this digest row can be explained: it keeps none that was cut"
-      .. " (PROXY_LOG_MAX_QUERY_LEN), held a password or ran as a prepared statement (no values)")
-  end
-  local why, statement = explain.refusal(line.sample)
-  if why then return explain_error("refused: " .. why .. "; only one plain SELECT is explained") end
-  explaining = {line = line, rank = rank, sql = statement, db = line.db}
-  proxy.queries:append(ID_EXPLAIN_WHERE, WHERE, NEEDED)
-  return proxy.PROXY_SEND_QUERY
+  return explain_line(line, rank)
 end
 
 -- The plan (or what went wrong) as the answer to the control statement.
@@ -404,11 +430,10 @@ local function run_control(query)
     return digest.result(digests, command.rows, command.order, command.host)
   end
   if verb == "explain" then
-    -- Each worker of `instrumented-proxy --workers N` keeps its own digest rows, ids and samples, while DIGEST
-    -- answers for all of them merged: a rank or id could name another worker's row. Refused until they share them.
-    if (proxy.workers or 1) > 1 then
-      return explain_error("PROXY LOG EXPLAIN is not available with --workers above 1 (each worker keeps its own"
-        .. " samples); run a single-worker proxy to explain")
+    -- Under `instrumented-proxy --workers N` the row may be another worker's: the host finds it in the merged
+    -- digest, fetches its sample from the worker that keeps it (worker_sample) and comes back to explain_sample.
+    if WORKERS > 1 then
+      return resultset.send({{"rank", T_NUMBER}, {"id", T_NUMBER}}, {{command.rank or 0, command.id or 0}})
     end
     return start_explain(command)
   end
@@ -427,8 +452,7 @@ end
 -- its extension; nil under mysql-proxy 0.8.5, one process). A control statement an admin ran is marked for every
 -- worker (proxy.response.relay): the host carries it out in the others through worker_control() and answers with
 -- their answers merged, so PROXY LOG ON switches them all and STATUS, TAIL and DIGEST answer for all of them.
-local WORKERS = proxy.workers or 1
-
+-- EXPLAIN is marked too: the host answers it through worker_sample() and explain_sample() below.
 local function control_everywhere(query)
   local ret = run_control(query)
   if WORKERS > 1 and proxy.response.type == proxy.MYSQLD_PACKET_OK then proxy.response.relay = query end
@@ -438,6 +462,23 @@ end
 -- Called by instrumented-proxy for a control statement relayed from another worker (checked there).
 function worker_control(query)
   return run_control(query)
+end
+
+-- Called by instrumented-proxy (--workers N) for PROXY LOG EXPLAIN in another worker: the line of this worker's digest
+-- row `id` (merged like DIGEST shows it) and its sample, as a result (digest, db, user, id, sample_us, sample).
+function worker_sample(id)
+  local line = digest.line_of(digests, tonumber(id) or 0)
+  if line == nil then return explain_error("no digest row has the id " .. tostring(id) .. " in this worker") end
+  return resultset.send({{"digest", T_STRING}, {"db", T_STRING}, {"user", T_STRING}, {"id", T_NUMBER},
+    {"sample_us", T_NUMBER}, {"sample", T_STRING}},
+    {{line.text, line.db, line.user, line.sample_id or line.id, line.sample_us, line.sample}})
+end
+
+-- Called by instrumented-proxy (--workers N) on the admin's connection once it found the row PROXY LOG EXPLAIN asked
+-- for, whichever worker keeps it: t = {rank, id, digest, db, sample_us, sample} (sample nil: none kept).
+function explain_sample(t)
+  return explain_line({text = t.digest, db = t.db, sample = t.sample, sample_us = t.sample_us, sample_id = t.id},
+    t.rank)
 end
 
 -- Hooks -------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Protocol, cast
 
 from .backends import Backend
-from .lua.api import ProxyResponse
+from .lua.api import LuaCall, ProxyResponse
 from .lua.host import LuaHost, ScriptLoadError
 from .mysql import constants as c
 from .phases import CLOSED, RESPONSE
@@ -218,7 +218,7 @@ class ProxyConnection(asyncio.Protocol):
     async def _gather(self, workers: Workers, response: ProxyResponse, seq: int) -> None:
         """The merged answer, or this worker's own when gathering failed (fail open: the client gets an answer)."""
         try:
-            merged = await workers.gather(response)
+            merged: ProxyResponse | LuaCall = await workers.gather(response)
         except Exception as exc:  # noqa: BLE001
             self.server.rate_limited_log("gather", "gathering the workers' answers failed: %s", exc)
             merged = response

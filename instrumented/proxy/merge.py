@@ -81,7 +81,7 @@ def merge_digests(answers: Iterable[list[dict[str, Any]]]) -> list[dict[str, Any
     """Digest rows of several proxies as one: per (digest, db, user) summed, min/max kept, avg recomputed,
     p50/p95/p99 the largest of the proxies' (an upper bound), loads added, shares recomputed from the merged
     times, distributions and hosts added, views joined (busiest first per proxy); ``alias`` and ``id`` are those of
-    the proxy whose sample is the slowest (what Explain asks for)."""
+    the proxy whose sample is the slowest (what Explain asks for; a proxy with a sample before one without)."""
     merged: dict[tuple[Any, Any, Any], dict[str, Any]] = {}
     answers = list(answers)
     for rows in answers:
@@ -94,7 +94,8 @@ def merge_digests(answers: Iterable[list[dict[str, Any]]]) -> list[dict[str, Any
             for name in SUMMED:
                 have[name] = _int(have.get(name)) + _int(row.get(name))
             have["min_us"] = min(_int(have.get("min_us")), _int(row.get("min_us")))
-            if _int(row.get("max_us")) > _int(have.get("max_us")) and row.get("explain"):
+            slower = _int(row.get("max_us")) > _int(have.get("max_us"))
+            if row.get("explain") and (slower or not have.get("explain")):  # a row with a sample beats one without
                 have["alias"], have["id"], have["explain"] = row.get("alias"), row.get("id"), row.get("explain")
             have["max_us"] = max(_int(have.get("max_us")), _int(row.get("max_us")))
             for name in UPPER:

@@ -39,14 +39,15 @@ class ProxyServer:
 
     def __init__(self, listen: tuple[str, int], backends: Iterable[tuple[str, int]], script: str | None = None,
                  io_paths: Iterable[str] = (), connect_timeout: float = 5.0, sock: socket.socket | None = None,
-                 worker: WorkerInfo | None = None) -> None:  # fmt: skip
+                 worker: WorkerInfo | None = None, runtime: str = "auto") -> None:  # fmt: skip
         """``sock``: a socket bound and listening already (the workers' shared one); ``worker``: which of
         ``--workers N`` this process is."""
         self.listen = listen
         self.backends = [Backend(i + 1, host, port) for i, (host, port) in enumerate(backends)]
         self._last_logged: dict[str, float] = {}
-        workers = worker.count if worker else 1
-        self.lua = LuaHost(script, io_paths=io_paths, report=self.rate_limited_log, workers=workers) if script else None
+        count, index = (worker.count, worker.index) if worker else (1, 1)
+        self.lua = (LuaHost(script, io_paths=io_paths, report=self.rate_limited_log, workers=count, worker=index,
+                            runtime=runtime) if script else None)  # fmt: skip
         self.connect_timeout = connect_timeout
         self.connections: set[ProxyConnection] = set()
         self.workers = Workers(worker, self.lua, self.rate_limited_log) if worker and worker.count > 1 else None

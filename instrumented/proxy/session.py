@@ -21,11 +21,13 @@ from typing import Any, Protocol
 
 from .handshake import Handshake
 from .lua.api import (
+    MYSQLD_PACKET_ERR,
     PROXY_IGNORE_RESULT,
     PROXY_SEND_QUERY,
     PROXY_SEND_RESULT,
     HookResult,
     Injection,
+    LuaCall,
     ProxyResponse,
     ResultStats,
 )
@@ -427,10 +429,25 @@ class Session:
         self.to_client(p.frame_all(response.payloads(self.deprecate_eof), seq)[0])
         return False
 
-    def gathered(self, response: ProxyResponse, seq: int) -> None:
-        """Every worker's answer to a control statement, merged: to the client, then the next command."""
+    def gathered(self, response: ProxyResponse | LuaCall, seq: int) -> None:
+        """Every worker's answer to a control statement, merged: to the client, then the next command; or the script
+        function to call with what the workers answered (EXPLAIN), which may queue statements of its own."""
         if self.phase is not GATHERING:
             return  # closed meanwhile
+        if isinstance(response, LuaCall):
+            res = self.hook(response.name, response.arg)
+            self.phase = RESPONSE
+            self.result_sent = False
+            if res.ret == PROXY_SEND_QUERY and res.injection is not None:
+                self._stamp_queue(res)
+                self._send_injection(res.injection)
+                return
+            self.stamps.clear()
+            if res.ret == PROXY_SEND_RESULT:
+                assert self.lua is not None
+                response = self.lua.response()
+            else:
+                response = ProxyResponse(MYSQLD_PACKET_ERR, errmsg=f"(proxy) {response.name} gave no answer".encode())
         self.to_client(p.frame_all(response.payloads(self.deprecate_eof), seq)[0])
         self.phase = IDLE
         self._idle()

@@ -7,7 +7,9 @@ script that wants a control statement carried out by every worker marks its answ
 see ``query_log.lua``); the worker that got it runs it in the others (``worker_control`` in their Lua, over a
 Unix socket in a private directory) and answers with all of their answers merged (``merge.py``, the merge the
 Django side uses for several proxies). So ``PROXY LOG ON`` on any connection switches every worker before its
-answer comes back, and ``STATUS``, ``TAIL`` and ``DIGEST`` answer for all of them.
+answer comes back, and ``STATUS``, ``TAIL`` and ``DIGEST`` answer for all of them. ``EXPLAIN`` names a row of the
+merged digest, whose sample one worker keeps (each numbers its rows apart: ``lib/digest.lua``): that worker hands it
+over (``worker_sample``) and the asking connection explains it (``explain_sample``, on its own database connection).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import merge
-from .lua.api import MYSQLD_PACKET_ERR, MYSQLD_PACKET_OK, ProxyResponse, to_bytes
+from .lua.api import MYSQLD_PACKET_ERR, MYSQLD_PACKET_OK, LuaCall, ProxyResponse, to_bytes
 from .lua.host import LuaHost
 
 log = logging.getLogger("instrumented.proxy")
@@ -43,6 +45,8 @@ ALL_ROWS = 1_000_000
 RESTART_PAUSE = 1.0
 
 _CONTROL = re.compile(rb"^\s*proxy\s+log\s+(\w+)(?:\s+(\d+))?(?:.*\border\s+by\s+(\w+))?", re.I | re.S)
+#: ``PROXY LOG DIGEST [n]``: the row count a relayed DIGEST replaces (what follows, ORDER BY and HOST, is kept).
+_DIGEST_ROWS = re.compile(rb"^\s*proxy\s+log\s+digest(?:\s+\d+)?", re.I)
 
 
 def worker_count(value: str) -> int:
@@ -71,14 +75,25 @@ class WorkerInfo:
         return os.path.join(self.directory, f"worker-{index}.sock")
 
 
-def _answer_json(response: ProxyResponse) -> dict[str, Any]:
-    """A response as JSON for another worker (cells are text: the script makes them valid UTF-8)."""
+def _answer_json(response: ProxyResponse, errors: str = "replace") -> dict[str, Any]:
+    """A response as JSON for another worker (cells are text: the script makes them valid UTF-8; a sample is as it
+    ran, so ``errors="surrogateescape"`` carries its bytes as they are, and ``_raw`` gives them back)."""
     if response.type != MYSQLD_PACKET_OK or not response.fields:
         return {"error": (response.errmsg or b"no result").decode("utf-8", "replace"), "code": response.errcode}
     return {
         "fields": [[name.decode("utf-8", "replace"), type_] for name, type_ in response.fields],
-        "rows": [[None if v is None else v.decode("utf-8", "replace") for v in row] for row in response.rows],
+        "rows": [[None if v is None else v.decode("utf-8", errors) for v in row] for row in response.rows],
     }
+
+
+def _raw(value: Any) -> bytes | None:
+    """A cell of an ``errors="surrogateescape"`` answer as the bytes it was."""
+    return None if value is None else str(value).encode("utf-8", "surrogateescape")
+
+
+def _error(message: str) -> ProxyResponse:
+    """An ERR answer of the host's own (``1105``, as the script's)."""
+    return ProxyResponse(MYSQLD_PACKET_ERR, errmsg=message.encode(), errcode=1105, sqlstate=b"HY000")
 
 
 def _rows(answer: dict[str, Any]) -> list[dict[str, Any]]:
@@ -112,22 +127,33 @@ class Workers:
     def run_here(self, statement: bytes) -> dict[str, Any]:
         """Carry out a relayed control statement in this worker's Lua (``worker_control``, as a verified admin's:
         the worker that relays it checked the account), its answer as JSON."""
+        return self._call_here("worker_control", statement)
+
+    def sample_here(self, row_id: int) -> dict[str, Any]:
+        """This worker's digest line holding row ``row_id`` with its sample (``worker_sample``), as JSON."""
+        return self._call_here("worker_sample", row_id, errors="surrogateescape")
+
+    def _call_here(self, function: str, arg: Any, errors: str = "replace") -> dict[str, Any]:
+        """A script function's answer (``proxy.response``) as JSON."""
         if self.lua is None:
             return {"error": "no script"}
         conn = self.lua.new_connection()
         if conn is None:
             return {"error": "no script"}
-        res = conn.call("worker_control", statement)
+        res = conn.call(function, arg)
         if not res.ok:
-            return {"error": f"worker_control failed: {res.error}"}
-        return _answer_json(conn.response())
+            return {"error": f"{function} failed: {res.error}"}
+        return _answer_json(conn.response(), errors)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One relayed statement: a JSON line in, the answer as a JSON line out."""
         try:
             request = json.loads(await asyncio.wait_for(reader.readline(), ANSWER_TIMEOUT))
             try:
-                answer = self.run_here(request["statement"].encode())
+                if "sample" in request:
+                    answer = self.sample_here(int(request["sample"]))
+                else:
+                    answer = self.run_here(request["statement"].encode())
             except Exception as exc:  # noqa: BLE001 - the asking worker gets the reason, this one goes on
                 answer = {"error": f"{type(exc).__name__}: {exc}"}
             writer.write(json.dumps(answer).encode() + b"\n")
@@ -139,37 +165,35 @@ class Workers:
 
     async def _ask(self, index: int, statement: bytes) -> dict[str, Any]:
         """Another worker's answer to ``statement``."""
+        return await self._request(index, {"statement": statement.decode("utf-8", "replace")})
+
+    async def _request(self, index: int, request: dict[str, Any]) -> dict[str, Any]:
+        """Another worker's answer to a request (``statement`` or ``sample``)."""
         reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(self.info.path(index)), ANSWER_TIMEOUT)
         try:
-            writer.write(json.dumps({"statement": statement.decode("utf-8", "replace")}).encode() + b"\n")
+            writer.write(json.dumps(request).encode() + b"\n")
             await writer.drain()
             answer: dict[str, Any] = json.loads(await asyncio.wait_for(reader.readline(), ANSWER_TIMEOUT))
             return answer
         finally:
             writer.close()
 
-    async def gather(self, local: ProxyResponse) -> ProxyResponse:
-        """The answer to a control statement for every worker: this one's (``local``) and the others', merged."""
+    async def gather(self, local: ProxyResponse) -> ProxyResponse | LuaCall:
+        """The answer to a control statement for every worker: this one's (``local``) and the others', merged; for
+        EXPLAIN, the call that explains the row asked for on the asking connection (or why it cannot)."""
         statement = local.relay or b""
         found = _CONTROL.match(statement)
         verb = found[1].lower().decode() if found else "status"
         limit = int(found[2]) if found and found[2] else 20
         order = found[3].lower().decode() if found and found[3] else "sum"
         here = _answer_json(local)
+        if verb == "explain":
+            return await self._explain(here)
         asked = statement
-        if verb == "digest":  # every worker's whole digest, so that the top n of the union is right
-            asked = f"PROXY LOG DIGEST {ALL_ROWS} ORDER BY {order}".encode()
+        if verb == "digest":  # every worker's whole digest (its HOST kept), so that the top n of the union is right
+            asked = _DIGEST_ROWS.sub(f"PROXY LOG DIGEST {ALL_ROWS}".encode(), statement, count=1)
             here = self.run_here(asked)
-        others = [i for i in range(1, self.info.count + 1) if i != self.info.index]
-        replies = await asyncio.gather(*(self._ask(i, asked) for i in others), return_exceptions=True)
-        answers, missing = [here], []
-        for index, reply in zip(others, replies, strict=True):
-            if isinstance(reply, BaseException) or "error" in reply:
-                reason = reply if isinstance(reply, BaseException) else reply["error"]
-                self.report(f"worker {index} answer", "worker %d did not carry out %s: %s", index, verb, reason)
-                missing.append(index)
-            else:
-                answers.append(reply)
+        answers, missing = await self._ask_others(asked, here, verb)
         if "error" in here:
             return ProxyResponse(MYSQLD_PACKET_ERR, errmsg=f"(proxy) {here['error']}".encode(), errcode=1105)
         fields = here["fields"]
@@ -191,6 +215,66 @@ class Workers:
             fields=[(name.encode(), int(type_)) for name, type_ in fields],
             rows=[[to_bytes(row.get(name)) for name in names] for row in rows],
         )
+
+    async def _ask_others(self, asked: bytes, here: dict[str, Any], verb: str) -> tuple[list[Any], list[int]]:
+        """``here`` and the other workers' answers to ``asked``, and the workers that did not answer."""
+        others = [i for i in range(1, self.info.count + 1) if i != self.info.index]
+        replies = await asyncio.gather(*(self._ask(i, asked) for i in others), return_exceptions=True)
+        answers, missing = [here], []
+        for index, reply in zip(others, replies, strict=True):
+            if isinstance(reply, BaseException) or "error" in reply:
+                reason = reply if isinstance(reply, BaseException) else reply["error"]
+                self.report(f"worker {index} answer", "worker %d did not carry out %s: %s", index, verb, reason)
+                missing.append(index)
+            else:
+                answers.append(reply)
+        return answers, missing
+
+    async def _sample(self, row_id: int) -> dict[str, Any]:
+        """The digest line holding row ``row_id`` and its sample, from the worker that numbered it (JSON)."""
+        owner = (row_id - 1) % self.info.count + 1  # worker k of N numbers its rows k, k + N, ... (lib/digest.lua)
+        if owner == self.info.index:
+            return self.sample_here(row_id)
+        try:
+            return await self._request(owner, {"sample": row_id})
+        except (OSError, ValueError, TimeoutError) as exc:
+            return {"error": f"worker {owner}, which keeps that row, did not answer ({exc})"}
+
+    async def _explain(self, here: dict[str, Any]) -> ProxyResponse | LuaCall:
+        """PROXY LOG EXPLAIN [n | ID id] for every worker: the row of the merged digest (rank n by total time, as
+        DIGEST ranks it, or the one holding row ``id``), its sample from the worker that keeps it, then
+        ``explain_sample`` on the asking connection (which checks the sample as a single proxy does)."""
+        if "error" in here:
+            return _error(f"PROXY LOG EXPLAIN: {here['error']}")
+        asked = _rows(here)[0]
+        rank, row_id = int(asked.get("rank") or 0), int(asked.get("id") or 0)
+        statement = f"PROXY LOG DIGEST {ALL_ROWS}".encode()
+        answers, missing = await self._ask_others(statement, self.run_here(statement), "digest")
+        if "error" in answers[0]:
+            return _error(f"PROXY LOG EXPLAIN: {answers[0]['error']}")
+        rows = merge.top_digests(merge.merge_digests(_rows(a) for a in answers), "sum")
+        unanswered = f" (worker{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))} did not answer)"
+        if row_id:
+            found = await self._sample(row_id)
+            if "error" in found:
+                return _error(f"PROXY LOG EXPLAIN: no digest row has the id {row_id} (any more: RESET or eviction);"
+                              f" see the id column of PROXY LOG DIGEST{unanswered if missing else ''}")  # fmt: skip
+            line = _rows(found)[0]
+            key = (line["digest"], line["db"], line["user"])
+            rank = next((i for i, r in enumerate(rows, 1) if (r.get("digest"), r.get("db"), r.get("user")) == key), 0)
+        elif rank > len(rows):
+            return _error(f"PROXY LOG EXPLAIN: the digest has no row {rank} (it has {len(rows)})"
+                          f"{unanswered if missing else ''}")  # fmt: skip
+        if rank:  # the merged row: its sample is the slowest worker's (merge_digests keeps that row's id)
+            row_id = int(rows[rank - 1].get("id") or row_id)
+            found = await self._sample(row_id)
+            if "error" in found:
+                return _error(f"PROXY LOG EXPLAIN: {found['error']}")
+            line = _rows(found)[0]
+        return LuaCall("explain_sample", {
+            b"rank": rank or None, b"id": int(line["id"]), b"digest": _raw(line["digest"]), b"db": _raw(line["db"]),
+            b"sample_us": int(line["sample_us"]), b"sample": _raw(line["sample"]),
+        })  # fmt: skip
 
 
 # ---------------------------------------------------------------- the parent

@@ -10,7 +10,8 @@ counted in `evicted`, so a flood of distinct statements cannot grow the proxy.
 
 A row also keeps its slowest statement as it was sent (`sample`, only in memory, for PROXY LOG EXPLAIN: see
 lib/explain.lua) when the caller offers one, and a number (`id`) that stays the row's while it lives, so that
-a panel can ask for "that row" after the order changed.
+a panel can ask for "that row" after the order changed. Under `instrumented-proxy --workers N` each worker numbers
+its rows apart (worker k of N: k, k + N, k + 2N...), so an id names one worker's row: (id - 1) % N + 1.
 
 DIGEST shows one line per statement, schema and user: the rows of several client hosts are merged when it is
 read (their hosts named, busiest first), unless it asks for one host's rows (HOST name). Load is the row's
@@ -19,7 +20,7 @@ what pt-query-digest calls concurrency); share is its part of the digest's total
 
 The digest is a table kept in proxy.global (shared by every connection): new() makes it. Its fields: entries
 (key -> row), by_id (id -> row), count (rows), evicted (rows dropped since the last reset), seq (statements
-seen: the recency of a row), next_id, max_rows.
+seen: the recency of a row), next_id, id_step (the workers), max_rows.
 ]]
 
 local normalize = require("lib.normalize").normalize
@@ -41,8 +42,11 @@ local MAX_HOSTS = 16
 -- PROXY LOG DIGEST ... ORDER BY word -> the field it orders by (busiest first).
 M.orders = {sum = "sum_us", count = "count", max = "max_us", rows = "rows", errors = "errors"}
 
-function M.new(max_rows)
-  return {entries = {}, by_id = {}, count = 0, evicted = 0, seq = 0, next_id = 0, max_rows = max_rows}
+-- `worker` of `workers` (instrumented-proxy's proxy.worker and proxy.workers; 1 of 1 under mysql-proxy 0.8.5).
+function M.new(max_rows, worker, workers)
+  workers = workers or 1
+  return {entries = {}, by_id = {}, count = 0, evicted = 0, seq = 0, next_id = (worker or 1) - workers,
+          id_step = workers, max_rows = max_rows}
 end
 
 -- Every row gone (PROXY LOG RESET); ids go on counting, so an old id never names a new row.
@@ -103,9 +107,10 @@ end
 
 -- One statement (its text as logged, the comment off and secrets masked) at second `now`: `us` the response
 -- time, `failed` whether it failed, `view` the Django view or nil, `host` the client's host (no port) or nil,
--- `sample` the statement as it ran when it may be kept for EXPLAIN (else nil). Returns the row's id.
+-- `sample` the statement as it ran when it may be kept for EXPLAIN (else nil). Returns the row's id, and whether
+-- `query` is plain JSON text (lib/normalize.lua: the log line quotes it as it is).
 function M.add(dg, query, db, user, now, us, rows, affected, failed, warnings, view, host, sample)
-  local digest_text = normalize(query)
+  local digest_text, plain = normalize(query)
   local key = digest_text .. "\0" .. (db or "") .. "\0" .. (user or "") .. "\0" .. (host or "")
   local entries = dg.entries
   local d = entries[key]
@@ -113,7 +118,7 @@ function M.add(dg, query, db, user, now, us, rows, affected, failed, warnings, v
   dg.seq = seq
   if d == nil then
     if dg.count >= dg.max_rows then evict(dg) end
-    local id = dg.next_id + 1
+    local id = dg.next_id + (dg.id_step or 1)
     dg.next_id = id
     d = {text = digest_text, db = db, user = user, host = host, id = id, count = 0, sum_us = 0, min_us = us,
          max_us = 0, rows = 0, affected = 0, errors = 0, warnings = 0, first_seen = now, buckets = {}, sample_us = -1}
@@ -139,7 +144,7 @@ function M.add(dg, query, db, user, now, us, rows, affected, failed, warnings, v
     d.sample = sample
     d.sample_us = us
   end
-  return d.id
+  return d.id, plain
 end
 
 -- Lines: the rows of one statement, schema and user merged (one host's rows alone when `host` is given). --------

@@ -212,33 +212,42 @@ end
 -- same shape. Numbers become ? in the fingerprint anyway, wherever they are (a literal or a comment is ? or
 -- dropped whatever digits it holds, and no digit starts or ends one), so statements of one shape have one
 -- fingerprint. Only the shape is kept for those: they do not fill the cache of whole statements.
-local cache, cached = {}, 0
-local shapes, shaped = {}, 0
+-- Whether the statement is plain JSON text (printable ASCII but " and \: json.string() quotes it as it is) is
+-- remembered with it, and with its shape too (what the shape replaced are letters, digits and dots): the log line
+-- of a statement already seen, or of one of a known shape, needs no scan of its own.
+local cache, cached, escaped = {}, 0, {}
+local shapes, shaped, escaped_shapes = {}, 0, {}
 M.cache_size = 2000
 
+local PLAIN_JSON = "^[ !#-[%]^-~]*$" -- as lib/json.lua's string()
+
+-- sql's fingerprint, and whether sql is plain JSON text (true) or not (false).
 function M.normalize(sql)
   local text = cache[sql]
-  if text then return text end
+  if text then return text, not escaped[sql] end
   local shape, numbers_seen = sql, 0
   if #sql <= 4096 then
     shape, numbers_seen = string_gsub(sql, "%f[%w_$.]%d[%w.]*", "?")
     if numbers_seen > 0 then
       text = shapes[shape]
-      if text then return text end
+      if text then return text, not escaped_shapes[shape] end
     end
   end
   text = normalize(sql)
+  local plain = string_find(sql, PLAIN_JSON) ~= nil
   if #sql <= 4096 then
     if numbers_seen > 0 then
-      if shaped >= M.cache_size then shapes, shaped = {}, 0 end
+      if shaped >= M.cache_size then shapes, shaped, escaped_shapes = {}, 0, {} end
       shapes[shape] = text
+      if not plain then escaped_shapes[shape] = true end
       shaped = shaped + 1
     end
-    if cached >= M.cache_size then cache, cached = {}, 0 end
+    if cached >= M.cache_size then cache, cached, escaped = {}, 0, {} end
     cache[sql] = text
+    if not plain then escaped[sql] = true end
     cached = cached + 1
   end
-  return text
+  return text, plain
 end
 
 return M

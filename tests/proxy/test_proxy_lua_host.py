@@ -232,13 +232,21 @@ def test_sandbox_blocks_escapes(tmp_path, monkeypatch):
     assert allowed.read_text() == "line\n"
 
 
-def test_runaway_hook_is_aborted(tmp_path):
-    host = host_for(tmp_path, "function read_query(p) while true do end end")
+@pytest.mark.parametrize("runtime", ["luajit", "lua51"])
+def test_runaway_hook_is_aborted(tmp_path, runtime):
+    script = tmp_path / "runaway.lua"
+    script.write_text(
+        "local n = 0\nfunction read_query(p) if p == '\\3x' then while true do end end n = n + 1 return n end\n"
+    )
+    host = LuaHost(script, runtime=runtime)
+    assert ("LuaJIT" in host.runtime.eval("jit and jit.version or ''").decode()) is (runtime == "luajit")
     conn = host.new_connection()
     start = time.monotonic()
     res = conn.read_query(b"\x03x")
     assert not res.ok and "instruction limit" in res.error
     assert time.monotonic() - start < 20
+    # The call after it starts afresh: hooks that stay under the limit run, many of them, whatever ran before.
+    assert [conn.read_query(b"\x03y").ret for _ in range(3)] == [1, 2, 3]
 
 
 def test_load_errors_and_reload_on_change(tmp_path):
@@ -414,7 +422,8 @@ SAME_SHAPE = [
 
 def test_a_statement_normalised_by_its_shape_gets_its_own_fingerprint():
     """The digest's normaliser finds a statement's fingerprint from an earlier one with other numbers (its shape):
-    the answer is the one a normalisation of the statement itself gives."""
+    the answer is the one a normalisation of the statement itself gives, and so is whether the statement is plain JSON
+    text (the log line quotes it as it is)."""
     import lupa.lua51
 
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -431,14 +440,27 @@ def test_a_statement_normalised_by_its_shape_gets_its_own_fingerprint():
     end"""
     )(root.encode())
     shared = lua.eval('function() package.loaded["lib.normalize"] = nil return require("lib.normalize") end')()
+    json = lua.eval('function(root) package.path = root .. "/mysql_proxy_lua/?.lua;" .. package.path'
+                    ' return require("lib.json") end')(root.encode())  # fmt: skip
     for first, second in SAME_SHAPE:
         a, b = first.encode(), second.encode()
         assert shape(a) == shape(b), (first, second)
         assert shared.normalize(a) == fresh(a)
         assert shared.normalize(b) == fresh(b), second  # found by its shape
+        plain = shared.normalize(b)[1]
+        assert plain is (b"\\" not in b and b'"' not in b and b"\n" not in b), second
+        assert (json.string(b) == b'"' + b + b'"') is plain  # what the log line writes
     # Statements without numbers, or of other shapes, are normalised on their own.
-    assert shared.normalize(b"SELECT now()") == b"select now()"
-    assert shared.normalize(b"SELECT c FROM sbtest2 WHERE id=1") == b"select c from sbtest2 where id=?"
+    assert shared.normalize(b"SELECT now()") == (b"select now()", True)
+    assert shared.normalize(b"SELECT c FROM sbtest2 WHERE id=1") == (b"select c from sbtest2 where id=?", True)
+    assert shared.normalize(b'SELECT "\xc3\xa9" FROM sbtest2 WHERE id=1') == (
+        b"select ? from sbtest2 where id=?",
+        False,
+    )
+    assert shared.normalize(b'SELECT "\xc3\xa9" FROM sbtest2 WHERE id=2') == (
+        b"select ? from sbtest2 where id=?",
+        False,
+    )
 
 
 WRITER = """

@@ -185,14 +185,130 @@ def test_a_non_admin_is_refused_and_switches_nothing(wlog, plain_user):
     assert control(wlog.port, "PROXY LOG STATUS")[0]["logging"] == "off"
 
 
-def test_explain_is_refused_with_a_reason_while_each_worker_keeps_its_own_samples(wlog):
-    control(wlog.port, "PROXY LOG ON 30")
-    for conn in one_per_worker(wlog).values():
-        run(conn, "SELECT 1 + 1")
-        conn.close()
-    assert control(wlog.port, "PROXY LOG DIGEST 5")  # the merged digest has rows...
-    with pytest.raises(Exception, match="not available with --workers"):  # ...but no worker holds all samples
-        control(wlog.port, "PROXY LOG EXPLAIN 1")
+def test_digest_host_filters_every_workers_rows(wlog):
+    """DIGEST ... HOST reaches the other worker with its filter: only that client host's rows, summed over both."""
+    local = one_per_worker(wlog)  # from 127.0.0.1
+    remote = one_per_worker(wlog, bind_address="127.0.0.2")  # another loopback address: another client host
+    tag = uuid.uuid4().hex[:8]
+    try:
+        control(wlog.port, "PROXY LOG ON 30")
+        for conn in local.values():
+            run(conn, f"SELECT 1 AS here_{tag}")
+            run(conn, f"SELECT 2 AS both_{tag}")
+        for conn in remote.values():
+            for _ in range(2):
+                run(conn, f"SELECT 3 AS there_{tag}")
+            run(conn, f"SELECT 4 AS both_{tag}")
+        for order in ("", " ORDER BY count"):
+            rows = {r["digest"]: r for r in control(wlog.port, f"PROXY LOG DIGEST 100{order} HOST 127.0.0.2")}
+            mine = {text: row for text, row in rows.items() if tag in text}
+            assert set(mine) == {f"select ? as there_{tag}", f"select ? as both_{tag}"}, rows
+            assert mine[f"select ? as there_{tag}"]["count"] == 4  # two on each worker
+            assert mine[f"select ? as both_{tag}"]["count"] == 2 and mine[f"select ? as both_{tag}"]["hosts"] == \
+                "127.0.0.2 (2)"  # fmt: skip
+            assert all(row["hosts"] == f"127.0.0.2 ({row['count']})" for row in rows.values())
+        both = {r["digest"]: r for r in control(wlog.port, "PROXY LOG DIGEST 100")}[f"select ? as both_{tag}"]
+        assert both["count"] == 4 and both["hosts"] == "127.0.0.1 (2), 127.0.0.2 (2)"
+        top = control(wlog.port, "PROXY LOG DIGEST 1 ORDER BY count HOST '127.0.0.2'")
+        assert len(top) == 1 and top[0]["hosts"].startswith("127.0.0.2 (")
+        assert control(wlog.port, "PROXY LOG DIGEST 5 HOST 10.9.9.9") == []
+    finally:
+        for conn in [*local.values(), *remote.values()]:
+            conn.close()
+
+
+@pytest.fixture
+def explain_table(mariadb: dict) -> Iterator[str]:
+    """A table with an indexed and an unindexed column."""
+    import pymysql
+
+    name = "instr_wk_book"
+    conn = pymysql.connect(**mariadb, autocommit=True)
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE OR REPLACE TABLE {name} (id INT PRIMARY KEY, author_id INT, title VARCHAR(80),"
+                    " KEY author (author_id))")  # fmt: skip
+        cur.execute(f"INSERT INTO {name} SELECT seq, seq % 50, CONCAT('t', seq) FROM seq_1_to_2000")
+    yield name
+    with conn.cursor() as cur:
+        cur.execute(f"DROP TABLE IF EXISTS {name}")
+    conn.close()
+
+
+def _table(plan: dict, name: str) -> dict:
+    """The first "table" object of that name in a MariaDB JSON plan."""
+    stack: list = [plan]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if node.get("table_name") == name:
+                return node
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    raise AssertionError(f"no table {name} in {plan}")
+
+
+def test_explain_finds_the_row_whichever_worker_logged_it(wlog, explain_table):
+    """EXPLAIN n and EXPLAIN ID id on one worker's connection explain what the other worker logged (its sample,
+    fetched from it), ranked as the merged DIGEST ranks them; ids of the two workers never collide."""
+    book = explain_table
+    a, b = one_per_worker(wlog).values()
+    try:
+        run(a, "PROXY LOG ON 30")
+        for i in range(6):  # only worker A logs the scan: the heaviest row
+            run(a, f"SELECT * FROM {book} WHERE title = 't{i}'")
+        for i in range(2):  # only worker B logs the index lookup
+            run(b, f"SELECT * FROM {book} WHERE author_id = {i}")
+        run(a, "SELECT 1 + 1")
+        run(b, "SELECT 1 + 1")  # one line of both workers' rows
+        run(b, "PROXY LOG OFF")  # the digest stays as it is (its ranks too) while it is explained
+        digest = {row["digest"]: row for row in run_dicts(a, "PROXY LOG DIGEST 100")}
+        scan, ref = digest[f"select * from {book} where title = ?"], digest[f"select * from {book} where author_id = ?"]
+        ids = [row["id"] for row in digest.values()]
+        assert len(ids) == len(set(ids)) and digest["select ? + ?"]["count"] == 2
+        assert scan["explain"] == ref["explain"] == "yes"
+        heaviest = run_dicts(b, "PROXY LOG DIGEST 1")[0]
+        for conn in (a, b):  # on either worker's connection, whichever worker keeps the row
+            answer = run_dicts(conn, "PROXY LOG EXPLAIN")[0]  # rank 1 of the merged digest
+            assert answer["rank"] == 1 and answer["id"] == heaviest["id"] and answer["digest"] == heaviest["digest"]
+            answer = run_dicts(conn, f"PROXY LOG EXPLAIN ID {ref['id']}")[0]
+            assert answer["digest"] == ref["digest"] and answer["db"] == "test" and answer["note"] is None
+            assert answer["statement"].startswith(f"SELECT * FROM {book} WHERE author_id = ")
+            assert answer["rank"] == list(digest).index(ref["digest"]) + 1
+            assert _table(json.loads(answer["plan"]), book)["access_type"] == "ref"
+            answer = run_dicts(conn, f"PROXY LOG EXPLAIN ID {scan['id']}")[0]
+            assert _table(json.loads(answer["plan"]), book)["access_type"] == "ALL"
+            assert run(conn, "SELECT DATABASE()") == [("test",)]  # the admin's schema given back
+        # Refusals still come with their reason, whichever worker answers.
+        with pytest.raises(Exception, match="has no row 99"):
+            run(b, "PROXY LOG EXPLAIN 99")
+        with pytest.raises(Exception, match="no digest row has the id 987654"):
+            run(a, "PROXY LOG EXPLAIN ID 987654")
+        assert digest_of(wlog) == digest  # the explains asked nothing of the digest
+        # The mariadb command-line client, on whichever worker it lands.
+        if shutil.which("mariadb"):
+            for _ in range(4):
+                done = subprocess.run(["mariadb", "-h127.0.0.1", f"-P{wlog.port}", "-uroot", "--batch", "-e",
+                                       f"PROXY LOG EXPLAIN ID {ref['id']}"], capture_output=True, text=True,
+                                      timeout=60)  # fmt: skip
+                assert done.returncode == 0, done.stderr
+                assert '"access_type": "ref"' in done.stdout and "WHERE author_id = " in done.stdout
+    finally:
+        a.close()
+        b.close()
+
+
+def run_dicts(conn, sql: str) -> list[dict]:
+    """A statement's rows as dicts of column name to value."""
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def digest_of(proxy: ProxyProcess) -> dict[str, dict]:
+    """The merged digest by statement."""
+    return {row["digest"]: row for row in control(proxy.port, "PROXY LOG DIGEST 1000")}
 
 
 @pytest.mark.skipif(not shutil.which("pt-query-digest"), reason="pt-query-digest (percona-toolkit) is not installed")

@@ -120,6 +120,15 @@ class ResultStats:
         return stats
 
 
+@dataclass(frozen=True)
+class LuaCall:
+    """A script function to call on a connection, with its argument (a table of ``arg``): what the other workers'
+    answers to a control statement call for instead of an answer (``--workers``: PROXY LOG EXPLAIN)."""
+
+    name: str
+    arg: dict[bytes, Any]
+
+
 @dataclass
 class ProxyResponse:
     """``proxy.response`` translated into Python."""

@@ -2,6 +2,9 @@
 -- Builds the sandbox and the MySQL Proxy 0.8 API; returns the entry points the host calls.
 -- `py` carries what Python lends: constants, hook names, io/print/require callbacks, the instruction limit.
 local py = ...
+-- Under LuaJIT, its interpreter only: a compiled trace does not run count hooks, so a runaway loop would never reach
+-- the instruction limit (and the scripts' hooks are short: the interpreter is where LuaJIT's gain on them is).
+if jit then jit.off() end
 local _G, pairs, ipairs, type, pcall, error, tostring, select, next = _G, pairs, ipairs, type, pcall, error, tostring,
   select, next
 local setfenv, loadstring, setmetatable, rawget, rawset = setfenv, loadstring, setmetatable, rawget, rawset
@@ -50,7 +53,7 @@ local function whole_writes(f)
     end
     return true
   end
-  function w.write(self, ...)
+  local function write_all(self, ...)
     for i = 1, select("#", ...) do
       local s = select(i, ...)
       if type(s) == "number" then s = tostring(s) end
@@ -64,6 +67,19 @@ local function whole_writes(f)
       if not ok then return nil, err end
     end
     return self
+  end
+  function w.write(self, s, ...)
+    if type(s) == "string" and select("#", ...) == 0 then -- one string (every log line): no loop over arguments
+      n = n + 1
+      parts[n] = s
+      size = size + #s
+      if size >= APPEND_BATCH then
+        local ok, err = flush()
+        if not ok then return nil, err end
+      end
+      return self
+    end
+    return write_all(self, s, ...) -- a tail call: an error names the script's line
   end
   function w.flush()
     local ok, err = flush()
@@ -143,13 +159,13 @@ end
 local proxy = {global = {config = {}}}
 for k, v in pairs(py.constants) do proxy[k] = v end
 proxy.workers = py.workers -- the host's extension: processes running the script (--workers); nil in mysql-proxy
-local current = nil
-setmetatable(proxy, {
-  __index = function(_, k) local c = current if c then return c[k] end end,
-  __newindex = function(_, k, v)
-    if current then current[k] = v else error("proxy." .. tostring(k) .. " is read-only here", 2) end
-  end,
-})
+proxy.worker = py.worker -- the host's extension: which of them this one is (1..proxy.workers); nil in mysql-proxy
+-- While a hook runs, its connection's context table is both __index and __newindex (tables, not functions: reading
+-- proxy.queries or proxy.connection is a table look-up, not a Lua call); before the first one, nothing is writable.
+local proxy_mt = {__index = {}, __newindex = function(_, k)
+  error("proxy." .. tostring(k) .. " is read-only here", 2)
+end}
+setmetatable(proxy, proxy_mt)
 sandbox.proxy = proxy
 
 local renamed = {thread_id = "server.thread_id", default_db = "client.default_db",
@@ -193,7 +209,16 @@ function host.compile(source, chunkname)
   return fn, nil
 end
 
-local function limit_hook() error("the Lua hook ran too long (instruction limit reached)", 2) end
+-- The instruction limit: a count hook installed once (installing and removing it around every call were two C calls
+-- a call, a tenth of a logged statement's cost), which fires every py.instruction_limit instructions. `serial`
+-- numbers the calls the host makes: the hook stops the one running when it fired during it already (a call that ran
+-- between one and two limits' worth of instructions); it never stops the bootstrap's own code (`running` is false).
+local serial, fired, running = 0, -1, false
+local function limit_hook()
+  if running and fired == serial then error("the Lua hook ran too long (instruction limit reached)", 2) end
+  fired = serial
+end
+sethook(limit_hook, "", py.instruction_limit)
 
 -- Run the script for a new connection; returns ok, err, and the names of the hooks it defined.
 function host.new_connection(chunk)
@@ -201,11 +226,11 @@ function host.new_connection(chunk)
   local ctx = {queries = q, connection = new_connection_table(), response = {}}
   local env = setmetatable({}, {__index = sandbox})
   local conn = {ctx = ctx, env = env, items = items}
-  current = ctx
+  proxy_mt.__index, proxy_mt.__newindex = ctx, ctx
   setfenv(chunk, env)
-  sethook(limit_hook, "", py.instruction_limit)
+  serial, running = serial + 1, true
   local ok, err = pcall(chunk)
-  sethook()
+  running = false
   if not ok then return conn, false, tostring(err) end
   local hooks = {}
   for _, name in ipairs(py.hooks) do
@@ -215,7 +240,8 @@ function host.new_connection(chunk)
 end
 
 -- The hook's verdict and the next queued injection: ok, ret, id, packet, needed, remaining, close; just ok, ret
--- when nothing is queued and the connection stays open (the usual case: two values to convert, not seven). The
+-- when nothing is queued and the connection stays open (the usual case: two values to convert, not seven), and
+-- ok, ret, id when the one injection queued is the client's own packet, streamed (the logging case). The
 -- packet is `true` when it is the very string read_query got (the client's own packet, re-queued to be timed:
 -- Python has it already, so it does not cross back). The injection stays as conn.inflight: read_query_result
 -- reads its packet from there rather than getting it from Python again.
@@ -227,7 +253,10 @@ local function pop(conn, ret, ok)
     tremove(items, 1)
     conn.inflight = it
     local packet = it[2]
-    if packet == conn.packet then packet = true end
+    if packet == conn.packet then
+      if not it[3] and not close and items[1] == nil then return ok, ret, it[1] end
+      packet = true
+    end
     return ok, ret, it[1], packet, it[3], #items, close
   end
   if close then return ok, ret, nil, nil, nil, 0, true end
@@ -242,10 +271,11 @@ end
 local function call(conn, name, arg)
   local fn = conn.env[name]
   if type(fn) ~= "function" then return true, nil end
-  current = conn.ctx
-  sethook(limit_hook, "", py.instruction_limit)
+  local ctx = conn.ctx
+  proxy_mt.__index, proxy_mt.__newindex = ctx, ctx
+  serial, running = serial + 1, true
   local ok, ret = pcall(fn, arg)
-  sethook()
+  running = false
   if not ok then return false, tostring(ret) end
   if type(ret) ~= "number" then ret = nil end
   return true, ret
@@ -308,6 +338,14 @@ local function make_resultset(base, needed, fields, rows, raw, binary)
       end
     end
   end})
+end
+
+-- A streamed result of the injection in flight (conn.inflight), not binary, not an error (every logged statement):
+-- what read_query_result takes, without the arguments that are nil or false then (each one a conversion).
+function host.streamed_result(conn, id, query_time, response_time, row_count, bytes, status, warnings, affected_rows,
+                              insert_id, server_status)
+  return host.read_query_result(conn, id, nil, false, query_time, response_time, row_count, bytes, status, warnings,
+    affected_rows, insert_id, server_status)
 end
 
 -- packet nil: the injection's own (conn.inflight's), which Python need not send back.

@@ -34,8 +34,23 @@ class LupaMissingError(RuntimeError):
     """lupa (the ``proxy`` extra) is not installed."""
 
 
-def _load_lupa() -> Any:
-    """Import lupa's Lua 5.1 runtime (needed for setfenv and to match MySQL Proxy)."""
+#: ``--lua-runtime``: Lua 5.1 as LuaJIT 2.1 implements it (its interpreter, the compiler off: a compiled loop would
+#: never reach the instruction limit's count hook) or as PUC Lua 5.1 (what MySQL Proxy 0.8.5 links); ``auto``: LuaJIT
+#: when lupa has it (its interpreter runs query_log.lua's logging in about half the instructions: mysql_proxy_lua's
+#: README, "Speed").
+RUNTIMES = ("auto", "luajit", "lua51")
+
+
+def _load_lupa(runtime: str = "auto") -> Any:
+    """Import a lupa Lua 5.1 runtime (5.1 for setfenv and to match MySQL Proxy): LuaJIT 2.1's or PUC Lua 5.1's."""
+    if runtime in ("auto", "luajit"):
+        try:
+            import lupa.luajit21 as luajit21
+        except ImportError:
+            if runtime == "luajit":
+                raise LupaMissingError("this lupa build has no LuaJIT 2.1 runtime (lupa.luajit21)") from None
+        else:
+            return luajit21
     try:
         import lupa.lua51 as lua51
     except ImportError:
@@ -56,10 +71,11 @@ class LuaHost:
 
     def __init__(self, script: str | os.PathLike[str] | None, io_paths: Iterable[str] = (),
                  lua_path: Iterable[str] = (), report: Callable[..., None] | None = None,
-                 workers: int = 1) -> None:  # fmt: skip
+                 workers: int = 1, worker: int = 1, runtime: str = "auto") -> None:  # fmt: skip
         """``report(key, message, *args)`` logs a failure (the server's: at most once a minute per key); ``workers``
-        is what scripts find in ``proxy.workers`` (the host's extension: how many processes run them)."""
-        lua51 = _load_lupa()
+        and ``worker`` are what scripts find in ``proxy.workers`` and ``proxy.worker`` (the host's extensions: how
+        many processes run them, which one this is); ``runtime``: one of ``RUNTIMES``."""
+        lua51 = _load_lupa(runtime)
         self.script = Path(script).resolve() if script else None
         self._io_paths = {os.path.abspath(p) for p in io_paths}
         self._report = report or (lambda _key, message, *args: log.error(message, *args))
@@ -89,6 +105,7 @@ class LuaHost:
                 b"find_module": self._find_module,
                 b"instruction_limit": INSTRUCTION_LIMIT,
                 b"workers": workers,
+                b"worker": worker,
             }
         )
         api = self.runtime.execute(BOOTSTRAP, py)
@@ -99,6 +116,7 @@ class LuaHost:
         self.read_query: Callable[..., Any] = api[b"read_query"]
         self.pop: Callable[..., Any] = api[b"pop"]
         self.read_query_result: Callable[..., Any] = api[b"read_query_result"]
+        self.streamed_result: Callable[..., Any] = api[b"streamed_result"]
         self.set: Callable[..., Any] = api[b"set"]
         self.set_address: Callable[..., Any] = api[b"set_address"]
         self.get_connection: Callable[..., Any] = api[b"get_connection"]
@@ -218,14 +236,26 @@ class ScriptLoadError(RuntimeError):
     """The script failed to compile or to run its top level for a connection."""
 
 
+#: The verdict "no decision, nothing queued" (most hook calls), made once: callers change only a failed call's verdict.
+_NOTHING = HookResult(True, None)
+
+
 def _hook_result(values: tuple[Any, ...], packet: bytes = b"") -> HookResult:
-    """Unpack (ok, ret[, id, packet, needed, remaining, close]) from the Lua dispatcher; a packet of ``True`` is
-    ``packet``, the one ``read_query`` got (the client's own, re-queued)."""
+    """Unpack (ok, ret[, id[, packet, needed, remaining, close]]) from the Lua dispatcher; a packet of ``True`` is
+    ``packet``, the one ``read_query`` got (the client's own, re-queued); an id alone is that packet, streamed, the
+    only one queued."""
     if len(values) == 2:  # nothing queued, the connection stays open
         ok, ret = values
         if ok:
-            return HookResult(True, int(ret)) if ret is not None else HookResult(True, None)
+            return HookResult(True, int(ret)) if ret is not None else _NOTHING
         return HookResult(False, None, error=ret.decode("utf-8", "replace") if isinstance(ret, bytes) else str(ret))
+    if len(values) == 3:  # the client's own packet re-queued, streamed, alone (the logging case)
+        ok, ret, inj_id = values
+        own = Injection(int(inj_id), packet, False, own=True)
+        if ok:
+            return HookResult(True, int(ret) if ret is not None else None, None, own)
+        return HookResult(False, None, error=ret.decode("utf-8", "replace") if isinstance(ret, bytes) else str(ret),
+                          injection=own)  # fmt: skip
     ok, ret, inj_id, queued, needed, remaining, close = values
     injection = None
     if inj_id is not None:
@@ -240,7 +270,7 @@ class LuaConnection:
     """A connection's script environment: call hooks, read ``proxy.response``, set ``proxy.connection``."""
 
     __slots__ = ("_call", "_conn", "_host", "_inflight", "_packet", "_pop", "_read_query", "_read_query_result",
-                 "hooks")  # fmt: skip
+                 "_streamed_result", "hooks")  # fmt: skip
 
     def __init__(self, host: LuaHost, conn: Any, hooks: set[str]) -> None:
         self._host = host
@@ -249,6 +279,7 @@ class LuaConnection:
         self._call = host.call
         self._read_query = host.read_query  # the per-statement entry points, looked up once
         self._read_query_result = host.read_query_result
+        self._streamed_result = host.streamed_result
         self._pop = host.pop
         self._packet = b""  # what read_query got last: a queued packet of True is this one
         self._inflight: Injection | None = None  # the injection handed out last (Lua keeps its packet)
@@ -316,6 +347,26 @@ class LuaConnection:
         first = tracker.first_ns or now
         queued = inj.queued_ns
         err = tracker.err
+        if err is None and inj is self._inflight and not tracker.binary:  # every logged statement: fewer arguments
+            res = _hook_result(
+                self._streamed_result(
+                    self._conn,
+                    inj.id,
+                    max(0, (first - queued) // 1000),
+                    max(0, (now - queued) // 1000),
+                    tracker.row_count,
+                    tracker.bytes,
+                    tracker.query_status,
+                    tracker.warnings,
+                    tracker.affected_rows,
+                    tracker.insert_id,
+                    tracker.server_status,
+                ),
+                self._packet,
+            )
+            if res.injection is not None:
+                self._inflight = res.injection
+            return res
         res = _hook_result(
             self._read_query_result(
                 self._conn,
