@@ -18,7 +18,7 @@ from ..failopen import fail_open
 from ..keys import make_process_id
 from ..memcached import Store
 from ..naming import OTHER_VIEW
-from . import samples
+from . import processes, samples
 from .aggregate import Aggregator, get_aggregator
 from .literals import strip_for_stats
 from .rollup import Rollup, encode_rollup
@@ -27,9 +27,6 @@ from .sql import template_of
 
 logger = logging.getLogger("instrumented")
 
-
-#: Bumped by every flush of this process: a reader's cached document older than a local flush is not used.
-generation = 0
 
 #: Called with the flusher's store at every flush that reaches memcached (features that ride on the flush,
 #: e.g. profiling's arms, register here at start-up: the flusher knows nothing of them).
@@ -116,9 +113,8 @@ class Flusher:
 
         ``now`` (unix time) is the clock seam for tests and benchmarks; the thread passes nothing.
         """
-        global generation
         with self._lock:
-            generation += 1
+            processes.bump()
             changes = self.aggregator.collect_dirty()
             current = int((time.time() if now is None else now) // self.bucket_seconds)
             for bucket, change in changes.items():
@@ -193,10 +189,7 @@ class Flusher:
         slot = int(at // self.interval)
         if slot == self._live_slot:
             return
-        key, entry = self.keys.live(slot), f"{self.process_id} ".encode()
-        ttl = int(3 * self.interval) + 2
-        added = self.store.add(key, entry, ttl)
-        if added or (added is False and self.store.append(key, entry)):
+        if processes.announce(self.store, self.keys, slot, self.process_id, self.interval):
             self._live_slot = slot
 
     def _write_rollup(self, store: Store, current: int, at: float) -> None:
@@ -261,14 +254,10 @@ class Flusher:
         return encode_rollup(meta, rows, current_points)
 
     def _register(self, store: Store, bucket: int) -> bool:
-        """Add this process to the bucket's index once (``add``, else ``append``)."""
+        """Add this process to the bucket's index once (``add``, else ``append``: processes.register)."""
         if bucket in self.registered:
             return True
-        entry = f"{self.process_id} ".encode()
-        added = store.add(self.keys.bucket_index(bucket), entry)
-        if added is None:
-            return False
-        if not added and not store.append(self.keys.bucket_index(bucket), entry):
+        if not processes.register(store, self.keys, bucket, self.process_id):
             return False
         self.registered.add(bucket)
         if len(self.registered) > 64:
