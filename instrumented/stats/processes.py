@@ -44,6 +44,20 @@ def register(store: Store, keys: Keys, bucket: int, process_id: str) -> bool:
     return bool(added) or store.append(keys.bucket_index(bucket), entry)
 
 
+def register_write(registered: set[int], store: Store, keys: Keys, bucket: int, process_id: str, *, late: bool) -> bool:
+    """After a write of ``bucket``: register the writer once (``registered``: the buckets it is in), and again
+    for each write made after the bucket ended (``late``): a merged history of the bucket that was read before
+    then holds a shorter index, so readers and mergers see that it lacks this write (history.py)."""
+    if bucket in registered and not late:
+        return True
+    if not register(store, keys, bucket, process_id):
+        return False
+    registered.add(bucket)
+    if len(registered) > 64:
+        registered.intersection_update({b for b in registered if b >= bucket - 40})
+    return True
+
+
 def announce(store: Store, keys: Keys, slot: int, process_id: str, interval: float) -> bool:
     """Add ``process_id`` to flush slot ``slot``'s list (kept three intervals); False when it was not written."""
     key, entry = keys.live(slot), f"{process_id} ".encode()

@@ -23,8 +23,8 @@ from ..failopen import fail_open, failures
 from ..keys import is_command_process
 from ..memcached import Store, get_store
 from ..naming import OTHER_VIEW
+from . import history, queue
 from . import processes as process_index
-from . import queue
 from .document import StatsDocument, empty_document, queue_document, view_dict
 from .processes import MAX_PROCESSES_PER_READ
 from .rollup import Decoded, RollupMerge, parse_rollup, split_rollup
@@ -136,6 +136,13 @@ def _annotate(result: StatsDocument, budget: ReadBudget, truncated: bool) -> Non
     if note:
         result["note"] = note
 
+
+#: Whether reads use the history values (history.py); off, they merge the processes' roll-ups as before (the
+#: benchmarks and tests compare both).
+READ_HISTORY = True
+#: Finished buckets of the full window without a usable history value (a merger behind, a late flush) that are
+#: read per process beside the history; with more, the read takes the processes' roll-ups instead.
+MAX_HISTORY_HOLES = 2
 
 #: How long one merged document serves the process's other readers (ten open dashboards: one read).
 CACHE_SECONDS = 1.0
@@ -256,14 +263,74 @@ def _read(  # noqa: C901 - one read, in the order of its round trips
         truncated = truncated or bool(snapshot.get("truncated"))
 
     per_bucket: list[tuple[int, str]] = []
-    if window == full_window and wanted:
+    raw_snapshots: dict[str, bytes] = {}
+    by_bucket: dict[int, list[str]] = {}
+    for process_id, process_buckets in wanted.items():
+        for b in process_buckets:
+            by_bucket.setdefault(b, []).append(process_id)
+    # Finished buckets merged once for everyone (history.py); the buckets not merged yet, read per process.
+    used_history = False
+    finished = [b for b in buckets if b < current and b in by_bucket] if READ_HISTORY else []
+    if finished:
+        recent = now < current * bucket_seconds + history.settle_seconds(config) + config.flush_interval
+        lagging = {current, current - 1} if recent else {current}
+        raw_first = [(b, p) for b in sorted(lagging) for p in by_bucket.get(b, ())]
+        merged_keys = [keys.history(b) for b in finished if b not in lagging]
+        found = fetch(merged_keys + [keys.bucket(b, p) for b, p in raw_first])
+        if found is None:
+            return unavailable()
+        columns = RollupMerge(view, budget.max_views, OTHER_VIEW)
+        points: list[tuple[str, list[list[Any]]]] = []
+        holes: list[int] = []
+        from_history: set[str] = set()
+        for bucket in [b for b in finished if b not in lagging]:
+            raw = found.pop(keys.history(bucket), None)
+            decoded = budget.decode_rollup(raw)
+            doc = decoded.doc if decoded is not None else {}
+            index_length = len(indexes.get(keys.bucket_index(bucket)) or b"")
+            if decoded is not None and history.usable(doc, bucket, index_length):
+                if _add_history(columns, points, decoded, bucket, view, series, budget):
+                    from_history.update(doc["p"])
+                    for process_id, wire in doc["pq"].items():
+                        queue.add_waits(waits, str(process_id), [{"qt": wire}])
+                    budget.count_skipped(doc["sk"])
+                    truncated = truncated or bool(doc.get("truncated"))
+                    continue
+                budget.count_skipped()
+            elif raw is not None and (decoded is None or doc.get("idx") == index_length):
+                budget.count_skipped()  # not what a merger writes (one that is behind its index is not forged)
+            holes.append(bucket)
+        if len(holes) < len(finished) - len(lagging & set(finished)) and (
+            window < full_window or len(holes) <= MAX_HISTORY_HOLES
+        ):
+            used_history = True
+            processes.update(from_history)
+            columns.into(merged, budget.count_skipped)
+            budget.folded += columns.folded
+            for name, view_points in points:
+                if name in merged:
+                    budget.count_skipped(add_series(merged[name], view_points, range(buckets[0], current + 1)))
+            per_bucket = raw_first + [(b, p) for b in holes for p in by_bucket[b]]
+            raw_snapshots = {key: found[key] for key in (keys.bucket(b, p) for b, p in raw_first) if key in found}
+        else:  # history not there yet (a fresh site, memcached restarted): the roll-ups, as before
+            waits.clear()
+            truncated = False
+            refused = budget.malformed  # forged history values stay counted
+            budget = ReadBudget(config.read_max_bytes, config.read_max_views)
+            budget.malformed = refused
+            budget.bytes_left -= writers.bytes_read
+            budget.processes_skipped += writers.skipped
+        del columns, points, found
+    if used_history:
+        pass
+    elif window == full_window and wanted:
         wanted_keys = [keys.rollup(p) for p in wanted] + ([keys.series(p) for p in wanted] if series else [])
         rollups = fetch(wanted_keys)
         if rollups is None:
             return unavailable()
         by_size = sorted(wanted.items(), key=lambda item: len(rollups.get(keys.rollup(item[0])) or b""))
         columns = RollupMerge(view, budget.max_views, OTHER_VIEW)
-        points: list[tuple[str, list[list[Any]]]] = []
+        points = []
         for process_id, process_buckets in by_size:
             rollup = budget.decode_rollup(rollups.pop(keys.rollup(process_id), None))
             sections = rollups.pop(keys.series(process_id), None) if series else None
@@ -286,9 +353,12 @@ def _read(  # noqa: C901 - one read, in the order of its round trips
     else:
         per_bucket = [(b, p) for p, process_buckets in wanted.items() for b in process_buckets]
     if per_bucket:
-        raw_snapshots = fetch([keys.bucket(b, p) for b, p in per_bucket])
-        if raw_snapshots is None:
-            return unavailable()
+        unread = [keys.bucket(b, p) for b, p in per_bucket if keys.bucket(b, p) not in raw_snapshots]
+        if unread:
+            more = fetch(unread)
+            if more is None:
+                return unavailable()
+            raw_snapshots.update(more)
         per_bucket.sort(key=lambda item: len(raw_snapshots.get(keys.bucket(*item)) or b""))
         for bucket, process_id in per_bucket:
             snapshot = budget.decode(raw_snapshots.pop(keys.bucket(bucket, process_id), None))
@@ -298,6 +368,8 @@ def _read(  # noqa: C901 - one read, in the order of its round trips
                 budget.count_skipped()
             del snapshot
 
+    if used_history:
+        history.unpad(merged)
     for totals in merged.values():
         totals.settle()
     cap_views(merged, config.max_views, OTHER_VIEW)
@@ -324,6 +396,38 @@ def _read(  # noqa: C901 - one read, in the order of its round trips
         result["note"] = f"{gap}; {result['note']}" if "note" in result else gap
     result["views"] = views
     return result
+
+
+def _add_history(
+    columns: RollupMerge,
+    points: list[tuple[str, list[list[Any]]]],
+    decoded: Decoded,
+    bucket: int,
+    view: str | None,
+    series: bool,
+    budget: ReadBudget,
+) -> bool:
+    """Add one bucket's history value to ``columns`` (and, for ``series``, its points to ``points``); False
+    (nothing added) when it is malformed."""
+    found: list[tuple[str, list[Any]]] = []
+    if series:
+        body = budget.inflate(decoded.current)
+        try:
+            rows = None if body is None else json.loads(body)
+        except (ValueError, RecursionError):
+            rows = None
+        if type(rows) is not list:
+            return False
+        for row in rows:
+            if type(row) is not list or len(row) != 5 or type(row[0]) is not str or row[1] != bucket:
+                return False
+            if view is None or row[0] == view:
+                found.append((row[0], [row[1:]]))
+    with _no_gc_pauses():
+        if not columns.add(decoded):
+            return False
+    points.extend(found)
+    return True
 
 
 def _merge_rollup(
