@@ -11,6 +11,7 @@ and a new release never read each other's values.
 ``<prefix><version>:mark:<process>``       on every server: it still holds what this process wrote
 ``<prefix><version>:live:<slot>``          the processes that flushed in one flush interval (``processes_live``)
 ``<prefix><version>:hist:<bucket>``        every process's aggregate of one finished bucket, merged once (history)
+``<prefix><version>:hist<level>:<bucket>``  the 2**level buckets from ``bucket`` merged (built from two halves)
 ``<prefix><version>:hist:<bucket>:ok``     the length of the bucket's index that merge holds (merged is current)
 ``<prefix><version>:hist:<bucket>:<length>:claim``  who merges the bucket at that index length (``add``)
 ``<prefix><version>:smp:<bucket>:<view hash>:<process>``  one process's slowest requests of a view in a bucket
@@ -97,6 +98,10 @@ class Keys:
     def history(self, bucket: int) -> str:
         """Every process's aggregate of one finished bucket, merged once by one elected process (history.py)."""
         return f"{self.prefix}:hist:{bucket}"
+
+    def history_block(self, level: int, first: int) -> str:
+        """The history of 2**level buckets from ``first`` (a multiple of 2**level); level 0 is :meth:`history`."""
+        return f"{self.prefix}:hist{level}:{first}" if level else self.history(first)
 
     def history_done(self, bucket: int) -> str:
         """The bucket index's length in bytes that the bucket's stored history holds (its processes' writes)."""

@@ -268,41 +268,60 @@ def _read(  # noqa: C901 - one read, in the order of its round trips
     for process_id, process_buckets in wanted.items():
         for b in process_buckets:
             by_bucket.setdefault(b, []).append(process_id)
-    # Finished buckets merged once for everyone (history.py); the buckets not merged yet, read per process.
+    # Finished buckets merged once for everyone (history.py): the window as a few aligned blocks; what is not merged
+    # yet (the current bucket, the one before just after it ended), read per process.
     used_history = False
     finished = [b for b in buckets if b < current and b in by_bucket] if READ_HISTORY else []
     if finished:
         recent = now < current * bucket_seconds + history.settle_seconds(config) + config.flush_interval
-        lagging = {current, current - 1} if recent else {current}
-        raw_first = [(b, p) for b in sorted(lagging) for p in by_bucket.get(b, ())]
-        merged_keys = [keys.history(b) for b in finished if b not in lagging]
-        found = fetch(merged_keys + [keys.bucket(b, p) for b, p in raw_first])
+        blocks = history.cover(buckets[0], current - 2 if recent else current - 1, history.top_level(config))
+        blocks += [(0, current - 1)] if recent else []
+        raw_first = [(b, p) for b in ((current - 1, current) if recent else (current,)) for p in by_bucket.get(b, ())]
+        found = fetch([keys.history_block(*block) for block in blocks] + [keys.bucket(b, p) for b, p in raw_first])
         if found is None:
             return unavailable()
         columns = RollupMerge(view, budget.max_views, OTHER_VIEW)
         points: list[tuple[str, list[list[Any]]]] = []
-        holes: list[int] = []
         from_history: set[str] = set()
-        for bucket in [b for b in finished if b not in lagging]:
-            raw = found.pop(keys.history(bucket), None)
+        covered: set[int] = set()
+
+        def take(level: int, first: int, raw: bytes | None) -> bool:
+            """Merge one history value if it is usable; forged or malformed ones are counted."""
+            nonlocal truncated
+            span = range(first, first + (1 << level))
             decoded = budget.decode_rollup(raw)
-            doc = decoded.doc if decoded is not None else {}
-            index_length = len(indexes.get(keys.bucket_index(bucket)) or b"")
-            if decoded is not None and history.usable(doc, bucket, index_length):
-                if _add_history(columns, points, decoded, bucket, view, series, budget):
-                    from_history.update(doc["p"])
-                    for process_id, wire in doc["pq"].items():
-                        queue.add_waits(waits, str(process_id), [{"qt": wire}])
-                    budget.count_skipped(doc["sk"])
-                    truncated = truncated or bool(doc.get("truncated"))
-                    continue
+            if decoded is None:
+                if raw is not None:
+                    budget.count_skipped()  # not what a merger writes
+                return False
+            lengths = [len(indexes.get(keys.bucket_index(b)) or b"") for b in span]
+            ok = history.usable(decoded.doc, level, first, lengths)
+            if ok is None:
+                return False  # behind its indexes (a late flush): not forged
+            if not (ok and _add_history(columns, points, decoded, span, view, series, budget)):
                 budget.count_skipped()
-            elif raw is not None and (decoded is None or doc.get("idx") == index_length):
-                budget.count_skipped()  # not what a merger writes (one that is behind its index is not forged)
-            holes.append(bucket)
-        if len(holes) < len(finished) - len(lagging & set(finished)) and (
-            window < full_window or len(holes) <= MAX_HISTORY_HOLES
-        ):
+                return False
+            doc = decoded.doc
+            from_history.update(doc["p"])
+            for process_id, wire in doc["pq"].items():
+                queue.add_waits(waits, str(process_id), [{"qt": wire}])
+            budget.count_skipped(doc["sk"])
+            truncated = truncated or bool(doc.get("truncated"))
+            covered.update(span)
+            return True
+
+        singles: list[int] = []
+        for level, first in blocks:
+            if not take(level, first, found.pop(keys.history_block(level, first), None)) and level:
+                singles += [b for b in range(first, first + (1 << level)) if b in by_bucket]
+        if singles:  # a block missing or behind: its buckets one by one
+            more = fetch([keys.history(b) for b in singles])
+            if more is None:
+                return unavailable()
+            for bucket in singles:
+                take(0, bucket, more.get(keys.history(bucket)))
+        holes = [b for b in finished if b not in covered and not (recent and b == current - 1)]
+        if covered and (window < full_window or len(holes) <= MAX_HISTORY_HOLES):
             used_history = True
             processes.update(from_history)
             columns.into(merged, budget.count_skipped)
@@ -310,8 +329,9 @@ def _read(  # noqa: C901 - one read, in the order of its round trips
             for name, view_points in points:
                 if name in merged:
                     budget.count_skipped(add_series(merged[name], view_points, range(buckets[0], current + 1)))
-            per_bucket = raw_first + [(b, p) for b in holes for p in by_bucket[b]]
-            raw_snapshots = {key: found[key] for key in (keys.bucket(b, p) for b, p in raw_first) if key in found}
+            per_bucket = [(b, p) for b, p in raw_first if b not in covered]
+            per_bucket += [(b, p) for b in holes for p in by_bucket[b]]
+            raw_snapshots = {key: found[key] for key in (keys.bucket(b, p) for b, p in per_bucket) if key in found}
         else:  # history not there yet (a fresh site, memcached restarted): the roll-ups, as before
             waits.clear()
             truncated = False
@@ -402,13 +422,13 @@ def _add_history(
     columns: RollupMerge,
     points: list[tuple[str, list[list[Any]]]],
     decoded: Decoded,
-    bucket: int,
+    span: range,
     view: str | None,
     series: bool,
     budget: ReadBudget,
 ) -> bool:
-    """Add one bucket's history value to ``columns`` (and, for ``series``, its points to ``points``); False
-    (nothing added) when it is malformed."""
+    """Add one history value (the buckets of ``span``) to ``columns`` (and, for ``series``, its points to
+    ``points``); False (nothing added) when it is malformed."""
     found: list[tuple[str, list[Any]]] = []
     if series:
         body = budget.inflate(decoded.current)
@@ -419,7 +439,7 @@ def _add_history(
         if type(rows) is not list:
             return False
         for row in rows:
-            if type(row) is not list or len(row) != 5 or type(row[0]) is not str or row[1] != bucket:
+            if type(row) is not list or len(row) != 5 or type(row[0]) is not str or row[1] not in span:
                 return False
             if view is None or row[0] == view:
                 found.append((row[0], [row[1:]]))
