@@ -136,7 +136,7 @@ class Merger:
         for process_id in ids:
             raw = found.values.get(keys.bucket(bucket, process_id))
             if raw is None:
-                continue  # expired or evicted: the readers' snapshot read would not find it either
+                return False  # evicted (or not written yet): that process's roll-up still holds it; not merged
             body = inflate(raw, limit)
             try:
                 snapshot = None if body is None else json.loads(body)

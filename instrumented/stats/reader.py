@@ -144,6 +144,10 @@ READ_HISTORY = True
 #: read per process beside the history; with more, the read takes the processes' roll-ups instead.
 MAX_HISTORY_HOLES = 2
 
+#: Bytes of snapshots of the buckets not merged yet (stored, compressed) that a full read parses beside the history
+#: whatever the history's size; past it and past the history's bytes, the read takes the processes' roll-ups.
+MAX_RAW_BESIDE_HISTORY = 256 * 1024
+
 #: How long one merged document serves the process's other readers (ten open dashboards: one read).
 CACHE_SECONDS = 1.0
 _cache: dict[tuple[Any, ...], tuple[float, StatsDocument]] = {}
@@ -284,10 +288,11 @@ def _read(  # noqa: C901 - one read, in the order of its round trips
         points: list[tuple[str, list[list[Any]]]] = []
         from_history: set[str] = set()
         covered: set[int] = set()
+        history_bytes = 0
 
         def take(level: int, first: int, raw: bytes | None) -> bool:
             """Merge one history value if it is usable; forged or malformed ones are counted."""
-            nonlocal truncated
+            nonlocal truncated, history_bytes
             span = range(first, first + (1 << level))
             decoded = budget.decode_rollup(raw)
             if decoded is None:
@@ -308,6 +313,7 @@ def _read(  # noqa: C901 - one read, in the order of its round trips
             budget.count_skipped(doc["sk"])
             truncated = truncated or bool(doc.get("truncated"))
             covered.update(span)
+            history_bytes += len(raw or b"")
             return True
 
         singles: list[int] = []
@@ -321,7 +327,12 @@ def _read(  # noqa: C901 - one read, in the order of its round trips
             for bucket in singles:
                 take(0, bucket, more.get(keys.history(bucket)))
         holes = [b for b in finished if b not in covered and not (recent and b == current - 1)]
-        if covered and (window < full_window or len(holes) <= MAX_HISTORY_HOLES):
+        raw_bytes = sum(len(found.get(keys.bucket(b, p)) or b"") for b, p in raw_first if b not in covered)
+        # The history pays off when the buckets not merged yet are small beside it (real traffic: each process
+        # serves a few views a bucket); when they are larger (every process serving every view every bucket),
+        # parsing their snapshots costs more than the processes' roll-ups, whose layouts are then alike.
+        small = raw_bytes <= max(history_bytes, MAX_RAW_BESIDE_HISTORY)
+        if covered and (window < full_window or (len(holes) <= MAX_HISTORY_HOLES and small)):
             used_history = True
             processes.update(from_history)
             columns.into(merged, budget.count_skipped)

@@ -73,8 +73,13 @@ def reference(now: float, window: int | None = None, **kwargs: Any) -> dict:
 
 def with_history(now: float, window: int | None = None, **kwargs: Any) -> tuple[dict, int]:
     """A read, and how many buckets (with data) it took from history values."""
-    with mock.patch.object(reader, "_add_history", wraps=reader._add_history) as added:
+    with (
+        mock.patch.object(reader, "_add_history", wraps=reader._add_history) as added,
+        mock.patch.object(history, "unpad", wraps=history.unpad) as used,  # only when the history is used
+    ):
         stats = read_stats(window, now=now, **kwargs)
+    if not used.called:
+        return stats, 0
     return stats, sum(sum(1 for n in call.args[2].doc["idx"] if n) for call in added.call_args_list)
 
 
