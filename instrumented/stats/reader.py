@@ -145,8 +145,12 @@ READ_HISTORY = True
 MAX_HISTORY_HOLES = 2
 
 #: Bytes of snapshots of the buckets not merged yet (stored, compressed) that a full read parses beside the history
-#: whatever the history's size; past it and past the history's bytes, the read takes the processes' roll-ups.
-MAX_RAW_BESIDE_HISTORY = 256 * 1024
+#: whatever the history's size, and per byte of the history values' main parts; past both, the read takes the
+#: processes' roll-ups. Measured 2026-12-07 (callgrind, 300 views): a snapshot's byte costs several times a
+#: history byte; 48 workers serving 8 random views a bucket write ~30 KB of current snapshots beside ~50 KB of
+#: history, 50 processes serving all 300 views every bucket ~285 KB (their roll-ups were 3x cheaper).
+MAX_RAW_BESIDE_HISTORY = 64 * 1024
+RAW_PER_HISTORY_BYTE = 2
 
 #: How long one merged document serves the process's other readers (ten open dashboards: one read).
 CACHE_SECONDS = 1.0
@@ -288,11 +292,10 @@ def _read(  # noqa: C901 - one read, in the order of its round trips
         points: list[tuple[str, list[list[Any]]]] = []
         from_history: set[str] = set()
         covered: set[int] = set()
-        history_bytes = 0
 
         def take(level: int, first: int, raw: bytes | None) -> bool:
             """Merge one history value if it is usable; forged or malformed ones are counted."""
-            nonlocal truncated, history_bytes
+            nonlocal truncated
             span = range(first, first + (1 << level))
             decoded = budget.decode_rollup(raw)
             if decoded is None:
@@ -313,11 +316,17 @@ def _read(  # noqa: C901 - one read, in the order of its round trips
             budget.count_skipped(doc["sk"])
             truncated = truncated or bool(doc.get("truncated"))
             covered.update(span)
-            history_bytes += len(raw or b"")
             return True
 
+        # The history pays off when the buckets not merged yet are small beside it (real traffic: each process
+        # serves a few views a bucket); when they are larger (every process serving every view every bucket),
+        # parsing their snapshots costs more than the processes' roll-ups, whose layouts are then alike: decided
+        # on the stored sizes, before anything is parsed.
+        raw_bytes = sum(len(found.get(keys.bucket(b, p)) or b"") for b, p in raw_first)
+        history_bytes = sum(int.from_bytes(found.get(keys.history_block(*b), b"")[1:5], "little") for b in blocks)
+        small = raw_bytes <= max(RAW_PER_HISTORY_BYTE * history_bytes, MAX_RAW_BESIDE_HISTORY)
         singles: list[int] = []
-        for level, first in blocks:
+        for level, first in blocks if small or window < full_window else ():
             if not take(level, first, found.pop(keys.history_block(level, first), None)) and level:
                 singles += [b for b in range(first, first + (1 << level)) if b in by_bucket]
         if singles:  # a block missing or behind: its buckets one by one
@@ -327,12 +336,7 @@ def _read(  # noqa: C901 - one read, in the order of its round trips
             for bucket in singles:
                 take(0, bucket, more.get(keys.history(bucket)))
         holes = [b for b in finished if b not in covered and not (recent and b == current - 1)]
-        raw_bytes = sum(len(found.get(keys.bucket(b, p)) or b"") for b, p in raw_first if b not in covered)
-        # The history pays off when the buckets not merged yet are small beside it (real traffic: each process
-        # serves a few views a bucket); when they are larger (every process serving every view every bucket),
-        # parsing their snapshots costs more than the processes' roll-ups, whose layouts are then alike.
-        small = raw_bytes <= max(history_bytes, MAX_RAW_BESIDE_HISTORY)
-        if covered and (window < full_window or (len(holes) <= MAX_HISTORY_HOLES and small)):
+        if covered and (window < full_window or len(holes) <= MAX_HISTORY_HOLES):
             used_history = True
             processes.update(from_history)
             columns.into(merged, budget.count_skipped)
@@ -343,7 +347,7 @@ def _read(  # noqa: C901 - one read, in the order of its round trips
             per_bucket = [(b, p) for b, p in raw_first if b not in covered]
             per_bucket += [(b, p) for b in holes for p in by_bucket[b]]
             raw_snapshots = {key: found[key] for key in (keys.bucket(b, p) for b, p in per_bucket) if key in found}
-        else:  # history not there yet (a fresh site, memcached restarted): the roll-ups, as before
+        else:  # history not there yet (a fresh site, memcached restarted), or too large beside it: the roll-ups
             waits.clear()
             truncated = False
             refused = budget.malformed  # forged history values stay counted

@@ -296,3 +296,20 @@ def test_one_of_two_servers_down_the_read_says_which_and_falls_back(two_servers)
     assert "error" not in stats and stats["views"]
     assert merged < 5  # the dead server's history values were not read
     assert 0 < sum(v["requests"] for v in stats["views"]) <= everything
+
+
+def test_a_large_current_bucket_takes_the_roll_ups(memcached):
+    """Snapshots not merged yet that outweigh the history (every process serving every view every bucket): the
+    read takes the processes' roll-ups, parsing no history value, and the document is the same."""
+    site = Site(4, (1_700_700_000 // BUCKET) * BUCKET, seed=19)
+    for b in range(4):
+        now = site.bucket(b)
+    assert with_history(now)[1] == 3
+    with (
+        mock.patch.object(reader, "MAX_RAW_BESIDE_HISTORY", 0),
+        mock.patch.object(reader, "RAW_PER_HISTORY_BYTE", 0),
+        mock.patch.object(reader, "_add_history", wraps=reader._add_history) as added,
+    ):
+        stats = read_stats(now=now)
+    assert not added.called
+    same(stats, reference(now))
