@@ -10,7 +10,8 @@ as in production, and the traffic spans most of the window's buckets. Then, inte
 GET ``/instrumented/api/views`` as a logged-in staff user (a session cookie, as a browser's dashboard does) on a
 new connection, landing on whichever worker accepts it, at least the reader's per-process share
 (``CACHE_SECONDS``) after the last one so no worker answers from its share; and ``read_stats()`` in this
-process over the same memcached, read afresh (the full table, and one view with its series). Prints the
+process over the same memcached, read afresh (the full table, and one view with its series; the full table
+also from the workers' roll-ups, as before the history of stats/history.py). Prints the
 medians beside their budgets (docs/architecture.md §7: full read <= 50 ms, one view with series <= 100 ms,
 ``api/views`` over HTTP <= 80 ms).
 """
@@ -151,6 +152,7 @@ def run(url: str, cookie: str, prefix: str, args: argparse.Namespace) -> None:
     from django.test.utils import override_settings
 
     from instrumented.reader import read_stats
+    from instrumented.stats import reader
     from instrumented.stats.reader import CACHE_SECONDS
 
     rng = random.Random(24)
@@ -168,7 +170,8 @@ def run(url: str, cookie: str, prefix: str, args: argparse.Namespace) -> None:
         random_traffic(url, 300, args.rate, rng)
         sent += 300
     assert status == 200 and total == sent, (status, total, sent)
-    times: dict[str, list[float]] = {"http": [], "full": [], "series": []}
+    times: dict[str, list[float]] = {"http": [], "full": [], "series": [], "rollups": []}
+    same = 0
     with override_settings(INSTRUMENTED={**settings.INSTRUMENTED, "KEY_PREFIX": prefix}):
         last = time.monotonic()
         for _ in range(args.rounds):
@@ -178,6 +181,14 @@ def run(url: str, cookie: str, prefix: str, args: argparse.Namespace) -> None:
             start = time.perf_counter()
             document = read_stats(now=time.time())  # ``now``: read afresh, never this process's share
             times["full"].append(time.perf_counter() - start)
+            reader.READ_HISTORY = False  # the same read from the workers' roll-ups, as before history
+            try:
+                start = time.perf_counter()
+                before = read_stats(now=time.time())
+                times["rollups"].append(time.perf_counter() - start)
+            finally:
+                reader.READ_HISTORY = True
+            same += before["views"] == document["views"]  # unless a bucket left the window in between
             start = time.perf_counter()
             read_stats(view="view_7", series=True, now=time.time())
             times["series"].append(time.perf_counter() - start)
@@ -192,7 +203,8 @@ def run(url: str, cookie: str, prefix: str, args: argparse.Namespace) -> None:
         print(f"  (the last read saw {in_window} of the {sent} requests: the first buckets left the window)")
     ms = {key: [t * 1000 for t in values] for key, values in times.items()}
     for key, label, budget in (
-        ("full", "full read, in-process read_stats()", 50),
+        ("full", "full read, in-process read_stats() (history)", 50),
+        ("rollups", "the same from the workers' roll-ups (no history)", 50),
         ("series", "one view with series, in-process", 100),
         ("http", "api/views over HTTP, staff session", 80),
     ):
@@ -200,6 +212,7 @@ def run(url: str, cookie: str, prefix: str, args: argparse.Namespace) -> None:
             f"  {label}: median {statistics.median(ms[key]):.1f} ms (min {min(ms[key]):.1f}, max {max(ms[key]):.1f}; "
             f"{args.rounds} rounds; budget <= {budget} ms)"
         )
+    print(f"  history and roll-ups gave the same views in {same} of {args.rounds} rounds")
     print(f"  load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
 
 

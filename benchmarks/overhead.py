@@ -185,6 +185,7 @@ def _reader_benchmark(
 ) -> dict[str, float]:
     from instrumented.conf import get_config
     from instrumented.reader import read_stats
+    from instrumented.stats import reader
     from instrumented.stats.aggregate import Aggregator
     from instrumented.stats.flusher import Flusher
     from instrumented.stats.probe import Probe
@@ -198,12 +199,16 @@ def _reader_benchmark(
     if not full_window:
         buckets = buckets[-1:]
     sent = 0
+    sites = []
     for _ in range(processes):
         aggregator = Aggregator(config)
-        flusher = Flusher(aggregator, config)
         served = [v for v in range(views) if v == 0 or rng.random() < share]
-        for bucket in buckets:
-            at = bucket * seconds + 1
+        sites.append((aggregator, Flusher(aggregator, config), served))
+    # Bucket by bucket, every process in turn, as time passes in a site: each finished bucket is merged once
+    # (history.py) by the first process that flushes after it settled.
+    for bucket in buckets:
+        at = bucket * seconds + 1
+        for aggregator, flusher, served in sites:
             if per_bucket:
                 requests = [rng.randrange(views) for _ in range(per_bucket)]
             else:
@@ -216,25 +221,32 @@ def _reader_benchmark(
                 latency = int(rng.lognormvariate(15, 0.6))
                 aggregator.record(f"app:view_{v}", f"v/{v}/", "GET", 200, latency, probe, now=at)
             flusher.flush(now=at)
+    for _aggregator, flusher, _served in sites:
         flusher.flush(now=now)
     if time.time() - now > config.ttl - config.bucket_seconds:  # the first processes' keys have expired
         raise RuntimeError(f"writing {processes} processes' traffic took {time.time() - now:.0f} s, longer than "
                            f"memcached keeps it ({config.ttl} s): run the benchmark on a quieter machine")  # fmt: skip
-    timings: dict[str, list[float]] = {"table": [], "series": []}
-    for _ in range(rounds):
-        start = time.perf_counter()
-        stats = read_stats(now=now)
-        timings["table"].append(time.perf_counter() - start)
-        start = time.perf_counter()
-        read_stats(now=now, view="app:view_7", series=True)
-        timings["series"].append(time.perf_counter() - start)
-    assert stats["processes"] == processes, stats["processes"]
-    assert sum(view["requests"] for view in stats["views"]) == sent, (stats["views"], sent)
-    return {
-        "median_ms": statistics.median(timings["table"]) * 1000,
-        "series_ms": statistics.median(timings["series"]) * 1000,
-        "snapshots": len(buckets) * processes,
-    }
+    result: dict[str, float] = {"snapshots": len(buckets) * processes}
+    for history, label in ((False, "rollups_"), (True, "")):  # the processes' roll-ups (before), then history
+        reader.READ_HISTORY = history
+        try:
+            timings: dict[str, list[float]] = {"table": [], "series": [], "table_cpu": []}
+            for _ in range(rounds):
+                start, cpu = time.perf_counter(), time.process_time()
+                stats = read_stats(now=now)
+                timings["table"].append(time.perf_counter() - start)
+                timings["table_cpu"].append(time.process_time() - cpu)
+                start = time.perf_counter()
+                read_stats(now=now, view="app:view_7", series=True)
+                timings["series"].append(time.perf_counter() - start)
+        finally:
+            reader.READ_HISTORY = True
+        assert stats["processes"] == processes, stats["processes"]
+        assert sum(view["requests"] for view in stats["views"]) == sent, (stats["views"], sent)
+        result[f"{label}median_ms"] = statistics.median(timings["table"]) * 1000
+        result[f"{label}cpu_ms"] = statistics.median(timings["table_cpu"]) * 1000
+        result[f"{label}series_ms"] = statistics.median(timings["series"]) * 1000
+    return result
 
 
 def one_server_down(rounds: int, requests: int) -> dict[str, float]:
@@ -382,6 +394,8 @@ def main() -> None:
                 "  random traffic, as real workers see it (each process 12 requests a bucket, each to a random view:"
                 f"\n    its own subset and order in every bucket): all views {real['median_ms']:.1f} ms "
                 f"(budget <= 50 ms); one view with series {real['series_ms']:.1f} ms (budget <= 100 ms)"
+                f"\n    the same read from the processes' roll-ups (no history): all views "
+                f"{real['rollups_median_ms']:.1f} ms; one view with series {real['rollups_series_ms']:.1f} ms"
             )
 
         print("\none of two memcached servers killed (flusher thread writing, 10-query view):")

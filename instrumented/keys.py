@@ -10,6 +10,10 @@ and a new release never read each other's values.
 ``<prefix><version>:ser:<process>``        its per-view series of the finished buckets, one section per view
 ``<prefix><version>:mark:<process>``       on every server: it still holds what this process wrote
 ``<prefix><version>:live:<slot>``          the processes that flushed in one flush interval (``processes_live``)
+``<prefix><version>:hist:<bucket>``        every process's aggregate of one finished bucket, merged once (history)
+``<prefix><version>:hist<level>:<bucket>``  the 2**level buckets from ``bucket`` merged (built from two halves)
+``<prefix><version>:hist:<bucket>:ok``     the length of the bucket's index that merge holds (merged is current)
+``<prefix><version>:hist:<bucket>:<length>:claim``  who merges the bucket at that index length (``add``)
 ``<prefix><version>:smp:<bucket>:<view hash>:<process>``  one process's slowest requests of a view in a bucket
 ``<prefix><version>:err:<ref>:m`` / ``:p`` an error's metadata and text traceback / its technical page
 ``<prefix><version>:err:i:<minute>``       the references captured in one minute
@@ -90,6 +94,22 @@ class Keys:
     def live(self, slot: int) -> str:
         """The processes that flushed in one flush interval (``slot`` = unix time // FLUSH_INTERVAL)."""
         return f"{self.prefix}:live:{slot}"
+
+    def history(self, bucket: int) -> str:
+        """Every process's aggregate of one finished bucket, merged once by one elected process (history.py)."""
+        return f"{self.prefix}:hist:{bucket}"
+
+    def history_block(self, level: int, first: int) -> str:
+        """The history of 2**level buckets from ``first`` (a multiple of 2**level); level 0 is :meth:`history`."""
+        return f"{self.prefix}:hist{level}:{first}" if level else self.history(first)
+
+    def history_done(self, bucket: int) -> str:
+        """The bucket index's length in bytes that the bucket's stored history holds (its processes' writes)."""
+        return f"{self.prefix}:hist:{bucket}:ok"
+
+    def history_claim(self, bucket: int, index_length: int) -> str:
+        """Taken (``add``) by the one process that merges ``bucket`` as its index stands at ``index_length`` bytes."""
+        return f"{self.prefix}:hist:{bucket}:{index_length}:claim"
 
     def samples(self, bucket: int, view_hash: str, process_id: str) -> str:
         """One process's slowest requests of one view (``view_hash``: samples.view_hash) in one bucket."""

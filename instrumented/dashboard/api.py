@@ -14,7 +14,7 @@ from ..conf import get_config
 from ..naming import shorten, view_name, work_kind
 from ..pages import detail_url, json_response
 from ..stats import queue
-from ..stats.reader import STATUS_CLASSES, findings
+from ..stats.document import STATUS_CLASSES, findings
 from ..stats.reading import read
 from ..stats.snapshot import ViewTotals
 from . import samples

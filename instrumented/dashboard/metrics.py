@@ -17,7 +17,7 @@ from django.views.decorators.http import require_safe
 
 from ..access import metrics_access, metrics_headers
 from ..display import escape_controls
-from ..stats.reader import STATUS_CLASSES
+from ..stats.document import STATUS_CLASSES
 from ..stats.reading import read
 
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"

@@ -11,7 +11,7 @@ from rich.text import Text
 
 from ..display import escape_controls, local_time, plain
 from ..naming import REQUEST
-from ..stats.reader import FEW_SAMPLES, rate_seconds
+from ..stats.document import FEW_SAMPLES, per_second, rate_seconds
 
 #: Sort keys accepted by the terminal commands, mapped to a function of one view dict.
 SORT_KEYS: dict[str, Any] = {
@@ -197,7 +197,7 @@ def render_summary(stats: dict[str, Any]) -> Text:
     errors = sum(v["errors"] for v in views)
     span = rate_seconds(stats)
     line = Text()
-    line.append(f"{len(views)} view(s) · {requests} requests ({requests / span:.2f}/s) · ")
+    line.append(f"{len(views)} view(s) · {requests} requests ({per_second(requests, span):.2f}/s) · ")
     line.append(f"{errors} error(s)", style="bold red" if errors else "")
     if requests:
         line.append(f" ({100.0 * errors / requests:.1f} %)")

@@ -20,7 +20,7 @@ from ..conf import get_config
 from ..display import pretty_sql
 from ..naming import REQUEST
 from ..pages import detail_url, render_page
-from ..stats.reader import rate_seconds
+from ..stats.document import per_minute, rate_seconds
 from ..stats.reading import read
 from ..stats.sql import kind_of
 from . import bookmarklet, charts, samples
@@ -40,7 +40,7 @@ def derived(view: dict[str, Any], span_seconds: float) -> dict[str, Any]:
     requests = view["requests"]
     busy_ms = view["latency_ms"]["mean"] * requests
     return {
-        "per_minute": requests * 60.0 / max(span_seconds, 1.0),
+        "per_minute": per_minute(requests, span_seconds),
         "error_rate": view["errors"] / requests if requests else 0.0,
         "db_share": min(view["db_time_ms"] / busy_ms, 1.0) if busy_ms > 0 else 0.0,
         "cache_hit_rate": view["cache"]["hit_rate"],
@@ -204,7 +204,7 @@ def _full_series(series: list[dict[str, Any]], stats: dict[str, Any]) -> list[di
     now = datetime.fromisoformat(stats["generated_at"]).timestamp()
     current = int(now // bucket_seconds)
     count = max(1, -(-int(stats["window_seconds"]) // bucket_seconds))
-    by_bucket = {int(datetime.fromisoformat(p["t"]).timestamp()) // bucket_seconds: p for p in series}
+    by_bucket = {p["bucket"]: p for p in series}
     empty = {"requests": 0, "errors": 0, "p95_ms": 0.0}
     return [by_bucket.get(b, empty) for b in range(current - count + 1, current + 1)]
 

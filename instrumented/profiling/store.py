@@ -18,6 +18,7 @@ from ..codec import pack, unpack
 from ..conf import Config
 from ..failopen import fail_open
 from ..memcached import Store, get_store
+from ..stats import processes
 from .tree import MAX_TEXT, check_tree
 
 #: Crockford's base32 (no i, l, o, u), 14 characters: 70 random bits, as error references.
@@ -247,19 +248,18 @@ def _learn(store: Store) -> None:
     keys = store.config.keys
     known: list[str] = [arm.id for arm in watch.arms.values()]
     now = time.time()
-    slot = int(now // store.config.flush_interval)
-    live = [keys.live(s) for s in range(slot - 3, slot + 1)]  # the processes of the last flush intervals
+    live = processes.live_keys(keys, now, store.config.flush_interval, 4)  # the last flush intervals' processes
     values = store.get_many([keys.profile_arms(), *live] + [keys.profile_claims(a) for a in known])
     if values is None:
         return  # memcached unreachable: keep what we knew (arms expire by their own time)
     arms = _live_arms(unpack(values.get(keys.profile_arms())), store.config, now)
-    processes = max(1, len({p for key in live for p in (values.get(key) or b"").split()}))
+    writing = max(1, len(processes.live(values, live)))
     with watch.lock:
         fresh: dict[str, LocalArm] = {}
         for arm in arms:
             local = watch.arms.get(arm["view"])
             if local is None or local.id != arm["id"]:
-                share = -(-arm["n"] // processes)
+                share = -(-arm["n"] // writing)
                 local = LocalArm(arm["id"], arm["view"], arm["n"], arm["until"], share=share, learnt=now)
             claims = values.get(keys.profile_claims(str(arm["id"])))
             if claims is not None and claims.strip().isdigit() and int(claims) >= local.n:

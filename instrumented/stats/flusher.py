@@ -18,7 +18,7 @@ from ..failopen import fail_open
 from ..keys import make_process_id
 from ..memcached import Store
 from ..naming import OTHER_VIEW
-from . import samples
+from . import history, processes, samples
 from .aggregate import Aggregator, get_aggregator
 from .literals import strip_for_stats
 from .rollup import Rollup, encode_rollup
@@ -27,9 +27,6 @@ from .sql import template_of
 
 logger = logging.getLogger("instrumented")
 
-
-#: Bumped by every flush of this process: a reader's cached document older than a local flush is not used.
-generation = 0
 
 #: Called with the flusher's store at every flush that reaches memcached (features that ride on the flush,
 #: e.g. profiling's arms, register here at start-up: the flusher knows nothing of them).
@@ -56,6 +53,7 @@ class Flusher:
         # Its own client and breaker, bound to the settings it was started with.
         self.store = Store(config)
         self.registered: set[int] = set()
+        self.history = history.Merger(config, self.process_id)
         # The latest snapshot of every bucket still in the window: the roll-up is built from these.
         self.window: dict[int, dict[str, Any]] = {}
         # Buckets whose latest state is not in memcached yet (a write failed, or memcached was down).
@@ -116,9 +114,8 @@ class Flusher:
 
         ``now`` (unix time) is the clock seam for tests and benchmarks; the thread passes nothing.
         """
-        global generation
         with self._lock:
-            generation += 1
+            processes.bump()
             changes = self.aggregator.collect_dirty()
             current = int((time.time() if now is None else now) // self.bucket_seconds)
             for bucket, change in changes.items():
@@ -151,7 +148,9 @@ class Flusher:
                 ok = False
                 with fail_open("writing a bucket failed"):  # one bad bucket must not stop the others
                     ok = self.store.set(self.keys.bucket(bucket, self.process_id), shrink(self.window[bucket]))
-                    ok = ok and self._register(self.store, bucket)
+                    ok = ok and processes.register_write(
+                        self.registered, self.store, self.keys, bucket, self.process_id, late=bucket < current
+                    )
                 if ok:
                     self.unwritten.discard(bucket)
                     written += 1
@@ -163,6 +162,8 @@ class Flusher:
                     self._write_rollup(self.store, current, at)
             with fail_open("writing samples failed"):
                 self._write_samples(current)
+            with fail_open("merging a finished bucket failed"):
+                self.history.run(self.store, at)
             return written
 
     def _write_samples(self, current: int) -> None:
@@ -193,10 +194,7 @@ class Flusher:
         slot = int(at // self.interval)
         if slot == self._live_slot:
             return
-        key, entry = self.keys.live(slot), f"{self.process_id} ".encode()
-        ttl = int(3 * self.interval) + 2
-        added = self.store.add(key, entry, ttl)
-        if added or (added is False and self.store.append(key, entry)):
+        if processes.announce(self.store, self.keys, slot, self.process_id, self.interval):
             self._live_slot = slot
 
     def _write_rollup(self, store: Store, current: int, at: float) -> None:
@@ -259,21 +257,6 @@ class Flusher:
             meta["truncated"] = True
         current_points = [[n, b, v["n"], v.get("e", 0), v.get("h", "")] for b, n, v in points if n in rows]
         return encode_rollup(meta, rows, current_points)
-
-    def _register(self, store: Store, bucket: int) -> bool:
-        """Add this process to the bucket's index once (``add``, else ``append``)."""
-        if bucket in self.registered:
-            return True
-        entry = f"{self.process_id} ".encode()
-        added = store.add(self.keys.bucket_index(bucket), entry)
-        if added is None:
-            return False
-        if not added and not store.append(self.keys.bucket_index(bucket), entry):
-            return False
-        self.registered.add(bucket)
-        if len(self.registered) > 64:
-            self.registered = {b for b in self.registered if b >= bucket - 40}
-        return True
 
 
 _flusher: Flusher | None = None

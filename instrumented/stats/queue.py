@@ -106,6 +106,21 @@ def merge(entry: list[Any], other: list[Any]) -> None:
     histogram.merge(entry[4], other[4])
 
 
+def add_waits(waits: dict[str, list[Any]], process_id: str, entries: Any) -> None:
+    """Sum the queue time (``qt``) of one process's views (a snapshot's views or a roll-up's findings) into
+    ``waits[process_id]``; a malformed part is left out (the view's own merge counts it)."""
+    for view in entries:
+        wire = view.get("qt") if isinstance(view, dict) else None
+        if wire is None:
+            continue
+        total = waits.get(process_id) or new()
+        try:
+            add_wire(total, wire)
+        except (TypeError, ValueError):
+            continue
+        waits[process_id] = total
+
+
 def to_wire(entry: list[Any]) -> list[Any]:
     """The stored form of a record."""
     return [entry[0], int(entry[1]), int(entry[2]), entry[3], histogram.encode_dense(entry[4])]

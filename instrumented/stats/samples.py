@@ -33,7 +33,7 @@ from django.utils.functional import LazyObject, empty
 from ..codec import ValueTooLarge, dumps, inflate, pack_bytes
 from ..failopen import failures
 from ..memcached import Store
-from . import events
+from . import events, processes
 from .probe import Probe, _memo, _template, vendors
 
 #: Wire-format version of a stored sample value (inside the key prefix's schema version).
@@ -437,7 +437,7 @@ def read_samples(
     if len(found.missing) == len(store.servers):
         result["error"] = f"memcached unavailable: {store.last_error or 'circuit breaker open'}"
         return result
-    wanted = _writers(found.values, buckets, config.keys)
+    wanted = processes.pairs(found.values, config.keys, buckets)
     sample_keys = [config.keys.samples(bucket, view_hash(view), process_id) for bucket, process_id in wanted]
     values = store.fetch(sample_keys) if sample_keys else None
     if values is not None:
@@ -463,19 +463,6 @@ def read_samples(
         result["partial"] = True
         result["missing"] = sorted(missing)
     return result
-
-
-def _writers(indexes: dict[str, bytes], buckets: list[int], keys: Any) -> list[tuple[int, str]]:
-    """(bucket, process) pairs of the window, from the bucket indexes (a forged index is cut, not followed)."""
-    from .reader import MAX_PROCESSES_PER_READ
-
-    wanted: list[tuple[int, str]] = []
-    for bucket in buckets:
-        raw = (indexes.get(keys.bucket_index(bucket)) or b"")[: 64 * 1024]
-        for process_id in dict.fromkeys(raw.decode("ascii", "replace").split()):
-            if len(wanted) < MAX_PROCESSES_PER_READ * 4:
-                wanted.append((bucket, process_id))
-    return wanted
 
 
 class _Merge:
