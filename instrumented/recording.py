@@ -25,8 +25,7 @@ from . import keys
 from .conf import get_config
 from .failopen import failures
 from .naming import COMMAND_PREFIX, TASK_PREFIX, class_name, is_ignored
-from .stats.aggregate import get_aggregator
-from .stats.flusher import ensure_flusher
+from .stats.intake import hand_over
 from .stats.probe import Probe, current_probe
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -91,7 +90,7 @@ class record:  # used like a function: ``with record("nightly-report"):`` / ``@r
             self._probe = probe
             self.fail((exc_type, exc, tb))
             self._probe = None
-        duration = perf_counter_ns() - probe.start_ns
+        end_ns = perf_counter_ns()
         probe.end()
         try:
             if self._token is not None:
@@ -100,12 +99,9 @@ class record:  # used like a function: ``with record("nightly-report"):`` / ``@r
             current_probe.set(None)
         self._token = None
         try:
-            config = get_config()
-            aggregator = get_aggregator(config)
             status = 500 if probe.exception_class is not None else 200
-            aggregator.record(self.name, "", self.method, status, duration, probe)
-            if not aggregator.flushing:
-                ensure_flusher(config)
+            # The middleware's door (stats/intake.py): queued for the flusher thread, counted there.
+            hand_over((self.name, "", self.method, status, end_ns - probe.start_ns, probe, end_ns))
         except Exception as exc2:  # noqa: BLE001 - fail open
             failures.record("recording work failed", exc2)
 

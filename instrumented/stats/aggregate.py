@@ -1,7 +1,7 @@
 """The in-process window: per 10 s bucket, per view, counters and a mergeable latency histogram.
 
-A finished request is only handed over (``pending``, a deque append: no lock on the request path);
-the flusher thread counts what was handed over in one batch before it collects, under one lock, O(1)
+A finished request or piece of work is only handed over (intake.py, the one door: a deque append, no lock on
+the request path); the flusher thread counts what was handed over in one batch before it collects, under one lock, O(1)
 work per request plus one step per distinct SQL template it ran. Snapshots are plain JSON-able dicts;
 the reader merges them across processes.
 """
