@@ -50,6 +50,8 @@ class Aggregator:
         self.max_raw_sql = RAW_SQL_FACTOR * self.max_sql
         self.max_name = config.max_name_length
         self.n_plus_one_threshold = config.n_plus_one_threshold
+        #: The settings it was made with (intake.hand_over tells a stale aggregator by it).
+        self.config = config
         self.lock = threading.Lock()
         self.buckets: dict[int, dict[str, ViewTotals]] = {}
         # bucket -> names of the views that changed since the flusher last collected them
@@ -110,7 +112,7 @@ class Aggregator:
         """Count one finished request into the current bucket."""
         if now is None:
             now = time.time()
-        bucket = int(now // self.bucket_seconds)
+        bucket = int(now) // self.bucket_seconds  # whole seconds: no float floor division (fmod)
         latency_us = duration_ns / 1000.0
         queries = 0
         db_ns = 0
@@ -277,29 +279,28 @@ class Aggregator:
         return {"bucket": bucket, "views": views}
 
 
-_aggregator: Aggregator | None = None
-_aggregator_config: Config | None = None
+#: The process's aggregator (None until first used, after a fork, in tests after a reset): read it through
+#: get_aggregator(), or as intake.hand_over does, checking ``current.config`` against the settings of the moment.
+current: Aggregator | None = None
 _aggregator_lock = threading.Lock()
 
 
 def get_aggregator(config: Config) -> Aggregator:
     """The process's aggregator (re-created after fork, or when the settings object changes)."""
-    global _aggregator, _aggregator_config
-    aggregator = _aggregator
-    if aggregator is None or _aggregator_config is not config:
+    global current
+    aggregator = current
+    if aggregator is None or aggregator.config is not config:
         with _aggregator_lock:
-            if _aggregator is None or _aggregator_config is not config:
-                _aggregator = Aggregator(config)
-                _aggregator_config = config
-            aggregator = _aggregator
+            if current is None or current.config is not config:
+                current = Aggregator(config)
+            aggregator = current
     return aggregator
 
 
 def reset_aggregator() -> None:
     """Forget all in-process data (tests, and the child after a fork)."""
-    global _aggregator, _aggregator_config, _aggregator_lock
-    _aggregator = None
-    _aggregator_config = None
+    global current, _aggregator_lock
+    current = None
     _aggregator_lock = threading.Lock()
     thresholds.clear()  # the request path's sample thresholds belong to the aggregate let go
 

@@ -10,6 +10,7 @@ Callers fail open around it (it raises only what a broken aggregate raises).
 from __future__ import annotations
 
 from ..conf import get_config
+from . import aggregate
 from .aggregate import REQUEST_DRAIN, Finished, get_aggregator
 from .flusher import ensure_flusher
 
@@ -18,7 +19,9 @@ def hand_over(finished: Finished) -> None:
     """Queue one finished request or work, ``(view, route, method, status, duration ns, probe, perf_counter_ns at
     the end)``, for the flusher thread; its probe must be ended (``Probe.end``)."""
     config = get_config()
-    aggregator = get_aggregator(config)
+    aggregator = aggregate.current  # get_aggregator()'s fast path without its call (a request pays for each call)
+    if aggregator is None or aggregator.config is not config:
+        aggregator = get_aggregator(config)
     pending = aggregator.pending
     pending.append(finished)
     if len(pending) >= aggregator.max_pending:  # the flusher is far behind (or gone): count a few here
