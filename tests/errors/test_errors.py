@@ -287,7 +287,7 @@ def test_capture_failure_never_raises(users, monkeypatch, signal_count):
     def broken(*args, **kwargs):
         raise MemoryError("rendering blew up")
 
-    monkeypatch.setattr(errors, "render_page", broken)
+    monkeypatch.setattr(errors, "technical_page", broken)
     before = failures.counts.get("rendering a technical page failed", 0)
     response = client_for(users, "anonymous").get("/fail/")
     assert response.status_code == 500 and len(signal_count) == 1
