@@ -28,7 +28,7 @@ from .naming import static_prefix, unresolved_name
 from .profiling.runner import REQUEST_META as PROFILE_META
 from .profiling.runner import profile_async, profile_sync
 from .profiling.store import watch
-from .querylog.sqlcomment import enter_view, leave_view
+from .querylog.sqlcomment import current_comment, enter_view, leave_view
 from .stats.intake import hand_over
 from .stats.probe import Probe, current_probe
 from .stats.samples import thresholds, user_kind
@@ -63,7 +63,8 @@ class InstrumentedMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:
             return self.__acall__(request)
-        leave_view()
+        if current_comment.get() is not None:  # leave_view()'s own test first: most requests never set a comment
+            leave_view()
         probe = self._begin(request)
         # Profiles (profiling/): one attribute test and one dict lookup for every other request.
         if watch.armed or PROFILE_META in request.META:
@@ -84,7 +85,8 @@ class InstrumentedMiddleware:
         return response
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
-        leave_view()
+        if current_comment.get() is not None:
+            leave_view()
         probe = self._begin(request)
         if watch.armed or PROFILE_META in request.META:
             return await self._profiled_async(request, probe)
