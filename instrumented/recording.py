@@ -11,6 +11,7 @@ into the work it records.
 from __future__ import annotations
 
 import functools
+import importlib
 import sys
 import threading
 from collections.abc import Callable
@@ -230,16 +231,24 @@ def _task_postrun(sender: Any = None, task_id: str | None = None, **kwargs: Any)
         work.__exit__(None, None, None)
 
 
-def connect_celery() -> bool:
-    """Record Celery tasks through ``task_prerun`` / ``task_failure`` / ``task_postrun``; False without Celery."""
+def _connect(module: str, receivers: dict[str, Callable[..., None]]) -> bool:
+    """Connect each receiver to the signal of its name in ``module`` (once: its dispatch_uid is ``instrumented.``
+    and the receiver's name without the underscore); False when ``module`` cannot be imported."""
     try:
-        from celery import signals  # type: ignore[import-untyped,import-not-found,unused-ignore]
+        signals = importlib.import_module(module)
     except ImportError:
         return False
-    signals.task_prerun.connect(_task_prerun, weak=False, dispatch_uid="instrumented.task_prerun")
-    signals.task_failure.connect(_task_failure, weak=False, dispatch_uid="instrumented.task_failure")
-    signals.task_postrun.connect(_task_postrun, weak=False, dispatch_uid="instrumented.task_postrun")
+    for name, receiver in receivers.items():
+        uid = "instrumented." + receiver.__name__.lstrip("_")
+        getattr(signals, name).connect(receiver, weak=False, dispatch_uid=uid)
     return True
+
+
+def connect_celery() -> bool:
+    """Record Celery tasks through ``task_prerun`` / ``task_failure`` / ``task_postrun``; False without Celery."""
+    return _connect(
+        "celery.signals", {"task_prerun": _task_prerun, "task_failure": _task_failure, "task_postrun": _task_postrun}
+    )
 
 
 # -- django.tasks (Django 6) -----------------------------------------------------------------------------------------
@@ -269,13 +278,9 @@ def _django_task_finished(sender: Any = None, task_result: Any = None, **kwargs:
 
 def connect_django_tasks() -> bool:
     """Record ``django.tasks`` tasks (Django 6) through ``task_started`` / ``task_finished``; False before Django 6."""
-    try:
-        from django.tasks import signals  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return False
-    signals.task_started.connect(_django_task_started, weak=False, dispatch_uid="instrumented.django_task_started")
-    signals.task_finished.connect(_django_task_finished, weak=False, dispatch_uid="instrumented.django_task_finished")
-    return True
+    return _connect(
+        "django.tasks.signals", {"task_started": _django_task_started, "task_finished": _django_task_finished}
+    )
 
 
 def install() -> None:
