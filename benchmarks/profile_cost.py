@@ -122,11 +122,11 @@ def run(variant: str, requests: int) -> None:
     setup(None)
     from django.core.handlers.wsgi import WSGIHandler
 
-    from instrumented import middleware
+    from instrumented.stats import intake
 
     # No flusher thread: its flushes come with the clock, not with the requests, and would blur the count
     # (the requests are then counted when the pending list is full, in the request: the same in both variants).
-    middleware.ensure_flusher = lambda config: None
+    intake.ensure_flusher = lambda config: None
     if variant == "without":
         without_profiling_check()
     app = WSGIHandler()

@@ -28,9 +28,8 @@ from .naming import static_prefix, unresolved_name
 from .profiling.runner import REQUEST_META as PROFILE_META
 from .profiling.runner import profile_async, profile_sync
 from .profiling.store import watch
-from .querylog.sqlcomment import enter_view, leave_view
-from .stats.aggregate import REQUEST_DRAIN, get_aggregator
-from .stats.flusher import ensure_flusher
+from .querylog.sqlcomment import current_comment, enter_view, leave_view
+from .stats.intake import hand_over
 from .stats.probe import Probe, current_probe
 from .stats.samples import thresholds, user_kind
 
@@ -64,7 +63,8 @@ class InstrumentedMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:
             return self.__acall__(request)
-        leave_view()
+        if current_comment.get() is not None:  # leave_view()'s own test first: most requests never set a comment
+            leave_view()
         probe = self._begin(request)
         # Profiles (profiling/): one attribute test and one dict lookup for every other request.
         if watch.armed or PROFILE_META in request.META:
@@ -85,7 +85,8 @@ class InstrumentedMiddleware:
         return response
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
-        leave_view()
+        if current_comment.get() is not None:
+            leave_view()
         probe = self._begin(request)
         if watch.armed or PROFILE_META in request.META:
             return await self._profiled_async(request, probe)
@@ -223,7 +224,7 @@ class InstrumentedMiddleware:
             self._finish(request, response, probe)
 
     def _finish(self, request: HttpRequest, response: HttpResponseBase | None, probe: Probe) -> None:
-        """Hand the finished request to the aggregate, which the flusher thread counts; never raises."""
+        """Hand the finished request over (stats/intake.py, the door ``record()`` uses too); never raises."""
         if not probe.active:
             return
         end_ns = perf_counter_ns()
@@ -243,13 +244,6 @@ class InstrumentedMiddleware:
                     probe.timeline = None
                 else:
                     probe.user_kind = user_kind(request)
-            config = get_config()
-            aggregator = get_aggregator(config)
-            pending = aggregator.pending
-            pending.append((view, route, request.method or "", status, end_ns - probe.start_ns, probe, end_ns))
-            if len(pending) >= aggregator.max_pending:  # the flusher is far behind (or gone): count them here
-                aggregator.drain(REQUEST_DRAIN)
-            if not aggregator.flushing:
-                ensure_flusher(config)
+            hand_over((view, route, request.method or "", status, end_ns - probe.start_ns, probe, end_ns))
         except Exception as exc:  # noqa: BLE001 - fail open; by hand: fail_open() costs ~0.15-0.25 µs a request
             failures.record("recording a request failed", exc)

@@ -11,6 +11,7 @@ into the work it records.
 from __future__ import annotations
 
 import functools
+import importlib
 import sys
 import threading
 from collections.abc import Callable
@@ -25,8 +26,7 @@ from . import keys
 from .conf import get_config
 from .failopen import failures
 from .naming import COMMAND_PREFIX, TASK_PREFIX, class_name, is_ignored
-from .stats.aggregate import get_aggregator
-from .stats.flusher import ensure_flusher
+from .stats.intake import hand_over
 from .stats.probe import Probe, current_probe
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -91,7 +91,7 @@ class record:  # used like a function: ``with record("nightly-report"):`` / ``@r
             self._probe = probe
             self.fail((exc_type, exc, tb))
             self._probe = None
-        duration = perf_counter_ns() - probe.start_ns
+        end_ns = perf_counter_ns()
         probe.end()
         try:
             if self._token is not None:
@@ -100,12 +100,9 @@ class record:  # used like a function: ``with record("nightly-report"):`` / ``@r
             current_probe.set(None)
         self._token = None
         try:
-            config = get_config()
-            aggregator = get_aggregator(config)
             status = 500 if probe.exception_class is not None else 200
-            aggregator.record(self.name, "", self.method, status, duration, probe)
-            if not aggregator.flushing:
-                ensure_flusher(config)
+            # The middleware's door (stats/intake.py): queued for the flusher thread, counted there.
+            hand_over((self.name, "", self.method, status, end_ns - probe.start_ns, probe, end_ns))
         except Exception as exc2:  # noqa: BLE001 - fail open
             failures.record("recording work failed", exc2)
 
@@ -234,16 +231,24 @@ def _task_postrun(sender: Any = None, task_id: str | None = None, **kwargs: Any)
         work.__exit__(None, None, None)
 
 
-def connect_celery() -> bool:
-    """Record Celery tasks through ``task_prerun`` / ``task_failure`` / ``task_postrun``; False without Celery."""
+def _connect(module: str, receivers: dict[str, Callable[..., None]]) -> bool:
+    """Connect each receiver to the signal of its name in ``module`` (once: its dispatch_uid is ``instrumented.``
+    and the receiver's name without the underscore); False when ``module`` cannot be imported."""
     try:
-        from celery import signals  # type: ignore[import-untyped,import-not-found,unused-ignore]
+        signals = importlib.import_module(module)
     except ImportError:
         return False
-    signals.task_prerun.connect(_task_prerun, weak=False, dispatch_uid="instrumented.task_prerun")
-    signals.task_failure.connect(_task_failure, weak=False, dispatch_uid="instrumented.task_failure")
-    signals.task_postrun.connect(_task_postrun, weak=False, dispatch_uid="instrumented.task_postrun")
+    for name, receiver in receivers.items():
+        uid = "instrumented." + receiver.__name__.lstrip("_")
+        getattr(signals, name).connect(receiver, weak=False, dispatch_uid=uid)
     return True
+
+
+def connect_celery() -> bool:
+    """Record Celery tasks through ``task_prerun`` / ``task_failure`` / ``task_postrun``; False without Celery."""
+    return _connect(
+        "celery.signals", {"task_prerun": _task_prerun, "task_failure": _task_failure, "task_postrun": _task_postrun}
+    )
 
 
 # -- django.tasks (Django 6) -----------------------------------------------------------------------------------------
@@ -273,13 +278,9 @@ def _django_task_finished(sender: Any = None, task_result: Any = None, **kwargs:
 
 def connect_django_tasks() -> bool:
     """Record ``django.tasks`` tasks (Django 6) through ``task_started`` / ``task_finished``; False before Django 6."""
-    try:
-        from django.tasks import signals  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return False
-    signals.task_started.connect(_django_task_started, weak=False, dispatch_uid="instrumented.django_task_started")
-    signals.task_finished.connect(_django_task_finished, weak=False, dispatch_uid="instrumented.django_task_finished")
-    return True
+    return _connect(
+        "django.tasks.signals", {"task_started": _django_task_started, "task_finished": _django_task_finished}
+    )
 
 
 def install() -> None:

@@ -159,10 +159,16 @@ def _is_anonymous(request: HttpRequest | None) -> bool:
     return not bool(getattr(user, "is_authenticated", False))
 
 
-def render_page(request: HttpRequest | None, exc_info: ExcInfo) -> bytes | None:
+def technical_page(request: HttpRequest | None, exc_info: ExcInfo) -> bytes | None:
     """The technical page, packed for memcached; re-rendered smaller when too big; None when it never fits.
 
     When the first rendering is far over the limit (twice), only the smallest one is tried after it.
+
+    Not the page frame (``pages.render_page``), on purpose: this is Django's technical 500 page as the bounded
+    reporter renders it (its own HTML and styles, no template of ours), stored and later shown sandboxed; and it
+    runs inside the request that failed, where the frame's admin context, URL reversing, user and session may
+    be what broke. errors/views.py serves it under its own CSP (the live page LIVE_TECHNICAL_CSP, the stored one
+    ``sandbox``), not the frame's.
     """
     html = BoundedExceptionReporter(request, *exc_info).get_traceback_html()
     if request is not None:
@@ -313,7 +319,7 @@ def _store(
     page: bytes | None = None
     if page_budget.take(config.error_pages_per_minute, anonymous=anonymous):
         with fail_open("rendering a technical page failed"):  # optional: metadata and text are still stored
-            page = render_page(request, exc_info)
+            page = technical_page(request, exc_info)
     meta["page"] = page is not None
     # Which request fields' values were masked (the pages say so: a mask is evidence too).
     meta["masked_fields"] = sorted(masker.masked)

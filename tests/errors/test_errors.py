@@ -7,6 +7,7 @@ the auth middleware, a session engine that can break) is switched on with pytest
 from __future__ import annotations
 
 import re
+import threading
 import time
 import zlib
 
@@ -178,7 +179,14 @@ def test_expired_unknown_and_malformed_references(users, settings, monkeypatch):
 
     calls: list[object] = []
     original = type(store).get_many
-    monkeypatch.setattr(type(store), "get_many", lambda self, keys: calls.append(keys) or original(self, keys))
+    this_thread = threading.get_ident()  # the flusher thread reads memcached too (live slots, armed profiles)
+
+    def spy(self: object, keys: list[str]) -> object:
+        if threading.get_ident() == this_thread:
+            calls.append(keys)
+        return original(self, keys)
+
+    monkeypatch.setattr(type(store), "get_many", spy)
     for bad in ("short", "iiiiiiiiiiiiii", "0" * 15, "a%20b%20c%20d%20e%20", "%3Cscript%3Eabcde", "0123456789abc%00"):
         answer = root.get(f"/instrumented/errors/{bad}/")
         assert answer.status_code == 404 and b"not an error reference" in answer.content, bad
@@ -287,7 +295,7 @@ def test_capture_failure_never_raises(users, monkeypatch, signal_count):
     def broken(*args, **kwargs):
         raise MemoryError("rendering blew up")
 
-    monkeypatch.setattr(errors, "render_page", broken)
+    monkeypatch.setattr(errors, "technical_page", broken)
     before = failures.counts.get("rendering a technical page failed", 0)
     response = client_for(users, "anonymous").get("/fail/")
     assert response.status_code == 500 and len(signal_count) == 1
