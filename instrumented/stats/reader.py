@@ -148,9 +148,12 @@ MAX_HISTORY_HOLES = 2
 #: whatever the history's size, and per byte of the history values' main parts; past both, the read takes the
 #: processes' roll-ups. Measured 2026-12-07 (callgrind, 300 views): a snapshot's byte costs several times a
 #: history byte; 48 workers serving 8 random views a bucket write ~30 KB of current snapshots beside ~50 KB of
-#: history, 50 processes serving all 300 views every bucket ~285 KB (their roll-ups were 3x cheaper).
+#: history, 50 processes serving all 300 views every bucket ~285 KB (their roll-ups were 3x cheaper). At 2 per
+#: byte, 50 processes each serving its own third of the views every bucket read through the history in 94 ms
+#: against 58 ms from their roll-ups; at 1 they take the roll-ups (63 ms) while random traffic keeps the history
+#: (41 against 165 ms): benchmarks/overhead.py's reader cases, 2026-12-07.
 MAX_RAW_BESIDE_HISTORY = 64 * 1024
-RAW_PER_HISTORY_BYTE = 2
+RAW_PER_HISTORY_BYTE = 1
 
 #: How long one merged document serves the process's other readers (ten open dashboards: one read).
 CACHE_SECONDS = 1.0
