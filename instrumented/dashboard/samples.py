@@ -13,7 +13,8 @@ from django.http import HttpRequest
 from ..conf import get_config
 from ..failopen import fail_open
 from ..memcached import get_store
-from ..stats.samples import MAX_REFERENCE, REFERENCE_ALPHABET, read_samples
+from ..references import normalize_reference
+from ..stats.samples import read_samples
 
 #: Samples one page or API answer shows at most (``?limit=``).
 MAX_LIMIT = 50
@@ -24,8 +25,8 @@ def parse_error(request: HttpRequest) -> str | None:
     raw = request.GET.get("error", "")
     if not raw:
         return None
-    ref = raw.lower()
-    if len(ref) != MAX_REFERENCE or not all(c in REFERENCE_ALPHABET for c in ref):
+    ref = normalize_reference(raw)
+    if ref is None:
         raise ValueError("error must be an error reference")
     return ref
 

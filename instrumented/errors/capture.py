@@ -34,8 +34,8 @@ from ..failopen import fail_open, failures
 from ..keys import ERROR_INDEX_SECONDS
 from ..memcached import Store, get_store
 from ..naming import class_name, view_name
+from ..references import new_reference
 from ..stats.probe import current_probe, paused
-from .records import new_reference
 from .redact import Masker, masker_for
 from .reporter import BoundedExceptionReporter
 

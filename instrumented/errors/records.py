@@ -2,34 +2,13 @@
 
 from __future__ import annotations
 
-import secrets
 import time
 from typing import Any
 
 from ..codec import unpack
 from ..keys import ERROR_INDEX_SECONDS
 from ..memcached import get_store
-
-#: Crockford's base32 alphabet: no i, l, o, u, so a reference survives being read over the phone.
-ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
-#: 14 characters x 5 bits = 70 random bits.
-REFERENCE_LENGTH = 14
-
-
-def new_reference() -> str:
-    """A random, URL-safe, case-insensitive reference, e.g. ``7kq2m9x4d1h8vz``."""
-    return "".join(secrets.choice(ALPHABET) for _ in range(REFERENCE_LENGTH))
-
-
-def normalize_reference(value: object) -> str | None:
-    """The canonical (lower-case) form of a reference typed by a person, or None when it cannot be one."""
-    if not isinstance(value, str) or len(value) != REFERENCE_LENGTH:
-        return None
-    value = value.lower()
-    if all(c in ALPHABET for c in value):
-        return value
-    return None
-
+from ..references import normalize_reference
 
 #: Metadata fields that pages show as text (each must be a string when present), and the optional ones.
 _TEXT_FIELDS = ("exception", "location", "message", "view", "route", "method", "path", "user", "text")

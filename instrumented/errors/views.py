@@ -23,9 +23,10 @@ from ..failopen import fail_open
 from ..keys import RATE_LIMIT_SECONDS
 from ..memcached import get_store
 from ..pages import errors_url
+from ..references import new_reference, normalize_reference
 from ..stats.probe import paused
 from .capture import PAGE_ATTRIBUTE, REQUEST_ATTRIBUTE, capture
-from .records import load_meta, load_page, new_reference, normalize_reference
+from .records import load_meta, load_page
 from .reporter import BoundedExceptionReporter
 
 #: The live technical page runs no script at all (the package renders Django's template without it): no

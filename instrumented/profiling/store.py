@@ -8,7 +8,6 @@ written when that request ends, armed profiles by the flusher thread (:func:`on_
 from __future__ import annotations
 
 import math
-import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -18,31 +17,16 @@ from ..codec import pack, unpack
 from ..conf import Config
 from ..failopen import fail_open
 from ..memcached import Store, get_store
+from ..references import new_reference, normalize_reference
 from ..stats import processes
 from .tree import MAX_TEXT, check_tree
 
-#: Crockford's base32 (no i, l, o, u), 14 characters: 70 random bits, as error references.
-ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
-REFERENCE_LENGTH = 14
 #: Most requests one arm may ask for.
 MAX_ARMED = 50
 #: Most arms kept at once (the oldest go first).
 MAX_ARMS = 20
 #: Largest stored profile value read back (bytes, inflated).
 MAX_PROFILE_BYTES = 4 * 1024 * 1024
-
-
-def new_reference() -> str:
-    """A random reference for a profile or an arm."""
-    return "".join(secrets.choice(ALPHABET) for _ in range(REFERENCE_LENGTH))
-
-
-def normalize_reference(value: object) -> str | None:
-    """The canonical form of a reference, or None when ``value`` cannot be one."""
-    if not isinstance(value, str) or len(value) != REFERENCE_LENGTH:
-        return None
-    value = value.lower()
-    return value if all(c in ALPHABET for c in value) else None
 
 
 def _number(value: Any, high: float) -> bool:

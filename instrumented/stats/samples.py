@@ -33,6 +33,7 @@ from django.utils.functional import LazyObject, empty
 from ..codec import ValueTooLarge, dumps, inflate, pack_bytes
 from ..failopen import failures
 from ..memcached import Store
+from ..references import is_reference
 from . import events, processes
 from .probe import Probe, _memo, _template, vendors
 
@@ -51,8 +52,6 @@ USER_KINDS = ("anonymous", "authenticated", "staff", "unknown")
 N_PLUS_ONE, DUPLICATE = 1, 2
 #: Largest number a reader accepts in a sample (µs offsets and durations: about 11 days).
 MAX_NUMBER = 10**12
-MAX_REFERENCE = 14
-REFERENCE_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 MAX_TEXT = 200
 #: Largest stored value a reader inflates (a genuine one packs into MAX_VALUE_BYTES; its SQL compresses well).
 MAX_INFLATED = 8 * 1024 * 1024
@@ -325,9 +324,7 @@ def _valid_head(raw: dict[str, Any]) -> bool:
         return False
     if not (_text(method, 16) and (method == "" or (method.isascii() and method.isalpha()))):
         return False
-    if error is not None and not (
-        _text(error, MAX_REFERENCE) and len(error) == MAX_REFERENCE and all(c in REFERENCE_ALPHABET for c in error)
-    ):
+    if error is not None and not (is_reference(error)):
         return False
     return raw.get("user") in USER_KINDS and _number(raw.get("q")) and _number(raw.get("db"))
 
@@ -522,7 +519,7 @@ class _Merge:
             and type(errors) is list
             and len(durations) == len(errors) <= self.most
             and all(_number(ms, 0, 1e9) for ms in durations)
-            and all(error is None or _text(error, MAX_REFERENCE) for error in errors)
+            and all(error is None or is_reference(error) for error in errors)
         )
 
     def wanted(self, ms: float, error: str | None) -> bool:

@@ -15,12 +15,13 @@ import pytest
 from django.core.signals import got_request_exception
 from django.test import Client
 
+from instrumented import references as records
 from instrumented.codec import MAX_VALUE_BYTES, unpack
 from instrumented.errors import capture as errors
-from instrumented.errors import records
-from instrumented.errors.records import load_meta, normalize_reference
+from instrumented.errors.records import load_meta
 from instrumented.failopen import failures
 from instrumented.memcached import get_store
+from instrumented.references import normalize_reference
 from tests.support.faults import SESSION_ENGINE, with_fault_injection
 
 USERS = ["anonymous", "user", "staff", "inactive_superuser", "superuser"]

@@ -15,9 +15,10 @@ from django.test import Client
 
 from instrumented.codec import pack
 from instrumented.errors import capture
-from instrumented.errors.records import load_meta, new_reference, recent_errors
+from instrumented.errors.records import load_meta, recent_errors
 from instrumented.keys import ERROR_INDEX_SECONDS
 from instrumented.memcached import get_store
+from instrumented.references import new_reference
 from tests.errors.test_errors_grouped import rows
 
 pytestmark = pytest.mark.django_db

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from instrumented.errors.records import normalize_reference
 from instrumented.memcached import get_store
+from instrumented.references import normalize_reference
 from tests.support.servers import EXAMPLE, SiteServer, server_env, start_site
 
 USERS = ["anonymous", "user", "staff", "inactive_superuser", "superuser"]

@@ -19,8 +19,8 @@ import pytest
 from django.core.management import call_command
 
 from instrumented.codec import pack
-from instrumented.errors.records import new_reference
 from instrumented.memcached import get_store
+from instrumented.references import new_reference
 from instrumented.stats.reader import read_stats
 from instrumented.stats.rollup import encode_rollup
 from tests.stats.test_read_budget import genuine_process
