@@ -151,30 +151,37 @@ def count(tree: str, path: str, requests: int, instrumented: bool, builds: bool 
             cmd.append("--bare")
         if builds:
             cmd.append("--builds")
-        env = {**os.environ, "PYTHONHASHSEED": "0"}
-        child = subprocess.Popen(
-            cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-        )
-        assert child.stdin is not None and child.stdout is not None
-        for line in child.stdout:  # Django's own output, then READY
-            if line.strip() == "READY":
-                break
-        control = ["callgrind_control", "--instr=on", str(child.pid)]
-        subprocess.run(control, check=True, stdout=subprocess.DEVNULL)
-        child.stdin.write("go\n")
-        child.stdin.flush()
-        for line in child.stdout:
-            if line.strip() == "DONE":
-                break
-        control[1] = "--instr=off"
-        subprocess.run(control, check=True, stdout=subprocess.DEVNULL)
-        child.stdin.write("exit\n")
-        child.stdin.close()
-        assert child.wait() == 0
-        text = out.read_text()
-    match = re.search(r"^totals: (\d+)", text, re.MULTILINE)
+        return callgrind_total(cmd, out)[0]
+
+
+def callgrind_total(cmd: list[str], out: Path) -> tuple[int, list[str]]:
+    """Run ``cmd`` (valgrind --instr-atstart=no over a child that prints READY, waits for a line, does the counted
+    work, prints DONE and waits again): callgrind's total for the counted work, and the lines printed before READY."""
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    child = subprocess.Popen(
+        cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    assert child.stdin is not None and child.stdout is not None
+    before: list[str] = []
+    for line in child.stdout:  # Django's own output, then READY
+        if line.strip() == "READY":
+            break
+        before.append(line)
+    control = ["callgrind_control", "--instr=on", str(child.pid)]
+    subprocess.run(control, check=True, stdout=subprocess.DEVNULL)
+    child.stdin.write("go\n")
+    child.stdin.flush()
+    for line in child.stdout:
+        if line.strip() == "DONE":
+            break
+    control[1] = "--instr=off"
+    subprocess.run(control, check=True, stdout=subprocess.DEVNULL)
+    child.stdin.write("exit\n")
+    child.stdin.close()
+    assert child.wait() == 0
+    match = re.search(r"^totals: (\d+)", out.read_text(), re.MULTILINE)
     assert match, "no total in callgrind's output"
-    return int(match.group(1))
+    return int(match.group(1)), before
 
 
 def calls(tree: str, path: str, requests: int, instrumented: bool) -> int:

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
@@ -165,6 +166,18 @@ def cache_outside_requests(rounds: int = 21, calls: int = 20_000) -> tuple[float
     return statistics.median(times[True]), statistics.median(times[False])
 
 
+def simulated_request(aggregator: Any, rng: random.Random, view: int, at: float) -> None:
+    """One request to ``app:view_<view>`` counted straight into ``aggregator`` (two statements, a lognormal latency):
+    the readers' benchmarks simulate their processes' traffic with it."""
+    from instrumented.stats.probe import Probe
+
+    probe = Probe(0)
+    probe.add("default", f"SELECT * FROM t{view} WHERE id = %s", 3, 30_000)
+    probe.add("default", "SELECT 1", 1, 10_000)
+    latency = int(rng.lognormvariate(15, 0.6))
+    aggregator.record(f"app:view_{view}", f"v/{view}/", "GET", 200, latency, probe, now=at)
+
+
 def reader_benchmark(
     processes: int, views: int, rounds: int, full_window: bool, share: float = 1.0, per_bucket: int = 0
 ) -> dict[str, float]:
@@ -188,7 +201,6 @@ def _reader_benchmark(
     from instrumented.stats import reader
     from instrumented.stats.aggregate import Aggregator
     from instrumented.stats.flusher import Flusher
-    from instrumented.stats.probe import Probe
 
     config = get_config()
     rng = random.Random(5)
@@ -215,11 +227,7 @@ def _reader_benchmark(
                 requests = [v for v in served for _r in range(3)]
             sent += len(requests)
             for v in requests:
-                probe = Probe(0)
-                probe.add("default", f"SELECT * FROM t{v} WHERE id = %s", 3, 30_000)
-                probe.add("default", "SELECT 1", 1, 10_000)
-                latency = int(rng.lognormvariate(15, 0.6))
-                aggregator.record(f"app:view_{v}", f"v/{v}/", "GET", 200, latency, probe, now=at)
+                simulated_request(aggregator, rng, v, at)
             flusher.flush(now=at)
     for _aggregator, flusher, _served in sites:
         flusher.flush(now=now)

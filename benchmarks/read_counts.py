@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +24,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
+
+from counts import callgrind_total  # noqa: E402 - after the path is set
+from overhead import simulated_request  # noqa: E402
 
 
 def setup_django(port: int, prefix: str) -> None:
@@ -68,32 +69,9 @@ def count(port: int, prefix: str, now: float, history: bool, rounds: int) -> tup
         out = f"{tmp}/callgrind.out"
         cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", sys.executable]
         cmd += [__file__, "--child", str(port), prefix, repr(now), str(int(history)), str(rounds)]
-        env = {**os.environ, "PYTHONHASHSEED": "0"}
-        proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
-        )
-        assert proc.stdin is not None and proc.stdout is not None
-        info = ""
-        for line in proc.stdout:
-            if line.startswith("VIEWS"):
-                info = line.strip()[6:]
-            if line.strip() == "READY":
-                break
-        control = ["callgrind_control", "--instr=on", str(proc.pid)]
-        subprocess.run(control, check=True, stdout=subprocess.DEVNULL)
-        proc.stdin.write("go\n")
-        proc.stdin.flush()
-        for line in proc.stdout:
-            if line.strip() == "DONE":
-                break
-        control[1] = "--instr=off"
-        subprocess.run(control, check=True, stdout=subprocess.DEVNULL)
-        proc.stdin.write("exit\n")
-        proc.stdin.close()
-        assert proc.wait() == 0
-        match = re.search(r"^totals: (\d+)", Path(out).read_text(), re.MULTILINE)
-        assert match, "no total in callgrind's output"
-        return int(match.group(1)) / rounds, info
+        total, before = callgrind_total(cmd, Path(out))
+        info = next((line.strip()[6:] for line in before if line.startswith("VIEWS")), "")
+        return total / rounds, info
 
 
 def main() -> None:
@@ -118,7 +96,6 @@ def main() -> None:
         from instrumented.conf import get_config
         from instrumented.stats.aggregate import Aggregator
         from instrumented.stats.flusher import Flusher
-        from instrumented.stats.probe import Probe
 
         config = get_config()
         rng = random.Random(5)
@@ -135,11 +112,7 @@ def main() -> None:
                 random_views = [rng.randrange(args.views) for _ in range(args.per_bucket)]
                 served = range(args.views) if args.all_views else random_views
                 for v in served:
-                    probe = Probe(0)
-                    probe.add("default", f"SELECT * FROM t{v} WHERE id = %s", 3, 30_000)
-                    probe.add("default", "SELECT 1", 1, 10_000)
-                    latency = int(rng.lognormvariate(15, 0.6))
-                    aggregator.record(f"app:view_{v}", f"v/{v}/", "GET", 200, latency, probe, now=at)
+                    simulated_request(aggregator, rng, v, at)
                 flusher.flush(now=at)
         settled = current * seconds + 5
         for _aggregator, flusher in sites:
